@@ -1,0 +1,62 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Everything installs itself into
+# .venv (project) and .venv-sam (SAM CLI, which pins its own boto3) on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+SAM_VENV := .venv-sam
+PY := $(VENV)/bin/python
+SAM := $(SAM_VENV)/bin/sam
+export AWS_DEFAULT_REGION ?= ap-southeast-2
+export SAM_CLI_TELEMETRY := 0
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help install requirements lint typecheck validate pytest test demo serve bench clean
+
+help:
+	@echo "make demo   - run the hourly sync end to end on the local stack (moto + XPM simulator)"
+	@echo "make test   - ruff, mypy, sam validate --lint and the whole pytest suite"
+	@echo "make serve  - the local stack plus the REST API on http://127.0.0.1:3000"
+	@echo "make bench  - the performance benchmark (writes bench/results.json)"
+
+$(VENV)/.installed: pyproject.toml requirements/dev.lock
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/dev.lock
+	touch $@
+
+$(SAM_VENV)/.installed: requirements/sam.lock
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/sam.lock
+	touch $@
+
+install: $(VENV)/.installed $(SAM_VENV)/.installed
+
+# The layer's requirements.txt is generated from pyproject.toml (one source of dependencies).
+requirements: $(VENV)/.installed
+	$(PY) scripts/requirements.py --write
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy layers/shared/xpm_sync functions local tests
+
+validate: $(SAM_VENV)/.installed
+	$(SAM) validate --lint --template template.yaml
+
+pytest: $(VENV)/.installed
+	$(VENV)/bin/pytest -n 2 --cov --cov-report=term
+
+test: lint typecheck validate pytest
+
+demo: $(VENV)/.installed
+	$(PY) -m local.demo
+
+serve: $(VENV)/.installed
+	$(PY) -m local.serve
+
+bench: $(VENV)/.installed
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .aws-sam

@@ -1,0 +1,1 @@
+"""xpm-sync domain: XPM staff and clients into Active, one firm at a time."""

@@ -1,0 +1,1 @@
+"""Active: the practice platform's records and their DynamoDB repository."""

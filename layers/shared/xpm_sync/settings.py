@@ -1,0 +1,72 @@
+"""One settings model per function (SPEC B2), read from the environment at call time.
+
+``load_settings`` caches per class and per environment snapshot, so a warm Lambda does not
+re-validate on every call while tests (and the local stack) can still change the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TypeVar
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+
+class XeroSettings(_Settings):
+    xero_login_url: str = Field("https://login.xero.com", alias="XERO_LOGIN_URL")
+    xero_identity_url: str = Field("https://identity.xero.com", alias="XERO_IDENTITY_URL")
+    xero_api_url: str = Field("https://api.xero.com", alias="XERO_API_URL")
+    app_secret_id: str = Field(alias="APP_SECRET_ID")
+    token_secret_prefix: str = Field(alias="TOKEN_SECRET_PREFIX")
+
+
+class DispatchSettings(_Settings):
+    config_table: str = Field(alias="CONFIG_TABLE")
+    sync_queue_url: str = Field(alias="SYNC_QUEUE_URL")
+
+
+class WorkerSettings(XeroSettings):
+    config_table: str = Field(alias="CONFIG_TABLE")
+    active_table: str = Field(alias="ACTIVE_TABLE")
+    sync_log_table: str = Field(alias="SYNC_LOG_TABLE")
+    notify_table: str = Field(alias="NOTIFY_TABLE")
+    sync_queue_url: str = Field(alias="SYNC_QUEUE_URL")
+    notify_from_email: str = Field(alias="NOTIFY_FROM_EMAIL")
+    frontend_url: str = Field(alias="FRONTEND_URL")
+
+
+class ApiSettings(XeroSettings):
+    config_table: str = Field(alias="CONFIG_TABLE")
+    active_table: str = Field(alias="ACTIVE_TABLE")
+    sync_log_table: str = Field(alias="SYNC_LOG_TABLE")
+    sync_queue_url: str = Field(alias="SYNC_QUEUE_URL")
+
+
+class OAuthSettings(XeroSettings):
+    config_table: str = Field(alias="CONFIG_TABLE")
+    oauth_redirect_uri: str = Field(alias="OAUTH_REDIRECT_URI")
+    frontend_url: str = Field(alias="FRONTEND_URL")
+
+
+S = TypeVar("S", bound=_Settings)
+_cache: dict[tuple[type[_Settings], tuple[str | None, ...]], _Settings] = {}
+
+
+def _env_names(cls: type[_Settings]) -> tuple[str, ...]:
+    return tuple(field.alias or name for name, field in cls.model_fields.items())
+
+
+def load_settings(cls: type[S]) -> S:
+    """The function's settings; a missing required variable raises a ValidationError naming it."""
+    key = (cls, tuple(os.environ.get(name) for name in _env_names(cls)))
+    cached = _cache.get(key)
+    if cached is None:
+        cached = cls()  # type: ignore[call-arg]  # values come from the environment
+        _cache[key] = cached
+    assert isinstance(cached, cls)
+    return cached

@@ -1,0 +1,1 @@
+"""The sync: planning and running one firm's run."""

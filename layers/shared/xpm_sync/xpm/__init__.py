@@ -1,0 +1,1 @@
+"""Xero Practice Manager: typed records, the XML reader and the HTTP client."""

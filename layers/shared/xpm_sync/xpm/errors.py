@@ -1,0 +1,32 @@
+"""What can go wrong talking to XPM, typed so the sync can act on each case."""
+
+from __future__ import annotations
+
+
+class XpmError(Exception):
+    """Base of every XPM failure. Messages never contain tokens."""
+
+
+class XpmAuthError(XpmError):
+    """401 that survived one token refresh: the connection is expired or revoked."""
+
+
+class XpmWrongTenant(XpmError):
+    """403: the token does not cover the tenant (practice) asked for."""
+
+
+class XpmRateLimited(XpmError):
+    """429 whose ``Retry-After`` does not fit the time left (or the daily limit is spent)."""
+
+    def __init__(self, message: str, *, retry_after: float, problem: str | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.problem = problem
+
+
+class XpmUnavailable(XpmError):
+    """5xx or timeouts that outlasted the bounded retries."""
+
+
+class XpmBadResponse(XpmError):
+    """An answer that cannot be used: ``<Status>ERROR</Status>``, malformed or hostile XML."""

@@ -1,0 +1,64 @@
+"""XPM records as the v3.1 XML API returns them (SPEC A8), reduced to what SPEC A3 needs.
+
+Values are already normalised by the XML reader: strings trimmed, empty elements as ``None``,
+``Yes``/``No`` flags as booleans. Nothing here knows about Active.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class XpmModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class XpmStaff(XpmModel):
+    uuid: str
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    mobile: str | None = None
+
+
+class XpmContact(XpmModel):
+    uuid: str | None = None
+    name: str | None = None
+    salutation: str | None = None
+    is_primary: bool = False
+    is_deleted: bool = False
+
+
+class XpmGroup(XpmModel):
+    uuid: str | None = None
+    name: str | None = None
+
+
+class XpmClient(XpmModel):
+    uuid: str
+    name: str | None = None
+    title: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    fax: str | None = None
+    client_code: str | None = None
+    address: str | None = None
+    city: str | None = None
+    region: str | None = None
+    post_code: str | None = None
+    postal_address: str | None = None
+    postal_city: str | None = None
+    postal_region: str | None = None
+    postal_post_code: str | None = None
+    business_number: str | None = None
+    business_structure: str | None = None
+    # Staff UUIDs: AccountManager is what XPM's screens call the client's "Partner".
+    account_manager_uuid: str | None = None
+    job_manager_uuid: str | None = None
+    is_archived: bool = False
+    is_deleted: bool = False
+    is_prospect: bool = False
+    contacts: tuple[XpmContact, ...] = ()
+    groups: tuple[XpmGroup, ...] = ()
