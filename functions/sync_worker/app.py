@@ -1,0 +1,56 @@
+"""One sync run per SQS record (SPEC B1), with partial batch failures reported per record.
+
+A run that failed for a transient reason (XPM unavailable, an unexpected error) fails its record,
+so SQS delivers it again and, after the queue's maxReceiveCount, parks it in the DLQ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from xpm_sync.observability import logger, metrics, tracer
+from xpm_sync.queue import SyncRequest
+from xpm_sync.settings import WorkerSettings, load_settings
+from xpm_sync.sync.engine import run_sync
+from xpm_sync.wiring import sync_services
+
+
+class TransientRunFailure(Exception):
+    """The run failed in a way a later delivery may not: let SQS retry the record."""
+
+
+def _handler_for(context: LambdaContext) -> Any:
+    settings = load_settings(WorkerSettings)
+    services = sync_services(
+        settings,
+        config_table=settings.config_table,
+        active_table=settings.active_table,
+        sync_log_table=settings.sync_log_table,
+        remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000,
+    )
+
+    def handle(record: SQSRecord) -> str | None:
+        request = SyncRequest.model_validate_json(record.body)
+        result = run_sync(request.firm_id, request.trigger, services)
+        if result is None:
+            return None
+        if result.transient:
+            raise TransientRunFailure(f"run {result.run.run_id} failed; SQS will retry it")
+        return result.run.status
+
+    return handle
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # skip_group_on_error: a failed firm's later messages wait; other firms carry on.
+    processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+    return process_partial_response(
+        event=event, record_handler=_handler_for(context), processor=processor, context=context
+    )

@@ -1,0 +1,135 @@
+"""The Active table (SPEC B3), as far as the sync may touch it.
+
+Reads are one partition query per entity (``pk=FIRM#{firm_id}``, ``sk`` prefix), never scans.
+Writes touch only the synced attributes: new records with a conditional PutItem, existing ones
+with an UpdateItem that SETs changed values and REMOVEs emptied ones, so every attribute Active
+owns (role, notes, modules, ...) survives.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from boto3.dynamodb.conditions import Key
+
+from xpm_sync.active.models import Office
+
+SyncedValues = Mapping[str, object]
+
+# The attributes the sync owns on each entity; nothing else is ever written.
+USER_SYNCED = ("first_name", "last_name", "email", "xpm_uuid")
+CLIENT_SYNCED = (
+    "legal_name",
+    "individual_title",
+    "email",
+    "telephone",
+    "fax",
+    "code",
+    "partner_user_id",
+    "manager_user_id",
+    "residential_address",
+    "postal_address",
+    "client_group",
+    "abn",
+    "entity_type",
+    "individual_first_name",
+    "individual_last_name",
+    "individual_salutation",
+    "xpm_uuid",
+    "xpm_archived",
+)
+
+
+class ActiveRepository:
+    """One firm's slice of the Active table. Takes a boto3 DynamoDB Table resource."""
+
+    def __init__(self, table: Any, firm_id: str) -> None:
+        self._table = table
+        self.firm_id = firm_id
+        self._pk = f"FIRM#{firm_id}"
+
+    def _query(self, prefix: str) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("pk").eq(self._pk) & Key("sk").begins_with(prefix),
+        }
+        while True:
+            page = self._table.query(**kwargs)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def offices(self) -> dict[str, Office]:
+        return {
+            str(item["code"]): Office(
+                code=str(item["code"]),
+                name=item.get("name"),
+                default_partner_user_id=item.get("default_partner_user_id"),
+            )
+            for item in self._query("OFFICE#")
+        }
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every user item of the firm, as stored."""
+        return list(self._query("USER#"))
+
+    def clients(self) -> list[dict[str, Any]]:
+        """Every client item of the firm, as stored."""
+        return list(self._query("CLIENT#"))
+
+    def create(self, entity: str, values: SyncedValues, **owned_at_creation: str) -> str:
+        """A new record with a fresh id; ``owned_at_creation`` are Active attributes set once
+        (a client's ``office_code``) that the sync never changes afterwards."""
+        record_id = str(uuid.uuid4())
+        item: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
+        item.update(owned_at_creation)
+        item.update(
+            {
+                "pk": self._pk,
+                "sk": f"{entity.upper()}#{record_id}",
+                "firm_id": self.firm_id,
+                "entity": entity,
+                f"{entity}_id": record_id,
+            }
+        )
+        self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        return record_id
+
+    def update(self, entity: str, record_id: str, changes: SyncedValues) -> None:
+        """SET the changed synced values and REMOVE the ones XPM emptied; nothing else."""
+        to_set = {k: v for k, v in changes.items() if v is not None}
+        to_remove = [k for k, v in changes.items() if v is None]
+        names = {f"#a{i}": name for i, name in enumerate(changes)}
+        alias = {name: key for key, name in names.items()}
+        parts = []
+        if to_set:
+            parts.append("SET " + ", ".join(f"{alias[k]} = :{alias[k][1:]}" for k in to_set))
+        if to_remove:
+            parts.append("REMOVE " + ", ".join(alias[k] for k in to_remove))
+        if not parts:
+            return
+        kwargs: dict[str, Any] = {
+            "Key": {"pk": self._pk, "sk": f"{entity.upper()}#{record_id}"},
+            "UpdateExpression": " ".join(parts),
+            "ExpressionAttributeNames": names,
+            # Never resurrect a record Active deleted while the run was going.
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+        if to_set:
+            kwargs["ExpressionAttributeValues"] = {f":{alias[k][1:]}": v for k, v in to_set.items()}
+        self._table.update_item(**kwargs)
+
+
+def changed_values(stored: Mapping[str, Any], desired: SyncedValues) -> dict[str, object]:
+    """The synced attributes whose stored value differs from the desired one (None = remove)."""
+    changes: dict[str, object] = {}
+    for name, value in desired.items():
+        current = stored.get(name)
+        if value is None:
+            if current is not None:
+                changes[name] = None
+        elif current != value:
+            changes[name] = value
+    return changes

@@ -1,0 +1,115 @@
+"""The Config table (SPEC B3): one item per firm with its integration settings and sync state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Literal
+
+from boto3.dynamodb.conditions import Attr
+from pydantic import BaseModel, ConfigDict, Field
+
+from xpm_sync.clock import parse_iso
+
+ConnectionStatus = Literal["not_connected", "connected", "needs_reconnect", "disconnected"]
+
+
+class FirmConfig(BaseModel):
+    """A firm's integration settings and the sync's own state, exactly as stored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    firm_id: str
+    sync_name: str | None = None
+    tenant_id: str | None = None
+    tenant_name: str | None = None
+    default_office_code: str | None = None
+    notification_user_id: str | None = None
+    status: ConnectionStatus = "not_connected"
+    sync_enabled: bool = False
+    last_run_id: str | None = None
+    connected_by_name: str | None = None
+    connected_by_email: str | None = None
+    connected_at: str | None = None
+    # Incremental sync state (SPEC A7): ISO 8601 UTC start times.
+    last_completed_run_started_at: str | None = None
+    last_full_read_started_at: str | None = None
+    # XPM client UUIDs whose last sync failed: retried every run until they sync.
+    retry_client_uuids: set[str] = Field(default_factory=set)
+    # Manual runs (SPEC A6): when the last Start Sync was pressed and whether a run is pending.
+    manual_requested_at: str | None = None
+    run_pending: bool = False
+
+    def is_connected(self) -> bool:
+        return self.status in ("connected", "needs_reconnect")
+
+
+def _to_item(config: FirmConfig) -> dict[str, Any]:
+    item = config.model_dump(exclude_none=True)
+    # DynamoDB rejects empty sets; an absent attribute means "nothing to retry".
+    if not item.get("retry_client_uuids"):
+        item.pop("retry_client_uuids", None)
+    return item
+
+
+class ConfigRepository:
+    """Reads and writes firm configs. Takes a boto3 DynamoDB Table resource."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, firm_id: str) -> FirmConfig | None:
+        item = self._table.get_item(Key={"firm_id": firm_id}, ConsistentRead=True).get("Item")
+        return FirmConfig.model_validate(item) if item else None
+
+    def get_or_new(self, firm_id: str) -> FirmConfig:
+        return self.get(firm_id) or FirmConfig(firm_id=firm_id)
+
+    def put(self, config: FirmConfig) -> None:
+        self._table.put_item(Item=_to_item(config))
+
+    def update(self, firm_id: str, **values: Any) -> None:
+        """Set (or, for ``None`` and empty sets, remove) the given attributes of one firm's config."""
+        to_set = {k: v for k, v in values.items() if v is not None and v != set()}
+        to_remove = [k for k in values if k not in to_set]
+        parts = []
+        names = {f"#{k}": k for k in values}
+        if to_set:
+            parts.append("SET " + ", ".join(f"#{k} = :{k}" for k in to_set))
+        if to_remove:
+            parts.append("REMOVE " + ", ".join(f"#{k}" for k in to_remove))
+        if not parts:
+            return
+        kwargs: dict[str, Any] = {
+            "Key": {"firm_id": firm_id},
+            "UpdateExpression": " ".join(parts),
+            "ExpressionAttributeNames": names,
+        }
+        if to_set:
+            kwargs["ExpressionAttributeValues"] = {f":{k}": v for k, v in to_set.items()}
+        self._table.update_item(**kwargs)
+
+    def enabled_firm_ids(self) -> Iterator[str]:
+        """Every firm whose hourly sync is on and whose connection works.
+
+        A scan is right here: the dispatcher reads the whole table once an hour, and SPEC B3
+        rules out secondary indexes.
+        """
+        kwargs: dict[str, Any] = {
+            "FilterExpression": Attr("sync_enabled").eq(True) & Attr("status").eq("connected"),
+            "ProjectionExpression": "firm_id",
+        }
+        while True:
+            page = self._table.scan(**kwargs)
+            for item in page.get("Items", []):
+                yield str(item["firm_id"])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def full_read_due(config: FirmConfig, now: datetime, *, every_hours: float = 24) -> bool:
+    """SPEC A7: the first run, and one run a day, read every client."""
+    if not config.last_completed_run_started_at or not config.last_full_read_started_at:
+        return True
+    return (now - parse_iso(config.last_full_read_started_at)).total_seconds() >= every_hours * 3600

@@ -1,0 +1,150 @@
+"""The sync log table (SPEC B3): one item per run and one per entry, kept 90 days.
+
+Layout: a run lives at ``pk=FIRM#{firm_id}``, ``sk=RUN#{run_id}``; run ids start with their UTC
+start time, so a reverse query on the firm's partition lists runs newest first. A run's entries
+live in their own partition, ``pk=RUN#{firm_id}#{run_id}``, ``sk=ENTRY#{n}``, so reading a run's
+error log is one query and can never reach another firm's data.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from boto3.dynamodb.conditions import Key
+from pydantic import BaseModel, ConfigDict, Field
+
+from xpm_sync.entries import Entry
+from xpm_sync.queue import Trigger
+
+RETENTION = timedelta(days=90)
+RunStatus = Literal["running", "success", "partial", "failed"]
+Outcome = Literal["created", "updated", "unchanged", "failed", "skipped"]
+OUTCOMES: tuple[Outcome, ...] = ("created", "updated", "unchanged", "failed", "skipped")
+
+
+def new_counts() -> dict[str, dict[str, int]]:
+    return {entity: dict.fromkeys(OUTCOMES, 0) for entity in ("user", "client")}
+
+
+def new_run_id(started_at: datetime) -> str:
+    return f"{started_at.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
+
+
+class SyncRun(BaseModel):
+    """A run as stored and as the runs API returns it (B3)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    firm_id: str
+    run_id: str
+    kind: Literal["run"] = "run"
+    trigger: Trigger
+    status: RunStatus
+    started_at: str
+    finished_at: str | None = None
+    counts: dict[str, dict[str, int]] = Field(default_factory=new_counts)
+    xpm_calls: int = 0
+    full_read: bool = False
+    entry_count: int = 0
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this API did not hand out (or for another firm)."""
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB returns numbers as Decimal; the models want ints."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "as_integer_ratio") and not isinstance(value, bool | int | float):
+        return int(value)
+    return value
+
+
+class RunLog:
+    """Writes and reads runs and their entries. Takes a boto3 DynamoDB Table resource."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    @staticmethod
+    def _expiry(now: datetime) -> int:
+        return int((now + RETENTION).timestamp())
+
+    def save_run(self, run: SyncRun, now: datetime) -> None:
+        item = run.model_dump(exclude_none=True)
+        item.update(pk=f"FIRM#{run.firm_id}", sk=f"RUN#{run.run_id}", expires_at=self._expiry(now))
+        self._table.put_item(Item=item)
+
+    def add_entries(self, run: SyncRun, entries: Iterable[Entry], now: datetime, *, start: int = 0) -> int:
+        """Append entries after the ``start`` already written; returns the new total."""
+        count = start
+        expires_at = self._expiry(now)
+        with self._table.batch_writer() as batch:
+            for entry in entries:
+                item = entry.model_dump(exclude_none=True)
+                item.update(
+                    pk=f"RUN#{run.firm_id}#{run.run_id}",
+                    sk=f"ENTRY#{count:07d}",
+                    firm_id=run.firm_id,
+                    run_id=run.run_id,
+                    kind="entry",
+                    expires_at=expires_at,
+                )
+                batch.put_item(Item=item)
+                count += 1
+        return count
+
+    def get_run(self, firm_id: str, run_id: str) -> SyncRun | None:
+        item = self._table.get_item(Key={"pk": f"FIRM#{firm_id}", "sk": f"RUN#{run_id}"}).get("Item")
+        return SyncRun.model_validate(_plain(item)) if item else None
+
+    def entries(self, firm_id: str, run_id: str) -> list[Entry]:
+        found: list[Entry] = []
+        kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq(f"RUN#{firm_id}#{run_id}")}
+        while True:
+            page = self._table.query(**kwargs)
+            found.extend(Entry.model_validate(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def list_runs(self, firm_id: str, *, limit: int = 20, cursor: str | None = None) -> tuple[list[SyncRun], str | None]:
+        """Newest first, ``limit`` at a time; the cursor is opaque to callers."""
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("pk").eq(f"FIRM#{firm_id}") & Key("sk").begins_with("RUN#"),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = {"pk": f"FIRM#{firm_id}", "sk": f"RUN#{_decode_cursor(cursor)}"}
+        page = self._table.query(**kwargs)
+        runs = [SyncRun.model_validate(_plain(item)) for item in page.get("Items", [])]
+        last = page.get("LastEvaluatedKey")
+        next_cursor = _encode_cursor(str(last["sk"]).removeprefix("RUN#")) if last else None
+        return runs, next_cursor
+
+
+def _encode_cursor(run_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": run_id}).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        run_id = data["after"]
+    except (ValueError, KeyError, TypeError, binascii.Error) as error:
+        raise InvalidCursor("cursor is not valid") from error
+    if not isinstance(run_id, str) or not run_id or len(run_id) > 64:
+        raise InvalidCursor("cursor is not valid")
+    return run_id
+

@@ -1,0 +1,164 @@
+"""XPM clients -> Active clients (SPEC A2-A4), one record at a time as the list streams in.
+
+Matching: by ``xpm_uuid``, then by ``code`` (so a client created by hand during a trial is linked,
+never duplicated). Archived or deleted XPM clients are never created; a linked one is marked
+``xpm_archived``. Nothing is ever deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from xpm_sync import entries as codes
+from xpm_sync.active.models import Address
+from xpm_sync.active.repository import ActiveRepository, changed_values
+from xpm_sync.entries import Entry, raise_entry
+from xpm_sync.mapping import client_label, map_client, resolve_people
+from xpm_sync.xpm.models import XpmClient
+
+
+def _code_key(code: str) -> str:
+    return code.strip().casefold()
+
+
+def _address_value(address: Address | None) -> dict[str, str] | None:
+    if address is None:
+        return None
+    parts = {k: v for k, v in address.model_dump().items() if v is not None}
+    return parts or None
+
+
+@dataclass
+class People:
+    """What partner resolution needs from the users step."""
+
+    staff_email_by_uuid: dict[str, str]
+    user_id_by_email: dict[str, str]
+    default_partner_user_id: str | None
+
+
+@dataclass
+class ClientSync:
+    repo: ActiveRepository
+    people: People
+    default_office_code: str
+    counts: dict[str, int]
+    entries: list[Entry] = field(default_factory=list)
+    synced_uuids: set[str] = field(default_factory=set)
+    failed_uuids: set[str] = field(default_factory=set)
+    _by_uuid: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _by_code: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _first_with_code: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for item in self.repo.clients():
+            self._remember(item)
+
+    def _remember(self, item: dict[str, Any]) -> None:
+        if item.get("xpm_uuid"):
+            self._by_uuid[str(item["xpm_uuid"])] = item
+        if item.get("code"):
+            self._by_code.setdefault(_code_key(str(item["code"])), item)
+
+    def _fail(self, client: XpmClient, *new_entries: Entry) -> None:
+        self.entries.extend(new_entries)
+        self.counts["failed"] += 1
+        self.failed_uuids.add(client.uuid)
+
+    def apply(self, client: XpmClient) -> None:
+        self.failed_uuids.discard(client.uuid)
+        if client.is_archived or client.is_deleted:
+            self._archive(client)
+            return
+        label = client_label(client)
+        mapping = map_client(client)
+        found = list(mapping.entries)
+        duplicate = self._duplicate_code_entry(client, label)
+        if duplicate is not None:
+            found.append(duplicate)
+        if mapping.fields is None or duplicate is not None:
+            self._fail(client, *found)
+            return
+        people = resolve_people(
+            mapping,
+            label=label,
+            xpm_uuid=client.uuid,
+            staff_email_by_uuid=self.people.staff_email_by_uuid,
+            user_id_by_email=self.people.user_id_by_email,
+            default_partner_user_id=self.people.default_partner_user_id,
+        )
+        found.extend(people.entries)
+        if people.partner_user_id is None:
+            self._fail(client, *found)
+            return
+
+        fields = mapping.fields
+        desired: dict[str, object] = {
+            **fields.model_dump(exclude={"residential_address", "postal_address"}),
+            "residential_address": _address_value(fields.residential_address),
+            "postal_address": _address_value(fields.postal_address),
+            "partner_user_id": people.partner_user_id,
+            "manager_user_id": people.manager_user_id,
+            "xpm_uuid": client.uuid,
+            "xpm_archived": False,
+        }
+        existing = self._by_uuid.get(client.uuid)
+        holder = self._by_code.get(_code_key(fields.code))
+        if holder is not None and holder is not existing and (existing is not None or holder.get("xpm_uuid")):
+            # The code belongs to another Active client: linking or renaming would duplicate it.
+            self._fail(
+                client,
+                *found,
+                raise_entry(
+                    codes.CLIENT_CODE_TAKEN,
+                    label=label,
+                    xpm_uuid=client.uuid,
+                    message=f"The client code {fields.code} of {label} already belongs to another Active "
+                    "client linked to a different XPM client.",
+                ),
+            )
+            return
+        self.entries.extend(found)
+        existing = existing or holder
+        if existing is None:
+            client_id = self.repo.create("client", desired, office_code=self.default_office_code)
+            self._remember({**desired, "client_id": client_id})
+            self.counts["created"] += 1
+        else:
+            changes = changed_values(existing, desired)
+            if changes:
+                self.repo.update("client", str(existing["client_id"]), changes)
+                self._remember({**existing, **changes})
+                self.counts["updated"] += 1
+            else:
+                self.counts["unchanged"] += 1
+        self.synced_uuids.add(client.uuid)
+
+    def _duplicate_code_entry(self, client: XpmClient, label: str) -> Entry | None:
+        if not client.client_code:
+            return None
+        first_uuid, first_label = self._first_with_code.setdefault(
+            _code_key(client.client_code), (client.uuid, label)
+        )
+        if first_uuid == client.uuid:
+            return None
+        return raise_entry(
+            codes.CLIENT_CODE_DUPLICATE,
+            label=label,
+            xpm_uuid=client.uuid,
+            message=f"The client code {client.client_code} is used by both {first_label} and {label} "
+            f"in XPM; only {first_label} is synced.",
+        )
+
+    def _archive(self, client: XpmClient) -> None:
+        linked = self._by_uuid.get(client.uuid)
+        self.synced_uuids.add(client.uuid)
+        if linked is None:
+            self.counts["skipped"] += 1
+        elif linked.get("xpm_archived") is True:
+            self.counts["unchanged"] += 1
+        else:
+            self.repo.update("client", str(linked["client_id"]), {"xpm_archived": True})
+            linked["xpm_archived"] = True
+            self.counts["updated"] += 1

@@ -1,0 +1,77 @@
+"""Composition root: builds the domain's services from a function's settings.
+
+Handlers call these; the domain itself never reads the environment or makes a client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from xpm_sync import aws
+from xpm_sync.clock import Clock, SystemClock
+from xpm_sync.config import ConfigRepository
+from xpm_sync.queue import SyncQueue
+from xpm_sync.runs import RunLog
+from xpm_sync.settings import XeroSettings
+from xpm_sync.sync.engine import SyncServices
+from xpm_sync.tokens import TokenStore
+from xpm_sync.xero.identity import XeroIdentity, load_app_credentials
+from xpm_sync.xpm.client import AccessTokenSource, XpmClient
+
+# Xero's identity endpoints answer in well under a second; anything slower is an outage.
+IDENTITY_TIMEOUT = httpx.Timeout(15.0)
+
+
+def xero_identity(settings: XeroSettings, clock: Clock) -> XeroIdentity:
+    return XeroIdentity(
+        login_url=settings.xero_login_url,
+        identity_url=settings.xero_identity_url,
+        api_url=settings.xero_api_url,
+        credentials=load_app_credentials(aws.client("secretsmanager"), settings.app_secret_id),
+        http=httpx.Client(timeout=IDENTITY_TIMEOUT),
+        clock=clock,
+    )
+
+
+def token_store(settings: XeroSettings, clock: Clock) -> TokenStore:
+    return TokenStore(
+        secrets_client=aws.client("secretsmanager"),
+        prefix=settings.token_secret_prefix,
+        identity=xero_identity(settings, clock),
+        clock=clock,
+    )
+
+
+def sync_queue(queue_url: str) -> SyncQueue:
+    return SyncQueue(aws.client("sqs"), queue_url)
+
+
+def sync_services(
+    settings: XeroSettings,
+    *,
+    config_table: str,
+    active_table: str,
+    sync_log_table: str,
+    remaining_seconds: Callable[[], float],
+    clock: Clock | None = None,
+) -> SyncServices:
+    clock = clock or SystemClock()
+
+    def xpm_factory(tenant_id: str, tokens: AccessTokenSource) -> XpmClient:
+        return XpmClient(
+            api_url=settings.xero_api_url,
+            tenant_id=tenant_id,
+            tokens=tokens,
+            remaining_seconds=remaining_seconds,
+        )
+
+    return SyncServices(
+        config=ConfigRepository(aws.table(config_table)),
+        runs=RunLog(aws.table(sync_log_table)),
+        active_table=aws.table(active_table),
+        tokens=token_store(settings, clock),
+        xpm_factory=xpm_factory,
+        clock=clock,
+    )
