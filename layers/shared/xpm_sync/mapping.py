@@ -1,0 +1,338 @@
+"""XPM staff and clients into Active users and clients (SPEC A2, A3): pure functions, no I/O.
+
+:func:`map_staff` and :func:`map_client` follow the SPEC A3 tables row for row. A client's partner
+and manager need the firm's staff and users, so :func:`resolve_people` turns the XPM staff UUIDs
+that :func:`map_client` keeps into Active user ids (SPEC A2) once the sync has loaded them.
+
+Every problem becomes an :class:`~xpm_sync.entries.Entry`; nothing here raises on bad XPM data,
+because one bad record must never stop a firm's run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from xpm_sync import entries
+from xpm_sync.active.models import Address, ClientFields, EntityType, UserFields
+from xpm_sync.entries import Entry, EntryKind
+from xpm_sync.xpm.models import XpmClient, XpmContact, XpmStaff
+
+INDIVIDUAL_TYPES: frozenset[EntityType] = frozenset({"individual", "sole_trader"})
+
+# XPM lets each practice rename its business structures, so only the names XPM ships with (and the
+# usual Australian spellings of a super fund) are recognised; anything else is kept as "other".
+_ENTITY_TYPES: dict[str, EntityType] = {
+    "individual": "individual",
+    "sole trader": "sole_trader",
+    "partnership": "partnership",
+    "company": "company",
+    "trust": "trust",
+    "superannuation fund": "super_fund",
+    "self managed superannuation fund": "super_fund",
+    "smsf": "super_fund",
+}
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_NOT_AN_ASCII_DIGIT = re.compile(r"[^0-9]")
+_ABN_WEIGHTS = (10, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)
+
+
+# --- Helpers ---------------------------------------------------------------------------------
+def _text(value: str | None) -> str | None:
+    # The XML reader already trims, but the mapping is the last line before Active, so it holds the
+    # "empty element is an absent value" rule itself rather than trusting every caller.
+    if value is None:
+        return None
+    return value.strip() or None
+
+
+def normalise_email(text: str) -> str:
+    """The form in which emails are compared (SPEC A2: case-insensitive, trimmed)."""
+    return text.strip().lower()
+
+
+def split_name(name: str) -> tuple[str, str] | None:
+    """First and last name, split at the last run of whitespace; ``None`` for fewer than two words."""
+    parts = name.strip().rsplit(maxsplit=1)
+    if len(parts) < 2:
+        return None
+    return parts[0], parts[1]
+
+
+def split_address(text: str) -> tuple[str | None, str | None, str | None]:
+    """Address lines 1-3; a fourth line and beyond join line 3 so no part of the address is lost."""
+    lines = [stripped for line in _LINE_BREAK.split(text) if (stripped := line.strip())]
+    line1 = lines[0] if len(lines) > 0 else None
+    line2 = lines[1] if len(lines) > 1 else None
+    line3 = ", ".join(lines[2:]) or None
+    return line1, line2, line3
+
+
+def address(
+    lines_text: str | None, suburb: str | None, state: str | None, post_code: str | None
+) -> Address | None:
+    """An Active address, or ``None`` when XPM has none (so an emptied address empties Active's)."""
+    line1, line2, line3 = split_address(lines_text or "")
+    result = Address(
+        line1=line1,
+        line2=line2,
+        line3=line3,
+        suburb=_text(suburb),
+        state=_text(state),
+        post_code=_text(post_code),
+    )
+    return None if result.is_empty() else result
+
+
+def map_business_structure(text: str) -> tuple[EntityType | None, bool]:
+    """The entity type for XPM's free-text BusinessStructure, and whether it needs a warning.
+
+    ``(None, False)`` means empty (an error for the caller); ``("other", True)`` an unknown value.
+    """
+    # Whitespace runs are collapsed too: "Sole  Trader" is a typo of a known name, not a new one.
+    key = " ".join(text.split()).casefold()
+    if not key:
+        return None, False
+    if key in _ENTITY_TYPES:
+        return _ENTITY_TYPES[key], False
+    if key.endswith(" trust"):
+        return "trust", False
+    return "other", True
+
+
+def abn_digits(text: str) -> str | None:
+    """The digits of a Business Number as people type it ("51 824 753 556"); ``None`` if it has none."""
+    # ASCII only: str.isdigit() would also keep superscripts and other scripts' digits, which no
+    # ABN contains and the checksum cannot weigh.
+    return _NOT_AN_ASCII_DIGIT.sub("", text) or None
+
+
+def is_valid_abn(digits: str) -> bool:
+    """The ATO's ABN check: 11 digits, first less one, weighted sum divisible by 89."""
+    if len(digits) != 11 or _NOT_AN_ASCII_DIGIT.search(digits):
+        return False
+    values = [int(digit) for digit in digits]
+    values[0] -= 1
+    return sum(weight * value for weight, value in zip(_ABN_WEIGHTS, values, strict=True)) % 89 == 0
+
+
+def primary_salutation(contacts: Iterable[XpmContact]) -> str | None:
+    """The Salutation of the client's primary contact (IsPrimary Yes, else the first not deleted)."""
+    live = [contact for contact in contacts if not contact.is_deleted]
+    primary = next((contact for contact in live if contact.is_primary), live[0] if live else None)
+    return None if primary is None else _text(primary.salutation)
+
+
+def _first_group(client: XpmClient) -> str | None:
+    # A group without a name says nothing to an admin; the next one in XPM's order does.
+    return next((name for group in client.groups if (name := _text(group.name))), None)
+
+
+def client_label(client: XpmClient) -> str:
+    """The client as an admin finds it in XPM: "Name (CODE)", or whichever of the two it has."""
+    name, code = _text(client.name), _text(client.client_code)
+    if name and code:
+        return f"{name} ({code})"
+    return name or code or f"XPM client {client.uuid}"
+
+
+def staff_label(staff: XpmStaff) -> str:
+    """The staff member as an admin finds them in XPM: their name, else their email."""
+    return _text(staff.name) or _text(staff.email) or f"XPM staff {staff.uuid}"
+
+
+# --- Users (SPEC A3, first table) -----------------------------------------------------------
+@dataclass(frozen=True)
+class UserMapping:
+    fields: UserFields | None  # None when an error entry was raised
+    entries: tuple[Entry, ...]
+
+
+def map_staff(staff: XpmStaff) -> UserMapping:
+    found: list[Entry] = []
+
+    def problem(kind: EntryKind, message: str) -> None:
+        found.append(
+            entries.raise_entry(kind, label=staff_label(staff), message=message, xpm_uuid=staff.uuid)
+        )
+
+    name = _text(staff.name)
+    names = split_name(name) if name else None
+    if name is None:
+        problem(entries.STAFF_NAME_MISSING, f"The staff member {staff_label(staff)} has no Name in XPM.")
+    elif names is None:
+        problem(
+            entries.STAFF_SURNAME_MISSING,
+            f"The staff member's Name '{name}' is one word; add their surname in XPM.",
+        )
+    # Stored as XPM has it: only matching folds case (normalise_email).
+    email = _text(staff.email)
+    if email is None:
+        problem(entries.STAFF_EMAIL_MISSING, f"The staff member {staff_label(staff)} has no Email in XPM.")
+
+    if names is None or email is None:
+        return UserMapping(fields=None, entries=tuple(found))
+    first_name, last_name = names
+    return UserMapping(
+        fields=UserFields(first_name=first_name, last_name=last_name, email=email),
+        entries=tuple(found),
+    )
+
+
+# --- Clients (SPEC A3, second table) --------------------------------------------------------
+@dataclass(frozen=True)
+class ClientMapping:
+    fields: ClientFields | None  # None when an error entry was raised
+    partner_uuid: str | None  # AccountManager staff UUID (XPM's "Partner")
+    manager_uuid: str | None  # JobManager staff UUID
+    entries: tuple[Entry, ...]  # every error and warning found, so one run shows them all
+
+
+def map_client(client: XpmClient) -> ClientMapping:
+    label = client_label(client)
+    found: list[Entry] = []
+
+    def problem(kind: EntryKind, message: str) -> None:
+        found.append(entries.raise_entry(kind, label=label, message=message, xpm_uuid=client.uuid))
+
+    legal_name = _text(client.name)
+    if legal_name is None:
+        problem(entries.CLIENT_NAME_MISSING, f"The client {label} has no Name in XPM.")
+
+    code = _text(client.client_code)
+    if code is None:
+        problem(entries.CLIENT_CODE_MISSING, f"The client {label} has no Client Code in XPM.")
+
+    structure = _text(client.business_structure)
+    entity_type, unknown_structure = map_business_structure(structure or "")
+    if entity_type is None:
+        problem(entries.BUSINESS_STRUCTURE_MISSING, f"The client {label} has no Business Structure in XPM.")
+    elif unknown_structure:
+        problem(
+            entries.BUSINESS_STRUCTURE_UNKNOWN,
+            f"Business Structure '{structure}' is not one Active knows; synced as entity type 'other'.",
+        )
+
+    first_name, last_name = _text(client.first_name), _text(client.last_name)
+    if entity_type in INDIVIDUAL_TYPES:
+        missing = [
+            part for part, value in (("First name", first_name), ("Last name", last_name)) if not value
+        ]
+        if missing:
+            problem(
+                entries.INDIVIDUAL_NAME_MISSING,
+                f"The client's Business Structure is {structure}, "
+                f"but it has no {' and no '.join(missing)} in XPM.",
+            )
+
+    business_number = _text(client.business_number)
+    abn = abn_digits(business_number) if business_number else None
+    if business_number and abn is None:
+        problem(
+            entries.ABN_INVALID,
+            f"Business Number '{business_number}' has no digits, so the client's ABN was left empty.",
+        )
+    elif abn is not None and not is_valid_abn(abn):
+        problem(
+            entries.ABN_INVALID, f"Business Number '{business_number}' is not a valid ABN; synced as {abn}."
+        )
+
+    partner_uuid, manager_uuid = _text(client.account_manager_uuid), _text(client.job_manager_uuid)
+    if any(entry.severity == "error" for entry in found) or not (legal_name and code and entity_type):
+        return ClientMapping(None, partner_uuid, manager_uuid, tuple(found))
+
+    fields = ClientFields(
+        legal_name=legal_name,
+        individual_title=_text(client.title),
+        email=_text(client.email),
+        telephone=_text(client.phone),
+        fax=_text(client.fax),
+        code=code,
+        residential_address=address(client.address, client.city, client.region, client.post_code),
+        postal_address=address(
+            client.postal_address, client.postal_city, client.postal_region, client.postal_post_code
+        ),
+        client_group=_first_group(client),
+        abn=abn,
+        entity_type=entity_type,
+        individual_first_name=first_name,
+        individual_last_name=last_name,
+        individual_salutation=primary_salutation(client.contacts),
+    )
+    return ClientMapping(fields, partner_uuid, manager_uuid, tuple(found))
+
+
+# --- Partner and manager (SPEC A2) ----------------------------------------------------------
+@dataclass(frozen=True)
+class People:
+    partner_user_id: str | None
+    manager_user_id: str | None
+    entries: tuple[Entry, ...]
+
+
+def resolve_people(
+    mapping: ClientMapping,
+    *,
+    label: str,
+    xpm_uuid: str,
+    staff_email_by_uuid: Mapping[str, str],
+    user_id_by_email: Mapping[str, str],
+    default_partner_user_id: str | None,
+) -> People:
+    """The Active users for a client's XPM Partner and Manager, matched by email.
+
+    ``staff_email_by_uuid`` maps XPM staff UUIDs to their XPM email (any case);
+    ``user_id_by_email`` maps :func:`normalise_email` of each Active user's email to its user id.
+    Only the entries found here are returned; ``mapping.entries`` stay with the caller.
+    """
+    found: list[Entry] = []
+
+    def problem(kind: EntryKind, message: str) -> None:
+        found.append(entries.raise_entry(kind, label=label, message=message, xpm_uuid=xpm_uuid))
+
+    partner_user_id: str | None = None
+    if mapping.partner_uuid is None:
+        # The default partner stands in only for a missing Partner, never for an unresolvable one.
+        partner_user_id = default_partner_user_id or None
+        if partner_user_id is None:
+            problem(
+                entries.PARTNER_MISSING,
+                "The client has no Partner in XPM and the firm has no Default Partner.",
+            )
+    else:
+        partner_email = _text(staff_email_by_uuid.get(mapping.partner_uuid))
+        if partner_email is None:
+            problem(
+                entries.PARTNER_NOT_IN_XPM_STAFF,
+                f"The client's Partner (XPM staff {mapping.partner_uuid}) is not in XPM's staff list "
+                "or has no email there.",
+            )
+        else:
+            partner_user_id = user_id_by_email.get(normalise_email(partner_email))
+            if partner_user_id is None:
+                problem(
+                    entries.PARTNER_NOT_IN_ACTIVE,
+                    f"The client's Partner {partner_email} has no Active user with that email.",
+                )
+
+    manager_user_id: str | None = None
+    if mapping.manager_uuid is not None:
+        manager_email = _text(staff_email_by_uuid.get(mapping.manager_uuid))
+        if manager_email is None:
+            problem(
+                entries.MANAGER_NOT_IN_ACTIVE,
+                f"The client's Manager (XPM staff {mapping.manager_uuid}) is not in XPM's staff list "
+                "or has no email there; the manager was left empty.",
+            )
+        else:
+            manager_user_id = user_id_by_email.get(normalise_email(manager_email))
+            if manager_user_id is None:
+                problem(
+                    entries.MANAGER_NOT_IN_ACTIVE,
+                    f"The client's Manager {manager_email} has no Active user with that email; "
+                    "the manager was left empty.",
+                )
+
+    return People(partner_user_id, manager_user_id, tuple(found))

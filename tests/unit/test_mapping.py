@@ -1,0 +1,595 @@
+"""SPEC A2 and A3: XPM staff and clients mapped to Active users and clients, one rule per test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from xpm_sync import entries
+from xpm_sync.active.models import Address, UserFields
+from xpm_sync.entries import Entry
+from xpm_sync.mapping import (
+    INDIVIDUAL_TYPES,
+    ClientMapping,
+    abn_digits,
+    address,
+    client_label,
+    is_valid_abn,
+    map_business_structure,
+    map_client,
+    map_staff,
+    normalise_email,
+    primary_salutation,
+    resolve_people,
+    split_address,
+    split_name,
+    staff_label,
+)
+from xpm_sync.xpm.models import XpmClient, XpmContact, XpmGroup, XpmStaff
+
+VALID_ABN = "51 824 753 556"  # the ATO's published example
+
+
+def a_staff(**overrides: Any) -> XpmStaff:
+    values: dict[str, Any] = {"uuid": "staff-1", "name": "Mary Jane Smith", "email": "Mary@Example.com"}
+    return XpmStaff(**(values | overrides))
+
+
+def a_client(**overrides: Any) -> XpmClient:
+    values: dict[str, Any] = {
+        "uuid": "client-1",
+        "name": "Acme Pty Ltd",
+        "client_code": "ACME01",
+        "business_structure": "Company",
+        "account_manager_uuid": "staff-partner",
+    }
+    return XpmClient(**(values | overrides))
+
+
+def an_individual(**overrides: Any) -> XpmClient:
+    values: dict[str, Any] = {
+        "name": "Jane Citizen",
+        "client_code": "CITI01",
+        "business_structure": "Individual",
+        "first_name": "Jane",
+        "last_name": "Citizen",
+    }
+    return a_client(**(values | overrides))
+
+
+def codes(found: tuple[Entry, ...]) -> list[str]:
+    return [entry.code for entry in found]
+
+
+def the_only(found: tuple[Entry, ...], code: str) -> Entry:
+    matching = [entry for entry in found if entry.code == code]
+    assert len(matching) == 1, codes(found)
+    return matching[0]
+
+
+def synced(client: XpmClient) -> Any:
+    mapping = map_client(client)
+    assert mapping.fields is not None, codes(mapping.entries)
+    return mapping.fields
+
+
+# --- Users: first_name, last_name <- Name; email <- Email ------------------------------------
+def test_staff_name_is_split_at_the_last_run_of_whitespace() -> None:
+    mapping = map_staff(a_staff(name="Mary Jane   Smith"))
+
+    assert mapping.fields is not None
+    assert (mapping.fields.first_name, mapping.fields.last_name) == ("Mary Jane", "Smith")
+    assert mapping.entries == ()
+
+
+def test_staff_email_is_trimmed_and_kept_in_xpm_case() -> None:
+    mapping = map_staff(a_staff(email="  Mary.Smith@Example.COM "))
+
+    assert mapping.fields is not None
+    assert mapping.fields.email == "Mary.Smith@Example.COM"
+
+
+def test_staff_with_a_one_word_name_is_an_error_asking_for_a_surname() -> None:
+    mapping = map_staff(a_staff(name="Cher"))
+
+    assert mapping.fields is None
+    entry = the_only(mapping.entries, "STAFF_SURNAME_MISSING")
+    assert entry.severity == "error"
+    assert "'Cher'" in entry.message
+    assert "surname" in entry.message
+
+
+def test_staff_without_a_name_is_an_error() -> None:
+    mapping = map_staff(a_staff(name="   "))
+
+    assert mapping.fields is None
+    assert codes(mapping.entries) == ["STAFF_NAME_MISSING"]
+
+
+def test_staff_without_an_email_is_an_error() -> None:
+    mapping = map_staff(a_staff(email=None))
+
+    assert mapping.fields is None
+    assert codes(mapping.entries) == ["STAFF_EMAIL_MISSING"]
+
+
+def test_staff_missing_both_name_and_email_reports_both() -> None:
+    mapping = map_staff(a_staff(name=None, email=None))
+
+    assert mapping.fields is None
+    assert codes(mapping.entries) == ["STAFF_NAME_MISSING", "STAFF_EMAIL_MISSING"]
+
+
+def test_staff_entries_carry_the_xpm_uuid_and_the_staff_label() -> None:
+    mapping = map_staff(a_staff(uuid="staff-9", name="Cher"))
+
+    assert [(entry.xpm_uuid, entry.label, entry.entity) for entry in mapping.entries] == [
+        ("staff-9", "Cher", "user")
+    ]
+
+
+def test_new_users_never_carry_role_office_or_modules() -> None:
+    assert set(UserFields.model_fields) == {"first_name", "last_name", "email"}
+
+
+# --- Clients: one test per row of the A3 table -----------------------------------------------
+def test_legal_name_comes_from_name() -> None:
+    assert synced(a_client(name="Acme Pty Ltd")).legal_name == "Acme Pty Ltd"
+
+
+def test_client_without_a_name_is_an_error() -> None:
+    mapping = map_client(a_client(name=None))
+
+    assert mapping.fields is None
+    assert codes(mapping.entries) == ["CLIENT_NAME_MISSING"]
+
+
+def test_individual_title_comes_from_title() -> None:
+    assert synced(an_individual(title="Dr")).individual_title == "Dr"
+
+
+def test_email_comes_from_email() -> None:
+    assert synced(a_client(email="accounts@acme.example")).email == "accounts@acme.example"
+
+
+def test_telephone_comes_from_phone() -> None:
+    assert synced(a_client(phone="02 9999 0000")).telephone == "02 9999 0000"
+
+
+def test_fax_comes_from_fax() -> None:
+    assert synced(a_client(fax="02 9999 0001")).fax == "02 9999 0001"
+
+
+def test_code_comes_from_client_code() -> None:
+    assert synced(a_client(client_code="ACME01")).code == "ACME01"
+
+
+def test_client_without_a_client_code_is_an_error() -> None:
+    mapping = map_client(a_client(client_code=" "))
+
+    assert mapping.fields is None
+    assert codes(mapping.entries) == ["CLIENT_CODE_MISSING"]
+
+
+def test_partner_is_the_account_manager_staff_uuid() -> None:
+    assert map_client(a_client(account_manager_uuid="staff-p")).partner_uuid == "staff-p"
+
+
+def test_manager_is_the_job_manager_staff_uuid() -> None:
+    assert map_client(a_client(job_manager_uuid="staff-m")).manager_uuid == "staff-m"
+
+
+def test_residential_address_comes_from_address_city_region_and_post_code() -> None:
+    client = a_client(address="Level 2\n10 George St", city="Sydney", region="NSW", post_code="2000")
+
+    assert synced(client).residential_address == Address(
+        line1="Level 2", line2="10 George St", suburb="Sydney", state="NSW", post_code="2000"
+    )
+
+
+def test_postal_address_comes_from_the_postal_elements() -> None:
+    client = a_client(
+        postal_address="PO Box 1", postal_city="Parramatta", postal_region="NSW", postal_post_code="2124"
+    )
+
+    assert synced(client).postal_address == Address(
+        line1="PO Box 1", suburb="Parramatta", state="NSW", post_code="2124"
+    )
+
+
+def test_an_address_xpm_has_emptied_is_absent() -> None:
+    fields = synced(a_client(address=" \n ", city=None, region=None, post_code=None))
+
+    assert fields.residential_address is None
+    assert fields.postal_address is None
+
+
+def test_client_group_is_the_first_group_in_xpm_order() -> None:
+    client = a_client(groups=(XpmGroup(name="Sydney"), XpmGroup(name="Melbourne")))
+
+    assert synced(client).client_group == "Sydney"
+
+
+def test_client_group_skips_a_group_without_a_name() -> None:
+    client = a_client(groups=(XpmGroup(uuid="g1", name=" "), XpmGroup(name="Melbourne")))
+
+    assert synced(client).client_group == "Melbourne"
+
+
+def test_client_without_groups_has_no_client_group() -> None:
+    assert synced(a_client(groups=())).client_group is None
+
+
+def test_abn_is_the_business_number_digits_only() -> None:
+    mapping = map_client(a_client(business_number=VALID_ABN))
+
+    assert mapping.fields is not None
+    assert mapping.fields.abn == "51824753556"
+    assert mapping.entries == ()
+
+
+def test_an_invalid_abn_is_a_warning_and_still_synced() -> None:
+    mapping = map_client(a_client(business_number="51 824 753 557"))
+
+    assert mapping.fields is not None
+    assert mapping.fields.abn == "51824753557"
+    entry = the_only(mapping.entries, "ABN_INVALID")
+    assert entry.severity == "warning"
+    assert "51 824 753 557" in entry.message
+
+
+def test_a_business_number_without_digits_is_a_warning_and_leaves_the_abn_empty() -> None:
+    mapping = map_client(a_client(business_number="N/A"))
+
+    assert mapping.fields is not None
+    assert mapping.fields.abn is None
+    assert "'N/A'" in the_only(mapping.entries, "ABN_INVALID").message
+
+
+@pytest.mark.parametrize(
+    ("structure", "entity_type"),
+    [
+        ("Individual", "individual"),
+        ("Sole Trader", "sole_trader"),
+        ("Partnership", "partnership"),
+        ("Company", "company"),
+        ("Trust", "trust"),
+        ("Family Trust", "trust"),
+        ("Superannuation Fund", "super_fund"),
+        ("Self Managed Superannuation Fund", "super_fund"),
+        ("SMSF", "super_fund"),
+    ],
+)
+def test_entity_type_is_mapped_from_business_structure(structure: str, entity_type: str) -> None:
+    client = an_individual(business_structure=structure)
+
+    mapping = map_client(client)
+
+    assert mapping.fields is not None
+    assert mapping.fields.entity_type == entity_type
+    assert mapping.entries == ()
+
+
+def test_business_structure_is_matched_case_insensitively_and_trimmed() -> None:
+    assert map_business_structure("  sOLE   trader ") == ("sole_trader", False)
+    assert map_business_structure("DISCRETIONARY TRUST") == ("trust", False)
+
+
+def test_an_unknown_business_structure_is_other_with_a_warning_naming_it() -> None:
+    mapping = map_client(a_client(business_structure="Incorporated Association"))
+
+    assert mapping.fields is not None
+    assert mapping.fields.entity_type == "other"
+    entry = the_only(mapping.entries, "BUSINESS_STRUCTURE_UNKNOWN")
+    assert entry.severity == "warning"
+    assert "'Incorporated Association'" in entry.message
+
+
+def test_a_word_merely_containing_trust_is_not_a_trust() -> None:
+    assert map_business_structure("Trustee Company") == ("other", True)
+    assert map_business_structure("Antitrust") == ("other", True)
+
+
+def test_an_empty_business_structure_is_an_error() -> None:
+    mapping = map_client(a_client(business_structure="  "))
+
+    assert mapping.fields is None
+    assert codes(mapping.entries) == ["BUSINESS_STRUCTURE_MISSING"]
+    assert map_business_structure("") == (None, False)
+
+
+def test_individual_names_come_from_first_name_and_last_name() -> None:
+    fields = synced(an_individual(first_name="Jane", last_name="Citizen"))
+
+    assert (fields.individual_first_name, fields.individual_last_name) == ("Jane", "Citizen")
+
+
+@pytest.mark.parametrize("structure", ["Individual", "Sole Trader"])
+@pytest.mark.parametrize(
+    ("first_name", "last_name", "missing"),
+    [
+        (None, "Citizen", "First name"),
+        ("Jane", " ", "Last name"),
+        (None, None, "First name and no Last name"),
+    ],
+)
+def test_an_individual_without_first_or_last_name_is_an_error(
+    structure: str, first_name: str | None, last_name: str | None, missing: str
+) -> None:
+    mapping = map_client(
+        an_individual(business_structure=structure, first_name=first_name, last_name=last_name)
+    )
+
+    assert mapping.fields is None
+    assert missing in the_only(mapping.entries, "INDIVIDUAL_NAME_MISSING").message
+
+
+def test_only_individuals_and_sole_traders_need_first_and_last_names() -> None:
+    assert {"individual", "sole_trader"} == INDIVIDUAL_TYPES
+    assert synced(a_client(business_structure="Company", first_name=None, last_name=None)).legal_name
+
+
+def test_individual_salutation_is_the_primary_contacts() -> None:
+    contacts = (
+        XpmContact(name="Bob", salutation="Bob"),
+        XpmContact(name="Jane", salutation="Ms Citizen", is_primary=True),
+    )
+
+    assert synced(an_individual(contacts=contacts)).individual_salutation == "Ms Citizen"
+
+
+def test_individual_salutation_falls_back_to_the_first_contact_not_deleted() -> None:
+    contacts = (
+        XpmContact(name="Old", salutation="Gone", is_deleted=True),
+        XpmContact(name="Bob", salutation="Bob"),
+        XpmContact(name="Sue", salutation="Sue"),
+    )
+
+    assert synced(an_individual(contacts=contacts)).individual_salutation == "Bob"
+
+
+def test_a_deleted_primary_contact_is_not_the_primary_contact() -> None:
+    contacts = (
+        XpmContact(salutation="Gone", is_primary=True, is_deleted=True),
+        XpmContact(salutation="Bob"),
+    )
+
+    assert primary_salutation(contacts) == "Bob"
+
+
+def test_a_client_without_contacts_has_no_salutation() -> None:
+    assert primary_salutation(()) is None
+    assert primary_salutation((XpmContact(salutation="Gone", is_deleted=True),)) is None
+
+
+# --- Clients: rules across the table ----------------------------------------------------------
+def test_strings_are_trimmed_and_an_empty_element_is_an_absent_value() -> None:
+    fields = synced(a_client(name="  Acme  ", email="   ", phone="\t02 1234 \n", fax=""))
+
+    assert fields.legal_name == "Acme"
+    assert fields.email is None
+    assert fields.telephone == "02 1234"
+    assert fields.fax is None
+
+
+def test_every_problem_with_a_client_is_reported_not_just_the_first() -> None:
+    client = a_client(
+        name=None,
+        client_code=None,
+        business_structure="Sole Trader",
+        first_name=None,
+        business_number="123",
+    )
+
+    mapping = map_client(client)
+
+    assert mapping.fields is None
+    assert codes(mapping.entries) == [
+        "CLIENT_NAME_MISSING",
+        "CLIENT_CODE_MISSING",
+        "INDIVIDUAL_NAME_MISSING",
+        "ABN_INVALID",
+    ]
+
+
+def test_a_warning_alone_does_not_stop_a_client_syncing() -> None:
+    mapping = map_client(a_client(business_structure="Club", business_number="1"))
+
+    assert mapping.fields is not None
+    assert codes(mapping.entries) == ["BUSINESS_STRUCTURE_UNKNOWN", "ABN_INVALID"]
+
+
+def test_client_entries_carry_the_xpm_uuid_and_label() -> None:
+    mapping = map_client(a_client(uuid="client-7", business_structure=None))
+
+    entry = the_only(mapping.entries, "BUSINESS_STRUCTURE_MISSING")
+    assert (entry.xpm_uuid, entry.label, entry.entity) == ("client-7", "Acme Pty Ltd (ACME01)", "client")
+    assert entry.suggestion == entries.BUSINESS_STRUCTURE_MISSING.suggestion
+
+
+# --- Partner and manager (SPEC A2) -------------------------------------------------------------
+STAFF_EMAILS = {"staff-partner": " Paula.Partner@Firm.example ", "staff-manager": "max@firm.example"}
+USERS = {"paula.partner@firm.example": "user-paula", "max@firm.example": "user-max"}
+
+
+def people(mapping: ClientMapping, *, default_partner_user_id: str | None = None) -> Any:
+    return resolve_people(
+        mapping,
+        label="Acme Pty Ltd (ACME01)",
+        xpm_uuid="client-1",
+        staff_email_by_uuid=STAFF_EMAILS,
+        user_id_by_email=USERS,
+        default_partner_user_id=default_partner_user_id,
+    )
+
+
+def test_partner_is_the_active_user_with_the_partners_xpm_email_ignoring_case_and_spaces() -> None:
+    result = people(map_client(a_client(account_manager_uuid="staff-partner")))
+
+    assert result.partner_user_id == "user-paula"
+    assert result.entries == ()
+
+
+def test_a_client_without_a_partner_uses_the_default_partner() -> None:
+    result = people(map_client(a_client(account_manager_uuid=None)), default_partner_user_id="user-default")
+
+    assert result.partner_user_id == "user-default"
+    assert result.entries == ()
+
+
+def test_a_client_without_a_partner_and_no_default_partner_is_an_error() -> None:
+    result = people(map_client(a_client(account_manager_uuid=None)))
+
+    assert result.partner_user_id is None
+    entry = the_only(result.entries, "PARTNER_MISSING")
+    assert entry.severity == "error"
+    assert entry.suggestion == "Assign a partner in XPM, or set a Default Partner in Admin Centre -> Office."
+    assert (entry.xpm_uuid, entry.label) == ("client-1", "Acme Pty Ltd (ACME01)")
+
+
+def test_a_partner_not_in_xpm_staff_is_an_error_even_with_a_default_partner() -> None:
+    result = people(
+        map_client(a_client(account_manager_uuid="staff-gone")), default_partner_user_id="user-default"
+    )
+
+    assert result.partner_user_id is None
+    assert "staff-gone" in the_only(result.entries, "PARTNER_NOT_IN_XPM_STAFF").message
+
+
+def test_a_partner_not_in_active_is_an_error_even_with_a_default_partner() -> None:
+    staff_emails = {"staff-partner": "newbie@firm.example"}
+
+    result = resolve_people(
+        map_client(a_client(account_manager_uuid="staff-partner")),
+        label="Acme Pty Ltd (ACME01)",
+        xpm_uuid="client-1",
+        staff_email_by_uuid=staff_emails,
+        user_id_by_email=USERS,
+        default_partner_user_id="user-default",
+    )
+
+    assert result.partner_user_id is None
+    entry = the_only(result.entries, "PARTNER_NOT_IN_ACTIVE")
+    assert entry.severity == "error"
+    assert "newbie@firm.example" in entry.message
+
+
+def test_manager_is_the_active_user_with_the_managers_xpm_email() -> None:
+    result = people(map_client(a_client(job_manager_uuid="staff-manager")))
+
+    assert result.manager_user_id == "user-max"
+    assert result.entries == ()
+
+
+def test_a_client_without_a_manager_has_none_and_no_warning() -> None:
+    result = people(map_client(a_client(job_manager_uuid=None)))
+
+    assert result.manager_user_id is None
+    assert result.entries == ()
+
+
+def test_a_manager_not_in_active_is_a_warning_and_left_empty() -> None:
+    staff_emails = STAFF_EMAILS | {"staff-manager": "temp@firm.example"}
+
+    result = resolve_people(
+        map_client(a_client(job_manager_uuid="staff-manager")),
+        label="Acme Pty Ltd (ACME01)",
+        xpm_uuid="client-1",
+        staff_email_by_uuid=staff_emails,
+        user_id_by_email=USERS,
+        default_partner_user_id=None,
+    )
+
+    assert result.partner_user_id == "user-paula"
+    assert result.manager_user_id is None
+    entry = the_only(result.entries, "MANAGER_NOT_IN_ACTIVE")
+    assert entry.severity == "warning"
+    assert "temp@firm.example" in entry.message
+
+
+def test_a_manager_not_in_xpm_staff_is_a_warning_and_left_empty() -> None:
+    result = people(map_client(a_client(job_manager_uuid="staff-gone")))
+
+    assert result.manager_user_id is None
+    assert "staff-gone" in the_only(result.entries, "MANAGER_NOT_IN_ACTIVE").message
+
+
+def test_partner_and_manager_problems_are_both_reported() -> None:
+    result = people(map_client(a_client(account_manager_uuid=None, job_manager_uuid="staff-gone")))
+
+    assert codes(result.entries) == ["PARTNER_MISSING", "MANAGER_NOT_IN_ACTIVE"]
+
+
+# --- Helpers ---------------------------------------------------------------------------------
+def test_emails_match_trimmed_and_case_insensitively() -> None:
+    assert normalise_email("  Mary.Smith@Example.COM\t") == "mary.smith@example.com"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Mary Jane Smith", ("Mary Jane", "Smith")),
+        ("  Jo   Bloggs  ", ("Jo", "Bloggs")),
+        ("Anne\tde\u00a0Vries", ("Anne\tde", "Vries")),
+        ("Cher", None),
+        ("   ", None),
+        ("", None),
+    ],
+)
+def test_names_split_at_the_last_run_of_whitespace(name: str, expected: tuple[str, str] | None) -> None:
+    assert split_name(name) == expected
+
+
+def test_address_splits_on_every_kind_of_line_break() -> None:
+    assert split_address("a\r\nb\rc") == ("a", "b", "c")
+
+
+def test_address_lines_are_trimmed_and_blank_lines_dropped() -> None:
+    assert split_address("\n  Level 2 \n\n   \n 10 George St\n") == ("Level 2", "10 George St", None)
+
+
+def test_address_fourth_line_is_joined_onto_line_three() -> None:
+    assert split_address("1\n2\n3\n4\n5") == ("1", "2", "3, 4, 5")
+
+
+def test_an_address_with_no_parts_is_absent() -> None:
+    assert address(None, None, " ", "") is None
+    assert split_address("") == (None, None, None)
+
+
+def test_an_address_with_only_a_post_code_is_kept() -> None:
+    assert address(None, None, None, "2000") == Address(post_code="2000")
+
+
+def test_abn_digits_keep_ascii_digits_only() -> None:
+    assert abn_digits("ABN 51-824-753-556") == "51824753556"
+    assert abn_digits("\u0661\u0662") is None
+    assert abn_digits("none") is None
+
+
+@pytest.mark.parametrize(
+    ("digits", "valid"),
+    [
+        ("51824753556", True),
+        ("53004085616", True),
+        ("51824753557", False),
+        ("5182475355", False),
+        ("518247535560", False),
+        ("5182475355a", False),
+    ],
+)
+def test_abn_checksum_is_the_atos(digits: str, valid: bool) -> None:
+    assert is_valid_abn(digits) is valid
+
+
+def test_client_label_is_name_and_code_as_an_admin_knows_them() -> None:
+    assert client_label(a_client(name="Acme", client_code="AC1")) == "Acme (AC1)"
+    assert client_label(a_client(name="Acme", client_code=" ")) == "Acme"
+    assert client_label(a_client(name=None, client_code="AC1")) == "AC1"
+    assert client_label(a_client(uuid="u-1", name=None, client_code=None)) == "XPM client u-1"
+
+
+def test_staff_label_is_the_name_else_the_email() -> None:
+    assert staff_label(a_staff(name="Mary Smith")) == "Mary Smith"
+    assert staff_label(a_staff(name=None, email="m@x.example")) == "m@x.example"
+    assert staff_label(a_staff(uuid="s-1", name=None, email=None)) == "XPM staff s-1"
