@@ -1,0 +1,371 @@
+"""HTTP client for the XPM v3.1 API (SPEC A8): staff list, client list (streamed) and one client.
+
+Every request goes through the tenant's ``CallBudget`` and is retried only where a retry can help:
+401 once after a forced token refresh, 429 when its ``Retry-After`` fits the time left, 5xx and
+transport failures with exponential backoff and full jitter. Everything else is a typed
+``XpmError`` the sync turns into a run-level entry. The access token is only ever placed in the
+request header: it is not logged and never appears in an exception.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Protocol, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from xpm_sync.observability import logger, tracer
+
+# The record type shares its name with this client class; it is reached as models.XpmClient.
+from xpm_sync.xpm import models, xml
+from xpm_sync.xpm.budget import CallBudget, budget_for
+from xpm_sync.xpm.errors import (
+    XpmAuthError,
+    XpmBadResponse,
+    XpmRateLimited,
+    XpmUnavailable,
+    XpmWrongTenant,
+)
+
+API_PREFIX = "/practicemanager/3.1/"
+# Left unspent of the caller's time budget, so a run that gives up still has time to record why.
+SAFETY_MARGIN_SECONDS = 15.0
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 30.0
+# XPM sends Retry-After with every 429; if it is ever missing, a minute is the limit's own window.
+DEFAULT_RETRY_AFTER_SECONDS = 60.0
+# Error bodies are small; reading more than this from a 4xx would only serve a hostile server.
+_ERROR_BODY_LIMIT = 64 * 1024
+# These failures happen before the request reaches XPM, so they cost no quota and are not counted.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+_T = TypeVar("_T")
+
+
+class AccessTokenSource(Protocol):
+    def access_token(self, *, force_refresh: bool = False) -> str: ...
+
+
+class _NotFound(Exception):
+    """HTTP 404: meaningful only to ``get_client``, which answers ``None``."""
+
+
+class _BodyInterrupted(XpmUnavailable):
+    """The connection failed while the body was streaming in."""
+
+
+class XpmClient:
+    """One tenant's view of XPM. Safe to share between threads; ``calls`` counts requests sent."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        tenant_id: str,
+        tokens: AccessTokenSource,
+        http: httpx.Client | None = None,
+        remaining_seconds: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        budget: CallBudget | None = None,
+        max_attempts: int = 4,
+        timeout: float = 60.0,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._base = api_url.rstrip("/") + API_PREFIX
+        self._tenant_id = tenant_id
+        self._tokens = tokens
+        self._owns_http = http is None
+        self._http = http if http is not None else httpx.Client(timeout=timeout)
+        self._timeout = timeout
+        self._remaining_seconds = remaining_seconds
+        self._sleep = sleep
+        self._budget = budget if budget is not None else budget_for(tenant_id)
+        self._max_attempts = max_attempts
+        self._calls_lock = threading.Lock()
+        self.calls = 0
+
+    # --- public API -------------------------------------------------------------------------
+
+    # capture_response=False: the staff list is personal data and would blow X-Ray's size limit.
+    @tracer.capture_method(capture_response=False)
+    def list_staff(self) -> list[models.XpmStaff]:
+        return list(self._records("staff.api/list", {}, xml.iter_staff))
+
+    # Not traced: a subsegment would stay open while the caller does its own (traced) work per
+    # client, nesting the caller's spans inside XPM's.
+    def iter_clients(self, *, modified_since: datetime | None = None) -> Iterator[models.XpmClient]:
+        """Every client (detailed), streamed: each is yielded as soon as it has been read.
+
+        ``modified_since`` must be timezone-aware; it is sent in UTC as XPM expects (SPEC A7).
+        Stopping early (``close()`` on the iterator, or dropping it) releases the connection.
+        """
+        params = {"detailed": "true"}
+        if modified_since is not None:
+            params["modifiedsince"] = format_modified_since(modified_since)
+        return self._records("client.api/list", params, xml.iter_clients)
+
+    @tracer.capture_method(capture_response=False)
+    def get_client(self, uuid: str) -> models.XpmClient | None:
+        """One client by UUID, or ``None`` when XPM does not know it."""
+        if not uuid.strip():
+            raise ValueError("a client UUID is required")
+        path = "client.api/get/" + quote(uuid.strip(), safe="")
+        try:
+            # Read to the end even though there is one client: only a complete answer is trusted.
+            clients = list(self._records(path, {}, _read_one_client, missing_ok=True))
+        except _NotFound:
+            return None
+        except xml.XpmStatusError as exc:
+            if exc.description is not None and "not found" in exc.description.lower():
+                return None
+            raise
+        return clients[0] if clients else None
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> XpmClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- reading answers ----------------------------------------------------------------------
+
+    def _records(
+        self,
+        path: str,
+        params: dict[str, str],
+        reader: Callable[[Iterable[bytes]], Iterator[_T]],
+        *,
+        missing_ok: bool = False,
+    ) -> Iterator[_T]:
+        # A body cut short is retried once, but only while nothing from it has been handed out:
+        # after that the caller has acted on part of the answer and a silent restart would repeat it.
+        retried = False
+        while True:
+            yielded = False
+            try:
+                with self._call(path, params, missing_ok) as response:
+                    for record in reader(_body(response)):
+                        yielded = True
+                        yield record
+                return
+            except (xml.XpmTruncatedResponse, _BodyInterrupted) as exc:
+                if yielded or retried:
+                    raise
+                retried = True
+                logger.debug("XPM answer cut short; retrying once", extra={"path": path, "error": str(exc)})
+
+    @contextmanager
+    def _call(self, path: str, params: dict[str, str], missing_ok: bool) -> Iterator[httpx.Response]:
+        """A 200 answer whose body is still to be read; connection and budget slot freed on exit."""
+        response = self._open(path, params, missing_ok)
+        try:
+            yield response
+        finally:
+            response.close()
+            self._budget.release()
+
+    def _open(self, path: str, params: dict[str, str], missing_ok: bool) -> httpx.Response:
+        url = self._base + path
+        token = self._tokens.access_token()
+        refreshed = False
+        failures = 0
+        while True:
+            self._budget.acquire(max_wait=self._time_left())
+            started = time.monotonic()
+            try:
+                request = self._http.build_request("GET", url, params=params, headers=self._headers(token))
+                response = self._http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                self._budget.release()
+                if not isinstance(exc, _NOT_SENT):
+                    self._count_call()
+                failures += 1
+                self._log(path, params, None, started, failures, error=type(exc).__name__)
+                self._back_off(failures, f"{type(exc).__name__} calling {path}", cause=exc)
+                continue
+            self._count_call()
+            status = response.status_code
+            self._budget.observe(response.headers)
+            self._log(path, params, status, started, failures + 1)
+            if status == 200:
+                return response
+            retried_status = status in (401, 429) or status >= 500
+            try:
+                failure = None if retried_status else self._failure(response, path, missing_ok)
+            finally:
+                response.close()
+                self._budget.release()
+            if status == 401:
+                if refreshed:
+                    raise XpmAuthError(
+                        "XPM refused the access token again after a refresh: the connection has "
+                        "expired or been revoked"
+                    )
+                refreshed = True
+                token = self._tokens.access_token(force_refresh=True)
+                continue
+            if status == 429:
+                failures += 1
+                self._wait_for_rate_limit(response, failures)
+                continue
+            if status >= 500:
+                failures += 1
+                self._back_off(failures, f"HTTP {status} from {path}")
+                continue
+            assert failure is not None
+            raise failure
+
+    def _failure(self, response: httpx.Response, path: str, missing_ok: bool) -> Exception:
+        """The error a non-200 answer that is not retried stands for."""
+        status = response.status_code
+        if status == 403:
+            return XpmWrongTenant(f"XPM refused access to tenant {self._tenant_id} (HTTP 403)")
+        if status == 404 and missing_ok:
+            return _NotFound()
+        if 400 <= status < 500:
+            description = self._error_description(response)
+            if description is not None:
+                return xml.XpmStatusError(description)
+        return XpmBadResponse(f"XPM answered HTTP {status} for {path}")
+
+    def _error_description(self, response: httpx.Response) -> str | None:
+        # Some application errors come back as a 4xx with the usual XML body; its description is
+        # far more useful to an admin than the bare status.
+        try:
+            body = b""
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > _ERROR_BODY_LIMIT:
+                    return None
+        except httpx.HTTPError:
+            return None
+        try:
+            for _ in xml.iter_elements([body], xml.CLIENT_PATH):
+                pass
+        except xml.XpmStatusError as exc:
+            return exc.description
+        except XpmBadResponse:
+            return None
+        return None
+
+    # --- retry policy -------------------------------------------------------------------------
+
+    def _time_left(self) -> float | None:
+        if self._remaining_seconds is None:
+            return None
+        return max(self._remaining_seconds() - SAFETY_MARGIN_SECONDS, 0.0)
+
+    def _back_off(self, failures: int, why: str, *, cause: Exception | None = None) -> None:
+        if failures >= self._max_attempts:
+            raise XpmUnavailable(f"XPM unavailable after {failures} attempts: {why}") from cause
+        # Full jitter: many firms' workers retrying at once must not hit XPM in lockstep.
+        ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (failures - 1))
+        delay = random.uniform(0.0, ceiling)  # noqa: S311 - jitter, not security
+        left = self._time_left()
+        if left is not None and delay > left:
+            raise XpmUnavailable(f"XPM unavailable and no time left to retry: {why}") from cause
+        self._sleep(delay)
+
+    def _wait_for_rate_limit(self, response: httpx.Response, failures: int) -> None:
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        problem = (response.headers.get("X-Rate-Limit-Problem") or "").strip().lower() or None
+        if problem in ("day", "daily"):
+            self._budget.day_spent(retry_after)
+            raise XpmRateLimited(
+                f"XPM daily limit reached for tenant {self._tenant_id}; retry after {retry_after:.0f}s",
+                retry_after=retry_after,
+                problem="day",
+            )
+        left = self._time_left()
+        if failures >= self._max_attempts or (left is not None and retry_after > left):
+            raise XpmRateLimited(
+                f"XPM rate limit ({problem or 'unknown'}) reached for tenant {self._tenant_id}; "
+                f"retry after {retry_after:.0f}s",
+                retry_after=retry_after,
+                problem=problem,
+            )
+        self._sleep(retry_after)
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _headers(self, token: str) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {token}",
+            "xero-tenant-id": self._tenant_id,
+            "Accept": "text/xml",
+        }
+
+    def _count_call(self) -> None:
+        with self._calls_lock:
+            self.calls += 1
+
+    def _log(
+        self,
+        path: str,
+        params: dict[str, str],
+        status: int | None,
+        started: float,
+        attempt: int,
+        *,
+        error: str | None = None,
+    ) -> None:
+        logger.debug(
+            "XPM call",
+            extra={
+                "path": path,
+                "params": params,
+                "status": status,
+                "ms": round((time.monotonic() - started) * 1000),
+                "attempt": attempt,
+                "error": error,
+                "tenant_id": self._tenant_id,
+            },
+        )
+
+
+def format_modified_since(moment: datetime) -> str:
+    """``yyyy-MM-ddTHH:mm:ss`` in UTC, the form ``client.api/list`` takes."""
+    # A naive datetime could be local time and silently shift the window by hours: refuse it.
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("modified_since must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _retry_after(value: str | None) -> float:
+    if value is None:
+        return DEFAULT_RETRY_AFTER_SECONDS
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return DEFAULT_RETRY_AFTER_SECONDS
+    return max(seconds, 0.0)
+
+
+def _body(response: httpx.Response) -> Iterator[bytes]:
+    try:
+        yield from response.iter_bytes()
+    except httpx.TransportError as exc:
+        raise _BodyInterrupted(
+            f"XPM connection failed while reading the answer ({type(exc).__name__})"
+        ) from exc
+
+
+def _read_one_client(chunks: Iterable[bytes]) -> Iterator[models.XpmClient]:
+    return xml.iter_records(chunks, xml.CLIENT_PATH, xml.parse_client)
