@@ -1,0 +1,246 @@
+"""A firm's Xero tokens in Secrets Manager (SPEC A8, B2), refreshed and rotated safely.
+
+Every refresh returns a new refresh token and Xero honours the old one for only 30 more minutes,
+so the rotated token is written to the secret before the new access token is handed out: a crash
+between the two then costs nothing. A refresh refused with ``invalid_grant`` may just mean another
+worker rotated the token first, so the secret is read again once before the firm is told to
+reconnect. Token values are never logged nor put in exception messages.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from xpm_sync.clock import Clock
+from xpm_sync.observability import logger
+from xpm_sync.xero.identity import InvalidGrant, TokenSet, XeroIdentity
+
+# Refresh when less than this is left, so a token never expires in the middle of an XPM call
+# (large client lists take a while to stream) and small clock skew does not matter.
+REFRESH_MARGIN_SECONDS = 120
+
+# After a forced refresh another caller of the same instance that saw the same 401 also asks for
+# one; a token this young was not the problem, and each refresh spends a rotation.
+FORCED_REFRESH_DEBOUNCE_SECONDS = 30
+
+_TOKEN_KEYS = ("access_token", "refresh_token", "expires_at")
+
+
+class NeedsReconnect(Exception):
+    """The firm must connect to Xero again: no stored tokens, or the refresh token is dead."""
+
+
+class TokenStoreError(Exception):
+    """Secrets Manager failed to read or write a firm's tokens (names the secret, never a token)."""
+
+
+@dataclass(frozen=True)
+class StoredTokens:
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class _Secret:
+    """The stored tokens plus whatever else the secret holds, kept when the secret is rewritten."""
+
+    tokens: StoredTokens
+    extra: dict[str, Any]
+
+
+class TokenStore:
+    def __init__(
+        self, *, secrets_client: Any, prefix: str, identity: XeroIdentity | None, clock: Clock
+    ) -> None:
+        self._secrets = secrets_client
+        self._prefix = prefix
+        self._identity = identity
+        self._clock = clock
+
+    def secret_id(self, firm_id: str) -> str:
+        return f"{self._prefix}{firm_id}"
+
+    def save(self, firm_id: str, tokens: TokenSet) -> None:
+        """Store a new grant (after connect), keeping any other keys the secret already holds."""
+        current = self._read(firm_id)
+        self._write(
+            firm_id,
+            StoredTokens(tokens.access_token, tokens.refresh_token, tokens.expires_at),
+            current.extra if current else {},
+        )
+
+    def load(self, firm_id: str) -> StoredTokens | None:
+        secret = self._read(firm_id)
+        return secret.tokens if secret else None
+
+    def delete(self, firm_id: str) -> None:
+        try:
+            self._secrets.delete_secret(SecretId=self.secret_id(firm_id), ForceDeleteWithoutRecovery=True)
+        except ClientError as exc:
+            if _error_code(exc) == "ResourceNotFoundException":
+                return
+            raise TokenStoreError(
+                f"could not delete secret {self.secret_id(firm_id)}: {_error_code(exc)}"
+            ) from None
+
+    def for_firm(self, firm_id: str) -> FirmTokens:
+        return FirmTokens(self, firm_id)
+
+    def _now(self) -> int:
+        return int(self._clock.now().timestamp())
+
+    def _refresh(self, refresh_token: str) -> TokenSet:
+        if self._identity is None:
+            raise TypeError("this TokenStore was built without a XeroIdentity, so it cannot refresh")
+        return self._identity.refresh(refresh_token)
+
+    def _read(self, firm_id: str) -> _Secret | None:
+        secret_id = self.secret_id(firm_id)
+        try:
+            answer = self._secrets.get_secret_value(SecretId=secret_id)
+        except ClientError as exc:
+            if _error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise TokenStoreError(f"could not read secret {secret_id}: {_error_code(exc)}") from None
+        try:
+            data = json.loads(answer["SecretString"])
+        except (KeyError, ValueError):
+            data = None
+        tokens = _parse_tokens(data)
+        if tokens is None:
+            # Nothing in it can be used; reconnecting rewrites it, so treat it as absent.
+            logger.warning("token secret is unusable", extra={"secret_id": secret_id})
+            return None
+        assert isinstance(data, dict)
+        return _Secret(tokens, {k: v for k, v in data.items() if k not in _TOKEN_KEYS})
+
+    def _write(self, firm_id: str, tokens: StoredTokens, extra: dict[str, Any]) -> None:
+        secret_id = self.secret_id(firm_id)
+        body = json.dumps(
+            {
+                **extra,
+                "access_token": tokens.access_token,
+                "refresh_token": tokens.refresh_token,
+                "expires_at": tokens.expires_at,
+            }
+        )
+        try:
+            self._secrets.put_secret_value(SecretId=secret_id, SecretString=body)
+            return
+        except ClientError as exc:
+            if _error_code(exc) != "ResourceNotFoundException":
+                raise TokenStoreError(f"could not write secret {secret_id}: {_error_code(exc)}") from None
+        try:
+            self._secrets.create_secret(Name=secret_id, SecretString=body)
+        except ClientError as exc:
+            # Two callbacks for the same firm racing to create it: the other won, so overwrite.
+            if _error_code(exc) != "ResourceExistsException":
+                raise TokenStoreError(f"could not create secret {secret_id}: {_error_code(exc)}") from None
+            try:
+                self._secrets.put_secret_value(SecretId=secret_id, SecretString=body)
+            except ClientError as again:
+                raise TokenStoreError(f"could not write secret {secret_id}: {_error_code(again)}") from None
+
+
+class FirmTokens:
+    """One run's view of a firm's tokens: the secret is read once, then refreshed as needed.
+
+    Satisfies ``xpm_sync.xpm.client.AccessTokenSource``. Thread-safe within the instance, so the
+    XPM client's concurrent calls share one refresh.
+    """
+
+    def __init__(self, store: TokenStore, firm_id: str) -> None:
+        self._store = store
+        self._firm_id = firm_id
+        self._lock = threading.Lock()
+        self._secret: _Secret | None = None
+        self._refreshed_at: int | None = None
+        self.refreshed = 0
+
+    @property
+    def firm_id(self) -> str:
+        return self._firm_id
+
+    def access_token(self, *, force_refresh: bool = False) -> str:
+        with self._lock:
+            secret = self._current()
+            now = self._store._now()
+            if force_refresh and not self._just_refreshed(now):
+                return self._refresh(secret)
+            if secret.tokens.expires_at - now >= REFRESH_MARGIN_SECONDS:
+                return secret.tokens.access_token
+            return self._refresh(secret)
+
+    def _just_refreshed(self, now: int) -> bool:
+        return self._refreshed_at is not None and now - self._refreshed_at < FORCED_REFRESH_DEBOUNCE_SECONDS
+
+    def _current(self) -> _Secret:
+        if self._secret is None:
+            self._secret = self._store._read(self._firm_id)
+            if self._secret is None:
+                raise NeedsReconnect(f"firm {self._firm_id} has no stored Xero tokens")
+        return self._secret
+
+    def _refresh(self, secret: _Secret) -> str:
+        try:
+            fresh = self._store._refresh(secret.tokens.refresh_token)
+        except InvalidGrant:
+            return self._recover(secret)
+        return self._keep(fresh, secret.extra)
+
+    def _recover(self, stale: _Secret) -> str:
+        """After ``invalid_grant``: use the secret's token if another worker rotated it meanwhile."""
+        reread = self._store._read(self._firm_id)
+        if reread is None:
+            self._secret = None
+            raise NeedsReconnect(f"firm {self._firm_id} has no stored Xero tokens")
+        if reread.tokens.refresh_token == stale.tokens.refresh_token:
+            raise NeedsReconnect(f"Xero refused the refresh token of firm {self._firm_id}")
+        self._secret = reread
+        logger.info(
+            "picked up tokens rotated by another worker",
+            extra={"firm_id": self._firm_id, "expires_at": reread.tokens.expires_at},
+        )
+        if reread.tokens.expires_at - self._store._now() >= REFRESH_MARGIN_SECONDS:
+            return reread.tokens.access_token
+        try:
+            fresh = self._store._refresh(reread.tokens.refresh_token)
+        except InvalidGrant:
+            raise NeedsReconnect(f"Xero refused the refresh token of firm {self._firm_id}") from None
+        return self._keep(fresh, reread.extra)
+
+    def _keep(self, fresh: TokenSet, extra: dict[str, Any]) -> str:
+        tokens = StoredTokens(fresh.access_token, fresh.refresh_token, fresh.expires_at)
+        # Stored first: if this write fails, the new access token is never used and the old
+        # refresh token (still honoured for 30 minutes) remains the one on record.
+        self._store._write(self._firm_id, tokens, extra)
+        self._secret = _Secret(tokens, extra)
+        self._refreshed_at = self._store._now()
+        self.refreshed += 1
+        logger.info(
+            "refreshed tokens for firm", extra={"firm_id": self._firm_id, "expires_at": tokens.expires_at}
+        )
+        return tokens.access_token
+
+
+def _parse_tokens(data: Any) -> StoredTokens | None:
+    if not isinstance(data, dict):
+        return None
+    access_token = data.get("access_token")
+    refresh_token = data.get("refresh_token")
+    expires_at = data.get("expires_at")
+    if not isinstance(access_token, str) or not isinstance(refresh_token, str) or not refresh_token:
+        return None
+    if isinstance(expires_at, bool) or not isinstance(expires_at, int | float):
+        return None
+    return StoredTokens(access_token, refresh_token, int(expires_at))
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "Unknown"))

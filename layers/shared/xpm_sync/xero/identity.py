@@ -1,0 +1,276 @@
+"""Xero OAuth 2.0 (SPEC A6, A8): authorize URL, code exchange, refresh, revoke and connections.
+
+Nothing here stores tokens (that is ``xpm_sync.tokens``) and no exception message carries a token:
+messages name the endpoint, the HTTP status and Xero's short error code only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from xpm_sync.clock import Clock
+
+SCOPES = "openid profile email offline_access practicemanager.client.read practicemanager.staff.read"
+
+PRACTICE_MANAGER = "PRACTICEMANAGER"
+
+# Xero's error codes are short snake_case words; anything else in the field is not echoed, in case
+# a misbehaving server reflects the request (and so a token) back in it.
+_ERROR_CODE = re.compile(r"^[a-z_]{1,40}$")
+
+
+@dataclass(frozen=True)
+class AppCredentials:
+    client_id: str
+    client_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_at: int
+    id_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Connection:
+    tenant_id: str
+    tenant_name: str | None
+    tenant_type: str
+
+
+@dataclass(frozen=True)
+class XeroUser:
+    name: str | None
+    email: str | None
+
+
+class XeroIdentityError(Exception):
+    """Xero's identity service or connections endpoint failed. Never carries token text."""
+
+
+class InvalidGrant(XeroIdentityError):
+    """The code or refresh token was refused (used, expired, revoked or rotated away)."""
+
+
+class InvalidClient(XeroIdentityError):
+    """Xero does not accept the app's client id and secret."""
+
+
+class AccessDenied(XeroIdentityError):
+    """The connections endpoint refused the access token (401/403): refresh, or reconnect."""
+
+
+def load_app_credentials(secrets_client: Any, secret_id: str) -> AppCredentials:
+    """The Xero app's client id and secret from the secret ``{"client_id", "client_secret"}``."""
+    answer = secrets_client.get_secret_value(SecretId=secret_id)
+    problem = XeroIdentityError(f"secret {secret_id} is not JSON with string client_id and client_secret")
+    try:
+        data = json.loads(answer["SecretString"])
+    except (KeyError, ValueError):
+        raise problem from None
+    client_id = data.get("client_id") if isinstance(data, dict) else None
+    client_secret = data.get("client_secret") if isinstance(data, dict) else None
+    if not isinstance(client_id, str) or not client_id:
+        raise problem
+    if not isinstance(client_secret, str) or not client_secret:
+        raise problem
+    return AppCredentials(client_id=client_id, client_secret=client_secret)
+
+
+class XeroIdentity:
+    def __init__(
+        self,
+        *,
+        login_url: str,
+        identity_url: str,
+        api_url: str,
+        credentials: AppCredentials,
+        http: httpx.Client,
+        clock: Clock,
+    ) -> None:
+        self._login_url = login_url.rstrip("/")
+        self._identity_url = identity_url.rstrip("/")
+        self._api_url = api_url.rstrip("/")
+        self._credentials = credentials
+        self._http = http
+        self._clock = clock
+
+    def authorize_url(self, *, redirect_uri: str, state: str) -> str:
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": self._credentials.client_id,
+                "redirect_uri": redirect_uri,
+                "scope": SCOPES,
+                "state": state,
+            },
+            quote_via=quote,
+        )
+        return f"{self._login_url}/identity/connect/authorize?{query}"
+
+    def exchange_code(self, *, code: str, redirect_uri: str) -> TokenSet:
+        return self._token_request(
+            {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        )
+
+    def refresh(self, refresh_token: str) -> TokenSet:
+        return self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token})
+
+    def revoke(self, refresh_token: str) -> None:
+        response = self._send(
+            "POST",
+            f"{self._identity_url}/connect/revocation",
+            what="revocation",
+            data={"token": refresh_token},
+            auth=self._basic_auth(),
+        )
+        if response.status_code != 200:
+            raise _identity_error("revocation", response)
+
+    def connections(self, access_token: str) -> list[Connection]:
+        response = self._send(
+            "GET",
+            f"{self._api_url}/connections",
+            what="connections",
+            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+        )
+        if response.status_code in (401, 403):
+            raise AccessDenied(f"Xero connections answered {response.status_code}")
+        if response.status_code != 200:
+            raise _identity_error("connections", response)
+        body = _json_body(response, "connections")
+        if not isinstance(body, list):
+            raise XeroIdentityError("Xero connections answered something other than a list")
+        found: list[Connection] = []
+        for item in body:
+            if not isinstance(item, dict) or item.get("tenantType") != PRACTICE_MANAGER:
+                continue
+            tenant_id = item.get("tenantId")
+            if not isinstance(tenant_id, str) or not tenant_id:
+                raise XeroIdentityError("Xero connections answered a tenant without a tenantId")
+            name = item.get("tenantName")
+            found.append(
+                Connection(
+                    tenant_id=tenant_id,
+                    tenant_name=name if isinstance(name, str) else None,
+                    tenant_type=PRACTICE_MANAGER,
+                )
+            )
+        return found
+
+    def _basic_auth(self) -> httpx.BasicAuth:
+        return httpx.BasicAuth(self._credentials.client_id, self._credentials.client_secret)
+
+    def _token_request(self, form: dict[str, str]) -> TokenSet:
+        response = self._send(
+            "POST",
+            f"{self._identity_url}/connect/token",
+            what="token",
+            data=form,
+            auth=self._basic_auth(),
+        )
+        if response.status_code != 200:
+            raise _identity_error("token", response)
+        body = _json_body(response, "token")
+        if not isinstance(body, dict):
+            raise XeroIdentityError("Xero token endpoint answered something other than an object")
+        access_token = body.get("access_token")
+        refresh_token = body.get("refresh_token")
+        expires_in = body.get("expires_in")
+        id_token = body.get("id_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise XeroIdentityError("Xero token endpoint answered without an access_token")
+        # offline_access is one of our scopes, so a missing refresh token means the grant cannot
+        # be kept alive: better to fail the connect than to store a connection that dies in 30 min.
+        if not isinstance(refresh_token, str) or not refresh_token:
+            raise XeroIdentityError("Xero token endpoint answered without a refresh_token")
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in <= 0:
+            raise XeroIdentityError("Xero token endpoint answered without a usable expires_in")
+        now = int(self._clock.now().timestamp())
+        return TokenSet(
+            access_token=access_token,
+            refresh_token=refresh_token,
+            expires_at=now + int(expires_in),
+            id_token=id_token if isinstance(id_token, str) and id_token else None,
+        )
+
+    def _send(self, method: str, url: str, *, what: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            # Only the exception's type: httpx messages can quote the request, and the request
+            # carries a code or token in its body or headers.
+            raise XeroIdentityError(f"Xero {what} request failed: {type(exc).__name__}") from None
+
+
+def _json_body(response: httpx.Response, what: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise XeroIdentityError(f"Xero {what} endpoint answered with invalid JSON") from None
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    code = body.get("error") if isinstance(body, dict) else None
+    return code if isinstance(code, str) and _ERROR_CODE.match(code) else None
+
+
+def _identity_error(what: str, response: httpx.Response) -> XeroIdentityError:
+    code = _error_code(response)
+    message = f"Xero {what} endpoint answered {response.status_code}" + (f" ({code})" if code else "")
+    if code == "invalid_grant":
+        return InvalidGrant(message)
+    if code in ("invalid_client", "unauthorized_client"):
+        return InvalidClient(message)
+    return XeroIdentityError(message)
+
+
+def user_from_id_token(id_token: str | None) -> XeroUser:
+    """Who allowed access, from the OpenID Connect id_token (SPEC A6: shown as "connected by").
+
+    The signature is not checked: the token came straight from Xero's token endpoint over TLS in
+    answer to our own authenticated request, and OpenID Connect Core 3.1.3.7 allows a client to
+    rely on the TLS server validation instead of the token's signature in that case. Never use
+    this on an id_token that arrived any other way.
+    """
+    empty = XeroUser(name=None, email=None)
+    if not id_token:
+        return empty
+    parts = id_token.split(".")
+    if len(parts) != 3:
+        return empty
+    payload = parts[1]
+    try:
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        claims = json.loads(raw)
+    except (binascii.Error, ValueError):
+        return empty
+    if not isinstance(claims, dict):
+        return empty
+    name = _claim(claims, "name")
+    if name is None:
+        given = _claim(claims, "given_name")
+        family = _claim(claims, "family_name")
+        name = " ".join(part for part in (given, family) if part) or None
+    return XeroUser(name=name, email=_claim(claims, "email"))
+
+
+def _claim(claims: dict[str, Any], key: str) -> str | None:
+    value = claims.get(key)
+    if not isinstance(value, str):
+        return None
+    return value.strip() or None
