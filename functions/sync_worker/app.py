@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from xpm_sync.observability import logger, metrics, tracer
 from xpm_sync.queue import SyncRequest
 from xpm_sync.settings import WorkerSettings, load_settings
@@ -48,7 +48,7 @@ def _handler_for(context: LambdaContext) -> Any:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     # skip_group_on_error: a failed firm's later messages wait; other firms carry on.
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
     return process_partial_response(

@@ -23,14 +23,14 @@ def _key(kind: str, service: str) -> tuple[str, str, str | None, str | None]:
 def client(service: str) -> Any:
     key = _key("client", service)
     if key not in _clients:
-        _clients[key] = boto3.session.Session().client(service, config=_RETRIES)  # type: ignore[call-overload]
+        _clients[key] = boto3.session.Session().client(service, config=_RETRIES)
     return _clients[key]
 
 
 def table(name: str) -> Any:
     key = _key("table", name)
     if key not in _clients:
-        _clients[key] = boto3.session.Session().resource("dynamodb", config=_RETRIES).Table(name)  # type: ignore[call-overload]
+        _clients[key] = boto3.session.Session().resource("dynamodb", config=_RETRIES).Table(name)
     return _clients[key]
 
 

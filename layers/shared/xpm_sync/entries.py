@@ -64,91 +64,125 @@ def raise_entry(kind: EntryKind, *, label: str, message: str, xpm_uuid: str | No
 
 # --- Staff -> Active users -------------------------------------------------------------------
 STAFF_NAME_MISSING = _kind(
-    "STAFF_NAME_MISSING", "error", "user",
+    "STAFF_NAME_MISSING",
+    "error",
+    "user",
     "An XPM staff member has no Name.",
     "Enter the staff member's full name in XPM (Business -> Settings -> Staff).",
 )
 STAFF_SURNAME_MISSING = _kind(
-    "STAFF_SURNAME_MISSING", "error", "user",
+    "STAFF_SURNAME_MISSING",
+    "error",
+    "user",
     "An XPM staff member's Name is a single word, so Active cannot tell the first name from the surname.",
     "Enter the staff member's first name and surname in XPM (Business -> Settings -> Staff).",
 )
 STAFF_EMAIL_MISSING = _kind(
-    "STAFF_EMAIL_MISSING", "error", "user",
+    "STAFF_EMAIL_MISSING",
+    "error",
+    "user",
     "An XPM staff member has no Email; Active users sign in with their email.",
     "Enter the staff member's email address in XPM (Business -> Settings -> Staff).",
 )
 STAFF_EMAIL_DUPLICATE = _kind(
-    "STAFF_EMAIL_DUPLICATE", "error", "user",
+    "STAFF_EMAIL_DUPLICATE",
+    "error",
+    "user",
     "Two XPM staff members share one Email; only the first (in XPM's order) is synced.",
     "Give each staff member their own email address in XPM.",
 )
 USER_LINKED_TO_OTHER_STAFF = _kind(
-    "USER_LINKED_TO_OTHER_STAFF", "error", "user",
+    "USER_LINKED_TO_OTHER_STAFF",
+    "error",
+    "user",
     "The Active user with this staff member's email is already linked to another XPM staff member.",
     "Check which XPM staff member should own this email, and correct the other one in XPM.",
 )
 
 # --- Clients -> Active clients ---------------------------------------------------------------
 CLIENT_NAME_MISSING = _kind(
-    "CLIENT_NAME_MISSING", "error", "client",
+    "CLIENT_NAME_MISSING",
+    "error",
+    "client",
     "An XPM client has no Name.",
     "Enter the client's name in XPM.",
 )
 CLIENT_CODE_MISSING = _kind(
-    "CLIENT_CODE_MISSING", "error", "client",
+    "CLIENT_CODE_MISSING",
+    "error",
+    "client",
     "An XPM client has no Client Code; client codes identify clients in both systems.",
     "Enter a Client Code for this client in XPM.",
 )
 CLIENT_CODE_DUPLICATE = _kind(
-    "CLIENT_CODE_DUPLICATE", "error", "client",
+    "CLIENT_CODE_DUPLICATE",
+    "error",
+    "client",
     "Two XPM clients share one Client Code; the first (in XPM's order) is synced, the other is not.",
     "Give each client its own Client Code in XPM.",
 )
 CLIENT_CODE_TAKEN = _kind(
-    "CLIENT_CODE_TAKEN", "error", "client",
+    "CLIENT_CODE_TAKEN",
+    "error",
+    "client",
     "The Active client with this code is already linked to a different XPM client.",
     "Change the Client Code of one of the two clients in XPM so each code is used once.",
 )
 BUSINESS_STRUCTURE_MISSING = _kind(
-    "BUSINESS_STRUCTURE_MISSING", "error", "client",
+    "BUSINESS_STRUCTURE_MISSING",
+    "error",
+    "client",
     "An XPM client has no Business Structure, which Active needs as the client's entity type.",
     "Set the client's Business Structure in XPM.",
 )
 BUSINESS_STRUCTURE_UNKNOWN = _kind(
-    "BUSINESS_STRUCTURE_UNKNOWN", "warning", "client",
+    "BUSINESS_STRUCTURE_UNKNOWN",
+    "warning",
+    "client",
     "The client's Business Structure is not one Active knows; it was synced with entity type 'other'.",
     "Use one of Individual, Sole Trader, Partnership, Company, Trust or Superannuation Fund in XPM, "
     "or leave it if 'other' is right.",
 )
 INDIVIDUAL_NAME_MISSING = _kind(
-    "INDIVIDUAL_NAME_MISSING", "error", "client",
+    "INDIVIDUAL_NAME_MISSING",
+    "error",
+    "client",
     "An individual (or sole trader) client has no First name or no Last name in XPM.",
     "Enter the client's first name and last name in XPM.",
 )
 PARTNER_MISSING = _kind(
-    "PARTNER_MISSING", "error", "client",
+    "PARTNER_MISSING",
+    "error",
+    "client",
     "The client has no Partner in XPM and the firm has no Default Partner.",
     "Assign a partner in XPM, or set a Default Partner in Admin Centre -> Office.",
 )
 PARTNER_NOT_IN_ACTIVE = _kind(
-    "PARTNER_NOT_IN_ACTIVE", "error", "client",
+    "PARTNER_NOT_IN_ACTIVE",
+    "error",
+    "client",
     "The client's Partner in XPM has no Active user with the same email.",
     "Add this partner to Active as a user with the same email as in XPM.",
 )
 PARTNER_NOT_IN_XPM_STAFF = _kind(
-    "PARTNER_NOT_IN_XPM_STAFF", "error", "client",
+    "PARTNER_NOT_IN_XPM_STAFF",
+    "error",
+    "client",
     "The client's Partner is not in XPM's staff list (or has no email there), so it cannot be "
     "matched to an Active user.",
     "Assign a current staff member with an email address as the client's Partner in XPM.",
 )
 MANAGER_NOT_IN_ACTIVE = _kind(
-    "MANAGER_NOT_IN_ACTIVE", "warning", "client",
+    "MANAGER_NOT_IN_ACTIVE",
+    "warning",
+    "client",
     "The client's Manager in XPM has no Active user with the same email; the manager was left empty.",
     "Add this manager to Active as a user with the same email as in XPM.",
 )
 ABN_INVALID = _kind(
-    "ABN_INVALID", "warning", "client",
+    "ABN_INVALID",
+    "warning",
+    "client",
     "The client's Business Number is not a valid ABN (11 digits with a valid checksum); it was "
     "synced as entered.",
     "Check the ABN in XPM against the Australian Business Register.",
@@ -156,43 +190,59 @@ ABN_INVALID = _kind(
 
 # --- Run level -------------------------------------------------------------------------------
 XPM_NEEDS_RECONNECT = _kind(
-    "XPM_NEEDS_RECONNECT", "error", "run",
+    "XPM_NEEDS_RECONNECT",
+    "error",
+    "run",
     "Xero refused the firm's connection: it was revoked, expired after 60 days unused, or the "
     "person who connected lost access.",
     "Reconnect in Active: Admin Centre -> Integrations -> Xero Practice Manager -> Connect.",
 )
 XPM_WRONG_TENANT = _kind(
-    "XPM_WRONG_TENANT", "error", "run",
+    "XPM_WRONG_TENANT",
+    "error",
+    "run",
     "XPM refused access to the chosen practice (tenant); the connection no longer covers it.",
     "Reconnect and choose the practice again in the XPM integration settings.",
 )
 XPM_UNAVAILABLE = _kind(
-    "XPM_UNAVAILABLE", "error", "run",
+    "XPM_UNAVAILABLE",
+    "error",
+    "run",
     "XPM did not answer, or answered with a server error, after several tries.",
     "Nothing to do: the next hourly sync will try again. If it keeps failing, check Xero's status page.",
 )
 XPM_RATE_LIMITED = _kind(
-    "XPM_RATE_LIMITED", "error", "run",
+    "XPM_RATE_LIMITED",
+    "error",
+    "run",
     "XPM's rate limit for this practice was reached (per minute or per day).",
     "Avoid pressing Start Sync repeatedly; the next hourly sync will continue.",
 )
 XPM_BAD_RESPONSE = _kind(
-    "XPM_BAD_RESPONSE", "error", "run",
+    "XPM_BAD_RESPONSE",
+    "error",
+    "run",
     "XPM answered with an error or with data that could not be read.",
     "The next hourly sync will try again. If it keeps failing, contact support with this run's id.",
 )
 SYNC_NOT_CONFIGURED = _kind(
-    "SYNC_NOT_CONFIGURED", "error", "run",
+    "SYNC_NOT_CONFIGURED",
+    "error",
+    "run",
     "The integration has no XPM practice or default office chosen yet.",
     "Finish the setup in Admin Centre -> Integrations -> Xero Practice Manager.",
 )
 DEFAULT_OFFICE_MISSING = _kind(
-    "DEFAULT_OFFICE_MISSING", "error", "run",
+    "DEFAULT_OFFICE_MISSING",
+    "error",
+    "run",
     "The default office chosen for the integration no longer exists in Active.",
     "Choose an existing Default Office Code in the XPM integration settings.",
 )
 INTERNAL_ERROR = _kind(
-    "INTERNAL_ERROR", "error", "run",
+    "INTERNAL_ERROR",
+    "error",
+    "run",
     "The sync stopped on an unexpected error; nothing was lost and it will be retried.",
     "The next hourly sync will try again. If it keeps failing, contact support with this run's id.",
 )

@@ -41,7 +41,9 @@ class SyncQueue:
     def enqueue(self, firm_id: str, trigger: Trigger) -> None:
         # Content-based deduplication drops an identical message within 5 minutes: a double
         # click or a repeated schedule delivery queues one run, not two.
-        self._sqs.send_message(QueueUrl=self._url, MessageBody=self._body(firm_id, trigger), MessageGroupId=firm_id)
+        self._sqs.send_message(
+            QueueUrl=self._url, MessageBody=self._body(firm_id, trigger), MessageGroupId=firm_id
+        )
 
     def enqueue_many(self, firm_ids: Iterable[str], trigger: Trigger, *, workers: int = 8) -> int:
         """Queue one message per firm, ten per request, several requests at once. Returns the count."""

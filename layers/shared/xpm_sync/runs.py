@@ -117,7 +117,9 @@ class RunLog:
                 return found
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def list_runs(self, firm_id: str, *, limit: int = 20, cursor: str | None = None) -> tuple[list[SyncRun], str | None]:
+    def list_runs(
+        self, firm_id: str, *, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[SyncRun], str | None]:
         """Newest first, ``limit`` at a time; the cursor is opaque to callers."""
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": Key("pk").eq(f"FIRM#{firm_id}") & Key("sk").begins_with("RUN#"),
@@ -147,4 +149,3 @@ def _decode_cursor(cursor: str) -> str:
     if not isinstance(run_id, str) or not run_id or len(run_id) > 64:
         raise InvalidCursor("cursor is not valid")
     return run_id
-

@@ -66,7 +66,7 @@ def load_settings(cls: type[S]) -> S:
     key = (cls, tuple(os.environ.get(name) for name in _env_names(cls)))
     cached = _cache.get(key)
     if cached is None:
-        cached = cls()  # type: ignore[call-arg]  # values come from the environment
+        cached = cls()  # values come from the environment
         _cache[key] = cached
     assert isinstance(cached, cls)
     return cached

@@ -77,9 +77,8 @@ class ClientSync:
         duplicate = self._duplicate_code_entry(client, label)
         if duplicate is not None:
             found.append(duplicate)
-        if mapping.fields is None or duplicate is not None:
-            self._fail(client, *found)
-            return
+        # Partner problems are reported even when other fields failed, so the admin sees every
+        # fix a record needs in one run.
         people = resolve_people(
             mapping,
             label=label,
@@ -89,7 +88,7 @@ class ClientSync:
             default_partner_user_id=self.people.default_partner_user_id,
         )
         found.extend(people.entries)
-        if people.partner_user_id is None:
+        if mapping.fields is None or duplicate is not None or people.partner_user_id is None:
             self._fail(client, *found)
             return
 

@@ -20,7 +20,8 @@ from xpm_sync.clock import Clock, iso, parse_iso
 from xpm_sync.config import ConfigRepository, FirmConfig, full_read_due
 from xpm_sync.entries import Entry, EntryKind, raise_entry
 from xpm_sync.observability import logger
-from xpm_sync.runs import RunLog, SyncRun, Trigger, new_run_id
+from xpm_sync.queue import Trigger
+from xpm_sync.runs import RunLog, SyncRun, new_run_id
 from xpm_sync.sync.clients import ClientSync, People
 from xpm_sync.sync.users import sync_users
 from xpm_sync.tokens import NeedsReconnect, TokenStore
@@ -91,7 +92,11 @@ def run_sync(firm_id: str, trigger: Trigger, services: SyncServices) -> RunResul
         return None
     started = services.clock.now()
     run = SyncRun(
-        firm_id=firm_id, run_id=new_run_id(started), trigger=trigger, status="running", started_at=iso(started)
+        firm_id=firm_id,
+        run_id=new_run_id(started),
+        trigger=trigger,
+        status="running",
+        started_at=iso(started),
     )
     logger.append_keys(firm_id=firm_id, run_id=run.run_id)
     services.runs.save_run(run, started)
@@ -103,12 +108,16 @@ def run_sync(firm_id: str, trigger: Trigger, services: SyncServices) -> RunResul
     except _RunFailure as caught:
         failure = caught
     except NeedsReconnect:
-        failure = _RunFailure(codes.XPM_NEEDS_RECONNECT, "Xero no longer accepts this firm's connection.", reconnect=True)
+        failure = _RunFailure(
+            codes.XPM_NEEDS_RECONNECT, "Xero no longer accepts this firm's connection.", reconnect=True
+        )
     except XpmError as error:
         failure = _xpm_failure(error)
-    except Exception as error:  # noqa: BLE001 - recorded as a run entry, then retried by SQS
+    except Exception as error:
         logger.exception("sync run stopped on an unexpected error")
-        failure = _RunFailure(codes.INTERNAL_ERROR, f"The sync stopped: {type(error).__name__}.", transient=True)
+        failure = _RunFailure(
+            codes.INTERNAL_ERROR, f"The sync stopped: {type(error).__name__}.", transient=True
+        )
     finally:
         logger.remove_keys(["firm_id", "run_id"])
     return _finish(config, services, progress, failure, time.monotonic() - clock_start)
@@ -227,4 +236,3 @@ def _finish(
     if services.after_run is not None and run.status in ("failed", "partial"):
         services.after_run(run, progress.entries, config)
     return RunResult(run=run, entries=progress.entries, transient=failure is not None and failure.transient)
-

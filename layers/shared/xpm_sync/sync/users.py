@@ -23,7 +23,9 @@ class UserSyncResult:
     staff_email_by_uuid: dict[str, str] = field(default_factory=dict)
 
 
-def sync_users(repo: ActiveRepository, staff_list: Iterable[XpmStaff], counts: dict[str, int]) -> UserSyncResult:
+def sync_users(
+    repo: ActiveRepository, staff_list: Iterable[XpmStaff], counts: dict[str, int]
+) -> UserSyncResult:
     stored = repo.users()
     by_uuid: dict[str, dict[str, Any]] = {u["xpm_uuid"]: u for u in stored if u.get("xpm_uuid")}
     by_email: dict[str, dict[str, Any]] = {}
