@@ -1,0 +1,278 @@
+"""template.yaml keeps SPEC B3's tables, the FIFO queue contract and least-privilege policies,
+and the local stack builds exactly what it declares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from xpm_sync.settings import DispatchSettings, WorkerSettings
+
+from local.stack import TABLES, create_resources, load_template
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+# Function -> its settings model: its environment must satisfy it.
+FUNCTION_SETTINGS: dict[str, Any] = {
+    "SyncDispatchFunction": DispatchSettings,
+    "SyncWorkerFunction": WorkerSettings,
+}
+# Function -> every resource its policies may name (tables, queues).
+FUNCTION_RESOURCES = {
+    "SyncDispatchFunction": {"ConfigTable", "SyncQueue"},
+    "SyncWorkerFunction": {"ConfigTable", "ActiveTable", "SyncLogTable", "NotifyTable", "SyncQueue"},
+}
+
+SPEC_TABLES: dict[str, dict[str, Any]] = {
+    "ActiveTable": {"keys": [("pk", "HASH"), ("sk", "RANGE")], "ttl": None, "pitr": True, "retain": True},
+    "ConfigTable": {"keys": [("firm_id", "HASH")], "ttl": "expires_at", "pitr": True, "retain": True},
+    "SyncLogTable": {
+        "keys": [("pk", "HASH"), ("sk", "RANGE")],
+        "ttl": "expires_at",
+        "pitr": False,
+        "retain": False,
+    },
+    "NotifyTable": {"keys": [("firm_id", "HASH")], "ttl": "expires_at", "pitr": False, "retain": False},
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+def resources_of_type(template, kind):
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def referenced_resources(node, resources) -> set[str]:
+    """Logical ids named anywhere in ``node`` through Ref, GetAtt or ${...} in Sub."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and value in resources:
+                found.add(value)
+            elif key == "Fn::GetAtt":
+                found.add(value[0])
+            elif key == "Fn::Sub":
+                text = value if isinstance(value, str) else value[0]
+                found |= {name for name in resources if "${" + name in text}
+            found |= referenced_resources(value, resources)
+    elif isinstance(node, list):
+        for item in node:
+            found |= referenced_resources(item, resources)
+    return found
+
+
+def function_environment(template, name) -> dict[str, Any]:
+    variables = dict(template["Globals"]["Function"]["Environment"]["Variables"])
+    variables.update(template["Resources"][name]["Properties"]["Environment"]["Variables"])
+    return variables
+
+
+class TestTables:
+    def test_the_template_declares_exactly_the_spec_tables(self, template):
+        assert set(resources_of_type(template, "AWS::DynamoDB::Table")) == set(SPEC_TABLES)
+
+    @pytest.mark.parametrize("name", sorted(SPEC_TABLES))
+    def test_keys_are_strings_in_the_spec_layout_with_no_indexes(self, template, name):
+        properties = template["Resources"][name]["Properties"]
+
+        keys = [(key["AttributeName"], key["KeyType"]) for key in properties["KeySchema"]]
+        assert keys == SPEC_TABLES[name]["keys"]
+        assert {(a["AttributeName"], a["AttributeType"]) for a in properties["AttributeDefinitions"]} == {
+            (key, "S") for key, _ in keys
+        }
+        assert "GlobalSecondaryIndexes" not in properties
+        assert "LocalSecondaryIndexes" not in properties
+
+    @pytest.mark.parametrize("name", sorted(SPEC_TABLES))
+    def test_on_demand_encrypted_with_the_spec_ttl_and_backups(self, template, name):
+        resource = template["Resources"][name]
+        properties = resource["Properties"]
+        spec = SPEC_TABLES[name]
+
+        assert properties["BillingMode"] == "PAY_PER_REQUEST"
+        assert properties["SSESpecification"]["SSEEnabled"] is True
+        ttl = properties.get("TimeToLiveSpecification")
+        ttl_attribute = ttl["AttributeName"] if ttl and ttl["Enabled"] else None
+        assert ttl_attribute == spec["ttl"]
+        pitr = properties.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled", False)
+        assert pitr is spec["pitr"]
+        expected_policy = "Retain" if spec["retain"] else "Delete"
+        assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == expected_policy
+
+
+class TestQueue:
+    def test_the_sync_queue_is_fifo_with_content_based_dedup_and_a_dead_letter_queue(self, template):
+        queue = template["Resources"]["SyncQueue"]["Properties"]
+
+        assert queue["FifoQueue"] is True
+        assert queue["ContentBasedDeduplication"] is True
+        assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["SyncDeadLetterQueue", "Arn"]}
+        assert queue["RedrivePolicy"]["maxReceiveCount"] == 3
+
+    def test_the_dead_letter_queue_is_fifo_and_keeps_messages_14_days(self, template):
+        dlq = template["Resources"]["SyncDeadLetterQueue"]["Properties"]
+
+        assert dlq["FifoQueue"] is True
+        assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+    def test_visibility_timeout_is_at_least_six_worker_timeouts(self, template):
+        worker = template["Resources"]["SyncWorkerFunction"]["Properties"]
+
+        assert template["Resources"]["SyncQueue"]["Properties"]["VisibilityTimeout"] >= 6 * worker["Timeout"]
+
+    def test_the_worker_reads_the_queue_in_batches_with_partial_failures(self, template):
+        worker = template["Resources"]["SyncWorkerFunction"]["Properties"]
+
+        (event,) = worker["Events"].values()
+        assert event["Type"] == "SQS"
+        assert event["Properties"]["Queue"] == {"Fn::GetAtt": ["SyncQueue", "Arn"]}
+        assert event["Properties"]["BatchSize"] == 10
+        assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert worker["Timeout"] == 900
+
+
+class TestFunctions:
+    def test_the_dispatcher_runs_hourly(self, template):
+        events = template["Resources"]["SyncDispatchFunction"]["Properties"]["Events"]
+
+        assert [(e["Type"], e["Properties"]["Schedule"]) for e in events.values()] == [
+            ("Schedule", "rate(1 hour)")
+        ]
+
+    def test_every_declared_function_has_its_handler(self, template):
+        for name, function in resources_of_type(template, "AWS::Serverless::Function").items():
+            properties = function["Properties"]
+            module, _, handler = properties["Handler"].partition(".")
+            source = ROOT / properties["CodeUri"] / f"{module}.py"
+            assert source.is_file(), name
+            assert f"def {handler}(" in source.read_text(encoding="utf-8"), name
+
+    def test_every_function_is_known_to_these_tests(self, template):
+        assert set(resources_of_type(template, "AWS::Serverless::Function")) == set(FUNCTION_SETTINGS)
+
+    def test_globals_set_runtime_tracing_layer_and_powertools(self, template):
+        function = template["Globals"]["Function"]
+
+        assert function["Runtime"] == "python3.11"
+        assert function["Architectures"] == ["arm64"]
+        assert function["Tracing"] == "Active"
+        assert function["Layers"] == [{"Ref": "SharedLayer"}]
+        variables = function["Environment"]["Variables"]
+        assert variables["POWERTOOLS_SERVICE_NAME"] == "xpm-sync"
+        assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "XpmSync"
+        assert "POWERTOOLS_LOG_LEVEL" in variables
+
+    @pytest.mark.parametrize("name", sorted(FUNCTION_SETTINGS))
+    def test_each_function_gets_every_variable_its_settings_require(self, template, name):
+        settings = FUNCTION_SETTINGS[name]
+        required = {field.alias for field in settings.model_fields.values() if field.is_required()}
+
+        assert required <= set(function_environment(template, name))
+
+    def test_xero_url_defaults_are_the_real_xero_hosts(self, template):
+        parameters = template["Parameters"]
+        defaults = {field.alias: field.default for field in WorkerSettings.model_fields.values()}
+
+        assert parameters["XeroLoginUrl"]["Default"] == defaults["XERO_LOGIN_URL"] == "https://login.xero.com"
+        assert parameters["XeroIdentityUrl"]["Default"] == defaults["XERO_IDENTITY_URL"]
+        assert parameters["XeroApiUrl"]["Default"] == defaults["XERO_API_URL"]
+
+    @pytest.mark.parametrize("name", sorted(FUNCTION_RESOURCES))
+    def test_policies_reach_only_the_functions_own_tables_and_queue(self, template, name):
+        resources = template["Resources"]
+        policies = resources[name]["Properties"]["Policies"]
+
+        assert referenced_resources(policies, resources) == FUNCTION_RESOURCES[name]
+        # And those are exactly the resources its environment tells it about.
+        env_refs = referenced_resources(function_environment(template, name), resources)
+        assert env_refs == FUNCTION_RESOURCES[name]
+
+    def test_the_dispatcher_only_reads_config(self, template):
+        policies = template["Resources"]["SyncDispatchFunction"]["Properties"]["Policies"]
+
+        assert [next(iter(policy)) for policy in policies] == ["DynamoDBReadPolicy", "SQSSendMessagePolicy"]
+
+    @pytest.mark.parametrize("name", sorted(FUNCTION_RESOURCES))
+    def test_no_custom_statement_grants_every_resource_or_action(self, template, name):
+        policies = template["Resources"][name]["Properties"]["Policies"]
+        statements = [s for policy in policies for s in policy.get("Statement", [])]
+
+        for statement in statements:
+            assert statement["Resource"] != "*"
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert all(not action.endswith("*") for action in actions)
+
+    def test_the_worker_reaches_only_firm_token_secrets_and_the_app_secret(self, template):
+        policies = template["Resources"]["SyncWorkerFunction"]["Properties"]["Policies"]
+        statements = {s["Sid"]: s for policy in policies for s in policy.get("Statement", [])}
+
+        tokens = statements["FirmTokens"]
+        assert sorted(tokens["Action"]) == [
+            "secretsmanager:DescribeSecret",
+            "secretsmanager:GetSecretValue",
+            "secretsmanager:PutSecretValue",
+        ]
+        assert tokens["Resource"]["Fn::Sub"][0].endswith(":secret:${Prefix}*")
+        app = statements["XeroAppSecret"]
+        assert app["Action"] == "secretsmanager:GetSecretValue"
+        assert app["Resource"]["Fn::Sub"][0].endswith(":secret:${Name}-??????")
+        assert set(statements["NotifyEmail"]["Action"]) == {"ses:SendEmail", "ses:SendRawEmail"}
+
+    def test_every_function_has_a_30_day_log_group(self, template):
+        groups = resources_of_type(template, "AWS::Logs::LogGroup").values()
+        named = {
+            g["Properties"]["LogGroupName"]["Fn::Sub"]: g["Properties"]["RetentionInDays"] for g in groups
+        }
+
+        for name in resources_of_type(template, "AWS::Serverless::Function"):
+            assert named.get(f"/aws/lambda/${{{name}}}") == 30
+
+
+class TestLocalStack:
+    def test_create_resources_builds_tables_with_exactly_the_templates_keys(self, template):
+        with mock_aws():
+            names = create_resources(prefix="t")
+            client = boto3.client("dynamodb", region_name="ap-southeast-2")
+
+            for logical_id in TABLES:
+                table_name = getattr(names, _field(logical_id))
+                description = client.describe_table(TableName=table_name)["Table"]
+                properties = template["Resources"][logical_id]["Properties"]
+                assert description["KeySchema"] == properties["KeySchema"]
+                assert sorted(description["AttributeDefinitions"], key=str) == sorted(
+                    properties["AttributeDefinitions"], key=str
+                )
+                ttl = client.describe_time_to_live(TableName=table_name)["TimeToLiveDescription"]
+                expected = properties.get("TimeToLiveSpecification")
+                assert ttl.get("AttributeName") == (expected["AttributeName"] if expected else None)
+
+    def test_create_resources_builds_the_queue_with_the_templates_attributes(self, template):
+        with mock_aws():
+            names = create_resources(prefix="t")
+            sqs = boto3.client("sqs", region_name="ap-southeast-2")
+            attributes = sqs.get_queue_attributes(QueueUrl=names.queue_url, AttributeNames=["All"])[
+                "Attributes"
+            ]
+            dlq = sqs.get_queue_attributes(QueueUrl=names.dlq_url, AttributeNames=["All"])["Attributes"]
+
+        queue = template["Resources"]["SyncQueue"]["Properties"]
+        assert attributes["FifoQueue"] == "true"
+        assert attributes["ContentBasedDeduplication"] == "true"
+        assert attributes["VisibilityTimeout"] == str(queue["VisibilityTimeout"])
+        assert dlq["QueueArn"] in attributes["RedrivePolicy"]
+        assert dlq["MessageRetentionPeriod"] == "1209600"
+
+
+def _field(logical_id: str) -> str:
+    return {
+        "ConfigTable": "config_table",
+        "ActiveTable": "active_table",
+        "SyncLogTable": "sync_log_table",
+        "NotifyTable": "notify_table",
+    }[logical_id]
