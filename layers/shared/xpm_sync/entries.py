@@ -239,6 +239,15 @@ DEFAULT_OFFICE_MISSING = _kind(
     "The default office chosen for the integration no longer exists in Active.",
     "Choose an existing Default Office Code in the XPM integration settings.",
 )
+NOTIFICATION_USER_INVALID = _kind(
+    "NOTIFICATION_USER_INVALID",
+    "warning",
+    "run",
+    "The run needed an email to the firm's notification user, but none is chosen, the chosen user "
+    "no longer exists in Active, or the user has no valid email address; no email was sent.",
+    "Choose an Active user with an email address as the notification user in Admin Centre -> "
+    "Integrations -> Xero Practice Manager.",
+)
 INTERNAL_ERROR = _kind(
     "INTERNAL_ERROR",
     "error",

@@ -1,0 +1,120 @@
+"""Operator metrics per run (issue: Sync Monitoring): EMF documents as Powertools prints them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from xpm_sync.monitoring import record_run_metrics
+from xpm_sync.observability import metrics
+from xpm_sync.runs import SyncRun, new_counts
+
+
+@pytest.fixture(autouse=True)
+def clean_metrics() -> Iterator[None]:
+    # The Powertools metric set is shared by every Metrics instance in the process.
+    metrics.clear_metrics()
+    yield
+    metrics.clear_metrics()
+
+
+def make_run(firm_id: str, status: str, **counts: int) -> SyncRun:
+    run = SyncRun(
+        firm_id=firm_id,
+        run_id=f"20260302T090000Z-{firm_id}",
+        trigger="schedule",
+        status=status,
+        started_at="2026-03-02T09:00:00Z",
+        finished_at="2026-03-02T09:00:42Z",
+        counts=new_counts(),
+        xpm_calls=7,
+        entry_count=3,
+    )
+    for key, value in counts.items():
+        entity, outcome = key.split("_")
+        run.counts[entity][outcome] = value
+    return run
+
+
+def emitted(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+
+def metric_names(document: dict[str, Any]) -> set[str]:
+    return {metric["Name"] for metric in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+
+
+def test_a_partial_run_emits_counts_per_entity_and_outcome(capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a partial run that created two users and failed three clients
+    run = make_run("firm-a", "partial", user_created=2, client_failed=3, client_unchanged=40)
+
+    # When its metrics are recorded
+    record_run_metrics(run, 1.25)
+
+    # Then one EMF document carries every entity/outcome count, XPM calls and the duration
+    [document] = emitted(capsys)
+    assert document["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "XpmSync"
+    assert document["UsersCreated"] == [2.0]
+    assert document["ClientsFailed"] == [3.0]
+    assert document["ClientsUnchanged"] == [40.0]
+    assert document["UsersFailed"] == [0.0]
+    assert document["XpmCalls"] == [7.0]
+    assert document["RunDuration"] == [1250.0]
+    assert document["PartialRuns"] == [1.0]
+    assert document["FailedRuns"] == [0.0]
+    assert {
+        "UsersCreated",
+        "UsersUpdated",
+        "UsersUnchanged",
+        "UsersFailed",
+        "UsersSkipped",
+        "ClientsCreated",
+        "ClientsUpdated",
+        "ClientsUnchanged",
+        "ClientsFailed",
+        "ClientsSkipped",
+        "XpmCalls",
+        "RunDuration",
+        "Runs",
+        "FailedRuns",
+        "PartialRuns",
+        "SuccessfulRuns",
+    } <= metric_names(document)
+    units = {m["Name"]: m["Unit"] for m in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert units["RunDuration"] == "Milliseconds"
+    assert units["ClientsFailed"] == "Count"
+
+
+def test_a_failed_run_counts_as_failed(capsys: pytest.CaptureFixture[str]) -> None:
+    record_run_metrics(make_run("firm-a", "failed"), 0.2)
+
+    [document] = emitted(capsys)
+    assert document["FailedRuns"] == [1.0]
+    assert document["PartialRuns"] == [0.0]
+    assert document["SuccessfulRuns"] == [0.0]
+
+
+def test_the_firm_is_metadata_not_a_dimension(capsys: pytest.CaptureFixture[str]) -> None:
+    record_run_metrics(make_run("firm-a", "success"), 0.2)
+
+    [document] = emitted(capsys)
+    dimensions = document["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+    assert dimensions == [["service"]]
+    assert document["service"] == "xpm-sync"
+    # Searchable in Logs Insights, but no metric per firm.
+    assert document["firm_id"] == "firm-a"
+    assert document["run_id"] == "20260302T090000Z-firm-a"
+    assert document["SuccessfulRuns"] == [1.0]
+
+
+def test_each_run_of_a_batch_carries_its_own_firm(capsys: pytest.CaptureFixture[str]) -> None:
+    # Given one worker invocation that runs two firms
+    record_run_metrics(make_run("firm-a", "success", user_created=1), 0.1)
+    record_run_metrics(make_run("firm-b", "failed"), 0.1)
+
+    # Then each run is its own document, so neither is reported under the other firm
+    first, second = emitted(capsys)
+    assert (first["firm_id"], first["UsersCreated"], first["FailedRuns"]) == ("firm-a", [1.0], [0.0])
+    assert (second["firm_id"], second["UsersCreated"], second["FailedRuns"]) == ("firm-b", [0.0], [1.0])
