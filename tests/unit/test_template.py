@@ -3,6 +3,8 @@ and the local stack builds exactly what it declares."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +278,29 @@ def _field(logical_id: str) -> str:
         "SyncLogTable": "sync_log_table",
         "NotifyTable": "notify_table",
     }[logical_id]
+
+
+class TestFixtures:
+    def test_the_aws_fixture_points_the_function_environment_at_its_stack(self, aws):
+        assert os.environ["ACTIVE_TABLE"] == aws.active_table
+        assert os.environ["SYNC_QUEUE_URL"] == aws.queue_url
+        assert os.environ["TOKEN_SECRET_PREFIX"] == aws.token_secret_prefix
+        secret = boto3.client("secretsmanager").get_secret_value(SecretId=aws.app_secret_id)
+        assert set(json.loads(secret["SecretString"])) == {"client_id", "client_secret"}
+
+    def test_the_write_counter_sees_only_writes_to_the_active_table(self, aws, dynamodb_write_counter):
+        active = boto3.resource("dynamodb").Table(aws.active_table)
+        active.put_item(Item={"pk": "FIRM#a", "sk": "USER#1"})
+        active.get_item(Key={"pk": "FIRM#a", "sk": "USER#1"})
+        with active.batch_writer() as batch:
+            batch.delete_item(Key={"pk": "FIRM#a", "sk": "USER#1"})
+        boto3.client("dynamodb").put_item(TableName=aws.config_table, Item={"firm_id": {"S": "a"}})
+
+        assert dict(dynamodb_write_counter.counts) == {"PutItem": 1, "BatchWriteItem": 1}
+        dynamodb_write_counter.reset()
+        assert dynamodb_write_counter.total == 0
+
+    def test_aws_server_builds_a_separate_stack_per_test_over_http(self, aws_server, moto_server):
+        assert os.environ["AWS_ENDPOINT_URL"] == moto_server.url
+        tables = boto3.client("dynamodb").list_tables()["TableNames"]
+        assert aws_server.active_table in tables
