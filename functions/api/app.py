@@ -1,0 +1,116 @@
+"""Every B5 route except connect and callback: config, tenants, Start Sync, disconnect, runs.
+
+Each route: who is calling (claims, SPEC B4), one service call, the response model. Errors become
+B5's error body in ``xpm_sync.api.http``, the one place that maps them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from xpm_sync.api import service
+from xpm_sync.api.caller import admin_caller
+from xpm_sync.api.deps import api_deps, frontend_url
+from xpm_sync.api.http import error_responses, install_error_handlers, with_cors
+from xpm_sync.api.models import (
+    ConfigBody,
+    ConfigResponse,
+    RunDetail,
+    RunsPage,
+    StartSyncResponse,
+    TenantsResponse,
+)
+from xpm_sync.observability import logger, metrics, tracer
+
+app = APIGatewayRestResolver(enable_validation=True)
+install_error_handlers(app)
+
+BASE = "/integrations/xpm"
+
+
+def _firm_id() -> str:
+    return admin_caller(app.current_event.raw_event).firm_id
+
+
+@app.get(BASE, summary="The firm's XPM integration", responses=error_responses(401, 403))
+def get_config() -> ConfigResponse:
+    firm_id = _firm_id()
+    deps = api_deps()
+    return service.get_config(
+        firm_id, configs=deps.configs, runs=deps.runs, directory=deps.directory(firm_id)
+    )
+
+
+@app.get(
+    f"{BASE}/tenants", summary="Practice Manager connections", responses=error_responses(401, 403, 409, 502)
+)
+def list_tenants() -> TenantsResponse:
+    firm_id = _firm_id()
+    deps = api_deps()
+    return service.list_tenants(firm_id, configs=deps.configs, tokens=deps.tokens, identity=deps.identity)
+
+
+@app.put(BASE, summary="Save the setup (Later)", responses=error_responses(400, 401, 403, 409, 422, 502))
+def save_config(body: ConfigBody) -> ConfigResponse:
+    firm_id = _firm_id()
+    deps = api_deps()
+    return service.save_config(
+        firm_id,
+        body,
+        configs=deps.configs,
+        runs=deps.runs,
+        directory=deps.directory(firm_id),
+        tokens=deps.tokens,
+        identity=deps.identity,
+    )
+
+
+@app.post(
+    f"{BASE}/sync", status_code=202, summary="Start Sync", responses=error_responses(401, 403, 409, 429)
+)
+def start_sync() -> StartSyncResponse:
+    firm_id = _firm_id()
+    deps = api_deps()
+    return service.start_sync(firm_id, configs=deps.configs, gate=deps.gate, queue=deps.queue)
+
+
+@app.delete(BASE, summary="Disconnect", responses=error_responses(401, 403, 502))
+def disconnect() -> ConfigResponse:
+    firm_id = _firm_id()
+    deps = api_deps()
+    return service.disconnect(
+        firm_id,
+        configs=deps.configs,
+        runs=deps.runs,
+        directory=deps.directory(firm_id),
+        tokens=deps.tokens,
+        identity=deps.identity,
+    )
+
+
+@app.get(f"{BASE}/runs", summary="Sync runs, newest first", responses=error_responses(400, 401, 403, 422))
+def list_runs(
+    limit: Annotated[int, Query(ge=1, le=100, description="Runs per page")] = 20,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> RunsPage:
+    firm_id = _firm_id()
+    return service.list_runs(firm_id, runs=api_deps().runs, limit=limit, cursor=cursor)
+
+
+@app.get(
+    f"{BASE}/runs/<run_id>", summary="One run and its error log", responses=error_responses(401, 403, 404)
+)
+def get_run(run_id: Annotated[str, Path(description="run_id from the runs list")]) -> RunDetail:
+    firm_id = _firm_id()
+    return service.get_run(firm_id, run_id, runs=api_deps().runs)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return with_cors(app.resolve(event, context), frontend_url())

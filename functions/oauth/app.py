@@ -1,0 +1,83 @@
+"""Connect to Xero Practice Manager (SPEC A6, B5): POST connect (admins) and GET callback (public).
+
+The callback always answers with a redirect to the Active setup page, ``?connected=1`` or
+``?error=<code>``: the browser that lands here belongs to a person, not to an API client.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from xpm_sync.api import service
+from xpm_sync.api.caller import admin_caller
+from xpm_sync.api.deps import frontend_url, oauth_deps
+from xpm_sync.api.http import error_responses, install_error_handlers, with_cors
+from xpm_sync.api.models import ConnectRequest, ConnectResponse
+from xpm_sync.observability import logger, metrics, tracer
+
+app = APIGatewayRestResolver(enable_validation=True)
+install_error_handlers(app)
+
+
+@app.post(
+    "/integrations/xpm/connect",
+    summary="Start connecting to Xero Practice Manager",
+    responses=error_responses(400, 401, 403, 422),
+)
+def connect(body: Annotated[ConnectRequest | None, Body()] = None) -> ConnectResponse:
+    caller = admin_caller(app.current_event.raw_event)
+    deps = oauth_deps()
+    return service.start_connect(
+        caller,
+        body,
+        configs=deps.configs,
+        states=deps.states,
+        identity=deps.identity,
+        redirect_uri=deps.settings.oauth_redirect_uri,
+    )
+
+
+@app.get(
+    "/integrations/xpm/callback",
+    summary="Xero's redirect after consent (public; 302 to the Active setup page)",
+    security=[],
+    responses={302: {"description": "To {FRONTEND_URL}/admin/integrations/xpm?connected=1 or ?error=..."}},
+)
+def callback(
+    code: Annotated[str | None, Query()] = None,
+    state: Annotated[str | None, Query()] = None,
+    error: Annotated[str | None, Query()] = None,
+) -> Response[str]:
+    deps = oauth_deps()
+    try:
+        location = service.complete_callback(
+            service.CallbackQuery(code=code, state=state, error=error),
+            states=deps.states,
+            identity=deps.identity,
+            tokens=deps.tokens,
+            configs=deps.configs,
+            redirect_uri=deps.settings.oauth_redirect_uri,
+            frontend_url=deps.settings.frontend_url,
+            clock=deps.clock,
+        )
+    except Exception:
+        # A person's browser is waiting: send it back to the setup page with an error rather
+        # than leave it on a bare 500. Tokens are never in our exception messages.
+        logger.exception("xpm connect callback failed")
+        location = service.setup_page_url(deps.settings.frontend_url, error="server_error")
+    return Response(
+        status_code=302,
+        body="",
+        headers={"Location": location, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return with_cors(app.resolve(event, context), frontend_url())

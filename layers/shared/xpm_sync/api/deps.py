@@ -1,0 +1,111 @@
+"""Composition for the two API functions: settings read at call time, clients made on first use.
+
+``clock`` is module state so tests can move time (state expiry, the Start Sync cooldown).
+The Xero identity client is cached per settings: it holds the app's credentials (one Secrets
+Manager read per warm container, so a rotated app secret takes effect on the next cold start)
+and an HTTP connection pool worth reusing across requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import Any
+
+from pydantic import Field
+
+from xpm_sync import aws, wiring
+from xpm_sync.api.directory import ActiveDirectory
+from xpm_sync.api.manual import ManualRunGate
+from xpm_sync.api.state import StateStore
+from xpm_sync.clock import Clock, SystemClock
+from xpm_sync.config import ConfigRepository
+from xpm_sync.queue import SyncQueue
+from xpm_sync.runs import RunLog
+from xpm_sync.settings import ApiSettings, OAuthSettings, XeroSettings, _Settings, load_settings
+from xpm_sync.tokens import TokenStore
+from xpm_sync.xero.identity import XeroIdentity
+
+clock: Clock = SystemClock()
+
+
+class FrontendSettings(_Settings):
+    """Where the Active frontend lives: the only origin allowed to read API answers (CORS)."""
+
+    frontend_url: str = Field(alias="FRONTEND_URL")
+
+
+@lru_cache(maxsize=8)
+def _identity(settings: XeroSettings) -> XeroIdentity:
+    return wiring.xero_identity(settings, SystemClock())
+
+
+def frontend_url() -> str:
+    return load_settings(FrontendSettings).frontend_url
+
+
+@dataclass
+class _XeroDeps:
+    settings: XeroSettings
+    clock: Clock
+
+    @cached_property
+    def identity(self) -> XeroIdentity:
+        return _identity(self.settings)
+
+    @cached_property
+    def tokens(self) -> TokenStore:
+        return TokenStore(
+            secrets_client=aws.client("secretsmanager"),
+            prefix=self.settings.token_secret_prefix,
+            identity=self.identity,
+            clock=self.clock,
+        )
+
+    def _table(self, name: str) -> Any:
+        return aws.table(name)
+
+
+@dataclass
+class ApiDeps(_XeroDeps):
+    settings: ApiSettings
+
+    @cached_property
+    def configs(self) -> ConfigRepository:
+        return ConfigRepository(self._table(self.settings.config_table))
+
+    @cached_property
+    def runs(self) -> RunLog:
+        return RunLog(self._table(self.settings.sync_log_table))
+
+    @cached_property
+    def queue(self) -> SyncQueue:
+        return wiring.sync_queue(self.settings.sync_queue_url)
+
+    @cached_property
+    def gate(self) -> ManualRunGate:
+        return ManualRunGate(self._table(self.settings.config_table), self.clock)
+
+    def directory(self, firm_id: str) -> ActiveDirectory:
+        return ActiveDirectory(self._table(self.settings.active_table), firm_id)
+
+
+@dataclass
+class OAuthDeps(_XeroDeps):
+    settings: OAuthSettings
+
+    @cached_property
+    def configs(self) -> ConfigRepository:
+        return ConfigRepository(self._table(self.settings.config_table))
+
+    @cached_property
+    def states(self) -> StateStore:
+        return StateStore(self._table(self.settings.config_table), self.clock)
+
+
+def api_deps() -> ApiDeps:
+    return ApiDeps(settings=load_settings(ApiSettings), clock=clock)
+
+
+def oauth_deps() -> OAuthDeps:
+    return OAuthDeps(settings=load_settings(OAuthSettings), clock=clock)

@@ -1,0 +1,163 @@
+"""The one place where exceptions become HTTP answers (SPEC B5's error body) for both API functions.
+
+Client mistakes are 4xx in the shape ``{"error": {"code", "message"}}``; 422s also name the
+``field``, 429s carry ``retry_after``. Messages are written here, never copied from the exception
+or from the request, so nothing a caller sent (or a token) is echoed back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+
+from xpm_sync.api.errors import ApiError, InvalidField, TooManyRequests, XeroUnavailable
+from xpm_sync.api.models import ErrorBody, ErrorDetail
+from xpm_sync.observability import logger
+from xpm_sync.xero.identity import XeroIdentityError
+
+# For the OpenAPI document: what every route may answer besides its success.
+ERROR_CONTENT = {"application/json": {"model": ErrorBody}}
+
+
+def error_responses(*statuses: int) -> dict[int, Any]:
+    descriptions = {
+        400: "The body is not JSON, or the cursor is not valid",
+        401: "No signed-in user",
+        403: "Not an admin of a firm",
+        404: "Not found",
+        409: "The firm is not connected to Xero Practice Manager (NOT_CONNECTED) or must reconnect",
+        422: "A field is missing, of the wrong type, or names something that does not exist",
+        429: "Start Sync pressed too soon; retry_after says when it can be pressed again",
+        502: "Xero did not answer",
+    }
+    return {status: {"description": descriptions[status], "content": ERROR_CONTENT} for status in statuses}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    retry_after: int | None = None,
+) -> Response[str]:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field), retry_after=retry_after)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=body.model_dump_json(exclude_none=True),
+        headers=headers,
+    )
+
+
+_TYPE_MESSAGES = {
+    "missing": "{field} is required.",
+    "string_type": "{field} must be a string.",
+    "string_too_short": "{field} must not be empty.",
+    "string_too_long": "{field} is too long.",
+    "int_type": "{field} must be a whole number.",
+    "int_parsing": "{field} must be a whole number.",
+    "greater_than_equal": "{field} is too small.",
+    "less_than_equal": "{field} is too large.",
+    "model_attributes_type": "{field} must be a JSON object.",
+    "dict_type": "{field} must be a JSON object.",
+}
+
+
+def _field(loc: Sequence[Any]) -> str:
+    # loc is ("body", "tenant_id") or ("query", "limit"); the body itself is ("body",).
+    parts = [str(part) for part in loc[1:]] or [str(loc[0]) if loc else "request"]
+    return ".".join(parts)
+
+
+def _validation_response(errors: Sequence[Mapping[str, Any]]) -> Response[str]:
+    first = errors[0] if errors else {"loc": ("body",), "type": "json_invalid"}
+    loc = tuple(first.get("loc", ()))
+    kind = str(first.get("type", ""))
+    # A body that is not JSON at all (or absent) is malformed, not a bad value: 400 (SPEC B5).
+    if kind == "json_invalid" or (loc == ("body",) and kind == "missing"):
+        return error_response(400, "INVALID_JSON", "The request body must be a JSON object.")
+    messages = []
+    for error in errors:
+        name = _field(tuple(error.get("loc", ())))
+        template = _TYPE_MESSAGES.get(str(error.get("type", "")), "{field} is not valid.")
+        messages.append(template.format(field=name))
+    return error_response(422, "INVALID_FIELD", " ".join(dict.fromkeys(messages)), field=_field(loc))
+
+
+def _api_error(error: ApiError) -> Response[str]:
+    if isinstance(error, TooManyRequests):
+        return error_response(error.status, error.code, error.message, retry_after=error.retry_after)
+    if isinstance(error, InvalidField):
+        return error_response(error.status, error.code, error.message, field=error.field)
+    return error_response(error.status, error.code, error.message)
+
+
+def _invalid_request(error: RequestValidationError) -> Response[str]:
+    return _validation_response(list(error.errors()))
+
+
+def _unsupported(_: RequestUnsupportedContentType) -> Response[str]:
+    return error_response(415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.")
+
+
+def _no_route(_: NotFoundError) -> Response[str]:
+    return error_response(404, "NOT_FOUND", "No such route.")
+
+
+def _service_error(error: ServiceError) -> Response[str]:
+    return error_response(error.status_code, "ERROR", "The request could not be served.")
+
+
+def _xero(error: XeroIdentityError) -> Response[str]:
+    logger.warning("xero call failed", extra={"detail": str(error)})
+    fallback = XeroUnavailable()
+    return error_response(fallback.status, fallback.code, fallback.message)
+
+
+def _unexpected(error: Exception) -> Response[str]:
+    # Our exceptions never carry tokens (see xpm_sync.tokens, xpm_sync.xero.identity), so
+    # the traceback is safe to log; the caller only learns that it was not their fault.
+    logger.exception("unexpected error in API request")
+    return error_response(500, "INTERNAL_ERROR", "Something went wrong on our side; try again later.")
+
+
+def install_error_handlers(app: APIGatewayRestResolver) -> None:
+    """Register every exception -> HTTP mapping on a resolver (each API function calls this once)."""
+    app.exception_handler(ApiError)(_api_error)
+    app.exception_handler(RequestValidationError)(_invalid_request)
+    app.exception_handler(RequestUnsupportedContentType)(_unsupported)
+    app.not_found(_no_route)
+    app.exception_handler(ServiceError)(_service_error)
+    app.exception_handler(XeroIdentityError)(_xero)
+    app.exception_handler(Exception)(_unexpected)
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def with_cors(response: dict[str, Any], frontend_url: str) -> dict[str, Any]:
+    """Let the Active frontend (and only it) read every answer, errors included.
+
+    API Gateway answers the preflight itself (template.yaml's Cors), but with a proxy integration
+    the actual responses must carry the header; done here, after the resolver, so error answers
+    from exception handlers carry it too.
+    """
+    cors = {"Access-Control-Allow-Origin": origin_of(frontend_url), "Vary": "Origin"}
+    if "multiValueHeaders" in response:
+        # The REST resolver answers with multiValueHeaders only; keep to the one form.
+        multi = dict(response["multiValueHeaders"] or {})
+        multi.update({name: [value] for name, value in cors.items()})
+        return {**response, "multiValueHeaders": multi}
+    return {**response, "headers": {**(response.get("headers") or {}), **cors}}

@@ -1,0 +1,341 @@
+"""What each route does (SPEC A6, B5), as plain functions over repositories and clients.
+
+Handlers parse and shape; these functions decide. Every failure a caller can cause is an
+``xpm_sync.api.errors`` exception, which ``xpm_sync.api.http`` turns into the B5 error body.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlencode
+
+from xpm_sync.api.caller import Caller
+from xpm_sync.api.directory import ActiveDirectory, OfficeGone
+from xpm_sync.api.errors import (
+    InvalidCursorError,
+    InvalidField,
+    NeedsReconnectError,
+    NotConnected,
+    NotFound,
+    XeroUnavailable,
+)
+from xpm_sync.api.manual import ManualRunGate
+from xpm_sync.api.models import (
+    ConfigBody,
+    ConfigResponse,
+    ConnectRequest,
+    ConnectResponse,
+    RunDetail,
+    RunsPage,
+    StartSyncResponse,
+    Tenant,
+    TenantsResponse,
+    config_response,
+    run_detail,
+    run_out,
+)
+from xpm_sync.api.state import InvalidState, StateStore
+from xpm_sync.clock import Clock, iso
+from xpm_sync.config import ConfigRepository, FirmConfig
+from xpm_sync.observability import logger
+from xpm_sync.queue import SyncQueue
+from xpm_sync.runs import InvalidCursor, RunLog
+from xpm_sync.tokens import NeedsReconnect, TokenStore
+from xpm_sync.xero.identity import (
+    AccessDenied,
+    Connection,
+    InvalidGrant,
+    XeroIdentity,
+    XeroIdentityError,
+    user_from_id_token,
+)
+
+CallbackError = Literal[
+    "access_denied", "xero_error", "invalid_state", "missing_code", "exchange_failed", "connections_failed"
+]
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_MAX_CODE_LENGTH = 2048
+_MAX_CURSOR_LENGTH = 512
+_NO_OFFICE = "default_office_code is not an office of this firm in Active."
+
+
+# --- Connect (SPEC A6) -------------------------------------------------------------------------
+
+
+def start_connect(
+    caller: Caller,
+    request: ConnectRequest | None,
+    *,
+    configs: ConfigRepository,
+    states: StateStore,
+    identity: XeroIdentity,
+    redirect_uri: str,
+) -> ConnectResponse:
+    if request is not None and request.sync_name is not None:
+        configs.update(caller.firm_id, sync_name=request.sync_name)
+    state = states.issue(caller.firm_id, caller.user_sub)
+    logger.info("xpm connect started", extra={"firm_id": caller.firm_id})
+    return ConnectResponse(authorize_url=identity.authorize_url(redirect_uri=redirect_uri, state=state))
+
+
+@dataclass(frozen=True)
+class CallbackQuery:
+    code: str | None
+    state: str | None
+    error: str | None
+
+
+def setup_page_url(frontend_url: str, **query: str) -> str:
+    return f"{frontend_url.rstrip('/')}/admin/integrations/xpm?{urlencode(query)}"
+
+
+def complete_callback(
+    query: CallbackQuery,
+    *,
+    states: StateStore,
+    identity: XeroIdentity,
+    tokens: TokenStore,
+    configs: ConfigRepository,
+    redirect_uri: str,
+    frontend_url: str,
+    clock: Clock,
+) -> str:
+    """Where to send the browser: the setup page with ``connected=1`` or ``error=<code>``.
+
+    Nothing is stored unless every step succeeded; the code, the state and the tokens are never
+    logged nor put in the URL.
+    """
+
+    def failed(error: CallbackError) -> str:
+        logger.warning("xpm connect callback refused", extra={"reason": error})
+        return setup_page_url(frontend_url, error=error)
+
+    if query.error is not None:
+        # Burn the state too, so the same link cannot be replayed with a code later.
+        # An unknown state leaves nothing to burn, and the answer is the same error either way.
+        with suppress(InvalidState):
+            states.consume(query.state)
+        return failed("access_denied" if query.error == "access_denied" else "xero_error")
+    try:
+        grant = states.consume(query.state)
+    except InvalidState:
+        return failed("invalid_state")
+    if not query.code or len(query.code) > _MAX_CODE_LENGTH:
+        return failed("missing_code")
+    try:
+        token_set = identity.exchange_code(code=query.code, redirect_uri=redirect_uri)
+    except XeroIdentityError as exc:
+        logger.warning("xpm code exchange failed", extra={"firm_id": grant.firm_id, "detail": str(exc)})
+        return failed("exchange_failed")
+    try:
+        connections = identity.connections(token_set.access_token)
+    except XeroIdentityError as exc:
+        logger.warning("xpm connections failed", extra={"firm_id": grant.firm_id, "detail": str(exc)})
+        return failed("connections_failed")
+
+    tokens.save(grant.firm_id, token_set)
+    user = user_from_id_token(token_set.id_token)
+    current = configs.get_or_new(grant.firm_id)
+    tenant = _preselected_tenant(connections, current.tenant_id)
+    configs.update(
+        grant.firm_id,
+        status="connected",
+        connected_by_name=user.name,
+        connected_by_email=user.email,
+        connected_at=iso(clock.now()),
+        tenant_id=tenant.tenant_id if tenant else None,
+        tenant_name=tenant.tenant_name if tenant else None,
+        **_tenant_change(current, tenant.tenant_id if tenant else None),
+    )
+    logger.info(
+        "xpm connected",
+        extra={"firm_id": grant.firm_id, "tenants": len(connections), "preselected": tenant is not None},
+    )
+    return setup_page_url(frontend_url, connected="1")
+
+
+def _preselected_tenant(connections: Sequence[Connection], chosen: str | None) -> Connection | None:
+    """SPEC A6: the one Practice Manager connection; of several, none, unless the admin had
+    already chosen one of them before reconnecting."""
+    if len(connections) == 1:
+        return connections[0]
+    return next((c for c in connections if c.tenant_id == chosen), None)
+
+
+def _tenant_change(current: FirmConfig, tenant_id: str | None) -> dict[str, object]:
+    """Incremental state belongs to one practice: a new tenant starts again with a full read."""
+    if current.tenant_id is None or current.tenant_id == tenant_id:
+        return {}
+    return {
+        "last_completed_run_started_at": None,
+        "last_full_read_started_at": None,
+        "retry_client_uuids": set(),
+    }
+
+
+# --- Config --------------------------------------------------------------------------------------
+
+
+def get_config(
+    firm_id: str, *, configs: ConfigRepository, runs: RunLog, directory: ActiveDirectory
+) -> ConfigResponse:
+    config = configs.get_or_new(firm_id)
+    # The newest run, finished or not, so the page shows a run in progress too.
+    latest, _ = runs.list_runs(firm_id, limit=1)
+    return config_response(
+        config,
+        default_partner_user_id=directory.default_partner(config.default_office_code),
+        last_run=latest[0] if latest else None,
+    )
+
+
+def _connected(configs: ConfigRepository, firm_id: str) -> FirmConfig:
+    config = configs.get(firm_id)
+    if config is None or not config.is_connected():
+        raise NotConnected()
+    return config
+
+
+def _connections(
+    firm_id: str, *, configs: ConfigRepository, tokens: TokenStore, identity: XeroIdentity
+) -> list[Connection]:
+    firm_tokens = tokens.for_firm(firm_id)
+    try:
+        try:
+            return identity.connections(firm_tokens.access_token())
+        except AccessDenied:
+            # A token Xero revoked early looks valid by its expiry: refresh once before giving up.
+            return identity.connections(firm_tokens.access_token(force_refresh=True))
+    except (NeedsReconnect, AccessDenied):
+        configs.update(firm_id, status="needs_reconnect")
+        raise NeedsReconnectError() from None
+    except XeroIdentityError as exc:
+        logger.warning("xpm connections failed", extra={"firm_id": firm_id, "detail": str(exc)})
+        raise XeroUnavailable() from None
+
+
+def list_tenants(
+    firm_id: str, *, configs: ConfigRepository, tokens: TokenStore, identity: XeroIdentity
+) -> TenantsResponse:
+    _connected(configs, firm_id)
+    connections = _connections(firm_id, configs=configs, tokens=tokens, identity=identity)
+    tenants = [Tenant(tenant_id=c.tenant_id, tenant_name=c.tenant_name) for c in connections]
+    return TenantsResponse(tenants=tenants)
+
+
+def save_config(
+    firm_id: str,
+    body: ConfigBody,
+    *,
+    configs: ConfigRepository,
+    runs: RunLog,
+    directory: ActiveDirectory,
+    tokens: TokenStore,
+    identity: XeroIdentity,
+) -> ConfigResponse:
+    """SPEC B5 PUT: every value must exist; saves without syncing ("Later")."""
+    current = _connected(configs, firm_id)
+    # Active's own records first: they cost no call to Xero.
+    if directory.office(body.default_office_code) is None:
+        raise InvalidField("default_office_code", _NO_OFFICE)
+    for field, user_id in (
+        ("default_partner_user_id", body.default_partner_user_id),
+        ("notification_user_id", body.notification_user_id),
+    ):
+        if user_id is not None and not directory.user_exists(user_id):
+            raise InvalidField(field, f"{field} is not a user of this firm in Active.")
+    connections = _connections(firm_id, configs=configs, tokens=tokens, identity=identity)
+    tenant = next((c for c in connections if c.tenant_id == body.tenant_id), None)
+    if tenant is None:
+        raise InvalidField("tenant_id", "tenant_id is not one of the firm's Practice Manager connections.")
+
+    if body.default_partner_user_id is not None:
+        try:
+            directory.set_default_partner(body.default_office_code, body.default_partner_user_id)
+        except OfficeGone:
+            raise InvalidField("default_office_code", _NO_OFFICE) from None
+    configs.update(
+        firm_id,
+        sync_name=body.sync_name,
+        tenant_id=tenant.tenant_id,
+        tenant_name=tenant.tenant_name,
+        default_office_code=body.default_office_code,
+        notification_user_id=body.notification_user_id,
+        **_tenant_change(current, tenant.tenant_id),
+    )
+    logger.info("xpm config saved", extra={"firm_id": firm_id})
+    return get_config(firm_id, configs=configs, runs=runs, directory=directory)
+
+
+# --- Start Sync and disconnect ------------------------------------------------------------------
+
+
+def start_sync(
+    firm_id: str, *, configs: ConfigRepository, gate: ManualRunGate, queue: SyncQueue
+) -> StartSyncResponse:
+    config = _connected(configs, firm_id)
+    if config.status == "needs_reconnect":
+        raise NeedsReconnectError()
+    previous = gate.claim(firm_id)
+    try:
+        queue.enqueue(firm_id, "manual")
+    except Exception:
+        gate.release(firm_id, previous)
+        raise
+    logger.info("xpm manual sync queued", extra={"firm_id": firm_id})
+    return StartSyncResponse()
+
+
+def disconnect(
+    firm_id: str,
+    *,
+    configs: ConfigRepository,
+    runs: RunLog,
+    directory: ActiveDirectory,
+    tokens: TokenStore,
+    identity: XeroIdentity,
+) -> ConfigResponse:
+    """Revoke at Xero, delete the tokens, stop the schedule; every synced record stays."""
+    stored = tokens.load(firm_id)
+    if stored is not None:
+        try:
+            identity.revoke(stored.refresh_token)
+        except InvalidGrant:
+            pass  # already revoked at Xero (or expired): exactly the state disconnect wants
+        except XeroIdentityError as exc:
+            # Keep the tokens so a retry can still revoke them; a grant left alive at Xero is the
+            # thing disconnect promises to end.
+            logger.warning("xpm revoke failed", extra={"firm_id": firm_id, "detail": str(exc)})
+            raise XeroUnavailable() from None
+    tokens.delete(firm_id)
+    config = configs.get(firm_id)
+    if config is not None:
+        status = "not_connected" if config.status == "not_connected" else "disconnected"
+        configs.update(firm_id, status=status, sync_enabled=False, run_pending=False)
+    logger.info("xpm disconnected", extra={"firm_id": firm_id})
+    return get_config(firm_id, configs=configs, runs=runs, directory=directory)
+
+
+# --- Runs (Sync Monitoring) -------------------------------------------------------------------
+
+
+def list_runs(firm_id: str, *, runs: RunLog, limit: int, cursor: str | None) -> RunsPage:
+    if cursor is not None and len(cursor) > _MAX_CURSOR_LENGTH:
+        raise InvalidCursorError("cursor is not one this API handed out.")
+    try:
+        page, next_cursor = runs.list_runs(firm_id, limit=limit, cursor=cursor or None)
+    except InvalidCursor:
+        raise InvalidCursorError("cursor is not one this API handed out.") from None
+    return RunsPage(runs=[run_out(run) for run in page], next_cursor=next_cursor)
+
+
+def get_run(firm_id: str, run_id: str, *, runs: RunLog) -> RunDetail:
+    # Another firm's run is looked up under this firm's key, so it is simply not found (B4).
+    run = runs.get_run(firm_id, run_id) if _RUN_ID.match(run_id) else None
+    if run is None:
+        raise NotFound("No such run.")
+    return run_detail(run, runs.entries(firm_id, run_id))
