@@ -1,0 +1,345 @@
+"""The failure email (SPEC A5): when a run fails or is partial, the firm's notification user hears
+about it through SES, at most once per firm per 24 hours.
+
+The 24-hour allowance is one item per firm in the notify table (SPEC B3). DynamoDB deletes expired
+items late (up to days after ``expires_at``), so a claim succeeds when no item exists *or* the stored
+expiry has passed: the check never relies on the item being gone. The claim is a single
+conditional write, so when two workers race, DynamoDB lets exactly one of them through.
+
+A notification never breaks a run: every problem here is logged, and a missing or unusable
+notification user becomes a run entry the admin sees in Sync Monitoring.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+from urllib.parse import quote
+
+from botocore.exceptions import ClientError
+
+from xpm_sync import entries as codes
+from xpm_sync.clock import Clock
+from xpm_sync.config import FirmConfig
+from xpm_sync.entries import Entry, raise_entry
+from xpm_sync.observability import logger
+from xpm_sync.runs import OUTCOMES, SyncRun
+
+ALLOWANCE_WINDOW = timedelta(hours=24)
+TOP_ENTRIES = 10
+DEFAULT_SYNC_NAME = "Xero Practice Manager sync"
+
+NotifyOutcome = Literal[
+    "sent",  # the email went out and holds the firm's allowance for 24 hours
+    "not_needed",  # the run succeeded (or is still running): nothing to tell
+    "suppressed",  # the firm was already emailed within the last 24 hours
+    "no_recipient",  # no usable notification user: recorded as a run entry instead
+    "send_failed",  # SES refused or failed; the allowance was given back
+    "error",  # something else went wrong (e.g. DynamoDB); logged, the run carries on
+]
+
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+# Addresses Active would accept for sign-in; anything else would only bounce at SES.
+_EMAIL = re.compile(r"^[^@\s<>\",;]+@[^@\s<>\",;]+\.[^@\s<>\",;]+$")
+# Entry messages quote error text from XPM and Xero. None should ever carry a credential, but an
+# email leaves our control for good, so anything shaped like a bearer token or a JWT is masked.
+_TOKEN_LIKE = re.compile(
+    r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+|\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The allowance one worker holds: enough to give back exactly this claim and no newer one."""
+
+    firm_id: str
+    expires_at: int
+    claim_id: str
+
+
+class NotifyAllowance:
+    """The once-a-day allowance per firm. Takes a boto3 DynamoDB Table resource (the notify table)."""
+
+    def __init__(self, table: Any, clock: Clock, *, window: timedelta = ALLOWANCE_WINDOW) -> None:
+        self._table = table
+        self._clock = clock
+        self._window = window
+
+    def try_acquire(self, firm_id: str) -> Claim | None:
+        """The claim when this caller may email the firm now; None when the allowance is taken."""
+        now = self._clock.now()
+        claim = Claim(
+            firm_id=firm_id,
+            expires_at=int((now + self._window).timestamp()),
+            claim_id=secrets.token_hex(8),
+        )
+        try:
+            self._table.put_item(
+                Item={
+                    "firm_id": firm_id,
+                    "expires_at": claim.expires_at,
+                    "claim_id": claim.claim_id,
+                    "claimed_at": int(now.timestamp()),
+                },
+                ConditionExpression="attribute_not_exists(firm_id) OR expires_at < :now",
+                ExpressionAttributeValues={":now": int(now.timestamp())},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == _CONDITION_FAILED:
+                return None
+            raise
+        return claim
+
+    def release(self, claim: Claim) -> None:
+        """Give the allowance back after a failed send.
+
+        The delete is conditional on this claim's id, so a release that arrives after another
+        worker's newer claim (ours expired meanwhile) leaves that claim alone.
+        """
+        try:
+            self._table.delete_item(
+                Key={"firm_id": claim.firm_id},
+                ConditionExpression="claim_id = :claim_id AND expires_at = :expires_at",
+                ExpressionAttributeValues={":claim_id": claim.claim_id, ":expires_at": claim.expires_at},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != _CONDITION_FAILED:
+                raise
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+def monitoring_url(frontend_url: str, run_id: str) -> str:
+    """The run's page in Sync Monitoring."""
+    return f"{frontend_url.rstrip('/')}/admin/integrations/xpm/runs/{quote(run_id, safe='')}"
+
+
+def _clean(text: str) -> str:
+    return _TOKEN_LIKE.sub("[redacted]", text)
+
+
+def _one_line(text: str) -> str:
+    # SES rejects a subject with a line break, and a header must never be split by data.
+    return _CONTROL.sub(" ", text).strip()
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _ordered(entries: Iterable[Entry]) -> list[Entry]:
+    """Run-level entries first (they explain a failed run), then errors before warnings."""
+    return sorted(entries, key=lambda entry: (entry.entity != "run", entry.severity != "error"))
+
+
+_ENTITY_TITLES = {"user": "Users", "client": "Clients"}
+
+
+def _counts_lines(run: SyncRun) -> list[tuple[str, dict[str, int]]]:
+    return [
+        (
+            _ENTITY_TITLES.get(entity, entity.title()),
+            {outcome: counts.get(outcome, 0) for outcome in OUTCOMES},
+        )
+        for entity, counts in run.counts.items()
+    ]
+
+
+def render_email(
+    run: SyncRun,
+    entries: list[Entry],
+    config: FirmConfig,
+    *,
+    firm_name: str,
+    monitoring_url: str,
+) -> RenderedEmail:
+    """The email for a failed or partial run, as plain text and as HTML (every value escaped)."""
+    sync_name = _one_line(config.sync_name or DEFAULT_SYNC_NAME)
+    firm = _one_line(firm_name)
+    errors = sum(1 for entry in entries if entry.severity == "error")
+    warnings = len(entries) - errors
+    if run.status == "failed":
+        headline = f"The {sync_name} for {firm} could not complete."
+        subject = f"{sync_name} failed for {firm}"
+    else:
+        headline = f"The {sync_name} for {firm} finished, but some records could not be synced."
+        subject = f"{sync_name} for {firm}: {_plural(errors, 'error')}"
+    ordered = _ordered(entries)
+    top = ordered[:TOP_ENTRIES]
+    run_level = [entry for entry in entries if entry.entity == "run"]
+    when = f"started {run.started_at}" + (f", finished {run.finished_at}" if run.finished_at else "")
+    shown = f"the first {len(top)} of {len(entries)}, " if len(entries) > len(top) else ""
+
+    text = [
+        headline,
+        "",
+        f"Status: {run.status} ({run.trigger} run {run.run_id}, {when})",
+        f"Found: {_plural(errors, 'error')}, {_plural(warnings, 'warning')}",
+    ]
+    text += [f"What went wrong: {_clean(entry.message)}" for entry in run_level]
+    text += ["", "Records:"]
+    for title, counts in _counts_lines(run):
+        text.append(f"  {title}: " + ", ".join(f"{counts[outcome]} {outcome}" for outcome in OUTCOMES))
+    text += [f"XPM calls: {run.xpm_calls}", "", f"Problems ({shown}errors first):"]
+    for number, entry in enumerate(top, start=1):
+        text += [
+            f"{number}. [{entry.severity}] {_clean(entry.label)} ({entry.code})",
+            f"   {_clean(entry.message)}",
+            f"   How to fix: {entry.suggestion}",
+        ]
+    text += [
+        "",
+        f"See the whole log in Sync Monitoring: {monitoring_url}",
+        "",
+        "You receive at most one of these emails per day; later problems are in Sync Monitoring.",
+    ]
+
+    e = html.escape
+    rows = "".join(
+        f"<tr><th align='left'>{e(title)}</th>"
+        + "".join(f"<td align='right'>{counts[outcome]}</td>" for outcome in OUTCOMES)
+        + "</tr>"
+        for title, counts in _counts_lines(run)
+    )
+    items = "".join(
+        f"<li><strong>[{e(entry.severity)}] {e(_clean(entry.label))}</strong> <code>{e(entry.code)}</code>"
+        f"<br>{e(_clean(entry.message))}<br><em>How to fix:</em> {e(entry.suggestion)}</li>"
+        for entry in top
+    )
+    causes = "".join(
+        f"<p><strong>What went wrong:</strong> {e(_clean(entry.message))}</p>" for entry in run_level
+    )
+    body = (
+        "<!DOCTYPE html><html><body>"
+        f"<p>{e(headline)}</p>"
+        f"<p>Status: <strong>{e(run.status)}</strong> ({e(run.trigger)} run {e(run.run_id)}, {e(when)})<br>"
+        f"Found: {_plural(errors, 'error')}, {_plural(warnings, 'warning')}</p>"
+        f"{causes}"
+        "<table cellpadding='4'><tr><th></th>"
+        + "".join(f"<th>{e(outcome)}</th>" for outcome in OUTCOMES)
+        + f"</tr>{rows}</table>"
+        f"<p>XPM calls: {run.xpm_calls}</p>"
+        f"<p>Problems ({e(shown)}errors first):</p><ol>{items}</ol>"
+        f'<p><a href="{e(monitoring_url, quote=True)}">See the whole log in Sync Monitoring</a></p>'
+        "<p>You receive at most one of these emails per day; later problems are in Sync Monitoring.</p>"
+        "</body></html>"
+    )
+    return RenderedEmail(subject=_one_line(subject), text="\n".join(text) + "\n", html=body)
+
+
+@dataclass(frozen=True)
+class NotifyResult:
+    """What happened, for the caller's log, and entries to append to the run's error log."""
+
+    outcome: NotifyOutcome
+    entries: list[Entry] = field(default_factory=list)
+
+
+class _NoRecipient(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Notifier:
+    """The engine's ``after_run`` hook: emails the notification user about a failed or partial run.
+
+    Takes the Active and notify tables (boto3 Table resources) and an SES client. Returns a
+    :class:`NotifyResult`; its ``entries`` belong in the run's error log. It never raises.
+    """
+
+    def __init__(
+        self,
+        *,
+        active_table: Any,
+        notify_table: Any,
+        ses_client: Any,
+        from_email: str,
+        frontend_url: str,
+        clock: Clock,
+    ) -> None:
+        self._active_table = active_table
+        self._allowance = NotifyAllowance(notify_table, clock)
+        self._ses = ses_client
+        self._from_email = from_email
+        self._frontend_url = frontend_url
+
+    def __call__(self, run: SyncRun, entries: list[Entry], config: FirmConfig) -> NotifyResult:
+        log = {"firm_id": run.firm_id, "run_id": run.run_id, "status": run.status}
+        try:
+            result = self._notify(run, entries, config)
+        except Exception:  # a lost email must not fail (and so re-run) the sync
+            logger.exception("failure notification not sent", extra=log)
+            return NotifyResult("error")
+        logger.info("failure notification", extra={**log, "outcome": result.outcome})
+        return result
+
+    def _notify(self, run: SyncRun, entries: list[Entry], config: FirmConfig) -> NotifyResult:
+        if run.status not in ("failed", "partial"):
+            return NotifyResult("not_needed")
+        try:
+            recipient = self._recipient(config)
+        except _NoRecipient as problem:
+            logger.warning(
+                "notification user invalid",
+                extra={"firm_id": config.firm_id, "notification_user_id": config.notification_user_id},
+            )
+            entry = raise_entry(
+                codes.NOTIFICATION_USER_INVALID, label="Notification user", message=problem.message
+            )
+            return NotifyResult("no_recipient", [entry])
+        email = render_email(
+            run,
+            entries,
+            config,
+            firm_name=config.tenant_name or config.firm_id,
+            monitoring_url=monitoring_url(self._frontend_url, run.run_id),
+        )
+        claim = self._allowance.try_acquire(config.firm_id)
+        if claim is None:
+            return NotifyResult("suppressed")
+        try:
+            self._send(recipient, email)
+        except Exception:  # any failure to send gives the allowance back, then is logged
+            logger.exception("SES did not send the failure notification", extra={"firm_id": config.firm_id})
+            self._allowance.release(claim)
+            return NotifyResult("send_failed")
+        return NotifyResult("sent")
+
+    def _recipient(self, config: FirmConfig) -> str:
+        user_id = config.notification_user_id
+        if not user_id:
+            raise _NoRecipient("No notification user is chosen for this integration.")
+        item = self._active_table.get_item(
+            Key={"pk": f"FIRM#{config.firm_id}", "sk": f"USER#{user_id}"}, ConsistentRead=True
+        ).get("Item")
+        if item is None:
+            raise _NoRecipient(f"The notification user {user_id} no longer exists in Active.")
+        email = str(item.get("email") or "").strip()
+        if not _EMAIL.match(email):
+            raise _NoRecipient(f"The notification user {user_id} has no valid email address in Active.")
+        return email
+
+    def _send(self, recipient: str, email: RenderedEmail) -> None:
+        self._ses.send_email(
+            Source=self._from_email,
+            Destination={"ToAddresses": [recipient]},
+            Message={
+                "Subject": {"Data": email.subject, "Charset": "UTF-8"},
+                "Body": {
+                    "Text": {"Data": email.text, "Charset": "UTF-8"},
+                    "Html": {"Data": email.html, "Charset": "UTF-8"},
+                },
+            },
+        )
