@@ -125,8 +125,11 @@ def drain_queue(
         if not messages:
             break
         event = {"Records": [_sqs_record(message, queue_arn) for message in messages]}
-        response = handler(event, LocalContext(function_name, timeout_seconds=timeout_seconds)) or {}
-        failed_ids = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
+        try:
+            response = handler(event, LocalContext(function_name, timeout_seconds=timeout_seconds)) or {}
+            failed_ids = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
+        except Exception:  # noqa: BLE001 - as in Lambda, a failed invocation leaves the whole batch queued
+            failed_ids = {message["MessageId"] for message in messages}
         for message in messages:
             if message["MessageId"] not in failed_ids:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])

@@ -18,4 +18,9 @@ os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
 os.environ["POWERTOOLS_METRICS_NAMESPACE"] = "XpmSync"
 os.environ["POWERTOOLS_DEV"] = "false"
 
-pytest_plugins: list[str] = []
+pytest_plugins = [
+    "tests.fixtures.aws",
+    "tests.fixtures.events",
+    "tests.fixtures.simulator",
+    "tests.fixtures.sync",
+]

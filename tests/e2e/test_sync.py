@@ -1,0 +1,315 @@
+"""The hourly sync through the real path: scheduled event -> dispatcher -> SQS -> worker handler,
+against moto and the XPM simulator over HTTP (SPEC A1-A5, A7)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from local.seed import TRIAL_NOTE
+from local.xpm_sim import SimClient
+from tests.fixtures.sync import SyncWorld
+from xpm_sync.mapping import normalise_email
+
+OWNED_USER_ATTRIBUTES = ("role", "office_code", "modules")
+
+
+def _clean_client(world: SyncWorld) -> SimClient:
+    """A client with a partner who is an Active user and no planted problem."""
+    return next(
+        c
+        for c in world.practice.clients
+        if c.account_manager_uuid in world.firm.partner_user_ids and c.code != world.firm.hand_made_client_code
+    )
+
+
+def test_first_run_creates_every_staff_member_and_client(world: SyncWorld) -> None:
+    world.run_hourly()
+
+    run = world.last_run()
+    assert run.status == "success", world.entries(run)
+    assert run.trigger == "schedule"
+    users = world.items("user")
+    synced_emails = {normalise_email(u["email"]) for u in users if u.get("xpm_uuid")}
+    assert synced_emails == {normalise_email(s.email or "") for s in world.practice.staff}
+    clients = world.items("client")
+    assert {c["xpm_uuid"] for c in clients} == {c.uuid for c in world.practice.clients}
+    partners = len(world.firm.partner_user_ids)
+    assert run.counts["user"]["created"] == len(world.practice.staff) - partners
+    assert run.counts["user"]["updated"] == partners  # linked by email, xpm_uuid added
+    assert run.counts["client"]["created"] == len(world.practice.clients) - 1
+    assert run.counts["client"]["updated"] == 1  # the hand-made trial client, linked by code
+    assert run.xpm_calls == 2  # staff list + one client list
+
+
+def test_hand_made_client_is_linked_by_code_and_keeps_active_only_attributes(world: SyncWorld) -> None:
+    world.run_hourly()
+
+    holders = [c for c in world.items("client") if c["code"] == world.firm.hand_made_client_code]
+    assert len(holders) == 1, "the trial client must be linked, never duplicated"
+    linked = holders[0]
+    assert linked["client_id"] == world.firm.hand_made_client_id
+    assert linked["notes"] == TRIAL_NOTE
+    assert linked["office_code"] == world.firm.office_code
+    xpm_client = next(c for c in world.practice.clients if c.code == world.firm.hand_made_client_code)
+    assert linked["xpm_uuid"] == xpm_client.uuid
+    assert linked["legal_name"] == xpm_client.name
+
+
+def test_partner_users_keep_role_office_and_modules(world: SyncWorld) -> None:
+    before = {u["user_id"]: u for u in world.items("user")}
+
+    world.run_hourly()
+
+    for user in world.items("user"):
+        if user["user_id"] in before:
+            for attribute in OWNED_USER_ATTRIBUTES:
+                assert user[attribute] == before[user["user_id"]][attribute]
+        else:
+            assert not set(OWNED_USER_ATTRIBUTES) & set(user), "new users get no role, office or modules"
+
+
+def test_client_fields_are_mapped_end_to_end(world: SyncWorld) -> None:
+    client = _clean_client(world)
+    partner = world.practice.staff_member(client.account_manager_uuid or "")
+    world.practice.update_client(
+        client.uuid,
+        Name="Harbour & Sons Pty Ltd",
+        Title="Mr",
+        Email="office@harbour.example",
+        Phone="03 9000 0000",
+        Fax="03 9000 0001",
+        Address="Level 2\n\n  10 Collins St  \nBuilding C\nRear entrance",
+        City="Melbourne",
+        Region="VIC",
+        PostCode="3000",
+        PostalAddress="PO Box 12",
+        PostalCity="Carlton",
+        PostalRegion="VIC",
+        PostalPostCode="3053",
+        BusinessStructure="company",
+        BusinessNumber="51 824 753 556",
+        JobManager=None,
+    )
+
+    world.run_hourly()
+
+    stored = world.client_by_uuid(client.uuid)
+    assert stored["legal_name"] == "Harbour & Sons Pty Ltd"
+    assert stored["individual_title"] == "Mr"
+    assert stored["email"] == "office@harbour.example"
+    assert stored["telephone"] == "03 9000 0000"
+    assert stored["fax"] == "03 9000 0001"
+    assert stored["code"] == client.code
+    assert stored["residential_address"] == {
+        "line1": "Level 2",
+        "line2": "10 Collins St",
+        "line3": "Building C, Rear entrance",
+        "suburb": "Melbourne",
+        "state": "VIC",
+        "post_code": "3000",
+    }
+    assert stored["postal_address"] == {"line1": "PO Box 12", "suburb": "Carlton", "state": "VIC", "post_code": "3053"}
+    assert stored["abn"] == "51824753556"
+    assert stored["entity_type"] == "company"
+    assert stored["partner_user_id"] == world.firm.partner_user_ids[partner.uuid]
+    assert "manager_user_id" not in stored
+    assert stored["office_code"] == world.firm.office_code
+    assert stored["xpm_archived"] is False
+
+
+def test_second_run_with_nothing_changed_writes_nothing(world: SyncWorld, dynamodb_write_counter) -> None:
+    world.run_hourly()
+    world.sim.reset_calls()
+    dynamodb_write_counter.reset()
+
+    world.run_hourly()
+
+    run = world.last_run()
+    assert dynamodb_write_counter.total == 0
+    assert run.counts["client"]["created"] == run.counts["client"]["updated"] == 0
+    assert run.counts["user"]["created"] == run.counts["user"]["updated"] == 0
+    xpm_paths = [c.path for c in world.sim.calls if "/practicemanager/" in c.path]
+    assert len(xpm_paths) == 2, xpm_paths
+    assert run.xpm_calls == 2
+
+
+def test_hourly_run_asks_only_for_clients_modified_since_the_last_run(world: SyncWorld) -> None:
+    world.run_hourly()
+    first = world.last_run()
+    renamed = _clean_client(world)
+    world.practice.update_client(renamed.uuid, Name="Renamed Holdings Pty Ltd")
+    world.sim.reset_calls()
+
+    world.run_hourly()
+
+    listing = world.sim.calls_to("client.api/list")[-1]
+    since = datetime.strptime(listing.query["modifiedsince"], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    started = datetime.fromisoformat(first.started_at.replace("Z", "+00:00"))
+    assert started - timedelta(minutes=10) <= since <= started
+    run = world.last_run()
+    assert run.counts["client"]["updated"] == 1
+    assert world.client_by_uuid(renamed.uuid)["legal_name"] == "Renamed Holdings Pty Ltd"
+
+
+def test_one_run_a_day_reads_every_client(world: SyncWorld) -> None:
+    world.run_hourly()
+    yesterday = (datetime.now(UTC) - timedelta(hours=25)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    world.active  # noqa: B018 - keep the table client warm
+    from xpm_sync import aws as aws_clients
+    from xpm_sync.config import ConfigRepository
+
+    ConfigRepository(aws_clients.table(world.names.config_table)).update(
+        world.firm_id, last_full_read_started_at=yesterday
+    )
+    world.sim.reset_calls()
+
+    world.run_hourly()
+
+    listing = world.sim.calls_to("client.api/list")[-1]
+    assert "modifiedsince" not in listing.query
+    assert world.last_run().full_read is True
+
+
+def test_partner_missing_from_active_fails_the_record_until_the_partner_is_added(world: SyncWorld) -> None:
+    client = _clean_client(world)
+    outsider = world.practice.staff[-1]
+    assert outsider.uuid not in world.firm.partner_user_ids
+    # A one-word name keeps the sync from creating this staff member as an Active user.
+    world.practice.update_staff(outsider.uuid, Name="Cher")
+    world.practice.update_client(client.uuid, AccountManager=outsider.uuid)
+    # Last changed in XPM long before this run: later incremental reads will not list it again.
+    world.practice.client(client.uuid).modified_at = datetime.now(UTC) - timedelta(days=3)
+
+    world.run_hourly()
+
+    run = world.last_run()
+    assert run.status == "partial"
+    problems = [e for e in world.entries(run) if e.xpm_uuid == client.uuid]
+    assert [e.code for e in problems] == ["PARTNER_NOT_IN_ACTIVE"]
+    assert problems[0].suggestion == "Add this partner to Active as a user with the same email as in XPM."
+    assert world.config().retry_client_uuids == {client.uuid}
+
+    # Fixing the cause in Active alone, without touching the client in XPM, is enough.
+    partner_id = world.add_active_user(f"  {(outsider.email or '').upper()}")
+    world.sim.reset_calls()
+
+    world.run_hourly()
+
+    assert world.sim.calls_to(f"client.api/get/{client.uuid}"), "the failed record is fetched by itself"
+    assert world.client_by_uuid(client.uuid)["partner_user_id"] == partner_id
+    assert world.config().retry_client_uuids == set()
+
+
+def test_client_without_partner_uses_the_default_partner(world: SyncWorld) -> None:
+    client = _clean_client(world)
+    world.practice.update_client(client.uuid, AccountManager=None)
+    default_partner = next(iter(world.firm.partner_user_ids.values()))
+    world.active.update_item(
+        Key={"pk": f"FIRM#{world.firm_id}", "sk": f"OFFICE#{world.firm.office_code}"},
+        UpdateExpression="SET default_partner_user_id = :p",
+        ExpressionAttributeValues={":p": default_partner},
+    )
+
+    world.run_hourly()
+
+    assert world.client_by_uuid(client.uuid)["partner_user_id"] == default_partner
+
+
+def test_client_without_partner_and_no_default_is_an_error_with_a_suggestion(world: SyncWorld) -> None:
+    client = _clean_client(world)
+    world.practice.update_client(client.uuid, AccountManager=None)
+
+    world.run_hourly()
+
+    [entry] = [e for e in world.entries() if e.xpm_uuid == client.uuid]
+    assert entry.code == "PARTNER_MISSING"
+    assert entry.suggestion == "Assign a partner in XPM, or set a Default Partner in Admin Centre -> Office."
+    assert not [c for c in world.items("client") if c.get("xpm_uuid") == client.uuid]
+
+
+def test_archived_client_is_not_created_and_a_linked_one_is_marked_not_deleted(world: SyncWorld) -> None:
+    linked, fresh = world.practice.clients[1], world.practice.clients[2]
+    world.practice.archive_client(fresh.uuid)
+    world.run_hourly()
+    assert not [c for c in world.items("client") if c.get("xpm_uuid") == fresh.uuid]
+
+    world.practice.archive_client(linked.uuid)
+    world.run_hourly()
+
+    stored = world.client_by_uuid(linked.uuid)
+    assert stored["xpm_archived"] is True
+    assert stored["legal_name"] == linked.name
+
+
+def test_code_change_in_xpm_changes_the_linked_client_code(world: SyncWorld) -> None:
+    client = _clean_client(world)
+    world.run_hourly()
+    client_id = world.client_by_uuid(client.uuid)["client_id"]
+
+    world.practice.update_client(client.uuid, ClientCode="NEWCODE1")
+    world.run_hourly()
+
+    stored = world.client_by_uuid(client.uuid)
+    assert stored["client_id"] == client_id
+    assert stored["code"] == "NEWCODE1"
+
+
+def test_duplicate_codes_sync_the_first_and_name_both_in_the_error(world: SyncWorld) -> None:
+    first, second = world.practice.clients[3], world.practice.clients[4]
+    world.practice.update_client(second.uuid, ClientCode=first.code)
+
+    world.run_hourly()
+
+    assert world.client_by_uuid(first.uuid)
+    assert not [c for c in world.items("client") if c.get("xpm_uuid") == second.uuid]
+    [entry] = [e for e in world.entries() if e.code == "CLIENT_CODE_DUPLICATE"]
+    assert entry.xpm_uuid == second.uuid
+    assert (first.name or "") in entry.message and (second.name or "") in entry.message
+
+
+def test_optional_field_emptied_in_xpm_is_emptied_in_active(world: SyncWorld) -> None:
+    client = _clean_client(world)
+    world.practice.update_client(client.uuid, Fax="03 1111 2222")
+    world.run_hourly()
+    assert world.client_by_uuid(client.uuid)["fax"] == "03 1111 2222"
+
+    world.practice.update_client(client.uuid, Fax=None)
+    world.run_hourly()
+
+    assert "fax" not in world.client_by_uuid(client.uuid)
+
+
+def test_revoked_connection_fails_the_run_and_asks_to_reconnect(world: SyncWorld) -> None:
+    world.sim.revoke_all()
+
+    deliveries = world.run_hourly()
+
+    run = world.last_run()
+    assert run.status == "failed"
+    [entry] = world.entries(run)
+    assert entry.code == "XPM_NEEDS_RECONNECT" and entry.entity == "run"
+    assert world.config().status == "needs_reconnect"
+    assert not any(d.failed for d in deliveries), "reconnecting is not something a retry fixes"
+
+
+def test_xpm_unavailable_is_recorded_and_the_message_retried_by_sqs(world: SyncWorld) -> None:
+    world.sim.faults.add("unavailable", times=None, path="staff.api")
+
+    deliveries = world.run_hourly()
+
+    assert deliveries[0].failed == [{"firm_id": world.firm_id, "trigger": "schedule"}]
+    run = world.last_run()
+    assert run.status == "failed"
+    assert [e.code for e in world.entries(run)] == ["XPM_UNAVAILABLE"]
+
+
+def test_dispatcher_queues_only_enabled_connected_firms(world: SyncWorld) -> None:
+    from xpm_sync import aws as aws_clients
+
+    config = aws_clients.table(world.names.config_table)
+    config.put_item(Item={"firm_id": "firm-off", "status": "connected", "sync_enabled": False})
+    config.put_item(Item={"firm_id": "firm-broken", "status": "needs_reconnect", "sync_enabled": True})
+
+    deliveries = world.run_hourly()
+
+    assert [body["firm_id"] for d in deliveries for body in d.bodies] == [world.firm_id]
