@@ -97,7 +97,7 @@ class XpmClient:
     # capture_response=False: the staff list is personal data and would blow X-Ray's size limit.
     @tracer.capture_method(capture_response=False)
     def list_staff(self) -> list[models.XpmStaff]:
-        return list(self._records("staff.api/list", {}, xml.iter_staff))
+        return self._collect("staff.api/list", xml.iter_staff)
 
     # Not traced: a subsegment would stay open while the caller does its own (traced) work per
     # client, nesting the caller's spans inside XPM's.
@@ -120,7 +120,7 @@ class XpmClient:
         path = "client.api/get/" + quote(uuid.strip(), safe="")
         try:
             # Read to the end even though there is one client: only a complete answer is trusted.
-            clients = list(self._records(path, {}, _read_one_client, missing_ok=True))
+            clients = self._collect(path, _read_one_client, missing_ok=True)
         except _NotFound:
             return None
         except xml.XpmStatusError as exc:
@@ -151,8 +151,6 @@ class XpmClient:
         path: str,
         params: dict[str, str],
         reader: Callable[[Iterable[bytes]], Iterator[_T]],
-        *,
-        missing_ok: bool = False,
     ) -> Iterator[_T]:
         # A body cut short is retried once, but only while nothing from it has been handed out:
         # after that the caller has acted on part of the answer and a silent restart would repeat it.
@@ -160,16 +158,41 @@ class XpmClient:
         while True:
             yielded = False
             try:
-                with self._call(path, params, missing_ok) as response:
-                    for record in reader(_body(response)):
-                        yielded = True
-                        yield record
+                for record in self._read(path, params, reader, missing_ok=False):
+                    yielded = True
+                    yield record
                 return
-            except (xml.XpmTruncatedResponse, _BodyInterrupted) as exc:
+            except _CUT_SHORT as exc:
                 if yielded or retried:
                     raise
                 retried = True
-                logger.debug("XPM answer cut short; retrying once", extra={"path": path, "error": str(exc)})
+                _log_cut_short(path, exc)
+
+    def _collect(
+        self,
+        path: str,
+        reader: Callable[[Iterable[bytes]], Iterator[_T]],
+        *,
+        missing_ok: bool = False,
+    ) -> list[_T]:
+        # Nothing is handed out until the whole answer is in, so a body cut short anywhere can be
+        # read again from the start without the caller seeing a record twice.
+        try:
+            return list(self._read(path, {}, reader, missing_ok=missing_ok))
+        except _CUT_SHORT as exc:
+            _log_cut_short(path, exc)
+        return list(self._read(path, {}, reader, missing_ok=missing_ok))
+
+    def _read(
+        self,
+        path: str,
+        params: dict[str, str],
+        reader: Callable[[Iterable[bytes]], Iterator[_T]],
+        *,
+        missing_ok: bool,
+    ) -> Iterator[_T]:
+        with self._call(path, params, missing_ok) as response:
+            yield from reader(_body(response))
 
     @contextmanager
     def _call(self, path: str, params: dict[str, str], missing_ok: bool) -> Iterator[httpx.Response]:
@@ -365,6 +388,13 @@ def _body(response: httpx.Response) -> Iterator[bytes]:
         raise _BodyInterrupted(
             f"XPM connection failed while reading the answer ({type(exc).__name__})"
         ) from exc
+
+
+_CUT_SHORT = (xml.XpmTruncatedResponse, _BodyInterrupted)
+
+
+def _log_cut_short(path: str, exc: Exception) -> None:
+    logger.debug("XPM answer cut short; reading it again", extra={"path": path, "error": str(exc)})
 
 
 def _read_one_client(chunks: Iterable[bytes]) -> Iterator[models.XpmClient]:
