@@ -1,0 +1,504 @@
+"""A firm's tokens in Secrets Manager (SPEC A8, B2): refresh, rotation, re-read, reconnect.
+
+Secrets Manager is moto's; Xero is the simulator over a real loopback socket. The test clock and
+the simulator's clock move together, so "30 minutes later" means the same to both sides.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+from xpm_sync.observability import logger
+from xpm_sync.tokens import (
+    REFRESH_MARGIN_SECONDS,
+    FirmTokens,
+    NeedsReconnect,
+    StoredTokens,
+    TokenStore,
+    TokenStoreError,
+)
+from xpm_sync.xero.identity import AppCredentials, TokenSet, XeroIdentity
+
+from local.xpm_sim import generate_practice, start_simulator
+
+CLIENT_ID = "app-client-id"
+CLIENT_SECRET = "app-client-secret-value"
+PREFIX = "xpm-sync/tokens/"
+ACCESS_LIFETIME = 30 * 60
+
+
+class SharedClock:
+    """The test's clock; moving it moves the simulator's clock by the same amount."""
+
+    def __init__(self, sim: Any) -> None:
+        self.moment = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+        self._sim = sim
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def advance(self, seconds: int) -> None:
+        self.moment += timedelta(seconds=seconds)
+        self._sim.advance_time(seconds)
+
+
+class FailingPuts:
+    """A Secrets Manager client whose writes fail, to prove nothing unsaved is ever used."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.fail_puts = False
+
+    def put_secret_value(self, **kwargs: Any) -> Any:
+        if self.fail_puts:
+            raise ClientError(
+                {"Error": {"Code": "InternalServiceError", "Message": "boom"}}, "PutSecretValue"
+            )
+        return self._inner.put_secret_value(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@pytest.fixture
+def sim() -> Iterator[Any]:
+    simulator = start_simulator()
+    simulator.register_app(CLIENT_ID, CLIENT_SECRET)
+    simulator.add_practice(generate_practice(1, staff=3, clients=3, problem_share=0))
+    try:
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+@pytest.fixture
+def clock(sim: Any) -> SharedClock:
+    return SharedClock(sim)
+
+
+@pytest.fixture
+def secrets() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("secretsmanager")
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def identity(sim: Any, http: httpx.Client, clock: SharedClock) -> XeroIdentity:
+    return XeroIdentity(
+        login_url=sim.url,
+        identity_url=sim.url,
+        api_url=sim.url,
+        credentials=AppCredentials(CLIENT_ID, CLIENT_SECRET),
+        http=http,
+        clock=clock,
+    )
+
+
+@pytest.fixture
+def store(secrets: Any, identity: XeroIdentity, clock: SharedClock) -> TokenStore:
+    return TokenStore(secrets_client=secrets, prefix=PREFIX, identity=identity, clock=clock)
+
+
+def issued(sim: Any, clock: SharedClock) -> TokenSet:
+    answer = sim.issue_tokens(CLIENT_ID)
+    return TokenSet(
+        access_token=answer["access_token"],
+        refresh_token=answer["refresh_token"],
+        expires_at=int(clock.now().timestamp()) + int(answer["expires_in"]),
+        id_token=answer.get("id_token"),
+    )
+
+
+def connected(store: TokenStore, sim: Any, clock: SharedClock, firm_id: str = "firm-1") -> TokenSet:
+    tokens = issued(sim, clock)
+    store.save(firm_id, tokens)
+    return tokens
+
+
+def secret_json(secrets: Any, firm_id: str = "firm-1") -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(secrets.get_secret_value(SecretId=f"{PREFIX}{firm_id}")["SecretString"])
+    return data
+
+
+def token_calls(sim: Any) -> int:
+    return len(sim.calls_to("/connect/token"))
+
+
+def works_at_xero(identity: XeroIdentity, access_token: str) -> bool:
+    return len(identity.connections(access_token)) == 1
+
+
+# --- the secret (SPEC B2) ---
+
+
+def test_save_then_load_round_trips_the_spec_layout(store: TokenStore, secrets: Any, sim: Any, clock) -> None:
+    tokens = connected(store, sim, clock)
+
+    assert secret_json(secrets) == {
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
+        "expires_at": tokens.expires_at,
+    }
+    assert store.load("firm-1") == StoredTokens(tokens.access_token, tokens.refresh_token, tokens.expires_at)
+
+
+def test_rewriting_the_secret_keeps_keys_the_store_does_not_own(
+    store: TokenStore, secrets: Any, sim: Any, clock: SharedClock
+) -> None:
+    tokens = connected(store, sim, clock)
+    secrets.put_secret_value(
+        SecretId=f"{PREFIX}firm-1", SecretString=json.dumps({**secret_json(secrets), "tenant_hint": "t-1"})
+    )
+
+    store.for_firm("firm-1").access_token(force_refresh=True)
+    store.save("firm-1", issued(sim, clock))
+
+    data = secret_json(secrets)
+    assert data["tenant_hint"] == "t-1"
+    assert data["refresh_token"] != tokens.refresh_token
+
+
+def test_load_of_a_firm_without_a_secret_is_none(store: TokenStore) -> None:
+    assert store.load("firm-none") is None
+
+
+def test_delete_removes_the_secret_and_tolerates_a_missing_one(
+    store: TokenStore, sim: Any, clock: SharedClock
+) -> None:
+    connected(store, sim, clock)
+
+    store.delete("firm-1")
+    store.delete("firm-1")
+
+    assert store.load("firm-1") is None
+
+
+def test_stored_tokens_repr_hides_the_tokens() -> None:
+    text = repr(StoredTokens("access-value", "refresh-value", 123))
+
+    assert "access-value" not in text
+    assert "refresh-value" not in text
+
+
+# --- when to refresh (SPEC A8: 30-minute access tokens) ---
+
+
+def test_a_token_with_time_left_is_used_without_refreshing(
+    store: TokenStore, sim: Any, clock: SharedClock
+) -> None:
+    tokens = connected(store, sim, clock)
+    before = token_calls(sim)
+    clock.advance(ACCESS_LIFETIME - REFRESH_MARGIN_SECONDS - 1)
+    firm = store.for_firm("firm-1")
+
+    assert firm.access_token() == tokens.access_token
+    assert firm.refreshed == 0
+    assert token_calls(sim) == before
+
+
+def test_a_token_with_under_two_minutes_left_is_refreshed(
+    store: TokenStore, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    tokens = connected(store, sim, clock)
+    clock.advance(ACCESS_LIFETIME - REFRESH_MARGIN_SECONDS + 1)
+    firm = store.for_firm("firm-1")
+
+    access_token = firm.access_token()
+
+    assert access_token != tokens.access_token
+    assert firm.refreshed == 1
+    assert works_at_xero(identity, access_token)
+
+
+def test_force_refresh_refreshes_a_token_with_time_left(
+    store: TokenStore, sim: Any, clock: SharedClock
+) -> None:
+    tokens = connected(store, sim, clock)
+    firm = store.for_firm("firm-1")
+
+    assert firm.access_token(force_refresh=True) != tokens.access_token
+    assert firm.refreshed == 1
+
+
+def test_concurrent_forced_refreshes_after_one_401_spend_one_rotation(
+    store: TokenStore, sim: Any, clock: SharedClock
+) -> None:
+    connected(store, sim, clock)
+    firm = store.for_firm("firm-1")
+
+    first = firm.access_token(force_refresh=True)
+    second = firm.access_token(force_refresh=True)
+
+    assert first == second
+    assert firm.refreshed == 1
+
+
+def test_one_run_reads_the_secret_once(store: TokenStore, secrets: Any, sim: Any, clock: SharedClock) -> None:
+    tokens = connected(store, sim, clock)
+    firm = store.for_firm("firm-1")
+    firm.access_token()
+    secrets.put_secret_value(
+        SecretId=f"{PREFIX}firm-1",
+        SecretString=json.dumps({**secret_json(secrets), "access_token": "changed-behind-our-back"}),
+    )
+
+    assert firm.access_token() == tokens.access_token
+
+
+# --- rotation is stored before use (SPEC A8) ---
+
+
+def test_the_rotated_refresh_token_is_in_the_secret_when_the_access_token_is_returned(
+    store: TokenStore, secrets: Any, sim: Any, clock: SharedClock
+) -> None:
+    tokens = connected(store, sim, clock)
+    clock.advance(ACCESS_LIFETIME)
+
+    access_token = store.for_firm("firm-1").access_token()
+
+    data = secret_json(secrets)
+    assert data["access_token"] == access_token
+    assert data["refresh_token"] != tokens.refresh_token
+    assert data["expires_at"] == int(clock.now().timestamp()) + ACCESS_LIFETIME
+    assert store.load("firm-1") == StoredTokens(access_token, data["refresh_token"], data["expires_at"])
+
+
+def test_a_failed_secret_write_returns_no_new_access_token(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    flaky = FailingPuts(secrets)
+    store = TokenStore(secrets_client=flaky, prefix=PREFIX, identity=identity, clock=clock)
+    tokens = connected(store, sim, clock)
+    clock.advance(ACCESS_LIFETIME)
+    firm = store.for_firm("firm-1")
+    flaky.fail_puts = True
+
+    with pytest.raises(TokenStoreError):
+        firm.access_token()
+
+    assert secret_json(secrets)["refresh_token"] == tokens.refresh_token
+    assert firm.refreshed == 0
+    # The refresh token on record is still honoured (the 30-minute grace), so the next try works.
+    flaky.fail_puts = False
+    assert firm.access_token() != tokens.access_token
+    assert secret_json(secrets)["refresh_token"] != tokens.refresh_token
+
+
+# --- invalid_grant: re-read once, then reconnect (SPEC A8) ---
+
+
+def test_a_token_rotated_by_another_worker_is_picked_up_after_invalid_grant(
+    store: TokenStore, secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    connected(store, sim, clock)
+    ours = store.for_firm("firm-1")
+    ours.access_token()
+    theirs = store.for_firm("firm-1")
+    theirs.access_token(force_refresh=True)
+    # Past the old refresh token's grace and past the other worker's access token too.
+    clock.advance(ACCESS_LIFETIME + 60)
+    calls = token_calls(sim)
+
+    access_token = ours.access_token()
+
+    # One refused refresh with the stale token, one with the token re-read from the secret.
+    assert token_calls(sim) == calls + 2
+    assert works_at_xero(identity, access_token)
+    assert secret_json(secrets)["access_token"] == access_token
+    assert ours.refreshed == 1
+
+
+def test_a_still_valid_access_token_from_another_worker_is_used_as_is(
+    store: TokenStore, secrets: Any, sim: Any, clock: SharedClock
+) -> None:
+    connected(store, sim, clock)
+    ours = store.for_firm("firm-1")
+    ours.access_token()
+    theirs = store.for_firm("firm-1")
+    their_token = theirs.access_token(force_refresh=True)
+    sim.faults.add("invalid_grant", times=1)
+    calls = token_calls(sim)
+
+    assert ours.access_token(force_refresh=True) == their_token
+    assert token_calls(sim) == calls + 1
+    assert ours.refreshed == 0
+
+
+def test_a_revoked_grant_needs_reconnect(store: TokenStore, sim: Any, clock: SharedClock) -> None:
+    connected(store, sim, clock)
+    sim.revoke_all()
+    clock.advance(ACCESS_LIFETIME)
+
+    with pytest.raises(NeedsReconnect):
+        store.for_firm("firm-1").access_token()
+
+
+def test_a_revoked_grant_needs_reconnect_even_on_a_forced_refresh(
+    store: TokenStore, sim: Any, clock: SharedClock
+) -> None:
+    connected(store, sim, clock)
+    sim.revoke_all()
+
+    with pytest.raises(NeedsReconnect):
+        store.for_firm("firm-1").access_token(force_refresh=True)
+
+
+def test_a_refresh_token_unused_for_60_days_needs_reconnect(
+    store: TokenStore, sim: Any, clock: SharedClock
+) -> None:
+    connected(store, sim, clock)
+    clock.advance(61 * 24 * 3600)
+
+    with pytest.raises(NeedsReconnect):
+        store.for_firm("firm-1").access_token()
+
+
+def test_a_firm_without_a_secret_needs_reconnect(store: TokenStore) -> None:
+    with pytest.raises(NeedsReconnect):
+        store.for_firm("firm-missing").access_token()
+
+
+def test_a_secret_deleted_mid_run_needs_reconnect(store: TokenStore, sim: Any, clock: SharedClock) -> None:
+    connected(store, sim, clock)
+    firm = store.for_firm("firm-1")
+    firm.access_token()
+    store.delete("firm-1")
+    sim.revoke_all()
+
+    with pytest.raises(NeedsReconnect):
+        firm.access_token(force_refresh=True)
+
+
+def test_an_unusable_secret_needs_reconnect(store: TokenStore, secrets: Any) -> None:
+    secrets.create_secret(Name=f"{PREFIX}firm-1", SecretString=json.dumps({"access_token": "a"}))
+
+    with pytest.raises(NeedsReconnect):
+        store.for_firm("firm-1").access_token()
+
+
+# --- concurrency ---
+
+
+def test_two_workers_refreshing_at_once_both_end_with_a_valid_token(
+    store: TokenStore, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    connected(store, sim, clock)
+    workers = [store.for_firm("firm-1"), store.for_firm("firm-1")]
+    for worker in workers:
+        worker.access_token()
+    clock.advance(ACCESS_LIFETIME)
+    start = threading.Barrier(len(workers))
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def run(worker: FirmTokens) -> None:
+        start.wait()
+        try:
+            results.append(worker.access_token())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert len(results) == 2
+    assert all(works_at_xero(identity, token) for token in results)
+    # Whatever the secret ended with still refreshes: the next run is not locked out.
+    assert works_at_xero(identity, store.for_firm("firm-1").access_token(force_refresh=True))
+
+
+def test_threads_sharing_one_run_share_one_refresh(store: TokenStore, sim: Any, clock: SharedClock) -> None:
+    connected(store, sim, clock)
+    firm = store.for_firm("firm-1")
+    clock.advance(ACCESS_LIFETIME)
+    start = threading.Barrier(5)
+    results: list[str] = []
+
+    def run() -> None:
+        start.wait()
+        results.append(firm.access_token())
+
+    threads = [threading.Thread(target=run) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(set(results)) == 1
+    assert len(results) == 5
+    assert firm.refreshed == 1
+
+
+# --- tokens never logged (SPEC A8, ARCHITECTURE rules) ---
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """What the Powertools logger writes as JSON (its handler keeps the stdout it started with)."""
+    stream = io.StringIO()
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    previous = handler.setStream(stream)
+    try:
+        yield stream
+    finally:
+        if previous is not None:
+            handler.setStream(previous)
+
+
+def test_no_token_reaches_a_log_line_or_an_exception_message(
+    store: TokenStore,
+    secrets: Any,
+    sim: Any,
+    clock: SharedClock,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    json_log: io.StringIO,
+) -> None:
+    # INFO everywhere, as in Lambda; botocore's DEBUG wire dumps are its own and off in production.
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger=logger.name)
+    seen: set[str] = set()
+    first = connected(store, sim, clock)
+    seen |= {first.access_token, first.refresh_token}
+    ours = store.for_firm("firm-1")
+    ours.access_token()
+    theirs = store.for_firm("firm-1")
+    theirs.access_token(force_refresh=True)
+    clock.advance(ACCESS_LIFETIME + 60)
+    ours.access_token()
+    seen |= {secret_json(secrets)["access_token"], secret_json(secrets)["refresh_token"]}
+    sim.revoke_all()
+    clock.advance(ACCESS_LIFETIME)
+    with pytest.raises(NeedsReconnect) as caught:
+        ours.access_token()
+
+    out, err = capsys.readouterr()
+    records = "\n".join(repr(record.__dict__) for record in caplog.records)
+    logged = "\n".join([caplog.text, records, out, err, json_log.getvalue()])
+    assert "refreshed tokens for firm" in json_log.getvalue()
+    for token in seen:
+        assert token not in logged
+        assert token not in str(caught.value)
+        assert token not in repr(caught.value)

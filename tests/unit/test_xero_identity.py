@@ -1,0 +1,384 @@
+"""Xero OAuth (SPEC A6, A8) against the Xero simulator over a real loopback socket.
+
+Shapes the simulator cannot be made to produce (a null tenantName next to other tenant types,
+a 503, a dropped connection, junk JSON) use httpx.MockTransport: still no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import httpx
+import pytest
+from moto import mock_aws
+from xpm_sync.xero.identity import (
+    SCOPES,
+    AccessDenied,
+    AppCredentials,
+    Connection,
+    InvalidClient,
+    InvalidGrant,
+    TokenSet,
+    XeroIdentity,
+    XeroIdentityError,
+    XeroUser,
+    load_app_credentials,
+    user_from_id_token,
+)
+
+from local.xpm_sim import generate_practice, start_simulator
+
+CLIENT_ID = "app-client-id"
+CLIENT_SECRET = "app-client-secret-value"
+REDIRECT_URI = "https://active.example/integrations/xpm/callback"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.moment = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def advance(self, seconds: float) -> None:
+        self.moment += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def sim() -> Iterator[object]:
+    simulator = start_simulator()
+    simulator.register_app(CLIENT_ID, CLIENT_SECRET)
+    try:
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as client:
+        yield client
+
+
+def identity_for(sim, http: httpx.Client, clock: FakeClock, secret: str = CLIENT_SECRET) -> XeroIdentity:
+    return XeroIdentity(
+        login_url=sim.url,
+        identity_url=sim.url,
+        api_url=sim.url,
+        credentials=AppCredentials(CLIENT_ID, secret),
+        http=http,
+        clock=clock,
+    )
+
+
+@pytest.fixture
+def identity(sim, http: httpx.Client, clock: FakeClock) -> XeroIdentity:
+    return identity_for(sim, http, clock)
+
+
+def authorization_code(identity: XeroIdentity, http: httpx.Client, state: str = "state-1") -> str:
+    """Play the browser: open the authorize URL and read the code off the redirect."""
+    answer = http.get(identity.authorize_url(redirect_uri=REDIRECT_URI, state=state), follow_redirects=False)
+    assert answer.status_code in (302, 303), answer.text
+    location = urlsplit(answer.headers["location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == REDIRECT_URI
+    query = parse_qs(location.query)
+    assert query["state"] == [state]
+    return query["code"][0]
+
+
+def connect(identity: XeroIdentity, http: httpx.Client) -> TokenSet:
+    return identity.exchange_code(code=authorization_code(identity, http), redirect_uri=REDIRECT_URI)
+
+
+def jwt(claims: object) -> str:
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+def mocked(handler: Callable[[httpx.Request], httpx.Response], clock: FakeClock) -> XeroIdentity:
+    return XeroIdentity(
+        login_url="https://login.xero.test",
+        identity_url="https://identity.xero.test",
+        api_url="https://api.xero.test",
+        credentials=AppCredentials(CLIENT_ID, CLIENT_SECRET),
+        http=httpx.Client(transport=httpx.MockTransport(handler)),
+        clock=clock,
+    )
+
+
+# --- authorize URL (SPEC A8) ---
+
+
+def test_authorize_url_asks_for_the_spec_scopes_and_carries_the_state(identity: XeroIdentity, sim) -> None:
+    url = urlsplit(identity.authorize_url(redirect_uri=REDIRECT_URI, state="s-123"))
+    query = parse_qs(url.query)
+
+    assert f"{url.scheme}://{url.netloc}" == sim.url.rstrip("/")
+    assert url.path == "/identity/connect/authorize"
+    assert query == {
+        "response_type": ["code"],
+        "client_id": [CLIENT_ID],
+        "redirect_uri": [REDIRECT_URI],
+        "scope": [SCOPES],
+        "state": ["s-123"],
+    }
+    assert set(SCOPES.split()) == {
+        "openid",
+        "profile",
+        "email",
+        "offline_access",
+        "practicemanager.client.read",
+        "practicemanager.staff.read",
+    }
+
+
+def test_authorize_url_never_contains_the_client_secret(identity: XeroIdentity) -> None:
+    assert CLIENT_SECRET not in identity.authorize_url(redirect_uri=REDIRECT_URI, state="s")
+
+
+# --- code exchange and who connected (SPEC A6) ---
+
+
+def test_code_exchange_returns_tokens_expiring_from_the_clock(
+    identity: XeroIdentity, http: httpx.Client, clock: FakeClock
+) -> None:
+    tokens = connect(identity, http)
+
+    assert tokens.access_token
+    assert tokens.refresh_token
+    assert tokens.id_token
+    assert tokens.expires_at == int(clock.now().timestamp()) + 30 * 60
+
+
+def test_id_token_names_the_xero_user_who_allowed_access(
+    identity: XeroIdentity, http: httpx.Client, sim
+) -> None:
+    sim.set_consenting_user("Priya Natarajan", "priya@firm.example")
+
+    tokens = connect(identity, http)
+
+    assert user_from_id_token(tokens.id_token) == XeroUser("Priya Natarajan", "priya@firm.example")
+
+
+def test_a_code_is_single_use(identity: XeroIdentity, http: httpx.Client) -> None:
+    code = authorization_code(identity, http)
+    identity.exchange_code(code=code, redirect_uri=REDIRECT_URI)
+
+    with pytest.raises(InvalidGrant):
+        identity.exchange_code(code=code, redirect_uri=REDIRECT_URI)
+
+
+def test_a_wrong_client_secret_is_invalid_client(sim, http: httpx.Client, clock: FakeClock) -> None:
+    good = identity_for(sim, http, clock)
+    code = authorization_code(good, http)
+    bad = identity_for(sim, http, clock, secret="not-the-secret")
+
+    with pytest.raises(InvalidClient) as caught:
+        bad.exchange_code(code=code, redirect_uri=REDIRECT_URI)
+    assert "not-the-secret" not in str(caught.value)
+
+
+# --- refresh and revoke (SPEC A8) ---
+
+
+def test_refresh_rotates_the_refresh_token(
+    identity: XeroIdentity, http: httpx.Client, clock: FakeClock
+) -> None:
+    first = connect(identity, http)
+    clock.advance(60)
+
+    second = identity.refresh(first.refresh_token)
+
+    assert second.refresh_token != first.refresh_token
+    assert second.access_token != first.access_token
+    assert second.expires_at == int(clock.now().timestamp()) + 30 * 60
+
+
+def test_refresh_with_a_revoked_grant_is_invalid_grant(
+    identity: XeroIdentity, http: httpx.Client, sim
+) -> None:
+    tokens = connect(identity, http)
+    sim.revoke_all()
+
+    with pytest.raises(InvalidGrant) as caught:
+        identity.refresh(tokens.refresh_token)
+    assert tokens.refresh_token not in str(caught.value)
+
+
+def test_revoke_ends_the_grant(identity: XeroIdentity, http: httpx.Client) -> None:
+    tokens = connect(identity, http)
+
+    identity.revoke(tokens.refresh_token)
+
+    with pytest.raises(InvalidGrant):
+        identity.refresh(tokens.refresh_token)
+
+
+# --- connections (SPEC A6, A8) ---
+
+
+def test_connections_keep_only_practice_manager_tenants(
+    identity: XeroIdentity, http: httpx.Client, sim
+) -> None:
+    practice = generate_practice(1, staff=3, clients=3, problem_share=0)
+    sim.add_practice(practice)
+    sim.add_organisation("Demo Company (AU)")
+    tokens = connect(identity, http)
+
+    connections = identity.connections(tokens.access_token)
+
+    assert len(connections) == 1
+    assert connections[0].tenant_type == "PRACTICEMANAGER"
+    assert connections[0].tenant_id
+
+
+def test_connections_keep_a_null_tenant_name(clock: FakeClock) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url == "https://api.xero.test/connections"
+        assert request.headers["authorization"] == "Bearer at-1"
+        return httpx.Response(
+            200,
+            json=[
+                {"id": "c1", "tenantId": "t-org", "tenantType": "ORGANISATION", "tenantName": "Org"},
+                {"id": "c2", "tenantId": "t-pm", "tenantType": "PRACTICEMANAGER", "tenantName": None},
+                {
+                    "id": "c3",
+                    "tenantId": "t-pm2",
+                    "tenantType": "PRACTICEMANAGER",
+                    "tenantName": "Smith & Co",
+                },
+            ],
+        )
+
+    assert mocked(handler, clock).connections("at-1") == [
+        Connection("t-pm", None, "PRACTICEMANAGER"),
+        Connection("t-pm2", "Smith & Co", "PRACTICEMANAGER"),
+    ]
+
+
+def test_connections_with_a_rejected_access_token_is_access_denied(clock: FakeClock) -> None:
+    identity = mocked(lambda request: httpx.Response(401, json={"Title": "Unauthorized"}), clock)
+
+    with pytest.raises(AccessDenied) as caught:
+        identity.connections("secret-access-token")
+    assert "secret-access-token" not in str(caught.value)
+
+
+# --- failures carry no token text ---
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(503, text="upstream down"),
+        httpx.Response(500, json={"error": "server_error"}),
+        httpx.Response(200, text="<html>not json</html>"),
+        httpx.Response(200, json={"access_token": "only-half"}),
+        httpx.Response(400, json={"error": "echo refresh-token-value back"}),
+    ],
+    ids=["503", "500", "not-json", "no-refresh-token", "odd-error-code"],
+)
+def test_a_bad_token_answer_is_an_identity_error_without_token_text(
+    answer: httpx.Response, clock: FakeClock
+) -> None:
+    identity = mocked(lambda request: answer, clock)
+
+    with pytest.raises(XeroIdentityError) as caught:
+        identity.refresh("refresh-token-value")
+    assert type(caught.value) is XeroIdentityError
+    assert "refresh-token-value" not in str(caught.value)
+    assert "only-half" not in str(caught.value)
+
+
+def test_a_network_error_is_an_identity_error_without_token_text(clock: FakeClock) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot send {request.content!r}", request=request)
+
+    with pytest.raises(XeroIdentityError) as caught:
+        mocked(handler, clock).refresh("refresh-token-value")
+    assert "refresh-token-value" not in str(caught.value)
+    assert caught.value.__cause__ is None
+
+
+def test_the_token_request_uses_http_basic_client_auth(clock: FakeClock) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"access_token": "a", "refresh_token": "r", "expires_in": 1800})
+
+    mocked(handler, clock).refresh("r0")
+
+    expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    assert seen[0].url == "https://identity.xero.test/connect/token"
+    assert seen[0].headers["authorization"] == f"Basic {expected}"
+    assert parse_qs(seen[0].content.decode()) == {"grant_type": ["refresh_token"], "refresh_token": ["r0"]}
+
+
+# --- id_token decoding ---
+
+
+@pytest.mark.parametrize(
+    ("claims", "expected"),
+    [
+        ({"name": "Ana Lima", "email": "ana@x.example"}, XeroUser("Ana Lima", "ana@x.example")),
+        ({"given_name": "Ana", "family_name": "Lima"}, XeroUser("Ana Lima", None)),
+        ({"given_name": " Ana ", "email": " ana@x.example "}, XeroUser("Ana", "ana@x.example")),
+        ({"name": "  ", "family_name": "Lima"}, XeroUser("Lima", None)),
+        ({"name": 42, "email": ["x"]}, XeroUser(None, None)),
+        (["not", "an", "object"], XeroUser(None, None)),
+    ],
+)
+def test_user_from_id_token_reads_name_and_email(claims: object, expected: XeroUser) -> None:
+    assert user_from_id_token(jwt(claims)) == expected
+
+
+@pytest.mark.parametrize("junk", [None, "", "abc", "a.b", "a.!!!.c", "a.bm90IGpzb24.c", "a.b.c.d"])
+def test_user_from_id_token_never_raises_on_junk(junk: str | None) -> None:
+    assert user_from_id_token(junk) == XeroUser(None, None)
+
+
+# --- secrets stay out of reprs; app credentials from Secrets Manager (SPEC B2) ---
+
+
+def test_reprs_hide_secrets_and_tokens() -> None:
+    credentials = AppCredentials("cid", "very-secret")
+    tokens = TokenSet("access-value", "refresh-value", 123, "id-token-value")
+
+    assert "very-secret" not in repr(credentials)
+    assert "cid" in repr(credentials)
+    for value in ("access-value", "refresh-value", "id-token-value"):
+        assert value not in repr(tokens)
+
+
+@mock_aws
+def test_app_credentials_load_from_their_secret() -> None:
+    client = boto3.client("secretsmanager")
+    client.create_secret(
+        Name="xpm-sync/app", SecretString=json.dumps({"client_id": "cid", "client_secret": "csecret"})
+    )
+
+    assert load_app_credentials(client, "xpm-sync/app") == AppCredentials("cid", "csecret")
+
+
+@mock_aws
+@pytest.mark.parametrize("body", ["not json", "[]", json.dumps({"client_id": "cid"})])
+def test_a_malformed_app_secret_is_an_error_naming_the_secret(body: str) -> None:
+    client = boto3.client("secretsmanager")
+    client.create_secret(Name="xpm-sync/app", SecretString=body)
+
+    with pytest.raises(XeroIdentityError, match="xpm-sync/app"):
+        load_app_credentials(client, "xpm-sync/app")
