@@ -197,6 +197,31 @@ def test_stored_tokens_repr_hides_the_tokens() -> None:
     assert "refresh-value" not in text
 
 
+class DeniedReads:
+    """A Secrets Manager client the function's role may not read from."""
+
+    def get_secret_value(self, **kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "GetSecretValue")
+
+
+def test_a_secret_that_cannot_be_read_is_a_store_error_not_a_reconnect(clock: SharedClock) -> None:
+    store = TokenStore(secrets_client=DeniedReads(), prefix=PREFIX, identity=None, clock=clock)
+
+    with pytest.raises(TokenStoreError, match="AccessDeniedException"):
+        store.for_firm("firm-1").access_token()
+
+
+def test_a_store_without_identity_can_save_and_load_but_not_refresh(
+    secrets: Any, sim: Any, clock: SharedClock
+) -> None:
+    store = TokenStore(secrets_client=secrets, prefix=PREFIX, identity=None, clock=clock)
+    tokens = connected(store, sim, clock)
+
+    assert store.load("firm-1") == StoredTokens(tokens.access_token, tokens.refresh_token, tokens.expires_at)
+    with pytest.raises(TypeError):
+        store.for_firm("firm-1").access_token(force_refresh=True)
+
+
 # --- when to refresh (SPEC A8: 30-minute access tokens) ---
 
 
