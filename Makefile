@@ -9,6 +9,8 @@ SAM := $(SAM_VENV)/bin/sam
 export AWS_DEFAULT_REGION ?= ap-southeast-2
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE := 1
+# The shared layer is importable the way Lambda makes it (/opt/python), with no sys.path edits.
+export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)
 
 .PHONY: help install requirements lint typecheck validate pytest test demo serve bench clean
 

@@ -96,7 +96,7 @@ def run_hourly(names: StackNames, counter: WriteCounter, sim: Simulator) -> dict
     for entity, label in (("user", "users"), ("client", "clients")):
         c = run.counts[entity]
         say(f"{label:10}{c['created']:>9}{c['updated']:>9}{c['unchanged']:>11}{c['failed']:>8}{c['skipped']:>9}")
-    paths = Counter(call.path.rsplit("/", 2)[-2] + "/" + call.path.rsplit("/", 1)[-1] for call in sim.calls_to("/practicemanager/"))
+    paths = Counter(_endpoint(call.path) for call in sim.calls_to("/practicemanager/"))
     say(f"XPM calls: {run.xpm_calls} ({', '.join(f'{n} x {p}' for p, n in sorted(paths.items()))})")
     say(f"DynamoDB writes to the Active table: {counter.count}")
     say(f"time: {seconds:.2f}s")
@@ -123,7 +123,7 @@ def main() -> int:
 
         active = aws.table(names.active_table)
         counter = WriteCounter(names.active_table)
-        active.meta.client.meta.events.register("before-call.dynamodb.*", _write_hook(counter))
+        active.meta.client.meta.events.register("provide-client-params.dynamodb.*", _write_hook(counter))
 
         # One partner's staff record has a one-word name in XPM, so the sync cannot create them as
         # an Active user: their clients wait until an admin adds the partner in Active.
@@ -174,6 +174,12 @@ def main() -> int:
         say(f"run 2 wrote {second['writes']} item(s) to Active; run 3 wrote {third['writes']}")
     say("local stack stopped; nothing left running")
     return 0
+
+
+def _endpoint(path: str) -> str:
+    """``/practicemanager/3.1/client.api/get/<uuid>`` -> ``client.api/get``."""
+    api, _, rest = path.split("/3.1/", 1)[-1].partition("/")
+    return f"{api}/{rest.split('/', 1)[0]}"
 
 
 def _write_hook(counter: WriteCounter) -> Any:

@@ -9,6 +9,7 @@ through boto3, so the same code works inside moto's ``mock_aws()`` and against a
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -225,6 +226,8 @@ class MotoServer:
         return self._url
 
     def start(self) -> None:
+        # werkzeug logs every request moto serves; the local stack's output is ours to keep readable.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self._url = f"http://{host}:{port}"

@@ -125,8 +125,8 @@ CLIENT_CODE_TAKEN = _kind(
     "CLIENT_CODE_TAKEN",
     "error",
     "client",
-    "The Active client with this code is already linked to a different XPM client.",
-    "Change the Client Code of one of the two clients in XPM so each code is used once.",
+    "A linked client's new Client Code in XPM is already the code of another Active client.",
+    "Give the client a code no other client uses, in XPM, or change the other client's code in Active.",
 )
 BUSINESS_STRUCTURE_MISSING = _kind(
     "BUSINESS_STRUCTURE_MISSING",

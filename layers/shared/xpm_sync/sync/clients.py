@@ -104,19 +104,9 @@ class ClientSync:
         }
         existing = self._by_uuid.get(client.uuid)
         holder = self._by_code.get(_code_key(fields.code))
-        if holder is not None and holder is not existing and (existing is not None or holder.get("xpm_uuid")):
-            # The code belongs to another Active client: linking or renaming would duplicate it.
-            self._fail(
-                client,
-                *found,
-                raise_entry(
-                    codes.CLIENT_CODE_TAKEN,
-                    label=label,
-                    xpm_uuid=client.uuid,
-                    message=f"The client code {fields.code} of {label} already belongs to another Active "
-                    "client linked to a different XPM client.",
-                ),
-            )
+        conflict = self._code_conflict(client, label, fields.code, existing, holder)
+        if conflict is not None:
+            self._fail(client, *found, conflict)
             return
         self.entries.extend(found)
         existing = existing or holder
@@ -133,6 +123,38 @@ class ClientSync:
             else:
                 self.counts["unchanged"] += 1
         self.synced_uuids.add(client.uuid)
+
+    @staticmethod
+    def _code_conflict(
+        client: XpmClient,
+        label: str,
+        code: str,
+        existing: dict[str, Any] | None,
+        holder: dict[str, Any] | None,
+    ) -> Entry | None:
+        """Linking or renaming must never leave two Active clients with one code."""
+        if holder is None or holder is existing:
+            return None
+        holder_label = f"{holder.get('legal_name')} ({holder.get('code')})"
+        if holder.get("xpm_uuid"):
+            # Another XPM client already holds the code: the duplicate-code rule of SPEC A4, seen
+            # across runs (the first holder synced in an earlier run).
+            return raise_entry(
+                codes.CLIENT_CODE_DUPLICATE,
+                label=label,
+                xpm_uuid=client.uuid,
+                message=f"The client code {code} is used by both {holder_label} and {label} in XPM; "
+                f"only {holder_label} is synced.",
+            )
+        if existing is None:
+            return None  # a client entered by hand in Active: link it
+        return raise_entry(
+            codes.CLIENT_CODE_TAKEN,
+            label=label,
+            xpm_uuid=client.uuid,
+            message=f"{label} changed its code to {code} in XPM, but the Active client {holder_label} "
+            "already has that code.",
+        )
 
     def _duplicate_code_entry(self, client: XpmClient, label: str) -> Entry | None:
         if not client.client_code:
