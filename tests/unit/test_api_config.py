@@ -1,0 +1,263 @@
+"""SPEC A6 / B4 / B5: reading and saving the firm's setup, and the Practice Manager tenants.
+
+Given a firm connected through the simulator and an Active table with its office and users; when
+the admin reads or submits the setup page; then every value is checked against what exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from xpm_sync import aws
+from xpm_sync.config import ConfigRepository
+
+from local.xpm_sim import generate_practice
+from tests.fixtures.api import FIRM, OTHER_FIRM, ApiHarness, admin_claims
+
+
+@pytest.fixture
+def firm(api: ApiHarness) -> ApiHarness:
+    """Firm A connected, with office SYD and two users; firm B has its own office and user."""
+    api.seed_office("SYD")
+    api.seed_user("user-partner-1")
+    api.seed_user("user-admin-1")
+    api.seed_office("MEL", firm_id=OTHER_FIRM)
+    api.seed_user("user-b-1", firm_id=OTHER_FIRM)
+    api.connect()
+    return api
+
+
+def _body(api: ApiHarness, **changes: Any) -> dict[str, Any]:
+    body = {
+        "sync_name": "XPM Sync",
+        "tenant_id": api.sim.practices[0].tenant_id,
+        "default_office_code": "SYD",
+        "default_partner_user_id": "user-partner-1",
+        "notification_user_id": "user-admin-1",
+    }
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not _DROP}
+
+
+_DROP: Any = object()
+
+
+# --- GET /integrations/xpm ----------------------------------------------------------------------
+
+
+def test_a_firm_that_never_connected_reads_not_connected(api: ApiHarness) -> None:
+    answer = api.call_api("get_config")
+
+    assert answer.status == 200
+    assert answer.json["status"] == "not_connected"
+    assert answer.json["firm_id"] == FIRM
+    assert answer.json["connected_by"] is None
+    assert answer.json["last_run"] is None
+
+
+def test_the_config_shows_who_connected_and_when_but_never_tokens(firm: ApiHarness) -> None:
+    answer = firm.call_api("get_config")
+
+    assert answer.status == 200
+    body = answer.json
+    assert body["status"] == "connected"
+    assert body["connected_by"] == {"name": "Pat Partner", "email": "pat@firm-a.example"}
+    assert body["connected_at"].endswith("Z")
+    assert body["tenant_id"] == firm.sim.practices[0].tenant_id
+    assert body["sync_name"] == "XPM Sync"
+    secret = firm.secret()
+    assert secret is not None
+    for value in (secret["access_token"], secret["refresh_token"]):
+        assert value not in answer.text
+    assert "token" not in " ".join(body)
+
+
+def test_a_firm_reads_only_its_own_config(firm: ApiHarness) -> None:
+    answer = firm.call_api("get_config", claims=admin_claims(OTHER_FIRM))
+
+    assert answer.json["status"] == "not_connected"
+    assert answer.json["firm_id"] == OTHER_FIRM
+
+
+# --- GET /integrations/xpm/tenants --------------------------------------------------------------
+
+
+def test_tenants_lists_the_practice_manager_connections(firm: ApiHarness) -> None:
+    extra = generate_practice(seed=7, staff=2, clients=2, problem_share=0)
+    firm.sim.add_practice(extra)
+    firm.sim.add_organisation("Demo Company (AU)")
+
+    answer = firm.call_api("get_tenants")
+
+    assert answer.status == 200
+    tenants = {t["tenant_id"]: t["tenant_name"] for t in answer.json["tenants"]}
+    assert set(tenants) == {firm.sim.practices[0].tenant_id, extra.tenant_id}
+
+
+def test_tenants_needs_a_connection(api: ApiHarness) -> None:
+    answer = api.call_api("get_tenants")
+
+    assert answer.status == 409
+    assert answer.json == {
+        "error": {"code": "NOT_CONNECTED", "message": "Connect to Xero Practice Manager first."}
+    }
+
+
+def test_tenants_after_xero_revoked_the_grant_asks_to_reconnect(firm: ApiHarness) -> None:
+    firm.sim.revoke_all()
+
+    answer = firm.call_api("get_tenants")
+
+    assert answer.status == 409
+    assert answer.json["error"]["code"] == "NEEDS_RECONNECT"
+    assert firm.config_item()["status"] == "needs_reconnect"
+
+
+def test_tenants_when_xero_is_down_is_a_502_in_the_error_shape(firm: ApiHarness) -> None:
+    firm.sim.faults.add("unavailable", path="/connections")
+
+    answer = firm.call_api("get_tenants")
+
+    assert answer.status == 502
+    assert answer.json["error"]["code"] == "XERO_UNAVAILABLE"
+
+
+# --- PUT /integrations/xpm ----------------------------------------------------------------------
+
+
+def test_put_saves_the_setup_and_writes_the_default_partner_on_the_office(firm: ApiHarness) -> None:
+    answer = firm.call_api("put_config", body=_body(firm, sync_name="  Renamed  "))
+
+    assert answer.status == 200
+    body = answer.json
+    assert body["sync_name"] == "Renamed"
+    assert body["default_office_code"] == "SYD"
+    assert body["default_partner_user_id"] == "user-partner-1"
+    assert body["notification_user_id"] == "user-admin-1"
+    assert body["tenant_name"] == firm.sim.practices[0].tenant_name
+    assert firm.active_item("OFFICE#SYD")["default_partner_user_id"] == "user-partner-1"
+    config = firm.config_item()
+    assert config["default_office_code"] == "SYD"
+    assert config["notification_user_id"] == "user-admin-1"
+
+
+def test_put_is_later_it_queues_nothing_and_does_not_enable_the_schedule(firm: ApiHarness) -> None:
+    firm.call_api("put_config", body=_body(firm))
+
+    assert firm.queued() == []
+    assert firm.config_item().get("sync_enabled", False) is False
+
+
+def test_put_without_a_default_partner_leaves_the_office_alone(firm: ApiHarness) -> None:
+    firm.seed_office("SYD", default_partner_user_id="user-admin-1")
+
+    answer = firm.call_api("put_config", body=_body(firm, default_partner_user_id=_DROP))
+
+    assert answer.status == 200
+    assert answer.json["default_partner_user_id"] == "user-admin-1"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"default_office_code": "NOPE"}, "default_office_code"),
+        ({"default_office_code": "MEL"}, "default_office_code"),  # firm B's office
+        ({"default_partner_user_id": "ghost"}, "default_partner_user_id"),
+        ({"notification_user_id": "ghost"}, "notification_user_id"),
+        ({"notification_user_id": "user-b-1"}, "notification_user_id"),  # firm B's user
+        ({"tenant_id": "00000000-0000-0000-0000-000000000000"}, "tenant_id"),
+    ],
+)
+def test_put_names_the_field_whose_value_does_not_exist(
+    firm: ApiHarness, changes: dict[str, Any], field: str
+) -> None:
+    before = firm.config_item()
+
+    answer = firm.call_api("put_config", body=_body(firm, **changes))
+
+    assert answer.status == 422
+    assert answer.json["error"]["code"] == "INVALID_FIELD"
+    assert answer.json["error"]["field"] == field
+    assert field in answer.json["error"]["message"]
+    assert firm.config_item() == before
+    assert "default_partner_user_id" not in firm.active_item("OFFICE#SYD")
+
+
+def test_put_refuses_a_tenant_that_is_an_accounting_organisation(firm: ApiHarness) -> None:
+    org = firm.sim.add_organisation("Demo Company (AU)")
+
+    answer = firm.call_api("put_config", body=_body(firm, tenant_id=org))
+
+    assert answer.status == 422
+    assert answer.json["error"]["field"] == "tenant_id"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"tenant_id": _DROP}, "tenant_id"),
+        ({"sync_name": _DROP}, "sync_name"),
+        ({"default_office_code": _DROP}, "default_office_code"),
+        ({"notification_user_id": _DROP}, "notification_user_id"),
+        ({"tenant_id": 12345}, "tenant_id"),
+        ({"default_office_code": ["SYD"]}, "default_office_code"),
+        ({"notification_user_id": None}, "notification_user_id"),
+        ({"default_partner_user_id": 7}, "default_partner_user_id"),
+        ({"sync_name": ""}, "sync_name"),
+        ({"default_office_code": "X" * 33}, "default_office_code"),
+    ],
+)
+def test_put_names_a_missing_or_wrongly_typed_field(
+    firm: ApiHarness, changes: dict[str, Any], field: str
+) -> None:
+    answer = firm.call_api("put_config", body=_body(firm, **changes))
+
+    assert answer.status == 422
+    assert answer.json["error"]["field"] == field
+    assert field in answer.json["error"]["message"]
+
+
+@pytest.mark.parametrize("body", ["{not json", "", None, "tenant_id=abc"])
+def test_put_with_a_body_that_is_not_json_is_400(firm: ApiHarness, body: str | None) -> None:
+    answer = firm.call_api("put_config", body=body)
+
+    assert answer.status == 400
+    assert answer.json["error"]["code"] == "INVALID_JSON"
+
+
+def test_put_with_a_json_array_names_the_body(firm: ApiHarness) -> None:
+    answer = firm.call_api("put_config", body=[1, 2])
+
+    assert answer.status == 422
+    assert answer.json["error"]["field"] == "body"
+
+
+def test_put_needs_a_connection(api: ApiHarness) -> None:
+    api.seed_office("SYD")
+    api.seed_user("user-partner-1")
+    api.seed_user("user-admin-1")
+
+    answer = api.call_api("put_config", body=_body(api))
+
+    assert answer.status == 409
+    assert answer.json["error"]["code"] == "NOT_CONNECTED"
+    assert api.active_item("OFFICE#SYD").get("default_partner_user_id") is None
+
+
+def test_changing_the_tenant_starts_the_next_run_with_a_full_read(firm: ApiHarness) -> None:
+    extra = generate_practice(seed=9, staff=2, clients=2, problem_share=0)
+    firm.sim.add_practice(extra)
+    firm.call_api("put_config", body=_body(firm))
+
+    ConfigRepository(aws.table(firm.names.config_table)).update(
+        FIRM, last_completed_run_started_at="2026-01-01T00:00:00Z", retry_client_uuids={"abc"}
+    )
+
+    answer = firm.call_api("put_config", body=_body(firm, tenant_id=extra.tenant_id))
+
+    assert answer.status == 200
+    config = firm.config_item()
+    assert config["tenant_id"] == extra.tenant_id
+    assert "last_completed_run_started_at" not in config
+    assert "retry_client_uuids" not in config
