@@ -57,29 +57,37 @@ def local_stack() -> Iterator[tuple[StackNames, Simulator, Practice]]:
         os.environ.update(
             AWS_ENDPOINT_URL=moto.url,
             AWS_ACCESS_KEY_ID="local",
-            AWS_SECRET_ACCESS_KEY="local",  # noqa: S105 - moto accepts anything
+            AWS_SECRET_ACCESS_KEY="local",  # noqa: S106 - moto accepts any credentials
             AWS_DEFAULT_REGION="ap-southeast-2",
             POWERTOOLS_TRACE_DISABLED="true",
             POWERTOOLS_LOG_LEVEL=os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
             POWERTOOLS_METRICS_DISABLED="true",
         )
-        names = create_resources(endpoint_url=moto.url, app_client_id=APP_CLIENT_ID, app_client_secret=APP_CLIENT_SECRET)
+        names = create_resources(
+            endpoint_url=moto.url, app_client_id=APP_CLIENT_ID, app_client_secret=APP_CLIENT_SECRET
+        )
         os.environ.update(function_environment(names, xero_url=sim.url))
         sim.register_app(APP_CLIENT_ID, APP_CLIENT_SECRET)
-        practice = generate_practice(42, staff=12, clients=60, problem_share=0.15, tenant_name="Harbour & Co Accountants")
+        practice = generate_practice(
+            42, staff=12, clients=60, problem_share=0.15, tenant_name="Harbour & Co Accountants"
+        )
         sim.add_practice(practice)
         sim.set_consenting_user("Pat Practice", "pat@harbour.example")
         say(f"moto server (AWS)      {moto.url}")
         say(f"Xero/XPM simulator     {sim.url}")
-        say(f"practice               {practice.tenant_name}: {len(practice.staff)} staff, {len(practice.clients)} clients")
+        say(
+            f"practice               {practice.tenant_name}: "
+            f"{len(practice.staff)} staff, {len(practice.clients)} clients"
+        )
         yield names, sim, practice
 
 
 def run_hourly(names: StackNames, counter: WriteCounter, sim: Simulator) -> dict[str, Any]:
-    from functions.sync_dispatch.app import lambda_handler as dispatch
-    from functions.sync_worker.app import lambda_handler as worker
     from xpm_sync import aws
     from xpm_sync.runs import RunLog
+
+    from functions.sync_dispatch.app import lambda_handler as dispatch
+    from functions.sync_worker.app import lambda_handler as worker
 
     sim.reset_calls()
     counter.count = 0
@@ -95,7 +103,9 @@ def run_hourly(names: StackNames, counter: WriteCounter, sim: Simulator) -> dict
     say(f"{'':10}{'created':>9}{'updated':>9}{'unchanged':>11}{'failed':>8}{'skipped':>9}")
     for entity, label in (("user", "users"), ("client", "clients")):
         c = run.counts[entity]
-        say(f"{label:10}{c['created']:>9}{c['updated']:>9}{c['unchanged']:>11}{c['failed']:>8}{c['skipped']:>9}")
+        say(
+            f"{label:10}{c['created']:>9}{c['updated']:>9}{c['unchanged']:>11}{c['failed']:>8}{c['skipped']:>9}"
+        )
     paths = Counter(_endpoint(call.path) for call in sim.calls_to("/practicemanager/"))
     say(f"XPM calls: {run.xpm_calls} ({', '.join(f'{n} x {p}' for p, n in sorted(paths.items()))})")
     say(f"DynamoDB writes to the Active table: {counter.count}")
@@ -147,8 +157,13 @@ def main() -> int:
 
         heading("Run 1: first sync (full read)")
         run_hourly(names, counter, sim)
-        trial = active.get_item(Key={"pk": f"FIRM#{FIRM_ID}", "sk": f"CLIENT#{firm.hand_made_client_id}"})["Item"]
-        say(f"trial client {trial['code']}: linked to XPM {trial.get('xpm_uuid')}; Active-only note kept: {trial.get('notes')!r}")
+        trial = active.get_item(Key={"pk": f"FIRM#{FIRM_ID}", "sk": f"CLIENT#{firm.hand_made_client_id}"})[
+            "Item"
+        ]
+        say(
+            f"trial client {trial['code']}: linked to XPM {trial.get('xpm_uuid')}; "
+            f"Active-only note kept: {trial.get('notes')!r}"
+        )
 
         heading("Run 2: nothing changed in XPM")
         second = run_hourly(names, counter, sim)

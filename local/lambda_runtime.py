@@ -128,7 +128,7 @@ def drain_queue(
         try:
             response = handler(event, LocalContext(function_name, timeout_seconds=timeout_seconds)) or {}
             failed_ids = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
-        except Exception:  # noqa: BLE001 - as in Lambda, a failed invocation leaves the whole batch queued
+        except Exception:
             failed_ids = {message["MessageId"] for message in messages}
         for message in messages:
             if message["MessageId"] not in failed_ids:

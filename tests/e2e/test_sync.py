@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from xpm_sync.mapping import normalise_email
+
 from local.seed import TRIAL_NOTE
 from local.xpm_sim import SimClient
 from tests.fixtures.sync import SyncWorld
-from xpm_sync.mapping import normalise_email
 
 OWNED_USER_ATTRIBUTES = ("role", "office_code", "modules")
 
@@ -18,7 +19,8 @@ def _clean_client(world: SyncWorld) -> SimClient:
     return next(
         c
         for c in world.practice.clients
-        if c.account_manager_uuid in world.firm.partner_user_ids and c.code != world.firm.hand_made_client_code
+        if c.account_manager_uuid in world.firm.partner_user_ids
+        and c.code != world.firm.hand_made_client_code
     )
 
 
@@ -108,7 +110,12 @@ def test_client_fields_are_mapped_end_to_end(world: SyncWorld) -> None:
         "state": "VIC",
         "post_code": "3000",
     }
-    assert stored["postal_address"] == {"line1": "PO Box 12", "suburb": "Carlton", "state": "VIC", "post_code": "3053"}
+    assert stored["postal_address"] == {
+        "line1": "PO Box 12",
+        "suburb": "Carlton",
+        "state": "VIC",
+        "post_code": "3053",
+    }
     assert stored["abn"] == "51824753556"
     assert stored["entity_type"] == "company"
     assert stored["partner_user_id"] == world.firm.partner_user_ids[partner.uuid]
@@ -264,7 +271,8 @@ def test_duplicate_codes_sync_the_first_and_name_both_in_the_error(world: SyncWo
     assert not [c for c in world.items("client") if c.get("xpm_uuid") == second.uuid]
     [entry] = [e for e in world.entries() if e.code == "CLIENT_CODE_DUPLICATE"]
     assert entry.xpm_uuid == second.uuid
-    assert (first.name or "") in entry.message and (second.name or "") in entry.message
+    assert (first.name or "") in entry.message
+    assert (second.name or "") in entry.message
 
 
 def test_optional_field_emptied_in_xpm_is_emptied_in_active(world: SyncWorld) -> None:
@@ -287,7 +295,8 @@ def test_revoked_connection_fails_the_run_and_asks_to_reconnect(world: SyncWorld
     run = world.last_run()
     assert run.status == "failed"
     [entry] = world.entries(run)
-    assert entry.code == "XPM_NEEDS_RECONNECT" and entry.entity == "run"
+    assert entry.code == "XPM_NEEDS_RECONNECT"
+    assert entry.entity == "run"
     assert world.config().status == "needs_reconnect"
     assert not any(d.failed for d in deliveries), "reconnecting is not something a retry fixes"
 
