@@ -345,6 +345,14 @@ def test_slow_answer_times_out_and_is_retried(make_client, sleeps, sim):
     assert len(sleeps.calls) == 1
 
 
+def test_timeout_applies_to_a_given_http_client(make_client, sleeps, sim):
+    sim.faults.add("slow", seconds=1.5)
+    with httpx.Client(timeout=120) as http:
+        client = make_client(http=http, timeout=0.3)
+        assert client.list_staff()
+    assert client.calls == 2
+
+
 def _free_port() -> int:
     # Bound then closed at once: nothing listens there, so connecting is refused.
     with socket.socket() as sock:

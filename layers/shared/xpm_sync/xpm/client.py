@@ -213,7 +213,10 @@ class XpmClient:
             self._budget.acquire(max_wait=self._time_left())
             started = time.monotonic()
             try:
-                request = self._http.build_request("GET", url, params=params, headers=self._headers(token))
+                # The timeout is set per request so it holds for a shared, caller-made httpx client too.
+                request = self._http.build_request(
+                    "GET", url, params=params, headers=self._headers(token), timeout=self._timeout
+                )
                 response = self._http.send(request, stream=True)
             except httpx.TransportError as exc:
                 self._budget.release()
