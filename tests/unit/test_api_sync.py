@@ -1,0 +1,185 @@
+"""SPEC A6 / B5: Start Sync (202, the 429 gate, 409 NOT_CONNECTED) and Disconnect.
+
+Given a connected firm; when the admin presses Start Sync (once, twice, again later) or
+Disconnect; then exactly the promised runs are queued and synced records stay.
+"""
+
+from __future__ import annotations
+
+import pytest
+from xpm_sync import aws
+from xpm_sync.config import ConfigRepository
+
+from tests.fixtures.api import FIRM, OTHER_FIRM, ApiHarness, admin_claims
+
+
+@pytest.fixture
+def firm(api: ApiHarness) -> ApiHarness:
+    api.connect()
+    return api
+
+
+def _finish_run(api: ApiHarness) -> None:
+    """What the worker does when a run ends."""
+    ConfigRepository(aws.table(api.names.config_table)).update(FIRM, run_pending=False)
+
+
+def test_start_sync_enables_the_schedule_and_queues_one_manual_run(firm: ApiHarness) -> None:
+    answer = firm.call_api("post_sync")
+
+    assert answer.status == 202
+    assert answer.json == {"status": "queued", "sync_enabled": True}
+    assert firm.queued() == [{"firm_id": FIRM, "trigger": "manual"}]
+    config = firm.config_item()
+    assert config["sync_enabled"] is True
+    assert config["run_pending"] is True
+
+
+def test_a_double_click_queues_one_run_and_answers_429_with_retry_after(firm: ApiHarness) -> None:
+    first = firm.call_api("post_sync")
+    second = firm.call_api("post_sync")
+
+    assert first.status == 202
+    assert second.status == 429
+    assert second.json["error"]["code"] == "SYNC_TOO_SOON"
+    assert second.json["retry_after"] >= 60
+    assert second.headers["Retry-After"] == str(second.json["retry_after"])
+    assert len(firm.queued()) == 1
+
+
+def test_within_five_minutes_of_the_last_start_it_is_429_even_when_the_run_finished(firm: ApiHarness) -> None:
+    firm.call_api("post_sync")
+    _finish_run(firm)
+    firm.clock.advance(100)
+
+    answer = firm.call_api("post_sync")
+
+    assert answer.status == 429
+    assert 195 <= answer.json["retry_after"] <= 201
+    assert len(firm.queued()) == 1
+
+
+def test_after_five_minutes_and_a_finished_run_start_sync_works_again(firm: ApiHarness) -> None:
+    firm.call_api("post_sync")
+    _finish_run(firm)
+    firm.clock.advance(5 * 60 + 1)
+
+    answer = firm.call_api("post_sync")
+
+    assert answer.status == 202
+
+
+def test_while_a_run_is_pending_start_sync_stays_429_after_five_minutes(firm: ApiHarness) -> None:
+    firm.call_api("post_sync")
+    firm.clock.advance(10 * 60)
+
+    answer = firm.call_api("post_sync")
+
+    assert answer.status == 429
+    assert answer.json["retry_after"] == 60
+
+
+def test_a_run_pending_for_hours_no_longer_blocks_start_sync(firm: ApiHarness) -> None:
+    firm.call_api("post_sync")
+    firm.clock.advance(7 * 3600)
+
+    assert firm.call_api("post_sync").status == 202
+
+
+def test_start_sync_needs_a_connection(api: ApiHarness) -> None:
+    answer = api.call_api("post_sync")
+
+    assert answer.status == 409
+    assert answer.json["error"]["code"] == "NOT_CONNECTED"
+    assert api.queued() == []
+    assert api.config_item() is None
+
+
+def test_start_sync_for_one_firm_does_not_block_another(firm: ApiHarness) -> None:
+    firm.connect(OTHER_FIRM)
+    firm.call_api("post_sync")
+
+    answer = firm.call_api("post_sync", claims=admin_claims(OTHER_FIRM))
+
+    assert answer.status == 202
+    assert sorted(m["firm_id"] for m in firm.queued()) == [FIRM, OTHER_FIRM]
+
+
+def test_a_queue_failure_releases_the_gate(firm: ApiHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNC_QUEUE_URL", firm.names.queue_url + "-missing")
+
+    failed = firm.call_api("post_sync")
+    monkeypatch.setenv("SYNC_QUEUE_URL", firm.names.queue_url)
+    retried = firm.call_api("post_sync")
+
+    assert failed.status == 500
+    assert failed.json["error"]["code"] == "INTERNAL_ERROR"
+    assert retried.status == 202
+
+
+# --- DELETE /integrations/xpm ---------------------------------------------------------------------
+
+
+def test_disconnect_revokes_deletes_the_secret_and_stops_the_schedule(firm: ApiHarness) -> None:
+    firm.seed_user("user-synced", email="synced@firm.example")
+    firm.call_api("post_sync")
+    refresh_token = firm.secret()["refresh_token"]
+
+    answer = firm.call_api("delete_config")
+
+    assert answer.status == 200
+    assert answer.json["status"] == "disconnected"
+    assert answer.json["sync_enabled"] is False
+    assert firm.secret() is None
+    assert len(firm.sim.calls_to("/connect/revocation")) == 1
+    assert refresh_token not in answer.text
+    config = firm.config_item()
+    assert config["status"] == "disconnected"
+    assert config["sync_enabled"] is False
+    assert firm.active_item("USER#user-synced") is not None
+
+
+def test_after_disconnect_the_routes_that_need_a_connection_answer_409(firm: ApiHarness) -> None:
+    firm.call_api("delete_config")
+
+    for case in ("post_sync", "get_tenants"):
+        answer = firm.call_api(case)
+        assert answer.status == 409, case
+        assert answer.json["error"]["code"] == "NOT_CONNECTED"
+
+
+def test_disconnect_when_xero_already_revoked_the_grant_still_succeeds(firm: ApiHarness) -> None:
+    firm.sim.revoke_all()
+
+    answer = firm.call_api("delete_config")
+
+    assert answer.status == 200
+    assert firm.secret() is None
+
+
+def test_disconnect_when_xero_is_down_keeps_the_tokens_for_a_retry(firm: ApiHarness) -> None:
+    firm.sim.faults.add("unavailable", path="/connect/revocation")
+
+    answer = firm.call_api("delete_config")
+
+    assert answer.status == 502
+    assert answer.json["error"]["code"] == "XERO_UNAVAILABLE"
+    assert firm.secret() is not None
+    assert firm.call_api("delete_config").status == 200
+
+
+def test_disconnect_of_a_firm_that_never_connected_is_harmless(api: ApiHarness) -> None:
+    answer = api.call_api("delete_config")
+
+    assert answer.status == 200
+    assert answer.json["status"] == "not_connected"
+    assert api.config_item() is None
+
+
+def test_reconnecting_after_disconnect_works(firm: ApiHarness) -> None:
+    firm.call_api("delete_config")
+
+    firm.connect()
+
+    assert firm.config_item()["status"] == "connected"
+    assert firm.secret() is not None
