@@ -1,0 +1,112 @@
+"""SPEC B4 / B5: who may call, and the one error shape every answer uses.
+
+Given each route's sample event; when the caller is not a firm's admin, or asks for a route that
+does not exist; then the answer is a 4xx in B5's shape, never a 500, and carries the CORS origin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from xpm_sync.api.caller import admin_caller, groups_of
+from xpm_sync.api.errors import Forbidden, Unauthorized
+
+from tests.fixtures.api import ApiHarness
+
+API_CASES = ["get_config", "get_tenants", "put_config", "post_sync", "get_runs", "get_run", "delete_config"]
+
+
+@pytest.mark.parametrize("case", API_CASES)
+@pytest.mark.parametrize(
+    ("claims", "status", "code"),
+    [
+        ({"cognito:groups": "staff"}, 403, "FORBIDDEN"),
+        ({"cognito:groups": "administrators"}, 403, "FORBIDDEN"),
+        ({"cognito:groups": None}, 403, "FORBIDDEN"),
+        ({"custom:firm_id": None}, 403, "FORBIDDEN"),
+        ({"custom:firm_id": "  "}, 403, "FORBIDDEN"),
+        ({"sub": None}, 401, "UNAUTHORIZED"),
+        (None, 401, "UNAUTHORIZED"),
+    ],
+)
+def test_only_a_firms_admin_reaches_any_route(
+    api: ApiHarness, case: str, claims: dict[str, Any] | None, status: int, code: str
+) -> None:
+    answer = api.call_api(case, claims=claims)
+
+    assert answer.status == status
+    assert answer.json["error"]["code"] == code
+    assert set(answer.json) == {"error"}
+    assert api.queued() == []
+
+
+def test_an_unknown_route_is_404_in_the_error_shape(api: ApiHarness) -> None:
+    event_path = "/integrations/xpm/nothing-here"
+    answer = api.call_api("get_config", path=event_path)
+
+    assert answer.status == 404
+    assert answer.json == {"error": {"code": "NOT_FOUND", "message": "No such route."}}
+
+
+def test_a_wrong_content_type_is_415_not_500(api: ApiHarness) -> None:
+    answer = api.call_api("put_config", headers={"Content-Type": "text/csv"})
+
+    assert answer.status == 415
+    assert answer.json["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+
+
+def test_every_answer_lets_the_frontend_origin_read_it(api: ApiHarness) -> None:
+    ok = api.call_api("get_config")
+    refused = api.call_api("get_config", claims=None)
+
+    for answer in (ok, refused):
+        assert answer.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("admin", {"admin"}),
+        ("admin,staff", {"admin", "staff"}),
+        ("staff, admin", {"staff", "admin"}),
+        ("[admin staff]", {"admin", "staff"}),
+        (["admin", "staff"], {"admin", "staff"}),
+        ("", set()),
+        (None, set()),
+        (42, set()),
+    ],
+)
+def test_groups_arrive_as_a_list_or_as_text(value: object, expected: set[str]) -> None:
+    assert groups_of(value) == expected
+
+
+def test_the_firm_comes_from_the_claims_alone() -> None:
+    event = {
+        "pathParameters": {"firm_id": "firm-b"},
+        "queryStringParameters": {"firm_id": "firm-b"},
+        "requestContext": {
+            "authorizer": {"claims": {"sub": "u", "custom:firm_id": "firm-a", "cognito:groups": ["admin"]}}
+        },
+    }
+    assert admin_caller(event).firm_id == "firm-a"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {},
+        {"requestContext": None},
+        {"requestContext": {"authorizer": "x"}},
+        {"requestContext": {"authorizer": {}}},
+    ],
+)
+def test_malformed_request_contexts_are_unauthorized(event: dict[str, Any]) -> None:
+    with pytest.raises(Unauthorized):
+        admin_caller(event)
+
+
+def test_a_non_admin_is_forbidden() -> None:
+    event = {"requestContext": {"authorizer": {"claims": {"sub": "u", "custom:firm_id": "f"}}}}
+    with pytest.raises(Forbidden):
+        admin_caller(event)
