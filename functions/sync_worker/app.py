@@ -26,16 +26,12 @@ class TransientRunFailure(Exception):
 def _handler_for(context: LambdaContext) -> Any:
     settings = load_settings(WorkerSettings)
     services = sync_services(
-        settings,
-        config_table=settings.config_table,
-        active_table=settings.active_table,
-        sync_log_table=settings.sync_log_table,
-        remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000,
+        settings, remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000
     )
 
     def handle(record: SQSRecord) -> str | None:
         request = SyncRequest.model_validate_json(record.body)
-        result = run_sync(request.firm_id, request.trigger, services)
+        result = run_sync(request.firm_id, request.trigger, services, resume_run_id=request.resume_run_id)
         if result is None:
             return None
         if result.transient:

@@ -14,6 +14,20 @@ from xpm_sync.clock import parse_iso
 ConnectionStatus = Literal["not_connected", "connected", "needs_reconnect", "disconnected"]
 
 
+class Checkpoint(BaseModel):
+    """Where a run that ran out of invocation time stopped, so its continuation can go on."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str
+    full_read: bool
+    since: str | None = None  # the modifiedsince of an incremental read, ISO 8601 UTC
+    processed: int  # client records of the list already applied
+    last_uuid: str | None = None  # the last one of them, to check XPM's order has not changed
+    failed_uuids: list[str] = Field(default_factory=list)
+    synced_retry_uuids: list[str] = Field(default_factory=list)
+
+
 class FirmConfig(BaseModel):
     """A firm's integration settings and the sync's own state, exactly as stored."""
 
@@ -39,6 +53,7 @@ class FirmConfig(BaseModel):
     # Manual runs (SPEC A6): when the last Start Sync was pressed and whether a run is pending.
     manual_requested_at: str | None = None
     run_pending: bool = False
+    checkpoint: Checkpoint | None = None
 
     def is_connected(self) -> bool:
         return self.status in ("connected", "needs_reconnect")

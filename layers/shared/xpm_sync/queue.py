@@ -21,6 +21,8 @@ class SyncRequest(BaseModel):
 
     firm_id: str
     trigger: Trigger
+    # Set on the message a run queues for itself when it runs out of invocation time.
+    resume_run_id: str | None = None
 
 
 def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -44,6 +46,10 @@ class SyncQueue:
         self._sqs.send_message(
             QueueUrl=self._url, MessageBody=self._body(firm_id, trigger), MessageGroupId=firm_id
         )
+
+    def enqueue_continuation(self, firm_id: str, trigger: Trigger, run_id: str) -> None:
+        body = json.dumps({"firm_id": firm_id, "trigger": trigger, "resume_run_id": run_id}, sort_keys=True)
+        self._sqs.send_message(QueueUrl=self._url, MessageBody=body, MessageGroupId=firm_id)
 
     def enqueue_many(self, firm_ids: Iterable[str], trigger: Trigger, *, workers: int = 8) -> int:
         """Queue one message per firm, ten per request, several requests at once. Returns the count."""

@@ -12,9 +12,10 @@ import httpx
 from xpm_sync import aws
 from xpm_sync.clock import Clock, SystemClock
 from xpm_sync.config import ConfigRepository
+from xpm_sync.notify import Notifier
 from xpm_sync.queue import SyncQueue
 from xpm_sync.runs import RunLog
-from xpm_sync.settings import XeroSettings
+from xpm_sync.settings import WorkerSettings, XeroSettings
 from xpm_sync.sync.engine import SyncServices
 from xpm_sync.tokens import TokenStore
 from xpm_sync.xero.identity import XeroIdentity, load_app_credentials
@@ -49,11 +50,8 @@ def sync_queue(queue_url: str) -> SyncQueue:
 
 
 def sync_services(
-    settings: XeroSettings,
+    settings: WorkerSettings,
     *,
-    config_table: str,
-    active_table: str,
-    sync_log_table: str,
     remaining_seconds: Callable[[], float],
     clock: Clock | None = None,
 ) -> SyncServices:
@@ -68,10 +66,20 @@ def sync_services(
         )
 
     return SyncServices(
-        config=ConfigRepository(aws.table(config_table)),
-        runs=RunLog(aws.table(sync_log_table)),
-        active_table=aws.table(active_table),
+        config=ConfigRepository(aws.table(settings.config_table)),
+        runs=RunLog(aws.table(settings.sync_log_table)),
+        active_table=aws.table(settings.active_table),
         tokens=token_store(settings, clock),
         xpm_factory=xpm_factory,
         clock=clock,
+        queue=sync_queue(settings.sync_queue_url),
+        remaining_seconds=remaining_seconds,
+        after_run=Notifier(
+            active_table=aws.table(settings.active_table),
+            notify_table=aws.table(settings.notify_table),
+            ses_client=aws.client("ses"),
+            from_email=settings.notify_from_email,
+            frontend_url=settings.frontend_url,
+            clock=clock,
+        ),
     )

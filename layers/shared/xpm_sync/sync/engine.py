@@ -11,16 +11,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from xpm_sync import entries as codes
 from xpm_sync.active.repository import ActiveRepository
 from xpm_sync.clock import Clock, iso, parse_iso
-from xpm_sync.config import ConfigRepository, FirmConfig, full_read_due
+from xpm_sync.config import Checkpoint, ConfigRepository, FirmConfig, full_read_due
 from xpm_sync.entries import Entry, EntryKind, raise_entry
+from xpm_sync.monitoring import record_run_metrics
+from xpm_sync.notify import NotifyResult
 from xpm_sync.observability import logger
-from xpm_sync.queue import Trigger
+from xpm_sync.queue import SyncQueue, Trigger
 from xpm_sync.runs import RunLog, SyncRun, new_run_id
 from xpm_sync.sync.clients import ClientSync, People
 from xpm_sync.sync.users import sync_users
@@ -40,8 +42,15 @@ from xpm_sync.xpm.errors import (
 MODIFIED_SINCE_MARGIN = timedelta(minutes=5)
 # Past this many records awaiting a retry, one full read is cheaper than one call per record.
 MAX_SINGLE_RETRIES = 50
+# With less time than this left in the invocation, a run saves a checkpoint and queues its own
+# continuation: enough to write the entries so far, the run and the checkpoint.
+CHECKPOINT_MARGIN_SECONDS = 60.0
 
 XpmFactory = Callable[[str, AccessTokenSource], XpmClient]
+
+
+def _unlimited() -> float:
+    return float("inf")
 
 
 @dataclass
@@ -54,7 +63,10 @@ class SyncServices:
     tokens: TokenStore
     xpm_factory: XpmFactory
     clock: Clock
-    after_run: Callable[[SyncRun, list[Entry], FirmConfig], None] | None = None
+    queue: SyncQueue | None = None
+    remaining_seconds: Callable[[], float] = _unlimited
+    # Called for failed and partial runs (the notification); returns entries for the run's log.
+    after_run: Callable[[SyncRun, list[Entry], FirmConfig], NotifyResult] | None = None
 
 
 @dataclass
@@ -63,6 +75,8 @@ class RunResult:
     entries: list[Entry]
     # True when the run failed for a reason that may pass (XPM down, an AWS hiccup): SQS retries it.
     transient: bool = False
+    # True when the run ran out of invocation time and queued its own continuation.
+    continued: bool = False
 
 
 @dataclass
@@ -74,37 +88,79 @@ class _RunFailure(Exception):
 
 
 @dataclass
+class _OutOfTime(Exception):
+    checkpoint: Checkpoint
+
+
+@dataclass
 class _Progress:
     run: SyncRun
+    resume: Checkpoint | None = None
     entries: list[Entry] = field(default_factory=list)
     full_read: bool = False
     retry_uuids: set[str] = field(default_factory=set)
-    xpm: XpmClient | None = None
+    xpm_calls: int = 0
 
 
-def run_sync(firm_id: str, trigger: Trigger, services: SyncServices) -> RunResult | None:
-    """Run one sync for the firm; None when the firm has nothing to sync (not connected)."""
+def run_sync(
+    firm_id: str, trigger: Trigger, services: SyncServices, *, resume_run_id: str | None = None
+) -> RunResult | None:
+    """Run one sync for the firm (or go on with one that ran out of time).
+
+    None when there is nothing to do: the firm is not connected, or the continuation is stale.
+    """
     config = services.config.get(firm_id)
     if config is None or config.status != "connected":
         logger.info("firm not connected; nothing to sync", extra={"firm_id": firm_id})
         if config is not None and config.run_pending:
             services.config.update(firm_id, run_pending=False)
         return None
-    started = services.clock.now()
-    run = SyncRun(
-        firm_id=firm_id,
-        run_id=new_run_id(started),
-        trigger=trigger,
-        status="running",
-        started_at=iso(started),
-    )
-    logger.append_keys(firm_id=firm_id, run_id=run.run_id)
-    services.runs.save_run(run, started)
-    progress = _Progress(run=run, retry_uuids=set(config.retry_client_uuids))
+    progress = _start(config, trigger, services, resume_run_id)
+    if progress is None:
+        return None
+    logger.append_keys(firm_id=firm_id, run_id=progress.run.run_id)
+    try:
+        return _run(config, services, progress)
+    finally:
+        logger.remove_keys(["firm_id", "run_id"])
+
+
+def _start(
+    config: FirmConfig, trigger: Trigger, services: SyncServices, resume_run_id: str | None
+) -> _Progress | None:
+    if resume_run_id is None:
+        started = services.clock.now()
+        run = SyncRun(
+            firm_id=config.firm_id,
+            run_id=new_run_id(started),
+            trigger=trigger,
+            status="running",
+            started_at=iso(started),
+        )
+        services.runs.save_run(run, started)
+        return _Progress(run=run, retry_uuids=set(config.retry_client_uuids))
+    checkpoint = config.checkpoint
+    unfinished = services.runs.get_run(config.firm_id, resume_run_id)
+    if (
+        checkpoint is None
+        or checkpoint.run_id != resume_run_id
+        or unfinished is None
+        or unfinished.status != "running"
+    ):
+        logger.warning(
+            "stale continuation ignored", extra={"firm_id": config.firm_id, "run_id": resume_run_id}
+        )
+        return None
+    return _Progress(run=unfinished, resume=checkpoint, retry_uuids=set(config.retry_client_uuids))
+
+
+def _run(config: FirmConfig, services: SyncServices, progress: _Progress) -> RunResult:
     failure: _RunFailure | None = None
     clock_start = time.monotonic()
     try:
         _sync(config, services, progress)
+    except _OutOfTime as out_of_time:
+        return _suspend(config, services, progress, out_of_time.checkpoint)
     except _RunFailure as caught:
         failure = caught
     except NeedsReconnect:
@@ -118,8 +174,6 @@ def run_sync(firm_id: str, trigger: Trigger, services: SyncServices) -> RunResul
         failure = _RunFailure(
             codes.INTERNAL_ERROR, f"The sync stopped: {type(error).__name__}.", transient=True
         )
-    finally:
-        logger.remove_keys(["firm_id", "run_id"])
     return _finish(config, services, progress, failure, time.monotonic() - clock_start)
 
 
@@ -134,43 +188,139 @@ def _sync(config: FirmConfig, services: SyncServices, progress: _Progress) -> No
             f"The default office {config.default_office_code} does not exist in Active.",
         )
     xpm = services.xpm_factory(config.tenant_id, services.tokens.for_firm(config.firm_id))
-    progress.xpm = xpm
     try:
-        counts = progress.run.counts
-        users = sync_users(repo, xpm.list_staff(), counts["user"])
-        progress.entries.extend(users.entries)
-        clients = ClientSync(
-            repo=repo,
-            people=People(
-                staff_email_by_uuid=users.staff_email_by_uuid,
-                user_id_by_email=users.user_id_by_email,
-                default_partner_user_id=office.default_partner_user_id,
-            ),
-            default_office_code=office.code,
-            counts=counts["client"],
-            entries=progress.entries,
-        )
-        now = services.clock.now()
-        progress.full_read = full_read_due(config, now) or len(progress.retry_uuids) > MAX_SINGLE_RETRIES
-        if progress.full_read:
-            for client in xpm.iter_clients():
-                clients.apply(client)
-            progress.retry_uuids = set(clients.failed_uuids)
-            return
-        assert config.last_completed_run_started_at is not None  # full_read_due() otherwise
-        since = parse_iso(config.last_completed_run_started_at) - MODIFIED_SINCE_MARGIN
-        for client in xpm.iter_clients(modified_since=since):
-            clients.apply(client)
-        vanished: set[str] = set()
-        for uuid in sorted(progress.retry_uuids - clients.synced_uuids - clients.failed_uuids):
-            retried = xpm.get_client(uuid)
-            if retried is None:
-                vanished.add(uuid)  # gone from XPM: nothing left to retry
-            else:
-                clients.apply(retried)
-        progress.retry_uuids = (progress.retry_uuids - clients.synced_uuids - vanished) | clients.failed_uuids
+        _sync_with(xpm, config, services, progress, repo, office.code, office.default_partner_user_id)
     finally:
+        progress.xpm_calls += xpm.calls
         xpm.close()
+
+
+def _sync_with(
+    xpm: XpmClient,
+    config: FirmConfig,
+    services: SyncServices,
+    progress: _Progress,
+    repo: ActiveRepository,
+    office_code: str,
+    default_partner_user_id: str | None,
+) -> None:
+    resume = progress.resume
+    counts = progress.run.counts
+    # A continuation re-reads staff to resolve partners, but the first part already counted them.
+    user_counts = counts["user"] if resume is None else dict.fromkeys(counts["user"], 0)
+    users = sync_users(repo, xpm.list_staff(), user_counts)
+    if resume is None:
+        progress.entries.extend(users.entries)
+    clients = ClientSync(
+        repo=repo,
+        people=People(
+            staff_email_by_uuid=users.staff_email_by_uuid,
+            user_id_by_email=users.user_id_by_email,
+            default_partner_user_id=default_partner_user_id,
+        ),
+        default_office_code=office_code,
+        counts=counts["client"],
+        entries=progress.entries,
+    )
+    if resume is None:
+        progress.full_read = (
+            full_read_due(config, services.clock.now()) or len(progress.retry_uuids) > MAX_SINGLE_RETRIES
+        )
+        since = None
+        if not progress.full_read:
+            assert config.last_completed_run_started_at is not None  # full_read_due() otherwise
+            since = parse_iso(config.last_completed_run_started_at) - MODIFIED_SINCE_MARGIN
+    else:
+        progress.full_read = resume.full_read
+        since = parse_iso(resume.since) if resume.since else None
+        clients.failed_uuids.update(resume.failed_uuids)
+        clients.synced_uuids.update(resume.synced_retry_uuids)
+
+    _stream_clients(xpm, services, progress, clients, since)
+    if progress.full_read:
+        progress.retry_uuids = set(clients.failed_uuids)
+        return
+    vanished: set[str] = set()
+    for uuid in sorted(progress.retry_uuids - clients.synced_uuids - clients.failed_uuids):
+        retried = xpm.get_client(uuid)
+        if retried is None:
+            vanished.add(uuid)  # gone from XPM: nothing left to retry
+        else:
+            clients.apply(retried)
+    progress.retry_uuids = (progress.retry_uuids - clients.synced_uuids - vanished) | clients.failed_uuids
+
+
+def _stream_clients(
+    xpm: XpmClient, services: SyncServices, progress: _Progress, clients: ClientSync, since: datetime | None
+) -> None:
+    """Apply the client list record by record; stop with a checkpoint when time runs short.
+
+    A continuation skips the records the earlier part applied, trusting XPM's order only when the
+    last record it applied is where it should be; otherwise it applies them all again, which is
+    safe because unchanged records are not written and matching is by XPM UUID.
+    """
+    resume = progress.resume
+    skip = resume.processed if resume is not None else 0
+    if skip and not _apply_list(xpm, services, progress, clients, since, skip, resume):
+        logger.warning("XPM's client order changed since the checkpoint; applying every record again")
+        skip = 0
+    if not skip:
+        _apply_list(xpm, services, progress, clients, since, 0, None)
+
+
+def _apply_list(
+    xpm: XpmClient,
+    services: SyncServices,
+    progress: _Progress,
+    clients: ClientSync,
+    since: datetime | None,
+    skip: int,
+    resume: Checkpoint | None,
+) -> bool:
+    """One pass over the list; False when the record before ``skip`` is not the checkpoint's."""
+    last_uuid: str | None = None
+    for index, client in enumerate(xpm.iter_clients(modified_since=since)):
+        if index < skip:
+            if index == skip - 1 and resume is not None and client.uuid != resume.last_uuid:
+                return False
+            last_uuid = client.uuid
+            continue
+        if services.remaining_seconds() < CHECKPOINT_MARGIN_SECONDS:
+            raise _OutOfTime(
+                Checkpoint(
+                    run_id=progress.run.run_id,
+                    full_read=progress.full_read,
+                    since=iso(since) if since else None,
+                    processed=index,
+                    last_uuid=last_uuid,
+                    failed_uuids=sorted(clients.failed_uuids),
+                    synced_retry_uuids=sorted(clients.synced_uuids & progress.retry_uuids),
+                )
+            )
+        clients.apply(client)
+        last_uuid = client.uuid
+    return True
+
+
+def _suspend(
+    config: FirmConfig, services: SyncServices, progress: _Progress, checkpoint: Checkpoint
+) -> RunResult:
+    """Save what this part did and queue the next part: the run stays ``running`` until it ends."""
+    if services.queue is None:
+        raise RuntimeError("a run that must continue needs the sync queue")
+    run = progress.run
+    now = services.clock.now()
+    run.xpm_calls += progress.xpm_calls
+    run.full_read = progress.full_read
+    run.entry_count = services.runs.add_entries(run, progress.entries, now, start=run.entry_count)
+    services.runs.save_run(run, now)
+    services.config.update(config.firm_id, checkpoint=checkpoint.model_dump())
+    services.queue.enqueue_continuation(config.firm_id, run.trigger, run.run_id)
+    logger.info(
+        "sync run continues in a new invocation",
+        extra={"firm_id": run.firm_id, "run_id": run.run_id, "processed": checkpoint.processed},
+    )
+    return RunResult(run=run, entries=progress.entries, continued=True)
 
 
 def _xpm_failure(error: XpmError) -> _RunFailure:
@@ -204,13 +354,16 @@ def _finish(
         run.status = "partial"
     else:
         run.status = "success"
+    if services.after_run is not None and run.status in ("failed", "partial"):
+        # The notification's own problems (no notification user, say) belong in this run's log.
+        progress.entries.extend(services.after_run(run, progress.entries, config).entries)
     run.finished_at = iso(finished)
-    run.xpm_calls = progress.xpm.calls if progress.xpm is not None else 0
+    run.xpm_calls += progress.xpm_calls
     run.full_read = progress.full_read
-    run.entry_count = services.runs.add_entries(run, progress.entries, finished)
+    run.entry_count = services.runs.add_entries(run, progress.entries, finished, start=run.entry_count)
     services.runs.save_run(run, finished)
 
-    changes: dict[str, Any] = {"last_run_id": run.run_id, "run_pending": False}
+    changes: dict[str, Any] = {"last_run_id": run.run_id, "run_pending": False, "checkpoint": None}
     if failure is None:
         changes["last_completed_run_started_at"] = run.started_at
         changes["retry_client_uuids"] = progress.retry_uuids
@@ -219,6 +372,7 @@ def _finish(
     elif failure.reconnect:
         changes["status"] = "needs_reconnect"
     services.config.update(config.firm_id, **changes)
+    record_run_metrics(run, seconds)
     logger.info(
         "sync run finished",
         extra={
@@ -229,10 +383,8 @@ def _finish(
             "counts": run.counts,
             "xpm_calls": run.xpm_calls,
             "full_read": run.full_read,
-            "entries": len(progress.entries),
+            "entries": run.entry_count,
             "duration_ms": round(seconds * 1000),
         },
     )
-    if services.after_run is not None and run.status in ("failed", "partial"):
-        services.after_run(run, progress.entries, config)
     return RunResult(run=run, entries=progress.entries, transient=failure is not None and failure.transient)
