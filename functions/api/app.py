@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from xpm_sync.api import service
 from xpm_sync.api.caller import admin_caller
 from xpm_sync.api.deps import api_deps, frontend_url
-from xpm_sync.api.http import error_responses, install_error_handlers, with_cors
+from xpm_sync.api.http import documented, install_error_handlers, with_cors
 from xpm_sync.api.models import (
     ConfigBody,
     ConfigResponse,
@@ -36,7 +36,11 @@ def _firm_id() -> str:
     return admin_caller(app.current_event.raw_event).firm_id
 
 
-@app.get(BASE, summary="The firm's XPM integration", responses=error_responses(401, 403))
+@app.get(
+    BASE,
+    summary="The firm's XPM integration",
+    responses=documented(200, ConfigResponse, "The config and connection status", 401, 403, 422),
+)
 def get_config() -> ConfigResponse:
     firm_id = _firm_id()
     deps = api_deps()
@@ -46,7 +50,9 @@ def get_config() -> ConfigResponse:
 
 
 @app.get(
-    f"{BASE}/tenants", summary="Practice Manager connections", responses=error_responses(401, 403, 409, 502)
+    f"{BASE}/tenants",
+    summary="Practice Manager connections",
+    responses=documented(200, TenantsResponse, "The tenants", 401, 403, 409, 422, 502),
 )
 def list_tenants() -> TenantsResponse:
     firm_id = _firm_id()
@@ -54,7 +60,11 @@ def list_tenants() -> TenantsResponse:
     return service.list_tenants(firm_id, configs=deps.configs, tokens=deps.tokens, identity=deps.identity)
 
 
-@app.put(BASE, summary="Save the setup (Later)", responses=error_responses(400, 401, 403, 409, 422, 502))
+@app.put(
+    BASE,
+    summary="Save the setup (Later)",
+    responses=documented(200, ConfigResponse, "Saved", 400, 401, 403, 409, 415, 422, 502),
+)
 def save_config(body: ConfigBody) -> ConfigResponse:
     firm_id = _firm_id()
     deps = api_deps()
@@ -70,7 +80,10 @@ def save_config(body: ConfigBody) -> ConfigResponse:
 
 
 @app.post(
-    f"{BASE}/sync", status_code=202, summary="Start Sync", responses=error_responses(401, 403, 409, 429)
+    f"{BASE}/sync",
+    status_code=202,
+    summary="Start Sync",
+    responses=documented(202, StartSyncResponse, "A manual run is queued", 401, 403, 409, 422, 429),
 )
 def start_sync() -> StartSyncResponse:
     firm_id = _firm_id()
@@ -78,7 +91,9 @@ def start_sync() -> StartSyncResponse:
     return service.start_sync(firm_id, configs=deps.configs, gate=deps.gate, queue=deps.queue)
 
 
-@app.delete(BASE, summary="Disconnect", responses=error_responses(401, 403, 502))
+@app.delete(
+    BASE, summary="Disconnect", responses=documented(200, ConfigResponse, "Disconnected", 401, 403, 422, 502)
+)
 def disconnect() -> ConfigResponse:
     firm_id = _firm_id()
     deps = api_deps()
@@ -92,7 +107,11 @@ def disconnect() -> ConfigResponse:
     )
 
 
-@app.get(f"{BASE}/runs", summary="Sync runs, newest first", responses=error_responses(400, 401, 403, 422))
+@app.get(
+    f"{BASE}/runs",
+    summary="Sync runs, newest first",
+    responses=documented(200, RunsPage, "A page of runs", 400, 401, 403, 422),
+)
 def list_runs(
     limit: Annotated[int, Query(ge=1, le=100, description="Runs per page")] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
@@ -102,7 +121,9 @@ def list_runs(
 
 
 @app.get(
-    f"{BASE}/runs/<run_id>", summary="One run and its error log", responses=error_responses(401, 403, 404)
+    f"{BASE}/runs/<run_id>",
+    summary="One run and its error log",
+    responses=documented(200, RunDetail, "The run and its entries", 401, 403, 404, 422),
 )
 def get_run(run_id: Annotated[str, Path(description="run_id from the runs list")]) -> RunDetail:
     firm_id = _firm_id()

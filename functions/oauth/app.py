@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from xpm_sync.api import service
 from xpm_sync.api.caller import admin_caller
 from xpm_sync.api.deps import frontend_url, oauth_deps
-from xpm_sync.api.http import error_responses, install_error_handlers, with_cors
+from xpm_sync.api.http import documented, install_error_handlers, with_cors
 from xpm_sync.api.models import ConnectRequest, ConnectResponse
 from xpm_sync.observability import logger, metrics, tracer
 
@@ -26,7 +26,7 @@ install_error_handlers(app)
 @app.post(
     "/integrations/xpm/connect",
     summary="Start connecting to Xero Practice Manager",
-    responses=error_responses(400, 401, 403, 422),
+    responses=documented(200, ConnectResponse, "Where to send the browser", 400, 401, 403, 415, 422),
 )
 def connect(body: Annotated[ConnectRequest | None, Body()] = None) -> ConnectResponse:
     caller = admin_caller(app.current_event.raw_event)

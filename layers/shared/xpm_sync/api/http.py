@@ -17,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from pydantic import BaseModel
 
 from xpm_sync.api.errors import ApiError, InvalidField, TooManyRequests, XeroUnavailable
 from xpm_sync.api.models import ErrorBody, ErrorDetail
@@ -27,18 +28,30 @@ from xpm_sync.xero.identity import XeroIdentityError
 ERROR_CONTENT = {"application/json": {"model": ErrorBody}}
 
 
-def error_responses(*statuses: int) -> dict[int, Any]:
-    descriptions = {
-        400: "The body is not JSON, or the cursor is not valid",
-        401: "No signed-in user",
-        403: "Not an admin of a firm",
-        404: "Not found",
-        409: "The firm is not connected to Xero Practice Manager (NOT_CONNECTED) or must reconnect",
-        422: "A field is missing, of the wrong type, or names something that does not exist",
-        429: "Start Sync pressed too soon; retry_after says when it can be pressed again",
-        502: "Xero did not answer",
+_ERROR_DESCRIPTIONS = {
+    400: "The body is not JSON, or the cursor is not valid",
+    401: "No signed-in user",
+    403: "Not an admin of a firm",
+    404: "Not found",
+    409: "The firm is not connected to Xero Practice Manager (NOT_CONNECTED) or must reconnect",
+    415: "The body is not application/json",
+    422: "A field is missing, of the wrong type, or names something that does not exist",
+    429: "Start Sync pressed too soon; retry_after says when it can be pressed again",
+    502: "Xero did not answer",
+}
+
+
+def documented(status: int, model: type[BaseModel], description: str, *errors: int) -> dict[int, Any]:
+    """A route's answers for the OpenAPI document: its success and the B5 errors it can give.
+
+    Powertools documents only the statuses listed once any are, so the success is listed too.
+    """
+    answers: dict[int, Any] = {
+        status: {"description": description, "content": {"application/json": {"model": model}}}
     }
-    return {status: {"description": descriptions[status], "content": ERROR_CONTENT} for status in statuses}
+    for error in errors:
+        answers[error] = {"description": _ERROR_DESCRIPTIONS[error], "content": ERROR_CONTENT}
+    return answers
 
 
 def error_response(

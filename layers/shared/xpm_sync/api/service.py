@@ -174,6 +174,8 @@ def _tenant_change(current: FirmConfig, tenant_id: str | None) -> dict[str, obje
         "last_completed_run_started_at": None,
         "last_full_read_started_at": None,
         "retry_client_uuids": set(),
+        # A run interrupted mid-practice must not resume on another practice's client list.
+        "checkpoint": None,
     }
 
 

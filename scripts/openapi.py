@@ -1,0 +1,97 @@
+"""Write docs/openapi.json, the REST API's contract, from the two resolvers that serve it.
+
+The document is generated from the routes and pydantic models themselves, so it cannot drift from
+the code: ``--write`` regenerates it, ``--check`` exits 1 when the committed file is stale (and
+tests/unit/test_openapi.py fails). Run from the repository root with the layer on the path:
+``PYTHONPATH=layers/shared python -m scripts.openapi --write``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+
+from functions.api.app import app as api_app
+from functions.oauth.app import app as oauth_app
+
+ROOT = Path(__file__).resolve().parent.parent
+OPENAPI_JSON = ROOT / "docs" / "openapi.json"
+CALLBACK = "/integrations/xpm/callback"
+TITLE = "xpm-sync API"
+VERSION = "1.0.0"
+DESCRIPTION = (
+    "Connect a firm's Xero Practice Manager, configure and start its sync, and read the sync log "
+    "(SPEC B5). Every route but the OAuth callback needs a Cognito id token of an admin of the firm "
+    '(SPEC B4). Errors are {"error": {"code", "message"}} with a 4xx status.'
+)
+
+
+def render() -> str:
+    """The OpenAPI document (JSON text, stable key order, trailing newline)."""
+    merge = OpenAPIMerge(
+        title=TITLE,
+        version=VERSION,
+        description=DESCRIPTION,
+        # API Gateway's Cognito authorizer reads the id token from the Authorization header as is.
+        security_schemes={"cognito": APIKey(in_=APIKeyIn.header, name="Authorization")},
+        security=[{"cognito": []}],
+        on_conflict="error",
+    )
+    for app in (oauth_app, api_app):
+        merge.add_schema(json.loads(app.get_openapi_json_schema(title=TITLE, version=VERSION)))
+    schema: dict[str, Any] = json.loads(merge.get_openapi_json_schema())
+    _public_callback(schema["paths"][CALLBACK]["get"])
+    _drop_unused_schemas(schema)
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def _public_callback(operation: dict[str, Any]) -> None:
+    """The callback answers a browser with a redirect, whatever it receives (SPEC B5).
+
+    Powertools documents every validated route as able to answer 422 and drops an empty
+    ``security`` list; neither is true of this route, so the document says what the code does.
+    """
+    operation["security"] = []
+    operation["responses"] = {"302": {"description": operation["responses"]["302"]["description"]}}
+
+
+def _drop_unused_schemas(schema: dict[str, Any]) -> None:
+    """Powertools always adds its own validation-error schemas; ours answer ErrorBody instead."""
+    schemas: dict[str, Any] = schema["components"]["schemas"]
+    used: set[str] = set()
+    pending = [json.dumps(schema["paths"])]
+    while pending:
+        for name in re.findall(r"#/components/schemas/(\w+)", pending.pop()):
+            if name not in used:
+                used.add(name)
+                pending.append(json.dumps(schemas[name]))
+    for name in set(schemas) - used:
+        del schemas[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--write", action="store_true", help=f"write {OPENAPI_JSON.relative_to(ROOT)}")
+    action.add_argument("--check", action="store_true", help="exit 1 when the committed file is stale")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.write:
+        OPENAPI_JSON.write_text(text, encoding="utf-8")
+        return 0
+    current = OPENAPI_JSON.read_text(encoding="utf-8") if OPENAPI_JSON.exists() else ""
+    if current != text:
+        print(f"{OPENAPI_JSON.relative_to(ROOT)} is stale: run `python -m scripts.openapi --write`")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

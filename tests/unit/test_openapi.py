@@ -1,0 +1,47 @@
+"""docs/openapi.json is the published contract of SPEC B5: it must match the code that serves it."""
+
+from __future__ import annotations
+
+import json
+
+from scripts.openapi import OPENAPI_JSON, render
+
+B5_ROUTES = {
+    ("post", "/integrations/xpm/connect"),
+    ("get", "/integrations/xpm/callback"),
+    ("get", "/integrations/xpm"),
+    ("put", "/integrations/xpm"),
+    ("delete", "/integrations/xpm"),
+    ("get", "/integrations/xpm/tenants"),
+    ("post", "/integrations/xpm/sync"),
+    ("get", "/integrations/xpm/runs"),
+    ("get", "/integrations/xpm/runs/{run_id}"),
+}
+
+
+def test_the_committed_openapi_document_is_current() -> None:
+    assert OPENAPI_JSON.read_text(encoding="utf-8") == render(), (
+        "docs/openapi.json is stale: run `PYTHONPATH=layers/shared python -m scripts.openapi --write`"
+    )
+
+
+def test_the_document_covers_every_b5_route_and_only_those() -> None:
+    schema = json.loads(render())
+    routes = {(method, path) for path, item in schema["paths"].items() for method in item}
+    assert routes == B5_ROUTES
+    assert schema["info"]["title"] == "xpm-sync API"
+
+
+def test_errors_are_documented_in_the_b5_shape() -> None:
+    schema = json.loads(render())
+    put = schema["paths"]["/integrations/xpm"]["put"]
+    assert put["responses"]["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }
+    assert schema["paths"]["/integrations/xpm/sync"]["post"]["responses"].keys() >= {"202", "409", "429"}
+
+
+def test_only_the_callback_is_public() -> None:
+    schema = json.loads(render())
+    assert schema["security"] == [{"cognito": []}]
+    assert schema["paths"]["/integrations/xpm/callback"]["get"]["security"] == []
