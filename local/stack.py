@@ -8,6 +8,7 @@ through boto3, so the same code works inside moto's ``mock_aws()`` and against a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -134,6 +135,12 @@ def _queue_attributes(properties: dict[str, Any], arns: dict[str, str]) -> dict[
     return attributes
 
 
+@functools.cache
+def _session(region: str) -> boto3.session.Session:
+    """One session per region: it caches the service models that every new client would reload."""
+    return boto3.session.Session(region_name=region)
+
+
 def create_resources(
     *,
     endpoint_url: str | None = None,
@@ -146,7 +153,7 @@ def create_resources(
 ) -> StackNames:
     """Create the template's tables, queues, the Xero app secret and the SES sender."""
     template = load_template(template_path)
-    session = boto3.session.Session(region_name=region)
+    session = _session(region)
 
     dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
     table_names = {logical_id: f"{prefix}-{suffix}" for logical_id, suffix in TABLES.items()}

@@ -1,5 +1,8 @@
 """One sync run per SQS record (SPEC B1), with partial batch failures reported per record.
 
+Metrics are flushed once per run by the domain (each run is its own EMF document, with its firm
+and run ids as metadata), so the handler has no metrics decorator of its own.
+
 A run that failed for a transient reason (XPM unavailable, an unexpected error) fails its record,
 so SQS delivers it again and, after the queue's maxReceiveCount, parks it in the DLQ.
 """
@@ -12,7 +15,7 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, proce
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from xpm_sync.observability import logger, metrics, tracer
+from xpm_sync.observability import logger, tracer
 from xpm_sync.queue import SyncRequest
 from xpm_sync.settings import WorkerSettings, load_settings
 from xpm_sync.sync.engine import run_sync
@@ -43,7 +46,6 @@ def _handler_for(context: LambdaContext) -> Any:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
-@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     # skip_group_on_error: a failed firm's later messages wait; other firms carry on.
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
