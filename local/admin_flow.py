@@ -1,0 +1,69 @@
+"""What an Active admin does on the setup page (SPEC A6), as HTTP calls to a served API.
+
+Connect -> Xero sign-in and consent (the simulator consents at once) -> callback -> read the
+config -> pick the tenant -> Submit -> Start Sync. ``make demo`` uses it against ``serve_api``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from local.serve import DEMO_ADMIN_USER_ID, DEMO_OFFICE_CODE
+
+
+def _json(response: httpx.Response, expected: int) -> Any:
+    if response.status_code != expected:
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path} answered {response.status_code}, "
+            f"expected {expected}: {response.text[:300]}"
+        )
+    return response.json()
+
+
+def run_admin_flow(
+    api_url: str,
+    http: httpx.Client,
+    *,
+    sync_name: str = "XPM Sync",
+    office_code: str = DEMO_OFFICE_CODE,
+    notification_user_id: str = DEMO_ADMIN_USER_ID,
+    default_partner_user_id: str | None = None,
+) -> dict[str, Any]:
+    """Walk the setup flow; returns each step's answer. Raises RuntimeError on an unexpected one."""
+    base = f"{api_url.rstrip('/')}/integrations/xpm"
+    seen: dict[str, Any] = {}
+
+    connect = _json(http.post(f"{base}/connect", json={"sync_name": sync_name}), 200)
+    seen["authorize_url"] = connect["authorize_url"]
+
+    # The browser: Xero's consent page redirects to our callback, which redirects to Active.
+    consent = http.get(connect["authorize_url"], follow_redirects=False)
+    if consent.status_code != 302:
+        raise RuntimeError(f"Xero's authorize page answered {consent.status_code}")
+    callback = http.get(consent.headers["Location"], follow_redirects=False)
+    if callback.status_code != 302:
+        raise RuntimeError(f"the callback answered {callback.status_code}")
+    seen["setup_page"] = callback.headers["Location"]
+    if "connected=1" not in seen["setup_page"]:
+        raise RuntimeError(f"connect failed: {seen['setup_page']}")
+
+    seen["config"] = _json(http.get(base), 200)
+    tenants = _json(http.get(f"{base}/tenants"), 200)["tenants"]
+    seen["tenants"] = tenants
+    if not tenants:
+        raise RuntimeError("Xero returned no Practice Manager tenant")
+    tenant_id = seen["config"]["tenant_id"] or tenants[0]["tenant_id"]
+
+    body: dict[str, Any] = {
+        "sync_name": sync_name,
+        "tenant_id": tenant_id,
+        "default_office_code": office_code,
+        "notification_user_id": notification_user_id,
+    }
+    if default_partner_user_id is not None:
+        body["default_partner_user_id"] = default_partner_user_id
+    seen["saved"] = _json(http.put(base, json=body), 200)
+    seen["sync"] = _json(http.post(f"{base}/sync"), 202)
+    return seen
