@@ -8,7 +8,9 @@ is added in Active. Everything stops by itself at the end.
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -126,6 +128,29 @@ def run_hourly(names: StackNames, counter: WriteCounter, sim: Simulator) -> dict
     return {"run": run, "entries": entries, "writes": counter.count}
 
 
+def sent_emails() -> list[Any]:
+    """What SES sent, read back from moto (the server runs in this process)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    return list(ses_backends[DEFAULT_ACCOUNT_ID]["ap-southeast-2"].sent_messages)
+
+
+def show_email(before: int) -> None:
+    emails = sent_emails()
+    if len(emails) == before:
+        say("notification: no email this run (one per firm per 24 hours, and one went already)")
+        return
+    for email in emails[before:]:
+        say(f"notification email sent through SES to {', '.join(email.destinations['ToAddresses'])}")
+        say(f"  subject: {email.subject}")
+        blocks = re.sub(r"(?i)<(br|/p|/li|/tr|/h[1-6]|/div)[^>]*>", "\n", email.body)
+        text = re.sub(r"<[^>]+>", " ", blocks)
+        lines = [" ".join(line.split()) for line in html.unescape(text).splitlines()]
+        for line in [line for line in lines if line][:16]:
+            say(f"  | {line[: WIDTH - 4]}")
+
+
 def main() -> int:
     heading("xpm-sync demo: XPM staff and clients into Active")
     with local_stack() as (names, sim, practice):
@@ -149,6 +174,7 @@ def main() -> int:
             token_secret_prefix=names.token_secret_prefix,
             office_code=firm.office_code,
             notification_user_id=firm.admin_user_id,
+            tenant_name=practice.tenant_name,
         )
         say(
             f"Active seeded: office {firm.office_code}, {len(firm.partner_user_ids)} partners as users, "
@@ -157,6 +183,7 @@ def main() -> int:
 
         heading("Run 1: first sync (full read)")
         run_hourly(names, counter, sim)
+        show_email(0)
         trial = active.get_item(Key={"pk": f"FIRM#{FIRM_ID}", "sk": f"CLIENT#{firm.hand_made_client_id}"})[
             "Item"
         ]
@@ -167,6 +194,7 @@ def main() -> int:
 
         heading("Run 2: nothing changed in XPM")
         second = run_hourly(names, counter, sim)
+        show_email(len(sent_emails()))
 
         heading("Run 3: one client renamed in XPM, the missing partner added in Active")
         renamed = next(c for c in practice.clients if c.code == firm.hand_made_client_code)

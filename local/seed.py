@@ -130,6 +130,7 @@ def seed_connection(
     office_code: str,
     notification_user_id: str | None = None,
     sync_enabled: bool = True,
+    tenant_name: str | None = None,
 ) -> None:
     """What a finished setup leaves behind: tokens in the firm's secret, settings in Config."""
     secrets_client.create_secret(
@@ -152,4 +153,6 @@ def seed_connection(
     }
     if notification_user_id:
         item["notification_user_id"] = notification_user_id
+    if tenant_name:
+        item["tenant_name"] = tenant_name
     config_table.put_item(Item=item)

@@ -354,12 +354,12 @@ def _finish(
         run.status = "partial"
     else:
         run.status = "success"
-    if services.after_run is not None and run.status in ("failed", "partial"):
-        # The notification's own problems (no notification user, say) belong in this run's log.
-        progress.entries.extend(services.after_run(run, progress.entries, config).entries)
     run.finished_at = iso(finished)
     run.xpm_calls += progress.xpm_calls
     run.full_read = progress.full_read
+    if services.after_run is not None and run.status in ("failed", "partial"):
+        # The notification's own problems (no notification user, say) belong in this run's log.
+        progress.entries.extend(services.after_run(run, progress.entries, config).entries)
     run.entry_count = services.runs.add_entries(run, progress.entries, finished, start=run.entry_count)
     services.runs.save_run(run, finished)
 
