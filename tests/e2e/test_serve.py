@@ -1,0 +1,116 @@
+"""The REST API over real HTTP (serve_api) on moto server and the XPM simulator: the setup flow of
+SPEC A6 as the Active frontend drives it, and B5's answers to a browser's mistakes."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import boto3
+import httpx
+import pytest
+
+from local.admin_flow import run_admin_flow
+from local.serve import DEMO_FIRM_ID, ServedApi, seed_demo_firm, serve_api
+from local.stack import StackNames, function_environment
+from local.xpm_sim import Simulator
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def served(aws_server: StackNames, simulator: Simulator) -> Iterator[ServedApi]:
+    simulator.register_app("local-client-id", "local-client-secret")
+    simulator.set_consenting_user("Pat Partner", "pat@firm.example")
+    seed_demo_firm(boto3.resource("dynamodb").Table(aws_server.active_table), simulator.practices[0])
+    # Xero redirects the browser to the callback, so its URL must name the port served on.
+    port = _free_port()
+    redirect_uri = f"http://127.0.0.1:{port}/integrations/xpm/callback"
+    api = serve_api(
+        port=port, env=function_environment(aws_server, xero_url=simulator.url, redirect_uri=redirect_uri)
+    )
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=15) as client:
+        yield client
+
+
+def test_the_admin_setup_flow_over_http(
+    served: ServedApi, http: httpx.Client, aws_server: StackNames
+) -> None:
+    seen = run_admin_flow(served.url, http)
+
+    assert seen["setup_page"].endswith("/admin/integrations/xpm?connected=1")
+    assert seen["config"]["status"] == "connected"
+    assert seen["config"]["connected_by"] == {"name": "Pat Partner", "email": "pat@firm.example"}
+    assert len(seen["tenants"]) == 1
+    assert seen["saved"]["default_office_code"] == "MEL"
+    assert seen["sync"] == {"status": "queued", "sync_enabled": True}
+    messages = boto3.client("sqs").receive_message(QueueUrl=aws_server.queue_url, MaxNumberOfMessages=10)
+    assert [json.loads(m["Body"]) for m in messages["Messages"]] == [
+        {"firm_id": DEMO_FIRM_ID, "trigger": "manual"}
+    ]
+
+    again = http.post(f"{served.url}/integrations/xpm/sync")
+    assert again.status_code == 429
+    assert int(again.headers["Retry-After"]) == again.json()["retry_after"]
+
+    runs = http.get(f"{served.url}/integrations/xpm/runs", params={"limit": 5})
+    assert runs.status_code == 200
+    assert runs.json() == {"runs": [], "next_cursor": None}
+
+    gone = http.delete(f"{served.url}/integrations/xpm")
+    assert gone.status_code == 200
+    assert gone.json()["status"] == "disconnected"
+    assert http.get(f"{served.url}/integrations/xpm/tenants").status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content", "status", "code"),
+    [
+        ("PUT", "/integrations/xpm", b"{not json", 400, "INVALID_JSON"),
+        ("PUT", "/integrations/xpm", b'{"sync_name": 1}', 422, "INVALID_FIELD"),
+        ("GET", "/integrations/xpm/runs?limit=1000", b"", 422, "INVALID_FIELD"),
+        ("GET", "/integrations/xpm/runs?cursor=nope", b"", 400, "INVALID_CURSOR"),
+        ("GET", "/integrations/xpm/runs/20260101T000000Z-deadbeef", b"", 404, "NOT_FOUND"),
+        ("GET", "/integrations/xpm/nowhere", b"", 404, "NOT_FOUND"),
+        ("POST", "/integrations/xpm/sync", b"", 409, "NOT_CONNECTED"),
+    ],
+)
+def test_client_mistakes_over_http_are_4xx_in_the_b5_shape(
+    served: ServedApi, http: httpx.Client, method: str, path: str, content: bytes, status: int, code: str
+) -> None:
+    response = http.request(
+        method, f"{served.url}{path}", content=content, headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
+
+
+def test_a_bad_state_at_the_callback_redirects_the_browser(served: ServedApi, http: httpx.Client) -> None:
+    response = http.get(f"{served.url}/integrations/xpm/callback", params={"code": "c", "state": "s"})
+
+    assert response.status_code == 302
+    assert response.headers["Location"] == "http://127.0.0.1:5173/admin/integrations/xpm?error=invalid_state"
+
+
+def test_the_preflight_allows_only_the_frontend(served: ServedApi, http: httpx.Client) -> None:
+    response = http.options(f"{served.url}/integrations/xpm")
+
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
