@@ -18,8 +18,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+import httpx
+
+from local.admin_flow import run_admin_flow
 from local.lambda_runtime import LocalContext, drain_queue, scheduled_event
-from local.seed import seed_active_firm, seed_connection, user_item
+from local.seed import user_item
+from local.serve import DEMO_OFFICE_CODE, seed_demo_firm, serve_api
 from local.stack import MotoServer, StackNames, create_resources, function_environment
 from local.xpm_sim import Practice, Simulator, generate_practice, start_simulator
 
@@ -84,53 +88,84 @@ def local_stack() -> Iterator[tuple[StackNames, Simulator, Practice]]:
         yield names, sim, practice
 
 
-def run_hourly(names: StackNames, counter: WriteCounter, sim: Simulator) -> dict[str, Any]:
+def deliver(names: StackNames, *, scheduled: bool) -> str:
+    """Run what is queued (after a scheduled event, when asked) through the worker handler."""
     from xpm_sync import aws
-    from xpm_sync.runs import RunLog
 
     from functions.sync_dispatch.app import lambda_handler as dispatch
     from functions.sync_worker.app import lambda_handler as worker
 
-    sim.reset_calls()
-    counter.count = 0
-    started = time.monotonic()
-    queued = dispatch(scheduled_event(), LocalContext("SyncDispatchFunction"))["queued"]
+    queued = ""
+    if scheduled:
+        answer = dispatch(scheduled_event(), LocalContext("SyncDispatchFunction"))
+        queued = f"scheduled event: dispatcher queued {answer['queued']} firm(s); "
     deliveries = drain_queue(aws.client("sqs"), names.queue_url, worker)
-    seconds = time.monotonic() - started
-    log = RunLog(aws.table(names.sync_log_table))
-    run = log.list_runs(FIRM_ID, limit=1)[0][0]
-    entries = log.entries(FIRM_ID, run.run_id)
-    say(f"dispatcher queued {queued} firm(s); worker ran {sum(len(d.bodies) for d in deliveries)} message(s)")
-    say(f"run {run.run_id}  trigger={run.trigger}  status={run.status.upper()}  full read={run.full_read}")
+    return f"{queued}worker ran {sum(len(d.bodies) for d in deliveries)} message(s)"
+
+
+def report(
+    run: dict[str, Any], entries: list[dict[str, Any]], *, writes: int, sim: Simulator, seconds: float
+) -> None:
+    """A run as the runs API returns it (B3/B5), printed for a person."""
+    say(
+        f"run {run['run_id']}  trigger={run['trigger']}  status={run['status'].upper()}  "
+        f"full read={run.get('full_read')}"
+    )
     say(f"{'':10}{'created':>9}{'updated':>9}{'unchanged':>11}{'failed':>8}{'skipped':>9}")
     for entity, label in (("user", "users"), ("client", "clients")):
-        c = run.counts[entity]
+        c = run["counts"][entity]
         say(
             f"{label:10}{c['created']:>9}{c['updated']:>9}{c['unchanged']:>11}{c['failed']:>8}{c['skipped']:>9}"
         )
     paths = Counter(_endpoint(call.path) for call in sim.calls_to("/practicemanager/"))
-    say(f"XPM calls: {run.xpm_calls} ({', '.join(f'{n} x {p}' for p, n in sorted(paths.items()))})")
-    say(f"DynamoDB writes to the Active table: {counter.count}")
+    say(f"XPM calls: {run['xpm_calls']} ({', '.join(f'{n} x {p}' for p, n in sorted(paths.items()))})")
+    say(f"DynamoDB writes to the Active table: {writes}")
     say(f"time: {seconds:.2f}s")
-    if entries:
-        say(f"error log ({len(entries)} entries):")
-        by_code = Counter(e.code for e in entries)
-        shown: set[str] = set()
-        for entry in entries:
-            if entry.code in shown:
-                continue
-            shown.add(entry.code)
-            more = by_code[entry.code] - 1
-            suffix = f"  (+{more} more like this)" if more else ""
-            say(f"  [{entry.severity.upper():7}] {entry.code}: {entry.label}{suffix}")
-            say(f"            {entry.message}")
-            say(f"            -> {entry.suggestion}")
+    if not entries:
+        return
+    say(f"error log ({len(entries)} entries; the first of each code):")
+    by_code = Counter(e["code"] for e in entries)
+    shown: set[str] = set()
+    for entry in entries:
+        if entry["code"] in shown:
+            continue
+        shown.add(entry["code"])
+        more = by_code[entry["code"]] - 1
+        suffix = f"  (+{more} more like this)" if more else ""
+        say(f"  [{entry['severity'].upper():7}] {entry['code']}: {entry['label']}{suffix}")
+        say(f"            {entry['message']}")
+        say(f"            -> {entry['suggestion']}")
+
+
+class Runs:
+    """Sync Monitoring, as the Active frontend reads it: through the runs API."""
+
+    def __init__(self, http: httpx.Client, api_url: str) -> None:
+        self._http = http
+        self._base = f"{api_url}/integrations/xpm/runs"
+
+    def latest(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        page = self._http.get(self._base, params={"limit": 1}).json()
+        detail = self._http.get(f"{self._base}/{page['runs'][0]['run_id']}").json()
+        return detail, detail["entries"]
+
+
+def sync_and_report(
+    names: StackNames, runs: Runs, counter: WriteCounter, sim: Simulator, *, scheduled: bool
+) -> dict[str, Any]:
+    sim.reset_calls()
+    counter.count = 0
+    started = time.monotonic()
+    say(deliver(names, scheduled=scheduled))
+    seconds = time.monotonic() - started
+    run, entries = runs.latest()
+    report(run, entries, writes=counter.count, sim=sim, seconds=seconds)
     return {"run": run, "entries": entries, "writes": counter.count}
 
 
 def sent_emails() -> list[Any]:
     """What SES sent, read back from moto (the server runs in this process)."""
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.ses.models import ses_backends
 
     return list(ses_backends[DEFAULT_ACCOUNT_ID]["ap-southeast-2"].sent_messages)
@@ -151,7 +186,36 @@ def show_email(before: int) -> None:
             say(f"  | {line[: WIDTH - 4]}")
 
 
+def setup_through_the_api(api_url: str, http: httpx.Client) -> None:
+    """The admin's setup page (SPEC A6): connect, consent at Xero, configure, Start Sync."""
+    seen = run_admin_flow(api_url, http, sync_name="Harbour XPM sync")
+    say(f"POST /integrations/xpm/connect        -> authorize_url {seen['authorize_url'].split('?')[0]}")
+    say("Xero sign-in and consent (simulator)  -> 302 to the callback")
+    say(f"GET  /integrations/xpm/callback       -> 302 {seen['setup_page']}")
+    config = seen["config"]
+    connected_by = config.get("connected_by") or {}
+    say(
+        f"GET  /integrations/xpm                -> status {config['status']}, connected by "
+        f"{connected_by.get('name')} <{connected_by.get('email')}>"
+    )
+    names = ", ".join(f"{t['tenant_name']}" for t in seen["tenants"])
+    say(f"GET  /integrations/xpm/tenants        -> {names}")
+    saved = seen["saved"]
+    say(
+        f"PUT  /integrations/xpm                -> tenant chosen, office {saved['default_office_code']}, "
+        f"notify {saved['notification_user_id']}"
+    )
+    say(f"POST /integrations/xpm/sync           -> 202 {seen['sync']}")
+    again = http.post(f"{api_url}/integrations/xpm/sync")
+    say(f"POST /integrations/xpm/sync (again)   -> {again.status_code} {again.json()}")
+
+
 def main() -> int:
+    from xpm_sync.observability import logger
+
+    # The functions' JSON logs are for CloudWatch; here the demo tells the story itself.
+    # POWERTOOLS_LOG_LEVEL=INFO make demo shows them too.
+    logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"))
     heading("xpm-sync demo: XPM staff and clients into Active")
     with local_stack() as (names, sim, practice):
         from xpm_sync import aws
@@ -164,54 +228,55 @@ def main() -> int:
         # an Active user: their clients wait until an admin adds the partner in Active.
         absent_partner = practice.staff_member(practice.partners_without_active_user[0])
         practice.update_staff(absent_partner.uuid, Name=(absent_partner.name or "Partner").split()[0])
-        firm = seed_active_firm(active, FIRM_ID, practice)
-        seed_connection(
-            aws.table(names.config_table),
-            aws.client("secretsmanager"),
-            firm_id=FIRM_ID,
-            tenant_id=practice.tenant_id,
-            tokens=sim.issue_tokens(APP_CLIENT_ID),
-            token_secret_prefix=names.token_secret_prefix,
-            office_code=firm.office_code,
-            notification_user_id=firm.admin_user_id,
-            tenant_name=practice.tenant_name,
-        )
+        seed_demo_firm(active, practice, FIRM_ID)
+        firm = active.query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :client)",
+            ExpressionAttributeValues={":pk": f"FIRM#{FIRM_ID}", ":client": "CLIENT#"},
+        )["Items"][0]
         say(
-            f"Active seeded: office {firm.office_code}, {len(firm.partner_user_ids)} partners as users, "
-            f"trial client {firm.hand_made_client_code} entered by hand"
+            f"Active seeded: office {DEMO_OFFICE_CODE}, the partners and an admin as users, "
+            f"trial client {firm['code']} entered by hand"
         )
 
-        heading("Run 1: first sync (full read)")
-        run_hourly(names, counter, sim)
-        show_email(0)
-        trial = active.get_item(Key={"pk": f"FIRM#{FIRM_ID}", "sk": f"CLIENT#{firm.hand_made_client_id}"})[
-            "Item"
-        ]
-        say(
-            f"trial client {trial['code']}: linked to XPM {trial.get('xpm_uuid')}; "
-            f"Active-only note kept: {trial.get('notes')!r}"
-        )
+        env = {key: os.environ[key] for key in function_environment(names, xero_url=sim.url)}
+        with serve_api(port=0, env=env, firm_id=FIRM_ID) as api, httpx.Client(timeout=30) as http:
+            env["OAUTH_REDIRECT_URI"] = f"{api.url}/integrations/xpm/callback"
+            os.environ["OAUTH_REDIRECT_URI"] = env["OAUTH_REDIRECT_URI"]
+            runs = Runs(http, api.url)
 
-        heading("Run 2: nothing changed in XPM")
-        second = run_hourly(names, counter, sim)
-        show_email(len(sent_emails()))
+            heading("Setup through the API, as the admin's setup page drives it")
+            setup_through_the_api(api.url, http)
 
-        heading("Run 3: one client renamed in XPM, the missing partner added in Active")
-        renamed = next(c for c in practice.clients if c.code == firm.hand_made_client_code)
-        practice.update_client(renamed.uuid, Name=f"{renamed.name} (renamed)")
-        say(f"XPM: client {renamed.code} renamed to {renamed.name!r}")
-        partner = user_item(
-            FIRM_ID,
-            email=absent_partner.email or "",
-            first_name=absent_partner.name or "Partner",
-            last_name="Partner",
-            role="partner",
-            office_code=firm.office_code,
-        )
-        active.put_item(Item=partner)
-        say(f"Active: partner user {absent_partner.email} added by an admin")
-        counter.count = 0
-        third = run_hourly(names, counter, sim)
+            heading("Run 1: the manual run Start Sync queued (first sync, full read)")
+            sync_and_report(names, runs, counter, sim, scheduled=False)
+            show_email(0)
+            trial = active.get_item(Key={"pk": f"FIRM#{FIRM_ID}", "sk": firm["sk"]})["Item"]
+            say(
+                f"trial client {trial['code']}: linked to XPM {trial.get('xpm_uuid')}; "
+                f"Active-only note kept: {trial.get('notes')!r}"
+            )
+
+            heading("Run 2: the hourly schedule, nothing changed in XPM")
+            before = len(sent_emails())
+            second = sync_and_report(names, runs, counter, sim, scheduled=True)
+            show_email(before)
+
+            heading("Run 3: one client renamed in XPM, the missing partner added in Active")
+            renamed = next(c for c in practice.clients if c.code == trial["code"])
+            practice.update_client(renamed.uuid, Name=f"{renamed.name} (renamed)")
+            say(f"XPM: client {renamed.code} renamed to {renamed.name!r}")
+            active.put_item(
+                Item=user_item(
+                    FIRM_ID,
+                    email=absent_partner.email or "",
+                    first_name=absent_partner.name or "Partner",
+                    last_name="Partner",
+                    role="partner",
+                    office_code=DEMO_OFFICE_CODE,
+                )
+            )
+            say(f"Active: partner user {absent_partner.email} added by an admin")
+            third = sync_and_report(names, runs, counter, sim, scheduled=True)
 
         heading("Summary")
         say(f"run 2 wrote {second['writes']} item(s) to Active; run 3 wrote {third['writes']}")
