@@ -1,0 +1,384 @@
+"""The benchmark's measurement functions (used by ``bench.run`` and the smoke test).
+
+Three processes take part: this one runs the Xero/XPM simulator (so it can change practices
+directly) and drives everything; moto server runs in its own process (``bench.moto_process``); and
+every measured job (a worker invocation, the baseline, the dispatcher) runs in a fresh process
+(``bench.job``), so the peak RSS reported is that job's alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from bench.job import RESULT_PREFIX
+from local.seed import seed_active_firm, seed_connection
+from local.stack import StackNames, create_resources, function_environment, load_template
+from local.xpm_sim import Practice, Simulator, generate_practice, start_simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "ap-southeast-2"
+APP_CLIENT_ID = "local-client-id"
+APP_CLIENT_SECRET = "local-client-secret"  # noqa: S105 - the simulator's fake app, not a secret
+STAFF = 100
+HANDLER_MODULES = (
+    "functions.sync_worker.app",
+    "functions.sync_dispatch.app",
+    "functions.api.app",
+    "functions.oauth.app",
+)
+_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": REGION,
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_METRICS_NAMESPACE": "XpmSyncBench",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+    "POWERTOOLS_SERVICE_NAME": "xpm-sync-bench",
+}
+
+
+class JobFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class BenchFirm:
+    size: int
+    firm_id: str
+    practice: Practice
+    names: StackNames
+    env: dict[str, str]
+
+
+@dataclass
+class Bench:
+    moto_url: str
+    moto_pid: int
+    sim: Simulator
+    env: dict[str, str]
+    firms: dict[int, BenchFirm] = field(default_factory=dict)
+
+    def resource(self) -> Any:
+        return boto3.session.Session(region_name=REGION).resource("dynamodb", endpoint_url=self.moto_url)
+
+    def client(self, service: str) -> Any:
+        return boto3.session.Session(region_name=REGION).client(service, endpoint_url=self.moto_url)
+
+    def table(self, name: str) -> Any:
+        return self.resource().Table(name)
+
+    def job(self, args: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Run a job; adds the CPU seconds moto server and the simulator (this process) spent."""
+        moto_before, here_before = process_cpu_seconds(self.moto_pid), time.process_time()
+        result = run_job(args, env or self.env)
+        result["moto_cpu_seconds"] = process_cpu_seconds(self.moto_pid) - moto_before
+        result["simulator_cpu_seconds"] = time.process_time() - here_before
+        return result
+
+    def stack(self, prefix: str) -> tuple[StackNames, dict[str, str]]:
+        """Resources of their own (tables, queues, secrets) and the functions' environment for them.
+
+        moto answers a Query by walking every item of the table, so firms share no table here:
+        otherwise a firm's reads would slow down with the other firms' items, which DynamoDB's
+        don't.
+        """
+        names = create_resources(
+            endpoint_url=self.moto_url,
+            prefix=prefix,
+            app_client_id=APP_CLIENT_ID,
+            app_client_secret=APP_CLIENT_SECRET,
+        )
+        env = child_env(
+            {"AWS_ENDPOINT_URL": self.moto_url, **function_environment(names, xero_url=self.sim.url)}
+        )
+        return names, env
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(_AWS_ENV)
+    env["PYTHONPATH"] = f"{ROOT / 'layers' / 'shared'}{os.pathsep}{ROOT}"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_job(args: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.job", json.dumps(args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
+            return result
+    raise JobFailed(f"bench job {args['job']} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def moto_process() -> Iterator[tuple[str, int]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.moto_process"],
+        cwd=ROOT,
+        env=child_env({}),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("MOTO_URL "):
+            raise JobFailed(f"moto server did not start: {line!r}")
+        yield line.split()[1], process.pid
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def bench_stack() -> Iterator[Bench]:
+    """moto server (own process), the AWS resources of template.yaml and the simulator."""
+    with ExitStack() as stack:
+        moto_url, moto_pid = stack.enter_context(moto_process())
+        sim = start_simulator()
+        stack.callback(sim.stop)
+        sim.register_app(APP_CLIENT_ID, APP_CLIENT_SECRET)
+        saved = {k: os.environ.get(k) for k in [*_AWS_ENV, "AWS_ENDPOINT_URL"]}
+        os.environ.update(_AWS_ENV)
+        stack.callback(_restore_env, saved)
+        yield Bench(
+            moto_url=moto_url, moto_pid=moto_pid, sim=sim, env=child_env({"AWS_ENDPOINT_URL": moto_url})
+        )
+
+
+def _restore_env(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def add_firm(bench: Bench, size: int, *, staff: int = STAFF) -> BenchFirm:
+    """A practice of ``size`` clients in the simulator, the firm seeded in Active and connected."""
+    practice = generate_practice(
+        size, staff=staff, clients=size, problem_share=0, tenant_name=f"Bench practice {size}"
+    )
+    bench.sim.add_practice(practice)
+    firm_id = f"bench-{size}"
+    names, env = bench.stack(f"bench-{size}")
+    firm = seed_active_firm(bench.table(names.active_table), firm_id, practice, hand_made_client=False)
+    seed_connection(
+        bench.table(names.config_table),
+        bench.client("secretsmanager"),
+        firm_id=firm_id,
+        tenant_id=practice.tenant_id,
+        tokens=bench.sim.issue_tokens(APP_CLIENT_ID),
+        token_secret_prefix=names.token_secret_prefix,
+        office_code=firm.office_code,
+    )
+    bench.firms[size] = BenchFirm(size, firm_id, practice, names, env)
+    return bench.firms[size]
+
+
+def force_full_read(bench: Bench, firm: BenchFirm) -> None:
+    """Make the next run the daily full read (SPEC A7), without waiting a day."""
+    bench.table(firm.names.config_table).update_item(
+        Key={"firm_id": firm.firm_id}, UpdateExpression="REMOVE last_full_read_started_at"
+    )
+
+
+def change_clients(firm: BenchFirm, share: float = 0.01) -> int:
+    """Rename ``share`` of the practice's clients in XPM, spread evenly; returns how many."""
+    clients = firm.practice.clients
+    count = max(1, round(len(clients) * share))
+    step = len(clients) / count
+    for number in range(count):
+        client = clients[int(number * step)]
+        firm.practice.update_client(client.uuid, Name=f"{client.name} (renamed)")
+    return count
+
+
+def _xpm_endpoint(path: str) -> str:
+    api, _, rest = path.split("/3.1/", 1)[-1].partition("/")
+    return f"{api}/{rest.split('/', 1)[0]}"
+
+
+def measure_sync(bench: Bench, firm: BenchFirm, *, profile: str | None = None) -> dict[str, Any]:
+    """One worker invocation for the firm, in a fresh process; the simulator's view of its calls."""
+    bench.sim.reset_calls()
+    args: dict[str, Any] = {"job": "sync", "firm_id": firm.firm_id}
+    if profile:
+        args["profile"] = profile
+    result = bench.job(args, firm.env)
+    calls = [c for c in bench.sim.calls_to("/practicemanager/") if c.tenant_id == firm.practice.tenant_id]
+    result["sim_xpm_calls"] = len(calls)
+    result["sim_xpm_endpoints"] = dict(Counter(_xpm_endpoint(c.path) for c in calls))
+    result["token_refreshes"] = len(bench.sim.calls_to("/connect/token"))
+    records = sum(sum(by_outcome.values()) for by_outcome in result["counts"].values())
+    result["records"] = records
+    result["records_per_second"] = records / result["seconds"] if result["seconds"] else 0.0
+    return result
+
+
+def _sample_client_item(bench: Bench, firm: BenchFirm) -> dict[str, Any]:
+    answer = bench.table(firm.names.active_table).query(
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+        ExpressionAttributeValues={":pk": f"FIRM#{firm.firm_id}", ":prefix": "CLIENT#"},
+        Limit=1,
+    )
+    item: dict[str, Any] = answer["Items"][0]
+    return {k: v for k, v in item.items() if k not in ("pk", "sk")}
+
+
+def measure_baseline(bench: Bench, firm: BenchFirm, items: int) -> dict[str, Any]:
+    """Download the firm's full client list (no parse) and batch-write ``items`` items (no mapping)."""
+    secret = bench.client("secretsmanager").get_secret_value(
+        SecretId=f"{firm.names.token_secret_prefix}{firm.firm_id}"
+    )
+    tokens = json.loads(secret["SecretString"])
+    return bench.job(
+        {
+            "job": "baseline",
+            "url": f"{bench.sim.url}/practicemanager/3.1/client.api/list",
+            "access_token": tokens["access_token"],
+            "tenant_id": firm.practice.tenant_id,
+            "items": items,
+            "item": _sample_client_item(bench, firm),
+        },
+        firm.env,
+    )
+
+
+def dispatcher_timeout(template_path: Path = ROOT / "template.yaml") -> int:
+    template = load_template(template_path)
+    props = template["Resources"]["SyncDispatchFunction"]["Properties"]
+    return int(props.get("Timeout", template["Globals"]["Function"]["Timeout"]))
+
+
+def measure_dispatch(bench: Bench, firms: int) -> dict[str, Any]:
+    """Seed ``firms`` enabled and connected config items in a stack of their own, then time the
+    dispatcher queueing one message for each."""
+    names, env = bench.stack(f"bench-dispatch-{firms}")
+    with bench.table(names.config_table).batch_writer() as writer:
+        for number in range(firms):
+            writer.put_item(
+                Item={
+                    "firm_id": f"firm-{number:05d}",
+                    "sync_name": "XPM sync",
+                    "tenant_id": f"tenant-{number:05d}",
+                    "default_office_code": "MEL",
+                    "status": "connected",
+                    "sync_enabled": True,
+                }
+            )
+    timeout = dispatcher_timeout()
+    result = bench.job({"job": "dispatch", "timeout": timeout}, env)
+    attributes = bench.client("sqs").get_queue_attributes(
+        QueueUrl=names.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    result["firms"] = firms
+    result["messages_on_queue"] = int(attributes["ApproximateNumberOfMessages"])
+    result["timeout_seconds"] = timeout
+    result["messages_per_second"] = result["queued"] / result["seconds"] if result["seconds"] else 0.0
+    return result
+
+
+_IMPORT_LINE = re.compile(r"^import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)")
+
+
+def _depth(match: re.Match[str]) -> int:
+    # One space after the bar, then two per level of nesting.
+    return (len(match.group(3)) - 1) // 2
+
+
+def parse_importtime(stderr: str, module: str) -> tuple[float, list[tuple[str, float]]]:
+    """Cumulative milliseconds of ``import <module>``: the top-level (unindented) lines of the
+    module and its parent packages (whatever the handler imports is nested under them), and the
+    heaviest imports one level down."""
+    root = module.split(".")[0]
+    total_us = 0
+    nested: list[tuple[str, float]] = []
+    # importtime prints a module after everything it imported, so children come first.
+    pending: list[tuple[str, float]] = []
+    for match in (_IMPORT_LINE.match(line) for line in stderr.splitlines()):
+        if match is None:
+            continue
+        depth, name, cumulative = _depth(match), match.group(4), int(match.group(2))
+        if depth == 1:
+            pending.append((name, cumulative / 1000))
+        elif depth == 0:
+            if name == root or name.startswith(root + "."):
+                total_us += cumulative
+                nested.extend(pending)
+            pending = []
+    if total_us == 0:
+        raise ValueError(f"no import of {module} in the importtime output")
+    nested.sort(key=lambda pair: pair[1], reverse=True)
+    return total_us / 1000, nested[:8]
+
+
+def measure_import(module: str, *, repeats: int = 3) -> dict[str, Any]:
+    """Cold-start import time of a handler module: ``python -X importtime -c "import <module>"``.
+
+    The median of ``repeats`` fresh interpreters; no bytecode cache is written for the project's own
+    code (as in Lambda, where the deployment package is read-only and ships without one).
+    """
+    totals: list[float] = []
+    heaviest: list[tuple[str, float]] = []
+    for _ in range(repeats):
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+            cwd=ROOT,
+            env=child_env({}),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        total, nested = parse_importtime(done.stderr, module)
+        totals.append(total)
+        if total == statistics.median(totals) or not heaviest:
+            heaviest = nested
+    return {
+        "module": module,
+        "ms": statistics.median(totals),
+        "runs_ms": [round(t, 1) for t in totals],
+        "heaviest": [{"module": name, "ms": round(ms, 1)} for name, ms in heaviest],
+    }
+
+
+def timed(func: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    started = time.monotonic()
+    value = func(*args, **kwargs)
+    return value, time.monotonic() - started

@@ -1,0 +1,77 @@
+"""The benchmark's measurement code at a tiny size, so it cannot rot between `make bench` runs."""
+
+from __future__ import annotations
+
+from bench.harness import (
+    add_firm,
+    bench_stack,
+    change_clients,
+    measure_baseline,
+    measure_dispatch,
+    measure_sync,
+    parse_importtime,
+)
+from bench.run import evaluate
+
+IMPORTTIME = """\
+import time: self [us] | cumulative | imported package
+import time:       310 |        310 |   _io
+import time:       691 |       1630 | _frozen_importlib_external
+import time:      9935 |      15570 | site
+import time:       100 |        100 | functions
+import time:       200 |        200 | functions.sync_worker
+import time:       500 |        500 |     json.decoder
+import time:      1000 |       1500 |   json
+import time:       300 |     200300 |   boto3
+import time:     10000 |     211800 | functions.sync_worker.app
+"""
+
+
+def test_importtime_sums_the_handlers_top_level_imports() -> None:
+    total, heaviest = parse_importtime(IMPORTTIME, "functions.sync_worker.app")
+    assert total == 212.1  # functions + functions.sync_worker + functions.sync_worker.app, in ms
+    assert heaviest[0] == ("boto3", 200.3)
+    assert [name for name, _ in heaviest] == ["boto3", "json"]  # not site's own imports
+
+
+def test_bench_measures_the_real_path_at_a_tiny_size() -> None:
+    with bench_stack() as bench:
+        firm = add_firm(bench, 50, staff=10)
+        first = measure_sync(bench, firm)
+        rerun = measure_sync(bench, firm)
+        changed = change_clients(firm, share=0.04)
+        incremental = measure_sync(bench, firm)
+        baseline = measure_baseline(bench, firm, items=first["active_writes"])
+        dispatch = measure_dispatch(bench, 15)
+
+    assert first["status"] == "success"
+    assert first["full_read"] is True
+    assert first["counts"]["client"]["created"] == 50
+    assert first["active_writes"] >= 50
+    assert first["peak_rss_mb"] > 0
+    assert first["records_per_second"] > 0
+    assert rerun["active_writes"] == 0
+    assert rerun["sim_xpm_endpoints"] == {"staff.api/list": 1, "client.api/list": 1}
+    assert incremental["active_writes"] == changed == 2
+    assert baseline["items"] == first["active_writes"]
+    assert baseline["bytes"] > 0
+    assert dispatch["queued"] == dispatch["messages_on_queue"] == 15
+    assert dispatch["timeout_seconds"] > 0
+
+    results = {
+        "sizes": {
+            "50": {
+                "runs": {"first": first, "rerun": rerun, "daily": rerun, "incremental": incremental},
+                "baseline": baseline,
+                "ratio": first["seconds"] / baseline["seconds"],
+                "changed": changed,
+            }
+        },
+        "imports": [{"module": "functions.sync_worker.app", "ms": 250.0}],
+        "dispatch": dispatch,
+    }
+    verdicts = {t.name: t.passed for t in evaluate(results)}
+    assert verdicts["50: rerun, nothing changed writes 0 items"] is True
+    assert verdicts["50: no-change rerun makes the minimum XPM calls"] is True
+    assert verdicts["50: incremental run writes only the changed items"] is True
+    assert verdicts["worker cold-start import"] is True
