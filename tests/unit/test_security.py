@@ -1,0 +1,415 @@
+"""Least privilege, no secret in the repository, deliberate CORS and headers, an unforgeable state.
+
+Extends tests/unit/test_template.py (which pins the sync functions' tables and queue) to every
+function the template declares, to the secrets and SES each one reaches, and to the API's routes;
+extends tests/unit/test_api_http.py and test_oauth.py with the answers of both API functions
+(errors and the callback's redirect included) and the state's replay and tampering races.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from xpm_sync.api import service
+
+from local.stack import load_template
+from tests.fixtures import api as api_fixtures
+from tests.fixtures.api import FIRM, ApiHarness
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+FRONTEND_ORIGIN = "http://127.0.0.1:5173"  # FRONTEND_URL of local.stack.function_environment
+
+# The ``api`` harness (API and OAuth functions on moto and the simulator), used as a fixture here.
+api = api_fixtures.api
+
+# Function -> table -> the access it needs. "read" is SAM's DynamoDBReadPolicy, "crud" its
+# DynamoDBCrudPolicy; "update" is a single dynamodb:UpdateItem statement.
+TABLE_ACCESS: dict[str, dict[str, set[str]]] = {
+    "SyncDispatchFunction": {"ConfigTable": {"read"}},
+    "SyncWorkerFunction": {
+        "ConfigTable": {"crud"},
+        "ActiveTable": {"crud"},
+        "SyncLogTable": {"crud"},
+        "NotifyTable": {"crud"},
+    },
+    # The API reads Active and the run log; its one write to Active is an office's default partner.
+    "ApiFunction": {"ConfigTable": {"crud"}, "ActiveTable": {"read", "update"}, "SyncLogTable": {"read"}},
+    "OAuthFunction": {"ConfigTable": {"crud"}},
+}
+# Function -> Secrets Manager actions on the firms' token secrets (None: no token secret at all).
+TOKEN_SECRET_ACTIONS: dict[str, set[str] | None] = {
+    "SyncDispatchFunction": None,
+    # Refresh tokens rotate on every use: read and write back, never create or delete.
+    "SyncWorkerFunction": {
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:DescribeSecret",
+    },
+    # The callback stores a firm's first grant: create, never delete.
+    "OAuthFunction": {
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:CreateSecret",
+        "secretsmanager:DescribeSecret",
+    },
+    # Disconnect deletes the grant: delete, never create.
+    "ApiFunction": {
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:DeleteSecret",
+        "secretsmanager:DescribeSecret",
+    },
+}
+SENDS_EMAIL = {"SyncWorkerFunction"}
+SENDS_TO_QUEUE = {"SyncDispatchFunction", "SyncWorkerFunction", "ApiFunction"}
+SAM_TABLE_POLICIES = {"DynamoDBReadPolicy": "read", "DynamoDBCrudPolicy": "crud"}
+KNOWN_POLICY_TEMPLATES = {*SAM_TABLE_POLICIES, "SQSSendMessagePolicy", "Statement"}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: resource["Properties"]
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def _statements(properties: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for policy in properties.get("Policies", []) for s in policy.get("Statement", [])]
+
+
+def _actions(statement: dict[str, Any]) -> set[str]:
+    actions = statement["Action"]
+    return set(actions) if isinstance(actions, list) else {actions}
+
+
+def _sub(node: Any) -> tuple[str, dict[str, Any]]:
+    """``{"Fn::Sub": [text, vars]}`` or ``{"Fn::Sub": text}`` as (text, vars)."""
+    value = node["Fn::Sub"]
+    return (value, {}) if isinstance(value, str) else (value[0], value[1])
+
+
+def _env(template: dict[str, Any], name: str) -> dict[str, Any]:
+    variables = dict(template["Globals"]["Function"]["Environment"]["Variables"])
+    variables.update(_functions(template)[name].get("Environment", {}).get("Variables", {}))
+    return variables
+
+
+# --- IAM: every function reaches only its own tables, secrets, queue and email ---------------------
+
+
+def test_every_function_is_covered_by_these_tests(template: dict[str, Any]) -> None:
+    assert set(_functions(template)) == set(TABLE_ACCESS) == set(TOKEN_SECRET_ACTIONS)
+
+
+def test_no_function_gets_a_role_or_managed_policy_from_outside_the_template(
+    template: dict[str, Any],
+) -> None:
+    for name, properties in _functions(template).items():
+        assert "Role" not in properties, name
+        for policy in properties.get("Policies", []):
+            # A bare string is an AWS managed policy (AmazonDynamoDBFullAccess and the like).
+            assert isinstance(policy, dict), f"{name} uses the managed policy {policy}"
+            assert set(policy) <= KNOWN_POLICY_TEMPLATES, f"{name}: {set(policy)}"
+    assert not [r for r in template["Resources"].values() if str(r["Type"]).startswith("AWS::IAM::")]
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_ACCESS))
+def test_each_function_reaches_its_tables_with_the_access_it_needs_and_no_more(
+    template: dict[str, Any], name: str
+) -> None:
+    properties = _functions(template)[name]
+    access: dict[str, set[str]] = {}
+    for policy in properties.get("Policies", []):
+        for kind, level in SAM_TABLE_POLICIES.items():
+            if kind in policy:
+                access.setdefault(policy[kind]["TableName"]["Ref"], set()).add(level)
+    for statement in _statements(properties):
+        dynamodb = {a for a in _actions(statement) if a.startswith("dynamodb:")}
+        if dynamodb:
+            assert dynamodb == {"dynamodb:UpdateItem"}, f"{name}: {dynamodb}"
+            # The table itself: no index, no stream, no other table.
+            assert statement["Resource"] == {"Fn::GetAtt": [statement["Resource"]["Fn::GetAtt"][0], "Arn"]}
+            access.setdefault(statement["Resource"]["Fn::GetAtt"][0], set()).add("update")
+
+    assert access == TABLE_ACCESS[name]
+    # Each table it may touch is one its environment names (the code can find no other).
+    env_tables = {v["Ref"] for v in _env(template, name).values() if isinstance(v, dict) and "Ref" in v}
+    assert set(access) <= env_tables
+
+
+@pytest.mark.parametrize("name", sorted(TOKEN_SECRET_ACTIONS))
+def test_each_function_reaches_only_the_firm_token_secrets_and_the_app_secret(
+    template: dict[str, Any], name: str
+) -> None:
+    env = _env(template, name)
+    statements = [s for s in _statements(_functions(template)[name]) if "secretsmanager" in str(s["Action"])]
+    expected = TOKEN_SECRET_ACTIONS[name]
+    if expected is None:
+        assert statements == []
+        assert "TOKEN_SECRET_PREFIX" not in env
+        assert "APP_SECRET_ID" not in env
+        return
+    by_sid = {s["Sid"]: s for s in statements}
+    assert set(by_sid) == {"FirmTokens", "XeroAppSecret"}
+
+    tokens_arn, tokens_vars = _sub(by_sid["FirmTokens"]["Resource"])
+    assert _actions(by_sid["FirmTokens"]) == expected
+    assert tokens_arn.endswith(":secret:${Prefix}*")
+    # The prefix the policy opens is exactly the prefix the code builds secret names from.
+    assert tokens_vars["Prefix"] == env["TOKEN_SECRET_PREFIX"]
+
+    app_arn, app_vars = _sub(by_sid["XeroAppSecret"]["Resource"])
+    assert _actions(by_sid["XeroAppSecret"]) == {"secretsmanager:GetSecretValue"}, (
+        "the app secret is read-only"
+    )
+    assert app_arn.endswith(":secret:${Name}-??????"), "exactly one secret (plus AWS's random suffix)"
+    assert app_vars["Name"] == env["APP_SECRET_ID"]
+    for arn in (tokens_arn, app_arn):
+        assert arn.startswith("arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:")
+
+
+def test_the_token_prefix_and_app_secret_cannot_overlap(template: dict[str, Any]) -> None:
+    """A firm id can never name the app secret: the app secret lives outside the firms' prefix."""
+    env = _env(template, "SyncWorkerFunction")
+    prefix_default = env["TOKEN_SECRET_PREFIX"]["Fn::If"][2]["Fn::Sub"]
+    app_default = env["APP_SECRET_ID"]["Fn::If"][2]["Fn::Sub"]
+    assert not app_default.startswith(prefix_default)
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_ACCESS))
+def test_only_the_worker_sends_email_and_only_as_the_notification_sender(
+    template: dict[str, Any], name: str
+) -> None:
+    ses = [s for s in _statements(_functions(template)[name]) if "ses:" in str(s["Action"])]
+    if name not in SENDS_EMAIL:
+        assert ses == []
+        return
+    [statement] = ses
+    assert _actions(statement) <= {"ses:SendEmail", "ses:SendRawEmail"}
+    assert statement["Condition"] == {"StringEquals": {"ses:FromAddress": {"Ref": "NotifyFromEmail"}}}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_ACCESS))
+def test_only_the_queue_senders_reach_the_queue_and_only_to_send(template: dict[str, Any], name: str) -> None:
+    properties = _functions(template)[name]
+    queues = [
+        p["SQSSendMessagePolicy"] for p in properties.get("Policies", []) if "SQSSendMessagePolicy" in p
+    ]
+    if name not in SENDS_TO_QUEUE:
+        assert queues == []
+        return
+    assert queues == [{"QueueName": {"Fn::GetAtt": ["SyncQueue", "QueueName"]}}]
+    assert not [s for s in _statements(properties) if "sqs:" in str(s["Action"])]
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_ACCESS))
+def test_no_statement_grants_everything(template: dict[str, Any], name: str) -> None:
+    for statement in _statements(_functions(template)[name]):
+        assert statement["Effect"] == "Allow"
+        assert statement["Resource"] != "*"
+        assert not [a for a in _actions(statement) if a == "*" or a.endswith(":*")]
+        assert "NotAction" not in statement
+        assert "NotResource" not in statement
+
+
+def test_api_gateway_may_invoke_each_api_function_only_from_this_api(template: dict[str, Any]) -> None:
+    permissions = [
+        r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Permission"
+    ]
+    assert {p["FunctionName"]["Ref"] for p in permissions} == {"ApiFunction", "OAuthFunction"}
+    for permission in permissions:
+        assert permission["Principal"] == "apigateway.amazonaws.com"
+        source, _ = _sub(permission["SourceArn"])
+        assert ":${XpmApi}/" in source
+        assert source.endswith("/integrations/xpm/*") or source.endswith("/integrations/xpm*")
+
+
+def test_every_route_needs_the_cognito_authorizer_but_the_callback(template: dict[str, Any]) -> None:
+    api_properties = template["Resources"]["XpmApi"]["Properties"]
+    assert api_properties["Auth"]["DefaultAuthorizer"] == "CognitoAuthorizer"
+    public = {
+        (method, path)
+        for path, item in api_properties["DefinitionBody"]["paths"].items()
+        for method, operation in item.items()
+        if operation.get("security") != [{"CognitoAuthorizer": []}]
+    }
+    assert public == {("get", "/integrations/xpm/callback")}
+
+
+def test_the_api_allows_only_the_frontend_origin(template: dict[str, Any]) -> None:
+    api_properties = template["Resources"]["XpmApi"]["Properties"]
+    frontend = {"Fn::Sub": "'${FrontendUrl}'"}
+    assert api_properties["Cors"]["AllowOrigin"] == frontend
+    assert "AllowCredentials" not in api_properties["Cors"]
+    for response in api_properties["GatewayResponses"].values():
+        assert response["ResponseParameters"]["Headers"]["Access-Control-Allow-Origin"] == frontend
+
+
+def test_queues_are_encrypted(template: dict[str, Any]) -> None:
+    for name in ("SyncQueue", "SyncDeadLetterQueue"):
+        assert template["Resources"][name]["Properties"]["SqsManagedSseEnabled"] is True
+
+
+# --- no secret in the repository -----------------------------------------------------------------
+
+SECRET_PATTERNS = {
+    "AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    "private key": re.compile(r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY-----"),
+    "credential value": re.compile(
+        r"(?i)\b(?:client_secret|refresh_token|access_token|aws_secret_access_key|password|api_key)"
+        r"[\"']?\s*[:=]\s*[\"']([A-Za-z0-9+/_.~=-]{24,})[\"']"
+    ),
+    "Slack or GitHub token": re.compile(r"\b(?:xox[abpr]-[0-9A-Za-z-]{10,}|gh[pousr]_[0-9A-Za-z]{36})\b"),
+    "JWT": re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
+}
+# Sample data (fake tokens in sample events, tests' own fixtures) lives only here.
+TEST_DATA = ("tests/", "events/")
+FORBIDDEN_FILES = re.compile(r"(?:^|/)(?:\.env(?:\..+)?|.+\.pem|.+\.key|id_rsa|credentials)$")
+
+
+def _tracked_files() -> list[str]:
+    answer = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=30)
+    return [name for name in answer.stdout.decode().split("\0") if name]
+
+
+def test_no_credential_file_is_tracked() -> None:
+    files = _tracked_files()
+    assert files, "git ls-files found nothing: the scan below would prove nothing"
+    assert [f for f in files if FORBIDDEN_FILES.search(f) and not f.endswith(".env.example")] == []
+
+
+def test_no_secret_is_committed_outside_test_data() -> None:
+    found: list[str] = []
+    for name in _tracked_files():
+        if name.startswith(TEST_DATA):
+            continue
+        path = ROOT / name
+        if not path.is_file():
+            continue  # deleted in the working tree, not yet committed
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # binary
+        for kind, pattern in SECRET_PATTERNS.items():
+            found.extend(f"{name}: {kind}" for _ in pattern.finditer(text))
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "AKIA" + "ABCDEFGHIJKLMNOP",
+        "-----BEGIN " + "RSA PRIVATE KEY-----",
+        '"refresh_token": "' + "d8Fq2LrT0w9Zp4Xv6Ks1Nb3Mh7Jc5Ye8" + '"',
+        "client_secret = '" + "Q2hlY2tpbmdUaGVDaGVja2VyV29ya3M=" + "'",
+    ],
+)
+def test_the_secret_scan_finds_what_it_looks_for(planted: str) -> None:
+    assert any(pattern.search(planted) for pattern in SECRET_PATTERNS.values())
+
+
+# --- API answers: deliberate CORS and headers, nothing about the stack ---------------------------
+
+LEAKY_HEADERS = {"server", "x-powered-by", "x-aspnet-version", "x-amzn-remapped-server"}
+
+
+def _assert_deliberate_headers(headers: dict[str, str]) -> None:
+    lowered = {name.lower(): value for name, value in headers.items()}
+    assert lowered["access-control-allow-origin"] == FRONTEND_ORIGIN
+    assert lowered.get("vary") == "Origin"
+    assert "access-control-allow-credentials" not in lowered
+    assert not LEAKY_HEADERS & set(lowered)
+
+
+def test_answers_of_both_functions_carry_the_frontend_origin_and_no_stack_details(api: ApiHarness) -> None:
+    answers = [
+        api.call_oauth("connect"),
+        api.call_oauth("connect", body="{not json"),
+        api.call_oauth("callback", query={"state": "made-up", "code": "x"}, claims=None),
+        api.call_api("get_config"),
+        api.call_api("get_runs", query={"limit": "zero"}),
+        api.call_api("get_config", path="/integrations/xpm/nothing-here"),
+    ]
+
+    for answer in answers:
+        _assert_deliberate_headers(answer.headers)
+        assert "Traceback" not in answer.text
+        assert "xpm_sync" not in answer.text
+
+
+def test_an_unexpected_error_is_a_plain_500_without_the_exception(
+    api: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("secret-internal-detail at /var/task/xpm_sync/api/service.py")
+
+    monkeypatch.setattr(service, "get_config", broken)
+
+    answer = api.call_api("get_config")
+
+    assert answer.status == 500
+    _assert_deliberate_headers(answer.headers)
+    assert answer.json == {
+        "error": {"code": "INTERNAL_ERROR", "message": "Something went wrong on our side; try again later."}
+    }
+
+
+def test_the_callback_redirect_is_not_cached_and_sends_no_referrer(api: ApiHarness) -> None:
+    answer = api.callback(api.consent(api.start_connect()))
+
+    assert answer.status == 302
+    assert answer.location.startswith(FRONTEND_ORIGIN + "/admin/integrations/xpm?")
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert answer.headers["Referrer-Policy"] == "no-referrer"
+
+
+# --- the callback's state: one use, unforgeable --------------------------------------------------
+
+
+def test_two_callbacks_racing_with_one_state_connect_once(api: ApiHarness) -> None:
+    query = api.consent(api.start_connect())
+    answers: list[dict[str, str]] = []
+    start = threading.Barrier(4)
+
+    def call_back() -> None:
+        start.wait()
+        answers.append(api.callback(dict(query)).location_query)
+
+    threads = [threading.Thread(target=call_back) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(a.get("connected", a.get("error", "")) for a in answers) == ["1"] + ["invalid_state"] * 3
+    assert len(api.sim.calls_to("/connect/token")) == 1, "the code is exchanged once"
+
+
+@pytest.mark.parametrize("position", [0, 21, -1])
+def test_a_valid_state_with_one_character_changed_is_refused(api: ApiHarness, position: int) -> None:
+    query = api.consent(api.start_connect())
+    state = query["state"]
+    swapped = "A" if state[position] != "A" else "B"
+    query["state"] = (
+        state[:position] + swapped + state[position + 1 :] if position != -1 else state[:-1] + swapped
+    )
+
+    answer = api.callback(query)
+
+    assert answer.location_query == {"error": "invalid_state"}
+    assert api.secret(FIRM) is None
+    assert not api.sim.calls_to("/connect/token")
+    # The real state is still good for its one use: tampering did not burn it.
+    query["state"] = state
+    assert api.callback(query).location_query == {"connected": "1"}
