@@ -111,7 +111,7 @@ def test_tenants_after_xero_revoked_the_grant_asks_to_reconnect(firm: ApiHarness
 
     assert answer.status == 409
     assert answer.json["error"]["code"] == "NEEDS_RECONNECT"
-    assert firm.config_item()["status"] == "needs_reconnect"
+    assert firm.config()["status"] == "needs_reconnect"
 
 
 def test_tenants_when_xero_is_down_is_a_502_in_the_error_shape(firm: ApiHarness) -> None:
@@ -136,8 +136,8 @@ def test_put_saves_the_setup_and_writes_the_default_partner_on_the_office(firm: 
     assert body["default_partner_user_id"] == "user-partner-1"
     assert body["notification_user_id"] == "user-admin-1"
     assert body["tenant_name"] == firm.sim.practices[0].tenant_name
-    assert firm.active_item("OFFICE#SYD")["default_partner_user_id"] == "user-partner-1"
-    config = firm.config_item()
+    assert firm.active("OFFICE#SYD")["default_partner_user_id"] == "user-partner-1"
+    config = firm.config()
     assert config["default_office_code"] == "SYD"
     assert config["notification_user_id"] == "user-admin-1"
 
@@ -146,7 +146,7 @@ def test_put_is_later_it_queues_nothing_and_does_not_enable_the_schedule(firm: A
     firm.call_api("put_config", body=_body(firm))
 
     assert firm.queued() == []
-    assert firm.config_item().get("sync_enabled", False) is False
+    assert firm.config().get("sync_enabled", False) is False
 
 
 def test_put_without_a_default_partner_leaves_the_office_alone(firm: ApiHarness) -> None:
@@ -181,7 +181,7 @@ def test_put_names_the_field_whose_value_does_not_exist(
     assert answer.json["error"]["field"] == field
     assert field in answer.json["error"]["message"]
     assert firm.config_item() == before
-    assert "default_partner_user_id" not in firm.active_item("OFFICE#SYD")
+    assert "default_partner_user_id" not in firm.active("OFFICE#SYD")
 
 
 def test_put_refuses_a_tenant_that_is_an_accounting_organisation(firm: ApiHarness) -> None:
@@ -242,7 +242,7 @@ def test_put_needs_a_connection(api: ApiHarness) -> None:
 
     assert answer.status == 409
     assert answer.json["error"]["code"] == "NOT_CONNECTED"
-    assert api.active_item("OFFICE#SYD").get("default_partner_user_id") is None
+    assert api.active("OFFICE#SYD").get("default_partner_user_id") is None
 
 
 def test_changing_the_tenant_starts_the_next_run_with_a_full_read(firm: ApiHarness) -> None:
@@ -257,7 +257,7 @@ def test_changing_the_tenant_starts_the_next_run_with_a_full_read(firm: ApiHarne
     answer = firm.call_api("put_config", body=_body(firm, tenant_id=extra.tenant_id))
 
     assert answer.status == 200
-    config = firm.config_item()
+    config = firm.config()
     assert config["tenant_id"] == extra.tenant_id
     assert "last_completed_run_started_at" not in config
     assert "retry_client_uuids" not in config

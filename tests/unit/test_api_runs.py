@@ -26,7 +26,7 @@ def _run(firm_id: str, hour: int, status: str = "success") -> SyncRun:
         firm_id=firm_id,
         run_id=f"{started.strftime('%Y%m%dT%H%M%SZ')}-{hour:08x}",
         trigger="schedule",
-        status=status,  # type: ignore[arg-type]
+        status=status,
         started_at=started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         finished_at=(started + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         counts=counts,

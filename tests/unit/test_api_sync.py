@@ -30,7 +30,7 @@ def test_start_sync_enables_the_schedule_and_queues_one_manual_run(firm: ApiHarn
     assert answer.status == 202
     assert answer.json == {"status": "queued", "sync_enabled": True}
     assert firm.queued() == [{"firm_id": FIRM, "trigger": "manual"}]
-    config = firm.config_item()
+    config = firm.config()
     assert config["sync_enabled"] is True
     assert config["run_pending"] is True
 
@@ -123,7 +123,7 @@ def test_a_queue_failure_releases_the_gate(firm: ApiHarness, monkeypatch: pytest
 def test_disconnect_revokes_deletes_the_secret_and_stops_the_schedule(firm: ApiHarness) -> None:
     firm.seed_user("user-synced", email="synced@firm.example")
     firm.call_api("post_sync")
-    refresh_token = firm.secret()["refresh_token"]
+    refresh_token = firm.tokens()["refresh_token"]
 
     answer = firm.call_api("delete_config")
 
@@ -133,7 +133,7 @@ def test_disconnect_revokes_deletes_the_secret_and_stops_the_schedule(firm: ApiH
     assert firm.secret() is None
     assert len(firm.sim.calls_to("/connect/revocation")) == 1
     assert refresh_token not in answer.text
-    config = firm.config_item()
+    config = firm.config()
     assert config["status"] == "disconnected"
     assert config["sync_enabled"] is False
     assert firm.active_item("USER#user-synced") is not None
@@ -181,5 +181,5 @@ def test_reconnecting_after_disconnect_works(firm: ApiHarness) -> None:
 
     firm.connect()
 
-    assert firm.config_item()["status"] == "connected"
+    assert firm.config()["status"] == "connected"
     assert firm.secret() is not None

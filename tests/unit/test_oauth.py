@@ -7,6 +7,7 @@ then the tokens are in the firm's secret only and the setup page learns the outc
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -51,7 +52,7 @@ def test_connect_answers_an_authorize_url_with_a_fresh_state_bound_to_the_firm(a
     assert 590 <= int(stored["expires_at"]) - int(api.clock.now().timestamp()) <= 600
     # The state itself is never stored, only its hash.
     assert all(query["state"] not in str(item) for item in api.config_items())
-    assert api.config_item()["sync_name"] == "Head office sync"
+    assert api.config()["sync_name"] == "Head office sync"
 
 
 def test_each_connect_gets_its_own_state(api: ApiHarness) -> None:
@@ -64,7 +65,7 @@ def test_connect_without_a_body_keeps_the_sync_name(api: ApiHarness) -> None:
     api.start_connect(sync_name="Named once")
     answer = api.call_oauth("connect", claims=admin_claims(), body=None)
     assert answer.status == 200
-    assert api.config_item()["sync_name"] == "Named once"
+    assert api.config()["sync_name"] == "Named once"
 
 
 @pytest.mark.parametrize(
@@ -77,7 +78,9 @@ def test_connect_without_a_body_keeps_the_sync_name(api: ApiHarness) -> None:
         (None, 401),
     ],
 )
-def test_connect_is_for_a_firms_admins_only(api: ApiHarness, claims: dict | None, status: int) -> None:
+def test_connect_is_for_a_firms_admins_only(
+    api: ApiHarness, claims: dict[str, Any] | None, status: int
+) -> None:
     answer = api.call_oauth("connect", claims=claims)
     assert answer.status == status
     assert set(answer.json) == {"error"}
@@ -113,7 +116,7 @@ def test_callback_stores_the_tokens_and_records_who_connected(api: ApiHarness) -
     secret = api.secret()
     assert secret is not None
     assert set(secret) >= {"access_token", "refresh_token", "expires_at"}
-    config = api.config_item()
+    config = api.config()
     assert config["status"] == "connected"
     assert config["connected_by_name"] == "Pat Partner"
     assert config["connected_by_email"] == "pat@firm-a.example"
@@ -128,7 +131,7 @@ def test_callback_preselects_no_tenant_when_xero_returns_several(api: ApiHarness
 
     api.connect()
 
-    assert "tenant_id" not in api.config_item()
+    assert "tenant_id" not in api.config()
 
 
 def test_callback_ignores_organisations_that_are_not_practice_manager(api: ApiHarness) -> None:
@@ -136,7 +139,7 @@ def test_callback_ignores_organisations_that_are_not_practice_manager(api: ApiHa
 
     api.connect()
 
-    assert api.config_item()["tenant_id"] == api.sim.practices[0].tenant_id
+    assert api.config()["tenant_id"] == api.sim.practices[0].tenant_id
 
 
 def test_consent_denied_at_xero_redirects_with_access_denied_and_stores_nothing(api: ApiHarness) -> None:
