@@ -41,7 +41,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy layers/shared/xpm_sync functions local tests
+	$(VENV)/bin/mypy layers/shared/xpm_sync functions local tests bench scripts
 
 validate: $(SAM_VENV)/.installed
 	$(SAM) validate --lint --template template.yaml
