@@ -91,7 +91,11 @@ def build_event(
     resource, path_parameters = match_resource(path)
     query = parse_qs(split.query, keep_blank_values=True)
     multi_headers = _multi(headers)
-    text = body.decode("utf-8") if body else None
+    # API Gateway hands a body it cannot pass as text to the function base64-encoded.
+    try:
+        text, encoded = (body.decode("utf-8") if body else None), False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(body).decode("ascii"), True
     now = datetime.now(UTC)
     context: dict[str, Any] = {
         "accountId": "123456789012",
@@ -122,7 +126,7 @@ def build_event(
         "stageVariables": None,
         "requestContext": context,
         "body": text,
-        "isBase64Encoded": False,
+        "isBase64Encoded": encoded,
     }
 
 

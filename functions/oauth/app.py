@@ -48,14 +48,16 @@ def connect(body: Annotated[ConnectRequest | None, Body()] = None) -> ConnectRes
     responses={302: {"description": "To {FRONTEND_URL}/admin/integrations/xpm?connected=1 or ?error=..."}},
 )
 def callback(
-    code: Annotated[str | None, Query()] = None,
-    state: Annotated[str | None, Query()] = None,
-    error: Annotated[str | None, Query()] = None,
+    # Lists, because a browser can repeat a parameter and this route must answer every request
+    # with a redirect, never a 422; a repeated value counts as missing.
+    code: Annotated[list[str] | None, Query()] = None,
+    state: Annotated[list[str] | None, Query()] = None,
+    error: Annotated[list[str] | None, Query()] = None,
 ) -> Response[str]:
     deps = oauth_deps()
     try:
         location = service.complete_callback(
-            service.CallbackQuery(code=code, state=state, error=error),
+            service.CallbackQuery.of(code=code, state=state, error=error),
             states=deps.states,
             identity=deps.identity,
             tokens=deps.tokens,

@@ -6,6 +6,7 @@ does not exist; then the answer is a 4xx in B5's shape, never a 500, and carries
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -110,3 +111,19 @@ def test_a_non_admin_is_forbidden() -> None:
     event = {"requestContext": {"authorizer": {"claims": {"sub": "u", "custom:firm_id": "f"}}}}
     with pytest.raises(Forbidden):
         admin_caller(event)
+
+
+def test_a_body_that_is_not_utf8_is_400(api: ApiHarness) -> None:
+    event_body = base64.b64encode(b"\xff\xfe{not text").decode()
+    answer = api.call_api("put_config", body=event_body, is_base64=True)
+
+    assert answer.status == 400
+    assert answer.json["error"]["code"] == "INVALID_JSON"
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data", "application/x-www-form-urlencoded"])
+def test_a_form_body_is_415_not_500(api: ApiHarness, content_type: str) -> None:
+    answer = api.call_api("put_config", body="a=1", headers={"Content-Type": content_type})
+
+    assert answer.status in (415, 422)
+    assert answer.status != 500

@@ -175,6 +175,22 @@ def test_an_unknown_or_malformed_state_is_refused(api: ApiHarness, state: str | 
     assert not api.sim.calls_to("/connect/token")
 
 
+def test_a_repeated_state_is_refused_with_a_redirect_not_a_422(api: ApiHarness) -> None:
+    query = api.consent(api.start_connect())
+    event_query = {"code": query["code"], "state": query["state"]}
+
+    answer = api.call_oauth(
+        "callback",
+        claims=None,
+        query=event_query,
+        multi_query={"code": [query["code"]], "state": [query["state"], "other"]},
+    )
+
+    assert answer.status == 302
+    assert answer.location_query == {"error": "invalid_state"}
+    _assert_nothing_stored(api)
+
+
 def test_an_expired_state_is_refused_even_before_dynamodb_deletes_it(api: ApiHarness) -> None:
     query = api.consent(api.start_connect())
     api.clock.advance(10 * 60 + 1)

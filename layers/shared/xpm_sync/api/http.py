@@ -119,7 +119,7 @@ def _invalid_request(error: RequestValidationError) -> Response[str]:
     return _validation_response(list(error.errors()))
 
 
-def _unsupported(_: RequestUnsupportedContentType) -> Response[str]:
+def _unsupported(_: Exception) -> Response[str]:
     return error_response(415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.")
 
 
@@ -137,6 +137,11 @@ def _xero(error: XeroIdentityError) -> Response[str]:
     return error_response(fallback.status, fallback.code, fallback.message)
 
 
+def _not_utf8(_: UnicodeDecodeError) -> Response[str]:
+    # Raised while Powertools decodes the body, before any JSON parsing: a body of raw bytes.
+    return error_response(400, "INVALID_JSON", "The request body must be a JSON object.")
+
+
 def _unexpected(error: Exception) -> Response[str]:
     # Our exceptions never carry tokens (see xpm_sync.tokens, xpm_sync.xero.identity), so
     # the traceback is safe to log; the caller only learns that it was not their fault.
@@ -152,7 +157,19 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
     app.not_found(_no_route)
     app.exception_handler(ServiceError)(_service_error)
     app.exception_handler(XeroIdentityError)(_xero)
+    app.exception_handler(UnicodeDecodeError)(_not_utf8)
     app.exception_handler(Exception)(_unexpected)
+
+    def _value_error(error: ValueError) -> Response[str]:
+        # Powertools parses form and multipart bodies itself and raises a bare ValueError on a
+        # malformed one (a multipart type without a boundary). Only JSON is served here, so a body
+        # sent as anything else is the media type's fault; any other ValueError is ours.
+        content_type = app.current_event.headers.get("content-type", "").strip().lower()
+        if content_type and not content_type.startswith("application/json"):
+            return _unsupported(error)
+        return _unexpected(error)
+
+    app.exception_handler(ValueError)(_value_error)
 
 
 def origin_of(url: str) -> str:

@@ -88,6 +88,16 @@ class CallbackQuery:
     state: str | None
     error: str | None
 
+    @classmethod
+    def of(cls, *, code: list[str] | None, state: list[str] | None, error: list[str] | None) -> CallbackQuery:
+        """From the query's values per name: a name given twice is ambiguous, so it counts as absent
+        (an error given twice is still an error)."""
+
+        def single(values: list[str] | None) -> str | None:
+            return values[0] if values and len(values) == 1 else None
+
+        return cls(code=single(code), state=single(state), error=error[0] if error else None)
+
 
 def setup_page_url(frontend_url: str, **query: str) -> str:
     return f"{frontend_url.rstrip('/')}/admin/integrations/xpm?{urlencode(query)}"
