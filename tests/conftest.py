@@ -19,6 +19,7 @@ os.environ["POWERTOOLS_METRICS_NAMESPACE"] = "XpmSync"
 os.environ["POWERTOOLS_DEV"] = "false"
 
 pytest_plugins = [
+    "tests.fixtures.api",
     "tests.fixtures.aws",
     "tests.fixtures.events",
     "tests.fixtures.simulator",

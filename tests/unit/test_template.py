@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from xpm_sync.settings import DispatchSettings, WorkerSettings
+from xpm_sync.settings import ApiSettings, DispatchSettings, OAuthSettings, WorkerSettings
 
 from local.stack import TABLES, create_resources, load_template
 
@@ -21,11 +21,15 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 FUNCTION_SETTINGS: dict[str, Any] = {
     "SyncDispatchFunction": DispatchSettings,
     "SyncWorkerFunction": WorkerSettings,
+    "ApiFunction": ApiSettings,
+    "OAuthFunction": OAuthSettings,
 }
 # Function -> every resource its policies may name (tables, queues).
 FUNCTION_RESOURCES = {
     "SyncDispatchFunction": {"ConfigTable", "SyncQueue"},
     "SyncWorkerFunction": {"ConfigTable", "ActiveTable", "SyncLogTable", "NotifyTable", "SyncQueue"},
+    "ApiFunction": {"ConfigTable", "ActiveTable", "SyncLogTable", "SyncQueue"},
+    "OAuthFunction": {"ConfigTable"},
 }
 
 SPEC_TABLES: dict[str, dict[str, Any]] = {
@@ -191,8 +195,9 @@ class TestFunctions:
         policies = resources[name]["Properties"]["Policies"]
 
         assert referenced_resources(policies, resources) == FUNCTION_RESOURCES[name]
-        # And those are exactly the resources its environment tells it about.
-        env_refs = referenced_resources(function_environment(template, name), resources)
+        # And those are exactly the resources its environment tells it about (the OAuth callback's
+        # redirect URI names the REST API, which is an address, not something it can reach).
+        env_refs = referenced_resources(function_environment(template, name), resources) - {"XpmApi"}
         assert env_refs == FUNCTION_RESOURCES[name]
 
     def test_the_dispatcher_only_reads_config(self, template):

@@ -40,7 +40,14 @@ class WorkerSettings(XeroSettings):
     frontend_url: str = Field(alias="FRONTEND_URL")
 
 
+class FrontendSettings(_Settings):
+    """Where the Active frontend lives: the only origin allowed to read API answers (CORS)."""
+
+    frontend_url: str = Field(alias="FRONTEND_URL")
+
+
 class ApiSettings(XeroSettings):
+    frontend_url: str = Field(alias="FRONTEND_URL")
     config_table: str = Field(alias="CONFIG_TABLE")
     active_table: str = Field(alias="ACTIVE_TABLE")
     sync_log_table: str = Field(alias="SYNC_LOG_TABLE")

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
 
-from pydantic import Field
-
 from xpm_sync import aws, wiring
 from xpm_sync.api.directory import ActiveDirectory
 from xpm_sync.api.manual import ManualRunGate
@@ -22,17 +20,11 @@ from xpm_sync.clock import Clock, SystemClock
 from xpm_sync.config import ConfigRepository
 from xpm_sync.queue import SyncQueue
 from xpm_sync.runs import RunLog
-from xpm_sync.settings import ApiSettings, OAuthSettings, XeroSettings, _Settings, load_settings
+from xpm_sync.settings import ApiSettings, FrontendSettings, OAuthSettings, XeroSettings, load_settings
 from xpm_sync.tokens import TokenStore
 from xpm_sync.xero.identity import XeroIdentity
 
 clock: Clock = SystemClock()
-
-
-class FrontendSettings(_Settings):
-    """Where the Active frontend lives: the only origin allowed to read API answers (CORS)."""
-
-    frontend_url: str = Field(alias="FRONTEND_URL")
 
 
 @lru_cache(maxsize=8)
