@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # The shared layer is importable the way Lambda makes it (/opt/python), with no sys.path edits.
 export PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)
 
-.PHONY: help install requirements lint typecheck validate pytest test demo serve bench clean
+.PHONY: help install requirements lint typecheck validate pytest test demo serve bench docs clean
 
 help:
 	@echo "make demo   - run the hourly sync end to end on the local stack (moto + XPM simulator)"
@@ -62,3 +62,8 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .aws-sam
+
+# Generated documents (tests fail when they are stale): the API's OpenAPI and the entry codes.
+docs: $(VENV)/.installed
+	$(PY) -m scripts.openapi --write
+	$(PY) -m scripts.entry_catalogue --write

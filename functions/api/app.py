@@ -24,7 +24,7 @@ from xpm_sync.api.models import (
     StartSyncResponse,
     TenantsResponse,
 )
-from xpm_sync.observability import logger, metrics, tracer
+from xpm_sync.observability import logger, tracer
 
 app = APIGatewayRestResolver(enable_validation=True)
 install_error_handlers(app)
@@ -132,6 +132,5 @@ def get_run(run_id: Annotated[str, Path(description="run_id from the runs list")
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return with_cors(app.resolve(event, context), frontend_url())

@@ -17,7 +17,7 @@ from xpm_sync.api.caller import admin_caller
 from xpm_sync.api.deps import frontend_url, oauth_deps
 from xpm_sync.api.http import documented, install_error_handlers, with_cors
 from xpm_sync.api.models import ConnectRequest, ConnectResponse
-from xpm_sync.observability import logger, metrics, tracer
+from xpm_sync.observability import logger, tracer
 
 app = APIGatewayRestResolver(enable_validation=True)
 install_error_handlers(app)
@@ -80,6 +80,5 @@ def callback(
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return with_cors(app.resolve(event, context), frontend_url())
