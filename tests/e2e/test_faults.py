@@ -394,9 +394,9 @@ def test_xpm_down_fails_the_run_and_sqs_retries_it_until_it_completes(fw: FaultW
     assert_complete(fw.world)
 
 
-@pytest.mark.parametrize("kind", ["server_error", "unavailable"])
-def test_a_brief_xpm_outage_is_retried_inside_the_run(fw: FaultWorld, kind: str) -> None:
-    fw.fault(kind, times=2, path="client.api/list")
+def test_a_brief_xpm_outage_is_retried_inside_the_run(fw: FaultWorld) -> None:
+    fw.fault("server_error", times=1, path="client.api/list")
+    fw.fault("unavailable", times=1, path="client.api/list")
     before = snapshot(fw)
 
     deliveries = fw.run_hourly()
@@ -500,21 +500,22 @@ PASSWD_LINES = [
 
 
 @pytest.mark.parametrize(
-    ("kind", "path", "params"),
+    ("kind", "path", "params", "then_recover"),
     [
-        ("status_error", "staff.api/list", {"description": "The API is disabled for this practice"}),
-        ("status_error", "client.api/list", {"description": "Invalid parameter"}),
-        ("malformed", "client.api/list", {}),
-        ("truncated", "client.api/list", {}),
-        ("xxe", "staff.api/list", {}),
-        ("xxe", "client.api/list", {}),
-        ("billion_laughs", "staff.api/list", {}),
-        ("billion_laughs", "client.api/list", {}),
-        ("oversized", "client.api/list", {"mb": 1.5}),
+        ("status_error", "staff.api/list", {"description": "The API is disabled for this practice"}, False),
+        ("status_error", "client.api/list", {"description": "Invalid parameter"}, False),
+        ("malformed", "client.api/list", {}, False),
+        # Cut short after some clients were applied: the next run must finish without duplicates.
+        ("truncated", "client.api/list", {}, True),
+        ("xxe", "staff.api/list", {}, False),
+        ("xxe", "client.api/list", {}, True),
+        ("billion_laughs", "staff.api/list", {}, False),
+        ("billion_laughs", "client.api/list", {}, False),
+        ("oversized", "client.api/list", {"mb": 1.5}, False),
     ],
 )
 def test_a_bad_or_hostile_answer_is_refused_and_nothing_from_it_is_stored(
-    fw: FaultWorld, kind: str, path: str, params: dict[str, Any]
+    fw: FaultWorld, kind: str, path: str, params: dict[str, Any], then_recover: bool
 ) -> None:
     # times=None: the same answer on the client's own retries too, so the run must refuse it.
     fw.fault(kind, times=None, path=path, **params)
@@ -531,7 +532,8 @@ def test_a_bad_or_hostile_answer_is_refused_and_nothing_from_it_is_stored(
         assert "lollollol" not in text, f"an entity was expanded into the {where}"
         for line in PASSWD_LINES:
             assert line not in text, f"local file content reached the {where}"
-    recover(fw)
+    if then_recover:
+        recover(fw)
 
 
 def test_a_truncated_staff_list_is_read_again_and_the_run_succeeds(fw: FaultWorld) -> None:
