@@ -15,10 +15,12 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import threading
 import zlib
 from typing import Any
 
 from moto.core.responses import ActionContext
+from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoResult
 
 from local.stack import MotoServer
@@ -47,8 +49,36 @@ def _binary(value: object) -> str:
     raise TypeError(type(value).__name__)
 
 
+_moto_query = Table.query
+_moto_all_items = Table.all_items
+_partition = threading.local()
+
+
+def _query_one_partition(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+    # moto's Query starts from all_items(), which sorts every item of the table on every page: a
+    # 50,000-item partition then costs minutes per read. A Query on the table itself (no index)
+    # only ever keeps items of its own partition, so all_items() is given just that partition;
+    # the query still filters, sorts and pages them itself.
+    if kwargs.get("index_name") or hash_key is None or not self.range_key_attr:
+        return _moto_query(self, hash_key, *args, **kwargs)
+    _partition.scope = (self, hash_key)
+    try:
+        return _moto_query(self, hash_key, *args, **kwargs)
+    finally:
+        _partition.scope = None
+
+
+def _all_items(self: Table) -> Any:
+    scope = getattr(_partition, "scope", None)
+    if scope is not None and scope[0] is self:
+        return list(self.items.get(scope[1], {}).values())
+    return _moto_all_items(self)
+
+
 def install_fast_reads() -> None:
     DynamoResult.execute_result = _fast_execute_result  # type: ignore[method-assign,assignment]
+    Table.query = _query_one_partition  # type: ignore[method-assign]
+    Table.all_items = _all_items  # type: ignore[method-assign]
 
 
 def main() -> None:

@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"moto server {bench.moto_url}; XPM simulator {bench.sim.url}")
         for size in sizes:
             results["sizes"][str(size)] = bench_size(bench, size, args.profile)
+            out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # partial
         if args.dispatch_firms:
             say(f"\n== dispatcher: {args.dispatch_firms:,} enabled firms ==")
             dispatch = measure_dispatch(bench, args.dispatch_firms)
