@@ -765,11 +765,17 @@ def test_a_client_deleted_in_active_during_the_run_fails_alone_and_the_others_sy
         deleted = _delete_before_first_update(patch, "client")
         deliveries = fw.run_hourly()
 
-    assert deliveries[0].failed == []
+    assert deliveries[0].failed == [], "one deleted record is no reason to run everything again"
     run = assert_invariants(fw, before=before, status="partial", deleted_by_active=frozenset(deleted))
     assert run.counts["client"]["updated"] == 1
-    survivors = [c for c in fw.world.items("client") if c.get("xpm_uuid") in renamed]
-    assert [c["legal_name"] for c in survivors if c["client_id"] not in deleted] != []
+    assert run.counts["client"]["failed"] == 1
+    [gone_uuid] = [
+        uuid for uuid in renamed if uuid not in {c.get("xpm_uuid") for c in fw.world.items("client")}
+    ]
+    [other_uuid] = [uuid for uuid in renamed if uuid != gone_uuid]
+    assert fw.world.client_by_uuid(other_uuid)["legal_name"].startswith("Renamed ")
+    assert [e.entity for e in fw.world.entries(run) if e.xpm_uuid == gone_uuid] == ["client"]
+    assert gone_uuid in fw.world.config().retry_client_uuids
 
 
 # --- the worker stopped mid-run, or run twice ------------------------------------------------------
@@ -839,12 +845,14 @@ def test_the_next_run_closes_a_run_whose_worker_was_killed(
     with monkeypatch.context() as patch:
         _stop_after(patch, 5, Killed())
         fw.run_hourly()
+    [killed_id] = [run.run_id for run in fw.world.runs() if run.status == "running"]
 
     fw.redeliver_failed()
 
     assert_invariants(fw, before=before, status="success", runs=2)
-    killed = fw.world.runs()[-1]
+    [killed] = [run for run in fw.world.runs() if run.run_id == killed_id]
     assert killed.status == "failed"
+    assert killed.finished_at is not None
     assert [e.code for e in fw.world.entries(killed)] == ["INTERNAL_ERROR"]
 
 
