@@ -744,17 +744,10 @@ def test_a_client_deleted_in_active_during_the_run_is_not_resurrected_by_that_wr
 
     assert len(deleted) == 1
     assert deleted[0] not in {c["client_id"] for c in fw.world.items("client")}, "the write resurrected it"
-    # Today the whole run fails on it (see the xfail test below); nothing is lost or doubled.
-    assert_invariants(
-        fw, before=before, status="failed", codes=("INTERNAL_ERROR",), deleted_by_active=frozenset(deleted)
-    )
+    # The record fails alone (see the next test); nothing is lost or doubled.
+    assert_invariants(fw, before=before, status="partial", deleted_by_active=frozenset(deleted))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ClientSync.apply lets ConditionalCheckFailedException from ActiveRepository.update end the "
-    "whole run as INTERNAL_ERROR (and SQS retries it); one record deleted in Active should fail alone",
-)
 def test_a_client_deleted_in_active_during_the_run_fails_alone_and_the_others_sync(
     fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -828,16 +821,11 @@ def test_a_worker_killed_mid_list_is_redelivered_and_completes_without_duplicate
 
     fw.redeliver_failed()
 
-    # Today the killed run stays "running" in the log: see the xfail test below.
-    assert_invariants(fw, before=before, status="success", runs=2, left_running=1)
+    # The next run closes the killed one as failed: see the next test.
+    assert_invariants(fw, before=before, status="success", runs=2)
     assert_complete(fw.world)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a run killed by the Lambda runtime (timeout, out of memory) stays 'running' in the sync log "
-    "for good: nothing closes it, so Sync Monitoring shows it running forever",
-)
 def test_the_next_run_closes_a_run_whose_worker_was_killed(
     fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:

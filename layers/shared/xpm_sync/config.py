@@ -54,6 +54,8 @@ class FirmConfig(BaseModel):
     manual_requested_at: str | None = None
     run_pending: bool = False
     checkpoint: Checkpoint | None = None
+    # The run in progress: a worker stopped by the runtime cannot close its run, the next run does.
+    running_run_id: str | None = None
 
     def is_connected(self) -> bool:
         return self.status in ("connected", "needs_reconnect")

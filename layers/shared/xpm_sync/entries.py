@@ -99,6 +99,14 @@ USER_LINKED_TO_OTHER_STAFF = _kind(
     "Check which XPM staff member should own this email, and correct the other one in XPM.",
 )
 
+USER_DELETED_DURING_RUN = _kind(
+    "USER_DELETED_DURING_RUN",
+    "error",
+    "user",
+    "The Active user linked to this staff member was deleted in Active while the sync was running.",
+    "Nothing to do if that was intended: the next sync creates the user again from XPM.",
+)
+
 # --- Clients -> Active clients ---------------------------------------------------------------
 CLIENT_NAME_MISSING = _kind(
     "CLIENT_NAME_MISSING",
@@ -127,6 +135,13 @@ CLIENT_CODE_TAKEN = _kind(
     "client",
     "A linked client's new Client Code in XPM is already the code of another Active client.",
     "Give the client a code no other client uses, in XPM, or change the other client's code in Active.",
+)
+CLIENT_DELETED_DURING_RUN = _kind(
+    "CLIENT_DELETED_DURING_RUN",
+    "error",
+    "client",
+    "The Active client linked to this XPM client was deleted in Active while the sync was running.",
+    "Nothing to do if that was intended: the next sync creates the client again from XPM.",
 )
 BUSINESS_STRUCTURE_MISSING = _kind(
     "BUSINESS_STRUCTURE_MISSING",

@@ -18,6 +18,11 @@ from xpm_sync.active.models import Office
 
 SyncedValues = Mapping[str, object]
 
+
+class RecordGone(Exception):
+    """The record was deleted in Active while the run was going; the sync does not bring it back."""
+
+
 # The attributes the sync owns on each entity; nothing else is ever written.
 USER_SYNCED = ("first_name", "last_name", "email", "xpm_uuid")
 CLIENT_SYNCED = (
@@ -119,7 +124,10 @@ class ActiveRepository:
         }
         if to_set:
             kwargs["ExpressionAttributeValues"] = {f":{alias[k][1:]}": v for k, v in to_set.items()}
-        self._table.update_item(**kwargs)
+        try:
+            self._table.update_item(**kwargs)
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException as gone:
+            raise RecordGone(f"{entity} {record_id} no longer exists in Active") from gone
 
 
 def changed_values(stored: Mapping[str, Any], desired: SyncedValues) -> dict[str, object]:

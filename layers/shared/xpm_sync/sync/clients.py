@@ -12,7 +12,7 @@ from typing import Any
 
 from xpm_sync import entries as codes
 from xpm_sync.active.models import Address
-from xpm_sync.active.repository import ActiveRepository, changed_values
+from xpm_sync.active.repository import ActiveRepository, RecordGone, changed_values
 from xpm_sync.entries import Entry, raise_entry
 from xpm_sync.mapping import client_label, map_client, resolve_people
 from xpm_sync.xpm.models import XpmClient
@@ -117,12 +117,35 @@ class ClientSync:
         else:
             changes = changed_values(existing, desired)
             if changes:
-                self.repo.update("client", str(existing["client_id"]), changes)
+                if not self._update(client, label, existing, changes):
+                    return
                 self._remember({**existing, **changes})
                 self.counts["updated"] += 1
             else:
                 self.counts["unchanged"] += 1
         self.synced_uuids.add(client.uuid)
+
+    def _update(
+        self, client: XpmClient, label: str, existing: dict[str, Any], changes: dict[str, object]
+    ) -> bool:
+        """Write the changes; False (and the record failed) when Active deleted it meanwhile."""
+        try:
+            self.repo.update("client", str(existing["client_id"]), changes)
+        except RecordGone:
+            self._by_uuid.pop(client.uuid, None)
+            if existing.get("code"):
+                self._by_code.pop(_code_key(str(existing["code"])), None)
+            self._fail(
+                client,
+                raise_entry(
+                    codes.CLIENT_DELETED_DURING_RUN,
+                    label=label,
+                    xpm_uuid=client.uuid,
+                    message=f"{label} was deleted in Active while the sync was running; not updated.",
+                ),
+            )
+            return False
+        return True
 
     @staticmethod
     def _code_conflict(
@@ -174,12 +197,12 @@ class ClientSync:
 
     def _archive(self, client: XpmClient) -> None:
         linked = self._by_uuid.get(client.uuid)
-        self.synced_uuids.add(client.uuid)
         if linked is None:
             self.counts["skipped"] += 1
         elif linked.get("xpm_archived") is True:
             self.counts["unchanged"] += 1
-        else:
-            self.repo.update("client", str(linked["client_id"]), {"xpm_archived": True})
+        elif self._update(client, client_label(client), linked, {"xpm_archived": True}):
             linked["xpm_archived"] = True
             self.counts["updated"] += 1
+        if client.uuid not in self.failed_uuids:
+            self.synced_uuids.add(client.uuid)

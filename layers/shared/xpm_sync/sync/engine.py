@@ -137,7 +137,10 @@ def _start(
             status="running",
             started_at=iso(started),
         )
+        if config.running_run_id:
+            _close_interrupted(config.firm_id, config.running_run_id, services)
         services.runs.save_run(run, started)
+        services.config.update(config.firm_id, running_run_id=run.run_id, checkpoint=None)
         return _Progress(run=run, retry_uuids=set(config.retry_client_uuids))
     checkpoint = config.checkpoint
     unfinished = services.runs.get_run(config.firm_id, resume_run_id)
@@ -152,6 +155,30 @@ def _start(
         )
         return None
     return _Progress(run=unfinished, resume=checkpoint, retry_uuids=set(config.retry_client_uuids))
+
+
+def _close_interrupted(firm_id: str, run_id: str, services: SyncServices) -> None:
+    """Mark failed a run whose worker was stopped (timeout, out of memory) before it could end.
+
+    Nothing it did is lost: records it wrote are matched by XPM UUID, and since it never
+    completed, the next incremental read starts from before it began.
+    """
+    interrupted = services.runs.get_run(firm_id, run_id)
+    if interrupted is None or interrupted.status != "running":
+        return
+    now = services.clock.now()
+    interrupted.status = "failed"
+    interrupted.finished_at = iso(now)
+    entry = raise_entry(
+        codes.INTERNAL_ERROR,
+        label="Sync run",
+        message="This run stopped before it finished (its worker was stopped); the next run carried on.",
+    )
+    interrupted.entry_count = services.runs.add_entries(
+        interrupted, [entry], now, start=interrupted.entry_count
+    )
+    services.runs.save_run(interrupted, now)
+    logger.warning("closed a run whose worker was stopped", extra={"firm_id": firm_id, "run_id": run_id})
 
 
 def _run(config: FirmConfig, services: SyncServices, progress: _Progress) -> RunResult:
@@ -363,7 +390,12 @@ def _finish(
     run.entry_count = services.runs.add_entries(run, progress.entries, finished, start=run.entry_count)
     services.runs.save_run(run, finished)
 
-    changes: dict[str, Any] = {"last_run_id": run.run_id, "run_pending": False, "checkpoint": None}
+    changes: dict[str, Any] = {
+        "last_run_id": run.run_id,
+        "run_pending": False,
+        "checkpoint": None,
+        "running_run_id": None,
+    }
     if failure is None:
         changes["last_completed_run_started_at"] = run.started_at
         changes["retry_client_uuids"] = progress.retry_uuids

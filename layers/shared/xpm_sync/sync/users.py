@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xpm_sync import entries as codes
-from xpm_sync.active.repository import ActiveRepository, changed_values
+from xpm_sync.active.repository import ActiveRepository, RecordGone, changed_values
 from xpm_sync.entries import Entry, raise_entry
 from xpm_sync.mapping import map_staff, normalise_email, staff_label
 from xpm_sync.xpm.models import XpmStaff
@@ -84,7 +84,20 @@ def sync_users(
             user_id = str(existing["user_id"])
             changes = changed_values(existing, desired)
             if changes:
-                repo.update("user", user_id, changes)
+                try:
+                    repo.update("user", user_id, changes)
+                except RecordGone:
+                    result.entries.append(
+                        raise_entry(
+                            codes.USER_DELETED_DURING_RUN,
+                            label=label,
+                            xpm_uuid=staff.uuid,
+                            message=f"The Active user for {label} was deleted in Active while the sync was "
+                            "running, so it was not updated.",
+                        )
+                    )
+                    counts["failed"] += 1
+                    continue
                 counts["updated"] += 1
             else:
                 counts["unchanged"] += 1
