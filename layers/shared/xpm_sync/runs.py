@@ -33,7 +33,8 @@ def new_counts() -> dict[str, dict[str, int]]:
 
 
 def new_run_id(started_at: datetime) -> str:
-    return f"{started_at.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}"
+    # Microseconds keep two runs started in the same second in start order.
+    return f"{started_at.strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(4)}"
 
 
 class SyncRun(BaseModel):
