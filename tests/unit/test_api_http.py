@@ -127,3 +127,21 @@ def test_a_form_body_is_415_not_500(api: ApiHarness, content_type: str) -> None:
 
     assert answer.status in (415, 422)
     assert answer.status != 500
+
+
+def test_every_answer_carries_headers_in_both_proxy_forms(api: ApiHarness) -> None:
+    answers = [api.call_api("get_config"), api.call_api("get_config", claims=None)]
+    answers.append(api.callback({"code": "c", "state": "s"}))
+
+    for answer in answers:
+        single = answer.raw["headers"]
+        multi = answer.raw["multiValueHeaders"]
+        assert single == {name: values[-1] for name, values in multi.items()}
+        assert single["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
+
+
+def test_the_callback_location_is_in_the_single_valued_headers(api: ApiHarness) -> None:
+    answer = api.callback({"code": "c", "state": "s"})
+
+    assert answer.status == 302
+    assert answer.raw["headers"]["Location"].endswith("/admin/integrations/xpm?error=invalid_state")

@@ -178,16 +178,22 @@ def origin_of(url: str) -> str:
 
 
 def with_cors(response: dict[str, Any], frontend_url: str) -> dict[str, Any]:
-    """Let the Active frontend (and only it) read every answer, errors included.
+    """Let the Active frontend (and only it) read every answer, errors included; headers in both forms.
 
     API Gateway answers the preflight itself (template.yaml's Cors), but with a proxy integration
     the actual responses must carry the header; done here, after the resolver, so error answers
-    from exception handlers carry it too.
+    from exception handlers carry it too. The resolver answers with ``multiValueHeaders`` only;
+    ``headers`` (the last value of each) is added so a reader of either form sees every header.
+    API Gateway accepts both and, for a name in both, keeps the ``multiValueHeaders`` values.
     """
     cors = {"Access-Control-Allow-Origin": origin_of(frontend_url), "Vary": "Origin"}
-    if "multiValueHeaders" in response:
-        # The REST resolver answers with multiValueHeaders only; keep to the one form.
-        multi = dict(response["multiValueHeaders"] or {})
-        multi.update({name: [value] for name, value in cors.items()})
-        return {**response, "multiValueHeaders": multi}
-    return {**response, "headers": {**(response.get("headers") or {}), **cors}}
+    multi: dict[str, list[str]] = {
+        name: [str(value)] for name, value in (response.get("headers") or {}).items()
+    }
+    for name, values in (response.get("multiValueHeaders") or {}).items():
+        listed = [str(value) for value in values] if isinstance(values, list | tuple) else [str(values)]
+        if listed:
+            multi[name] = listed
+    multi.update({name: [value] for name, value in cors.items()})
+    single = {name: values[-1] for name, values in multi.items()}
+    return {**response, "headers": single, "multiValueHeaders": multi}
