@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from xpm_sync.observability import logger, tracer
 from xpm_sync.queue import SyncRequest
+from xpm_sync.runtime import remaining_seconds, usable_context
 from xpm_sync.settings import WorkerSettings, load_settings
 from xpm_sync.sync.engine import run_sync
 from xpm_sync.wiring import sync_services
@@ -28,9 +29,7 @@ class TransientRunFailure(Exception):
 
 def _handler_for(context: LambdaContext) -> Any:
     settings = load_settings(WorkerSettings)
-    services = sync_services(
-        settings, remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000
-    )
+    services = sync_services(settings, remaining_seconds=remaining_seconds(context))
 
     def handle(record: SQSRecord) -> str | None:
         request = SyncRequest.model_validate_json(record.body)
@@ -46,9 +45,14 @@ def _handler_for(context: LambdaContext) -> Any:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+def _handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     # skip_group_on_error: a failed firm's later messages wait; other firms carry on.
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
     return process_partial_response(
         event=event, record_handler=_handler_for(context), processor=processor, context=context
     )
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
+    answer: PartialItemFailureResponse = _handle(event, usable_context(context))
+    return answer

@@ -19,6 +19,7 @@ from xpm_sync.settings import WorkerSettings, XeroSettings
 from xpm_sync.sync.engine import SyncServices
 from xpm_sync.tokens import TokenStore
 from xpm_sync.xero.identity import XeroIdentity, load_app_credentials
+from xpm_sync.xpm.budget import CallBudget
 from xpm_sync.xpm.client import AccessTokenSource, XpmClient
 
 # Xero's identity endpoints answer in well under a second; anything slower is an outage.
@@ -63,6 +64,9 @@ def sync_services(
             tenant_id=tenant_id,
             tokens=tokens,
             remaining_seconds=remaining_seconds,
+            # One budget per run: a Lambda container serves one invocation at a time, and XPM's own
+            # 429s (waited out by the client) cover what one run cannot see.
+            budget=CallBudget(),
         )
 
     return SyncServices(

@@ -196,13 +196,21 @@ class ClientSync:
         )
 
     def _archive(self, client: XpmClient) -> None:
+        """Archived or deleted in XPM: never created, a linked client marked, nothing deleted."""
         linked = self._by_uuid.get(client.uuid)
+        changes: dict[str, object] = {"xpm_archived": True}
+        if linked is None and client.client_code:
+            # A client entered by hand with this code is the same client (SPEC A2): link it too.
+            holder = self._by_code.get(_code_key(client.client_code))
+            if holder is not None and not holder.get("xpm_uuid"):
+                linked, changes = holder, {"xpm_uuid": client.uuid, "xpm_archived": True}
         if linked is None:
             self.counts["skipped"] += 1
         elif linked.get("xpm_archived") is True:
             self.counts["unchanged"] += 1
-        elif self._update(client, client_label(client), linked, {"xpm_archived": True}):
-            linked["xpm_archived"] = True
+        elif self._update(client, client_label(client), linked, changes):
+            linked.update(changes)
+            self._remember(linked)
             self.counts["updated"] += 1
         if client.uuid not in self.failed_uuids:
             self.synced_uuids.add(client.uuid)

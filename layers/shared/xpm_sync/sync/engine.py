@@ -36,6 +36,7 @@ from xpm_sync.xpm.errors import (
     XpmUnavailable,
     XpmWrongTenant,
 )
+from xpm_sync.xpm.xml import XpmStatusError
 
 # Clients modified this close to the last run's start are read again: clocks and XPM's own
 # indexing are not exact, and reading a record twice costs nothing (unchanged records are not written).
@@ -269,7 +270,14 @@ def _sync_with(
         return
     vanished: set[str] = set()
     for uuid in sorted(progress.retry_uuids - clients.synced_uuids - clients.failed_uuids):
-        retried = xpm.get_client(uuid)
+        try:
+            retried = xpm.get_client(uuid)
+        except XpmStatusError as error:
+            # XPM answers an unknown or removed client with an application error: nothing to retry.
+            logger.info(
+                "XPM no longer serves a client awaiting retry", extra={"xpm_uuid": uuid, "error": str(error)}
+            )
+            retried = None
         if retried is None:
             vanished.add(uuid)  # gone from XPM: nothing left to retry
         else:
@@ -312,7 +320,8 @@ def _apply_list(
                 return False
             last_uuid = client.uuid
             continue
-        if services.remaining_seconds() < CHECKPOINT_MARGIN_SECONDS:
+        # Each invocation applies at least one record, so a run always makes progress.
+        if index > skip and services.remaining_seconds() < CHECKPOINT_MARGIN_SECONDS:
             raise _OutOfTime(
                 Checkpoint(
                     run_id=progress.run.run_id,

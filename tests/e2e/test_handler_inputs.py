@@ -1,0 +1,117 @@
+"""The handlers as a caller that knows only SPEC B drives them: no context, a stub context, a
+minimal scheduled event; and XPM edge answers that must not stop a firm's sync."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+from xpm_sync import aws as aws_clients
+
+from functions.sync_dispatch.app import lambda_handler as dispatch_handler
+from functions.sync_worker.app import lambda_handler as worker_handler
+from tests.fixtures.sync import SyncWorld
+
+
+def _sqs_event(world: SyncWorld, body: dict[str, str]) -> dict[str, object]:
+    return {
+        "Records": [
+            {
+                "messageId": "m-1",
+                "receiptHandle": "r-1",
+                "body": json.dumps(body),
+                "attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": "1700000000000",
+                    "SenderId": "AIDAEXAMPLE",
+                    "ApproximateFirstReceiveTimestamp": "1700000000000",
+                    "MessageGroupId": world.firm_id,
+                    "MessageDeduplicationId": "d-1",
+                    "SequenceNumber": "1",
+                },
+                "messageAttributes": {},
+                "md5OfBody": "0",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:ap-southeast-2:123456789012:sync.fifo",
+                "awsRegion": "ap-southeast-2",
+            }
+        ]
+    }
+
+
+def test_worker_runs_a_full_sync_with_no_context(world: SyncWorld) -> None:
+    answer = worker_handler(_sqs_event(world, {"firm_id": world.firm_id, "trigger": "manual"}), None)
+
+    assert answer == {"batchItemFailures": []}
+    run = world.last_run()
+    assert run.status == "success"
+    assert run.trigger == "manual"
+    assert len(world.items("client")) == len(world.practice.clients)
+
+
+def test_a_stub_context_with_milliseconds_left_is_no_deadline(world: SyncWorld) -> None:
+    stub: Any = SimpleNamespace(
+        function_name="worker",
+        memory_limit_in_mb=128,
+        invoked_function_arn="arn:aws:lambda:ap-southeast-2:123456789012:function:worker",
+        aws_request_id="req-1",
+        get_remaining_time_in_millis=lambda: 5,
+    )
+
+    worker_handler(_sqs_event(world, {"firm_id": world.firm_id, "trigger": "schedule"}), stub)
+
+    assert world.last_run().status == "success"
+    assert world.config().checkpoint is None
+
+
+def test_dispatcher_accepts_a_minimal_scheduled_event_and_no_context(world: SyncWorld) -> None:
+    answer = dispatch_handler({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}, None)
+
+    assert answer == {"queued": 1}
+    sqs = aws_clients.client("sqs")
+    [message] = sqs.receive_message(QueueUrl=world.names.queue_url, AttributeNames=["All"])["Messages"]
+    assert json.loads(message["Body"]) == {"firm_id": world.firm_id, "trigger": "schedule"}
+    assert message["Attributes"]["MessageGroupId"] == world.firm_id
+
+
+def test_archived_xpm_client_links_the_client_entered_by_hand_with_its_code(world: SyncWorld) -> None:
+    code = world.firm.hand_made_client_code
+    xpm_client = next(c for c in world.practice.clients if c.code == code)
+    world.practice.archive_client(xpm_client.uuid)
+
+    world.run_hourly()
+
+    linked = [c for c in world.items("client") if c.get("code") == code]
+    assert len(linked) == 1
+    assert linked[0]["client_id"] == world.firm.hand_made_client_id
+    assert linked[0]["xpm_uuid"] == xpm_client.uuid
+    assert linked[0]["xpm_archived"] is True
+
+
+def test_a_retried_client_xpm_no_longer_serves_is_dropped_not_a_failed_run(world: SyncWorld) -> None:
+    client = world.practice.clients[5]
+    world.practice.update_client(client.uuid, AccountManager=None)  # fails: no partner, no default
+    world.run_hourly()
+    assert world.config().retry_client_uuids == {client.uuid}
+    world.practice.clients.remove(world.practice.client(client.uuid))  # XPM answers "not found"
+
+    world.run_hourly()
+
+    assert world.last_run().status == "success"
+    assert world.config().retry_client_uuids == set()
+
+
+def test_a_retried_client_xpm_answers_with_an_error_is_dropped_not_a_failed_run(world: SyncWorld) -> None:
+    client = world.practice.clients[5]
+    world.practice.update_client(client.uuid, AccountManager=None)
+    # Last changed long ago: only the retry asks XPM for it.
+    world.practice.client(client.uuid).modified_at = datetime.now(UTC) - timedelta(days=3)
+    world.run_hourly()
+    world.sim.faults.add("status_error", path="client.api/get", description="Invalid client identifier")
+
+    world.run_hourly()
+
+    assert world.last_run().status == "success"
+    assert world.config().retry_client_uuids == set()
