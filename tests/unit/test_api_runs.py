@@ -71,7 +71,9 @@ def test_runs_are_listed_newest_first(api: ApiHarness, runs: list[SyncRun]) -> N
     assert newest["status"] == "partial"
     assert newest["counts"]["client"]["created"] == 4
     assert set(newest) >= {"run_id", "trigger", "status", "started_at", "finished_at", "counts", "xpm_calls"}
-    assert "firm_id" not in newest
+    # The run's B3 attributes: the caller's own firm, and the item kind.
+    assert newest["firm_id"] == FIRM
+    assert newest["kind"] == "run"
 
 
 def test_runs_page_with_a_cursor(api: ApiHarness, runs: list[SyncRun]) -> None:
@@ -129,6 +131,10 @@ def test_one_run_with_its_error_log(api: ApiHarness, runs: list[SyncRun]) -> Non
     assert first["label"] == "Acme Pty Ltd (ACME01)"
     assert first["xpm_uuid"] == "u-1"
     assert body["entries"][1]["entity"] == "run"
+    assert body["firm_id"] == FIRM
+    assert body["kind"] == "run"
+    for entry in body["entries"]:
+        assert (entry["firm_id"], entry["run_id"], entry["kind"]) == (FIRM, run.run_id, "entry")
 
 
 def test_another_firms_run_is_404_as_if_it_did_not_exist(api: ApiHarness, runs: list[SyncRun]) -> None:
@@ -146,6 +152,7 @@ def test_the_last_run_shows_on_the_config(api: ApiHarness, runs: list[SyncRun]) 
 
     assert answer.json["last_run"]["run_id"] == runs[-1].run_id
     assert answer.json["last_run"]["status"] == "partial"
+    assert answer.json["last_run"]["kind"] == "run"
 
 
 def _get_run(api: ApiHarness, run_id: str) -> Answer:

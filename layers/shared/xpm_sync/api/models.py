@@ -7,7 +7,7 @@ never a token) reaches a response by accident.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -68,7 +68,9 @@ class Counts(_Response):
 
 
 class RunOut(_Response):
+    firm_id: str
     run_id: str
+    kind: Literal["run"] = "run"
     trigger: Trigger
     status: RunStatus
     started_at: str
@@ -80,6 +82,9 @@ class RunOut(_Response):
 
 
 class EntryOut(_Response):
+    firm_id: str
+    run_id: str
+    kind: Literal["entry"] = "entry"
     severity: Severity
     entity: EntryEntity
     xpm_uuid: str | None
@@ -147,6 +152,7 @@ def counts_out(counts: dict[str, dict[str, int]]) -> dict[str, Counts]:
 
 def run_out(run: SyncRun) -> RunOut:
     return RunOut(
+        firm_id=run.firm_id,
         run_id=run.run_id,
         trigger=run.trigger,
         status=run.status,
@@ -159,8 +165,10 @@ def run_out(run: SyncRun) -> RunOut:
     )
 
 
-def entry_out(entry: Entry) -> EntryOut:
+def entry_out(entry: Entry, *, firm_id: str, run_id: str) -> EntryOut:
     return EntryOut(
+        firm_id=firm_id,
+        run_id=run_id,
         severity=entry.severity,
         entity=entry.entity,
         xpm_uuid=entry.xpm_uuid,
@@ -172,7 +180,10 @@ def entry_out(entry: Entry) -> EntryOut:
 
 
 def run_detail(run: SyncRun, entries: list[Entry]) -> RunDetail:
-    return RunDetail(**run_out(run).model_dump(), entries=[entry_out(entry) for entry in entries])
+    return RunDetail(
+        **run_out(run).model_dump(),
+        entries=[entry_out(entry, firm_id=run.firm_id, run_id=run.run_id) for entry in entries],
+    )
 
 
 def config_response(
