@@ -43,6 +43,8 @@ def test_a_double_click_queues_one_run_and_answers_429_with_retry_after(firm: Ap
     assert second.status == 429
     assert second.json["error"]["code"] == "SYNC_TOO_SOON"
     assert second.json["retry_after"] >= 60
+    assert second.json["error"]["retry_after"] == second.json["retry_after"]
+    assert set(second.json["error"]) == {"code", "message", "retry_after"}
     assert second.headers["Retry-After"] == str(second.json["retry_after"])
     # Both proxy forms: a reader of the single-valued map finds it too.
     assert second.raw["headers"]["Retry-After"] == str(second.json["retry_after"])

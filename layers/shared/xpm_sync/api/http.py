@@ -1,8 +1,9 @@
 """The one place where exceptions become HTTP answers (SPEC B5's error body) for both API functions.
 
 Client mistakes are 4xx in the shape ``{"error": {"code", "message"}}``; 422s also name the
-``field``, 429s carry ``retry_after``. Messages are written here, never copied from the exception
-or from the request, so nothing a caller sent (or a token) is echoed back.
+``field``; 429s carry ``retry_after`` in ``error`` and at the top level, and a ``Retry-After``
+header. Messages are written here, never copied from the exception or from the request, so nothing
+a caller sent (or a token) is echoed back.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def error_response(
     field: str | None = None,
     retry_after: int | None = None,
 ) -> Response[str]:
-    body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field), retry_after=retry_after)
+    detail = ErrorDetail(code=code, message=message, field=field, retry_after=retry_after)
+    body = ErrorBody(error=detail, retry_after=retry_after)
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return Response(
         status_code=status,

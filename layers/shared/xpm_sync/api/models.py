@@ -139,11 +139,14 @@ class ErrorDetail(_Response):
     code: str
     message: str
     field: str | None = Field(default=None, description="The request field at fault, for 422 answers.")
+    retry_after: int | None = Field(default=None, description="Seconds to wait, on 429 answers.")
 
 
 class ErrorBody(_Response):
     error: ErrorDetail
-    retry_after: int | None = Field(default=None, description="Seconds to wait, on 429 answers.")
+    retry_after: int | None = Field(
+        default=None, description="Seconds to wait, on 429 answers (the same as error.retry_after)."
+    )
 
 
 def counts_out(counts: dict[str, dict[str, int]]) -> dict[str, Counts]:
