@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from xpm_sync.api import service
 from xpm_sync.api.caller import admin_caller
 from xpm_sync.api.deps import api_deps, frontend_url
-from xpm_sync.api.http import documented, install_error_handlers, with_cors
+from xpm_sync.api.http import documented, install_error_handlers, resolve_for_admins, with_cors
 from xpm_sync.api.models import (
     ConfigBody,
     ConfigResponse,
@@ -133,4 +133,4 @@ def get_run(run_id: Annotated[str, Path(description="run_id from the runs list")
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return with_cors(app.resolve(event, context), frontend_url())
+    return with_cors(resolve_for_admins(app, event, context), frontend_url())

@@ -15,9 +15,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from xpm_sync.api import service
 from xpm_sync.api.caller import admin_caller
 from xpm_sync.api.deps import frontend_url, oauth_deps
-from xpm_sync.api.http import documented, install_error_handlers, with_cors
+from xpm_sync.api.http import documented, install_error_handlers, resolve_for_admins, with_cors
 from xpm_sync.api.models import ConnectRequest, ConnectResponse
 from xpm_sync.observability import logger, tracer
+
+CALLBACK_PATH = "/integrations/xpm/callback"
 
 app = APIGatewayRestResolver(enable_validation=True)
 install_error_handlers(app)
@@ -42,7 +44,7 @@ def connect(body: Annotated[ConnectRequest | None, Body()] = None) -> ConnectRes
 
 
 @app.get(
-    "/integrations/xpm/callback",
+    CALLBACK_PATH,
     summary="Xero's redirect after consent (public; 302 to the Active setup page)",
     security=[],
     responses={302: {"description": "To {FRONTEND_URL}/admin/integrations/xpm?connected=1 or ?error=..."}},
@@ -81,4 +83,5 @@ def callback(
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return with_cors(app.resolve(event, context), frontend_url())
+    answer = resolve_for_admins(app, event, context, public_paths={CALLBACK_PATH})
+    return with_cors(answer, frontend_url())

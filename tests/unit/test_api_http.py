@@ -42,6 +42,38 @@ def test_only_a_firms_admin_reaches_any_route(
     assert api.queued() == []
 
 
+@pytest.mark.parametrize(
+    ("claims", "status"),
+    [({"cognito:groups": "staff"}, 403), ({"custom:firm_id": None}, 403), (None, 401)],
+)
+@pytest.mark.parametrize(
+    ("case", "overrides"),
+    [
+        ("put_config", {"body": "{not json"}),
+        ("put_config", {"body": None}),
+        ("put_config", {"body": {"sync_name": 42}}),
+        ("put_config", {"headers": {"Content-Type": "text/csv"}}),
+        ("get_runs", {"query": {"limit": "ten"}}),
+        ("get_runs", {"query": {"cursor": "garbage"}}),
+        ("get_run", {"path": "/integrations/xpm/runs/nope", "path_parameters": {"run_id": "nope"}}),
+    ],
+)
+def test_who_is_calling_is_checked_before_the_request_is_validated(
+    api: ApiHarness,
+    claims: dict[str, Any] | None,
+    status: int,
+    case: str,
+    overrides: dict[str, Any],
+) -> None:
+    answer = api.call_api(case, claims=claims, **overrides)
+
+    assert answer.status == status
+    assert set(answer.json) == {"error"}
+    assert answer.json["error"]["code"] == ("FORBIDDEN" if status == 403 else "UNAUTHORIZED")
+    assert answer.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
+    assert answer.raw["headers"]["Content-Type"] == "application/json"
+
+
 def test_an_unknown_route_is_404_in_the_error_shape(api: ApiHarness) -> None:
     event_path = "/integrations/xpm/nothing-here"
     answer = api.call_api("get_config", path=event_path)

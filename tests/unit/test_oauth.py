@@ -88,6 +88,25 @@ def test_connect_is_for_a_firms_admins_only(
     assert not [item for item in api.config_items() if item["firm_id"].startswith(STATE_KEY_PREFIX)]
 
 
+@pytest.mark.parametrize("body", ["{not json", {"sync_name": 42}, {"sync_name": "x" * 101}])
+@pytest.mark.parametrize(("claims", "status"), [({"cognito:groups": "staff"}, 403), (None, 401)])
+def test_connect_checks_the_caller_before_the_body(
+    api: ApiHarness, body: object, claims: dict[str, Any] | None, status: int
+) -> None:
+    answer = api.call_oauth("connect", claims=claims, body=body)
+
+    assert answer.status == status
+    assert set(answer.json) == {"error"}
+    assert answer.json["error"]["code"] in ("FORBIDDEN", "UNAUTHORIZED")
+
+
+def test_the_callback_stays_public_with_a_staff_authorizer_context(api: ApiHarness) -> None:
+    answer = api.call_oauth("callback", claims={"cognito:groups": "staff"}, query={"code": "c", "state": "s"})
+
+    assert answer.status == 302
+    assert answer.location_query == {"error": "invalid_state"}
+
+
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [

@@ -8,7 +8,7 @@ a caller sent (or a token) is echoed back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from pydantic import BaseModel
 
+from xpm_sync.api.caller import admin_caller
 from xpm_sync.api.errors import ApiError, InvalidField, TooManyRequests, XeroUnavailable
 from xpm_sync.api.models import ErrorBody, ErrorDetail
 from xpm_sync.observability import logger
@@ -172,6 +173,43 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
         return _unexpected(error)
 
     app.exception_handler(ValueError)(_value_error)
+
+
+def _proxy_answer(response: Response[str]) -> dict[str, Any]:
+    """A Response as the Lambda proxy answer the REST resolver would give (``with_cors`` adds the rest)."""
+    return {
+        "statusCode": response.status_code,
+        "multiValueHeaders": {
+            name: [str(v) for v in value] if isinstance(value, list) else [str(value)]
+            for name, value in response.headers.items()
+        },
+        "body": response.body,
+        "isBase64Encoded": False,
+    }
+
+
+def _request_path(value: Any) -> str | None:
+    return value.rstrip("/") or "/" if isinstance(value, str) else None
+
+
+def resolve_for_admins(
+    app: APIGatewayRestResolver,
+    event: dict[str, Any],
+    context: Any,
+    *,
+    public_paths: Collection[str] = (),
+) -> dict[str, Any]:
+    """SPEC B4 before anything else: who is calling is checked before the route, the body or the
+    query is looked at, so a caller who is not a firm's admin is refused (401/403) whatever else is
+    wrong with the request. Paths in ``public_paths`` (the callback) skip the check.
+    """
+    paths = {_request_path(event.get("resource")), _request_path(event.get("path"))}
+    if paths.isdisjoint(public_paths):
+        try:
+            admin_caller(event)
+        except ApiError as error:
+            return _proxy_answer(_api_error(error))
+    return app.resolve(event, context)
 
 
 def origin_of(url: str) -> str:
