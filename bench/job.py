@@ -55,6 +55,10 @@ def _count_requests(table: Any, counter: Counter[str]) -> None:
 
     def hook(params: dict[str, Any], model: Any, **_: Any) -> None:
         counter[model.name] += 1
+        if model.name == "BatchWriteItem":
+            counter["items written"] += sum(len(requests) for requests in params["RequestItems"].values())
+        elif model.name in _WRITES:
+            counter["items written"] += 1
 
     table.meta.client.meta.events.register("provide-client-params.dynamodb.*", hook)
 
@@ -124,7 +128,9 @@ def sync_job(args: dict[str, Any]) -> dict[str, Any]:
         "xpm_calls": run.xpm_calls,
         "entry_count": run.entry_count,
         "active_requests": dict(requests),
-        "active_writes": sum(n for op, n in requests.items() if op in _WRITES),
+        # Items written (a BatchWriteItem counts its items), and the requests that carried them.
+        "active_writes": requests["items written"],
+        "active_write_requests": sum(n for op, n in requests.items() if op in _WRITES),
         "peak_rss_mb": peak_rss_mb(),
         "rss_after_import_mb": rss_after_import,
     }

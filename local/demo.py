@@ -43,7 +43,7 @@ def heading(text: str) -> None:
 
 
 class WriteCounter:
-    """Counts DynamoDB write requests made to the Active table by this process."""
+    """Counts the items this process writes to the Active table (put, update, batch-put)."""
 
     def __init__(self, table_name: str) -> None:
         self.table_name = table_name
@@ -52,6 +52,8 @@ class WriteCounter:
     def __call__(self, params: dict[str, Any], **_: Any) -> None:
         if params.get("TableName") == self.table_name:
             self.count += 1
+        # A batch write carries up to 25 items: each is a write to the table.
+        self.count += len(params.get("RequestItems", {}).get(self.table_name, []))
 
 
 @contextmanager
@@ -119,7 +121,7 @@ def report(
         )
     paths = Counter(_endpoint(call.path) for call in sim.calls_to("/practicemanager/"))
     say(f"XPM calls: {run['xpm_calls']} ({', '.join(f'{n} x {p}' for p, n in sorted(paths.items()))})")
-    say(f"DynamoDB writes to the Active table: {writes}")
+    say(f"items written to the Active table: {writes}")
     say(f"time: {seconds:.2f}s")
     if not entries:
         return

@@ -1,7 +1,7 @@
 """The Active table (SPEC B3), as far as the sync may touch it.
 
 Reads are one partition query per entity (``pk=FIRM#{firm_id}``, ``sk`` prefix), never scans.
-Writes touch only the synced attributes: new records with a conditional PutItem, existing ones
+Writes touch only the synced attributes: new records in batches of PutItem, existing ones
 with an UpdateItem that SETs changed values and REMOVEs emptied ones, so every attribute Active
 owns (role, notes, modules, ...) survives.
 """
@@ -17,6 +17,7 @@ from boto3.dynamodb.conditions import Key
 from xpm_sync.active.models import Office
 
 SyncedValues = Mapping[str, object]
+_BATCH_SIZE = 25  # DynamoDB's most per BatchWriteItem
 
 
 class RecordGone(Exception):
@@ -54,6 +55,7 @@ class ActiveRepository:
         self._table = table
         self.firm_id = firm_id
         self._pk = f"FIRM#{firm_id}"
+        self._pending: list[dict[str, Any]] = []
 
     def _query(self, prefix: str) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -99,8 +101,21 @@ class ActiveRepository:
                 f"{entity}_id": record_id,
             }
         )
-        self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        # New records go out 25 to a request; the fresh uuid4 in the key means nothing can be
+        # overwritten, so no condition is needed. ``flush`` before the run is recorded.
+        self._pending.append(item)
+        if len(self._pending) >= _BATCH_SIZE:
+            self.flush()
         return record_id
+
+    def flush(self) -> None:
+        """Write the new records still buffered (BatchWriteItem, unprocessed items retried)."""
+        if not self._pending:
+            return
+        with self._table.batch_writer() as batch:
+            for item in self._pending:
+                batch.put_item(Item=item)
+        self._pending.clear()
 
     def update(self, entity: str, record_id: str, changes: SyncedValues) -> None:
         """SET the changed synced values and REMOVE the ones XPM emptied; nothing else."""

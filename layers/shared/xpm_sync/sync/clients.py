@@ -51,9 +51,14 @@ class ClientSync:
     _by_code: dict[str, dict[str, Any]] = field(default_factory=dict)
     _first_with_code: dict[str, tuple[str, str]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        for item in self.repo.clients():
-            self._remember(item)
+    _loaded: bool = False
+
+    def _load(self) -> None:
+        # Read the firm's Active clients only when XPM sent something: a quiet hour costs no read.
+        if not self._loaded:
+            self._loaded = True
+            for item in self.repo.clients():
+                self._remember(item)
 
     def _remember(self, item: dict[str, Any]) -> None:
         if item.get("xpm_uuid"):
@@ -67,6 +72,7 @@ class ClientSync:
         self.failed_uuids.add(client.uuid)
 
     def apply(self, client: XpmClient) -> None:
+        self._load()
         self.failed_uuids.discard(client.uuid)
         if client.is_archived or client.is_deleted:
             self._archive(client)

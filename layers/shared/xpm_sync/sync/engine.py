@@ -221,6 +221,7 @@ def _sync(config: FirmConfig, services: SyncServices, progress: _Progress) -> No
     finally:
         progress.xpm_calls += xpm.calls
         xpm.close()
+        repo.flush()  # whatever happened, the records this part created are written
 
 
 def _sync_with(
