@@ -110,8 +110,24 @@ def test_tenants_after_xero_revoked_the_grant_asks_to_reconnect(firm: ApiHarness
     answer = firm.call_api("get_tenants")
 
     assert answer.status == 409
-    assert answer.json["error"]["code"] == "NEEDS_RECONNECT"
+    # B5 has one code for "no working connection"; the message says to connect again.
+    assert answer.json["error"]["code"] == "NOT_CONNECTED"
+    assert "again" in answer.json["error"]["message"]
     assert firm.config()["status"] == "needs_reconnect"
+
+
+@pytest.mark.parametrize("case", ["get_tenants", "put_config", "post_sync"])
+def test_a_firm_that_must_reconnect_is_409_not_connected(firm: ApiHarness, case: str) -> None:
+    ConfigRepository(aws.table(firm.names.config_table)).update(FIRM, status="needs_reconnect")
+    body = _body(firm) if case == "put_config" else None
+
+    answer = firm.call_api(case, body=body) if body else firm.call_api(case)
+
+    assert answer.status == 409
+    assert answer.json["error"]["code"] == "NOT_CONNECTED"
+    assert "connect to Xero Practice Manager again" in answer.json["error"]["message"]
+    assert set(answer.json) == {"error"}
+    assert firm.queued() == []
 
 
 def test_tenants_when_xero_is_down_is_a_502_in_the_error_shape(firm: ApiHarness) -> None:

@@ -50,9 +50,9 @@ class NotConnected(ApiError):
         super().__init__(message)
 
 
-class NeedsReconnectError(ApiError):
-    status = 409
-    code = "NEEDS_RECONNECT"
+class NeedsReconnectError(NotConnected):
+    """The firm connected once, but Xero no longer accepts the connection (SPEC A8's
+    ``needs_reconnect``). B5 knows one 409 code for this, ``NOT_CONNECTED``; the message says why."""
 
     def __init__(
         self,

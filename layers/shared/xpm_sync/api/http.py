@@ -35,7 +35,7 @@ _ERROR_DESCRIPTIONS = {
     401: "No signed-in user",
     403: "Not an admin of a firm",
     404: "Not found",
-    409: "The firm is not connected to Xero Practice Manager (NOT_CONNECTED) or must reconnect",
+    409: "The firm is not connected to Xero Practice Manager, or must connect again (NOT_CONNECTED)",
     415: "The body is not application/json",
     422: "A field is missing, of the wrong type, or names something that does not exist",
     429: "Start Sync pressed too soon; retry_after says when it can be pressed again",

@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from xpm_sync.api.errors import NotConnected, TooManyRequests
+from xpm_sync.api.errors import NeedsReconnectError, NotConnected, TooManyRequests
 from xpm_sync.clock import Clock, iso, parse_iso
 
 MANUAL_COOLDOWN = timedelta(minutes=5)
@@ -86,6 +86,8 @@ class ManualRunGate:
 
     def _refusal(self, firm_id: str) -> Exception:
         item = self._table.get_item(Key={"firm_id": firm_id}, ConsistentRead=True).get("Item") or {}
+        if item.get("status") == "needs_reconnect":
+            return NeedsReconnectError()
         if item.get("status") != "connected":
             return NotConnected()
         now = self._clock.now()

@@ -206,8 +206,12 @@ def get_config(
 
 
 def _connected(configs: ConfigRepository, firm_id: str) -> FirmConfig:
+    """The firm's config when it is connected; else 409 NOT_CONNECTED (SPEC B5), whose message
+    asks to connect again when the connection broke (``needs_reconnect``)."""
     config = configs.get(firm_id)
-    if config is None or not config.is_connected():
+    if config is not None and config.status == "needs_reconnect":
+        raise NeedsReconnectError()
+    if config is None or config.status != "connected":
         raise NotConnected()
     return config
 
@@ -289,9 +293,7 @@ def save_config(
 def start_sync(
     firm_id: str, *, configs: ConfigRepository, gate: ManualRunGate, queue: SyncQueue
 ) -> StartSyncResponse:
-    config = _connected(configs, firm_id)
-    if config.status == "needs_reconnect":
-        raise NeedsReconnectError()
+    _connected(configs, firm_id)
     previous = gate.claim(firm_id)
     try:
         queue.enqueue(firm_id, "manual")
