@@ -142,6 +142,19 @@ def test_tenants_when_xero_is_down_is_a_502_in_the_error_shape(firm: ApiHarness)
 # --- PUT /integrations/xpm ----------------------------------------------------------------------
 
 
+def test_put_ensures_sync_enabled_exists_and_keeps_its_value(firm: ApiHarness) -> None:
+    table = aws.table(firm.names.config_table)
+    table.update_item(Key={"firm_id": FIRM}, UpdateExpression="REMOVE sync_enabled")
+
+    answer = firm.call_api("put_config", body=_body(firm))
+
+    assert answer.status == 200
+    assert firm.config()["sync_enabled"] is False
+    ConfigRepository(table).update(FIRM, sync_enabled=True)
+    assert firm.call_api("put_config", body=_body(firm)).status == 200
+    assert firm.config()["sync_enabled"] is True
+
+
 def test_put_saves_the_setup_and_writes_the_default_partner_on_the_office(firm: ApiHarness) -> None:
     answer = firm.call_api("put_config", body=_body(firm, sync_name="  Renamed  "))
 

@@ -10,6 +10,7 @@ import hashlib
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import pytest
 from xpm_sync.api.state import STATE_KEY_PREFIX
 from xpm_sync.tokens import TokenStore, TokenStoreError
@@ -59,6 +60,42 @@ def test_each_connect_gets_its_own_state(api: ApiHarness) -> None:
     first = _query(api.start_connect())["state"]
     second = _query(api.start_connect())["state"]
     assert first != second
+
+
+@pytest.mark.parametrize("body", [None, {"sync_name": "XPM Sync"}])
+def test_connect_creates_the_config_item_with_its_b3_attributes(api: ApiHarness, body: object) -> None:
+    answer = api.call_oauth("connect", claims=admin_claims(), body=body)
+
+    assert answer.status == 200
+    config = api.config()
+    assert config["status"] == "not_connected"
+    assert config["sync_enabled"] is False
+
+
+def test_connect_again_leaves_status_and_schedule_as_they_are(api: ApiHarness) -> None:
+    api.connect()
+    table = boto3.resource("dynamodb").Table(api.names.config_table)
+    table.update_item(
+        Key={"firm_id": FIRM},
+        UpdateExpression="SET sync_enabled = :on",
+        ExpressionAttributeValues={":on": True},
+    )
+
+    api.start_connect()
+
+    assert api.config()["status"] == "connected"
+    assert api.config()["sync_enabled"] is True
+
+
+def test_the_callback_ensures_sync_enabled_exists(api: ApiHarness) -> None:
+    query = api.consent(api.start_connect())
+    table = boto3.resource("dynamodb").Table(api.names.config_table)
+    table.update_item(Key={"firm_id": FIRM}, UpdateExpression="REMOVE sync_enabled")
+
+    api.callback(query)
+
+    assert api.config()["status"] == "connected"
+    assert api.config()["sync_enabled"] is False
 
 
 def test_connect_without_a_body_keeps_the_sync_name(api: ApiHarness) -> None:

@@ -13,11 +13,11 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from xpm_sync import aws, wiring
+from xpm_sync.api.configs import ApiConfigs
 from xpm_sync.api.directory import ActiveDirectory
 from xpm_sync.api.manual import ManualRunGate
 from xpm_sync.api.state import StateStore
 from xpm_sync.clock import Clock, SystemClock
-from xpm_sync.config import ConfigRepository
 from xpm_sync.queue import SyncQueue
 from xpm_sync.runs import RunLog
 from xpm_sync.settings import ApiSettings, FrontendSettings, OAuthSettings, XeroSettings, load_settings
@@ -63,8 +63,8 @@ class ApiDeps(_XeroDeps):
     settings: ApiSettings
 
     @cached_property
-    def configs(self) -> ConfigRepository:
-        return ConfigRepository(self._table(self.settings.config_table))
+    def configs(self) -> ApiConfigs:
+        return ApiConfigs(self._table(self.settings.config_table))
 
     @cached_property
     def runs(self) -> RunLog:
@@ -87,8 +87,8 @@ class OAuthDeps(_XeroDeps):
     settings: OAuthSettings
 
     @cached_property
-    def configs(self) -> ConfigRepository:
-        return ConfigRepository(self._table(self.settings.config_table))
+    def configs(self) -> ApiConfigs:
+        return ApiConfigs(self._table(self.settings.config_table))
 
     @cached_property
     def states(self) -> StateStore:

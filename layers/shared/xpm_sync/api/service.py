@@ -14,6 +14,7 @@ from typing import Literal
 from urllib.parse import urlencode
 
 from xpm_sync.api.caller import Caller
+from xpm_sync.api.configs import NEW_CONFIG_DEFAULTS, ApiConfigs
 from xpm_sync.api.directory import ActiveDirectory, OfficeGone
 from xpm_sync.api.errors import (
     InvalidCursorError,
@@ -70,13 +71,15 @@ def start_connect(
     caller: Caller,
     request: ConnectRequest | None,
     *,
-    configs: ConfigRepository,
+    configs: ApiConfigs,
     states: StateStore,
     identity: XeroIdentity,
     redirect_uri: str,
 ) -> ConnectResponse:
-    if request is not None and request.sync_name is not None:
-        configs.update(caller.firm_id, sync_name=request.sync_name)
+    # The firm's config item exists from the first connect with its B3 attributes; a name given
+    # now is kept, and an absent one leaves the stored name alone.
+    named = {"sync_name": request.sync_name} if request is not None and request.sync_name else {}
+    configs.update_with_defaults(caller.firm_id, NEW_CONFIG_DEFAULTS, **named)
     state = states.issue(caller.firm_id, caller.user_sub)
     logger.info("xpm connect started", extra={"firm_id": caller.firm_id})
     return ConnectResponse(authorize_url=identity.authorize_url(redirect_uri=redirect_uri, state=state))
@@ -109,7 +112,7 @@ def complete_callback(
     states: StateStore,
     identity: XeroIdentity,
     tokens: TokenStore,
-    configs: ConfigRepository,
+    configs: ApiConfigs,
     redirect_uri: str,
     frontend_url: str,
     clock: Clock,
@@ -151,8 +154,9 @@ def complete_callback(
     user = user_from_id_token(token_set.id_token)
     current = configs.get_or_new(grant.firm_id)
     tenant = _preselected_tenant(connections, current.tenant_id)
-    configs.update(
+    configs.update_with_defaults(
         grant.firm_id,
+        NEW_CONFIG_DEFAULTS,
         status="connected",
         connected_by_name=user.name,
         connected_by_email=user.email,
@@ -247,7 +251,7 @@ def save_config(
     firm_id: str,
     body: ConfigBody,
     *,
-    configs: ConfigRepository,
+    configs: ApiConfigs,
     runs: RunLog,
     directory: ActiveDirectory,
     tokens: TokenStore,
@@ -274,8 +278,9 @@ def save_config(
             directory.set_default_partner(body.default_office_code, body.default_partner_user_id)
         except OfficeGone:
             raise InvalidField("default_office_code", _NO_OFFICE) from None
-    configs.update(
+    configs.update_with_defaults(
         firm_id,
+        NEW_CONFIG_DEFAULTS,
         sync_name=body.sync_name,
         tenant_id=tenant.tenant_id,
         tenant_name=tenant.tenant_name,
