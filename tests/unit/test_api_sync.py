@@ -6,9 +6,12 @@ Disconnect; then exactly the promised runs are queued and synced records stay.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from xpm_sync import aws
 from xpm_sync.config import ConfigRepository
+from xpm_sync.runs import new_run_id
 
 from tests.fixtures.api import FIRM, OTHER_FIRM, ApiHarness, admin_claims
 
@@ -87,6 +90,40 @@ def test_while_a_run_is_pending_start_sync_stays_429_after_five_minutes(firm: Ap
 def test_a_run_pending_for_hours_no_longer_blocks_start_sync(firm: ApiHarness) -> None:
     firm.call_api("post_sync")
     firm.clock.advance(7 * 3600)
+
+    assert firm.call_api("post_sync").status == 202
+
+
+def _scheduled_run_started(api: ApiHarness, hours_ago: float) -> str:
+    """What the worker does when a (scheduled) run starts."""
+    run_id = new_run_id(api.clock.now() - timedelta(hours=hours_ago))
+    ConfigRepository(aws.table(api.names.config_table)).update(FIRM, running_run_id=run_id)
+    return run_id
+
+
+def test_while_a_scheduled_run_is_running_start_sync_is_429(firm: ApiHarness) -> None:
+    _scheduled_run_started(firm, hours_ago=0.5)
+
+    answer = firm.call_api("post_sync")
+
+    assert answer.status == 429
+    assert answer.json["error"]["code"] == "SYNC_TOO_SOON"
+    assert answer.json["retry_after"] == answer.json["error"]["retry_after"] >= 60
+    assert answer.headers["Retry-After"] == str(answer.json["retry_after"])
+    assert firm.queued() == []
+    assert firm.config().get("run_pending") is not True
+
+
+def test_when_the_running_run_ends_start_sync_works(firm: ApiHarness) -> None:
+    _scheduled_run_started(firm, hours_ago=0.5)
+    assert firm.call_api("post_sync").status == 429
+    ConfigRepository(aws.table(firm.names.config_table)).update(FIRM, running_run_id=None)
+
+    assert firm.call_api("post_sync").status == 202
+
+
+def test_a_run_marked_running_for_hours_no_longer_blocks_start_sync(firm: ApiHarness) -> None:
+    _scheduled_run_started(firm, hours_ago=7)
 
     assert firm.call_api("post_sync").status == 202
 

@@ -1,21 +1,26 @@
-"""The Start Sync gate (SPEC A6): one manual run at a time, and none within 5 minutes of the last.
+"""The Start Sync gate (SPEC A6): nothing queued while a run is queued or running, and no manual
+run within 5 minutes of the last.
 
 Check and claim are one conditional UpdateItem, so two clicks racing each other queue one run: the
 second fails the condition. ``run_pending`` is cleared by the worker when a run finishes; if a
 worker died without clearing it, the claim is honoured again after ``PENDING_STALE_AFTER`` (longer
 than a message can live through its three deliveries), so a firm is never locked out for good.
+``running_run_id`` names the run in progress, scheduled or manual (set by the worker when it starts,
+removed when it ends); it blocks the same way, with the same escape, counted from the run's start,
+which its id carries (``xpm_sync.runs.new_run_id``: a UTC timestamp that sorts as text).
 """
 
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from xpm_sync.api.errors import NeedsReconnectError, NotConnected, TooManyRequests
 from xpm_sync.clock import Clock, iso, parse_iso
+from xpm_sync.runs import new_run_id
 
 MANUAL_COOLDOWN = timedelta(minutes=5)
 PENDING_STALE_AFTER = timedelta(hours=6)
@@ -26,7 +31,14 @@ _CLAIM_CONDITION = (
     "#status = :connected"
     " AND (attribute_not_exists(manual_requested_at) OR manual_requested_at <= :cooldown_start)"
     " AND (attribute_not_exists(run_pending) OR run_pending = :off OR manual_requested_at <= :stale_start)"
+    " AND (attribute_not_exists(running_run_id) OR running_run_id < :stale_run_id)"
 )
+
+
+def _run_ids_before(moment: datetime) -> str:
+    """Every id of a run started before ``moment`` sorts below this text (the id less its random tail).
+    An id of any other shape sorts above it, so it blocks until the worker removes it."""
+    return new_run_id(moment).rsplit("-", 1)[0]
 
 
 class ManualRunGate:
@@ -56,6 +68,7 @@ class ManualRunGate:
                     # ISO 8601 UTC strings of one fixed format sort as the moments they name.
                     ":cooldown_start": iso(now - MANUAL_COOLDOWN),
                     ":stale_start": iso(now - PENDING_STALE_AFTER),
+                    ":stale_run_id": _run_ids_before(now - PENDING_STALE_AFTER),
                 },
                 ReturnValues="UPDATED_OLD",
             )
@@ -95,8 +108,16 @@ class ManualRunGate:
         elapsed = math.inf
         if isinstance(requested_at, str):
             elapsed = (now - parse_iso(requested_at)).total_seconds()
-        cooldown_left = max(0, math.ceil(MANUAL_COOLDOWN.total_seconds() - elapsed))
+        cooldown_left = (
+            max(0, math.ceil(MANUAL_COOLDOWN.total_seconds() - elapsed)) if math.isfinite(elapsed) else 0
+        )
         pending = bool(item.get("run_pending")) and elapsed < PENDING_STALE_AFTER.total_seconds()
+        running = item.get("running_run_id")
+        if isinstance(running, str) and running >= _run_ids_before(now - PENDING_STALE_AFTER):
+            return TooManyRequests(
+                max(cooldown_left, PENDING_RETRY_SECONDS),
+                "A sync is running; Start Sync can be pressed again when it finishes.",
+            )
         if pending:
             return TooManyRequests(
                 max(cooldown_left, PENDING_RETRY_SECONDS),
