@@ -227,6 +227,39 @@ def test_revoke_ends_the_grant(identity: XeroIdentity, http: httpx.Client) -> No
         identity.refresh(tokens.refresh_token)
 
 
+@pytest.mark.parametrize("status", [200, 202, 204])
+def test_revoke_accepts_any_2xx(clock: FakeClock, status: int) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url == "https://identity.xero.test/connect/revocation"
+        return httpx.Response(status)
+
+    mocked(handler, clock).revoke("rt-1")
+
+
+def test_revoke_refused_is_an_error(clock: FakeClock) -> None:
+    identity = mocked(lambda request: httpx.Response(400, json={"error": "invalid_grant"}), clock)
+
+    with pytest.raises(InvalidGrant):
+        identity.revoke("rt-1")
+
+
+@pytest.mark.parametrize("status", [200, 201, 203])
+def test_token_and_connections_accept_any_2xx(clock: FakeClock, status: int) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/connect/token":
+            return httpx.Response(
+                status, json={"access_token": "at-2", "refresh_token": "rt-2", "expires_in": 1800}
+            )
+        return httpx.Response(
+            status, json=[{"tenantId": "t-pm", "tenantType": "PRACTICEMANAGER", "tenantName": "PM"}]
+        )
+
+    identity = mocked(handler, clock)
+
+    assert identity.refresh("rt-1").access_token == "at-2"
+    assert identity.connections("at-2") == [Connection("t-pm", "PM", "PRACTICEMANAGER")]
+
+
 # --- connections (SPEC A6, A8) ---
 
 

@@ -134,7 +134,7 @@ class XeroIdentity:
             data={"token": refresh_token},
             auth=self._basic_auth(),
         )
-        if response.status_code != 200:
+        if not response.is_success:
             raise _identity_error("revocation", response)
 
     def connections(self, access_token: str) -> list[Connection]:
@@ -146,7 +146,7 @@ class XeroIdentity:
         )
         if response.status_code in (401, 403):
             raise AccessDenied(f"Xero connections answered {response.status_code}")
-        if response.status_code != 200:
+        if not response.is_success:
             raise _identity_error("connections", response)
         body = _json_body(response, "connections")
         if not isinstance(body, list):
@@ -179,7 +179,7 @@ class XeroIdentity:
             data=form,
             auth=self._basic_auth(),
         )
-        if response.status_code != 200:
+        if not response.is_success:
             raise _identity_error("token", response)
         body = _json_body(response, "token")
         if not isinstance(body, dict):
