@@ -190,6 +190,20 @@ def test_callback_preselects_no_tenant_when_xero_returns_several(api: ApiHarness
     assert "tenant_id" not in api.config()
 
 
+def test_reconnecting_with_several_tenants_preselects_none_even_the_earlier_choice(api: ApiHarness) -> None:
+    api.connect()
+    chosen = api.config()["tenant_id"]
+    assert chosen == api.sim.practices[0].tenant_id
+    api.sim.add_practice(generate_practice(seed=2, staff=3, clients=3, problem_share=0))
+
+    api.connect()
+
+    config = api.config()
+    assert "tenant_id" not in config
+    assert "tenant_name" not in config
+    assert config["status"] == "connected"
+
+
 def test_callback_ignores_organisations_that_are_not_practice_manager(api: ApiHarness) -> None:
     api.sim.add_organisation("Demo Company (AU)")
 

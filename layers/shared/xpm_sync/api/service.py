@@ -153,7 +153,7 @@ def complete_callback(
     tokens.save(grant.firm_id, token_set)
     user = user_from_id_token(token_set.id_token)
     current = configs.get_or_new(grant.firm_id)
-    tenant = _preselected_tenant(connections, current.tenant_id)
+    tenant = _preselected_tenant(connections)
     configs.update_with_defaults(
         grant.firm_id,
         NEW_CONFIG_DEFAULTS,
@@ -172,12 +172,10 @@ def complete_callback(
     return setup_page_url(frontend_url, connected="1")
 
 
-def _preselected_tenant(connections: Sequence[Connection], chosen: str | None) -> Connection | None:
-    """SPEC A6: the one Practice Manager connection; of several, none, unless the admin had
-    already chosen one of them before reconnecting."""
-    if len(connections) == 1:
-        return connections[0]
-    return next((c for c in connections if c.tenant_id == chosen), None)
+def _preselected_tenant(connections: Sequence[Connection]) -> Connection | None:
+    """SPEC A6: the Practice Manager connection when exactly one comes back. Of several, none,
+    even one the admin chose before reconnecting: the admin must choose again."""
+    return connections[0] if len(connections) == 1 else None
 
 
 def _tenant_change(current: FirmConfig, tenant_id: str | None) -> dict[str, object]:
