@@ -53,8 +53,10 @@ class ClientSync:
 
     _loaded: bool = False
 
-    def _load(self) -> None:
-        # Read the firm's Active clients only when XPM sent something: a quiet hour costs no read.
+    def load(self) -> None:
+        """Read the firm's Active clients (once). A full read does it before XPM's list is opened,
+        so a large list's connection never waits on it; an incremental run only when XPM sent
+        something, so a quiet hour costs no read."""
         if not self._loaded:
             self._loaded = True
             for item in self.repo.clients():
@@ -72,7 +74,7 @@ class ClientSync:
         self.failed_uuids.add(client.uuid)
 
     def apply(self, client: XpmClient) -> None:
-        self._load()
+        self.load()
         self.failed_uuids.discard(client.uuid)
         if client.is_archived or client.is_deleted:
             self._archive(client)

@@ -265,6 +265,8 @@ def _sync_with(
         clients.failed_uuids.update(resume.failed_uuids)
         clients.synced_uuids.update(resume.synced_retry_uuids)
 
+    if progress.full_read:
+        clients.load()
     _stream_clients(xpm, services, progress, clients, since)
     if progress.full_read:
         progress.retry_uuids = set(clients.failed_uuids)
