@@ -25,6 +25,7 @@ from xpm_sync.api.models import (
     TenantsResponse,
 )
 from xpm_sync.observability import logger, tracer
+from xpm_sync.runtime import usable_context
 
 app = APIGatewayRestResolver(enable_validation=True)
 install_error_handlers(app)
@@ -132,5 +133,10 @@ def get_run(run_id: Annotated[str, Path(description="run_id from the runs list")
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return with_cors(resolve_for_admins(app, event, context), frontend_url())
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = _handle(event, usable_context(context))
+    return answer

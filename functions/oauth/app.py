@@ -18,6 +18,7 @@ from xpm_sync.api.deps import frontend_url, oauth_deps
 from xpm_sync.api.http import documented, install_error_handlers, resolve_for_admins, with_cors
 from xpm_sync.api.models import ConnectRequest, ConnectResponse
 from xpm_sync.observability import logger, tracer
+from xpm_sync.runtime import usable_context
 
 CALLBACK_PATH = "/integrations/xpm/callback"
 
@@ -82,6 +83,11 @@ def callback(
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     answer = resolve_for_admins(app, event, context, public_paths={CALLBACK_PATH})
     return with_cors(answer, frontend_url())
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = _handle(event, usable_context(context))
+    return answer
