@@ -24,7 +24,9 @@ def tables(results: dict[str, Any]) -> str:
     for size, figures in results["sizes"].items():
         for name in RUNS:
             run = figures["runs"][name]
-            requests = ", ".join(f"{n} {op}" for op, n in sorted(run["active_requests"].items()))
+            requests = ", ".join(
+                f"{n} {op}" for op, n in sorted(run["active_requests"].items()) if op != "items written"
+            )
             lines.append(
                 f"| {int(size):,} | {RUN_LABELS[name]} | {run['seconds']:.1f} | {run['cpu_seconds']:.1f} "
                 f"| {run['moto_cpu_seconds']:.1f} | {run['records_per_second']:.0f} | {run['sim_xpm_calls']} "
