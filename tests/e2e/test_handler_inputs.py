@@ -115,3 +115,31 @@ def test_a_retried_client_xpm_answers_with_an_error_is_dropped_not_a_failed_run(
 
     assert world.last_run().status == "success"
     assert world.config().retry_client_uuids == set()
+
+
+def test_a_configured_firm_with_no_status_recorded_is_synced(world: SyncWorld) -> None:
+    aws_clients.table(world.names.config_table).update_item(
+        Key={"firm_id": world.firm_id},
+        UpdateExpression="REMOVE #s",
+        ExpressionAttributeNames={"#s": "status"},
+    )
+
+    deliveries = world.run_hourly()
+
+    assert [body["firm_id"] for d in deliveries for body in d.bodies] == [world.firm_id]
+    assert world.last_run().status == "success"
+
+
+def test_a_disconnected_firm_is_not_synced(world: SyncWorld) -> None:
+    aws_clients.table(world.names.config_table).update_item(
+        Key={"firm_id": world.firm_id},
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":s": "disconnected"},
+    )
+
+    answer = worker_handler(_sqs_event(world, {"firm_id": world.firm_id, "trigger": "manual"}), None)
+
+    assert answer == {"batchItemFailures": []}
+    assert world.runs() == []
+    assert world.items("client") == [c for c in world.items("client") if not c.get("xpm_uuid")]

@@ -60,6 +60,12 @@ class FirmConfig(BaseModel):
     def is_connected(self) -> bool:
         return self.status in ("connected", "needs_reconnect")
 
+    def can_sync(self) -> bool:
+        """Connected, or set up with no status recorded (an item written before status existed)."""
+        if "status" not in self.model_fields_set:
+            return self.tenant_id is not None
+        return self.status == "connected"
+
 
 def _to_item(config: FirmConfig) -> dict[str, Any]:
     item = config.model_dump(exclude_none=True)
@@ -113,7 +119,8 @@ class ConfigRepository:
         rules out secondary indexes.
         """
         kwargs: dict[str, Any] = {
-            "FilterExpression": Attr("sync_enabled").eq(True) & Attr("status").eq("connected"),
+            "FilterExpression": Attr("sync_enabled").eq(True)
+            & (Attr("status").eq("connected") | Attr("status").not_exists()),
             "ProjectionExpression": "firm_id",
         }
         while True:

@@ -111,7 +111,7 @@ def run_sync(
     None when there is nothing to do: the firm is not connected, or the continuation is stale.
     """
     config = services.config.get(firm_id)
-    if config is None or config.status != "connected":
+    if config is None or not config.can_sync():
         logger.info("firm not connected; nothing to sync", extra={"firm_id": firm_id})
         if config is not None and config.run_pending:
             services.config.update(firm_id, run_pending=False)
