@@ -527,3 +527,19 @@ def test_no_token_reaches_a_log_line_or_an_exception_message(
         assert token not in logged
         assert token not in str(caught.value)
         assert token not in repr(caught.value)
+
+
+@pytest.mark.parametrize("expires_at", [None, "soon", "2020-01-01T00:00:00Z", True])
+def test_a_secret_with_a_refresh_token_but_no_usable_expiry_refreshes_instead_of_reconnecting(
+    store: TokenStore, secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock, expires_at: Any
+) -> None:
+    tokens = issued(sim, clock)
+    stored: dict[str, Any] = {"access_token": tokens.access_token, "refresh_token": tokens.refresh_token}
+    if expires_at is not None:
+        stored["expires_at"] = expires_at
+    secrets.create_secret(Name=f"{PREFIX}firm-odd", SecretString=json.dumps(stored))
+
+    access_token = store.for_firm("firm-odd").access_token()
+
+    assert works_at_xero(identity, access_token)
+    assert secret_json(secrets, "firm-odd")["refresh_token"] != tokens.refresh_token

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -235,11 +236,29 @@ def _parse_tokens(data: Any) -> StoredTokens | None:
     access_token = data.get("access_token")
     refresh_token = data.get("refresh_token")
     expires_at = data.get("expires_at")
-    if not isinstance(access_token, str) or not isinstance(refresh_token, str) or not refresh_token:
+    if not isinstance(refresh_token, str) or not refresh_token:
         return None
-    if isinstance(expires_at, bool) or not isinstance(expires_at, int | float):
-        return None
-    return StoredTokens(access_token, refresh_token, int(expires_at))
+    # With the refresh token there, an access token or expiry that is missing or unreadable only
+    # means "refresh now": the firm's connection is still good.
+    usable_access = access_token if isinstance(access_token, str) else ""
+    return StoredTokens(usable_access, refresh_token, _epoch_seconds(expires_at) if usable_access else 0)
+
+
+def _epoch_seconds(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(float(value))
+        except ValueError:
+            pass
+        try:
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            return 0
+    return 0
 
 
 def _error_code(exc: ClientError) -> str:
