@@ -57,9 +57,6 @@ class FirmConfig(BaseModel):
     # The run in progress: a worker stopped by the runtime cannot close its run, the next run does.
     running_run_id: str | None = None
 
-    def is_connected(self) -> bool:
-        return self.status in ("connected", "needs_reconnect")
-
     def can_sync(self) -> bool:
         """Connected, or set up with no status recorded (an item written before status existed)."""
         if "status" not in self.model_fields_set:

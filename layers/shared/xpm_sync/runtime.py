@@ -41,7 +41,8 @@ def usable_context(context: Any) -> Any:
     return context
 
 
-def _unlimited() -> float:
+def unlimited() -> float:
+    """No deadline."""
     return math.inf
 
 
@@ -50,7 +51,7 @@ def remaining_seconds(context: Any) -> Callable[[], float]:
     try:
         at_start = context.get_remaining_time_in_millis()
     except (AttributeError, TypeError):
-        return _unlimited
+        return unlimited
     if isinstance(at_start, bool) or not isinstance(at_start, int | float) or at_start < _LEAST_REAL_START_MS:
-        return _unlimited
+        return unlimited
     return lambda: float(context.get_remaining_time_in_millis()) / 1000

@@ -37,11 +37,11 @@ def xero_identity(settings: XeroSettings, clock: Clock) -> XeroIdentity:
     )
 
 
-def token_store(settings: XeroSettings, clock: Clock) -> TokenStore:
+def token_store(settings: XeroSettings, clock: Clock, identity: XeroIdentity | None = None) -> TokenStore:
     return TokenStore(
         secrets_client=aws.client("secretsmanager"),
         prefix=settings.token_secret_prefix,
-        identity=xero_identity(settings, clock),
+        identity=identity or xero_identity(settings, clock),
         clock=clock,
     )
 

@@ -64,27 +64,3 @@ class Office(ActiveModel):
     code: str
     name: str | None = None
     default_partner_user_id: str | None = None
-
-
-class ActiveUser(BaseModel):
-    """A user as stored in Active: the synced fields plus what the sync needs to match it."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    user_id: str
-    email: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-    xpm_uuid: str | None = None
-
-
-class ActiveClient(BaseModel):
-    """A client as stored in Active: its synced attributes as raw values, plus its identity."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    client_id: str
-    code: str | None = None
-    xpm_uuid: str | None = None
-    xpm_archived: bool = False
-    synced: dict[str, object] = {}

@@ -24,30 +24,6 @@ class RecordGone(Exception):
     """The record was deleted in Active while the run was going; the sync does not bring it back."""
 
 
-# The attributes the sync owns on each entity; nothing else is ever written.
-USER_SYNCED = ("first_name", "last_name", "email", "xpm_uuid")
-CLIENT_SYNCED = (
-    "legal_name",
-    "individual_title",
-    "email",
-    "telephone",
-    "fax",
-    "code",
-    "partner_user_id",
-    "manager_user_id",
-    "residential_address",
-    "postal_address",
-    "client_group",
-    "abn",
-    "entity_type",
-    "individual_first_name",
-    "individual_last_name",
-    "individual_salutation",
-    "xpm_uuid",
-    "xpm_archived",
-)
-
-
 class ActiveRepository:
     """One firm's slice of the Active table. Takes a boto3 DynamoDB Table resource."""
 

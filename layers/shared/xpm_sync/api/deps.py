@@ -47,12 +47,7 @@ class _XeroDeps:
 
     @cached_property
     def tokens(self) -> TokenStore:
-        return TokenStore(
-            secrets_client=aws.client("secretsmanager"),
-            prefix=self.settings.token_secret_prefix,
-            identity=self.identity,
-            clock=self.clock,
-        )
+        return wiring.token_store(self.settings, self.clock, identity=self.identity)
 
     def _table(self, name: str) -> Any:
         return aws.table(name)

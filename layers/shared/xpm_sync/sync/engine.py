@@ -24,6 +24,7 @@ from xpm_sync.notify import NotifyResult
 from xpm_sync.observability import logger
 from xpm_sync.queue import SyncQueue, Trigger
 from xpm_sync.runs import RunLog, SyncRun, new_run_id
+from xpm_sync.runtime import unlimited
 from xpm_sync.sync.clients import ClientSync, People
 from xpm_sync.sync.users import sync_users
 from xpm_sync.tokens import NeedsReconnect, TokenStore
@@ -50,10 +51,6 @@ CHECKPOINT_MARGIN_SECONDS = 60.0
 XpmFactory = Callable[[str, AccessTokenSource], XpmClient]
 
 
-def _unlimited() -> float:
-    return float("inf")
-
-
 @dataclass
 class SyncServices:
     """Everything a run talks to; the worker builds it from boto3 and httpx, tests from moto."""
@@ -65,7 +62,7 @@ class SyncServices:
     xpm_factory: XpmFactory
     clock: Clock
     queue: SyncQueue | None = None
-    remaining_seconds: Callable[[], float] = _unlimited
+    remaining_seconds: Callable[[], float] = unlimited
     # Called for failed and partial runs (the notification); returns entries for the run's log.
     after_run: Callable[[SyncRun, list[Entry], FirmConfig], NotifyResult] | None = None
 

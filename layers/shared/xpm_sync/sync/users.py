@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xpm_sync import entries as codes
+from xpm_sync.active.models import UserFields
 from xpm_sync.active.repository import ActiveRepository, RecordGone, changed_values
-from xpm_sync.entries import Entry, raise_entry
+from xpm_sync.entries import Entry, EntryKind, raise_entry
 from xpm_sync.mapping import map_staff, normalise_email, staff_label
 from xpm_sync.xpm.models import XpmStaff
 
@@ -32,74 +33,76 @@ def sync_users(
     for user in stored:
         if user.get("email"):
             by_email.setdefault(normalise_email(str(user["email"])), user)
-    result = UserSyncResult(counts=counts)
-    for user in stored:
-        if user.get("email"):
-            result.user_id_by_email.setdefault(normalise_email(str(user["email"])), str(user["user_id"]))
-
+    result = UserSyncResult(
+        counts=counts, user_id_by_email={key: str(user["user_id"]) for key, user in by_email.items()}
+    )
     first_with_email: dict[str, XpmStaff] = {}
     for staff in staff_list:
         if staff.email:
             result.staff_email_by_uuid[staff.uuid] = staff.email
-        label = staff_label(staff)
         mapping = map_staff(staff)
         result.entries.extend(mapping.entries)
         if mapping.fields is None:
             counts["failed"] += 1
             continue
         email_key = normalise_email(mapping.fields.email)
-        earlier = first_with_email.setdefault(email_key, staff)
-        if earlier is not staff:
-            result.entries.append(
-                raise_entry(
-                    codes.STAFF_EMAIL_DUPLICATE,
-                    label=label,
-                    xpm_uuid=staff.uuid,
-                    message=f"{label} has the email {mapping.fields.email}, which {staff_label(earlier)} "
-                    "also has in XPM; only the first is synced.",
-                )
-            )
+        outcome = _sync_one(
+            repo,
+            staff,
+            mapping.fields,
+            existing=by_uuid.get(staff.uuid) or by_email.get(email_key),
+            earlier=first_with_email.setdefault(email_key, staff),
+        )
+        if isinstance(outcome, Entry):
+            result.entries.append(outcome)
             counts["failed"] += 1
             continue
-
-        desired: dict[str, object] = {**mapping.fields.model_dump(), "xpm_uuid": staff.uuid}
-        existing = by_uuid.get(staff.uuid) or by_email.get(email_key)
-        if existing is None:
-            user_id = repo.create("user", desired)
-            counts["created"] += 1
-        else:
-            linked_to = existing.get("xpm_uuid")
-            if linked_to and linked_to != staff.uuid:
-                result.entries.append(
-                    raise_entry(
-                        codes.USER_LINKED_TO_OTHER_STAFF,
-                        label=label,
-                        xpm_uuid=staff.uuid,
-                        message=f"The Active user {existing.get('email')} is already linked to another "
-                        f"XPM staff member, so {label} was not synced.",
-                    )
-                )
-                counts["failed"] += 1
-                continue
-            user_id = str(existing["user_id"])
-            changes = changed_values(existing, desired)
-            if changes:
-                try:
-                    repo.update("user", user_id, changes)
-                except RecordGone:
-                    result.entries.append(
-                        raise_entry(
-                            codes.USER_DELETED_DURING_RUN,
-                            label=label,
-                            xpm_uuid=staff.uuid,
-                            message=f"The Active user for {label} was deleted in Active while the sync was "
-                            "running, so it was not updated.",
-                        )
-                    )
-                    counts["failed"] += 1
-                    continue
-                counts["updated"] += 1
-            else:
-                counts["unchanged"] += 1
+        user_id, counted = outcome
+        counts[counted] += 1
         result.user_id_by_email[email_key] = user_id
     return result
+
+
+def _sync_one(
+    repo: ActiveRepository,
+    staff: XpmStaff,
+    fields: UserFields,
+    *,
+    existing: dict[str, Any] | None,
+    earlier: XpmStaff,
+) -> Entry | tuple[str, str]:
+    """Write one staff member's user: (user id, outcome), or the entry saying why it was not."""
+    label = staff_label(staff)
+
+    def problem(kind: EntryKind, message: str) -> Entry:
+        return raise_entry(kind, label=label, xpm_uuid=staff.uuid, message=message)
+
+    if earlier is not staff:
+        return problem(
+            codes.STAFF_EMAIL_DUPLICATE,
+            f"{label} has the email {fields.email}, which {staff_label(earlier)} also has in XPM; "
+            "only the first is synced.",
+        )
+    desired: dict[str, object] = {**fields.model_dump(), "xpm_uuid": staff.uuid}
+    if existing is None:
+        return repo.create("user", desired), "created"
+    linked_to = existing.get("xpm_uuid")
+    if linked_to and linked_to != staff.uuid:
+        return problem(
+            codes.USER_LINKED_TO_OTHER_STAFF,
+            f"The Active user {existing.get('email')} is already linked to another XPM staff member, "
+            f"so {label} was not synced.",
+        )
+    user_id = str(existing["user_id"])
+    changes = changed_values(existing, desired)
+    if not changes:
+        return user_id, "unchanged"
+    try:
+        repo.update("user", user_id, changes)
+    except RecordGone:
+        return problem(
+            codes.USER_DELETED_DURING_RUN,
+            f"The Active user for {label} was deleted in Active while the sync was running, "
+            "so it was not updated.",
+        )
+    return user_id, "updated"
