@@ -175,10 +175,11 @@ def dispatch_job(args: dict[str, Any]) -> dict[str, Any]:
     from local.lambda_runtime import LocalContext, scheduled_event
 
     context = LocalContext("SyncDispatchFunction", timeout_seconds=float(args.get("timeout", 30)))
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), cpu_seconds()
     answer = lambda_handler(scheduled_event(), context)
     return {
         "seconds": time.monotonic() - started,
+        "cpu_seconds": cpu_seconds() - cpu_started,
         "queued": int(answer["queued"]),
         "peak_rss_mb": peak_rss_mb(),
     }

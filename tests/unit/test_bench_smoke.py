@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.sqs.models import Queue, sqs_backends
+
 from bench.harness import (
     add_firm,
     bench_stack,
@@ -11,6 +18,7 @@ from bench.harness import (
     measure_sync,
     parse_importtime,
 )
+from bench.moto_process import _lazy_queue_attributes
 from bench.run import evaluate
 
 IMPORTTIME = """\
@@ -75,3 +83,40 @@ def test_bench_measures_the_real_path_at_a_tiny_size() -> None:
     assert verdicts["50: no-change rerun makes the minimum XPM calls"] is True
     assert verdicts["50: incremental run writes only the changed items"] is True
     assert verdicts["worker cold-start import"] is True
+
+
+def test_bench_moto_queue_attributes_answer_as_moto_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench's lazy ``Queue.attributes`` (moto_process) gives moto's own answers."""
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="eu-west-1")
+        dlq = sqs.create_queue(QueueName="dlq.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        queue_url = sqs.create_queue(
+            QueueName="sync.fifo",
+            Attributes={
+                "FifoQueue": "true",
+                "ContentBasedDeduplication": "true",
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}),
+            },
+        )["QueueUrl"]
+        for firm in ("a", "b", "a"):  # the second "a" is a duplicate inside the dedup window
+            sqs.send_message(
+                QueueUrl=queue_url, MessageBody=json.dumps({"firm_id": firm}), MessageGroupId=firm
+            )
+        sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1)
+        queue = sqs_backends["123456789012"]["eu-west-1"].get_queue("sync.fifo")
+        moto_answer = dict(queue.attributes)
+
+        monkeypatch.setattr(Queue, "attributes", property(_lazy_queue_attributes))
+        lazy_answer = dict(queue.attributes)
+        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"firm_id": "a"}), MessageGroupId="a")
+        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"firm_id": "c"}), MessageGroupId="c")
+        after = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+
+    assert lazy_answer == moto_answer
+    assert lazy_answer["ContentBasedDeduplication"] == "true"
+    assert after["ApproximateNumberOfMessages"] == "2"  # "b" and "c"; the second "a" deduplicated
+    assert after["ApproximateNumberOfMessagesNotVisible"] == "1"
+    assert json.loads(after["RedrivePolicy"])["maxReceiveCount"] == 3
