@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,12 +35,8 @@ REGION = "ap-southeast-2"
 APP_CLIENT_ID = "local-client-id"
 APP_CLIENT_SECRET = "local-client-secret"  # noqa: S105 - the simulator's fake app, not a secret
 STAFF = 100
-HANDLER_MODULES = (
-    "functions.sync_worker.app",
-    "functions.sync_dispatch.app",
-    "functions.api.app",
-    "functions.oauth.app",
-)
+HANDLER_FUNCTIONS = ("sync_worker", "sync_dispatch", "api", "oauth")  # functions/<name>/app.py
+LAMBDA_BUILD = ROOT / "build" / "bench-layer"
 _AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench",
@@ -349,19 +346,63 @@ def parse_importtime(stderr: str, module: str) -> tuple[float, list[tuple[str, f
     return total_us / 1000, nested[:8]
 
 
-def measure_import(module: str, *, repeats: int = 3) -> dict[str, Any]:
-    """Cold-start import time of a handler module: ``python -X importtime -c "import <module>"``.
+def build_layer(artifacts: Path = LAMBDA_BUILD) -> Path:
+    """The shared layer as ``sam build`` makes it (``layers/shared/Makefile``: the requirements and
+    xpm_sync, compiled to bytecode), with wheels for this machine so that it can be imported here."""
+    shutil.rmtree(artifacts, ignore_errors=True)
+    subprocess.run(
+        [
+            "make",
+            "-s",
+            "-C",
+            str(ROOT / "layers" / "shared"),
+            "build-SharedLayer",
+            f"ARTIFACTS_DIR={artifacts}",
+            "PLATFORM=",
+            f"PYTHON={sys.executable}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return artifacts / "python"
 
-    The median of ``repeats`` fresh interpreters; no bytecode cache is written for the project's own
-    code (as in Lambda, where the deployment package is read-only and ships without one).
-    """
+
+def lambda_init_env(function: str, layer: Path) -> dict[str, str]:
+    """The environment a Lambda execution environment imports a handler in: the function's own
+    directory and the layer on the path (and nothing of this project's dev tools), the variables
+    Lambda sets, and those template.yaml's Globals set (prod). Tracing is on, as in AWS."""
+    task = ROOT / "functions" / function
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": f"{task}{os.pathsep}{layer}",
+        "PYTHONDONTWRITEBYTECODE": "1",  # /var/task is read-only: app.py is compiled every time
+        "LAMBDA_TASK_ROOT": str(task),
+        "AWS_LAMBDA_FUNCTION_NAME": f"xpm-sync-{function}",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "POWERTOOLS_SERVICE_NAME": "xpm-sync",
+        "POWERTOOLS_METRICS_NAMESPACE": "XpmSync",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+    }
+
+
+def measure_import(
+    function: str, layer: Path, *, statement: str = "import app", repeats: int = 3
+) -> dict[str, Any]:
+    """Cold-start import of ``functions/<function>/app.py`` as Lambda does it, from the built
+    layer: ``python -S -X importtime -c "import app"`` (``-S``: only the layer and the standard
+    library, as in Lambda). The median of ``repeats`` fresh interpreters."""
+    module = statement.removeprefix("import ").strip()
     totals: list[float] = []
     heaviest: list[tuple[str, float]] = []
     for _ in range(repeats):
         done = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", f"import {module}"],
-            cwd=ROOT,
-            env=child_env({}),
+            [sys.executable, "-S", "-s", "-X", "importtime", "-c", statement],
+            cwd=ROOT / "functions" / function,
+            env=lambda_init_env(function, layer),
             capture_output=True,
             text=True,
             check=True,
@@ -371,7 +412,7 @@ def measure_import(module: str, *, repeats: int = 3) -> dict[str, Any]:
         if total == statistics.median(totals) or not heaviest:
             heaviest = nested
     return {
-        "module": module,
+        "module": f"functions.{function}.app" if module == "app" else module,
         "ms": statistics.median(totals),
         "runs_ms": [round(t, 1) for t in totals],
         "heaviest": [{"module": name, "ms": round(ms, 1)} for name, ms in heaviest],

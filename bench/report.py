@@ -51,13 +51,17 @@ def tables(results: dict[str, Any]) -> str:
     for item in results["imports"]:
         heaviest = ", ".join(f"{h['module']} {h['ms']:.0f}" for h in item["heaviest"][:4])
         lines.append(f"| `{item['module']}` | {item['ms']:.0f} | {item['runs_ms']} | {heaviest} |")
+    floor = results.get("import_floor")
+    if floor:
+        lines.append(f"| for scale: `import boto3` alone | {floor['ms']:.0f} | {floor['runs_ms']} | |")
     dispatch = results.get("dispatch")
     if dispatch:
         lines += [
             "",
             f"Dispatcher: {dispatch['queued']:,} firms queued in {dispatch['seconds']:.1f} s "
             f"({dispatch['messages_per_second']:.0f} messages/s, {dispatch['messages_on_queue']:,} on the "
-            f"queue afterwards); its Lambda timeout is {dispatch['timeout_seconds']} s.",
+            f"queue afterwards; the dispatcher's own CPU {dispatch.get('cpu_seconds', 0):.1f} s, moto's "
+            f"{dispatch.get('moto_cpu_seconds', 0):.1f} s); its Lambda timeout is {dispatch['timeout_seconds']} s.",
         ]
     lines += ["", "| target | figure | limit | |", "|---|---|---|---|"]
     for target in results.get("targets", []):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,25 @@ class TestFunctions:
         assert variables["POWERTOOLS_SERVICE_NAME"] == "xpm-sync"
         assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "XpmSync"
         assert "POWERTOOLS_LOG_LEVEL" in variables
+
+    def test_the_layer_is_built_for_the_functions_architecture_and_ships_bytecode(self, template):
+        layer = template["Resources"]["SharedLayer"]
+        assert layer["Metadata"]["BuildMethod"] == "makefile"
+        assert layer["Metadata"]["BuildArchitecture"] == "arm64"
+        assert template["Globals"]["Function"]["Architectures"] == ["arm64"]
+        # What `sam build` will run, without running it (it downloads the arm64 wheels).
+        plan = subprocess.run(
+            ["make", "-n", "-C", str(ROOT / layer["Properties"]["ContentUri"]), "build-SharedLayer"],
+            env={**os.environ, "ARTIFACTS_DIR": "/tmp/artifacts"},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "--platform manylinux2014_aarch64" in plan
+        assert "-r requirements.txt" in plan
+        assert "--target \"/tmp/artifacts/python\"" in plan
+        assert "cp -R xpm_sync \"/tmp/artifacts/python/\"" in plan
+        assert "compileall" in plan and "--invalidation-mode unchecked-hash" in plan
 
     @pytest.mark.parametrize("name", sorted(FUNCTION_SETTINGS))
     def test_each_function_gets_every_variable_its_settings_require(self, template, name):
