@@ -61,7 +61,7 @@ bench: $(VENV)/.installed
 	$(PY) -m bench.run
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .aws-sam
+	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .aws-sam build
 
 # Generated documents (tests fail when they are stale): the API's OpenAPI and the entry codes.
 docs: $(VENV)/.installed

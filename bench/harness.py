@@ -278,10 +278,17 @@ def measure_baseline(bench: Bench, firm: BenchFirm, items: int) -> dict[str, Any
     )
 
 
-def dispatcher_timeout(template_path: Path = ROOT / "template.yaml") -> int:
+ONE_VCPU_MB = 1769  # Lambda gives one full vCPU at this much memory, and CPU in proportion below it
+
+
+def dispatcher_limits(template_path: Path = ROOT / "template.yaml") -> tuple[int, int]:
+    """The dispatcher's timeout (seconds) and memory (MB), as template.yaml sets them."""
     template = load_template(template_path)
     props = template["Resources"]["SyncDispatchFunction"]["Properties"]
-    return int(props.get("Timeout", template["Globals"]["Function"]["Timeout"]))
+    defaults = template["Globals"]["Function"]
+    return int(props.get("Timeout", defaults["Timeout"])), int(
+        props.get("MemorySize", defaults["MemorySize"])
+    )
 
 
 def measure_dispatch(bench: Bench, firms: int) -> dict[str, Any]:
@@ -300,7 +307,7 @@ def measure_dispatch(bench: Bench, firms: int) -> dict[str, Any]:
                     "sync_enabled": True,
                 }
             )
-    timeout = dispatcher_timeout()
+    timeout, memory_mb = dispatcher_limits()
     result = bench.job({"job": "dispatch", "timeout": timeout}, env)
     attributes = bench.client("sqs").get_queue_attributes(
         QueueUrl=names.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
@@ -308,6 +315,9 @@ def measure_dispatch(bench: Bench, firms: int) -> dict[str, Any]:
     result["firms"] = firms
     result["messages_on_queue"] = int(attributes["ApproximateNumberOfMessages"])
     result["timeout_seconds"] = timeout
+    result["memory_mb"] = memory_mb
+    # Its own CPU time as Lambda would give it at that memory: a floor for its duration in AWS.
+    result["lambda_cpu_seconds"] = result["cpu_seconds"] * max(1.0, ONE_VCPU_MB / memory_mb)
     result["messages_per_second"] = result["queued"] / result["seconds"] if result["seconds"] else 0.0
     return result
 

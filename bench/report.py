@@ -61,7 +61,8 @@ def tables(results: dict[str, Any]) -> str:
             f"Dispatcher: {dispatch['queued']:,} firms queued in {dispatch['seconds']:.1f} s "
             f"({dispatch['messages_per_second']:.0f} messages/s, {dispatch['messages_on_queue']:,} on the "
             f"queue afterwards; the dispatcher's own CPU {dispatch.get('cpu_seconds', 0):.1f} s, moto's "
-            f"{dispatch.get('moto_cpu_seconds', 0):.1f} s); its Lambda timeout is {dispatch['timeout_seconds']} s.",
+            f"{dispatch.get('moto_cpu_seconds', 0):.1f} s); "
+            f"its Lambda timeout is {dispatch['timeout_seconds']} s.",
         ]
     lines += ["", "| target | figure | limit | |", "|---|---|---|---|"]
     for target in results.get("targets", []):

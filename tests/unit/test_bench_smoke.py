@@ -18,7 +18,7 @@ from bench.harness import (
     measure_sync,
     parse_importtime,
 )
-from bench.moto_process import _lazy_queue_attributes
+from bench.moto_process import _add_message_deduplicated_by_index, _lazy_queue_attributes
 from bench.run import evaluate
 
 IMPORTTIME = """\
@@ -120,3 +120,33 @@ def test_bench_moto_queue_attributes_answer_as_moto_does(monkeypatch: pytest.Mon
     assert after["ApproximateNumberOfMessages"] == "2"  # "b" and "c"; the second "a" deduplicated
     assert after["ApproximateNumberOfMessagesNotVisible"] == "1"
     assert json.loads(after["RedrivePolicy"])["maxReceiveCount"] == 3
+
+
+def test_bench_moto_deduplicates_fifo_messages_by_index_as_sqs_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Queue, "add_message", _add_message_deduplicated_by_index)
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="eu-west-1")
+        queue_url = sqs.create_queue(
+            QueueName="sync.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+        )["QueueUrl"]
+
+        def send(firm: str, deduplication_id: str | None = None) -> None:
+            extra = {"MessageDeduplicationId": deduplication_id} if deduplication_id else {}
+            sqs.send_message(QueueUrl=queue_url, MessageBody=firm, MessageGroupId=firm, **extra)
+
+        def bodies() -> list[str]:
+            answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+            return sorted(message["Body"] for message in answer.get("Messages", []))
+
+        send("a")
+        send("b")
+        send("a")  # same content within 5 minutes: dropped
+        send("a", deduplication_id="explicit-1")  # an explicit id of its own: kept
+        send("c", deduplication_id="explicit-1")  # that id again: dropped
+        assert bodies() == ["a", "a", "b"]
+
+        while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages"):
+            for message in messages:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        send("b")  # deleted since, but SQS still remembers the id for 5 minutes
+        assert bodies() == []

@@ -190,9 +190,10 @@ class TestFunctions:
         ).stdout
         assert "--platform manylinux2014_aarch64" in plan
         assert "-r requirements.txt" in plan
-        assert "--target \"/tmp/artifacts/python\"" in plan
-        assert "cp -R xpm_sync \"/tmp/artifacts/python/\"" in plan
-        assert "compileall" in plan and "--invalidation-mode unchecked-hash" in plan
+        assert '--target "/tmp/artifacts/python"' in plan
+        assert 'cp -R xpm_sync "/tmp/artifacts/python/"' in plan
+        assert "compileall" in plan
+        assert "--invalidation-mode unchecked-hash" in plan
 
     @pytest.mark.parametrize("name", sorted(FUNCTION_SETTINGS))
     def test_each_function_gets_every_variable_its_settings_require(self, template, name):
