@@ -368,21 +368,31 @@ def build_layer(artifacts: Path = LAMBDA_BUILD) -> Path:
             str(ROOT / "layers" / "shared"),
             "build-SharedLayer",
             f"ARTIFACTS_DIR={artifacts}",
-            "PLATFORM=",
-            f"PYTHON={sys.executable}",
+            "LAYER_WHEEL_PLATFORM=",
+            f"LAYER_PYTHON={sys.executable}",
         ],
         check=True,
         capture_output=True,
         text=True,
     )
+    # Each function's code as Lambda has it in /var/task: app.py alone, with no bytecode that a
+    # test run may have left in functions/<name>/__pycache__.
+    for function in HANDLER_FUNCTIONS:
+        task = task_root(function, artifacts)
+        task.mkdir(parents=True)
+        shutil.copy2(ROOT / "functions" / function / "app.py", task / "app.py")
     return artifacts / "python"
+
+
+def task_root(function: str, artifacts: Path = LAMBDA_BUILD) -> Path:
+    return artifacts / "task" / function
 
 
 def lambda_init_env(function: str, layer: Path) -> dict[str, str]:
     """The environment a Lambda execution environment imports a handler in: the function's own
     directory and the layer on the path (and nothing of this project's dev tools), the variables
     Lambda sets, and those template.yaml's Globals set (prod). Tracing is on, as in AWS."""
-    task = ROOT / "functions" / function
+    task = task_root(function, layer.parent)
     return {
         "PATH": os.environ.get("PATH", ""),
         "LANG": "C.UTF-8",
@@ -411,7 +421,7 @@ def measure_import(
     for _ in range(repeats):
         done = subprocess.run(
             [sys.executable, "-S", "-s", "-X", "importtime", "-c", statement],
-            cwd=ROOT / "functions" / function,
+            cwd=task_root(function, layer.parent),
             env=lambda_init_env(function, layer),
             capture_output=True,
             text=True,

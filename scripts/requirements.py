@@ -1,7 +1,10 @@
-"""Generate layers/shared/requirements.txt from pyproject.toml, the one source of dependencies.
+"""Generate the layer's requirement files from pyproject.toml and requirements/dev.lock.
 
-SAM's python builder installs the layer from that file, so it must list exactly
-``[project].dependencies``. ``--write`` regenerates it; ``--check`` exits 1 when it is stale.
+``layers/shared/requirements.txt`` lists exactly ``[project].dependencies``; ``constraints.txt``
+beside it pins every package to the version in ``requirements/dev.lock``, so the layer that
+``sam build`` installs (layers/shared/Makefile) has the transitive versions the tests ran with.
+Both live in the layer's folder because SAM builds from a copy of that folder alone.
+``--write`` regenerates them; ``--check`` exits 1 when either is stale.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
 REQUIREMENTS = ROOT / "layers" / "shared" / "requirements.txt"
+CONSTRAINTS = ROOT / "layers" / "shared" / "constraints.txt"
+LOCK = ROOT / "requirements" / "dev.lock"
 
 HEADER = (
     "# Generated from pyproject.toml [project].dependencies by scripts/requirements.py: do not edit.\n"
@@ -28,6 +33,13 @@ def render(pyproject: Path = PYPROJECT) -> str:
     return HEADER + "".join(f"{dependency}\n" for dependency in dependencies)
 
 
+def render_constraints(lock: Path = LOCK) -> str:
+    """The lock's pins, as pip constraints: they fix versions without asking for anything."""
+    pins = [line.strip() for line in lock.read_text(encoding="utf-8").splitlines()]
+    header = HEADER.replace("pyproject.toml [project].dependencies", "requirements/dev.lock")
+    return header + "".join(f"{pin}\n" for pin in pins if pin and not pin.startswith("#"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     mode = parser.add_mutually_exclusive_group(required=True)
@@ -35,15 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="exit 1 if the requirements file is stale")
     args = parser.parse_args(argv)
 
-    expected = render()
+    expected = {REQUIREMENTS: render(), CONSTRAINTS: render_constraints()}
     if args.write:
-        REQUIREMENTS.write_text(expected, encoding="utf-8")
+        for path, text in expected.items():
+            path.write_text(text, encoding="utf-8")
         return 0
-    current = REQUIREMENTS.read_text(encoding="utf-8") if REQUIREMENTS.exists() else ""
-    if current != expected:
-        print(f"{REQUIREMENTS} is stale: run `make requirements`", file=sys.stderr)
-        return 1
-    return 0
+    stale = [
+        path
+        for path, text in expected.items()
+        if not path.exists() or path.read_text(encoding="utf-8") != text
+    ]
+    for path in stale:
+        print(f"{path} is stale: run `make requirements`", file=sys.stderr)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -183,13 +183,14 @@ class TestFunctions:
         # What `sam build` will run, without running it (it downloads the arm64 wheels).
         plan = subprocess.run(
             ["make", "-n", "-C", str(ROOT / layer["Properties"]["ContentUri"]), "build-SharedLayer"],
-            env={**os.environ, "ARTIFACTS_DIR": "/tmp/artifacts"},
+            # A PLATFORM in the environment (some CI systems set one) must not change the build.
+            env={**os.environ, "ARTIFACTS_DIR": "/tmp/artifacts", "LAYER_WHEEL_PLATFORM": "x64"},
             capture_output=True,
             text=True,
             check=True,
         ).stdout
         assert "--platform manylinux2014_aarch64" in plan
-        assert "-r requirements.txt" in plan
+        assert "-r requirements.txt -c constraints.txt" in plan
         assert '--target "/tmp/artifacts/python"' in plan
         assert 'cp -R xpm_sync "/tmp/artifacts/python/"' in plan
         assert "compileall" in plan

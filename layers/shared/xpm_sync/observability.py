@@ -75,7 +75,7 @@ class UnrecordedProvider(BaseProvider):
 def tracing_wanted(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
     """True inside Lambda (not SAM local) unless POWERTOOLS_TRACE_DISABLED is set: the same rule
     Powertools applies when it decides whether its Tracer is on."""
-    if environ.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in _TRUTHY:
+    if environ.get("POWERTOOLS_TRACE_DISABLED", "false").lower() in _TRUTHY:
         return False
     return bool(environ.get("LAMBDA_TASK_ROOT")) and not environ.get("AWS_SAM_LOCAL")
 
