@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.harness import ONE_VCPU_MB
 from bench.run import RUN_LABELS, RUNS
+from local.stack import load_template
+
+
+def worker_memory_mb() -> int:
+    props = load_template()["Resources"]["SyncWorkerFunction"]["Properties"]
+    return int(props["MemorySize"])
 
 
 def tables(results: dict[str, Any]) -> str:
@@ -71,9 +78,53 @@ def tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+FIRMS_PER_HOUR = 10_000
+
+
+def capacity_tables(results: dict[str, Any], worker_memory_mb: int) -> str:
+    """Worker duration per firm and the busy workers it implies for 10,000 firms an hour.
+
+    Lambda gives CPU in proportion to memory (one vCPU at 1,769 MB), so the worker's CPU seconds
+    measured on a full core here take ``1769 / memory`` times as long in Lambda."""
+    cpu_scale = max(1.0, ONE_VCPU_MB / worker_memory_mb)
+    arrivals_per_second = FIRMS_PER_HOUR / 3600
+    lines = [
+        f"**Worker duration per firm** (this run: wall on moto / worker CPU here / that CPU on Lambda "
+        f"at {worker_memory_mb} MB, x{cpu_scale:.2f}; seconds):",
+        "",
+        "| clients | no-change hour | daily full read | 1% changed | first sync |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for size, figures in results["sizes"].items():
+        cells = [
+            f"{run['seconds']:.1f} / {run['cpu_seconds']:.1f} / {run['cpu_seconds'] * cpu_scale:.1f}"
+            for run in (figures["runs"][name] for name in ("rerun", "daily", "incremental", "first"))
+        ]
+        lines.append(f"| {int(size):,} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"**Reserved concurrency.** {FIRMS_PER_HOUR:,} firms an hour is λ = {arrivals_per_second:.2f} "
+        "firms/s; by Little's law the busy workers are λ x d, with d a no-change hour:",
+        "",
+        "| every firm has | d: moto wall / Lambda CPU | workers, moto wall | workers, Lambda CPU only |",
+        "|---:|---:|---:|---:|",
+    ]
+    for size, figures in results["sizes"].items():
+        rerun = figures["runs"]["rerun"]
+        lambda_cpu = rerun["cpu_seconds"] * cpu_scale
+        lines.append(
+            f"| {int(size):,} clients | {rerun['seconds']:.1f} s / {lambda_cpu:.1f} s "
+            f"| {arrivals_per_second * rerun['seconds']:.1f} | {arrivals_per_second * lambda_cpu:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "results.json"
-    print(tables(json.loads(path.read_text(encoding="utf-8"))))
+    results = json.loads(path.read_text(encoding="utf-8"))
+    print(tables(results))
+    print()
+    print(capacity_tables(results, worker_memory_mb()))
 
 
 if __name__ == "__main__":
