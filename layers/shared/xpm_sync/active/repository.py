@@ -4,12 +4,17 @@ Reads are one partition query per entity (``pk=FIRM#{firm_id}``, ``sk`` prefix),
 Writes touch only the synced attributes: new records in batches of PutItem, existing ones
 with an UpdateItem that SETs changed values and REMOVEs emptied ones, so every attribute Active
 owns (role, notes, modules, ...) survives.
+
+New records' batches are written by a few threads while the run maps the next records: a first
+sync of a large practice is thousands of BatchWriteItem calls, each mostly waiting on the network,
+and the mapping is CPU. ``flush`` waits for every one of them and raises the first failure.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from boto3.dynamodb.conditions import Key
@@ -18,6 +23,7 @@ from xpm_sync.active.models import Office
 
 SyncedValues = Mapping[str, object]
 _BATCH_SIZE = 25  # DynamoDB's most per BatchWriteItem
+_WRITERS = 4  # BatchWriteItem requests in flight at once; twice as many may wait (bounded memory)
 
 
 class RecordGone(Exception):
@@ -27,11 +33,14 @@ class RecordGone(Exception):
 class ActiveRepository:
     """One firm's slice of the Active table. Takes a boto3 DynamoDB Table resource."""
 
-    def __init__(self, table: Any, firm_id: str) -> None:
+    def __init__(self, table: Any, firm_id: str, *, writers: int = _WRITERS) -> None:
         self._table = table
         self.firm_id = firm_id
         self._pk = f"FIRM#{firm_id}"
         self._pending: list[dict[str, Any]] = []
+        self._writers = writers
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_flight: set[Future[None]] = set()
 
     def _query(self, prefix: str) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -78,20 +87,49 @@ class ActiveRepository:
             }
         )
         # New records go out 25 to a request; the fresh uuid4 in the key means nothing can be
-        # overwritten, so no condition is needed. ``flush`` before the run is recorded.
+        # overwritten, so no condition is needed (nor any order between requests). ``flush``
+        # before the run is recorded.
         self._pending.append(item)
         if len(self._pending) >= _BATCH_SIZE:
-            self.flush()
+            self._send_pending()
         return record_id
 
-    def flush(self) -> None:
-        """Write the new records still buffered (BatchWriteItem, unprocessed items retried)."""
-        if not self._pending:
-            return
+    def _send_pending(self) -> None:
+        # A failed write stops the run here; its records are not lost, the batch stays pending
+        # for the final flush (and a record never written is created again by the next run).
+        finished = {write for write in self._in_flight if write.done()}
+        self._in_flight -= finished
+        _raise_first_failure(finished)
+        while len(self._in_flight) >= 2 * self._writers:
+            finished, self._in_flight = wait(self._in_flight, return_when=FIRST_COMPLETED)
+            _raise_first_failure(finished)
+        self._submit_pending()
+
+    def _submit_pending(self) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self._writers, thread_name_prefix="active-writes")
+        batch, self._pending = self._pending, []
+        self._in_flight.add(self._pool.submit(self._write, batch))
+
+    def _write(self, items: list[dict[str, Any]]) -> None:
+        # batch_writer retries the items DynamoDB leaves unprocessed.
         with self._table.batch_writer() as batch:
-            for item in self._pending:
+            for item in items:
                 batch.put_item(Item=item)
-        self._pending.clear()
+
+    def flush(self) -> None:
+        """Write the new records still buffered, wait for every write in flight and stop the
+        writer threads; the first failed write is raised (after all the others have ended)."""
+        try:
+            if self._pending:
+                self._submit_pending()
+            finished, _ = wait(self._in_flight)
+            self._in_flight = set()
+            _raise_first_failure(finished)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
     def update(self, entity: str, record_id: str, changes: SyncedValues) -> None:
         """SET the changed synced values and REMOVE the ones XPM emptied; nothing else."""
@@ -119,6 +157,13 @@ class ActiveRepository:
             self._table.update_item(**kwargs)
         except self._table.meta.client.exceptions.ConditionalCheckFailedException as gone:
             raise RecordGone(f"{entity} {record_id} no longer exists in Active") from gone
+
+
+def _raise_first_failure(writes: Iterable[Future[None]]) -> None:
+    for write in writes:
+        error = write.exception()
+        if error is not None:
+            raise error
 
 
 def changed_values(stored: Mapping[str, Any], desired: SyncedValues) -> dict[str, object]:
