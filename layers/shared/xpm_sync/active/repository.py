@@ -23,7 +23,7 @@ from xpm_sync.active.models import Office
 
 SyncedValues = Mapping[str, object]
 _BATCH_SIZE = 25  # DynamoDB's most per BatchWriteItem
-_WRITERS = 4  # BatchWriteItem requests in flight at once; twice as many may wait (bounded memory)
+WRITER_THREADS = 4  # BatchWriteItem requests in flight at once; twice as many may wait (bounded memory)
 
 
 class RecordGone(Exception):
@@ -33,7 +33,7 @@ class RecordGone(Exception):
 class ActiveRepository:
     """One firm's slice of the Active table. Takes a boto3 DynamoDB Table resource."""
 
-    def __init__(self, table: Any, firm_id: str, *, writers: int = _WRITERS) -> None:
+    def __init__(self, table: Any, firm_id: str, *, writers: int = WRITER_THREADS) -> None:
         self._table = table
         self.firm_id = firm_id
         self._pk = f"FIRM#{firm_id}"
