@@ -9,8 +9,7 @@ Jobs:
 - ``sync``: one SQS message for the firm, delivered to ``functions.sync_worker.app.lambda_handler``
   the way Lambda's SQS event source does (``local.lambda_runtime.drain_queue``).
 - ``baseline``: download the same client list (httpx stream, no parse) and batch-write the same
-  number of items (``batch_writer``, no mapping, as many requests in flight as the sync's own
-  writes) to the same Active table.
+  number of items (no mapping) to the same Active table with the sync's own ``BatchWrites``.
 - ``dispatch``: one scheduled event into ``functions.sync_dispatch.app.lambda_handler``.
 """
 
@@ -24,9 +23,6 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from itertools import islice
 from typing import Any
 
 RESULT_PREFIX = "BENCH_RESULT "
@@ -140,15 +136,10 @@ def sync_job(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    while chunk := list(islice(items, size)):
-        yield chunk
-
-
 def baseline_job(args: dict[str, Any]) -> dict[str, Any]:
     import boto3
     import httpx
-    from xpm_sync.active.repository import WRITER_THREADS
+    from xpm_sync.active.repository import BatchWrites
 
     # Clients made before the clock starts, as for the worker (a warm container).
     table = boto3.session.Session().resource("dynamodb").Table(os.environ["ACTIVE_TABLE"])
@@ -164,26 +155,13 @@ def baseline_job(args: dict[str, Any]) -> dict[str, Any]:
 
     template: dict[str, Any] = dict(args["item"])
     pk = f"BENCH#{uuid.uuid4().hex}"
-    items = ({**template, "pk": pk, "sk": f"CLIENT#{number:08d}"} for number in range(int(args["items"])))
-
-    def write(batch: list[dict[str, Any]]) -> None:
-        with table.batch_writer() as writer:
-            for item in batch:
-                writer.put_item(Item=item)
-
-    # As many requests in flight as the sync's own writes (xpm_sync.active.repository), so the
-    # ratio measures what the sync adds, not how it writes.
+    # The sync's own writer (as many requests in flight), so the ratio measures what the sync
+    # adds, not how it writes.
+    writes = BatchWrites(table)
     write_started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=WRITER_THREADS) as pool:
-        in_flight: set[Future[None]] = set()
-        for batch in _chunks(items, 25):
-            if len(in_flight) >= 2 * WRITER_THREADS:  # bounded, as the sync's writes are
-                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for write_done in finished:
-                    write_done.result()
-            in_flight.add(pool.submit(write, batch))
-        for write_done in in_flight:
-            write_done.result()
+    for number in range(int(args["items"])):
+        writes.put({**template, "pk": pk, "sk": f"CLIENT#{number:08d}"})
+    writes.flush()
     written = time.monotonic() - write_started
     return {
         "seconds": time.monotonic() - started,

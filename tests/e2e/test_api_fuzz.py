@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 import schemathesis
@@ -32,9 +30,7 @@ from schemathesis.checks import (
 )
 
 from local.admin_flow import run_admin_flow
-from local.serve import ServedApi, seed_demo_firm, serve_api
-from local.stack import StackNames, function_environment
-from local.xpm_sim import Simulator
+from local.serve import ServedApi
 
 pytestmark = pytest.mark.e2e
 
@@ -54,12 +50,6 @@ CASES: Counter[str] = Counter()
 STATUSES: Counter[str] = Counter()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module", autouse=True)
 def reliability_report() -> Iterator[None]:
     yield
@@ -76,22 +66,11 @@ def reliability_report() -> Iterator[None]:
 
 
 @pytest.fixture
-def served(aws_server: StackNames, simulator: Simulator) -> Iterator[ServedApi]:
+def served(served: ServedApi) -> ServedApi:
     """The API over HTTP for the demo firm, after the admin connected, saved and pressed Start Sync."""
-    simulator.register_app("local-client-id", "local-client-secret")
-    simulator.set_consenting_user("Pat Partner", "pat@firm.example")
-    seed_demo_firm(boto3.resource("dynamodb").Table(aws_server.active_table), simulator.practices[0])
-    port = _free_port()
-    redirect_uri = f"http://127.0.0.1:{port}/integrations/xpm/callback"
-    api = serve_api(
-        port=port, env=function_environment(aws_server, xero_url=simulator.url, redirect_uri=redirect_uri)
-    )
-    try:
-        with httpx.Client(timeout=15) as http:
-            run_admin_flow(api.url, http)
-        yield api
-    finally:
-        api.stop()
+    with httpx.Client(timeout=15) as http:
+        run_admin_flow(served.url, http)
+    return served
 
 
 # Loaded at collection, one test per operation. (schemathesis.pytest.from_fixture, the lazy form, reads

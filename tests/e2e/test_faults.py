@@ -24,11 +24,11 @@ import io
 import json
 import logging
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from functions.sync_dispatch.app import lambda_handler as dispatch_handler
 from functions.sync_worker.app import lambda_handler as worker_handler
 from local.lambda_runtime import Delivery, LocalContext, drain_queue, scheduled_event
 from local.seed import TRIAL_NOTE
+from tests.fixtures.concurrency import race
 from tests.fixtures.simulator import SIM_CLIENT_ID
 from tests.fixtures.sync import SyncWorld
 
@@ -303,6 +304,15 @@ def assert_complete(world: SyncWorld) -> None:
     assert {u["xpm_uuid"] for u in users if u.get("xpm_uuid")} == {s.uuid for s in world.practice.staff}
 
 
+def redeliver_and_complete(fw: FaultWorld) -> None:
+    """SQS delivers the failed message again; that run completes the work, nothing lost or doubled."""
+    retried = snapshot(fw)
+    fw.redeliver_failed()
+
+    assert_invariants(fw, before=retried, status="success")
+    assert_complete(fw.world)
+
+
 def recover(fw: FaultWorld) -> SyncRun:
     """The fault passes; the next hourly run completes the work with nothing lost or doubled."""
     fw.sim.faults.clear()
@@ -387,11 +397,7 @@ def test_xpm_down_fails_the_run_and_sqs_retries_it_until_it_completes(fw: FaultW
     assert_invariants(fw, before=before, status="failed", codes=("XPM_UNAVAILABLE",))
 
     fw.sim.faults.clear()
-    retried = snapshot(fw)
-    fw.redeliver_failed()
-
-    assert_invariants(fw, before=retried, status="success")
-    assert_complete(fw.world)
+    redeliver_and_complete(fw)
 
 
 def test_a_brief_xpm_outage_is_retried_inside_the_run(fw: FaultWorld) -> None:
@@ -600,22 +606,8 @@ def test_two_workers_refreshing_one_firm_at_once_both_end_with_a_valid_token(fw:
     fw.sim.expire_access_tokens()
     store = fw.token_store()
     workers = [store.for_firm(fw.world.firm_id) for _ in range(2)]
-    start = threading.Barrier(len(workers))
-    tokens: list[str] = []
-    errors: list[BaseException] = []
 
-    def refresh(firm_tokens: Any) -> None:
-        start.wait()
-        try:
-            tokens.append(firm_tokens.access_token(force_refresh=True))
-        except BaseException as error:  # reported below, with the thread's result
-            errors.append(error)
-
-    threads = [threading.Thread(target=refresh, args=(w,)) for w in workers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    tokens, errors = race([partial(worker.access_token, force_refresh=True) for worker in workers])
 
     assert errors == []
     assert len(tokens) == 2
@@ -679,11 +671,7 @@ def test_a_throttled_active_write_fails_the_run_and_the_retry_completes_it(
     assert deliveries[0].failed, "an AWS hiccup is transient: SQS retries the run"
     assert_invariants(fw, before=before, status="failed", codes=("INTERNAL_ERROR",))
 
-    retried = snapshot(fw)
-    fw.redeliver_failed()
-
-    assert_invariants(fw, before=retried, status="success")
-    assert_complete(fw.world)
+    redeliver_and_complete(fw)
 
 
 def test_a_throttled_config_write_after_the_run_is_recorded_and_redone_without_duplicates(
@@ -803,11 +791,7 @@ def test_a_run_that_crashes_mid_list_is_retried_and_completes_without_duplicates
     )
     assert_invariants(fw, before=before, status="failed", codes=("INTERNAL_ERROR",))
 
-    retried = snapshot(fw)
-    fw.redeliver_failed()
-
-    assert_invariants(fw, before=retried, status="success")
-    assert_complete(fw.world)
+    redeliver_and_complete(fw)
 
 
 def test_a_worker_killed_mid_list_is_redelivered_and_completes_without_duplicates(

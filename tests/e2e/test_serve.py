@@ -4,7 +4,6 @@ SPEC A6 as the Active frontend drives it, and B5's answers to a browser's mistak
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 
 import boto3
@@ -12,34 +11,10 @@ import httpx
 import pytest
 
 from local.admin_flow import run_admin_flow
-from local.serve import DEMO_FIRM_ID, ServedApi, seed_demo_firm, serve_api
-from local.stack import StackNames, function_environment
-from local.xpm_sim import Simulator
+from local.serve import DEMO_FIRM_ID, ServedApi
+from local.stack import StackNames
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def served(aws_server: StackNames, simulator: Simulator) -> Iterator[ServedApi]:
-    simulator.register_app("local-client-id", "local-client-secret")
-    simulator.set_consenting_user("Pat Partner", "pat@firm.example")
-    seed_demo_firm(boto3.resource("dynamodb").Table(aws_server.active_table), simulator.practices[0])
-    # Xero redirects the browser to the callback, so its URL must name the port served on.
-    port = _free_port()
-    redirect_uri = f"http://127.0.0.1:{port}/integrations/xpm/callback"
-    api = serve_api(
-        port=port, env=function_environment(aws_server, xero_url=simulator.url, redirect_uri=redirect_uri)
-    )
-    try:
-        yield api
-    finally:
-        api.stop()
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from moto import mock_aws
 from xpm_sync.observability import logger
 from xpm_sync.tokens import (
     REFRESH_MARGIN_SECONDS,
-    FirmTokens,
     NeedsReconnect,
     StoredTokens,
     TokenStore,
@@ -31,6 +30,7 @@ from xpm_sync.tokens import (
 from xpm_sync.xero.identity import AppCredentials, TokenSet, XeroIdentity
 
 from local.xpm_sim import generate_practice, start_simulator
+from tests.fixtures.concurrency import race
 
 CLIENT_ID = "app-client-id"
 CLIENT_SECRET = "app-client-secret-value"
@@ -429,22 +429,8 @@ def test_two_workers_refreshing_at_once_both_end_with_a_valid_token(
     for worker in workers:
         worker.access_token()
     clock.advance(ACCESS_LIFETIME)
-    start = threading.Barrier(len(workers))
-    results: list[str] = []
-    errors: list[BaseException] = []
 
-    def run(worker: FirmTokens) -> None:
-        start.wait()
-        try:
-            results.append(worker.access_token())
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(worker,)) for worker in workers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    results, errors = race([worker.access_token for worker in workers])
 
     assert errors == []
     assert len(results) == 2

@@ -12,7 +12,7 @@ knows (``patch_all`` imports each of them to find out whether it is installed).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Generator, Sequence
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -72,7 +72,7 @@ class UnrecordedProvider(BaseProvider):
         return None
 
 
-def tracing_wanted(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+def tracing_wanted(environ: Mapping[str, str] = os.environ) -> bool:
     """True inside Lambda (not SAM local) unless POWERTOOLS_TRACE_DISABLED is set: the same rule
     Powertools applies when it decides whether its Tracer is on."""
     if environ.get("POWERTOOLS_TRACE_DISABLED", "false").lower() in _TRUTHY:
@@ -80,7 +80,7 @@ def tracing_wanted(environ: dict[str, str] | os._Environ[str] = os.environ) -> b
     return bool(environ.get("LAMBDA_TASK_ROOT")) and not environ.get("AWS_SAM_LOCAL")
 
 
-def build_tracer(environ: dict[str, str] | os._Environ[str] = os.environ) -> Tracer:
+def build_tracer(environ: Mapping[str, str] = os.environ) -> Tracer:
     if tracing_wanted(environ):
         return Tracer(service=SERVICE, patch_modules=TRACED_MODULES)
     return Tracer(service=SERVICE, disabled=True, auto_patch=False, provider=UnrecordedProvider())

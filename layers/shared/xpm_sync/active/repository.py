@@ -5,9 +5,9 @@ Writes touch only the synced attributes: new records in batches of PutItem, exis
 with an UpdateItem that SETs changed values and REMOVEs emptied ones, so every attribute Active
 owns (role, notes, modules, ...) survives.
 
-New records' batches are written by a few threads while the run maps the next records: a first
-sync of a large practice is thousands of BatchWriteItem calls, each mostly waiting on the network,
-and the mapping is CPU. ``flush`` waits for every one of them and raises the first failure.
+New records' batches are written by a few threads while the run maps the next records
+(``BatchWrites``): a first sync of a large practice is thousands of BatchWriteItem calls, each
+mostly waiting on the network, and the mapping is CPU.
 """
 
 from __future__ import annotations
@@ -26,6 +26,61 @@ _BATCH_SIZE = 25  # DynamoDB's most per BatchWriteItem
 WRITER_THREADS = 4  # BatchWriteItem requests in flight at once; twice as many may wait (bounded memory)
 
 
+class BatchWrites:
+    """PutItems sent 25 to a BatchWriteItem by a few threads, while the caller prepares the next
+    items: each request mostly waits on the network. Items are written in no particular order, so
+    they must not depend on each other. ``flush`` waits for every write and raises the first
+    failure; no thread outlives it."""
+
+    def __init__(self, table: Any, *, writers: int = WRITER_THREADS) -> None:
+        self._table = table
+        self._writers = writers
+        self._pending: list[dict[str, Any]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_flight: set[Future[None]] = set()
+
+    def put(self, item: dict[str, Any]) -> None:
+        self._pending.append(item)
+        if len(self._pending) >= _BATCH_SIZE:
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        # A failed write stops the caller here; the batch stays pending for ``flush``.
+        finished = {write for write in self._in_flight if write.done()}
+        self._in_flight -= finished
+        _raise_first_failure(finished)
+        while len(self._in_flight) >= 2 * self._writers:
+            finished, self._in_flight = wait(self._in_flight, return_when=FIRST_COMPLETED)
+            _raise_first_failure(finished)
+        self._submit_pending()
+
+    def _submit_pending(self) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self._writers, thread_name_prefix="active-writes")
+        batch, self._pending = self._pending, []
+        self._in_flight.add(self._pool.submit(self._write, batch))
+
+    def _write(self, items: list[dict[str, Any]]) -> None:
+        # batch_writer retries the items DynamoDB leaves unprocessed.
+        with self._table.batch_writer() as batch:
+            for item in items:
+                batch.put_item(Item=item)
+
+    def flush(self) -> None:
+        """Write what is still buffered, wait for every write in flight and stop the threads;
+        the first failed write is raised (after all the others have ended)."""
+        try:
+            if self._pending:
+                self._submit_pending()
+            finished, _ = wait(self._in_flight)
+            self._in_flight = set()
+            _raise_first_failure(finished)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+
 class RecordGone(Exception):
     """The record was deleted in Active while the run was going; the sync does not bring it back."""
 
@@ -37,10 +92,7 @@ class ActiveRepository:
         self._table = table
         self.firm_id = firm_id
         self._pk = f"FIRM#{firm_id}"
-        self._pending: list[dict[str, Any]] = []
-        self._writers = writers
-        self._pool: ThreadPoolExecutor | None = None
-        self._in_flight: set[Future[None]] = set()
+        self._new_records = BatchWrites(table, writers=writers)
 
     def _query(self, prefix: str) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -89,47 +141,12 @@ class ActiveRepository:
         # New records go out 25 to a request; the fresh uuid4 in the key means nothing can be
         # overwritten, so no condition is needed (nor any order between requests). ``flush``
         # before the run is recorded.
-        self._pending.append(item)
-        if len(self._pending) >= _BATCH_SIZE:
-            self._send_pending()
+        self._new_records.put(item)
         return record_id
 
-    def _send_pending(self) -> None:
-        # A failed write stops the run here; its records are not lost, the batch stays pending
-        # for the final flush (and a record never written is created again by the next run).
-        finished = {write for write in self._in_flight if write.done()}
-        self._in_flight -= finished
-        _raise_first_failure(finished)
-        while len(self._in_flight) >= 2 * self._writers:
-            finished, self._in_flight = wait(self._in_flight, return_when=FIRST_COMPLETED)
-            _raise_first_failure(finished)
-        self._submit_pending()
-
-    def _submit_pending(self) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self._writers, thread_name_prefix="active-writes")
-        batch, self._pending = self._pending, []
-        self._in_flight.add(self._pool.submit(self._write, batch))
-
-    def _write(self, items: list[dict[str, Any]]) -> None:
-        # batch_writer retries the items DynamoDB leaves unprocessed.
-        with self._table.batch_writer() as batch:
-            for item in items:
-                batch.put_item(Item=item)
-
     def flush(self) -> None:
-        """Write the new records still buffered, wait for every write in flight and stop the
-        writer threads; the first failed write is raised (after all the others have ended)."""
-        try:
-            if self._pending:
-                self._submit_pending()
-            finished, _ = wait(self._in_flight)
-            self._in_flight = set()
-            _raise_first_failure(finished)
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+        """Write the new records still buffered and wait for them (BatchWrites.flush)."""
+        self._new_records.flush()
 
     def update(self, entity: str, record_id: str, changes: SyncedValues) -> None:
         """SET the changed synced values and REMOVE the ones XPM emptied; nothing else."""
