@@ -18,10 +18,11 @@ os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
 os.environ["POWERTOOLS_METRICS_NAMESPACE"] = "XpmSync"
 os.environ["POWERTOOLS_DEV"] = "false"
 
+# A module another plugin imports comes first, so that pytest still rewrites its asserts.
 pytest_plugins = [
+    "tests.fixtures.events",
     "tests.fixtures.api",
     "tests.fixtures.aws",
-    "tests.fixtures.events",
     "tests.fixtures.simulator",
     "tests.fixtures.sync",
 ]
