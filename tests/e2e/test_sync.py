@@ -207,6 +207,21 @@ def test_partner_missing_from_active_fails_the_record_until_the_partner_is_added
     assert world.config().retry_client_uuids == set()
 
 
+def test_partner_and_manager_uuids_in_another_case_than_the_staff_list_resolve(world: SyncWorld) -> None:
+    client = _clean_client(world)
+    partner_uuid = client.account_manager_uuid
+    assert partner_uuid is not None
+    shouted = partner_uuid.upper()
+    world.practice.update_client(client.uuid, AccountManager=shouted, JobManager=shouted)
+
+    world.run_hourly()
+
+    synced = world.client_by_uuid(client.uuid)
+    assert synced["partner_user_id"] == world.firm.partner_user_ids[partner_uuid]
+    assert synced["manager_user_id"] == world.firm.partner_user_ids[partner_uuid]
+    assert [e for e in world.entries(world.last_run()) if e.xpm_uuid == client.uuid] == []
+
+
 def test_client_without_partner_uses_the_default_partner(world: SyncWorld) -> None:
     client = _clean_client(world)
     world.practice.update_client(client.uuid, AccountManager=None)

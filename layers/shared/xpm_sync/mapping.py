@@ -53,6 +53,12 @@ def normalise_email(text: str) -> str:
     return text.strip().lower()
 
 
+def uuid_key(uuid: str) -> str:
+    """The form in which XPM UUIDs are looked up: XPM does not write them in one case everywhere,
+    so a client's AccountManager may not spell a staff member's UUID as the staff list does."""
+    return uuid.strip().lower()
+
+
 def split_name(name: str) -> tuple[str, str] | None:
     """First and last name, split at the last run of whitespace; ``None`` for fewer than two words."""
     parts = name.strip().rsplit(maxsplit=1)
@@ -283,7 +289,7 @@ def resolve_people(
 ) -> People:
     """The Active users for a client's XPM Partner and Manager, matched by email.
 
-    ``staff_email_by_uuid`` maps XPM staff UUIDs to their XPM email (any case);
+    ``staff_email_by_uuid`` maps :func:`uuid_key` of XPM staff UUIDs to their XPM email (any case);
     ``user_id_by_email`` maps :func:`normalise_email` of each Active user's email to its user id.
     Only the entries found here are returned; ``mapping.entries`` stay with the caller.
     """
@@ -302,7 +308,7 @@ def resolve_people(
                 "The client has no Partner in XPM and the firm has no Default Partner.",
             )
     else:
-        partner_email = _text(staff_email_by_uuid.get(mapping.partner_uuid))
+        partner_email = _text(staff_email_by_uuid.get(uuid_key(mapping.partner_uuid)))
         if partner_email is None:
             problem(
                 entries.PARTNER_NOT_IN_XPM_STAFF,
@@ -319,7 +325,7 @@ def resolve_people(
 
     manager_user_id: str | None = None
     if mapping.manager_uuid is not None:
-        manager_email = _text(staff_email_by_uuid.get(mapping.manager_uuid))
+        manager_email = _text(staff_email_by_uuid.get(uuid_key(mapping.manager_uuid)))
         if manager_email is None:
             problem(
                 entries.MANAGER_NOT_IN_ACTIVE,

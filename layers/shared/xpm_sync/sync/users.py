@@ -10,7 +10,7 @@ from xpm_sync import entries as codes
 from xpm_sync.active.models import UserFields
 from xpm_sync.active.repository import ActiveRepository, RecordGone, changed_values
 from xpm_sync.entries import Entry, EntryKind, raise_entry
-from xpm_sync.mapping import map_staff, normalise_email, staff_label
+from xpm_sync.mapping import map_staff, normalise_email, staff_label, uuid_key
 from xpm_sync.xpm.models import XpmStaff
 
 
@@ -20,7 +20,7 @@ class UserSyncResult:
     entries: list[Entry] = field(default_factory=list)
     # Every Active user's id by normalised email, after this sync's writes: partners resolve here.
     user_id_by_email: dict[str, str] = field(default_factory=dict)
-    # Email of every XPM staff member that has one: AccountManager/JobManager UUIDs resolve here.
+    # Email of every XPM staff member that has one, by uuid_key: AccountManager/JobManager resolve here.
     staff_email_by_uuid: dict[str, str] = field(default_factory=dict)
 
 
@@ -39,7 +39,7 @@ def sync_users(
     first_with_email: dict[str, XpmStaff] = {}
     for staff in staff_list:
         if staff.email:
-            result.staff_email_by_uuid[staff.uuid] = staff.email
+            result.staff_email_by_uuid[uuid_key(staff.uuid)] = staff.email
         mapping = map_staff(staff)
         result.entries.extend(mapping.entries)
         if mapping.fields is None:
