@@ -56,6 +56,18 @@ def test_connect_answers_an_authorize_url_with_a_fresh_state_bound_to_the_firm(a
     assert api.config()["sync_name"] == "Head office sync"
 
 
+def test_connect_needs_only_the_firm_and_admin_group_claims(api: ApiHarness) -> None:
+    # SPEC B4 names only these two claims; without Cognito's sub the flow still completes.
+    claims = admin_claims(sub=None, email=None, **{"cognito:username": None})
+    answer = api.call_oauth("connect", claims=claims, body={"sync_name": "Head office sync"})
+    assert answer.status == 200, answer.text
+
+    done = api.callback(api.consent(answer.json["authorize_url"]))
+
+    assert done.location_query == {"connected": "1"}
+    assert api.config()["status"] == "connected"
+
+
 def test_each_connect_gets_its_own_state(api: ApiHarness) -> None:
     first = _query(api.start_connect())["state"]
     second = _query(api.start_connect())["state"]
@@ -111,7 +123,6 @@ def test_connect_without_a_body_keeps_the_sync_name(api: ApiHarness) -> None:
         ({"cognito:groups": "staff"}, 403),
         ({"cognito:groups": None}, 403),
         ({"custom:firm_id": None}, 403),
-        ({"sub": None}, 401),
         (None, 401),
     ],
 )

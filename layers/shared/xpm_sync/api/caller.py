@@ -17,23 +17,27 @@ ADMIN_GROUP = "admin"
 FIRM_CLAIM = "custom:firm_id"
 GROUPS_CLAIM = "cognito:groups"
 
-# REST API authorizers flatten a list claim into text: "admin", "admin,staff" or "[admin staff]".
+# REST API authorizers flatten a list claim into text: "admin", "admin,staff", "[admin staff]" or
+# '["admin","staff"]'.
 _GROUP_SEPARATORS = re.compile(r"[\s,]+")
+_QUOTES = "\"'"
 
 
 @dataclass(frozen=True)
 class Caller:
     firm_id: str
-    user_sub: str
+    user_sub: str | None  # Cognito always sends it; SPEC B4 needs only the firm and the groups
     email: str | None
 
 
 def groups_of(value: Any) -> set[str]:
     if isinstance(value, list | tuple):
-        return {str(group).strip() for group in value if str(group).strip()}
-    if isinstance(value, str):
-        return {group for group in _GROUP_SEPARATORS.split(value.strip().strip("[]")) if group}
-    return set()
+        names = [str(group) for group in value]
+    elif isinstance(value, str):
+        names = _GROUP_SEPARATORS.split(value.strip().strip("[]"))
+    else:
+        return set()
+    return {stripped for name in names if (stripped := name.strip().strip(_QUOTES).strip())}
 
 
 def _claims(event: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -53,12 +57,15 @@ def _text(claims: Mapping[str, Any], name: str) -> str | None:
 def admin_caller(event: Mapping[str, Any]) -> Caller:
     """The calling admin; 401 without a signed-in user, 403 without a firm or the admin group."""
     claims = _claims(event)
-    user_sub = _text(claims, "sub")
-    if user_sub is None:
+    if not claims:
         raise Unauthorized("Sign in to Active first.")
     firm_id = _text(claims, FIRM_CLAIM)
     if firm_id is None:
         raise Forbidden("Your account does not belong to a firm.")
     if ADMIN_GROUP not in groups_of(claims.get(GROUPS_CLAIM)):
         raise Forbidden("Only an Active admin can manage the Xero Practice Manager integration.")
-    return Caller(firm_id=firm_id, user_sub=user_sub, email=_text(claims, "email"))
+    return Caller(
+        firm_id=firm_id,
+        user_sub=_text(claims, "sub") or _text(claims, "cognito:username"),
+        email=_text(claims, "email"),
+    )

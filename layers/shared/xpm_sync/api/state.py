@@ -34,7 +34,7 @@ class InvalidState(Exception):
 @dataclass(frozen=True)
 class OAuthState:
     firm_id: str
-    user_sub: str
+    user_sub: str | None
 
 
 def _key(state: str) -> str:
@@ -48,17 +48,19 @@ class StateStore:
         self._table = table
         self._clock = clock
 
-    def issue(self, firm_id: str, user_sub: str) -> str:
+    def issue(self, firm_id: str, user_sub: str | None) -> str:
         state = secrets.token_urlsafe(_STATE_BYTES)
         expires_at = int((self._clock.now() + STATE_TTL).timestamp())
+        item: dict[str, Any] = {
+            "firm_id": _key(state),
+            "kind": "oauth_state",
+            "state_firm_id": firm_id,
+            "expires_at": expires_at,
+        }
+        if user_sub is not None:
+            item["user_sub"] = user_sub
         self._table.put_item(
-            Item={
-                "firm_id": _key(state),
-                "kind": "oauth_state",
-                "state_firm_id": firm_id,
-                "user_sub": user_sub,
-                "expires_at": expires_at,
-            },
+            Item=item,
             # 256 random bits never collide; the condition just makes an overwrite impossible.
             ConditionExpression="attribute_not_exists(firm_id)",
         )
@@ -84,6 +86,6 @@ class StateStore:
             raise InvalidState("state has expired")
         firm_id = item.get("state_firm_id")
         user_sub = item.get("user_sub")
-        if not isinstance(firm_id, str) or not isinstance(user_sub, str):
+        if not isinstance(firm_id, str) or not isinstance(user_sub, str | None):
             raise InvalidState("state item is incomplete")
         return OAuthState(firm_id=firm_id, user_sub=user_sub)
