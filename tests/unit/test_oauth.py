@@ -58,7 +58,7 @@ def test_connect_answers_an_authorize_url_with_a_fresh_state_bound_to_the_firm(a
 
 def test_connect_needs_only_the_firm_and_admin_group_claims(api: ApiHarness) -> None:
     # SPEC B4 names only these two claims; without Cognito's sub the flow still completes.
-    claims = admin_claims(sub=None, email=None, **{"cognito:username": None})
+    claims = {**admin_claims(), "sub": None, "email": None, "cognito:username": None}
     answer = api.call_oauth("connect", claims=claims, body={"sync_name": "Head office sync"})
     assert answer.status == 200, answer.text
 
