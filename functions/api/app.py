@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from xpm_sync.api import service
 from xpm_sync.api.caller import admin_caller
 from xpm_sync.api.deps import api_deps, frontend_url
-from xpm_sync.api.http import documented, install_error_handlers, resolve_for_admins, with_cors
+from xpm_sync.api.http import ROUTE_ROOT, documented, install_error_handlers, resolve_for_admins, with_cors
 from xpm_sync.api.models import (
     ConfigBody,
     ConfigResponse,
@@ -30,7 +30,7 @@ from xpm_sync.runtime import usable_context
 app = APIGatewayRestResolver(enable_validation=True)
 install_error_handlers(app)
 
-BASE = "/integrations/xpm"
+BASE = ROUTE_ROOT
 
 
 def _firm_id() -> str:

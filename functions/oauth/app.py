@@ -15,19 +15,19 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from xpm_sync.api import service
 from xpm_sync.api.caller import admin_caller
 from xpm_sync.api.deps import frontend_url, oauth_deps
-from xpm_sync.api.http import documented, install_error_handlers, resolve_for_admins, with_cors
+from xpm_sync.api.http import ROUTE_ROOT, documented, install_error_handlers, resolve_for_admins, with_cors
 from xpm_sync.api.models import ConnectRequest, ConnectResponse
 from xpm_sync.observability import logger, tracer
 from xpm_sync.runtime import usable_context
 
-CALLBACK_PATH = "/integrations/xpm/callback"
+CALLBACK_PATH = f"{ROUTE_ROOT}/callback"
 
 app = APIGatewayRestResolver(enable_validation=True)
 install_error_handlers(app)
 
 
 @app.post(
-    "/integrations/xpm/connect",
+    f"{ROUTE_ROOT}/connect",
     summary="Start connecting to Xero Practice Manager",
     responses=documented(200, ConnectResponse, "Where to send the browser", 400, 401, 403, 415, 422),
 )

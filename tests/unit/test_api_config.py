@@ -6,6 +6,8 @@ the admin reads or submits the setup page; then every value is checked against w
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from xpm_sync.config import ConfigRepository
 
 from local.xpm_sim import generate_practice
 from tests.fixtures.api import FIRM, OTHER_FIRM, ApiHarness, admin_claims
+from tests.fixtures.events import load_event
 
 
 @pytest.fixture
@@ -260,6 +263,80 @@ def test_put_with_a_json_array_names_the_body(firm: ApiHarness) -> None:
 
     assert answer.status == 422
     assert answer.json["error"]["field"] == "body"
+
+
+def test_put_with_an_array_of_a_valid_config_saves_nothing(firm: ApiHarness) -> None:
+    before = firm.config()
+
+    answer = firm.call_api("put_config", body=[_body(firm, sync_name="From an array")])
+
+    assert answer.status == 422
+    assert answer.json["error"] == {
+        "code": "INVALID_FIELD",
+        "message": "body must be a JSON object.",
+        "field": "body",
+    }
+    assert firm.config() == before
+
+
+# How the body may arrive: API Gateway sends text, or base64 with isBase64Encoded; browsers'
+# fetch() labels a string body text/plain unless told otherwise; media types ignore case.
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "application/json; charset=utf-8"},
+        {"content-type": "APPLICATION/JSON"},
+        {"Content-Type": "text/plain;charset=UTF-8"},
+        {"Content-Type": "application/merge-patch+json"},
+        {},
+    ],
+)
+def test_put_reads_a_json_body_whatever_json_content_type_labels_it(
+    firm: ApiHarness, headers: dict[str, str]
+) -> None:
+    answer = firm.call_api("put_config", body=_body(firm, sync_name="Labelled"), headers=headers)
+
+    assert answer.status == 200, answer.json
+    assert firm.config()["sync_name"] == "Labelled"
+
+
+def test_put_reads_a_base64_body(firm: ApiHarness) -> None:
+    encoded = base64.b64encode(json.dumps(_body(firm, sync_name="Encoded")).encode()).decode()
+
+    answer = firm.call_api("put_config", body=encoded, is_base64=True)
+
+    assert answer.status == 200, answer.json
+    assert firm.config()["sync_name"] == "Encoded"
+
+
+def test_put_with_a_body_flagged_base64_that_is_not_is_400(firm: ApiHarness) -> None:
+    answer = firm.call_api("put_config", body="!!! not base64 !!!", is_base64=True)
+
+    assert answer.status == 400
+    assert answer.json["error"]["code"] == "INVALID_JSON"
+
+
+def test_put_reads_a_body_given_as_the_json_value_itself(firm: ApiHarness) -> None:
+    event = load_event("api", "put_config")
+    event["body"] = _body(firm, sync_name="Not encoded")  # a hand-built event, not API Gateway's text
+
+    answer = firm.send_api(event)
+
+    assert answer.status == 200, answer.json
+    assert firm.config()["sync_name"] == "Not encoded"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/csv", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_put_with_a_body_that_is_not_json_by_type_is_415(firm: ApiHarness, content_type: str) -> None:
+    before = firm.config()
+
+    answer = firm.call_api("put_config", body=_body(firm), headers={"Content-Type": content_type})
+
+    assert answer.status == 415
+    assert answer.json["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+    assert firm.config() == before
 
 
 def test_put_needs_a_connection(api: ApiHarness) -> None:

@@ -8,6 +8,9 @@ a caller sent (or a token) is echoed back.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +28,8 @@ from xpm_sync.api.errors import ApiError, InvalidField, TooManyRequests, XeroUna
 from xpm_sync.api.models import ErrorBody, ErrorDetail
 from xpm_sync.observability import logger
 from xpm_sync.xero.identity import XeroIdentityError
+
+ROUTE_ROOT = "/integrations/xpm"
 
 # For the OpenAPI document: what every route may answer besides its success.
 ERROR_CONTENT = {"application/json": {"model": ErrorBody}}
@@ -122,7 +127,7 @@ def _invalid_request(error: RequestValidationError) -> Response[str]:
     return _validation_response(list(error.errors()))
 
 
-def _unsupported(_: Exception) -> Response[str]:
+def _unsupported(_: Exception | None = None) -> Response[str]:
     return error_response(415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.")
 
 
@@ -163,17 +168,6 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
     app.exception_handler(UnicodeDecodeError)(_not_utf8)
     app.exception_handler(Exception)(_unexpected)
 
-    def _value_error(error: ValueError) -> Response[str]:
-        # Powertools parses form and multipart bodies itself and raises a bare ValueError on a
-        # malformed one (a multipart type without a boundary). Only JSON is served here, so a body
-        # sent as anything else is the media type's fault; any other ValueError is ours.
-        content_type = app.current_event.headers.get("content-type", "").strip().lower()
-        if content_type and not content_type.startswith("application/json"):
-            return _unsupported(error)
-        return _unexpected(error)
-
-    app.exception_handler(ValueError)(_value_error)
-
 
 def _proxy_answer(response: Response[str]) -> dict[str, Any]:
     """A Response as the Lambda proxy answer the REST resolver would give (``with_cors`` adds the rest)."""
@@ -192,6 +186,66 @@ def _request_path(value: Any) -> str | None:
     return value.rstrip("/") or "/" if isinstance(value, str) else None
 
 
+def _routed(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The event with the ``path`` and ``httpMethod`` the routes are written for.
+
+    Behind a custom domain's base path mapping (or when a caller copies the stage into the path),
+    ``path`` carries a prefix before ``/integrations/xpm``; a hand-built event may carry only
+    ``requestContext``'s copies of the path and method.
+    """
+    context = event.get("requestContext")
+    context = context if isinstance(context, Mapping) else {}
+    path = next((p for p in (event.get("path"), context.get("path")) if isinstance(p, str)), "")
+    if not path.startswith(ROUTE_ROOT) and ROUTE_ROOT in path:
+        path = path[path.index(ROUTE_ROOT) :]
+    method = next((m for m in (event.get("httpMethod"), context.get("httpMethod")) if isinstance(m, str)), "")
+    return {**event, "path": path, "httpMethod": method.upper()}
+
+
+# What may carry a JSON body: application/json (and +json types), and text/plain, which browsers'
+# fetch() sends for a string body unless told otherwise. Media types are case-insensitive.
+def _is_json_media_type(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type in ("", "application/json", "text/plain") or media_type.endswith("+json")
+
+
+def _with_json_body(event: dict[str, Any]) -> dict[str, Any] | Response[str]:
+    """The event with its body as JSON text for Powertools to validate, or the answer refusing it.
+
+    API Gateway sends the body as text, or as base64 with ``isBase64Encoded``; a hand-built event
+    may carry the JSON value itself. Powertools would take the first item of a JSON array for the
+    object a route expects, so an array is refused here.
+    """
+    body = event.get("body")
+    if body is not None and not isinstance(body, str):
+        body = json.dumps(body)
+    elif isinstance(body, str) and event.get("isBase64Encoded"):
+        try:
+            body = base64.b64decode(body, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return error_response(400, "INVALID_JSON", "The request body must be a JSON object.")
+    prepared = {**event, "body": body, "isBase64Encoded": False}
+    if body is None or not body.strip():
+        return prepared
+    headers = {str(k): v for k, v in (event.get("headers") or {}).items()}
+    multi_headers = {str(k): v for k, v in (event.get("multiValueHeaders") or {}).items()}
+    content_types_sent = [str(v) for k, v in headers.items() if k.lower() == "content-type"]
+    if not all(_is_json_media_type(value) for value in content_types_sent):
+        return _unsupported()
+    # Every header of the event names the body's type as Powertools expects it.
+    prepared["headers"] = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+    prepared["headers"]["Content-Type"] = content_types.APPLICATION_JSON
+    prepared["multiValueHeaders"] = {k: v for k, v in multi_headers.items() if k.lower() != "content-type"}
+    prepared["multiValueHeaders"]["Content-Type"] = [content_types.APPLICATION_JSON]
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return prepared  # Powertools answers the malformed body (400)
+    if isinstance(parsed, list):
+        return error_response(422, "INVALID_FIELD", "body must be a JSON object.", field="body")
+    return prepared
+
+
 def resolve_for_admins(
     app: APIGatewayRestResolver,
     event: dict[str, Any],
@@ -203,13 +257,17 @@ def resolve_for_admins(
     query is looked at, so a caller who is not a firm's admin is refused (401/403) whatever else is
     wrong with the request. Paths in ``public_paths`` (the callback) skip the check.
     """
+    event = _routed(event)
     paths = {_request_path(event.get("resource")), _request_path(event.get("path"))}
     if paths.isdisjoint(public_paths):
         try:
             admin_caller(event)
         except ApiError as error:
             return _proxy_answer(_api_error(error))
-    return app.resolve(event, context)
+    prepared = _with_json_body(event)
+    if isinstance(prepared, Response):
+        return _proxy_answer(prepared)
+    return app.resolve(prepared, context)
 
 
 def origin_of(url: str) -> str:
