@@ -6,14 +6,16 @@ Disconnect; then exactly the promised runs are queued and synced records stay.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
+import boto3
 import pytest
 from xpm_sync import aws
 from xpm_sync.config import ConfigRepository
 from xpm_sync.runs import new_run_id
 
-from tests.fixtures.api import FIRM, OTHER_FIRM, ApiHarness, admin_claims
+from tests.fixtures.api import FIRM, LOCAL_CLIENT_ID, OTHER_FIRM, ApiHarness, admin_claims
 
 
 @pytest.fixture
@@ -181,6 +183,20 @@ def test_disconnect_revokes_deletes_the_secret_and_stops_the_schedule(firm: ApiH
     assert firm.active_item("USER#user-synced") is not None
 
 
+def test_a_config_written_before_status_existed_reads_connected_as_the_worker_does(firm: ApiHarness) -> None:
+    aws.table(firm.names.config_table).update_item(
+        Key={"firm_id": FIRM}, UpdateExpression="REMOVE #s", ExpressionAttributeNames={"#s": "status"}
+    )
+
+    read = firm.call_api("get_config")
+    started = firm.call_api("post_sync")
+    disconnected = firm.call_api("delete_config")
+
+    assert read.json["status"] == "connected"
+    assert started.status == 202
+    assert disconnected.json["status"] == "disconnected"
+
+
 def test_after_disconnect_the_routes_that_need_a_connection_answer_409(firm: ApiHarness) -> None:
     firm.call_api("delete_config")
 
@@ -199,7 +215,10 @@ def test_disconnect_when_xero_already_revoked_the_grant_still_succeeds(firm: Api
     assert firm.secret() is None
 
 
-def test_disconnect_when_xero_is_down_keeps_the_tokens_for_a_retry(firm: ApiHarness) -> None:
+def test_disconnect_when_xero_is_down_stops_the_schedule_and_keeps_the_tokens_for_a_retry(
+    firm: ApiHarness,
+) -> None:
+    firm.call_api("post_sync")
     firm.sim.faults.add("unavailable", path="/connect/revocation")
 
     answer = firm.call_api("delete_config")
@@ -207,7 +226,24 @@ def test_disconnect_when_xero_is_down_keeps_the_tokens_for_a_retry(firm: ApiHarn
     assert answer.status == 502
     assert answer.json["error"]["code"] == "XERO_UNAVAILABLE"
     assert firm.secret() is not None
+    assert firm.config()["sync_enabled"] is False  # no hourly run while the admin retries
     assert firm.call_api("delete_config").status == 200
+    assert firm.secret() is None
+    assert firm.config()["status"] == "disconnected"
+
+
+def test_disconnect_when_xero_refuses_the_apps_credentials_still_disconnects(firm: ApiHarness) -> None:
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=firm.names.app_secret_id,
+        SecretString=json.dumps({"client_id": LOCAL_CLIENT_ID, "client_secret": "rotated-at-xero-only"}),
+    )
+
+    answer = firm.call_api("delete_config")
+
+    assert answer.status == 200
+    assert answer.json["status"] == "disconnected"
+    assert firm.secret() is None
+    assert firm.config()["sync_enabled"] is False
 
 
 def test_disconnect_of_a_firm_that_never_connected_is_harmless(api: ApiHarness) -> None:

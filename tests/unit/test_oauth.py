@@ -7,6 +7,7 @@ then the tokens are in the firm's secret only and the setup page learns the outc
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -66,6 +67,21 @@ def test_connect_needs_only_the_firm_and_admin_group_claims(api: ApiHarness) -> 
 
     assert done.location_query == {"connected": "1"}
     assert api.config()["status"] == "connected"
+
+
+def test_a_rotated_app_secret_applies_to_the_next_request(api: ApiHarness) -> None:
+    api.connect()
+    api.sim.register_app("rotated-client-id", "rotated-client-secret")
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=api.names.app_secret_id,
+        SecretString=json.dumps({"client_id": "rotated-client-id", "client_secret": "rotated-client-secret"}),
+    )
+
+    authorize_url = api.start_connect()
+    done = api.callback(api.consent(authorize_url))
+
+    assert _query(authorize_url)["client_id"] == "rotated-client-id"
+    assert done.location_query == {"connected": "1"}
 
 
 def test_each_connect_gets_its_own_state(api: ApiHarness) -> None:

@@ -57,11 +57,16 @@ class FirmConfig(BaseModel):
     # The run in progress: a worker stopped by the runtime cannot close its run, the next run does.
     running_run_id: str | None = None
 
+    @property
+    def connection(self) -> ConnectionStatus:
+        """The status, with an item written before status existed read as connected once it has a
+        tenant: the worker, the dispatcher and the API all judge a firm by this."""
+        if "status" not in self.model_fields_set and self.tenant_id is not None:
+            return "connected"
+        return self.status
+
     def can_sync(self) -> bool:
-        """Connected, or set up with no status recorded (an item written before status existed)."""
-        if "status" not in self.model_fields_set:
-            return self.tenant_id is not None
-        return self.status == "connected"
+        return self.connection == "connected"
 
 
 def _to_item(config: FirmConfig) -> dict[str, Any]:

@@ -125,14 +125,15 @@ class RunLog:
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": Key("pk").eq(f"FIRM#{firm_id}") & Key("sk").begins_with("RUN#"),
             "ScanIndexForward": False,
-            "Limit": limit,
+            # One more than asked: DynamoDB hands back a LastEvaluatedKey whenever it stops at the
+            # limit, even with nothing after it, and a cursor to an empty page helps nobody.
+            "Limit": limit + 1,
         }
         if cursor:
             kwargs["ExclusiveStartKey"] = {"pk": f"FIRM#{firm_id}", "sk": f"RUN#{_decode_cursor(cursor)}"}
-        page = self._table.query(**kwargs)
-        runs = [SyncRun.model_validate(_plain(item)) for item in page.get("Items", [])]
-        last = page.get("LastEvaluatedKey")
-        next_cursor = _encode_cursor(str(last["sk"]).removeprefix("RUN#")) if last else None
+        items = self._table.query(**kwargs).get("Items", [])
+        runs = [SyncRun.model_validate(_plain(item)) for item in items[:limit]]
+        next_cursor = _encode_cursor(runs[-1].run_id) if len(items) > limit else None
         return runs, next_cursor
 
 

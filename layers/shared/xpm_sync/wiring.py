@@ -26,13 +26,14 @@ from xpm_sync.xpm.client import AccessTokenSource, XpmClient
 IDENTITY_TIMEOUT = httpx.Timeout(15.0)
 
 
-def xero_identity(settings: XeroSettings, clock: Clock) -> XeroIdentity:
+def xero_identity(settings: XeroSettings, clock: Clock, *, http: httpx.Client | None = None) -> XeroIdentity:
+    """The app's credentials are read now, from APP_SECRET_ID: a rotated secret applies at once."""
     return XeroIdentity(
         login_url=settings.xero_login_url,
         identity_url=settings.xero_identity_url,
         api_url=settings.xero_api_url,
         credentials=load_app_credentials(aws.client("secretsmanager"), settings.app_secret_id),
-        http=httpx.Client(timeout=IDENTITY_TIMEOUT),
+        http=http or httpx.Client(timeout=IDENTITY_TIMEOUT),
         clock=clock,
     )
 

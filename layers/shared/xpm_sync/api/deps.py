@@ -1,9 +1,9 @@
 """Composition for the two API functions: settings read at call time, clients made on first use.
 
 ``clock`` is module state so tests can move time (state expiry, the Start Sync cooldown).
-The Xero identity client is cached per settings: it holds the app's credentials (one Secrets
-Manager read per warm container, so a rotated app secret takes effect on the next cold start)
-and an HTTP connection pool worth reusing across requests.
+The app's Xero credentials are read for each request that talks to Xero (one Secrets Manager
+read), so a rotated app secret applies at once rather than at the next cold start; the HTTP
+connection pool to Xero is kept for the life of the container.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any
+
+import httpx
 
 from xpm_sync import aws, wiring
 from xpm_sync.api.configs import ApiConfigs
@@ -27,9 +29,9 @@ from xpm_sync.xero.identity import XeroIdentity
 clock: Clock = SystemClock()
 
 
-@lru_cache(maxsize=8)
-def _identity(settings: XeroSettings) -> XeroIdentity:
-    return wiring.xero_identity(settings, SystemClock())
+@lru_cache(maxsize=1)
+def _xero_http() -> httpx.Client:
+    return httpx.Client(timeout=wiring.IDENTITY_TIMEOUT)
 
 
 def frontend_url() -> str:
@@ -43,7 +45,7 @@ class _XeroDeps:
 
     @cached_property
     def identity(self) -> XeroIdentity:
-        return _identity(self.settings)
+        return wiring.xero_identity(self.settings, SystemClock(), http=_xero_http())
 
     @cached_property
     def tokens(self) -> TokenStore:

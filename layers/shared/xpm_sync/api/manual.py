@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from xpm_sync.api.errors import NeedsReconnectError, NotConnected, TooManyRequests
 from xpm_sync.clock import Clock, iso, parse_iso
+from xpm_sync.config import FirmConfig
 from xpm_sync.runs import new_run_id
 
 MANUAL_COOLDOWN = timedelta(minutes=5)
@@ -28,7 +29,8 @@ PENDING_STALE_AFTER = timedelta(hours=6)
 PENDING_RETRY_SECONDS = 60
 
 _CLAIM_CONDITION = (
-    "#status = :connected"
+    # Connected; an item written before status existed counts as connected once it has a tenant.
+    "(#status = :connected OR (attribute_not_exists(#status) AND attribute_exists(tenant_id)))"
     " AND (attribute_not_exists(manual_requested_at) OR manual_requested_at <= :cooldown_start)"
     " AND (attribute_not_exists(run_pending) OR run_pending = :off OR manual_requested_at <= :stale_start)"
     " AND (attribute_not_exists(running_run_id) OR running_run_id < :stale_run_id)"
@@ -98,11 +100,13 @@ class ManualRunGate:
         )
 
     def _refusal(self, firm_id: str) -> Exception:
-        item = self._table.get_item(Key={"firm_id": firm_id}, ConsistentRead=True).get("Item") or {}
-        if item.get("status") == "needs_reconnect":
+        item = self._table.get_item(Key={"firm_id": firm_id}, ConsistentRead=True).get("Item")
+        connection = FirmConfig.model_validate(item).connection if item else "not_connected"
+        if connection == "needs_reconnect":
             return NeedsReconnectError()
-        if item.get("status") != "connected":
+        if connection != "connected":
             return NotConnected()
+        item = item or {}
         now = self._clock.now()
         requested_at = item.get("manual_requested_at")
         elapsed = math.inf

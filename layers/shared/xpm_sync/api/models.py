@@ -87,7 +87,8 @@ class EntryOut(_Response):
     kind: Literal["entry"] = "entry"
     severity: Severity
     entity: EntryEntity
-    xpm_uuid: str | None
+    # Absent for run-level entries, as in the stored item (SPEC B3).
+    xpm_uuid: str | None = Field(default=None, exclude_if=lambda value: value is None)
     label: str
     code: str
     message: str
@@ -199,7 +200,7 @@ def config_response(
     )
     return ConfigResponse(
         firm_id=config.firm_id,
-        status=config.status,
+        status=config.connection,
         sync_name=config.sync_name,
         tenant_id=config.tenant_id,
         tenant_name=config.tenant_name,

@@ -49,6 +49,7 @@ from xpm_sync.tokens import NeedsReconnect, TokenStore
 from xpm_sync.xero.identity import (
     AccessDenied,
     Connection,
+    InvalidClient,
     InvalidGrant,
     XeroIdentity,
     XeroIdentityError,
@@ -211,9 +212,9 @@ def _connected(configs: ConfigRepository, firm_id: str) -> FirmConfig:
     """The firm's config when it is connected; else 409 NOT_CONNECTED (SPEC B5), whose message
     asks to connect again when the connection broke (``needs_reconnect``)."""
     config = configs.get(firm_id)
-    if config is not None and config.status == "needs_reconnect":
+    if config is not None and config.connection == "needs_reconnect":
         raise NeedsReconnectError()
-    if config is None or config.status != "connected":
+    if config is None or config.connection != "connected":
         raise NotConnected()
     return config
 
@@ -316,23 +317,35 @@ def disconnect(
     tokens: TokenStore,
     identity: XeroIdentity,
 ) -> ConfigResponse:
-    """Revoke at Xero, delete the tokens, stop the schedule; every synced record stays."""
+    """Stop the schedule, revoke at Xero, delete the tokens; every synced record stays.
+
+    The schedule stops first, whatever Xero answers. When Xero cannot be reached the tokens are
+    kept, so that the admin's retry can still revoke them (a grant left alive at Xero is what
+    disconnect promises to end). When Xero no longer accepts the app's own credentials no retry
+    could revoke, so the disconnect goes on: our copy of the refresh token is the only one, and
+    once deleted the grant serves nobody and expires at Xero after 60 days unused.
+    """
+    config = configs.get(firm_id)
+    if config is not None and (config.sync_enabled or config.run_pending):
+        configs.update(firm_id, sync_enabled=False, run_pending=False)
     stored = tokens.load(firm_id)
     if stored is not None:
         try:
             identity.revoke(stored.refresh_token)
         except InvalidGrant:
             pass  # already revoked at Xero (or expired): exactly the state disconnect wants
+        except InvalidClient as exc:
+            logger.error(
+                "xpm revoke refused the app's credentials; tokens deleted without revoking",
+                extra={"firm_id": firm_id, "detail": str(exc)},
+            )
         except XeroIdentityError as exc:
-            # Keep the tokens so a retry can still revoke them; a grant left alive at Xero is the
-            # thing disconnect promises to end.
             logger.warning("xpm revoke failed", extra={"firm_id": firm_id, "detail": str(exc)})
             raise XeroUnavailable() from None
     tokens.delete(firm_id)
-    config = configs.get(firm_id)
     if config is not None:
-        status = "not_connected" if config.status == "not_connected" else "disconnected"
-        configs.update(firm_id, status=status, sync_enabled=False, run_pending=False)
+        ended = "not_connected" if config.connection == "not_connected" else "disconnected"
+        configs.update(firm_id, status=ended)
     logger.info("xpm disconnected", extra={"firm_id": firm_id})
     return get_config(firm_id, configs=configs, runs=runs, directory=directory)
 
