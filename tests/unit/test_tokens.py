@@ -17,17 +17,24 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from moto import mock_aws
 from xpm_sync.observability import logger
 from xpm_sync.tokens import (
     REFRESH_MARGIN_SECONDS,
+    WRITE_RETRY_DELAYS,
+    FirmDisconnected,
     NeedsReconnect,
     StoredTokens,
     TokenStore,
     TokenStoreError,
 )
-from xpm_sync.xero.identity import AppCredentials, TokenSet, XeroIdentity
+from xpm_sync.xero.identity import FALLBACK_EXPIRES_IN, AppCredentials, TokenSet, XeroIdentity
 
 from local.xpm_sim import generate_practice, start_simulator
 from tests.fixtures.concurrency import race
@@ -309,7 +316,10 @@ def test_a_failed_secret_write_returns_no_new_access_token(
     secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
 ) -> None:
     flaky = FailingPuts(secrets)
-    store = TokenStore(secrets_client=flaky, prefix=PREFIX, identity=identity, clock=clock)
+    pauses: list[float] = []
+    store = TokenStore(
+        secrets_client=flaky, prefix=PREFIX, identity=identity, clock=clock, sleep=pauses.append
+    )
     tokens = connected(store, sim, clock)
     clock.advance(ACCESS_LIFETIME)
     firm = store.for_firm("firm-1")
@@ -320,10 +330,266 @@ def test_a_failed_secret_write_returns_no_new_access_token(
 
     assert secret_json(secrets)["refresh_token"] == tokens.refresh_token
     assert firm.refreshed == 0
+    assert len(pauses) == len(WRITE_RETRY_DELAYS), "retried before giving up"
     # The refresh token on record is still honoured (the 30-minute grace), so the next try works.
     flaky.fail_puts = False
     assert firm.access_token() != tokens.access_token
     assert secret_json(secrets)["refresh_token"] != tokens.refresh_token
+
+
+# --- storing the rotated token survives passing Secrets Manager errors (SPEC A8) ---
+
+
+def client_error(code: str, status: int = 400) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutSecretValue",
+    )
+
+
+class ScriptedPuts:
+    """A Secrets Manager client whose next puts raise the errors in ``errors``, in order.
+
+    With ``landed``, each failing put is first made for real: the write reached Secrets Manager
+    but its answer was lost.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.errors: list[Exception] = []
+        self.landed = False
+        self.puts: list[dict[str, Any]] = []
+        self.creates = 0
+
+    def put_secret_value(self, **kwargs: Any) -> Any:
+        self.puts.append(kwargs)
+        if self.errors:
+            if self.landed:
+                self._inner.put_secret_value(**kwargs)
+            raise self.errors.pop(0)
+        return self._inner.put_secret_value(**kwargs)
+
+    def create_secret(self, **kwargs: Any) -> Any:
+        self.creates += 1
+        return self._inner.create_secret(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+TRANSIENT = {
+    "throttled": lambda: client_error("ThrottlingException"),
+    "internal": lambda: client_error("InternalServiceError", 500),
+    "any-503": lambda: client_error("SomethingNew", 503),
+    "429": lambda: client_error("TooManyRequests", 429),
+    "no-endpoint": lambda: EndpointConnectionError(endpoint_url="https://secretsmanager.example"),
+    "read-timeout": lambda: ReadTimeoutError(endpoint_url="https://secretsmanager.example"),
+    "closed": lambda: ConnectionClosedError(endpoint_url="https://secretsmanager.example"),
+}
+
+
+def scripted_store(
+    secrets: Any, identity: XeroIdentity, clock: SharedClock
+) -> tuple[TokenStore, ScriptedPuts, list[float]]:
+    scripted = ScriptedPuts(secrets)
+    pauses: list[float] = []
+    store = TokenStore(
+        secrets_client=scripted, prefix=PREFIX, identity=identity, clock=clock, sleep=pauses.append
+    )
+    return store, scripted, pauses
+
+
+@pytest.mark.parametrize("error", TRANSIENT.values(), ids=TRANSIENT.keys())
+def test_a_passing_error_storing_the_rotated_token_is_retried_in_process(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock, error: Any
+) -> None:
+    store, scripted, pauses = scripted_store(secrets, identity, clock)
+    tokens = connected(store, sim, clock)
+    clock.advance(ACCESS_LIFETIME)
+    scripted.errors = [error(), error()]
+    firm = store.for_firm("firm-1")
+
+    access_token = firm.access_token()
+
+    assert works_at_xero(identity, access_token)
+    assert secret_json(secrets)["access_token"] == access_token
+    assert secret_json(secrets)["refresh_token"] != tokens.refresh_token
+    assert firm.refreshed == 1
+    assert token_calls(sim) == 1, "one rotation, stored on the third try"
+    assert len(pauses) == 2
+    assert all(0 < pause <= limit for pause, limit in zip(pauses, WRITE_RETRY_DELAYS, strict=False))
+
+
+def test_a_write_that_keeps_failing_gives_up_within_a_few_seconds(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    store, scripted, pauses = scripted_store(secrets, identity, clock)
+    tokens = connected(store, sim, clock)
+    clock.advance(ACCESS_LIFETIME)
+    scripted.errors = [client_error("ThrottlingException") for _ in range(10)]
+    scripted.puts.clear()
+
+    with pytest.raises(TokenStoreError, match="ThrottlingException"):
+        store.for_firm("firm-1").access_token()
+
+    assert len(scripted.puts) == len(WRITE_RETRY_DELAYS) + 1
+    assert 0 < sum(pauses) <= sum(WRITE_RETRY_DELAYS) <= 5
+    assert secret_json(secrets)["refresh_token"] == tokens.refresh_token
+
+
+@pytest.mark.parametrize(
+    "code", ["AccessDeniedException", "EncryptionFailure", "LimitExceededException", "ValidationException"]
+)
+def test_an_error_that_will_not_pass_is_not_retried(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock, code: str
+) -> None:
+    store, scripted, pauses = scripted_store(secrets, identity, clock)
+    connected(store, sim, clock)
+    clock.advance(ACCESS_LIFETIME)
+    scripted.errors = [client_error(code)]
+    scripted.puts.clear()
+
+    with pytest.raises(TokenStoreError, match=code):
+        store.for_firm("firm-1").access_token()
+
+    assert len(scripted.puts) == 1
+    assert pauses == []
+
+
+def test_a_retried_write_that_had_landed_adds_no_second_version(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    store, scripted, _ = scripted_store(secrets, identity, clock)
+    connected(store, sim, clock)
+    clock.advance(ACCESS_LIFETIME)
+    scripted.errors = [ReadTimeoutError(endpoint_url="https://sm.example")]
+    scripted.landed = True
+    scripted.puts.clear()
+    versions = len(secrets.list_secret_version_ids(SecretId=f"{PREFIX}firm-1")["Versions"])
+
+    access_token = store.for_firm("firm-1").access_token()
+
+    assert len(scripted.puts) == 2
+    assert scripted.puts[0]["ClientRequestToken"] == scripted.puts[1]["ClientRequestToken"]
+    assert len(secrets.list_secret_version_ids(SecretId=f"{PREFIX}firm-1")["Versions"]) == versions + 1
+    assert secret_json(secrets)["access_token"] == access_token
+
+
+# --- a disconnect during a run: the refresh never brings the secret back ---
+
+
+def test_a_refresh_after_the_secret_was_deleted_does_not_recreate_it(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    store, scripted, pauses = scripted_store(secrets, identity, clock)
+    connected(store, sim, clock)
+    firm = store.for_firm("firm-1")
+    firm.access_token()
+    creates = scripted.creates
+    store.delete("firm-1")  # disconnect, while Xero still honours the grant
+    clock.advance(ACCESS_LIFETIME)
+
+    with pytest.raises(FirmDisconnected):
+        firm.access_token()
+
+    assert store.load("firm-1") is None
+    assert scripted.creates == creates
+    assert pauses == []
+    assert firm.refreshed == 0
+
+
+def test_a_refresh_after_the_secret_was_marked_for_deletion_is_a_disconnect(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    # moto lets a put through on a secret marked for deletion; Secrets Manager answers this.
+    store, scripted, pauses = scripted_store(secrets, identity, clock)
+    connected(store, sim, clock)
+    creates = scripted.creates
+    clock.advance(ACCESS_LIFETIME)
+    scripted.errors = [client_error("InvalidRequestException")]
+    scripted.puts.clear()
+
+    with pytest.raises(FirmDisconnected):
+        store.for_firm("firm-1").access_token()
+
+    assert scripted.creates == creates
+    assert len(scripted.puts) == 1
+    assert pauses == []
+
+
+def test_a_disconnect_seen_after_invalid_grant_is_a_disconnect(
+    store: TokenStore, secrets: Any, sim: Any, clock: SharedClock
+) -> None:
+    connected(store, sim, clock)
+    firm = store.for_firm("firm-1")
+    firm.access_token()
+    # What a disconnect does: revoke at Xero, then delete the secret.
+    sim.revoke_all()
+    store.delete("firm-1")
+
+    with pytest.raises(FirmDisconnected):
+        firm.access_token(force_refresh=True)
+
+    assert store.load("firm-1") is None
+
+
+def test_a_firm_disconnected_is_still_a_needs_reconnect_for_callers_that_do_not_tell_them_apart() -> None:
+    assert issubclass(FirmDisconnected, NeedsReconnect)
+
+
+def test_the_callback_still_creates_the_secret_of_a_new_connection(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    store, scripted, _ = scripted_store(secrets, identity, clock)
+
+    tokens = connected(store, sim, clock, firm_id="firm-new")
+
+    assert scripted.creates == 1
+    assert secret_json(secrets, "firm-new")["refresh_token"] == tokens.refresh_token
+
+
+# --- a token answer without a usable expires_in (SPEC A8) ---
+
+
+def test_a_refresh_answer_without_expires_in_still_stores_the_rotated_token(secrets: Any) -> None:
+    class Clock:
+        moment = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+        def now(self) -> datetime:
+            return self.moment
+
+    clock = Clock()
+    issued_tokens: list[str] = []
+
+    def xero(request: httpx.Request) -> httpx.Response:
+        issued_tokens.append(f"rt-{len(issued_tokens) + 1}")
+        return httpx.Response(200, json={"access_token": "at-new", "refresh_token": issued_tokens[-1]})
+
+    identity = XeroIdentity(
+        login_url="https://login.xero.test",
+        identity_url="https://identity.xero.test",
+        api_url="https://api.xero.test",
+        credentials=AppCredentials(CLIENT_ID, CLIENT_SECRET),
+        http=httpx.Client(transport=httpx.MockTransport(xero)),
+        clock=clock,
+    )
+    store = TokenStore(secrets_client=secrets, prefix=PREFIX, identity=identity, clock=clock)
+    now = int(clock.now().timestamp())
+    store.save("firm-1", TokenSet("at-old", "rt-old", now - 60))
+    firm = store.for_firm("firm-1")
+
+    assert firm.access_token() == "at-new"
+    assert secret_json(secrets) == {
+        "access_token": "at-new",
+        "refresh_token": "rt-1",
+        "expires_at": now + FALLBACK_EXPIRES_IN,
+    }
+    # Used as is until the assumed lifetime is nearly over, then refreshed (not on every call).
+    assert firm.access_token() == "at-new"
+    clock.moment += timedelta(seconds=FALLBACK_EXPIRES_IN - REFRESH_MARGIN_SECONDS + 1)
+    firm.access_token()
+    assert issued_tokens == ["rt-1", "rt-2"]
+    assert secret_json(secrets)["refresh_token"] == "rt-2"
 
 
 # --- invalid_grant: re-read once, then reconnect (SPEC A8) ---

@@ -16,7 +16,9 @@ import boto3
 import httpx
 import pytest
 from moto import mock_aws
+from xpm_sync.tokens import REFRESH_MARGIN_SECONDS
 from xpm_sync.xero.identity import (
+    FALLBACK_EXPIRES_IN,
     SCOPES,
     AccessDenied,
     AppCredentials,
@@ -258,6 +260,84 @@ def test_token_and_connections_accept_any_2xx(clock: FakeClock, status: int) -> 
 
     assert identity.refresh("rt-1").access_token == "at-2"
     assert identity.connections("at-2") == [Connection("t-pm", "PM", "PRACTICEMANAGER")]
+
+
+# --- token answers: read leniently once Xero has rotated the refresh token (SPEC A8) ---
+
+
+def token_answer(**fields: object) -> Callable[[httpx.Request], httpx.Response]:
+    """A token endpoint answering 200 with ``fields`` (a field set to ... is left out)."""
+    body = {k: v for k, v in fields.items() if v is not ...}
+    return lambda request: httpx.Response(200, json=body)
+
+
+def grant(identity: XeroIdentity, how: str) -> TokenSet:
+    if how == "refresh":
+        return identity.refresh("rt-1")
+    return identity.exchange_code(code="code-1", redirect_uri=REDIRECT_URI)
+
+
+@pytest.mark.parametrize("how", ["refresh", "code"])
+@pytest.mark.parametrize("expires_in", [1800, 1800.0, 1800.7, "1800", " 1800 ", "1800.0"])
+def test_expires_in_is_read_from_a_number_or_a_numeric_string(
+    clock: FakeClock, how: str, expires_in: object
+) -> None:
+    identity = mocked(token_answer(access_token="at-2", refresh_token="rt-2", expires_in=expires_in), clock)
+
+    assert grant(identity, how).expires_at == int(clock.now().timestamp()) + 1800
+
+
+@pytest.mark.parametrize("how", ["refresh", "code"])
+@pytest.mark.parametrize(
+    "expires_in",
+    [..., None, "", "soon", "30 minutes", True, 0, -60, 0.5, "nan", "inf", [1800], {"s": 1800}],
+    ids=repr,
+)
+def test_an_answer_without_a_usable_expires_in_keeps_the_tokens_with_a_short_lifetime(
+    clock: FakeClock, how: str, expires_in: object
+) -> None:
+    identity = mocked(token_answer(access_token="at-2", refresh_token="rt-2", expires_in=expires_in), clock)
+
+    tokens = grant(identity, how)
+
+    # The rotated refresh token is handed back to be stored, not lost to an exception.
+    assert (tokens.access_token, tokens.refresh_token) == ("at-2", "rt-2")
+    assert tokens.expires_at == int(clock.now().timestamp()) + FALLBACK_EXPIRES_IN
+
+
+def test_the_fallback_lifetime_is_short_but_outlasts_the_refresh_margin() -> None:
+    # Long enough that the token is used before the next refresh, well short of Xero's 30 minutes.
+    assert REFRESH_MARGIN_SECONDS < FALLBACK_EXPIRES_IN <= 10 * 60
+
+
+def test_a_refresh_answer_with_unknown_fields_and_no_id_token_is_read(clock: FakeClock) -> None:
+    identity = mocked(
+        token_answer(
+            access_token="at-2",
+            refresh_token="rt-2",
+            expires_in=1800,
+            token_type="Bearer",
+            scope=SCOPES,
+            something_new={"nested": [1, 2]},
+        ),
+        clock,
+    )
+
+    tokens = identity.refresh("rt-1")
+
+    assert tokens == TokenSet("at-2", "rt-2", int(clock.now().timestamp()) + 1800, id_token=None)
+
+
+@pytest.mark.parametrize("how", ["refresh", "code"])
+@pytest.mark.parametrize("refresh_token", [..., None, "", 42])
+def test_an_answer_without_a_refresh_token_is_still_an_error(
+    clock: FakeClock, how: str, refresh_token: object
+) -> None:
+    identity = mocked(token_answer(access_token="at-2", refresh_token=refresh_token, expires_in=1800), clock)
+
+    with pytest.raises(XeroIdentityError, match="without a refresh_token") as caught:
+        grant(identity, how)
+    assert "at-2" not in str(caught.value)
 
 
 # --- connections (SPEC A6, A8) ---

@@ -5,17 +5,28 @@ so the rotated token is written to the secret before the new access token is han
 between the two then costs nothing. A refresh refused with ``invalid_grant`` may just mean another
 worker rotated the token first, so the secret is read again once before the firm is told to
 reconnect. Token values are never logged nor put in exception messages.
+
+The write after a refresh is retried in-process on errors that pass (throttling, 5xx, a dropped
+connection): a failed run is retried by SQS only after the queue's visibility timeout, long after
+the old refresh token's 30 minutes, so losing that write costs the firm a reconnect. That write
+only ever updates the secret: a disconnect deletes it while a run may be refreshing, and the run
+must not bring it back.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import threading
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from xpm_sync.clock import Clock
 from xpm_sync.observability import logger
@@ -31,9 +42,42 @@ FORCED_REFRESH_DEBOUNCE_SECONDS = 30
 
 _TOKEN_KEYS = ("access_token", "refresh_token", "expires_at")
 
+# Pauses between attempts at storing a rotated refresh token (each jittered down to half): five
+# attempts within about 4 seconds of sleep, on top of botocore's own retries of each attempt.
+WRITE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+
+# Secrets Manager error codes that say "try again": throttling and the service's own failures.
+# Any 5xx or 429 answer counts too, whatever its code.
+_TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "InternalServiceError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+
+# The secret does not exist, or (InvalidRequestException) is marked for deletion.
+_GONE_CODES = frozenset({"ResourceNotFoundException", "InvalidRequestException"})
+
 
 class NeedsReconnect(Exception):
     """The firm must connect to Xero again: no stored tokens, or the refresh token is dead."""
+
+
+class FirmDisconnected(NeedsReconnect):
+    """The firm's token secret was deleted (or marked for deletion) while a run was using it.
+
+    That is a disconnect happening during the run: the run should stop without telling the firm
+    anything, and the firm's status is the disconnect's to set. A ``NeedsReconnect``, so a caller
+    that does not tell the two apart still stops instead of retrying.
+    """
 
 
 class TokenStoreError(Exception):
@@ -57,12 +101,19 @@ class _Secret:
 
 class TokenStore:
     def __init__(
-        self, *, secrets_client: Any, prefix: str, identity: XeroIdentity | None, clock: Clock
+        self,
+        *,
+        secrets_client: Any,
+        prefix: str,
+        identity: XeroIdentity | None,
+        clock: Clock,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._secrets = secrets_client
         self._prefix = prefix
         self._identity = identity
         self._clock = clock
+        self._sleep = sleep
 
     def secret_id(self, firm_id: str) -> str:
         return f"{self._prefix}{firm_id}"
@@ -101,14 +152,22 @@ class TokenStore:
             raise TypeError("this TokenStore was built without a XeroIdentity, so it cannot refresh")
         return self._identity.refresh(refresh_token)
 
-    def _read(self, firm_id: str) -> _Secret | None:
+    def _read(self, firm_id: str, *, gone_is_disconnect: bool = False) -> _Secret | None:
+        """The secret, or None when there is none (or nothing usable in it).
+
+        With ``gone_is_disconnect``, for a run that already read the secret once, a secret that no
+        longer exists or is marked for deletion raises ``FirmDisconnected`` instead.
+        """
         secret_id = self.secret_id(firm_id)
         try:
             answer = self._secrets.get_secret_value(SecretId=secret_id)
         except ClientError as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
+            code = _error_code(exc)
+            if gone_is_disconnect and code in _GONE_CODES:
+                raise FirmDisconnected(f"secret {secret_id} was deleted during the run ({code})") from None
+            if code == "ResourceNotFoundException":
                 return None
-            raise TokenStoreError(f"could not read secret {secret_id}: {_error_code(exc)}") from None
+            raise TokenStoreError(f"could not read secret {secret_id}: {code}") from None
         try:
             data = json.loads(answer["SecretString"])
         except (KeyError, ValueError):
@@ -122,15 +181,9 @@ class TokenStore:
         return _Secret(tokens, {k: v for k, v in data.items() if k not in _TOKEN_KEYS})
 
     def _write(self, firm_id: str, tokens: StoredTokens, extra: dict[str, Any]) -> None:
+        """Store a new grant (the callback), creating the secret if the firm has none yet."""
         secret_id = self.secret_id(firm_id)
-        body = json.dumps(
-            {
-                **extra,
-                "access_token": tokens.access_token,
-                "refresh_token": tokens.refresh_token,
-                "expires_at": tokens.expires_at,
-            }
-        )
+        body = _secret_body(tokens, extra)
         try:
             self._secrets.put_secret_value(SecretId=secret_id, SecretString=body)
             return
@@ -147,6 +200,44 @@ class TokenStore:
                 self._secrets.put_secret_value(SecretId=secret_id, SecretString=body)
             except ClientError as again:
                 raise TokenStoreError(f"could not write secret {secret_id}: {_error_code(again)}") from None
+
+    def _update(self, firm_id: str, tokens: StoredTokens, extra: dict[str, Any]) -> None:
+        """Store rotated tokens (a refresh) in the existing secret; never create it.
+
+        Errors that pass are retried a few times with short pauses. A secret that is gone or marked
+        for deletion means the firm was disconnected meanwhile: ``FirmDisconnected``.
+        """
+        secret_id = self.secret_id(firm_id)
+        body = _secret_body(tokens, extra)
+        # One version id for every attempt: should an attempt that seemed to fail have landed,
+        # Secrets Manager takes the retry (same id, same value) as a no-op, not a second version.
+        version = str(uuid.uuid4())
+        attempts = len(WRITE_RETRY_DELAYS) + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                self._secrets.put_secret_value(
+                    SecretId=secret_id, SecretString=body, ClientRequestToken=version
+                )
+                return
+            except ClientError as exc:
+                reason = _error_code(exc)
+                if reason in _GONE_CODES:
+                    raise FirmDisconnected(
+                        f"secret {secret_id} was deleted during the run ({reason})"
+                    ) from None
+                if not _transient(exc) or attempt == attempts:
+                    raise TokenStoreError(f"could not write secret {secret_id}: {reason}") from None
+            except (BotocoreConnectionError, HTTPClientError) as exc:
+                # The exception's type only: botocore's messages can quote the endpoint and request.
+                reason = type(exc).__name__
+                if attempt == attempts:
+                    raise TokenStoreError(f"could not write secret {secret_id}: {reason}") from None
+            delay = WRITE_RETRY_DELAYS[attempt - 1] * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+            logger.warning(
+                "storing rotated tokens failed; retrying",
+                extra={"secret_id": secret_id, "attempt": attempt, "error": reason, "pause": round(delay, 2)},
+            )
+            self._sleep(delay)
 
 
 class FirmTokens:
@@ -197,7 +288,8 @@ class FirmTokens:
 
     def _recover(self, stale: _Secret) -> str:
         """After ``invalid_grant``: use the secret's token if another worker rotated it meanwhile."""
-        reread = self._store._read(self._firm_id)
+        # A disconnect revokes the grant, then deletes the secret: the likeliest cause of both.
+        reread = self._store._read(self._firm_id, gone_is_disconnect=True)
         if reread is None:
             self._secret = None
             raise NeedsReconnect(f"firm {self._firm_id} has no stored Xero tokens")
@@ -220,7 +312,7 @@ class FirmTokens:
         tokens = StoredTokens(fresh.access_token, fresh.refresh_token, fresh.expires_at)
         # Stored first: if this write fails, the new access token is never used and the old
         # refresh token (still honoured for 30 minutes) remains the one on record.
-        self._store._write(self._firm_id, tokens, extra)
+        self._store._update(self._firm_id, tokens, extra)
         self._secret = _Secret(tokens, extra)
         self._refreshed_at = self._store._now()
         self.refreshed += 1
@@ -228,6 +320,17 @@ class FirmTokens:
             "refreshed tokens for firm", extra={"firm_id": self._firm_id, "expires_at": tokens.expires_at}
         )
         return tokens.access_token
+
+
+def _secret_body(tokens: StoredTokens, extra: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            **extra,
+            "access_token": tokens.access_token,
+            "refresh_token": tokens.refresh_token,
+            "expires_at": tokens.expires_at,
+        }
+    )
 
 
 def _parse_tokens(data: Any) -> StoredTokens | None:
@@ -263,3 +366,10 @@ def _epoch_seconds(value: Any) -> int:
 
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", "Unknown"))
+
+
+def _transient(exc: ClientError) -> bool:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if isinstance(status, int) and (status >= 500 or status == 429):
+        return True
+    return _error_code(exc) in _TRANSIENT_CODES

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from xpm_sync.clock import Clock
+from xpm_sync.observability import logger
 
 SCOPES = "openid profile email offline_access practicemanager.client.read practicemanager.staff.read"
 
@@ -25,6 +27,15 @@ PRACTICE_MANAGER = "PRACTICEMANAGER"
 # Xero's error codes are short snake_case words; anything else in the field is not echoed, in case
 # a misbehaving server reflects the request (and so a token) back in it.
 _ERROR_CODE = re.compile(r"^[a-z_]{1,40}$")
+
+# The access token's lifetime assumed when a token answer has no readable ``expires_in``. Xero's are
+# 30 minutes, but an answer without the field says nothing for sure, so assume much less. Not 0:
+# the token store checks the expiry before every XPM call, so "expired now" would spend a refresh
+# (and a rotation) on each call. Five minutes is more than the store's refresh margin (2 minutes), so
+# the token is used for a few minutes and then refreshed; if it dies sooner, XPM's 401 forces a
+# refresh anyway. What must not happen is refusing the answer: on a refresh Xero has already rotated
+# the refresh token, and refusing would lose it.
+FALLBACK_EXPIRES_IN = 5 * 60
 
 
 @dataclass(frozen=True)
@@ -192,15 +203,22 @@ class XeroIdentity:
             raise XeroIdentityError("Xero token endpoint answered without an access_token")
         # offline_access is one of our scopes, so a missing refresh token means the grant cannot
         # be kept alive: better to fail the connect than to store a connection that dies in 30 min.
+        # On a refresh Xero always rotates the refresh token; an answer without one leaves nothing
+        # to store, and the token on record (honoured 30 more minutes) is the best we have.
         if not isinstance(refresh_token, str) or not refresh_token:
             raise XeroIdentityError("Xero token endpoint answered without a refresh_token")
-        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in <= 0:
-            raise XeroIdentityError("Xero token endpoint answered without a usable expires_in")
+        lifetime = _seconds(expires_in)
+        if lifetime is None:
+            logger.warning(
+                "Xero token answer without a usable expires_in; assuming a short lifetime",
+                extra={"grant_type": form["grant_type"], "assumed_seconds": FALLBACK_EXPIRES_IN},
+            )
+            lifetime = FALLBACK_EXPIRES_IN
         now = int(self._clock.now().timestamp())
         return TokenSet(
             access_token=access_token,
             refresh_token=refresh_token,
-            expires_at=now + int(expires_in),
+            expires_at=now + lifetime,
             id_token=id_token if isinstance(id_token, str) and id_token else None,
         )
 
@@ -211,6 +229,20 @@ class XeroIdentity:
             # Only the exception's type: httpx messages can quote the request, and the request
             # carries a code or token in its body or headers.
             raise XeroIdentityError(f"Xero {what} request failed: {type(exc).__name__}") from None
+
+
+def _seconds(value: Any) -> int | None:
+    """``expires_in`` as whole seconds: a number or a numeric string; None when unusable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, int | float) or not math.isfinite(value) or value < 1:
+        return None
+    return int(value)
 
 
 def _json_body(response: httpx.Response, what: str) -> Any:
