@@ -47,6 +47,7 @@ from xpm_sync.runs import SyncRun
 from xpm_sync.settings import WorkerSettings, load_settings
 from xpm_sync.sync.clients import ClientSync
 from xpm_sync.tokens import TokenStore
+from xpm_sync.xero.identity import XeroIdentity
 from xpm_sync.xpm.budget import CallBudget, reset_budgets
 from xpm_sync.xpm.client import XpmClient
 from xpm_sync.xpm.errors import XpmUnavailable
@@ -57,7 +58,7 @@ from local.lambda_runtime import Delivery, LocalContext, drain_queue, scheduled_
 from local.seed import TRIAL_NOTE
 from tests.fixtures.concurrency import race
 from tests.fixtures.simulator import SIM_CLIENT_ID
-from tests.fixtures.sync import SyncWorld
+from tests.fixtures.sync import APP_CLIENT_ID, SyncWorld
 
 pytestmark = pytest.mark.e2e
 
@@ -586,6 +587,124 @@ def test_a_refused_refresh_with_no_other_writer_asks_to_reconnect(fw: FaultWorld
     assert fw.world.config().status == "needs_reconnect"
     assert_invariants(fw, before=before, status="failed", codes=("XPM_NEEDS_RECONNECT",))
     assert fw.secret()["refresh_token"] in before.secret_values, "nothing overwrote the stored grant"
+    assert len(sent_emails()) == 1, "the notification user is told to reconnect"
+
+
+def test_a_firm_disconnected_during_a_run_that_meets_invalid_grant_stays_disconnected(
+    fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    FAULT_LEDGER["disconnected_during_run"] += 1
+    fw.sim.expire_access_tokens()
+    fw.fault("invalid_grant", times=None)
+    config_table = aws_clients.table(fw.world.names.config_table)
+    refresh = XeroIdentity.refresh
+
+    def disconnect_then_refresh(self: XeroIdentity, refresh_token: str) -> Any:
+        # The admin presses Disconnect while the run is going on; the run's refresh then fails.
+        ConfigRepository(config_table).update(
+            fw.world.firm_id, status="disconnected", sync_enabled=False, run_pending=False
+        )
+        return refresh(self, refresh_token)
+
+    monkeypatch.setattr(XeroIdentity, "refresh", disconnect_then_refresh)
+    before = snapshot(fw)
+
+    deliveries = fw.run_hourly()
+
+    assert deliveries[0].failed == []
+    config = fw.world.config()
+    assert config.status == "disconnected", "the run undid the disconnect"
+    assert config.sync_enabled is False
+    assert config.running_run_id is None
+    assert sent_emails() == [], "no email asks a firm that just disconnected to reconnect"
+    run = assert_invariants(fw, before=before, status="failed", codes=("XPM_NEEDS_RECONNECT",))
+    [entry] = [e for e in fw.world.entries(run) if e.entity == "run"]
+    assert "disconnected" in entry.message
+    assert fw.run_hourly() == [], "a disconnected firm is not queued again"
+
+
+def test_a_run_that_finds_the_token_secret_deleted_mid_disconnect_emails_nobody(
+    fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disconnect revokes, deletes the secret, then sets the status: a run may fall in between."""
+    FAULT_LEDGER["disconnected_during_run"] += 1
+    fw.sim.expire_access_tokens()
+    fw.fault("invalid_grant", times=None)
+    secret_id = f"{fw.world.names.token_secret_prefix}{fw.world.firm_id}"
+    refresh = XeroIdentity.refresh
+
+    def delete_then_refresh(self: XeroIdentity, refresh_token: str) -> Any:
+        secrets = aws_clients.client("secretsmanager")
+        secrets.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
+        return refresh(self, refresh_token)
+
+    monkeypatch.setattr(XeroIdentity, "refresh", delete_then_refresh)
+
+    deliveries = fw.run_hourly()
+
+    assert deliveries[0].failed == [], "a retry cannot bring a disconnected firm back"
+    assert fw.world.config().status == "connected", "the status is the disconnect's to set"
+    assert sent_emails() == []
+    [entry] = [e for e in fw.world.entries(fw.world.last_run()) if e.entity == "run"]
+    assert "disconnected" in entry.message
+    with pytest.raises(aws_clients.client("secretsmanager").exceptions.ResourceNotFoundException):
+        aws_clients.client("secretsmanager").get_secret_value(SecretId=secret_id)
+
+
+def test_a_connected_firm_with_no_status_recorded_is_asked_to_reconnect(fw: FaultWorld) -> None:
+    """An item written before status existed counts as connected: the reconnect status is set."""
+    aws_clients.table(fw.world.names.config_table).update_item(
+        Key={"firm_id": fw.world.firm_id},
+        UpdateExpression="REMOVE #s",
+        ExpressionAttributeNames={"#s": "status"},
+    )
+    FAULT_LEDGER["revoke_all"] += 1
+    fw.sim.revoke_all()
+    before = snapshot(fw)
+
+    fw.run_hourly()
+
+    assert fw.world.config().status == "needs_reconnect"
+    assert_invariants(fw, before=before, status="failed", codes=("XPM_NEEDS_RECONNECT",))
+    assert len(sent_emails()) == 1
+
+
+@pytest.mark.parametrize("kind", ["server_error", "unavailable", "drop"])
+def test_xero_identity_failing_during_a_refresh_is_xpm_unavailable_and_sqs_retries_it(
+    fw: FaultWorld, kind: str
+) -> None:
+    FAULT_LEDGER["expire_access_tokens"] += 1
+    fw.sim.expire_access_tokens()
+    fw.fault(kind, times=None, path="/connect/token")
+    before = snapshot(fw)
+
+    deliveries = fw.run_hourly()
+
+    assert deliveries[0].failed == [{"firm_id": fw.world.firm_id, "trigger": "schedule"}], "transient"
+    assert fw.world.config().status == "connected"
+    run = assert_invariants(fw, before=before, status="failed", codes=("XPM_UNAVAILABLE",))
+    [entry] = [e for e in fw.world.entries(run) if e.entity == "run"]
+    assert "contact support" not in entry.suggestion
+    assert fw.secret()["refresh_token"] in before.secret_values, "the stored grant is untouched"
+
+    fw.sim.faults.clear()
+    redeliver_and_complete(fw)
+
+
+def test_xero_refusing_the_apps_own_credentials_is_an_operator_entry_not_retried(fw: FaultWorld) -> None:
+    FAULT_LEDGER["app_credentials_refused"] += 1
+    fw.sim.expire_access_tokens()
+    fw.sim.register_app(APP_CLIENT_ID, "a-secret-rotated-at-xero")  # ours no longer matches
+    before = snapshot(fw)
+
+    deliveries = fw.run_hourly()
+
+    assert deliveries[0].failed == [], "the same credentials would be refused again"
+    assert fw.world.config().status == "connected", "the firm's connection is not at fault"
+    run = assert_invariants(fw, before=before, status="failed", codes=("XERO_APP_CREDENTIALS_INVALID",))
+    [entry] = [e for e in fw.world.entries(run) if e.entity == "run"]
+    assert "app credentials secret" in entry.suggestion
+    assert fw.secret()["refresh_token"] in before.secret_values
 
 
 def test_a_connection_revoked_at_xero_asks_to_reconnect(fw: FaultWorld) -> None:

@@ -117,6 +117,35 @@ def test_a_retried_client_xpm_answers_with_an_error_is_dropped_not_a_failed_run(
     assert world.config().retry_client_uuids == set()
 
 
+def test_a_retried_client_xpm_answers_with_a_passing_error_is_asked_again_next_run(world: SyncWorld) -> None:
+    client = world.practice.clients[5]
+    world.practice.update_client(client.uuid, AccountManager=None)  # fails: no partner, no default
+    # Last changed long ago: only the retry asks XPM for it.
+    world.practice.client(client.uuid).modified_at = datetime.now(UTC) - timedelta(days=3)
+    world.run_hourly()
+    assert world.config().retry_client_uuids == {client.uuid}
+    world.sim.faults.add("status_error", path="client.api/get", description="Service temporarily unavailable")
+
+    world.run_hourly()
+
+    assert world.last_run().status == "success"
+    assert world.config().retry_client_uuids == {client.uuid}, "a passing error must not drop the record"
+
+    # The admin fixes the cause in Active alone (a Default Partner): the next run asks XPM again.
+    partner_user_id = next(iter(world.firm.partner_user_ids.values()))
+    world.active.update_item(
+        Key={"pk": f"FIRM#{world.firm_id}", "sk": f"OFFICE#{world.firm.office_code}"},
+        UpdateExpression="SET default_partner_user_id = :p",
+        ExpressionAttributeValues={":p": partner_user_id},
+    )
+    world.run_hourly()
+
+    assert len(world.sim.calls_to(f"client.api/get/{client.uuid}")) == 2
+    assert world.last_run().status == "success"
+    assert world.config().retry_client_uuids == set()
+    assert world.client_by_uuid(client.uuid)["partner_user_id"] == partner_user_id
+
+
 def test_a_configured_firm_with_no_status_recorded_is_synced(world: SyncWorld) -> None:
     aws_clients.table(world.names.config_table).update_item(
         Key={"firm_id": world.firm_id},

@@ -304,6 +304,129 @@ def test_the_simulators_own_minute_limit_is_respected(make_client, sim):
     assert caught.value.retry_after > 5
 
 
+# XPM answers the simulator cannot be made to give (a 429 without Retry-After, a 400 for a client)
+# come from httpx.MockTransport: still no network.
+
+MOCK_API = "https://api.xero.test"
+MOCK_TENANT = "22222222-3333-4444-5555-666666666666"
+STAFF_XML = (
+    b'<Response api-method="List"><Status>OK</Status><StaffList><Staff>'
+    b"<UUID>aaaaaaaa-0000-0000-0000-000000000001</UUID><Name>Ann Lee</Name>"
+    b"<Email>ann@example.com</Email></Staff></StaffList></Response>"
+)
+
+
+def _xml_error(description: str) -> bytes:
+    return (
+        f'<Response api-method="Get"><Status>ERROR</Status>'
+        f"<ErrorDescription>{description}</ErrorDescription></Response>"
+    ).encode()
+
+
+def _mock_client(answers: list[httpx.Response], sleeps: Sleeps, **overrides: Any) -> XpmClient:
+    """An XpmClient whose calls get ``answers`` in turn (the last one repeats)."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = answers[min(len(seen), len(answers)) - 1]
+        # A fresh response each time: one given twice would hand out a stream already consumed.
+        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
+
+    options: dict[str, Any] = {
+        "api_url": MOCK_API,
+        "tenant_id": MOCK_TENANT,
+        "tokens": StaticToken("mock-token"),
+        "http": httpx.Client(transport=httpx.MockTransport(handler)),
+        "sleep": sleeps,
+        "budget": CallBudget(),
+    }
+    options.update(overrides)
+    return XpmClient(**options)
+
+
+def _too_many(problem: str, retry_after: str | None = None) -> httpx.Response:
+    headers = {"X-Rate-Limit-Problem": problem}
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    return httpx.Response(429, headers=headers, json={"Title": "Too Many Requests"})
+
+
+def _ok(body: bytes = STAFF_XML) -> httpx.Response:
+    return httpx.Response(200, content=body, headers={"Content-Type": "text/xml"})
+
+
+@pytest.mark.parametrize("problem", ["concurrent", "Concurrent"])
+def test_429_for_concurrent_calls_without_retry_after_waits_a_short_jittered_backoff(sleeps, problem):
+    client = _mock_client([_too_many(problem)] * 3 + [_ok()], sleeps, max_attempts=4)
+
+    assert [s.uuid for s in client.list_staff()] == ["aaaaaaaa-0000-0000-0000-000000000001"]
+
+    assert client.calls == 4
+    assert len(sleeps.calls) == 3
+    # Full jitter below each exponential ceiling (1, 2, 4 s), never under the 1 s floor, never a minute.
+    for failures, seconds in enumerate(sleeps.calls, start=1):
+        assert 1.0 <= seconds <= max(1.0, 2.0 ** (failures - 1))
+
+
+def test_429_for_concurrent_calls_honours_retry_after_when_present(sleeps):
+    client = _mock_client([_too_many("concurrent", retry_after="5"), _ok()], sleeps)
+
+    assert client.list_staff()
+
+    assert sleeps.calls == [5.0]
+
+
+@pytest.mark.parametrize("problem", ["minute", "appminute"])
+def test_429_for_a_minute_limit_without_retry_after_waits_the_minute(sleeps, problem):
+    client = _mock_client([_too_many(problem), _ok()], sleeps)
+
+    assert client.list_staff()
+
+    assert sleeps.calls == [60.0]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(400, content=b"Bad Request"),
+        httpx.Response(400, content=_xml_error("The UUID is not valid")),
+        httpx.Response(404, content=b"Not Found"),
+        _ok(_xml_error("Client not found")),
+        _ok(_xml_error("Invalid client identifier")),
+        _ok(_xml_error("The client DOES NOT EXIST")),
+        _ok(_xml_error("Invalid UUID")),
+        _ok(_xml_error("Unknown client")),
+    ],
+    ids=[
+        "400",
+        "400-with-description",
+        "404",
+        "not-found",
+        "invalid-client",
+        "does-not-exist",
+        "uuid",
+        "unknown",
+    ],
+)
+def test_get_client_is_none_when_xpm_says_the_client_does_not_exist(sleeps, answer):
+    client = _mock_client([answer], sleeps)
+
+    assert client.get_client("bbbbbbbb-0000-0000-0000-000000000002") is None
+    assert client.calls == 1
+
+
+def test_get_client_raises_an_application_error_that_may_pass(sleeps):
+    client = _mock_client([_ok(_xml_error("Service temporarily unavailable"))], sleeps)
+
+    with pytest.raises(xml.XpmStatusError) as caught:
+        client.get_client("bbbbbbbb-0000-0000-0000-000000000002")
+
+    assert caught.value.description == "Service temporarily unavailable"
+    assert client.calls == 1
+    assert sleeps.calls == []
+
+
 # --- server failures --------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from xpm_sync.clock import parse_iso
@@ -113,6 +114,28 @@ class ConfigRepository:
         if to_set:
             kwargs["ExpressionAttributeValues"] = {f":{k}": v for k, v in to_set.items()}
         self._table.update_item(**kwargs)
+
+    def mark_needs_reconnect(self, firm_id: str) -> bool:
+        """Set ``needs_reconnect``, but only while the firm is connected (an item written before
+        status existed counts as connected, as in :meth:`FirmConfig.connection`).
+
+        False when it is not: an admin who disconnected while a run was going keeps that status.
+        """
+        try:
+            self._table.update_item(
+                Key={"firm_id": firm_id},
+                UpdateExpression="SET #status = :needs_reconnect",
+                ConditionExpression=(
+                    "attribute_exists(firm_id) AND (#status = :connected OR attribute_not_exists(#status))"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":needs_reconnect": "needs_reconnect", ":connected": "connected"},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
 
     def enabled_firm_ids(self) -> Iterator[str]:
         """Every firm whose hourly sync is on and whose connection works.

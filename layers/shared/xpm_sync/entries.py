@@ -240,6 +240,15 @@ XPM_BAD_RESPONSE = _kind(
     "XPM answered with an error or with data that could not be read.",
     "The next hourly sync will try again. If it keeps failing, contact support with this run's id.",
 )
+XERO_APP_CREDENTIALS_INVALID = _kind(
+    "XERO_APP_CREDENTIALS_INVALID",
+    "error",
+    "run",
+    "Xero refused the integration's own app credentials (client id and secret) while renewing the "
+    "firm's access; nothing is wrong with the firm's connection or data.",
+    "Nothing to fix in XPM or Active: contact support with this run's id. Operators: check the Xero "
+    "app credentials secret (APP_SECRET_ID) against the app in Xero's developer portal.",
+)
 SYNC_NOT_CONFIGURED = _kind(
     "SYNC_NOT_CONFIGURED",
     "error",

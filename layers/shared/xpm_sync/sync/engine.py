@@ -27,7 +27,8 @@ from xpm_sync.runs import RunLog, SyncRun, new_run_id
 from xpm_sync.runtime import unlimited
 from xpm_sync.sync.clients import ClientSync, People
 from xpm_sync.sync.users import sync_users
-from xpm_sync.tokens import NeedsReconnect, TokenStore
+from xpm_sync.tokens import FirmDisconnected, NeedsReconnect, TokenStore
+from xpm_sync.xero.identity import InvalidClient, InvalidGrant, XeroIdentityError
 from xpm_sync.xpm.client import AccessTokenSource, XpmClient
 from xpm_sync.xpm.errors import (
     XpmAuthError,
@@ -83,6 +84,8 @@ class _RunFailure(Exception):
     message: str
     transient: bool = False
     reconnect: bool = False
+    # The firm was disconnected while the run went on: its status and inbox are left alone.
+    disconnected: bool = False
 
 
 @dataclass
@@ -188,12 +191,20 @@ def _run(config: FirmConfig, services: SyncServices, progress: _Progress) -> Run
         return _suspend(config, services, progress, out_of_time.checkpoint)
     except _RunFailure as caught:
         failure = caught
+    except FirmDisconnected:
+        failure = _RunFailure(
+            codes.XPM_NEEDS_RECONNECT,
+            "The integration was disconnected while this run went on; it stays disconnected.",
+            disconnected=True,
+        )
     except NeedsReconnect:
         failure = _RunFailure(
             codes.XPM_NEEDS_RECONNECT, "Xero no longer accepts this firm's connection.", reconnect=True
         )
     except XpmError as error:
         failure = _xpm_failure(error)
+    except XeroIdentityError as error:
+        failure = _identity_failure(error)
     except Exception as error:
         logger.exception("sync run stopped on an unexpected error")
         failure = _RunFailure(
@@ -273,11 +284,15 @@ def _sync_with(
         try:
             retried = xpm.get_client(uuid)
         except XpmStatusError as error:
-            # XPM answers an unknown or removed client with an application error: nothing to retry.
-            logger.info(
-                "XPM no longer serves a client awaiting retry", extra={"xpm_uuid": uuid, "error": str(error)}
+            # Not an answer that the client is gone (get_client says None for those): XPM refused
+            # this one call for a reason that may pass. The record stays in the retry set and is
+            # asked again next run; one that keeps erroring leaves it at the daily full read, which
+            # keeps only the UUIDs XPM still lists.
+            logger.warning(
+                "XPM refused a client awaiting retry; it is asked again next run",
+                extra={"xpm_uuid": uuid, "error": str(error)},
             )
-            retried = None
+            continue
         if retried is None:
             vanished.add(uuid)  # gone from XPM: nothing left to retry
         else:
@@ -374,6 +389,26 @@ def _xpm_failure(error: XpmError) -> _RunFailure:
     return _RunFailure(codes.XPM_UNAVAILABLE, f"XPM call failed: {error}", transient=True)
 
 
+def _identity_failure(error: XeroIdentityError) -> _RunFailure:
+    """Xero's identity service failed while the run renewed the firm's access token."""
+    if isinstance(error, InvalidGrant):
+        # The token store turns a refused refresh token into NeedsReconnect; this is a safety net.
+        return _RunFailure(
+            codes.XPM_NEEDS_RECONNECT, "Xero no longer accepts this firm's connection.", reconnect=True
+        )
+    if isinstance(error, InvalidClient):
+        # The app's own client id and secret: every firm is affected and only an operator can fix it,
+        # so SQS retrying the record would only fail again.
+        logger.error("Xero refused the app's client credentials", extra={"error": str(error)})
+        return _RunFailure(
+            codes.XERO_APP_CREDENTIALS_INVALID,
+            f"Xero refused this integration's app credentials while renewing access: {error}",
+        )
+    return _RunFailure(
+        codes.XPM_UNAVAILABLE, f"Xero's sign-in service is unavailable: {error}", transient=True
+    )
+
+
 def _finish(
     config: FirmConfig,
     services: SyncServices,
@@ -383,8 +418,18 @@ def _finish(
 ) -> RunResult:
     run = progress.run
     finished = services.clock.now()
+    # Set before anything else is written, so that a firm disconnected while this run went on is
+    # neither marked for reconnecting again nor emailed about it.
+    disconnected = failure is not None and (
+        failure.disconnected
+        or (failure.reconnect and not services.config.mark_needs_reconnect(config.firm_id))
+    )
     if failure is not None:
-        progress.entries.append(raise_entry(failure.kind, label="Sync run", message=failure.message))
+        message = failure.message
+        if disconnected and not failure.disconnected:
+            logger.info("firm disconnected during the run", extra={"firm_id": config.firm_id})
+            message += " The integration was disconnected while this run went on; it stays disconnected."
+        progress.entries.append(raise_entry(failure.kind, label="Sync run", message=message))
         run.status = "failed"
     elif any(counts["failed"] for counts in run.counts.values()):
         run.status = "partial"
@@ -393,7 +438,7 @@ def _finish(
     run.finished_at = iso(finished)
     run.xpm_calls += progress.xpm_calls
     run.full_read = progress.full_read
-    if services.after_run is not None and run.status in ("failed", "partial"):
+    if services.after_run is not None and run.status in ("failed", "partial") and not disconnected:
         # The notification's own problems (no notification user, say) belong in this run's log.
         progress.entries.extend(services.after_run(run, progress.entries, config).entries)
     run.entry_count = services.runs.add_entries(run, progress.entries, finished, start=run.entry_count)
@@ -410,8 +455,6 @@ def _finish(
         changes["retry_client_uuids"] = progress.retry_uuids
         if progress.full_read:
             changes["last_full_read_started_at"] = run.started_at
-    elif failure.reconnect:
-        changes["status"] = "needs_reconnect"
     services.config.update(config.firm_id, **changes)
     record_run_metrics(run, seconds)
     logger.info(

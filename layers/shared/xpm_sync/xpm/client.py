@@ -9,6 +9,7 @@ request header: it is not logged and never appears in an exception.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -41,6 +42,19 @@ BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 30.0
 # XPM sends Retry-After with every 429; if it is ever missing, a minute is the limit's own window.
 DEFAULT_RETRY_AFTER_SECONDS = 60.0
+# ...except for the concurrent-calls limit, which frees up as soon as a call in flight ends: a 429
+# for it without Retry-After waits a short jittered back-off, never less than this.
+CONCURRENT_RETRY_FLOOR_SECONDS = 1.0
+# ErrorDescriptions (matched case-insensitively) with which XPM says the client asked for does not
+# exist. Any other application error from client.api/get may pass, so the record is asked again.
+CLIENT_GONE_PHRASES = (
+    "not found",
+    "does not exist",
+    "invalid client",
+    "invalid uuid",
+    "invalid identifier",
+    "unknown client",
+)
 # Error bodies are small; reading more than this from a 4xx would only serve a hostile server.
 _ERROR_BODY_LIMIT = 64 * 1024
 # These failures happen before the request reaches XPM, so they cost no quota and are not counted.
@@ -54,7 +68,8 @@ class AccessTokenSource(Protocol):
 
 
 class _NotFound(Exception):
-    """HTTP 404: meaningful only to ``get_client``, which answers ``None``."""
+    """HTTP 404 (or 400, a UUID XPM cannot read): meaningful only to ``get_client``, which answers
+    ``None``."""
 
 
 class _BodyInterrupted(XpmUnavailable):
@@ -114,7 +129,11 @@ class XpmClient:
 
     @tracer.capture_method(capture_response=False)
     def get_client(self, uuid: str) -> models.XpmClient | None:
-        """One client by UUID, or ``None`` when XPM does not know it."""
+        """One client by UUID, or ``None`` when XPM does not know it.
+
+        "Does not know it" is HTTP 404 or 400, or an application error whose description says so
+        (:data:`CLIENT_GONE_PHRASES`); any other application error is raised as ``XpmStatusError``.
+        """
         if not uuid.strip():
             raise ValueError("a client UUID is required")
         path = "client.api/get/" + quote(uuid.strip(), safe="")
@@ -124,7 +143,7 @@ class XpmClient:
         except _NotFound:
             return None
         except xml.XpmStatusError as exc:
-            if exc.description is not None and "not found" in exc.description.lower():
+            if client_gone(exc.description):
                 return None
             raise
         return clients[0] if clients else None
@@ -263,7 +282,7 @@ class XpmClient:
         status = response.status_code
         if status == 403:
             return XpmWrongTenant(f"XPM refused access to tenant {self._tenant_id} (HTTP 403)")
-        if status == 404 and missing_ok:
+        if status in (400, 404) and missing_ok:
             return _NotFound()
         if 400 <= status < 500:
             description = self._error_description(response)
@@ -301,17 +320,22 @@ class XpmClient:
     def _back_off(self, failures: int, why: str, *, cause: Exception | None = None) -> None:
         if failures >= self._max_attempts:
             raise XpmUnavailable(f"XPM unavailable after {failures} attempts: {why}") from cause
-        # Full jitter: many firms' workers retrying at once must not hit XPM in lockstep.
-        ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (failures - 1))
-        delay = random.uniform(0.0, ceiling)  # noqa: S311 - jitter, not security
+        delay = _jittered_delay(failures)
         left = self._time_left()
         if left is not None and delay > left:
             raise XpmUnavailable(f"XPM unavailable and no time left to retry: {why}") from cause
         self._sleep(delay)
 
     def _wait_for_rate_limit(self, response: httpx.Response, failures: int) -> None:
-        retry_after = _retry_after(response.headers.get("Retry-After"))
         problem = (response.headers.get("X-Rate-Limit-Problem") or "").strip().lower() or None
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        if retry_after is None:
+            # Too many calls at once clears when one ends: waiting the minute's window would waste
+            # most of the invocation. The other limits are windows of their own: wait one out.
+            if problem == "concurrent":
+                retry_after = max(CONCURRENT_RETRY_FLOOR_SECONDS, _jittered_delay(failures))
+            else:
+                retry_after = DEFAULT_RETRY_AFTER_SECONDS
         if problem in ("day", "daily"):
             self._budget.day_spent(retry_after)
             raise XpmRateLimited(
@@ -374,13 +398,31 @@ def format_modified_since(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _retry_after(value: str | None) -> float:
+def client_gone(description: str | None) -> bool:
+    """Whether an ErrorDescription from ``client.api/get`` says the client does not exist."""
+    if description is None:
+        return False
+    folded = description.casefold()
+    return any(phrase in folded for phrase in CLIENT_GONE_PHRASES)
+
+
+def _jittered_delay(failures: int) -> float:
+    """Exponential back-off with full jitter: many firms' workers retrying at once must not hit XPM
+    in lockstep."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (failures - 1))
+    return random.uniform(0.0, ceiling)  # noqa: S311 - jitter, not security
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header; ``None`` when it is missing or not a number."""
     if value is None:
-        return DEFAULT_RETRY_AFTER_SECONDS
+        return None
     try:
         seconds = float(value.strip())
     except ValueError:
-        return DEFAULT_RETRY_AFTER_SECONDS
+        return None
+    if not math.isfinite(seconds):
+        return None
     return max(seconds, 0.0)
 
 
