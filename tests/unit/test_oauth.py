@@ -366,6 +366,8 @@ def test_connections_failing_after_the_exchange_stores_nothing(api: ApiHarness) 
 
     assert answer.location_query == {"error": "connections_failed"}
     _assert_nothing_stored(api)
+    # The grant just issued is stored nowhere, so it is ended at Xero rather than left alive.
+    assert len(api.sim.calls_to("/connect/revocation")) == 1
 
 
 def test_another_error_from_xero_is_reported_without_echoing_it(api: ApiHarness) -> None:

@@ -149,6 +149,7 @@ def complete_callback(
         connections = identity.connections(token_set.access_token)
     except XeroIdentityError as exc:
         logger.warning("xpm connections failed", extra={"firm_id": grant.firm_id, "detail": str(exc)})
+        _revoke_unused_grant(identity, token_set.refresh_token, grant.firm_id)
         return failed("connections_failed")
 
     tokens.save(grant.firm_id, token_set)
@@ -171,6 +172,15 @@ def complete_callback(
         extra={"firm_id": grant.firm_id, "tenants": len(connections), "preselected": tenant is not None},
     )
     return setup_page_url(frontend_url, connected="1")
+
+
+def _revoke_unused_grant(identity: XeroIdentity, refresh_token: str, firm_id: str) -> None:
+    """A grant that is not stored serves nobody: end it at Xero rather than leave it alive there
+    (the admin connects again anyway). Best effort: the callback's answer does not depend on it."""
+    try:
+        identity.revoke(refresh_token)
+    except XeroIdentityError as exc:
+        logger.warning("xpm revoke of an unused grant failed", extra={"firm_id": firm_id, "detail": str(exc)})
 
 
 def _preselected_tenant(connections: Sequence[Connection]) -> Connection | None:
