@@ -48,6 +48,9 @@ def _handler_for(context: LambdaContext) -> Any:
 def _handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     # skip_group_on_error: a failed firm's later messages wait; other firms carry on.
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+    # Failed records are reported as such even when every record failed (SPEC B1), rather than
+    # raised as one error for the invocation: SQS keeps exactly the same records either way.
+    processor.raise_on_entire_batch_failure = False
     return process_partial_response(
         event=event, record_handler=_handler_for(context), processor=processor, context=context
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from xpm_sync.sync import clients as client_sync
 from xpm_sync.sync.engine import RunResult, run_sync
 from xpm_sync.wiring import sync_services
 
+from functions.sync_worker import app as worker_app
 from tests.fixtures.sync import SyncWorld
 
 
@@ -115,3 +117,78 @@ def test_a_stale_continuation_does_nothing(world: SyncWorld) -> None:
 
     assert run_sync(world.firm_id, "schedule", services, resume_run_id="20200101T000000Z-deadbeef") is None
     assert world.runs() == []
+
+
+def test_a_run_in_many_parts_completes_through_the_queue_and_the_worker(
+    world: SyncWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every part queues a message with the same body: SQS must not take the later ones for copies.
+    total = len(world.practice.clients)
+    budget = TinyBudget(monkeypatch, per_part=max(1, total // 5))
+
+    def budget_of_a_new_invocation(context: Any) -> Any:
+        budget.new_invocation()
+        return budget.remaining_seconds
+
+    monkeypatch.setattr(worker_app, "remaining_seconds", budget_of_a_new_invocation)
+
+    deliveries = world.run_hourly()
+
+    assert len(deliveries) >= 5
+    [run] = world.runs()
+    assert run.status == "success"
+    clients = world.items("client")
+    assert Counter(c["xpm_uuid"] for c in clients) == Counter(c.uuid for c in world.practice.clients)
+    assert world.config().checkpoint is None
+
+
+def test_a_request_arriving_between_parts_leaves_the_run_to_its_next_part(
+    world: SyncWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budget = TinyBudget(monkeypatch, per_part=5)
+    services = sync_services(load_settings(WorkerSettings), remaining_seconds=budget.remaining_seconds)
+    first = run_sync(world.firm_id, "schedule", services)
+    assert first is not None
+    assert first.continued
+    budget.new_invocation()
+
+    # The next hour's message (or Start Sync) is delivered before the run's next part.
+    assert run_sync(world.firm_id, "schedule", services) is None
+
+    request = _take_continuation(world)
+    assert request is not None
+    budget.per_part = 10_000
+    result = run_sync(request.firm_id, request.trigger, services, resume_run_id=request.resume_run_id)
+    assert result is not None
+    assert result.run.status == "success"
+    assert [r.run_id for r in world.runs()] == [first.run.run_id]
+    clients = world.items("client")
+    assert Counter(c["xpm_uuid"] for c in clients) == Counter(c.uuid for c in world.practice.clients)
+
+
+def test_a_continuation_lost_for_hours_no_longer_holds_up_new_runs(
+    world: SyncWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budget = TinyBudget(monkeypatch, per_part=5)
+    services = sync_services(load_settings(WorkerSettings), remaining_seconds=budget.remaining_seconds)
+    first = run_sync(world.firm_id, "schedule", services)
+    assert first is not None
+    assert first.continued
+    _take_continuation(world)  # the next part's message is lost
+    checkpoint = world.config().checkpoint
+    assert checkpoint is not None
+    long_ago = (datetime.now(UTC) - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    aws_clients.table(world.names.config_table).update_item(
+        Key={"firm_id": world.firm_id},
+        UpdateExpression="SET checkpoint.saved_at = :t",
+        ExpressionAttributeValues={":t": long_ago},
+    )
+    budget.per_part = 10_000
+    budget.new_invocation()
+
+    result = run_sync(world.firm_id, "schedule", services)
+
+    assert result is not None
+    assert result.run.status == "success"
+    statuses = {r.run_id: r.status for r in world.runs()}
+    assert statuses == {first.run.run_id: "failed", result.run.run_id: "success"}

@@ -172,3 +172,39 @@ def test_a_disconnected_firm_is_not_synced(world: SyncWorld) -> None:
     assert answer == {"batchItemFailures": []}
     assert world.runs() == []
     assert world.items("client") == [c for c in world.items("client") if not c.get("xpm_uuid")]
+
+
+def test_a_body_that_can_never_run_is_reported_failed_not_raised(world: SyncWorld) -> None:
+    for body in (
+        "not json",
+        json.dumps({"firm_id": world.firm_id, "trigger": "cron"}),
+        json.dumps({"firm_id": ""}),
+    ):
+        event = _sqs_event(world, {"firm_id": world.firm_id, "trigger": "manual"})
+        event["Records"][0]["body"] = body
+
+        answer = worker_handler(event, None)
+
+        assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}, body
+    assert world.runs() == []
+
+
+def test_a_lone_record_whose_run_fails_for_now_is_reported_for_sqs_to_retry(world: SyncWorld) -> None:
+    world.sim.faults.add("unavailable", times=None)
+
+    answer = worker_handler(_sqs_event(world, {"firm_id": world.firm_id, "trigger": "schedule"}), None)
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    assert world.last_run().status == "failed"
+
+
+def test_a_firm_with_no_status_and_no_practice_chosen_is_not_queued(world: SyncWorld) -> None:
+    aws_clients.table(world.names.config_table).update_item(
+        Key={"firm_id": world.firm_id},
+        UpdateExpression="REMOVE #s, tenant_id",
+        ExpressionAttributeNames={"#s": "status"},
+    )
+
+    answer = dispatch_handler({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}, None)
+
+    assert answer == {"queued": 0}

@@ -27,6 +27,7 @@ class Checkpoint(BaseModel):
     last_uuid: str | None = None  # the last one of them, to check XPM's order has not changed
     failed_uuids: list[str] = Field(default_factory=list)
     synced_retry_uuids: list[str] = Field(default_factory=list)
+    saved_at: str | None = None  # when the part that stopped here ended, ISO 8601 UTC
 
 
 class FirmConfig(BaseModel):
@@ -144,8 +145,9 @@ class ConfigRepository:
         rules out secondary indexes.
         """
         kwargs: dict[str, Any] = {
+            # As FirmConfig.connection reads it: an item without status is connected once it has a tenant.
             "FilterExpression": Attr("sync_enabled").eq(True)
-            & (Attr("status").eq("connected") | Attr("status").not_exists()),
+            & (Attr("status").eq("connected") | (Attr("status").not_exists() & Attr("tenant_id").exists())),
             "ProjectionExpression": "firm_id",
         }
         while True:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Trigger = Literal["schedule", "manual"]
 _BATCH = 10  # SQS's maximum per SendMessageBatch
@@ -19,7 +19,7 @@ class SyncRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    firm_id: str
+    firm_id: str = Field(min_length=1)
     trigger: Trigger
     # Set on the message a run queues for itself when it runs out of invocation time.
     resume_run_id: str | None = None
@@ -47,9 +47,17 @@ class SyncQueue:
             QueueUrl=self._url, MessageBody=self._body(firm_id, trigger), MessageGroupId=firm_id
         )
 
-    def enqueue_continuation(self, firm_id: str, trigger: Trigger, run_id: str) -> None:
+    def enqueue_continuation(self, firm_id: str, trigger: Trigger, run_id: str, *, processed: int) -> None:
+        """Queue the next part of a run. Every part's body is the same, so each part names its own
+        deduplication id: with the body's, SQS would drop a third part sent within 5 minutes of the
+        second, and the run would never end."""
         body = json.dumps({"firm_id": firm_id, "trigger": trigger, "resume_run_id": run_id}, sort_keys=True)
-        self._sqs.send_message(QueueUrl=self._url, MessageBody=body, MessageGroupId=firm_id)
+        self._sqs.send_message(
+            QueueUrl=self._url,
+            MessageBody=body,
+            MessageGroupId=firm_id,
+            MessageDeduplicationId=f"{run_id}.{processed}",
+        )
 
     def enqueue_many(self, firm_ids: Iterable[str], trigger: Trigger, *, workers: int = 8) -> int:
         """Queue one message per firm, ten per request, several requests at once. Returns the count."""

@@ -43,6 +43,9 @@ from xpm_sync.xpm.xml import XpmStatusError
 # Clients modified this close to the last run's start are read again: clocks and XPM's own
 # indexing are not exact, and reading a record twice costs nothing (unchanged records are not written).
 MODIFIED_SINCE_MARGIN = timedelta(minutes=5)
+# A queued continuation is delivered at once, or again after the queue's visibility timeout
+# (template.yaml: 90 minutes) if a delivery failed; after this long it is taken as lost.
+CONTINUATION_LOST_AFTER = timedelta(hours=2)
 # Past this many records awaiting a retry, one full read is cheaper than one call per record.
 MAX_SINGLE_RETRIES = 50
 # With less time than this left in the invocation, a run saves a checkpoint and queues its own
@@ -129,6 +132,14 @@ def run_sync(
 def _start(
     config: FirmConfig, trigger: Trigger, services: SyncServices, resume_run_id: str | None
 ) -> _Progress | None:
+    if resume_run_id is None and _continuing(config, services.clock.now()):
+        # The run's next part is queued behind this request (one message group per firm): it does
+        # the work this request asks for, and a new run would end it half done.
+        logger.info(
+            "a run of this firm is continuing; the request is left to it",
+            extra={"firm_id": config.firm_id, "run_id": config.running_run_id, "trigger": trigger},
+        )
+        return None
     if resume_run_id is None:
         started = services.clock.now()
         run = SyncRun(
@@ -156,6 +167,18 @@ def _start(
         )
         return None
     return _Progress(run=unfinished, resume=checkpoint, retry_uuids=set(config.retry_client_uuids))
+
+
+def _continuing(config: FirmConfig, now: datetime) -> bool:
+    """A run stopped at a checkpoint and queued its next part, recently enough for that part to come.
+
+    Past the queue's visibility timeout (and a margin) the part is taken as lost: the next request
+    closes the run as interrupted and starts afresh.
+    """
+    checkpoint = config.checkpoint
+    if checkpoint is None or checkpoint.saved_at is None or checkpoint.run_id != config.running_run_id:
+        return False
+    return now - parse_iso(checkpoint.saved_at) < CONTINUATION_LOST_AFTER
 
 
 def _close_interrupted(firm_id: str, run_id: str, services: SyncServices) -> None:
@@ -365,8 +388,11 @@ def _suspend(
     run.full_read = progress.full_read
     run.entry_count = services.runs.add_entries(run, progress.entries, now, start=run.entry_count)
     services.runs.save_run(run, now)
-    services.config.update(config.firm_id, checkpoint=checkpoint.model_dump())
-    services.queue.enqueue_continuation(config.firm_id, run.trigger, run.run_id)
+    saved = checkpoint.model_copy(update={"saved_at": iso(now)})
+    services.config.update(config.firm_id, checkpoint=saved.model_dump())
+    services.queue.enqueue_continuation(
+        config.firm_id, run.trigger, run.run_id, processed=checkpoint.processed
+    )
     logger.info(
         "sync run continues in a new invocation",
         extra={"firm_id": run.firm_id, "run_id": run.run_id, "processed": checkpoint.processed},
