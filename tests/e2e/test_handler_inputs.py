@@ -15,7 +15,7 @@ from functions.sync_worker.app import lambda_handler as worker_handler
 from tests.fixtures.sync import SyncWorld
 
 
-def _sqs_event(world: SyncWorld, body: dict[str, str]) -> dict[str, object]:
+def _sqs_event(world: SyncWorld, body: dict[str, str]) -> dict[str, Any]:
     return {
         "Records": [
             {
