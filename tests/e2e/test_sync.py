@@ -14,14 +14,14 @@ from tests.fixtures.sync import SyncWorld
 OWNED_USER_ATTRIBUTES = ("role", "office_code", "modules")
 
 
+def _clean_clients(world: SyncWorld) -> list[SimClient]:
+    """Clients with a partner who is an Active user and no planted problem, in XPM's order."""
+    partners, hand_made = world.firm.partner_user_ids, world.firm.hand_made_client_code
+    return [c for c in world.practice.clients if c.account_manager_uuid in partners and c.code != hand_made]
+
+
 def _clean_client(world: SyncWorld) -> SimClient:
-    """A client with a partner who is an Active user and no planted problem."""
-    return next(
-        c
-        for c in world.practice.clients
-        if c.account_manager_uuid in world.firm.partner_user_ids
-        and c.code != world.firm.hand_made_client_code
-    )
+    return _clean_clients(world)[0]
 
 
 def test_first_run_creates_every_staff_member_and_client(world: SyncWorld) -> None:
@@ -288,6 +288,37 @@ def test_duplicate_codes_sync_the_first_and_name_both_in_the_error(world: SyncWo
     assert entry.xpm_uuid == second.uuid
     assert (first.name or "") in entry.message
     assert (second.name or "") in entry.message
+
+
+def test_a_code_freed_by_a_rename_is_taken_by_another_client_in_the_same_run(world: SyncWorld) -> None:
+    renamed, taker = _clean_clients(world)[:2]
+    world.run_hourly()
+    freed = renamed.code
+    world.practice.update_client(renamed.uuid, ClientCode="RENAMED1")
+    world.practice.update_client(taker.uuid, ClientCode=freed)
+
+    world.run_hourly()
+
+    assert world.client_by_uuid(renamed.uuid)["code"] == "RENAMED1"
+    assert world.client_by_uuid(taker.uuid)["code"] == freed
+    assert [e.code for e in world.entries(world.last_run())] == []
+
+
+def test_a_client_moving_onto_a_code_another_still_holds_leaves_the_holder_synced(world: SyncWorld) -> None:
+    mover, holder = _clean_clients(world)[:2]
+    world.run_hourly()
+    mover_code, held = mover.code, holder.code
+    world.practice.update_client(mover.uuid, ClientCode=held)  # earlier in XPM's list than the holder
+    world.practice.update_client(holder.uuid, Fax="03 9999 0000")
+
+    world.run_hourly()
+
+    assert world.client_by_uuid(holder.uuid)["fax"] == "03 9999 0000", "the holder keeps syncing"
+    assert world.client_by_uuid(mover.uuid)["code"] == mover_code
+    [entry] = [e for e in world.entries(world.last_run()) if e.code == "CLIENT_CODE_DUPLICATE"]
+    assert entry.xpm_uuid == mover.uuid
+    assert (holder.name or "") in entry.message
+    assert (mover.name or "") in entry.message
 
 
 def test_optional_field_emptied_in_xpm_is_emptied_in_active(world: SyncWorld) -> None:

@@ -68,6 +68,16 @@ class ClientSync:
         if item.get("code"):
             self._by_code.setdefault(_code_key(str(item["code"])), item)
 
+    def _changed(self, item: dict[str, Any], changes: dict[str, object]) -> None:
+        """Keep the indexes on what Active now holds: a code XPM moved away from is free again."""
+        old_code = item.get("code")
+        item.update(changes)
+        if old_code:
+            old_key = _code_key(str(old_code))
+            if self._by_code.get(old_key) is item and old_key != _code_key(str(item.get("code") or "")):
+                del self._by_code[old_key]
+        self._remember(item)
+
     def _fail(self, client: XpmClient, *new_entries: Entry) -> None:
         self.entries.extend(new_entries)
         self.counts["failed"] += 1
@@ -114,6 +124,11 @@ class ClientSync:
         holder = self._by_code.get(_code_key(fields.code))
         conflict = self._code_conflict(client, label, fields.code, existing, holder)
         if conflict is not None:
+            # This client cannot take the code, so it must not keep later clients of this list
+            # from it either: the holder, when XPM lists it, syncs, and this one stays the error.
+            key = _code_key(fields.code)
+            if self._first_with_code.get(key, ("", ""))[0] == client.uuid:
+                del self._first_with_code[key]
             self._fail(client, *found, conflict)
             return
         self.entries.extend(found)
@@ -127,7 +142,7 @@ class ClientSync:
             if changes:
                 if not self._update(client, label, existing, changes):
                     return
-                self._remember({**existing, **changes})
+                self._changed(existing, changes)
                 self.counts["updated"] += 1
             else:
                 self.counts["unchanged"] += 1
@@ -217,8 +232,7 @@ class ClientSync:
         elif linked.get("xpm_archived") is True:
             self.counts["unchanged"] += 1
         elif self._update(client, client_label(client), linked, changes):
-            linked.update(changes)
-            self._remember(linked)
+            self._changed(linked, changes)
             self.counts["updated"] += 1
         if client.uuid not in self.failed_uuids:
             self.synced_uuids.add(client.uuid)
