@@ -26,10 +26,13 @@ from botocore.exceptions import (
 from moto import mock_aws
 from xpm_sync.observability import logger
 from xpm_sync.tokens import (
+    LOCK_KEY_PREFIX,
+    LOCK_LEASE_SECONDS,
     REFRESH_MARGIN_SECONDS,
     WRITE_RETRY_DELAYS,
     FirmDisconnected,
     NeedsReconnect,
+    RefreshLock,
     StoredTokens,
     TokenStore,
     TokenStoreError,
@@ -795,3 +798,71 @@ def test_a_secret_with_a_refresh_token_but_no_usable_expiry_refreshes_instead_of
 
     assert works_at_xero(identity, access_token)
     assert secret_json(secrets, "firm-odd")["refresh_token"] != tokens.refresh_token
+
+
+# --- one writer per firm (SPEC A8): the refresh lease in the Config table ---
+
+
+@pytest.fixture
+def lease_table(secrets: Any) -> Any:
+    """A Config table as template.yaml defines it (key firm_id), in the same moto."""
+    dynamodb = boto3.resource("dynamodb", region_name="ap-southeast-2")
+    return dynamodb.create_table(
+        TableName="config",
+        KeySchema=[{"AttributeName": "firm_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "firm_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def _locked_store(secrets: Any, identity: XeroIdentity, clock: SharedClock, table: Any) -> TokenStore:
+    return TokenStore(
+        secrets_client=secrets, prefix=PREFIX, identity=identity, clock=clock, lock=RefreshLock(table, clock)
+    )
+
+
+def test_two_functions_refreshing_at_once_make_one_refresh_and_share_its_tokens(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock, lease_table: Any
+) -> None:
+    # Say the worker's run and the API's tenants call: two stores, one secret, one lease.
+    worker, api = (_locked_store(secrets, identity, clock, lease_table) for _ in range(2))
+    connected(worker, sim, clock)
+    clock.advance(ACCESS_LIFETIME)
+    sim.reset_calls()
+
+    results, errors = race([worker.for_firm("firm-1").access_token, api.for_firm("firm-1").access_token])
+
+    assert errors == []
+    assert token_calls(sim) == 1, "one writer: the second found the first one's tokens"
+    assert results[0] == results[1]
+    assert works_at_xero(identity, results[0])
+    assert "Item" not in lease_table.get_item(Key={"firm_id": f"{LOCK_KEY_PREFIX}firm-1"})
+
+
+def test_a_lease_left_by_a_function_that_died_is_taken_once_it_runs_out(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock, lease_table: Any
+) -> None:
+    store = _locked_store(secrets, identity, clock, lease_table)
+    connected(store, sim, clock)
+    clock.advance(ACCESS_LIFETIME)
+    now = int(clock.now().timestamp())
+    lease_table.put_item(Item={"firm_id": f"{LOCK_KEY_PREFIX}firm-1", "owner": "gone", "expires_at": now - 1})
+
+    assert works_at_xero(identity, store.for_firm("firm-1").access_token())
+
+
+def test_a_lease_held_is_waited_for_and_never_taken_from_its_holder(
+    clock: SharedClock, lease_table: Any
+) -> None:
+    now = int(clock.now().timestamp())
+    lease = {"firm_id": f"{LOCK_KEY_PREFIX}firm-1", "owner": "other", "expires_at": now + LOCK_LEASE_SECONDS}
+    lease_table.put_item(Item=lease)
+    waits: list[float] = []
+    ticks = iter(range(1000))
+    lock = RefreshLock(lease_table, clock, sleep=waits.append, monotonic=lambda: float(next(ticks)))
+
+    with pytest.raises(TokenStoreError), lock.held("firm-1"):
+        pass
+
+    assert waits, "it waited before giving up"
+    assert lease_table.get_item(Key={"firm_id": lease["firm_id"]})["Item"] == lease

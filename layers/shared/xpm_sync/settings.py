@@ -25,6 +25,8 @@ class XeroSettings(_Settings):
     xero_api_url: str = Field("https://api.xero.com", alias="XERO_API_URL")
     app_secret_id: str = Field(alias="APP_SECRET_ID")
     token_secret_prefix: str = Field(alias="TOKEN_SECRET_PREFIX")
+    # Where a token refresh takes its lease (one writer per firm).
+    config_table: str = Field(alias="CONFIG_TABLE")
 
 
 class DispatchSettings(_Settings):
@@ -33,7 +35,6 @@ class DispatchSettings(_Settings):
 
 
 class WorkerSettings(XeroSettings):
-    config_table: str = Field(alias="CONFIG_TABLE")
     active_table: str = Field(alias="ACTIVE_TABLE")
     sync_log_table: str = Field(alias="SYNC_LOG_TABLE")
     notify_table: str = Field(alias="NOTIFY_TABLE")
@@ -50,14 +51,12 @@ class FrontendSettings(_Settings):
 
 class ApiSettings(XeroSettings):
     frontend_url: str = Field(alias="FRONTEND_URL")
-    config_table: str = Field(alias="CONFIG_TABLE")
     active_table: str = Field(alias="ACTIVE_TABLE")
     sync_log_table: str = Field(alias="SYNC_LOG_TABLE")
     sync_queue_url: str = Field(alias="SYNC_QUEUE_URL")
 
 
 class OAuthSettings(XeroSettings):
-    config_table: str = Field(alias="CONFIG_TABLE")
     oauth_redirect_uri: str = Field(alias="OAUTH_REDIRECT_URI")
     frontend_url: str = Field(alias="FRONTEND_URL")
 

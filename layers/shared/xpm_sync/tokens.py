@@ -11,6 +11,10 @@ connection): a failed run is retried by SQS only after the queue's visibility ti
 the old refresh token's 30 minutes, so losing that write costs the firm a reconnect. That write
 only ever updates the secret: a disconnect deletes it while a run may be refreshing, and the run
 must not bring it back.
+
+One writer per firm (SPEC A8): the worker and the API functions may both need a refresh at once,
+so a refresh holds a short lease in the Config table (``RefreshLock``) and reads the secret again
+under it; whoever waited finds the tokens the other stored and uses them instead of refreshing.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -67,6 +72,13 @@ _TRANSIENT_CODES = frozenset(
 _GONE_CODES = frozenset({"ResourceNotFoundException", "InvalidRequestException"})
 
 
+# The refresh lease: long enough for a refresh and the secret's write (with its retries), short
+# enough that a holder that died is not waited on for long. A waiter gives up after the lease.
+LOCK_KEY_PREFIX = "TOKENLOCK#"
+LOCK_LEASE_SECONDS = 30
+LOCK_POLL_SECONDS = 0.2
+
+
 class NeedsReconnect(Exception):
     """The firm must connect to Xero again: no stored tokens, or the refresh token is dead."""
 
@@ -108,12 +120,14 @@ class TokenStore:
         identity: XeroIdentity | None,
         clock: Clock,
         sleep: Callable[[float], None] = time.sleep,
+        lock: RefreshLock | None = None,
     ) -> None:
         self._secrets = secrets_client
         self._prefix = prefix
         self._identity = identity
         self._clock = clock
         self._sleep = sleep
+        self._lock = lock
 
     def secret_id(self, firm_id: str) -> str:
         return f"{self._prefix}{firm_id}"
@@ -280,6 +294,24 @@ class FirmTokens:
         return self._secret
 
     def _refresh(self, secret: _Secret) -> str:
+        lock = self._store._lock
+        if lock is None:
+            return self._refresh_from(secret)
+        with lock.held(self._firm_id):
+            current = self._store._read(self._firm_id, gone_is_disconnect=True)
+            if current is None:
+                self._secret = None
+                raise NeedsReconnect(f"firm {self._firm_id} has no stored Xero tokens")
+            if current.tokens.refresh_token != secret.tokens.refresh_token:
+                # Another function refreshed while this one waited: its tokens are the new ones.
+                self._secret = current
+                self._refreshed_at = self._store._now()
+                if current.tokens.expires_at - self._store._now() >= REFRESH_MARGIN_SECONDS:
+                    logger.info("using tokens another function refreshed", extra={"firm_id": self._firm_id})
+                    return current.tokens.access_token
+            return self._refresh_from(current)
+
+    def _refresh_from(self, secret: _Secret) -> str:
         try:
             fresh = self._store._refresh(secret.tokens.refresh_token)
         except InvalidGrant:
@@ -320,6 +352,71 @@ class FirmTokens:
             "refreshed tokens for firm", extra={"firm_id": self._firm_id, "expires_at": tokens.expires_at}
         )
         return tokens.access_token
+
+
+class RefreshLock:
+    """A lease on refreshing one firm's tokens, held as an item of the Config table.
+
+    Takes the table (a boto3 DynamoDB Table resource) and a clock. The item carries ``expires_at``,
+    the table's TTL attribute, so a lease left by a function that died expires and is cleaned up.
+    """
+
+    def __init__(
+        self,
+        table: Any,
+        clock: Clock,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._table = table
+        self._clock = clock
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    @contextmanager
+    def held(self, firm_id: str) -> Iterator[None]:
+        owner = uuid.uuid4().hex
+        deadline = self._monotonic() + LOCK_LEASE_SECONDS + 5
+        while not self._take(firm_id, owner):
+            if self._monotonic() >= deadline:
+                raise TokenStoreError(f"the token refresh lease of firm {firm_id} was never released")
+            self._sleep(LOCK_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            self._give_back(firm_id, owner)
+
+    def _take(self, firm_id: str, owner: str) -> bool:
+        now = int(self._clock.now().timestamp())
+        try:
+            self._table.put_item(
+                Item={
+                    "firm_id": LOCK_KEY_PREFIX + firm_id,
+                    "kind": "token_lock",
+                    "owner": owner,
+                    "expires_at": now + LOCK_LEASE_SECONDS,
+                },
+                ConditionExpression="attribute_not_exists(firm_id) OR expires_at < :now",
+                ExpressionAttributeValues={":now": now},
+            )
+        except ClientError as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def _give_back(self, firm_id: str, owner: str) -> None:
+        try:
+            self._table.delete_item(
+                Key={"firm_id": LOCK_KEY_PREFIX + firm_id},
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": owner},
+            )
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise  # the lease ran out and another function holds it now: leave theirs alone
 
 
 def _secret_body(tokens: StoredTokens, extra: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from xpm_sync.queue import SyncQueue
 from xpm_sync.runs import RunLog
 from xpm_sync.settings import WorkerSettings, XeroSettings
 from xpm_sync.sync.engine import SyncServices
-from xpm_sync.tokens import TokenStore
+from xpm_sync.tokens import RefreshLock, TokenStore
 from xpm_sync.xero.identity import XeroIdentity, load_app_credentials
 from xpm_sync.xpm.budget import CallBudget
 from xpm_sync.xpm.client import AccessTokenSource, XpmClient
@@ -39,11 +39,13 @@ def xero_identity(settings: XeroSettings, clock: Clock, *, http: httpx.Client | 
 
 
 def token_store(settings: XeroSettings, clock: Clock, identity: XeroIdentity | None = None) -> TokenStore:
+    """The firm token store; refreshes take their lease in the Config table (one writer per firm)."""
     return TokenStore(
         secrets_client=aws.client("secretsmanager"),
         prefix=settings.token_secret_prefix,
         identity=identity or xero_identity(settings, clock),
         clock=clock,
+        lock=RefreshLock(aws.table(settings.config_table), clock),
     )
 
 
