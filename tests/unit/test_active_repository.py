@@ -3,7 +3,9 @@ running, and a failed write reported."""
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +14,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
-from xpm_sync.active.repository import ActiveRepository
+from xpm_sync.active.repository import ActiveRepository, RecordIds
 
 FIRM = "firm-writes"
 
@@ -133,3 +135,21 @@ def test_records_created_after_a_flush_are_written_by_the_next_flush(table: Any)
 
     assert set(stored_clients(table)) == {*first, second}
     assert writer_threads() == []
+
+
+def test_record_ids_are_distinct_uuid4s_drawn_a_batch_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    draws: list[int] = []
+    real_urandom = os.urandom
+
+    def counting_urandom(size: int) -> bytes:
+        draws.append(size)
+        return real_urandom(size)
+
+    monkeypatch.setattr(os, "urandom", counting_urandom)
+    ids = RecordIds()
+
+    drawn = [ids.new() for _ in range(1000)]
+
+    assert len(set(drawn)) == 1000
+    assert all(uuid.UUID(value).version == 4 and str(uuid.UUID(value)) == value for value in drawn)
+    assert len(draws) == 4  # 256 ids a call, not one call (and one GIL hand-off) per record

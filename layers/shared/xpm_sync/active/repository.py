@@ -12,6 +12,8 @@ mostly waiting on the network, and the mapping is CPU.
 
 from __future__ import annotations
 
+import os
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -81,6 +83,28 @@ class BatchWrites:
                 self._pool = None
 
 
+class RecordIds:
+    """Fresh random (version 4) UUIDs, drawn from ``os.urandom`` 256 at a time.
+
+    Each ``os.urandom`` call releases the GIL; while the writer threads are busy, the thread that
+    maps records then waits to get it back, once per record: 0.25 ms a record here, against
+    under 1 µs for the call itself. One call per 256 ids takes that wait out of the loop.
+    """
+
+    _BATCH = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+
+    def new(self) -> str:
+        with self._lock:
+            if not self._pool:
+                self._pool = os.urandom(16 * self._BATCH)
+            drawn, self._pool = self._pool[:16], self._pool[16:]
+        return str(uuid.UUID(bytes=drawn, version=4))
+
+
 class RecordGone(Exception):
     """The record was deleted in Active while the run was going; the sync does not bring it back."""
 
@@ -93,6 +117,7 @@ class ActiveRepository:
         self.firm_id = firm_id
         self._pk = f"FIRM#{firm_id}"
         self._new_records = BatchWrites(table, writers=writers)
+        self._ids = RecordIds()
 
     def _query(self, prefix: str) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -126,7 +151,7 @@ class ActiveRepository:
     def create(self, entity: str, values: SyncedValues, **owned_at_creation: str) -> str:
         """A new record with a fresh id; ``owned_at_creation`` are Active attributes set once
         (a client's ``office_code``) that the sync never changes afterwards."""
-        record_id = str(uuid.uuid4())
+        record_id = self._ids.new()
         item: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
         item.update(owned_at_creation)
         item.update(
