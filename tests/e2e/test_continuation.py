@@ -13,7 +13,7 @@ from xpm_sync import aws as aws_clients
 from xpm_sync.queue import SyncRequest
 from xpm_sync.settings import WorkerSettings, load_settings
 from xpm_sync.sync import clients as client_sync
-from xpm_sync.sync.engine import RunResult, run_sync
+from xpm_sync.sync.engine import RunResult, SyncServices, run_sync
 from xpm_sync.wiring import sync_services
 
 from functions.sync_worker import app as worker_app
@@ -48,6 +48,21 @@ def _take_continuation(world: SyncWorld) -> SyncRequest | None:
         sqs.delete_message(QueueUrl=world.names.queue_url, ReceiptHandle=message["ReceiptHandle"])
     assert len(messages) <= 1
     return SyncRequest.model_validate(json.loads(messages[0]["Body"])) if messages else None
+
+
+def _first_part(world: SyncWorld, budget: TinyBudget) -> tuple[SyncServices, RunResult]:
+    """The run's first invocation, which runs out of time and queues its continuation."""
+    services = sync_services(load_settings(WorkerSettings), remaining_seconds=budget.remaining_seconds)
+    first = run_sync(world.firm_id, "schedule", services)
+    assert first is not None
+    assert first.continued
+    return services, first
+
+
+def assert_each_xpm_client_once(world: SyncWorld) -> None:
+    """No duplicate, no lost record: one Active client per XPM client."""
+    clients = world.items("client")
+    assert Counter(c["xpm_uuid"] for c in clients) == Counter(c.uuid for c in world.practice.clients)
 
 
 def _run_in_parts(world: SyncWorld, budget: TinyBudget) -> list[RunResult]:
@@ -86,8 +101,7 @@ def test_run_out_of_time_continues_in_parts_with_the_result_of_one_long_run(
         "skipped": 0,
     }
     assert run.counts["user"]["created"] + run.counts["user"]["updated"] == len(world.practice.staff)
-    clients = world.items("client")
-    assert Counter(c["xpm_uuid"] for c in clients) == Counter(c.uuid for c in world.practice.clients)
+    assert_each_xpm_client_once(world)
     assert world.config().checkpoint is None
 
 
@@ -95,10 +109,7 @@ def test_continuation_after_xpm_reordered_the_list_applies_everything_again_with
     world: SyncWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     budget = TinyBudget(monkeypatch, per_part=6)
-    services = sync_services(load_settings(WorkerSettings), remaining_seconds=budget.remaining_seconds)
-    first = run_sync(world.firm_id, "schedule", services)
-    assert first is not None
-    assert first.continued
+    services, _ = _first_part(world, budget)
     world.practice.clients.reverse()  # XPM answers in another order the next time
     request = _take_continuation(world)
     assert request is not None
@@ -108,8 +119,7 @@ def test_continuation_after_xpm_reordered_the_list_applies_everything_again_with
 
     assert result is not None
     assert result.run.status == "success"
-    clients = world.items("client")
-    assert Counter(c["xpm_uuid"] for c in clients) == Counter(c.uuid for c in world.practice.clients)
+    assert_each_xpm_client_once(world)
 
 
 def test_a_stale_continuation_does_nothing(world: SyncWorld) -> None:
@@ -137,8 +147,7 @@ def test_a_run_in_many_parts_completes_through_the_queue_and_the_worker(
     assert len(deliveries) >= 5
     [run] = world.runs()
     assert run.status == "success"
-    clients = world.items("client")
-    assert Counter(c["xpm_uuid"] for c in clients) == Counter(c.uuid for c in world.practice.clients)
+    assert_each_xpm_client_once(world)
     assert world.config().checkpoint is None
 
 
@@ -146,10 +155,7 @@ def test_a_request_arriving_between_parts_leaves_the_run_to_its_next_part(
     world: SyncWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     budget = TinyBudget(monkeypatch, per_part=5)
-    services = sync_services(load_settings(WorkerSettings), remaining_seconds=budget.remaining_seconds)
-    first = run_sync(world.firm_id, "schedule", services)
-    assert first is not None
-    assert first.continued
+    services, first = _first_part(world, budget)
     budget.new_invocation()
 
     # The next hour's message (or Start Sync) is delivered before the run's next part.
@@ -162,18 +168,14 @@ def test_a_request_arriving_between_parts_leaves_the_run_to_its_next_part(
     assert result is not None
     assert result.run.status == "success"
     assert [r.run_id for r in world.runs()] == [first.run.run_id]
-    clients = world.items("client")
-    assert Counter(c["xpm_uuid"] for c in clients) == Counter(c.uuid for c in world.practice.clients)
+    assert_each_xpm_client_once(world)
 
 
 def test_a_continuation_lost_for_hours_no_longer_holds_up_new_runs(
     world: SyncWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     budget = TinyBudget(monkeypatch, per_part=5)
-    services = sync_services(load_settings(WorkerSettings), remaining_seconds=budget.remaining_seconds)
-    first = run_sync(world.firm_id, "schedule", services)
-    assert first is not None
-    assert first.continued
+    services, first = _first_part(world, budget)
     _take_continuation(world)  # the next part's message is lost
     checkpoint = world.config().checkpoint
     assert checkpoint is not None

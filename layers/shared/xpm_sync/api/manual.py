@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from xpm_sync.api.errors import NeedsReconnectError, NotConnected, TooManyRequests
 from xpm_sync.clock import Clock, iso, parse_iso
-from xpm_sync.config import FirmConfig
+from xpm_sync.config import ConfigRepository
 from xpm_sync.runs import new_run_id
 
 MANUAL_COOLDOWN = timedelta(minutes=5)
@@ -100,23 +100,21 @@ class ManualRunGate:
         )
 
     def _refusal(self, firm_id: str) -> Exception:
-        item = self._table.get_item(Key={"firm_id": firm_id}, ConsistentRead=True).get("Item")
-        connection = FirmConfig.model_validate(item).connection if item else "not_connected"
-        if connection == "needs_reconnect":
+        config = ConfigRepository(self._table).get(firm_id)
+        if config is not None and config.connection == "needs_reconnect":
             return NeedsReconnectError()
-        if connection != "connected":
+        if config is None or config.connection != "connected":
             return NotConnected()
-        item = item or {}
         now = self._clock.now()
-        requested_at = item.get("manual_requested_at")
+        requested_at = config.manual_requested_at
         elapsed = math.inf
         if isinstance(requested_at, str):
             elapsed = (now - parse_iso(requested_at)).total_seconds()
         cooldown_left = (
             max(0, math.ceil(MANUAL_COOLDOWN.total_seconds() - elapsed)) if math.isfinite(elapsed) else 0
         )
-        pending = bool(item.get("run_pending")) and elapsed < PENDING_STALE_AFTER.total_seconds()
-        running = item.get("running_run_id")
+        pending = config.run_pending and elapsed < PENDING_STALE_AFTER.total_seconds()
+        running = config.running_run_id
         if isinstance(running, str) and running >= _run_ids_before(now - PENDING_STALE_AFTER):
             return TooManyRequests(
                 max(cooldown_left, PENDING_RETRY_SECONDS),
