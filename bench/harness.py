@@ -356,6 +356,79 @@ def parse_importtime(stderr: str, module: str) -> tuple[float, list[tuple[str, f
     return total_us / 1000, nested[:8]
 
 
+def import_children(stderr: str) -> dict[str, list[str]]:
+    """Each module of an importtime report with the modules it imported first (its children)."""
+    children: dict[str, list[str]] = {}
+    # importtime prints a module after everything it imported: the lines one level deeper seen
+    # since the last line at its own level are its children.
+    pending: dict[int, list[str]] = {}
+    for match in (_IMPORT_LINE.match(line) for line in stderr.splitlines()):
+        if match is None:
+            continue
+        depth, name = _depth(match), match.group(4)
+        children[name] = pending.pop(depth + 1, [])
+        pending.setdefault(depth, []).append(name)
+    return children
+
+
+def _is_project_module(name: str) -> bool:
+    return name == "app" or name.split(".")[0] == "xpm_sync"
+
+
+def library_imports(stderr: str) -> list[str]:
+    """What the handler's own code (``app`` and ``xpm_sync``) imports from outside the project:
+    third-party libraries and the standard library, in import order. Importing these and nothing
+    else loads everything ``import app`` loads except the project's own modules."""
+    found: dict[str, None] = {}
+    for name, children in import_children(stderr).items():
+        if _is_project_module(name):
+            found.update((child, None) for child in children if not _is_project_module(child))
+    return list(found)
+
+
+LIBRARIES_MODULE = "handler_libraries"
+
+
+def measure_library_imports(function: str, layer: Path, *, repeats: int = 3) -> dict[str, Any]:
+    """The cold-start import of the libraries ``functions/<function>/app.py`` uses, without any
+    of the project's code, and so the part of the handler's import that is the project's own.
+
+    A module of the bench's own, next to the built ``app.py``, imports exactly what the
+    project's modules imported from outside the project in one ``import app``. The two imports
+    are timed in turns, and the project's share is the median of each turn's difference: on a
+    shared machine, medians taken apart can differ by more than the share itself."""
+    task = task_root(function, layer.parent)
+    env = lambda_init_env(function, layer)
+
+    def importtime(statement: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-S", "-s", "-X", "importtime", "-c", statement],
+            cwd=task,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stderr
+
+    libraries = library_imports(importtime("import app"))
+    (task / f"{LIBRARIES_MODULE}.py").write_text("".join(f"import {name}\n" for name in libraries))
+    handler_ms: list[float] = []
+    libraries_ms: list[float] = []
+    for _ in range(repeats):
+        handler_ms.append(parse_importtime(importtime("import app"), "app")[0])
+        libraries_ms.append(parse_importtime(importtime(f"import {LIBRARIES_MODULE}"), LIBRARIES_MODULE)[0])
+    return {
+        "module": f"libraries of functions.{function}.app",
+        "ms": statistics.median(libraries_ms),
+        "runs_ms": [round(ms, 1) for ms in libraries_ms],
+        "handler_ms": statistics.median(handler_ms),
+        "handler_runs_ms": [round(ms, 1) for ms in handler_ms],
+        "project_ms": statistics.median(h - lib for h, lib in zip(handler_ms, libraries_ms, strict=True)),
+        "imports": libraries,
+    }
+
+
 def build_layer(artifacts: Path = LAMBDA_BUILD) -> Path:
     """The shared layer as ``sam build`` makes it (``layers/shared/Makefile``: the requirements and
     xpm_sync, compiled to bytecode), with wheels for this machine so that it can be imported here."""

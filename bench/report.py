@@ -61,6 +61,12 @@ def tables(results: dict[str, Any]) -> str:
     floor = results.get("import_floor")
     if floor:
         lines.append(f"| for scale: `import boto3` alone | {floor['ms']:.0f} | {floor['runs_ms']} | |")
+    libraries = results.get("worker_libraries")
+    if libraries:
+        lines.append(
+            f"| the worker's libraries alone, none of the project's code | {libraries['ms']:.0f} | "
+            f"{libraries['runs_ms']} | {', '.join(f'`{name}`' for name in libraries['imports'])} |"
+        )
     dispatch = results.get("dispatch")
     if dispatch:
         lines += [
