@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from xpm_sync.active.repository import ActiveRepository
 from xpm_sync.mapping import normalise_email
 
 from local.seed import TRIAL_NOTE
@@ -302,6 +304,120 @@ def test_a_code_freed_by_a_rename_is_taken_by_another_client_in_the_same_run(wor
     assert world.client_by_uuid(renamed.uuid)["code"] == "RENAMED1"
     assert world.client_by_uuid(taker.uuid)["code"] == freed
     assert [e.code for e in world.entries(world.last_run())] == []
+
+
+def test_a_client_takes_a_code_that_a_later_client_in_the_list_gives_up(world: SyncWorld) -> None:
+    # A firm renumbering its codes: the taker comes first in XPM's list, while Active still gives
+    # its new code to the client further down that moves to another.
+    taker, renamed = _clean_clients(world)[:2]
+    world.run_hourly()
+    freed = renamed.code
+    world.practice.update_client(taker.uuid, ClientCode=freed)
+    world.practice.update_client(renamed.uuid, ClientCode="RENAMED1")
+
+    world.run_hourly()
+
+    assert world.client_by_uuid(taker.uuid)["code"] == freed
+    assert world.client_by_uuid(renamed.uuid)["code"] == "RENAMED1"
+    run = world.last_run()
+    assert run.status == "success"
+    assert run.counts["client"]["updated"] == 2
+    assert [e.code for e in world.entries(run)] == []
+
+
+def test_a_chain_of_renumbered_codes_settles_in_one_run(world: SyncWorld) -> None:
+    first, second, third = _clean_clients(world)[:3]
+    world.run_hourly()
+    codes = [first.code, second.code, third.code]
+    # Each takes the code of the one after it in XPM's list; the last takes a new one.
+    world.practice.update_client(first.uuid, ClientCode=codes[1])
+    world.practice.update_client(second.uuid, ClientCode=codes[2])
+    world.practice.update_client(third.uuid, ClientCode="CHAIN003")
+
+    world.run_hourly()
+
+    assert [world.client_by_uuid(c.uuid)["code"] for c in (first, second, third)] == [
+        codes[1],
+        codes[2],
+        "CHAIN003",
+    ]
+    assert [e.code for e in world.entries(world.last_run())] == []
+
+
+def test_two_clients_that_swap_codes_in_xpm_swap_them_in_active(world: SyncWorld) -> None:
+    one, other = _clean_clients(world)[:2]
+    world.run_hourly()
+    ids = {c.uuid: world.client_by_uuid(c.uuid)["client_id"] for c in (one, other)}
+    one_code, other_code = one.code, other.code
+    world.practice.update_client(one.uuid, ClientCode=other_code, Fax="03 5555 0001")
+    world.practice.update_client(other.uuid, ClientCode=one_code)
+
+    world.run_hourly()
+
+    assert world.client_by_uuid(one.uuid)["code"] == other_code
+    assert world.client_by_uuid(one.uuid)["fax"] == "03 5555 0001"
+    assert world.client_by_uuid(other.uuid)["code"] == one_code
+    assert {c.uuid: world.client_by_uuid(c.uuid)["client_id"] for c in (one, other)} == ids
+    codes = [c.get("code") for c in world.items("client")]
+    assert len(codes) == len(set(codes)), "no two Active clients share a code"
+    run = world.last_run()
+    assert run.status == "success"
+    assert run.counts["client"]["updated"] == 2
+    assert [e.code for e in world.entries(run)] == []
+
+
+def test_a_ring_of_three_codes_moves_at_once(world: SyncWorld) -> None:
+    ring = _clean_clients(world)[:3]
+    world.run_hourly()
+    codes = [c.code for c in ring]
+    for client, code in zip(ring, codes[1:] + codes[:1], strict=True):
+        world.practice.update_client(client.uuid, ClientCode=code)
+
+    world.run_hourly()
+
+    assert [world.client_by_uuid(c.uuid)["code"] for c in ring] == codes[1:] + codes[:1]
+    assert [e.code for e in world.entries(world.last_run())] == []
+
+
+def test_a_swap_active_refuses_keeps_both_codes_until_the_next_run(
+    world: SyncWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one, other = _clean_clients(world)[:2]
+    world.run_hourly()
+    one_code, other_code = one.code, other.code
+    world.practice.update_client(one.uuid, ClientCode=other_code)
+    world.practice.update_client(other.uuid, ClientCode=one_code)
+    with monkeypatch.context() as refused:
+        # As when Active deletes one of them, or writes one, while the transaction is made.
+        refused.setattr(ActiveRepository, "set_codes", lambda *_args, **_kwargs: False)
+        world.run_hourly()
+
+    assert [world.client_by_uuid(c.uuid)["code"] for c in (one, other)] == [one_code, other_code]
+    assert {e.xpm_uuid for e in world.entries(world.last_run()) if e.code == "CLIENT_CODE_DUPLICATE"} == {
+        one.uuid,
+        other.uuid,
+    }
+
+    world.run_hourly()  # both are retried
+
+    assert [world.client_by_uuid(c.uuid)["code"] for c in (one, other)] == [other_code, one_code]
+    assert world.last_run().status == "success"
+
+
+def test_a_swap_with_a_client_that_cannot_sync_keeps_both_codes_and_reports_it(world: SyncWorld) -> None:
+    one, other = _clean_clients(world)[:2]
+    world.run_hourly()
+    one_code, other_code = one.code, other.code
+    world.practice.update_client(one.uuid, ClientCode=other_code)
+    world.practice.update_client(other.uuid, ClientCode=one_code, BusinessStructure=None)
+
+    world.run_hourly()
+
+    assert world.client_by_uuid(one.uuid)["code"] == one_code
+    assert world.client_by_uuid(other.uuid)["code"] == other_code
+    found = {(e.xpm_uuid, e.code) for e in world.entries(world.last_run())}
+    assert (other.uuid, "BUSINESS_STRUCTURE_MISSING") in found
+    assert (one.uuid, "CLIENT_CODE_DUPLICATE") in found
 
 
 def test_a_client_moving_onto_a_code_another_still_holds_leaves_the_holder_synced(world: SyncWorld) -> None:

@@ -137,6 +137,31 @@ def test_records_created_after_a_flush_are_written_by_the_next_flush(table: Any)
     assert writer_threads() == []
 
 
+def test_codes_swapped_between_clients_are_written_together(table: Any) -> None:
+    repo = ActiveRepository(table, FIRM)
+    one, other, untouched = create_clients(repo, 3)
+    repo.flush()
+
+    assert repo.set_codes("client", [(one, "C00001"), (other, "C00000")]) is True
+
+    stored = stored_clients(table)
+    assert [stored[i]["code"] for i in (one, other, untouched)] == ["C00001", "C00000", "C00002"]
+    assert stored[one]["legal_name"] == "Client 0", "nothing but the code changes"
+
+
+def test_codes_are_not_swapped_when_one_client_is_gone(table: Any) -> None:
+    repo = ActiveRepository(table, FIRM)
+    one, other = create_clients(repo, 2)
+    repo.flush()
+    table.delete_item(Key={"pk": stored_clients(table)[other]["pk"], "sk": f"CLIENT#{other}"})
+
+    assert repo.set_codes("client", [(one, "C00001"), (other, "C00000")]) is False
+
+    stored = stored_clients(table)
+    assert list(stored) == [one]
+    assert stored[one]["code"] == "C00000", "nothing is written"
+
+
 def test_record_ids_are_distinct_uuid4s_drawn_a_batch_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     draws: list[int] = []
     real_urandom = os.urandom

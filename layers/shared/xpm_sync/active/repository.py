@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -199,6 +199,34 @@ class ActiveRepository:
             self._table.update_item(**kwargs)
         except self._table.meta.client.exceptions.ConditionalCheckFailedException as gone:
             raise RecordGone(f"{entity} {record_id} no longer exists in Active") from gone
+
+    def set_codes(self, entity: str, codes: Sequence[tuple[str, str]]) -> bool:
+        """Set the ``code`` of several records in one transaction: codes that move between them
+        (swapped in XPM) are never held by two at once. False, with nothing written, when a
+        record is gone or the transaction was refused."""
+        # The table resource's client: it takes and gives plain Python values, as the table does.
+        client = self._table.meta.client
+        updates = [
+            {
+                "Update": {
+                    "TableName": self._table.name,
+                    "Key": {"pk": self._pk, "sk": f"{entity.upper()}#{record_id}"},
+                    "UpdateExpression": "SET #code = :code",
+                    "ExpressionAttributeNames": {"#code": "code"},
+                    "ExpressionAttributeValues": {":code": code},
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            }
+            for record_id, code in codes
+        ]
+        try:
+            client.transact_write_items(TransactItems=updates)
+        except (
+            client.exceptions.TransactionCanceledException,
+            client.exceptions.TransactionConflictException,
+        ):
+            return False
+        return True
 
 
 def _raise_first_failure(writes: Iterable[Future[None]]) -> None:

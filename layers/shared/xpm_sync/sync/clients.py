@@ -7,6 +7,7 @@ never duplicated). Archived or deleted XPM clients are never created; a linked o
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,9 @@ from xpm_sync.active.repository import ActiveRepository, RecordGone, changed_val
 from xpm_sync.entries import Entry, raise_entry
 from xpm_sync.mapping import client_label, map_client, resolve_people
 from xpm_sync.xpm.models import XpmClient
+
+# DynamoDB's limit on the items of one transaction.
+MAX_CODES_SWAPPED_AT_ONCE = 100
 
 
 def _code_key(code: str) -> str:
@@ -50,6 +54,11 @@ class ClientSync:
     _by_uuid: dict[str, dict[str, Any]] = field(default_factory=dict)
     _by_code: dict[str, dict[str, Any]] = field(default_factory=dict)
     _first_with_code: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Clients whose new code another XPM client still holds in Active, by that holder's UUID: when
+    # a firm renumbers its codes in XPM, the holder may give the code up further down the list.
+    _waiting: dict[str, list[XpmClient]] = field(default_factory=dict)
+    _holder_of_waiting: dict[str, str] = field(default_factory=dict)
+    _seen: set[str] = field(default_factory=set)
 
     _loaded: bool = False
 
@@ -85,6 +94,90 @@ class ClientSync:
 
     def apply(self, client: XpmClient) -> None:
         self.load()
+        self._seen.add(client.uuid)
+        self._unwait(client.uuid)  # a record XPM sends again replaces the one waiting
+        self._apply(client, may_wait=True)
+        self._wake(client.uuid)
+
+    @property
+    def waiting_uuids(self) -> set[str]:
+        """Clients applied but waiting for a code: they are settled before the run ends."""
+        return set(self._holder_of_waiting)
+
+    def _unwait(self, uuid: str) -> None:
+        holder = self._holder_of_waiting.pop(uuid, None)
+        if holder is not None:
+            waiters = [waiter for waiter in self._waiting[holder] if waiter.uuid != uuid]
+            if waiters:
+                self._waiting[holder] = waiters
+            else:
+                del self._waiting[holder]
+
+    def settle(self) -> None:
+        """The list is done (or the run must stop). Clients that wait for each other's codes in a
+        ring (codes swapped in XPM) take them all at once; a client still waiting for a code whose
+        holder XPM did not send, or did not move, fails on the conflict as it stands."""
+        for ring in self._rings():
+            self._swap(ring)
+        while self._waiting:
+            _, waiters = self._waiting.popitem()
+            for waiter in waiters:
+                del self._holder_of_waiting[waiter.uuid]
+                self._apply(waiter, may_wait=False)
+                self._wake(waiter.uuid)
+
+    def _rings(self) -> list[list[XpmClient]]:
+        """Waiting clients each of which waits for the next one's code, the last for the first's."""
+        waiting = {waiter.uuid: waiter for waiters in self._waiting.values() for waiter in waiters}
+        rings: list[list[XpmClient]] = []
+        done: set[str] = set()
+        for start in waiting:
+            path: list[str] = []
+            uuid: str | None = start
+            while uuid is not None and uuid not in done and uuid not in path:
+                path.append(uuid)
+                uuid = self._holder_of_waiting.get(uuid)
+            if uuid is not None and uuid in path:
+                rings.append([waiting[member] for member in path[path.index(uuid) :]])
+            done.update(path)
+        return rings
+
+    def _swap(self, ring: list[XpmClient]) -> None:
+        """Give every client of the ring its new code in one transaction, so that Active never
+        holds two clients with one code, not even between two writes; then apply each as usual.
+        If the transaction cannot be made, they stay waiting and fail on their conflicts."""
+        items = [self._by_uuid[client.uuid] for client in ring]
+        new_codes: list[str] = []
+        for client in ring:
+            fields = map_client(client).fields
+            assert fields is not None, "only a client whose record maps waits for a code"
+            new_codes.append(fields.code)
+        if len(ring) > MAX_CODES_SWAPPED_AT_ONCE or not self.repo.set_codes(
+            "client", [(str(item["client_id"]), code) for item, code in zip(items, new_codes, strict=True)]
+        ):
+            return
+        for item, code in zip(items, new_codes, strict=True):
+            # Each new code was another member's old one: the index moves to the new holders,
+            # and the items keep their old codes until each client is applied below.
+            self._by_code[_code_key(code)] = item
+        for client in ring:
+            self._unwait(client.uuid)
+        for client in ring:
+            self._apply(client, may_wait=True)
+            self._wake(client.uuid)
+
+    def _wake(self, uuid: str) -> None:
+        """``uuid`` has been applied: what waited for its code is applied again, in the order it
+        came; each of those may free a code in turn (a chain of renumbered codes)."""
+        applied = deque([uuid])
+        while applied:
+            for waiter in self._waiting.pop(applied.popleft(), []):
+                del self._holder_of_waiting[waiter.uuid]
+                self._apply(waiter, may_wait=True)
+                if waiter.uuid not in self._holder_of_waiting:
+                    applied.append(waiter.uuid)
+
+    def _apply(self, client: XpmClient, *, may_wait: bool) -> None:
         self.failed_uuids.discard(client.uuid)
         if client.is_archived or client.is_deleted:
             self._archive(client)
@@ -122,13 +215,24 @@ class ClientSync:
         }
         existing = self._by_uuid.get(client.uuid)
         holder = self._by_code.get(_code_key(fields.code))
+        holder_uuid = str(holder.get("xpm_uuid") or "") if holder is not None else ""
+        if (
+            may_wait
+            and holder is not existing
+            and holder_uuid
+            and (holder_uuid not in self._seen or holder_uuid in self._holder_of_waiting)
+        ):
+            # The holder is yet to be applied in this run and may give the code up. Until then
+            # this client claims no code, so the holder is not taken for its duplicate.
+            self._release_claim(client)
+            self._waiting.setdefault(holder_uuid, []).append(client)
+            self._holder_of_waiting[client.uuid] = holder_uuid
+            return
         conflict = self._code_conflict(client, label, fields.code, existing, holder)
         if conflict is not None:
             # This client cannot take the code, so it must not keep later clients of this list
             # from it either: the holder, when XPM lists it, syncs, and this one stays the error.
-            key = _code_key(fields.code)
-            if self._first_with_code.get(key, ("", ""))[0] == client.uuid:
-                del self._first_with_code[key]
+            self._release_claim(client)
             self._fail(client, *found, conflict)
             return
         self.entries.extend(found)
@@ -201,6 +305,11 @@ class ClientSync:
             message=f"{label} changed its code to {code} in XPM, but the Active client {holder_label} "
             "already has that code.",
         )
+
+    def _release_claim(self, client: XpmClient) -> None:
+        key = _code_key(client.client_code or "")
+        if self._first_with_code.get(key, ("", ""))[0] == client.uuid:
+            del self._first_with_code[key]
 
     def _duplicate_code_entry(self, client: XpmClient, label: str) -> Entry | None:
         if not client.client_code:

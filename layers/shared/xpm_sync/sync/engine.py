@@ -300,10 +300,13 @@ def _sync_with(
         clients.load()
     _stream_clients(xpm, services, progress, clients, since)
     if progress.full_read:
+        clients.settle()
         progress.retry_uuids = set(clients.failed_uuids)
         return
     vanished: set[str] = set()
-    for uuid in sorted(progress.retry_uuids - clients.synced_uuids - clients.failed_uuids):
+    for uuid in sorted(
+        progress.retry_uuids - clients.synced_uuids - clients.failed_uuids - clients.waiting_uuids
+    ):
         try:
             retried = xpm.get_client(uuid)
         except XpmStatusError as error:
@@ -320,6 +323,7 @@ def _sync_with(
             vanished.add(uuid)  # gone from XPM: nothing left to retry
         else:
             clients.apply(retried)
+    clients.settle()
     progress.retry_uuids = (progress.retry_uuids - clients.synced_uuids - vanished) | clients.failed_uuids
 
 
@@ -360,6 +364,9 @@ def _apply_list(
             continue
         # Each invocation applies at least one record, so a run always makes progress.
         if index > skip and services.remaining_seconds() < CHECKPOINT_MARGIN_SECONDS:
+            # A client waiting for a code cannot wait across invocations: it fails for now and
+            # is retried next run, by when its code's holder has moved.
+            clients.settle()
             raise _OutOfTime(
                 Checkpoint(
                     run_id=progress.run.run_id,
