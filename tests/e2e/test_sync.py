@@ -344,6 +344,25 @@ def test_a_chain_of_renumbered_codes_settles_in_one_run(world: SyncWorld) -> Non
     assert [e.code for e in world.entries(world.last_run())] == []
 
 
+def test_a_waiting_client_keeps_its_code_from_a_later_client_of_the_list(world: SyncWorld) -> None:
+    # XPM's order: taker, then a client given the same code, then the client giving it up.
+    taker, later, holder = _clean_clients(world)[:3]
+    world.run_hourly()
+    code, later_code = holder.code, later.code
+    world.practice.update_client(taker.uuid, ClientCode=code)
+    world.practice.update_client(later.uuid, ClientCode=code)
+    world.practice.update_client(holder.uuid, ClientCode="MOVED001")
+
+    world.run_hourly()
+
+    assert world.client_by_uuid(taker.uuid)["code"] == code, "the first in XPM's order wins (SPEC A4)"
+    assert world.client_by_uuid(later.uuid)["code"] == later_code
+    assert world.client_by_uuid(holder.uuid)["code"] == "MOVED001"
+    [entry] = world.entries(world.last_run())
+    assert (entry.code, entry.xpm_uuid) == ("CLIENT_CODE_DUPLICATE", later.uuid)
+    assert f"only {taker.name} ({code}) is synced" in entry.message
+
+
 def test_two_clients_that_swap_codes_in_xpm_swap_them_in_active(world: SyncWorld) -> None:
     one, other = _clean_clients(world)[:2]
     world.run_hourly()
@@ -393,10 +412,10 @@ def test_a_swap_active_refuses_keeps_both_codes_until_the_next_run(
         world.run_hourly()
 
     assert [world.client_by_uuid(c.uuid)["code"] for c in (one, other)] == [one_code, other_code]
-    assert {e.xpm_uuid for e in world.entries(world.last_run()) if e.code == "CLIENT_CODE_DUPLICATE"} == {
-        one.uuid,
-        other.uuid,
-    }
+    entries = world.entries(world.last_run())
+    assert {e.xpm_uuid for e in entries} == {one.uuid, other.uuid}
+    assert {e.code for e in entries} == {"CLIENT_CODE_TAKEN"}
+    assert all("swap" in e.message and "next run" in e.message for e in entries)
 
     world.run_hourly()  # both are retried
 

@@ -58,6 +58,7 @@ class ClientSync:
     # a firm renumbers its codes in XPM, the holder may give the code up further down the list.
     _waiting: dict[str, list[XpmClient]] = field(default_factory=dict)
     _holder_of_waiting: dict[str, str] = field(default_factory=dict)
+    _swaps_refused: set[str] = field(default_factory=set)
     _seen: set[str] = field(default_factory=set)
 
     _loaded: bool = False
@@ -152,18 +153,26 @@ class ClientSync:
             fields = map_client(client).fields
             assert fields is not None, "only a client whose record maps waits for a code"
             new_codes.append(fields.code)
+        # An earlier client of the list with the same code wins it (SPEC A4): no swap then.
+        first_claims = all(
+            self._first_with_code.get(_code_key(code), ("", ""))[0] == client.uuid
+            for client, code in zip(ring, new_codes, strict=True)
+        )
+        if not first_claims:
+            return
         if len(ring) > MAX_CODES_SWAPPED_AT_ONCE or not self.repo.set_codes(
             "client", [(str(item["client_id"]), code) for item, code in zip(items, new_codes, strict=True)]
         ):
+            self._swaps_refused.update(client.uuid for client in ring)
             return
         for item, code in zip(items, new_codes, strict=True):
-            # Each new code was another member's old one: the index moves to the new holders,
-            # and the items keep their old codes until each client is applied below.
+            # Each new code was another member's old one, so every index entry moves.
+            item["code"] = code
             self._by_code[_code_key(code)] = item
         for client in ring:
             self._unwait(client.uuid)
         for client in ring:
-            self._apply(client, may_wait=True)
+            self._apply(client, may_wait=True, code_written=True)
             self._wake(client.uuid)
 
     def _wake(self, uuid: str) -> None:
@@ -177,7 +186,7 @@ class ClientSync:
                 if waiter.uuid not in self._holder_of_waiting:
                     applied.append(waiter.uuid)
 
-    def _apply(self, client: XpmClient, *, may_wait: bool) -> None:
+    def _apply(self, client: XpmClient, *, may_wait: bool, code_written: bool = False) -> None:
         self.failed_uuids.discard(client.uuid)
         if client.is_archived or client.is_deleted:
             self._archive(client)
@@ -222,13 +231,16 @@ class ClientSync:
             and holder_uuid
             and (holder_uuid not in self._seen or holder_uuid in self._holder_of_waiting)
         ):
-            # The holder is yet to be applied in this run and may give the code up. Until then
-            # this client claims no code, so the holder is not taken for its duplicate.
-            self._release_claim(client)
+            # The holder is yet to be applied in this run and may give the code up. This client
+            # keeps its claim to the code against later clients of the list (SPEC A4), but not
+            # against the holder: one that keeps the code keeps syncing (_duplicate_code_entry).
             self._waiting.setdefault(holder_uuid, []).append(client)
             self._holder_of_waiting[client.uuid] = holder_uuid
             return
-        conflict = self._code_conflict(client, label, fields.code, existing, holder)
+        if client.uuid in self._swaps_refused and holder is not None and holder is not existing:
+            conflict: Entry | None = self._swap_refused_entry(client, label, fields.code, holder)
+        else:
+            conflict = self._code_conflict(client, label, fields.code, existing, holder)
         if conflict is not None:
             # This client cannot take the code, so it must not keep later clients of this list
             # from it either: the holder, when XPM lists it, syncs, and this one stays the error.
@@ -248,6 +260,8 @@ class ClientSync:
                     return
                 self._changed(existing, changes)
                 self.counts["updated"] += 1
+            elif code_written:
+                self.counts["updated"] += 1
             else:
                 self.counts["unchanged"] += 1
         self.synced_uuids.add(client.uuid)
@@ -261,7 +275,9 @@ class ClientSync:
         except RecordGone:
             self._by_uuid.pop(client.uuid, None)
             if existing.get("code"):
-                self._by_code.pop(_code_key(str(existing["code"])), None)
+                key = _code_key(str(existing["code"]))
+                if self._by_code.get(key) is existing:
+                    del self._by_code[key]
             self._fail(
                 client,
                 raise_entry(
@@ -306,6 +322,17 @@ class ClientSync:
             "already has that code.",
         )
 
+    @staticmethod
+    def _swap_refused_entry(client: XpmClient, label: str, code: str, holder: dict[str, Any]) -> Entry:
+        return raise_entry(
+            codes.CLIENT_CODE_TAKEN,
+            label=label,
+            xpm_uuid=client.uuid,
+            message=f"{label} changed its code to {code} in XPM, in a swap of codes with "
+            f"{holder.get('legal_name')}, which still has it in Active: Active did not take the swapped "
+            "codes at once this run. The sync tries again next run.",
+        )
+
     def _release_claim(self, client: XpmClient) -> None:
         key = _code_key(client.client_code or "")
         if self._first_with_code.get(key, ("", ""))[0] == client.uuid:
@@ -314,9 +341,11 @@ class ClientSync:
     def _duplicate_code_entry(self, client: XpmClient, label: str) -> Entry | None:
         if not client.client_code:
             return None
-        first_uuid, first_label = self._first_with_code.setdefault(
-            _code_key(client.client_code), (client.uuid, label)
-        )
+        key = _code_key(client.client_code)
+        first_uuid, first_label = self._first_with_code.setdefault(key, (client.uuid, label))
+        if first_uuid != client.uuid and self._holder_of_waiting.get(first_uuid) == client.uuid:
+            # The first claimant waits for this client to give the code up, and it does not.
+            self._first_with_code[key] = first_uuid, first_label = client.uuid, label
         if first_uuid == client.uuid:
             return None
         return raise_entry(
