@@ -386,6 +386,11 @@ def library_imports(stderr: str) -> list[str]:
     return list(found)
 
 
+def import_packages(modules: list[str]) -> list[str]:
+    """The top-level packages of ``modules``, in first-seen order."""
+    return list(dict.fromkeys(name.split(".")[0] for name in modules))
+
+
 LIBRARIES_MODULE = "handler_libraries"
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.harness import ONE_VCPU_MB
+from bench.harness import ONE_VCPU_MB, import_packages
 from bench.run import RUN_LABELS, RUNS
 from local.stack import load_template
 
@@ -65,7 +65,8 @@ def tables(results: dict[str, Any]) -> str:
     if libraries:
         lines.append(
             f"| the worker's libraries alone, none of the project's code | {libraries['ms']:.0f} | "
-            f"{libraries['runs_ms']} | {', '.join(f'`{name}`' for name in libraries['imports'])} |"
+            f"{libraries['runs_ms']} | {len(libraries['imports'])} imports, from "
+            f"{', '.join(f'`{package}`' for package in import_packages(libraries['imports']))} |"
         )
     dispatch = results.get("dispatch")
     if dispatch:

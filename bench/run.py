@@ -30,6 +30,7 @@ from bench.harness import (
     build_layer,
     change_clients,
     force_full_read,
+    import_packages,
     measure_baseline,
     measure_dispatch,
     measure_import,
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     results["worker_libraries"] = libraries
     say(
         f"{'the worker libraries alone':32}{libraries['ms']:>8.0f} ms   "
-        f"({len(libraries['imports'])} imports: {', '.join(libraries['imports'])})"
+        f"({len(libraries['imports'])} imports, from {', '.join(import_packages(libraries['imports']))})"
     )
     say(
         f"{'so the worker own modules take':32}{libraries['project_ms']:>8.0f} ms   "

@@ -13,6 +13,7 @@ from bench.harness import (
     add_firm,
     bench_stack,
     change_clients,
+    import_packages,
     library_imports,
     measure_baseline,
     measure_dispatch,
@@ -69,6 +70,12 @@ def test_library_imports_are_what_the_projects_modules_import_from_outside_it() 
         "json",
         "pydantic",
         "aws_lambda_powertools.utilities.batch",
+    ]
+    assert import_packages(library_imports(WORKER_IMPORTTIME)) == [
+        "boto3",
+        "json",
+        "pydantic",
+        "aws_lambda_powertools",
     ]
 
 
