@@ -194,3 +194,32 @@ def test_a_continuation_lost_for_hours_no_longer_holds_up_new_runs(
     assert result.run.status == "success"
     statuses = {r.run_id: r.status for r in world.runs()}
     assert statuses == {first.run.run_id: "failed", result.run.run_id: "success"}
+
+
+def test_a_client_waiting_for_a_code_when_the_part_ends_is_retried_next_run(
+    world: SyncWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.run_hourly()
+    partners, hand_made = world.firm.partner_user_ids, world.firm.hand_made_client_code
+    clean = [c for c in world.practice.clients if c.account_manager_uuid in partners and c.code != hand_made]
+    taker, holder = clean[0], clean[2]  # in XPM's order
+    code = holder.code
+    world.practice.update_client(taker.uuid, ClientCode=code)
+    world.practice.update_client(holder.uuid, ClientCode="MOVED001")
+    budget = TinyBudget(monkeypatch, per_part=1)  # the part ends between the two
+
+    results = _run_in_parts(world, budget)
+
+    assert len(results) == 2
+    assert world.client_by_uuid(holder.uuid)["code"] == "MOVED001"
+    assert world.client_by_uuid(taker.uuid)["code"] != code
+    assert world.runs()[0].status == "partial"
+    assert taker.uuid in world.config().retry_client_uuids, "nothing is lost: it is retried"
+
+    world.run_hourly()
+
+    assert world.client_by_uuid(taker.uuid)["code"] == code
+    assert world.last_run().status == "success"
+    assert taker.uuid not in world.config().retry_client_uuids
+    codes = [c.get("code") for c in world.items("client")]
+    assert len(codes) == len(set(codes))
