@@ -481,10 +481,16 @@ def lambda_init_env(function: str, layer: Path) -> dict[str, str]:
         "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
-        "POWERTOOLS_SERVICE_NAME": "xpm-sync",
-        "POWERTOOLS_METRICS_NAMESPACE": "XpmSync",
-        "POWERTOOLS_LOG_LEVEL": "INFO",
+        **globals_environment(),
     }
+
+
+def globals_environment(template_path: Path = ROOT / "template.yaml") -> dict[str, str]:
+    """The variables template.yaml's Globals give every function, with prod's values for those
+    the template looks up per environment."""
+    variables = load_template(template_path)["Globals"]["Function"]["Environment"]["Variables"]
+    fixed = {name: value for name, value in variables.items() if isinstance(value, str)}
+    return {**fixed, "POWERTOOLS_LOG_LEVEL": "INFO"}
 
 
 def measure_import(

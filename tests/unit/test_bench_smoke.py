@@ -13,6 +13,7 @@ from bench.harness import (
     add_firm,
     bench_stack,
     change_clients,
+    globals_environment,
     import_packages,
     library_imports,
     measure_baseline,
@@ -77,6 +78,13 @@ def test_library_imports_are_what_the_projects_modules_import_from_outside_it() 
         "pydantic",
         "aws_lambda_powertools",
     ]
+
+
+def test_handlers_are_imported_with_the_templates_global_variables() -> None:
+    variables = globals_environment()
+    assert variables["POWERTOOLS_SERVICE_NAME"] == "xpm-sync"
+    assert variables["PYDANTIC_DISABLE_PLUGINS"] == "__all__"
+    assert variables["POWERTOOLS_LOG_LEVEL"] == "INFO"  # prod's, looked up per environment
 
 
 def test_bench_measures_the_real_path_at_a_tiny_size() -> None:

@@ -174,6 +174,8 @@ class TestFunctions:
         assert variables["POWERTOOLS_SERVICE_NAME"] == "xpm-sync"
         assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "XpmSync"
         assert "POWERTOOLS_LOG_LEVEL" in variables
+        # The project uses no pydantic plugins; looking for them costs every cold start.
+        assert variables["PYDANTIC_DISABLE_PLUGINS"] == "__all__"
 
     def test_the_layer_is_built_for_the_functions_architecture_and_ships_bytecode(self, template):
         layer = template["Resources"]["SharedLayer"]
