@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -356,34 +357,8 @@ def parse_importtime(stderr: str, module: str) -> tuple[float, list[tuple[str, f
     return total_us / 1000, nested[:8]
 
 
-def import_children(stderr: str) -> dict[str, list[str]]:
-    """Each module of an importtime report with the modules it imported first (its children)."""
-    children: dict[str, list[str]] = {}
-    # importtime prints a module after everything it imported: the lines one level deeper seen
-    # since the last line at its own level are its children.
-    pending: dict[int, list[str]] = {}
-    for match in (_IMPORT_LINE.match(line) for line in stderr.splitlines()):
-        if match is None:
-            continue
-        depth, name = _depth(match), match.group(4)
-        children[name] = pending.pop(depth + 1, [])
-        pending.setdefault(depth, []).append(name)
-    return children
-
-
 def _is_project_module(name: str) -> bool:
     return name == "app" or name.split(".")[0] == "xpm_sync"
-
-
-def library_imports(stderr: str) -> list[str]:
-    """What the handler's own code (``app`` and ``xpm_sync``) imports from outside the project:
-    third-party libraries and the standard library, in import order. Importing these and nothing
-    else loads everything ``import app`` loads except the project's own modules."""
-    found: dict[str, None] = {}
-    for name, children in import_children(stderr).items():
-        if _is_project_module(name):
-            found.update((child, None) for child in children if not _is_project_module(child))
-    return list(found)
 
 
 def import_packages(modules: list[str]) -> list[str]:
@@ -392,45 +367,97 @@ def import_packages(modules: list[str]) -> list[str]:
 
 
 LIBRARIES_MODULE = "handler_libraries"
+# Run in the handler's environment: the modules a statement loads, in the order their imports
+# began, one per line. sys.modules cannot tell: importlib moves each module to its end once loaded.
+_LOADED_MODULES = """\
+import sys
+
+class Recorder:
+    names = []
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        cls.names.append(name)
+        return None
+
+sys.meta_path.insert(0, Recorder)
+{statement}
+sys.meta_path.remove(Recorder)
+sys.stdout.write("\\n".join(name for name in dict.fromkeys(Recorder.names) if name in sys.modules))
+"""
 
 
-def measure_library_imports(function: str, layer: Path, *, repeats: int = 3) -> dict[str, Any]:
-    """The cold-start import of the libraries ``functions/<function>/app.py`` uses, without any
-    of the project's code, and so the part of the handler's import that is the project's own.
+def libraries_module_source(modules: list[str]) -> str:
+    """A module that imports ``modules`` in this order: the order in which one ``import app`` began
+    them, so each library finds the same others already loaded (Powertools' batch utility, for
+    one, loads its parser models when pydantic is already there)."""
+    names = "".join(f"    {name!r},\n" for name in modules)
+    return (
+        "import importlib\n\n"
+        f"for _name in (\n{names}):\n"
+        "    try:\n"
+        "        importlib.import_module(_name)\n"
+        "    except ImportError:\n"
+        "        pass  # a name some library registered under another (six.moves, say)\n"
+    )
 
-    A module of the bench's own, next to the built ``app.py``, imports exactly what the
-    project's modules imported from outside the project in one ``import app``. The two imports
-    are timed in turns, and the project's share is the median of each turn's difference: on a
-    shared machine, medians taken apart can differ by more than the share itself."""
+
+def measure_library_imports(function: str, layer: Path, *, repeats: int = 9) -> dict[str, Any]:
+    """Split the cold-start import of ``functions/<function>/app.py`` into the libraries it loads
+    and the project's own modules.
+
+    A module of the bench's own, next to the built ``app.py``, imports every module that one
+    ``import app`` loads from outside the project, in the same order; the bench checks that it
+    loads exactly those. The two imports are then timed in turns, each in a fresh interpreter, by
+    the CPU time of the process (interpreter start included, the same in both), and the project's
+    share is the median of the turns' differences: the project's modules with the library work
+    they cause (pydantic building the project's models, the Tracer patching botocore). CPU time,
+    not wall time: on a shared machine the wall time of one import moves by more than that share."""
     task = task_root(function, layer.parent)
     env = lambda_init_env(function, layer)
 
-    def importtime(statement: str) -> str:
+    def python(code: str) -> tuple[str, float]:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(
-            [sys.executable, "-S", "-s", "-X", "importtime", "-c", statement],
+            [sys.executable, "-S", "-s", "-c", code],
             cwd=task,
             env=env,
             capture_output=True,
             text=True,
             check=True,
         )
-        return done.stderr
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return done.stdout, cpu * 1000
 
-    libraries = library_imports(importtime("import app"))
-    (task / f"{LIBRARIES_MODULE}.py").write_text("".join(f"import {name}\n" for name in libraries))
+    def loaded(statement: str) -> list[str]:
+        return python(_LOADED_MODULES.format(statement=statement))[0].splitlines()
+
+    libraries = [name for name in loaded("import app") if not _is_project_module(name)]
+    (task / f"{LIBRARIES_MODULE}.py").write_text(libraries_module_source(libraries))
+    reloaded = set(loaded(f"import {LIBRARIES_MODULE}")) - {LIBRARIES_MODULE}
     handler_ms: list[float] = []
     libraries_ms: list[float] = []
     for _ in range(repeats):
-        handler_ms.append(parse_importtime(importtime("import app"), "app")[0])
-        libraries_ms.append(parse_importtime(importtime(f"import {LIBRARIES_MODULE}"), LIBRARIES_MODULE)[0])
+        handler_ms.append(python("import app")[1])
+        libraries_ms.append(python(f"import {LIBRARIES_MODULE}")[1])
     return {
         "module": f"libraries of functions.{function}.app",
-        "ms": statistics.median(libraries_ms),
-        "runs_ms": [round(ms, 1) for ms in libraries_ms],
-        "handler_ms": statistics.median(handler_ms),
-        "handler_runs_ms": [round(ms, 1) for ms in handler_ms],
-        "project_ms": statistics.median(h - lib for h, lib in zip(handler_ms, libraries_ms, strict=True)),
-        "imports": libraries,
+        "cpu_ms": statistics.median(libraries_ms),
+        "runs_cpu_ms": [round(ms, 1) for ms in libraries_ms],
+        "handler_cpu_ms": statistics.median(handler_ms),
+        "handler_runs_cpu_ms": [round(ms, 1) for ms in handler_ms],
+        "project_cpu_ms": statistics.median(h - lib for h, lib in zip(handler_ms, libraries_ms, strict=True)),
+        "modules": len(libraries),
+        # The layer's packages among them; the rest is the standard library.
+        "packages": [
+            package
+            for package in import_packages(libraries)
+            if (layer / package).is_dir() or (layer / f"{package}.py").is_file()
+        ],
+        # Both empty when the libraries module loads what import app loads, less the project.
+        "not_loaded": sorted(set(libraries) - reloaded),
+        "loaded_besides": sorted(reloaded - set(libraries)),
     }
 
 

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.harness import ONE_VCPU_MB, import_packages
-from bench.run import RUN_LABELS, RUNS
+from bench.harness import ONE_VCPU_MB
+from bench.run import RUN_LABELS, RUNS, import_split
 from local.stack import load_template
 
 
@@ -62,12 +62,8 @@ def tables(results: dict[str, Any]) -> str:
     if floor:
         lines.append(f"| for scale: `import boto3` alone | {floor['ms']:.0f} | {floor['runs_ms']} | |")
     libraries = results.get("worker_libraries")
-    if libraries:
-        lines.append(
-            f"| the worker's libraries alone, none of the project's code | {libraries['ms']:.0f} | "
-            f"{libraries['runs_ms']} | {len(libraries['imports'])} imports, from "
-            f"{', '.join(f'`{package}`' for package in import_packages(libraries['imports']))} |"
-        )
+    if libraries and "cpu_ms" in libraries:
+        lines += ["", import_split(libraries)]
     dispatch = results.get("dispatch")
     if dispatch:
         lines += [

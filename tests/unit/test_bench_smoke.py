@@ -15,7 +15,7 @@ from bench.harness import (
     change_clients,
     globals_environment,
     import_packages,
-    library_imports,
+    libraries_module_source,
     measure_baseline,
     measure_dispatch,
     measure_sync,
@@ -45,38 +45,15 @@ def test_importtime_sums_the_handlers_top_level_imports() -> None:
     assert [name for name, _ in heaviest] == ["boto3", "json"]  # not site's own imports
 
 
-WORKER_IMPORTTIME = """\
-import time: self [us] | cumulative | imported package
-import time:      9935 |      15570 | site
-import time:       500 |        500 |           botocore.session
-import time:       300 |        800 |         boto3
-import time:       200 |       1000 |       boto3.dynamodb.conditions
-import time:       100 |        100 |       json
-import time:       400 |       1500 |     xpm_sync.active.repository
-import time:       700 |        700 |       pydantic
-import time:       300 |       1000 |     xpm_sync.config
-import time:       100 |       2600 |   xpm_sync.sync.engine
-import time:       100 |        100 |   xpm_sync
-import time:       800 |        800 |     asyncio
-import time:       200 |       1000 |   aws_lambda_powertools.utilities.batch
-import time:      1000 |       4700 | app
-"""
-
-
-def test_library_imports_are_what_the_projects_modules_import_from_outside_it() -> None:
-    # boto3's own botocore import is inside boto3, and asyncio inside Powertools' batch: importing
-    # the direct imports loads them again without naming them.
-    assert library_imports(WORKER_IMPORTTIME) == [
-        "boto3.dynamodb.conditions",
-        "json",
-        "pydantic",
-        "aws_lambda_powertools.utilities.batch",
-    ]
-    assert import_packages(library_imports(WORKER_IMPORTTIME)) == [
+def test_the_libraries_module_imports_in_the_order_given_and_skips_unknown_names() -> None:
+    source = libraries_module_source(["json.decoder", "no_such_module_anywhere", "json"])
+    namespace: dict[str, object] = {}
+    exec(compile(source, "handler_libraries.py", "exec"), namespace)  # noqa: S102  # the bench's own code
+    assert source.index("'json.decoder'") < source.index("'json'")
+    assert import_packages(["boto3.dynamodb", "json", "boto3", "pydantic.main"]) == [
         "boto3",
         "json",
         "pydantic",
-        "aws_lambda_powertools",
     ]
 
 
