@@ -65,6 +65,17 @@ def assert_each_xpm_client_once(world: SyncWorld) -> None:
     assert Counter(c["xpm_uuid"] for c in clients) == Counter(c.uuid for c in world.practice.clients)
 
 
+def _next_part_to_the_end(world: SyncWorld, budget: TinyBudget, services: SyncServices) -> RunResult:
+    """Deliver the queued continuation with all the time it needs; the run ends in success."""
+    request = _take_continuation(world)
+    assert request is not None
+    budget.per_part = 10_000
+    result = run_sync(request.firm_id, request.trigger, services, resume_run_id=request.resume_run_id)
+    assert result is not None
+    assert result.run.status == "success"
+    return result
+
+
 def _run_in_parts(world: SyncWorld, budget: TinyBudget) -> list[RunResult]:
     services = sync_services(load_settings(WorkerSettings), remaining_seconds=budget.remaining_seconds)
     results = []
@@ -111,14 +122,9 @@ def test_continuation_after_xpm_reordered_the_list_applies_everything_again_with
     budget = TinyBudget(monkeypatch, per_part=6)
     services, _ = _first_part(world, budget)
     world.practice.clients.reverse()  # XPM answers in another order the next time
-    request = _take_continuation(world)
-    assert request is not None
 
-    budget.per_part = 10_000
-    result = run_sync(request.firm_id, request.trigger, services, resume_run_id=request.resume_run_id)
+    _next_part_to_the_end(world, budget, services)
 
-    assert result is not None
-    assert result.run.status == "success"
     assert_each_xpm_client_once(world)
 
 
@@ -161,12 +167,7 @@ def test_a_request_arriving_between_parts_leaves_the_run_to_its_next_part(
     # The next hour's message (or Start Sync) is delivered before the run's next part.
     assert run_sync(world.firm_id, "schedule", services) is None
 
-    request = _take_continuation(world)
-    assert request is not None
-    budget.per_part = 10_000
-    result = run_sync(request.firm_id, request.trigger, services, resume_run_id=request.resume_run_id)
-    assert result is not None
-    assert result.run.status == "success"
+    _next_part_to_the_end(world, budget, services)
     assert [r.run_id for r in world.runs()] == [first.run.run_id]
     assert_each_xpm_client_once(world)
 
@@ -200,8 +201,7 @@ def test_a_client_waiting_for_a_code_when_the_part_ends_is_retried_next_run(
     world: SyncWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world.run_hourly()
-    partners, hand_made = world.firm.partner_user_ids, world.firm.hand_made_client_code
-    clean = [c for c in world.practice.clients if c.account_manager_uuid in partners and c.code != hand_made]
+    clean = world.clean_clients()
     taker, holder = clean[0], clean[2]  # in XPM's order
     code = holder.code
     world.practice.update_client(taker.uuid, ClientCode=code)

@@ -16,14 +16,8 @@ from tests.fixtures.sync import SyncWorld
 OWNED_USER_ATTRIBUTES = ("role", "office_code", "modules")
 
 
-def _clean_clients(world: SyncWorld) -> list[SimClient]:
-    """Clients with a partner who is an Active user and no planted problem, in XPM's order."""
-    partners, hand_made = world.firm.partner_user_ids, world.firm.hand_made_client_code
-    return [c for c in world.practice.clients if c.account_manager_uuid in partners and c.code != hand_made]
-
-
 def _clean_client(world: SyncWorld) -> SimClient:
-    return _clean_clients(world)[0]
+    return world.clean_clients()[0]
 
 
 def test_first_run_creates_every_staff_member_and_client(world: SyncWorld) -> None:
@@ -293,7 +287,7 @@ def test_duplicate_codes_sync_the_first_and_name_both_in_the_error(world: SyncWo
 
 
 def test_a_code_freed_by_a_rename_is_taken_by_another_client_in_the_same_run(world: SyncWorld) -> None:
-    renamed, taker = _clean_clients(world)[:2]
+    renamed, taker = world.clean_clients()[:2]
     world.run_hourly()
     freed = renamed.code
     world.practice.update_client(renamed.uuid, ClientCode="RENAMED1")
@@ -309,7 +303,7 @@ def test_a_code_freed_by_a_rename_is_taken_by_another_client_in_the_same_run(wor
 def test_a_client_takes_a_code_that_a_later_client_in_the_list_gives_up(world: SyncWorld) -> None:
     # A firm renumbering its codes: the taker comes first in XPM's list, while Active still gives
     # its new code to the client further down that moves to another.
-    taker, renamed = _clean_clients(world)[:2]
+    taker, renamed = world.clean_clients()[:2]
     world.run_hourly()
     freed = renamed.code
     world.practice.update_client(taker.uuid, ClientCode=freed)
@@ -326,7 +320,7 @@ def test_a_client_takes_a_code_that_a_later_client_in_the_list_gives_up(world: S
 
 
 def test_a_chain_of_renumbered_codes_settles_in_one_run(world: SyncWorld) -> None:
-    first, second, third = _clean_clients(world)[:3]
+    first, second, third = world.clean_clients()[:3]
     world.run_hourly()
     codes = [first.code, second.code, third.code]
     # Each takes the code of the one after it in XPM's list; the last takes a new one.
@@ -346,7 +340,7 @@ def test_a_chain_of_renumbered_codes_settles_in_one_run(world: SyncWorld) -> Non
 
 def test_a_waiting_client_keeps_its_code_from_a_later_client_of_the_list(world: SyncWorld) -> None:
     # XPM's order: taker, then a client given the same code, then the client giving it up.
-    taker, later, holder = _clean_clients(world)[:3]
+    taker, later, holder = world.clean_clients()[:3]
     world.run_hourly()
     code, later_code = holder.code, later.code
     world.practice.update_client(taker.uuid, ClientCode=code)
@@ -364,7 +358,7 @@ def test_a_waiting_client_keeps_its_code_from_a_later_client_of_the_list(world: 
 
 
 def test_two_clients_that_swap_codes_in_xpm_swap_them_in_active(world: SyncWorld) -> None:
-    one, other = _clean_clients(world)[:2]
+    one, other = world.clean_clients()[:2]
     world.run_hourly()
     ids = {c.uuid: world.client_by_uuid(c.uuid)["client_id"] for c in (one, other)}
     one_code, other_code = one.code, other.code
@@ -386,7 +380,7 @@ def test_two_clients_that_swap_codes_in_xpm_swap_them_in_active(world: SyncWorld
 
 
 def test_a_ring_of_three_codes_moves_at_once(world: SyncWorld) -> None:
-    ring = _clean_clients(world)[:3]
+    ring = world.clean_clients()[:3]
     world.run_hourly()
     codes = [c.code for c in ring]
     for client, code in zip(ring, codes[1:] + codes[:1], strict=True):
@@ -401,7 +395,7 @@ def test_a_ring_of_three_codes_moves_at_once(world: SyncWorld) -> None:
 def test_a_swap_active_refuses_keeps_both_codes_until_the_next_run(
     world: SyncWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    one, other = _clean_clients(world)[:2]
+    one, other = world.clean_clients()[:2]
     world.run_hourly()
     one_code, other_code = one.code, other.code
     world.practice.update_client(one.uuid, ClientCode=other_code)
@@ -424,7 +418,7 @@ def test_a_swap_active_refuses_keeps_both_codes_until_the_next_run(
 
 
 def test_a_swap_with_a_client_that_cannot_sync_keeps_both_codes_and_reports_it(world: SyncWorld) -> None:
-    one, other = _clean_clients(world)[:2]
+    one, other = world.clean_clients()[:2]
     world.run_hourly()
     one_code, other_code = one.code, other.code
     world.practice.update_client(one.uuid, ClientCode=other_code)
@@ -440,7 +434,7 @@ def test_a_swap_with_a_client_that_cannot_sync_keeps_both_codes_and_reports_it(w
 
 
 def test_a_client_moving_onto_a_code_another_still_holds_leaves_the_holder_synced(world: SyncWorld) -> None:
-    mover, holder = _clean_clients(world)[:2]
+    mover, holder = world.clean_clients()[:2]
     world.run_hourly()
     mover_code, held = mover.code, holder.code
     world.practice.update_client(mover.uuid, ClientCode=held)  # earlier in XPM's list than the holder
