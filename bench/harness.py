@@ -387,6 +387,20 @@ sys.stdout.write("\\n".join(name for name in dict.fromkeys(Recorder.names) if na
 """
 
 
+def modules_loaded_by(statement: str, *, cwd: Path, env: dict[str, str]) -> list[str]:
+    """The modules ``statement`` loads in a fresh interpreter (``-S``, as Lambda), in the order
+    their imports began."""
+    done = subprocess.run(
+        [sys.executable, "-S", "-s", "-c", _LOADED_MODULES.format(statement=statement)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
 def libraries_module_source(modules: list[str]) -> str:
     """A module that imports ``modules`` in this order: the order in which one ``import app`` began
     them, so each library finds the same others already loaded (Powertools' batch utility, for
@@ -416,31 +430,21 @@ def measure_library_imports(function: str, layer: Path, *, repeats: int = 9) -> 
     task = task_root(function, layer.parent)
     env = lambda_init_env(function, layer)
 
-    def python(code: str) -> tuple[str, float]:
+    def cpu_ms(statement: str) -> float:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        done = subprocess.run(
-            [sys.executable, "-S", "-s", "-c", code],
-            cwd=task,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        subprocess.run([sys.executable, "-S", "-s", "-c", statement], cwd=task, env=env, check=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        return done.stdout, cpu * 1000
+        return ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) * 1000
 
-    def loaded(statement: str) -> list[str]:
-        return python(_LOADED_MODULES.format(statement=statement))[0].splitlines()
-
-    libraries = [name for name in loaded("import app") if not _is_project_module(name)]
+    loaded = modules_loaded_by("import app", cwd=task, env=env)
+    libraries = [name for name in loaded if not _is_project_module(name)]
     (task / f"{LIBRARIES_MODULE}.py").write_text(libraries_module_source(libraries))
-    reloaded = set(loaded(f"import {LIBRARIES_MODULE}")) - {LIBRARIES_MODULE}
+    reloaded = set(modules_loaded_by(f"import {LIBRARIES_MODULE}", cwd=task, env=env)) - {LIBRARIES_MODULE}
     handler_ms: list[float] = []
     libraries_ms: list[float] = []
     for _ in range(repeats):
-        handler_ms.append(python("import app")[1])
-        libraries_ms.append(python(f"import {LIBRARIES_MODULE}")[1])
+        handler_ms.append(cpu_ms("import app"))
+        libraries_ms.append(cpu_ms(f"import {LIBRARIES_MODULE}"))
     return {
         "module": f"libraries of functions.{function}.app",
         "cpu_ms": statistics.median(libraries_ms),

@@ -62,7 +62,7 @@ def tables(results: dict[str, Any]) -> str:
     if floor:
         lines.append(f"| for scale: `import boto3` alone | {floor['ms']:.0f} | {floor['runs_ms']} | |")
     libraries = results.get("worker_libraries")
-    if libraries and "cpu_ms" in libraries:
+    if libraries:
         lines += ["", import_split(libraries)]
     dispatch = results.get("dispatch")
     if dispatch:

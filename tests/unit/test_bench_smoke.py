@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import boto3
 import pytest
@@ -19,6 +21,7 @@ from bench.harness import (
     measure_baseline,
     measure_dispatch,
     measure_sync,
+    modules_loaded_by,
     parse_importtime,
 )
 from bench.moto_process import _add_message_deduplicated_by_index, _lazy_queue_attributes
@@ -43,6 +46,13 @@ def test_importtime_sums_the_handlers_top_level_imports() -> None:
     assert total == 212.1  # functions + functions.sync_worker + functions.sync_worker.app, in ms
     assert heaviest[0] == ("boto3", 200.3)
     assert [name for name, _ in heaviest] == ["boto3", "json"]  # not site's own imports
+
+
+def test_loaded_modules_come_in_the_order_their_imports_began(tmp_path: Path) -> None:
+    # json's import begins before json.decoder's and ends after it: sys.modules would say otherwise.
+    loaded = modules_loaded_by("import json", cwd=tmp_path, env=dict(os.environ))
+    assert "json.decoder" in loaded
+    assert loaded.index("json") < loaded.index("json.decoder")
 
 
 def test_the_libraries_module_imports_in_the_order_given_and_skips_unknown_names() -> None:
