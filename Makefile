@@ -30,7 +30,10 @@ $(SAM_VENV)/.installed: requirements/sam.lock
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/sam.lock
 	touch $@
 
-install: $(VENV)/.installed $(SAM_VENV)/.installed
+# The two environments install side by side: pip spends most of its time unpacking and compiling
+# on one core, so a fresh clone's `make test` waits for the slower of the two instead of both.
+install:
+	@$(MAKE) --no-print-directory -j2 $(VENV)/.installed $(SAM_VENV)/.installed
 
 # The layer's requirements.txt is generated from pyproject.toml (one source of dependencies).
 requirements: $(VENV)/.installed
@@ -49,7 +52,8 @@ validate: $(SAM_VENV)/.installed
 pytest: $(VENV)/.installed
 	$(VENV)/bin/pytest -n 2 --cov --cov-report=term
 
-test: lint typecheck validate pytest
+test: install
+	@$(MAKE) --no-print-directory lint typecheck validate pytest
 
 demo: $(VENV)/.installed
 	$(PY) -m local.demo
