@@ -465,6 +465,34 @@ def measure_library_imports(function: str, layer: Path, *, repeats: int = 9) -> 
     }
 
 
+STACK_FLOOR_MODULE = "stack_floor"
+# What any worker on the chosen stack (README: Stack) imports before it does anything, and none of
+# the project: a botocore client (DynamoDB, SQS, Secrets Manager), one pydantic model, httpx for
+# XPM and Powertools' Logger. No Tracer, no batch utility, not even boto3 on top of botocore.
+STACK_FLOOR_SOURCE = """\
+import botocore.client
+import botocore.session
+import httpx
+import pydantic
+from aws_lambda_powertools import Logger
+
+
+class Record(pydantic.BaseModel):
+    name: str
+
+
+logger = Logger(service="floor")
+"""
+
+
+def measure_stack_floor(layer: Path, *, repeats: int = 3) -> dict[str, Any]:
+    """The import of ``STACK_FLOOR_SOURCE`` from the built layer, as the worker's is measured: the
+    least a worker written on this stack can take on this machine, whatever its own code does."""
+    task = task_root("sync_worker", layer.parent)
+    (task / f"{STACK_FLOOR_MODULE}.py").write_text(STACK_FLOOR_SOURCE)
+    return measure_import("sync_worker", layer, statement=f"import {STACK_FLOOR_MODULE}", repeats=repeats)
+
+
 def build_layer(artifacts: Path = LAMBDA_BUILD) -> Path:
     """The shared layer as ``sam build`` makes it (``layers/shared/Makefile``: the requirements and
     xpm_sync, compiled to bytecode), with wheels for this machine so that it can be imported here."""

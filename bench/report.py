@@ -61,6 +61,13 @@ def tables(results: dict[str, Any]) -> str:
     floor = results.get("import_floor")
     if floor:
         lines.append(f"| for scale: `import boto3` alone | {floor['ms']:.0f} | {floor['runs_ms']} | |")
+    stack = results.get("stack_floor")
+    if stack:
+        heaviest = ", ".join(f"{h['module']} {h['ms']:.0f}" for h in stack["heaviest"][:4])
+        lines.append(
+            f"| the stack's floor (`bench/harness.py` `STACK_FLOOR_SOURCE`) | {stack['ms']:.0f} "
+            f"| {stack['runs_ms']} | {heaviest} |"
+        )
     libraries = results.get("worker_libraries")
     if libraries:
         lines += ["", import_split(libraries)]

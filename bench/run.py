@@ -34,6 +34,7 @@ from bench.harness import (
     measure_dispatch,
     measure_import,
     measure_library_imports,
+    measure_stack_floor,
     measure_sync,
     timed,
 )
@@ -198,6 +199,9 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
         if libraries
         else ""
     )
+    floor = results.get("stack_floor")
+    if floor:
+        split += f"; the stack's floor alone {floor['ms']:.0f} ms"
     targets.append(
         Target(
             "worker cold-start import",
@@ -258,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         "sync_worker", layer, statement="import boto3", repeats=args.import_repeats
     )
     say(f"{'for scale: import boto3 alone':32}{results['import_floor']['ms']:>8.0f} ms")
+    # The least any worker on the chosen stack imports: the target's floor on this machine.
+    results["stack_floor"] = measure_stack_floor(layer, repeats=args.import_repeats)
+    say(f"{'the stack alone (stack_floor)':32}{results['stack_floor']['ms']:>8.0f} ms")
     # The part of the worker's import that the project writes, and the part it imports: the
     # stack's libraries with none of the project's code.
     libraries = measure_library_imports("sync_worker", layer)

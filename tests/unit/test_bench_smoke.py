@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sysconfig
 from pathlib import Path
 
 import boto3
@@ -12,6 +13,8 @@ from moto import mock_aws
 from moto.sqs.models import Queue, sqs_backends
 
 from bench.harness import (
+    STACK_FLOOR_MODULE,
+    STACK_FLOOR_SOURCE,
     add_firm,
     bench_stack,
     change_clients,
@@ -65,6 +68,18 @@ def test_the_libraries_module_imports_in_the_order_given_and_skips_unknown_names
         "json",
         "pydantic",
     ]
+
+
+def test_the_stack_floor_loads_the_stack_and_nothing_of_the_project(tmp_path: Path) -> None:
+    (tmp_path / f"{STACK_FLOOR_MODULE}.py").write_text(STACK_FLOOR_SOURCE)
+    path = os.pathsep.join([str(tmp_path), sysconfig.get_paths()["purelib"]])
+    loaded = modules_loaded_by(
+        f"import {STACK_FLOOR_MODULE}", cwd=tmp_path, env={**os.environ, "PYTHONPATH": path}
+    )
+    packages = set(import_packages(loaded))
+    assert {"botocore", "httpx", "pydantic", "aws_lambda_powertools"} <= packages
+    assert "botocore.client" in loaded
+    assert not packages & {"xpm_sync", "functions", "boto3", "aws_xray_sdk", "defusedxml"}
 
 
 def test_handlers_are_imported_with_the_templates_global_variables() -> None:
