@@ -132,12 +132,7 @@ def test_a_retried_client_xpm_answers_with_a_passing_error_is_asked_again_next_r
     assert world.config().retry_client_uuids == {client.uuid}, "a passing error must not drop the record"
 
     # The admin fixes the cause in Active alone (a Default Partner): the next run asks XPM again.
-    partner_user_id = next(iter(world.firm.partner_user_ids.values()))
-    world.active.update_item(
-        Key={"pk": f"FIRM#{world.firm_id}", "sk": f"OFFICE#{world.firm.office_code}"},
-        UpdateExpression="SET default_partner_user_id = :p",
-        ExpressionAttributeValues={":p": partner_user_id},
-    )
+    partner_user_id = world.set_default_partner()
     world.run_hourly()
 
     assert len(world.sim.calls_to(f"client.api/get/{client.uuid}")) == 2

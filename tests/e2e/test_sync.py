@@ -221,12 +221,7 @@ def test_partner_and_manager_uuids_in_another_case_than_the_staff_list_resolve(w
 def test_client_without_partner_uses_the_default_partner(world: SyncWorld) -> None:
     client = _clean_client(world)
     world.practice.update_client(client.uuid, AccountManager=None)
-    default_partner = next(iter(world.firm.partner_user_ids.values()))
-    world.active.update_item(
-        Key={"pk": f"FIRM#{world.firm_id}", "sk": f"OFFICE#{world.firm.office_code}"},
-        UpdateExpression="SET default_partner_user_id = :p",
-        ExpressionAttributeValues={":p": default_partner},
-    )
+    default_partner = world.set_default_partner()
 
     world.run_hourly()
 
