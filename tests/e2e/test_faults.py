@@ -28,6 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -412,6 +413,46 @@ def test_a_brief_xpm_outage_is_retried_inside_the_run(fw: FaultWorld) -> None:
     assert len(fw.sleeps) == 2
     assert_invariants(fw, before=before, status="success")
     assert_complete(fw.world)
+
+
+def test_xpm_down_while_failed_clients_are_fetched_again_keeps_the_run_and_the_retries(
+    fw: FaultWorld,
+) -> None:
+    # Given two clients that failed last run (no partner, no default partner) and that XPM's
+    # incremental list will not bring again, so only the retry asks for them
+    world = fw.world
+    failing = world.clean_clients()[:2]
+    for client in failing:
+        world.practice.update_client(client.uuid, AccountManager=None)
+        world.practice.client(client.uuid).modified_at = datetime.now(UTC) - timedelta(days=3)
+    fw.run_hourly()
+    assert world.config().retry_client_uuids == {c.uuid for c in failing}
+    renamed = world.clean_clients()[2]
+    world.practice.update_client(renamed.uuid, Name="Renamed While XPM Fails Pty Ltd")
+    # When every client.api/get of the next run fails at XPM's gateway
+    fw.fault("server_error", times=None, path="client.api/get")
+    before = snapshot(fw)
+
+    deliveries = fw.run_hourly()
+
+    # Then the list's work stands and the run is not failed or retried by SQS; both clients still
+    # await their retry, and XPM was asked for the first only, within its bounded retries
+    assert deliveries[0].failed == []
+    run = assert_invariants(fw, before=before, status="success", codes=("XPM_RETRIES_POSTPONED",))
+    postponed = next(e for e in world.entries(run) if e.code == "XPM_RETRIES_POSTPONED")
+    assert postponed.severity == "warning"
+    assert postponed.message.startswith("2 client(s)")
+    assert world.client_by_uuid(renamed.uuid)["legal_name"] == "Renamed While XPM Fails Pty Ltd"
+    assert world.config().retry_client_uuids == {c.uuid for c in failing}
+    assert len(fw.sim.calls_to("client.api/get")) == 4
+    assert len(fw.sleeps) == 3
+
+    # And once XPM answers again and the admin sets a Default Partner, the next run syncs both
+    default_partner = world.set_default_partner()
+    run = recover(fw)
+    assert world.config().retry_client_uuids == set()
+    assert [world.client_by_uuid(c.uuid)["partner_user_id"] for c in failing] == [default_partner] * 2
+    assert world.entries(run) == []
 
 
 def test_xpm_slower_than_the_client_timeout_fails_the_run_as_unavailable(fw: FaultWorld) -> None:

@@ -416,6 +416,63 @@ def test_get_client_is_none_when_xpm_says_the_client_does_not_exist(sleeps, answ
     assert client.calls == 1
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(500, content=_xml_error("Client not found"), headers={"Content-Type": "text/xml"}),
+        httpx.Response(500, json={"status": "ERROR", "errorDescription": "Client not found"}),
+        httpx.Response(500, json={"Title": "Internal Server Error", "Detail": "The client does not exist"}),
+    ],
+    ids=["xml", "json-error", "json-gateway"],
+)
+def test_get_client_is_none_when_xpm_answers_500_that_the_client_does_not_exist(sleeps, answer):
+    # XPM's v3.1 API documents only 200 and 500 for client.api/get: no 404 for an unknown client.
+    client = _mock_client([answer], sleeps)
+
+    assert client.get_client("bbbbbbbb-0000-0000-0000-000000000002") is None
+    assert client.calls == 1
+    assert sleeps.calls == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(
+            500, json={"Title": "Internal Server Error", "Detail": "An unexpected error occurred"}
+        ),
+        httpx.Response(503, content=b"Service Unavailable"),
+        httpx.Response(500, content=b'{"Detail": "not found" truncated'),
+    ],
+    ids=["unexpected", "bare-503", "broken-json"],
+)
+def test_get_client_retries_a_server_error_that_does_not_say_the_client_is_gone(sleeps, answer):
+    client = _mock_client([answer], sleeps, max_attempts=3)
+
+    with pytest.raises(XpmUnavailable):
+        client.get_client("bbbbbbbb-0000-0000-0000-000000000002")
+
+    assert client.calls == 3
+    assert len(sleeps.calls) == 2
+
+
+def test_a_list_that_answers_500_with_a_not_found_description_is_still_retried(sleeps):
+    # Only a lookup of one client can mean "gone"; for a list it is a server error like any other.
+    answers = [httpx.Response(500, content=_xml_error("Client not found")), _ok()]
+    client = _mock_client(answers, sleeps)
+
+    assert client.list_staff()
+    assert client.calls == 2
+
+
+def test_a_json_error_description_is_reported_for_a_refused_call(sleeps):
+    client = _mock_client([httpx.Response(400, json={"ErrorDescription": "Invalid detailed flag"})], sleeps)
+
+    with pytest.raises(xml.XpmStatusError) as caught:
+        client.list_staff()
+
+    assert caught.value.description == "Invalid detailed flag"
+
+
 def test_get_client_raises_an_application_error_that_may_pass(sleeps):
     client = _mock_client([_ok(_xml_error("Service temporarily unavailable"))], sleeps)
 

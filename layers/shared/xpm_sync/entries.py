@@ -226,6 +226,14 @@ XPM_UNAVAILABLE = _kind(
     "XPM did not answer, or answered with a server error, after several tries.",
     "Nothing to do: the next hourly sync will try again. If it keeps failing, check Xero's status page.",
 )
+XPM_RETRIES_POSTPONED = _kind(
+    "XPM_RETRIES_POSTPONED",
+    "warning",
+    "run",
+    "Clients that failed in an earlier run could not be fetched from XPM again (XPM did not answer, "
+    "or refused those calls); the rest of the run completed and they still await a retry.",
+    "Nothing to do: the next hourly sync asks XPM for them again.",
+)
 XPM_RATE_LIMITED = _kind(
     "XPM_RATE_LIMITED",
     "error",

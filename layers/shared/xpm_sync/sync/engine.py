@@ -303,10 +303,20 @@ def _sync_with(
         clients.settle()
         progress.retry_uuids = set(clients.failed_uuids)
         return
-    vanished: set[str] = set()
-    for uuid in sorted(
+    pending = sorted(
         progress.retry_uuids - clients.synced_uuids - clients.failed_uuids - clients.waiting_uuids
-    ):
+    )
+    vanished = _retry_clients(xpm, clients, pending, progress.entries)
+    clients.settle()
+    progress.retry_uuids = (progress.retry_uuids - clients.synced_uuids - vanished) | clients.failed_uuids
+
+
+def _retry_clients(xpm: XpmClient, clients: ClientSync, pending: list[str], entries: list[Entry]) -> set[str]:
+    """Fetch each client that failed in an earlier run by itself and apply it (SPEC A7), and return
+    the UUIDs XPM no longer knows. A client XPM refuses or cannot give now stays awaiting a retry."""
+    vanished: set[str] = set()
+    postponed = 0
+    for position, uuid in enumerate(pending):
         try:
             retried = xpm.get_client(uuid)
         except XpmStatusError as error:
@@ -318,13 +328,32 @@ def _sync_with(
                 "XPM refused a client awaiting retry; it is asked again next run",
                 extra={"xpm_uuid": uuid, "error": str(error)},
             )
+            postponed += 1
             continue
+        except XpmUnavailable as error:
+            # The list is read and applied, and that work stands: the clients still awaiting a
+            # retry wait one more hour. Asking an XPM that is down for each of them would only
+            # spend the invocation's time and the firm's quota.
+            logger.warning(
+                "XPM unavailable while clients awaiting retry were fetched; they are asked again next run",
+                extra={"xpm_uuid": uuid, "error": str(error), "postponed": len(pending) - position},
+            )
+            postponed += len(pending) - position
+            break
         if retried is None:
             vanished.add(uuid)  # gone from XPM: nothing left to retry
         else:
             clients.apply(retried)
-    clients.settle()
-    progress.retry_uuids = (progress.retry_uuids - clients.synced_uuids - vanished) | clients.failed_uuids
+    if postponed:
+        entries.append(
+            raise_entry(
+                codes.XPM_RETRIES_POSTPONED,
+                label="Sync run",
+                message=f"{postponed} client(s) that failed in an earlier run could not be fetched from "
+                "XPM again; they stay awaiting a retry.",
+            )
+        )
+    return vanished
 
 
 def _stream_clients(

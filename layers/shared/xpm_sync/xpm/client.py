@@ -9,6 +9,7 @@ request header: it is not logged and never appears in an exception.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import threading
@@ -254,9 +255,15 @@ class XpmClient:
             retried_status = status in (401, 429) or status >= 500
             try:
                 failure = None if retried_status else self._failure(response, path, missing_ok)
+                # XPM's v3.1 API documents no 404 for a client lookup, only 200 and 500: a 500
+                # saying the client does not exist is an answer, and asking again would not change it.
+                if status >= 500 and missing_ok and client_gone(self._error_description(response)):
+                    failure = _NotFound()
             finally:
                 response.close()
                 self._budget.release()
+            if isinstance(failure, _NotFound):
+                raise failure
             if status == 401:
                 if refreshed:
                     raise XpmAuthError(
@@ -291,8 +298,8 @@ class XpmClient:
         return XpmBadResponse(f"XPM answered HTTP {status} for {path}")
 
     def _error_description(self, response: httpx.Response) -> str | None:
-        # Some application errors come back as a 4xx with the usual XML body; its description is
-        # far more useful to an admin than the bare status.
+        # Some application errors come back as a 4xx or 5xx with the usual XML body, or as JSON
+        # (`{"ErrorDescription": ...}`); its description is far more useful than the bare status.
         try:
             body = b""
             for chunk in response.iter_bytes():
@@ -301,6 +308,8 @@ class XpmClient:
                     return None
         except httpx.HTTPError:
             return None
+        if body.lstrip().startswith(b"{"):
+            return _json_error_description(body)
         try:
             for _ in xml.iter_elements([body], xml.CLIENT_PATH):
                 pass
@@ -396,6 +405,26 @@ def format_modified_since(moment: datetime) -> str:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("modified_since must be timezone-aware")
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+# Where an XPM error answered in JSON puts its description: the v3.1 API's own error object, then
+# Xero's gateway problem (`Detail`). Matched case-insensitively.
+_JSON_DESCRIPTION_KEYS = ("errordescription", "detail", "message")
+
+
+def _json_error_description(body: bytes) -> str | None:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    by_key = {str(key).casefold(): value for key, value in document.items()}
+    for key in _JSON_DESCRIPTION_KEYS:
+        value = by_key.get(key)
+        if isinstance(value, str) and value.strip():
+            return xml.sanitise(value)
+    return None
 
 
 def client_gone(description: str | None) -> bool:
