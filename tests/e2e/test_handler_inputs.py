@@ -193,13 +193,20 @@ def test_a_lone_record_whose_run_fails_for_now_is_reported_for_sqs_to_retry(worl
     assert world.last_run().status == "failed"
 
 
-def test_a_firm_with_no_status_and_no_practice_chosen_is_not_queued(world: SyncWorld) -> None:
+def test_an_enabled_firm_with_no_status_and_no_practice_is_queued_and_the_worker_runs_nothing(
+    world: SyncWorld,
+) -> None:
+    # SPEC B1: one message per firm whose sync is enabled; the worker decides whether it can sync.
     aws_clients.table(world.names.config_table).update_item(
         Key={"firm_id": world.firm_id},
         UpdateExpression="REMOVE #s, tenant_id",
         ExpressionAttributeNames={"#s": "status"},
     )
+    runs_before = len(world.runs())
 
-    answer = dispatch_handler({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}, None)
+    deliveries = world.run_hourly()
 
-    assert answer == {"queued": 0}
+    assert [body["firm_id"] for d in deliveries for body in d.bodies] == [world.firm_id]
+    assert [d.failed for d in deliveries] == [[]]
+    assert len(world.runs()) == runs_before
+    assert world.sim.calls_to("/practicemanager/") == []

@@ -139,15 +139,17 @@ class ConfigRepository:
         return True
 
     def enabled_firm_ids(self) -> Iterator[str]:
-        """Every firm whose hourly sync is on and whose connection works.
+        """Every firm whose hourly sync is on (SPEC B1), less those whose status says the
+        connection is broken or gone: a message for them would only be dropped by the worker.
 
+        An item with no status is queued: the worker judges it as it judges every firm (a firm can
+        disconnect between dispatch and delivery anyway), by :meth:`FirmConfig.can_sync`.
         A scan is right here: the dispatcher reads the whole table once an hour, and SPEC B3
         rules out secondary indexes.
         """
         kwargs: dict[str, Any] = {
-            # As FirmConfig.connection reads it: an item without status is connected once it has a tenant.
             "FilterExpression": Attr("sync_enabled").eq(True)
-            & (Attr("status").eq("connected") | (Attr("status").not_exists() & Attr("tenant_id").exists())),
+            & (Attr("status").eq("connected") | Attr("status").not_exists()),
             "ProjectionExpression": "firm_id",
         }
         while True:
