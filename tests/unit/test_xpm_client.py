@@ -292,6 +292,25 @@ def test_429_retries_are_bounded_by_max_attempts(make_client, sleeps, sim):
     assert sleeps.calls == [1.0, 1.0]
 
 
+def test_a_minute_limit_that_persists_after_one_window_is_not_waited_out_again(sleeps):
+    # No invocation deadline (a handler called without a Lambda context): still one window at most.
+    client = _mock_client([_too_many("minute", retry_after="60")], sleeps)
+
+    with pytest.raises(XpmRateLimited) as caught:
+        client.list_staff()
+
+    assert sleeps.calls == [60.0]
+    assert client.calls == 2
+    assert caught.value.problem == "minute"
+
+
+def test_short_rate_limit_waits_add_up_to_at_most_one_window_and_a_margin(sleeps):
+    client = _mock_client([_too_many("minute", retry_after="40")] * 2 + [_ok()], sleeps)
+
+    assert client.list_staff()
+    assert sleeps.calls == [40.0, 40.0]
+
+
 def test_the_simulators_own_minute_limit_is_respected(make_client, sim):
     # Another process spent this tenant's minute: the local budget has room, XPM has none.
     sim.limits.per_minute = 3

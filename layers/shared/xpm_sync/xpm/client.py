@@ -43,6 +43,10 @@ BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 30.0
 # XPM sends Retry-After with every 429; if it is ever missing, a minute is the limit's own window.
 DEFAULT_RETRY_AFTER_SECONDS = 60.0
+# One call waits out rate limits for at most this long in all: one minute's window and a margin.
+# A tenant still limited after that is spent by something the run cannot wait for; the next run
+# carries on, rather than this invocation idling through several more windows.
+MAX_RATE_LIMIT_WAIT_SECONDS = 90.0
 # ...except for the concurrent-calls limit, which frees up as soon as a call in flight ends: a 429
 # for it without Retry-After waits a short jittered back-off, never less than this.
 CONCURRENT_RETRY_FLOOR_SECONDS = 1.0
@@ -229,6 +233,7 @@ class XpmClient:
         token = self._tokens.access_token()
         refreshed = False
         failures = 0
+        waited_for_limits = 0.0
         while True:
             self._budget.acquire(max_wait=self._time_left())
             started = time.monotonic()
@@ -275,7 +280,7 @@ class XpmClient:
                 continue
             if status == 429:
                 failures += 1
-                self._wait_for_rate_limit(response, failures)
+                waited_for_limits += self._wait_for_rate_limit(response, failures, waited_for_limits)
                 continue
             if status >= 500:
                 failures += 1
@@ -335,7 +340,10 @@ class XpmClient:
             raise XpmUnavailable(f"XPM unavailable and no time left to retry: {why}") from cause
         self._sleep(delay)
 
-    def _wait_for_rate_limit(self, response: httpx.Response, failures: int) -> None:
+    def _wait_for_rate_limit(self, response: httpx.Response, failures: int, waited: float) -> float:
+        """Sleep out a 429 and return the seconds slept, or raise ``XpmRateLimited`` when the wait
+        does not fit: a day's limit, the attempts or the invocation's time used up, or more than
+        :data:`MAX_RATE_LIMIT_WAIT_SECONDS` waited by this call in all."""
         problem = (response.headers.get("X-Rate-Limit-Problem") or "").strip().lower() or None
         retry_after = _retry_after(response.headers.get("Retry-After"))
         if retry_after is None:
@@ -353,7 +361,11 @@ class XpmClient:
                 problem="day",
             )
         left = self._time_left()
-        if failures >= self._max_attempts or (left is not None and retry_after > left):
+        if (
+            failures >= self._max_attempts
+            or (left is not None and retry_after > left)
+            or waited + retry_after > MAX_RATE_LIMIT_WAIT_SECONDS
+        ):
             raise XpmRateLimited(
                 f"XPM rate limit ({problem or 'unknown'}) reached for tenant {self._tenant_id}; "
                 f"retry after {retry_after:.0f}s",
@@ -361,6 +373,7 @@ class XpmClient:
                 problem=problem,
             )
         self._sleep(retry_after)
+        return retry_after
 
     # --- plumbing -----------------------------------------------------------------------------
 
