@@ -748,6 +748,32 @@ def test_xero_refusing_the_apps_own_credentials_is_an_operator_entry_not_retried
     assert fw.secret()["refresh_token"] in before.secret_values
 
 
+def test_only_a_run_that_must_refresh_needs_the_apps_own_credentials(fw: FaultWorld) -> None:
+    # Given the app's credentials secret cannot be read (deleted by mistake) and the firm's access
+    # token is still fresh
+    FAULT_LEDGER["app_secret_deleted"] += 1
+    aws_clients.client("secretsmanager").delete_secret(
+        SecretId=fw.world.names.app_secret_id, ForceDeleteWithoutRecovery=True
+    )
+    before = snapshot(fw)
+
+    deliveries = fw.run_hourly()
+
+    # Then the hourly run completes: only a refresh asks Xero for anything with them
+    assert deliveries[0].failed == []
+    assert_invariants(fw, before=before, status="success")
+
+    # And a run that must refresh fails by itself, recorded in the firm's log, for SQS to retry
+    fw.sim.expire_access_tokens()
+    before = snapshot(fw)
+
+    deliveries = fw.run_hourly()
+
+    assert deliveries[0].failed == [{"firm_id": fw.world.firm_id, "trigger": "schedule"}]
+    assert_invariants(fw, before=before, status="failed", codes=("INTERNAL_ERROR",))
+    assert fw.world.config().status == "connected", "the firm's connection is not at fault"
+
+
 def test_a_connection_revoked_at_xero_asks_to_reconnect(fw: FaultWorld) -> None:
     FAULT_LEDGER["revoke_all"] += 1
     fw.sim.revoke_all()

@@ -232,6 +232,31 @@ def test_a_store_without_identity_can_save_and_load_but_not_refresh(
         store.for_firm("firm-1").access_token(force_refresh=True)
 
 
+def test_an_identity_from_a_factory_is_built_at_the_first_refresh_and_only_once(
+    secrets: Any, sim: Any, identity: XeroIdentity, clock: SharedClock
+) -> None:
+    built: list[XeroIdentity] = []
+
+    def build() -> XeroIdentity:
+        built.append(identity)
+        return identity
+
+    store = TokenStore(
+        secrets_client=secrets, prefix=PREFIX, identity=None, identity_factory=build, clock=clock
+    )
+    tokens = connected(store, sim, clock)
+    firm = store.for_firm("firm-1")
+
+    assert firm.access_token() == tokens.access_token
+    assert built == [], "a fresh access token needs no identity"
+    clock.advance(ACCESS_LIFETIME)
+    assert firm.access_token() != tokens.access_token
+    clock.advance(ACCESS_LIFETIME)
+    firm.access_token()
+    assert firm.refreshed == 2
+    assert len(built) == 1
+
+
 # --- when to refresh (SPEC A8: 30-minute access tokens) ---
 
 

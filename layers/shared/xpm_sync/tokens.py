@@ -121,10 +121,12 @@ class TokenStore:
         clock: Clock,
         sleep: Callable[[float], None] = time.sleep,
         lock: RefreshLock | None = None,
+        identity_factory: Callable[[], XeroIdentity] | None = None,
     ) -> None:
         self._secrets = secrets_client
         self._prefix = prefix
         self._identity = identity
+        self._identity_factory = identity_factory
         self._clock = clock
         self._sleep = sleep
         self._lock = lock
@@ -162,6 +164,10 @@ class TokenStore:
         return int(self._clock.now().timestamp())
 
     def _refresh(self, refresh_token: str) -> TokenSet:
+        if self._identity is None and self._identity_factory is not None:
+            # Built at the first refresh: a run whose access token is still fresh never reads the
+            # app's secret, and a secret that cannot be read fails that run, not the whole batch.
+            self._identity = self._identity_factory()
         if self._identity is None:
             raise TypeError("this TokenStore was built without a XeroIdentity, so it cannot refresh")
         return self._identity.refresh(refresh_token)

@@ -39,11 +39,13 @@ def xero_identity(settings: XeroSettings, clock: Clock, *, http: httpx.Client | 
 
 
 def token_store(settings: XeroSettings, clock: Clock, identity: XeroIdentity | None = None) -> TokenStore:
-    """The firm token store; refreshes take their lease in the Config table (one writer per firm)."""
+    """The firm token store; refreshes take their lease in the Config table (one writer per firm).
+    Without ``identity``, one is built (and the app's secret read) at the first refresh."""
     return TokenStore(
         secrets_client=aws.client("secretsmanager"),
         prefix=settings.token_secret_prefix,
-        identity=identity or xero_identity(settings, clock),
+        identity=identity,
+        identity_factory=lambda: xero_identity(settings, clock),
         clock=clock,
         lock=RefreshLock(aws.table(settings.config_table), clock),
     )
