@@ -32,8 +32,14 @@ $(SAM_VENV)/.installed: requirements/sam.lock
 
 # The two environments install side by side: pip spends most of its time unpacking and compiling
 # on one core, so a fresh clone's `make test` waits for the slower of the two instead of both.
+# That sub-make is the only place anything runs in parallel: every other target runs in order even
+# under -j, so two recipes never install into one environment at once.
+ifndef XPM_SYNC_INSTALLING
+.NOTPARALLEL:
+endif
+
 install:
-	@$(MAKE) --no-print-directory -j2 $(VENV)/.installed $(SAM_VENV)/.installed
+	@$(MAKE) -s --no-print-directory -j2 XPM_SYNC_INSTALLING=1 $(VENV)/.installed $(SAM_VENV)/.installed
 
 # The layer's requirements.txt is generated from pyproject.toml (one source of dependencies).
 requirements: $(VENV)/.installed
@@ -52,8 +58,7 @@ validate: $(SAM_VENV)/.installed
 pytest: $(VENV)/.installed
 	$(VENV)/bin/pytest -n 2 --cov --cov-report=term
 
-test: install
-	@$(MAKE) --no-print-directory lint typecheck validate pytest
+test: install lint typecheck validate pytest
 
 demo: $(VENV)/.installed
 	$(PY) -m local.demo
