@@ -415,19 +415,26 @@ def test_a_brief_xpm_outage_is_retried_inside_the_run(fw: FaultWorld) -> None:
     assert_complete(fw.world)
 
 
-def test_xpm_down_while_failed_clients_are_fetched_again_keeps_the_run_and_the_retries(
-    fw: FaultWorld,
-) -> None:
-    # Given two clients that failed last run (no partner, no default partner) and that XPM's
-    # incremental list will not bring again, so only the retry asks for them
+def _clients_awaiting_retry(fw: FaultWorld, count: int) -> list[Any]:
+    """``count`` clients that failed last run (no partner, no default partner) and that XPM's
+    incremental list will not bring again, so that only the retry asks for them; in retry order."""
     world = fw.world
-    failing = world.clean_clients()[:2]
+    failing = world.clean_clients()[:count]
     for client in failing:
         world.practice.update_client(client.uuid, AccountManager=None)
         world.practice.client(client.uuid).modified_at = datetime.now(UTC) - timedelta(days=3)
     fw.run_hourly()
     assert world.config().retry_client_uuids == {c.uuid for c in failing}
-    renamed = world.clean_clients()[2]
+    return sorted(failing, key=lambda c: c.uuid)
+
+
+def test_xpm_down_while_failed_clients_are_fetched_again_keeps_the_run_and_the_retries(
+    fw: FaultWorld,
+) -> None:
+    # Given three clients awaiting a retry, and a client renamed in XPM since the last run
+    world = fw.world
+    failing = _clients_awaiting_retry(fw, 3)
+    renamed = world.clean_clients()[3]
     world.practice.update_client(renamed.uuid, Name="Renamed While XPM Fails Pty Ltd")
     # When every client.api/get of the next run fails at XPM's gateway
     fw.fault("server_error", times=None, path="client.api/get")
@@ -435,24 +442,58 @@ def test_xpm_down_while_failed_clients_are_fetched_again_keeps_the_run_and_the_r
 
     deliveries = fw.run_hourly()
 
-    # Then the list's work stands and the run is not failed or retried by SQS; both clients still
-    # await their retry, and XPM was asked for the first only, within its bounded retries
+    # Then the list's work stands and the run is not failed or retried by SQS; all three still
+    # await their retry, and after two clients XPM could not give the third was not asked
     assert deliveries[0].failed == []
     run = assert_invariants(fw, before=before, status="success", codes=("XPM_RETRIES_POSTPONED",))
     postponed = next(e for e in world.entries(run) if e.code == "XPM_RETRIES_POSTPONED")
     assert postponed.severity == "warning"
-    assert postponed.message.startswith("2 client(s)")
+    assert postponed.message.startswith("3 client(s)")
+    assert "XPM did not answer" in postponed.message
     assert world.client_by_uuid(renamed.uuid)["legal_name"] == "Renamed While XPM Fails Pty Ltd"
     assert world.config().retry_client_uuids == {c.uuid for c in failing}
-    assert len(fw.sim.calls_to("client.api/get")) == 4
-    assert len(fw.sleeps) == 3
+    assert [len(fw.sim.calls_to(f"client.api/get/{c.uuid}")) for c in failing] == [4, 4, 0]
 
-    # And once XPM answers again and the admin sets a Default Partner, the next run syncs both
+    # And once XPM answers again and the admin sets a Default Partner, the next run syncs them
     default_partner = world.set_default_partner()
     run = recover(fw)
     assert world.config().retry_client_uuids == set()
-    assert [world.client_by_uuid(c.uuid)["partner_user_id"] for c in failing] == [default_partner] * 2
+    assert [world.client_by_uuid(c.uuid)["partner_user_id"] for c in failing] == [default_partner] * 3
     assert world.entries(run) == []
+
+
+def test_one_client_xpm_cannot_give_does_not_hold_up_the_other_retries(fw: FaultWorld) -> None:
+    # Given two clients awaiting a retry, the first of which XPM cannot give (a 500 every time)
+    stuck, other = _clients_awaiting_retry(fw, 2)
+    fw.fault("server_error", times=None, path=f"client.api/get/{stuck.uuid}")
+    default_partner = fw.world.set_default_partner()
+    before = snapshot(fw)
+
+    deliveries = fw.run_hourly()
+
+    # Then the other one syncs, and only the stuck one waits for the next run
+    assert deliveries[0].failed == []
+    assert_invariants(fw, before=before, status="success", codes=("XPM_RETRIES_POSTPONED",))
+    assert fw.world.client_by_uuid(other.uuid)["partner_user_id"] == default_partner
+    assert fw.world.config().retry_client_uuids == {stuck.uuid}
+    assert len(fw.sim.calls_to(f"client.api/get/{other.uuid}")) == 1
+
+
+def test_a_days_rate_limit_met_while_failed_clients_are_fetched_again_leaves_them_for_the_next_run(
+    fw: FaultWorld,
+) -> None:
+    failing = _clients_awaiting_retry(fw, 2)
+    fw.fault("rate_limit", times=None, path="client.api/get", retry_after=3600, problem="day")
+    before = snapshot(fw)
+
+    deliveries = fw.run_hourly()
+
+    assert deliveries[0].failed == []
+    run = assert_invariants(fw, before=before, status="success", codes=("XPM_RETRIES_POSTPONED",))
+    [postponed] = [e for e in fw.world.entries(run) if e.code == "XPM_RETRIES_POSTPONED"]
+    assert "rate limit" in postponed.message
+    assert fw.world.config().retry_client_uuids == {c.uuid for c in failing}
+    assert len(fw.sim.calls_to("client.api/get")) == 1, "no call after the day's limit"
 
 
 def test_xpm_slower_than_the_client_timeout_fails_the_run_as_unavailable(fw: FaultWorld) -> None:
@@ -763,14 +804,16 @@ def test_only_a_run_that_must_refresh_needs_the_apps_own_credentials(fw: FaultWo
     assert deliveries[0].failed == []
     assert_invariants(fw, before=before, status="success")
 
-    # And a run that must refresh fails by itself, recorded in the firm's log, for SQS to retry
+    # And a run that must refresh fails by itself, recorded in the firm's log for an operator
     fw.sim.expire_access_tokens()
     before = snapshot(fw)
 
     deliveries = fw.run_hourly()
 
-    assert deliveries[0].failed == [{"firm_id": fw.world.firm_id, "trigger": "schedule"}]
-    assert_invariants(fw, before=before, status="failed", codes=("INTERNAL_ERROR",))
+    assert deliveries[0].failed == [], "SQS retrying it would meet the same secret"
+    run = assert_invariants(fw, before=before, status="failed", codes=("XERO_APP_CREDENTIALS_INVALID",))
+    [entry] = [e for e in fw.world.entries(run) if e.entity == "run"]
+    assert "could not be read" in entry.message
     assert fw.world.config().status == "connected", "the firm's connection is not at fault"
 
 

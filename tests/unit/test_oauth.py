@@ -84,6 +84,21 @@ def test_a_rotated_app_secret_applies_to_the_next_request(api: ApiHarness) -> No
     assert done.location_query == {"connected": "1"}
 
 
+@pytest.mark.parametrize("broken", ["deleted", "not JSON"])
+def test_an_app_secret_that_cannot_be_used_is_our_500_not_xeros_fault(api: ApiHarness, broken: str) -> None:
+    secrets = boto3.client("secretsmanager")
+    if broken == "deleted":
+        secrets.delete_secret(SecretId=api.names.app_secret_id, ForceDeleteWithoutRecovery=True)
+    else:
+        secrets.put_secret_value(SecretId=api.names.app_secret_id, SecretString="not json")
+
+    answer = api.call_oauth("connect", claims=admin_claims(), body={})
+
+    assert answer.status == 500
+    assert answer.json["error"]["code"] == "INTERNAL_ERROR"
+    assert api.names.app_secret_id not in answer.text
+
+
 def test_each_connect_gets_its_own_state(api: ApiHarness) -> None:
     first = _query(api.start_connect())["state"]
     second = _query(api.start_connect())["state"]

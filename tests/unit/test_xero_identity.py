@@ -22,6 +22,7 @@ from xpm_sync.xero.identity import (
     SCOPES,
     AccessDenied,
     AppCredentials,
+    AppCredentialsUnavailable,
     Connection,
     InvalidClient,
     InvalidGrant,
@@ -493,5 +494,11 @@ def test_a_malformed_app_secret_is_an_error_naming_the_secret(body: str) -> None
     client = boto3.client("secretsmanager")
     client.create_secret(Name="xpm-sync/app", SecretString=body)
 
-    with pytest.raises(XeroIdentityError, match="xpm-sync/app"):
+    with pytest.raises(AppCredentialsUnavailable, match="xpm-sync/app"):
         load_app_credentials(client, "xpm-sync/app")
+
+
+@mock_aws
+def test_an_app_secret_that_cannot_be_read_is_an_error_naming_the_secret_and_the_cause() -> None:
+    with pytest.raises(AppCredentialsUnavailable, match=r"xpm-sync/app could not be read \(ResourceNotFound"):
+        load_app_credentials(boto3.client("secretsmanager"), "xpm-sync/app")

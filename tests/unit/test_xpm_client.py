@@ -304,7 +304,7 @@ def test_a_minute_limit_that_persists_after_one_window_is_not_waited_out_again(s
     assert caught.value.problem == "minute"
 
 
-def test_short_rate_limit_waits_add_up_to_at_most_one_window_and_a_margin(sleeps):
+def test_rate_limit_waits_that_add_up_to_less_than_the_cap_are_all_waited_out(sleeps):
     client = _mock_client([_too_many("minute", retry_after="40")] * 2 + [_ok()], sleeps)
 
     assert client.list_staff()
@@ -440,9 +440,8 @@ def test_get_client_is_none_when_xpm_says_the_client_does_not_exist(sleeps, answ
     [
         httpx.Response(500, content=_xml_error("Client not found"), headers={"Content-Type": "text/xml"}),
         httpx.Response(500, json={"status": "ERROR", "errorDescription": "Client not found"}),
-        httpx.Response(500, json={"Title": "Internal Server Error", "Detail": "The client does not exist"}),
     ],
-    ids=["xml", "json-error", "json-gateway"],
+    ids=["xml", "json"],
 )
 def test_get_client_is_none_when_xpm_answers_500_that_the_client_does_not_exist(sleeps, answer):
     # XPM's v3.1 API documents only 200 and 500 for client.api/get: no 404 for an unknown client.
@@ -461,10 +460,14 @@ def test_get_client_is_none_when_xpm_answers_500_that_the_client_does_not_exist(
         ),
         httpx.Response(503, content=b"Service Unavailable"),
         httpx.Response(500, content=b'{"Detail": "not found" truncated'),
+        # A gateway's words are not XPM's answer about the client, whatever they say.
+        httpx.Response(500, json={"Title": "Internal Server Error", "Detail": "The client does not exist"}),
+        httpx.Response(503, json={"message": "Upstream service not found"}),
+        httpx.Response(502, content=_xml_error("Client not found")),
     ],
-    ids=["unexpected", "bare-503", "broken-json"],
+    ids=["unexpected", "bare-503", "broken-json", "gateway-500", "gateway-503", "xml-502"],
 )
-def test_get_client_retries_a_server_error_that_does_not_say_the_client_is_gone(sleeps, answer):
+def test_get_client_retries_a_server_error_that_is_not_xpms_own_answer(sleeps, answer):
     client = _mock_client([answer], sleeps, max_attempts=3)
 
     with pytest.raises(XpmUnavailable):
@@ -472,6 +475,18 @@ def test_get_client_retries_a_server_error_that_does_not_say_the_client_is_gone(
 
     assert client.calls == 3
     assert len(sleeps.calls) == 2
+
+
+def test_get_client_raises_xpms_own_500_that_does_not_say_the_client_is_gone_without_retrying(sleeps):
+    answer = httpx.Response(500, content=_xml_error("Object reference not set to an instance of an object"))
+    client = _mock_client([answer], sleeps)
+
+    with pytest.raises(xml.XpmStatusError) as caught:
+        client.get_client("bbbbbbbb-0000-0000-0000-000000000002")
+
+    assert caught.value.description == "Object reference not set to an instance of an object"
+    assert client.calls == 1
+    assert sleeps.calls == []
 
 
 def test_a_list_that_answers_500_with_a_not_found_description_is_still_retried(sleeps):

@@ -231,7 +231,8 @@ XPM_RETRIES_POSTPONED = _kind(
     "warning",
     "run",
     "Clients that failed in an earlier run could not be fetched from XPM again (XPM did not answer, "
-    "or refused those calls); the rest of the run completed and they still await a retry.",
+    "refused those calls, or its rate limit was reached); the rest of the run completed and they "
+    "still await a retry.",
     "Nothing to do: the next hourly sync asks XPM for them again.",
 )
 XPM_RATE_LIMITED = _kind(
@@ -253,7 +254,7 @@ XERO_APP_CREDENTIALS_INVALID = _kind(
     "error",
     "run",
     "Xero refused the integration's own app credentials (client id and secret) while renewing the "
-    "firm's access; nothing is wrong with the firm's connection or data.",
+    "firm's access, or they could not be read; nothing is wrong with the firm's connection or data.",
     "Nothing to fix in XPM or Active: contact support with this run's id. Operators: check the Xero "
     "app credentials secret (APP_SECRET_ID) against the app in Xero's developer portal.",
 )

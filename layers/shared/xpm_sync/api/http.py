@@ -27,7 +27,7 @@ from xpm_sync.api.caller import admin_caller
 from xpm_sync.api.errors import ApiError, InvalidField, TooManyRequests, XeroUnavailable
 from xpm_sync.api.models import ErrorBody, ErrorDetail
 from xpm_sync.observability import logger
-from xpm_sync.xero.identity import XeroIdentityError
+from xpm_sync.xero.identity import AppCredentialsUnavailable, XeroIdentityError
 
 ROUTE_ROOT = "/integrations/xpm"
 
@@ -145,6 +145,12 @@ def _xero(error: XeroIdentityError) -> Response[str]:
     return error_response(fallback.status, fallback.code, fallback.message)
 
 
+def _app_credentials(error: AppCredentialsUnavailable) -> Response[str]:
+    # The deployment's own secret, not Xero and not the caller: an operator's fix.
+    logger.error("the app's credentials secret could not be used", extra={"detail": str(error)})
+    return error_response(500, "INTERNAL_ERROR", "Something went wrong on our side; try again later.")
+
+
 def _not_utf8(_: UnicodeDecodeError) -> Response[str]:
     # Raised while Powertools decodes the body, before any JSON parsing: a body of raw bytes.
     return error_response(400, "INVALID_JSON", "The request body must be a JSON object.")
@@ -165,6 +171,7 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
     app.not_found(_no_route)
     app.exception_handler(ServiceError)(_service_error)
     app.exception_handler(XeroIdentityError)(_xero)
+    app.exception_handler(AppCredentialsUnavailable)(_app_credentials)
     app.exception_handler(UnicodeDecodeError)(_not_utf8)
     app.exception_handler(Exception)(_unexpected)
 

@@ -28,7 +28,7 @@ from xpm_sync.runtime import unlimited
 from xpm_sync.sync.clients import ClientSync, People
 from xpm_sync.sync.users import sync_users
 from xpm_sync.tokens import FirmDisconnected, NeedsReconnect, TokenStore
-from xpm_sync.xero.identity import InvalidClient, InvalidGrant, XeroIdentityError
+from xpm_sync.xero.identity import AppCredentialsUnavailable, InvalidClient, InvalidGrant, XeroIdentityError
 from xpm_sync.xpm.client import AccessTokenSource, XpmClient
 from xpm_sync.xpm.errors import (
     XpmAuthError,
@@ -48,6 +48,9 @@ MODIFIED_SINCE_MARGIN = timedelta(minutes=5)
 CONTINUATION_LOST_AFTER = timedelta(hours=2)
 # Past this many records awaiting a retry, one full read is cheaper than one call per record.
 MAX_SINGLE_RETRIES = 50
+# XPM failing this many clients awaiting retry in a row is down, not troubled by one record: the
+# rest of them wait for the next run.
+UNAVAILABLE_RETRIES_IN_A_ROW = 2
 # With less time than this left in the invocation, a run saves a checkpoint and queues its own
 # continuation: enough to write the entries so far, the run and the checkpoint.
 CHECKPOINT_MARGIN_SECONDS = 60.0
@@ -313,9 +316,12 @@ def _sync_with(
 
 def _retry_clients(xpm: XpmClient, clients: ClientSync, pending: list[str], entries: list[Entry]) -> set[str]:
     """Fetch each client that failed in an earlier run by itself and apply it (SPEC A7), and return
-    the UUIDs XPM no longer knows. A client XPM refuses or cannot give now stays awaiting a retry."""
+    the UUIDs XPM no longer knows. A client XPM refuses or cannot give now stays awaiting a retry;
+    the list's work stands either way."""
     vanished: set[str] = set()
-    postponed = 0
+    postponed: list[str] = []
+    reasons: dict[str, None] = {}  # in the order met
+    unavailable_in_a_row = 0
     for position, uuid in enumerate(pending):
         try:
             retried = xpm.get_client(uuid)
@@ -328,18 +334,35 @@ def _retry_clients(xpm: XpmClient, clients: ClientSync, pending: list[str], entr
                 "XPM refused a client awaiting retry; it is asked again next run",
                 extra={"xpm_uuid": uuid, "error": str(error)},
             )
-            postponed += 1
+            postponed.append(uuid)
+            reasons[f"XPM refused: {error.description or 'no description'}"] = None
+            unavailable_in_a_row = 0
             continue
         except XpmUnavailable as error:
-            # The list is read and applied, and that work stands: the clients still awaiting a
-            # retry wait one more hour. Asking an XPM that is down for each of them would only
-            # spend the invocation's time and the firm's quota.
+            postponed.append(uuid)
+            reasons["XPM did not answer"] = None
+            unavailable_in_a_row += 1
+            # One client XPM cannot give must not hold up the others; two in a row is XPM down, and
+            # asking it for each of the rest would only spend the invocation's time and the quota.
+            rest = pending[position + 1 :] if unavailable_in_a_row >= UNAVAILABLE_RETRIES_IN_A_ROW else []
             logger.warning(
-                "XPM unavailable while clients awaiting retry were fetched; they are asked again next run",
+                "XPM did not give a client awaiting retry; it is asked again next run",
+                extra={"xpm_uuid": uuid, "error": str(error), "also_postponed": len(rest)},
+            )
+            if rest:
+                postponed.extend(rest)
+                break
+            continue
+        except XpmRateLimited as error:
+            # Every further call would meet the same limit.
+            logger.warning(
+                "XPM's rate limit was reached while clients awaiting retry were fetched",
                 extra={"xpm_uuid": uuid, "error": str(error), "postponed": len(pending) - position},
             )
-            postponed += len(pending) - position
+            postponed.extend(pending[position:])
+            reasons["XPM's rate limit was reached"] = None
             break
+        unavailable_in_a_row = 0
         if retried is None:
             vanished.add(uuid)  # gone from XPM: nothing left to retry
         else:
@@ -349,8 +372,8 @@ def _retry_clients(xpm: XpmClient, clients: ClientSync, pending: list[str], entr
             raise_entry(
                 codes.XPM_RETRIES_POSTPONED,
                 label="Sync run",
-                message=f"{postponed} client(s) that failed in an earlier run could not be fetched from "
-                "XPM again; they stay awaiting a retry.",
+                message=f"{len(postponed)} client(s) that failed in an earlier run could not be fetched "
+                f"from XPM again ({'; '.join(reasons)}); they stay awaiting a retry.",
             )
         )
     return vanished
@@ -457,6 +480,12 @@ def _identity_failure(error: XeroIdentityError) -> _RunFailure:
         # The token store turns a refused refresh token into NeedsReconnect; this is a safety net.
         return _RunFailure(
             codes.XPM_NEEDS_RECONNECT, "Xero no longer accepts this firm's connection.", reconnect=True
+        )
+    if isinstance(error, AppCredentialsUnavailable):
+        logger.error("the app's credentials secret could not be used", extra={"error": str(error)})
+        return _RunFailure(
+            codes.XERO_APP_CREDENTIALS_INVALID,
+            f"This integration's app credentials could not be read while renewing access: {error}",
         )
     if isinstance(error, InvalidClient):
         # The app's own client id and secret: every firm is affected and only an operator can fix it,

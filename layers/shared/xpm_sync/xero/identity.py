@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
+from botocore.exceptions import ClientError
 
 from xpm_sync.clock import Clock
 from xpm_sync.observability import logger
@@ -77,14 +78,25 @@ class InvalidClient(XeroIdentityError):
     """Xero does not accept the app's client id and secret."""
 
 
+class AppCredentialsUnavailable(XeroIdentityError):
+    """The app's own credentials secret could not be read or is not in its shape: an operator's fix,
+    nothing Xero said."""
+
+
 class AccessDenied(XeroIdentityError):
     """The connections endpoint refused the access token (401/403): refresh, or reconnect."""
 
 
 def load_app_credentials(secrets_client: Any, secret_id: str) -> AppCredentials:
     """The Xero app's client id and secret from the secret ``{"client_id", "client_secret"}``."""
-    answer = secrets_client.get_secret_value(SecretId=secret_id)
-    problem = XeroIdentityError(f"secret {secret_id} is not JSON with string client_id and client_secret")
+    try:
+        answer = secrets_client.get_secret_value(SecretId=secret_id)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "unknown error")
+        raise AppCredentialsUnavailable(f"secret {secret_id} could not be read ({code})") from None
+    problem = AppCredentialsUnavailable(
+        f"secret {secret_id} is not JSON with string client_id and client_secret"
+    )
     try:
         data = json.loads(answer["SecretString"])
     except (KeyError, ValueError):

@@ -1,8 +1,9 @@
 """HTTP client for the XPM v3.1 API (SPEC A8): staff list, client list (streamed) and one client.
 
 Every request goes through the tenant's ``CallBudget`` and is retried only where a retry can help:
-401 once after a forced token refresh, 429 when its ``Retry-After`` fits the time left, 5xx and
-transport failures with exponential backoff and full jitter. Everything else is a typed
+401 once after a forced token refresh, 429 when its ``Retry-After`` fits the time left (and one
+call's waits stay within a minute's window and a margin), 5xx and transport failures with
+exponential backoff and full jitter. Everything else is a typed
 ``XpmError`` the sync turns into a run-level entry. The access token is only ever placed in the
 request header: it is not logged and never appears in an exception.
 """
@@ -259,15 +260,20 @@ class XpmClient:
                 return response
             retried_status = status in (401, 429) or status >= 500
             try:
-                failure = None if retried_status else self._failure(response, path, missing_ok)
-                # XPM's v3.1 API documents no 404 for a client lookup, only 200 and 500: a 500
-                # saying the client does not exist is an answer, and asking again would not change it.
-                if status >= 500 and missing_ok and client_gone(self._error_description(response)):
-                    failure = _NotFound()
+                if not retried_status:
+                    failure: Exception | None = self._failure(response, path, missing_ok)
+                elif status == 500 and missing_ok:
+                    # XPM's v3.1 API documents no 404 for a client lookup, only 200 and 500: a 500
+                    # with XPM's own error is its answer (get_client reads whether the client is
+                    # gone), and asking again would not change it. A gateway's 500 is retried.
+                    description = self._error_description(response, xpm_only=True)
+                    failure = None if description is None else xml.XpmStatusError(description)
+                else:
+                    failure = None
             finally:
                 response.close()
                 self._budget.release()
-            if isinstance(failure, _NotFound):
+            if failure is not None:
                 raise failure
             if status == 401:
                 if refreshed:
@@ -282,12 +288,8 @@ class XpmClient:
                 failures += 1
                 waited_for_limits += self._wait_for_rate_limit(response, failures, waited_for_limits)
                 continue
-            if status >= 500:
-                failures += 1
-                self._back_off(failures, f"HTTP {status} from {path}")
-                continue
-            assert failure is not None
-            raise failure
+            failures += 1  # 5xx, the one status left
+            self._back_off(failures, f"HTTP {status} from {path}")
 
     def _failure(self, response: httpx.Response, path: str, missing_ok: bool) -> Exception:
         """The error a non-200 answer that is not retried stands for."""
@@ -302,9 +304,10 @@ class XpmClient:
                 return xml.XpmStatusError(description)
         return XpmBadResponse(f"XPM answered HTTP {status} for {path}")
 
-    def _error_description(self, response: httpx.Response) -> str | None:
+    def _error_description(self, response: httpx.Response, *, xpm_only: bool = False) -> str | None:
         # Some application errors come back as a 4xx or 5xx with the usual XML body, or as JSON
         # (`{"ErrorDescription": ...}`); its description is far more useful than the bare status.
+        # ``xpm_only``: XPM's own error only, not a gateway's `Detail` or `message`.
         try:
             body = b""
             for chunk in response.iter_bytes():
@@ -314,7 +317,7 @@ class XpmClient:
         except httpx.HTTPError:
             return None
         if body.lstrip().startswith(b"{"):
-            return _json_error_description(body)
+            return _json_error_description(body, _XPM_JSON_KEYS if xpm_only else _JSON_DESCRIPTION_KEYS)
         try:
             for _ in xml.iter_elements([body], xml.CLIENT_PATH):
                 pass
@@ -420,12 +423,13 @@ def format_modified_since(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-# Where an XPM error answered in JSON puts its description: the v3.1 API's own error object, then
-# Xero's gateway problem (`Detail`). Matched case-insensitively.
-_JSON_DESCRIPTION_KEYS = ("errordescription", "detail", "message")
+# Where an error answered in JSON puts its description: XPM's own error object, then Xero's
+# gateway problem (`Detail`) or another gateway's `message`. Matched case-insensitively.
+_XPM_JSON_KEYS = ("errordescription",)
+_JSON_DESCRIPTION_KEYS = (*_XPM_JSON_KEYS, "detail", "message")
 
 
-def _json_error_description(body: bytes) -> str | None:
+def _json_error_description(body: bytes, keys: tuple[str, ...]) -> str | None:
     try:
         document = json.loads(body)
     except ValueError:
@@ -433,7 +437,7 @@ def _json_error_description(body: bytes) -> str | None:
     if not isinstance(document, dict):
         return None
     by_key = {str(key).casefold(): value for key, value in document.items()}
-    for key in _JSON_DESCRIPTION_KEYS:
+    for key in keys:
         value = by_key.get(key)
         if isinstance(value, str) and value.strip():
             return xml.sanitise(value)

@@ -16,7 +16,8 @@ class XpmWrongTenant(XpmError):
 
 
 class XpmRateLimited(XpmError):
-    """429 whose ``Retry-After`` does not fit the time left (or the daily limit is spent)."""
+    """429 whose ``Retry-After`` does not fit the time left or the call's total wait for limits,
+    or the daily limit is spent."""
 
     def __init__(self, message: str, *, retry_after: float, problem: str | None) -> None:
         super().__init__(message)
