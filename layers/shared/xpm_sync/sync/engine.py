@@ -339,25 +339,25 @@ def _retry_clients(xpm: XpmClient, clients: ClientSync, pending: list[str], entr
             unavailable_in_a_row = 0
             continue
         except XpmUnavailable as error:
+            logger.warning(
+                "XPM did not give a client awaiting retry; it is asked again next run",
+                extra={"xpm_uuid": uuid, "error": str(error)},
+            )
             postponed.append(uuid)
             reasons["XPM did not answer"] = None
             unavailable_in_a_row += 1
             # One client XPM cannot give must not hold up the others; two in a row is XPM down, and
             # asking it for each of the rest would only spend the invocation's time and the quota.
-            rest = pending[position + 1 :] if unavailable_in_a_row >= UNAVAILABLE_RETRIES_IN_A_ROW else []
-            logger.warning(
-                "XPM did not give a client awaiting retry; it is asked again next run",
-                extra={"xpm_uuid": uuid, "error": str(error), "also_postponed": len(rest)},
-            )
-            if rest:
-                postponed.extend(rest)
+            if unavailable_in_a_row >= UNAVAILABLE_RETRIES_IN_A_ROW:
+                postponed.extend(pending[position + 1 :])
                 break
             continue
         except XpmRateLimited as error:
             # Every further call would meet the same limit.
             logger.warning(
-                "XPM's rate limit was reached while clients awaiting retry were fetched",
-                extra={"xpm_uuid": uuid, "error": str(error), "postponed": len(pending) - position},
+                "XPM's rate limit was reached while clients awaiting retry were fetched; they are "
+                "asked again next run",
+                extra={"xpm_uuid": uuid, "error": str(error)},
             )
             postponed.extend(pending[position:])
             reasons["XPM's rate limit was reached"] = None
