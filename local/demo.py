@@ -52,8 +52,10 @@ class WriteCounter:
     def __call__(self, params: dict[str, Any], **_: Any) -> None:
         if params.get("TableName") == self.table_name:
             self.count += 1
-        # A batch write carries up to 25 items: each is a write to the table.
+        # A batch write carries up to 25 items, a transaction up to 100: each is a write to the table.
         self.count += len(params.get("RequestItems", {}).get(self.table_name, []))
+        for item in params.get("TransactItems", []):
+            self.count += sum(1 for action in item.values() if action.get("TableName") == self.table_name)
 
 
 @contextmanager
@@ -224,7 +226,7 @@ def main() -> int:
 
         active = aws.table(names.active_table)
         counter = WriteCounter(names.active_table)
-        active.meta.client.meta.events.register("provide-client-params.dynamodb.*", _write_hook(counter))
+        active.client.meta.events.register("provide-client-params.dynamodb.*", _write_hook(counter))
 
         # One partner's staff record has a one-word name in XPM, so the sync cannot create them as
         # an Active user: their clients wait until an admin adds the partner in Active.

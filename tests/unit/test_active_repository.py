@@ -15,15 +15,16 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 from xpm_sync.active.repository import ActiveRepository, RecordIds
+from xpm_sync.dynamodb import Table
 
 FIRM = "firm-writes"
 
 
 @pytest.fixture
-def table() -> Iterator[Any]:
+def table() -> Iterator[Table]:
     with mock_aws():
-        dynamodb = boto3.resource("dynamodb", region_name="ap-southeast-2")
-        created = dynamodb.create_table(
+        dynamodb = boto3.client("dynamodb", region_name="ap-southeast-2")
+        dynamodb.create_table(
             TableName="active",
             KeySchema=[
                 {"AttributeName": "pk", "KeyType": "HASH"},
@@ -35,7 +36,7 @@ def table() -> Iterator[Any]:
             ],
             BillingMode="PAY_PER_REQUEST",
         )
-        yield created
+        yield Table(dynamodb, "active")
 
 
 def count_batch_writes(table: Any, fail_call: int | None = None) -> Counter[str]:
@@ -54,7 +55,7 @@ def count_batch_writes(table: Any, fail_call: int | None = None) -> Counter[str]
                 "BatchWriteItem",
             )
 
-    table.meta.client.meta.events.register("provide-client-params.dynamodb.BatchWriteItem", hook)
+    table.client.meta.events.register("provide-client-params.dynamodb.BatchWriteItem", hook)
     return calls
 
 

@@ -24,6 +24,7 @@ from moto.dynamodb.models.table import Table as MotoTable
 from moto.ses.models import ses_backends
 from xpm_sync import entries as codes
 from xpm_sync.config import FirmConfig
+from xpm_sync.dynamodb import Table
 from xpm_sync.entries import Entry, raise_entry
 from xpm_sync.notify import (
     TOP_ENTRIES,
@@ -91,18 +92,17 @@ def clock() -> FakeClock:
 
 
 @functools.cache
-def _aws(service: str, kind: str) -> Any:
-    # Building boto3 sessions and models is the slow part of these tests, so each is made once.
-    session = boto3.session.Session(region_name=REGION)
-    return session.resource(service) if kind == "resource" else session.client(service)
+def _aws(service: str) -> Any:
+    # Building sessions and models is the slow part of these tests, so each client is made once.
+    return boto3.session.Session(region_name=REGION).client(service)
 
 
-def table(name: str) -> Any:
-    return _aws("dynamodb", "resource").Table(name)
+def table(name: str) -> Table:
+    return Table(_aws("dynamodb"), name)
 
 
 def ses_client() -> Any:
-    return _aws("ses", "client")
+    return _aws("ses")
 
 
 def sent_messages() -> list[Any]:
@@ -259,13 +259,12 @@ def test_racing_workers_send_one_email(
     monkeypatch.setattr(MotoTable, "put_item", atomic_put)
     add_user(stack)
     workers = 4
-    # Each worker has its own session and clients, as separate Lambda invocations would (and
-    # boto3 resources must not be shared between threads).
+    # Each worker has its own session and clients, as separate Lambda invocations would.
     sessions = [boto3.session.Session(region_name=REGION) for _ in range(workers)]
     notifiers = [
         Notifier(
-            active_table=session.resource("dynamodb").Table(stack.active_table),
-            notify_table=session.resource("dynamodb").Table(stack.notify_table),
+            active_table=Table(session.client("dynamodb"), stack.active_table),
+            notify_table=Table(session.client("dynamodb"), stack.notify_table),
             ses_client=session.client("ses"),
             from_email=FROM_EMAIL,
             frontend_url=FRONTEND_URL,
@@ -463,7 +462,7 @@ def test_the_subject_is_one_line() -> None:
 
 def test_the_email_never_carries_the_firms_tokens(stack: StackNames, clock: FakeClock) -> None:
     # Given the firm's tokens in Secrets Manager (the access token is a JWT, as Xero's are)
-    secrets_client = _aws("secretsmanager", "client")
+    secrets_client = _aws("secretsmanager")
     access_token = "eyJhbGciOiJSUzI1NiJ9." + secrets.token_urlsafe(48) + "." + secrets.token_urlsafe(64)
     secrets_client.create_secret(
         Name=f"{TOKEN_PREFIX}{FIRM_ID}",

@@ -24,6 +24,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from moto import mock_aws
+from xpm_sync.dynamodb import Table
 from xpm_sync.observability import logger
 from xpm_sync.tokens import (
     LOCK_KEY_PREFIX,
@@ -831,13 +832,14 @@ def test_a_secret_with_a_refresh_token_but_no_usable_expiry_refreshes_instead_of
 @pytest.fixture
 def lease_table(secrets: Any) -> Any:
     """A Config table as template.yaml defines it (key firm_id), in the same moto."""
-    dynamodb = boto3.resource("dynamodb", region_name="ap-southeast-2")
-    return dynamodb.create_table(
+    dynamodb = boto3.client("dynamodb", region_name="ap-southeast-2")
+    dynamodb.create_table(
         TableName="config",
         KeySchema=[{"AttributeName": "firm_id", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "firm_id", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
+    return Table(dynamodb, "config")
 
 
 def _locked_store(secrets: Any, identity: XeroIdentity, clock: SharedClock, table: Any) -> TokenStore:

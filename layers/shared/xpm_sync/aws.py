@@ -1,6 +1,8 @@
-"""boto3 clients, made on first use (never at import) and reused while the environment is the same.
+"""AWS clients, made on first use (never at import) and reused while the environment is the same.
 
-One boto3 session serves every client: a session caches the service models it loads, and loading
+The clients are botocore's (what boto3 hands out), and tables are ``xpm_sync.dynamodb.Table``
+over a DynamoDB client: no handler imports boto3 itself (see ``xpm_sync.dynamodb``). One botocore
+session serves every client: a session caches the service models it loads, and loading
 them again for each client costs more than the call it is made for. The cache key includes the
 endpoint and region, so a test or the local stack that points ``AWS_ENDPOINT_URL`` at moto gets
 clients for moto; ``clear_clients`` drops them all.
@@ -12,12 +14,14 @@ import os
 import threading
 from typing import Any
 
-import boto3
+import botocore.session
 from botocore.config import Config
+
+from xpm_sync.dynamodb import Table
 
 _RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
 _lock = threading.Lock()
-_session: boto3.session.Session | None = None
+_session: botocore.session.Session | None = None
 _clients: dict[tuple[str, str, str | None, str | None], Any] = {}
 
 
@@ -34,27 +38,32 @@ def _where() -> dict[str, Any]:
     }
 
 
-def _shared_session() -> boto3.session.Session:
+def _shared_session() -> botocore.session.Session:
     global _session
     if _session is None:
-        _session = boto3.session.Session()
+        _session = botocore.session.get_session()
     return _session
 
 
 def client(service: str) -> Any:
+    with _lock:  # sessions are not thread-safe while they make clients
+        return _client_locked(service)
+
+
+def _client_locked(service: str) -> Any:
     key = _key("client", service)
-    with _lock:  # boto3 sessions are not thread-safe while they make clients
-        if key not in _clients:
-            _clients[key] = _shared_session().client(service, **_where())
-        return _clients[key]
+    if key not in _clients:
+        _clients[key] = _shared_session().create_client(service, **_where())
+    return _clients[key]
 
 
-def table(name: str) -> Any:
+def table(name: str) -> Table:
     key = _key("table", name)
     with _lock:
         if key not in _clients:
-            _clients[key] = _shared_session().resource("dynamodb", **_where()).Table(name)
-        return _clients[key]
+            _clients[key] = Table(_client_locked("dynamodb"), name)
+        found: Table = _clients[key]
+        return found
 
 
 def clear_clients() -> None:

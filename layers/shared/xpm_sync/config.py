@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
 
-from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from xpm_sync.clock import parse_iso
+from xpm_sync.dynamodb import Table, is_condition_failure
 
 ConnectionStatus = Literal["not_connected", "connected", "needs_reconnect", "disconnected"]
 
@@ -80,9 +80,9 @@ def _to_item(config: FirmConfig) -> dict[str, Any]:
 
 
 class ConfigRepository:
-    """Reads and writes firm configs. Takes a boto3 DynamoDB Table resource."""
+    """Reads and writes firm configs."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
 
     def get(self, firm_id: str) -> FirmConfig | None:
@@ -133,7 +133,7 @@ class ConfigRepository:
                 ExpressionAttributeValues={":needs_reconnect": "needs_reconnect", ":connected": "connected"},
             )
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if not is_condition_failure(error):
                 raise
             return False
         return True
@@ -148,8 +148,11 @@ class ConfigRepository:
         rules out secondary indexes.
         """
         kwargs: dict[str, Any] = {
-            "FilterExpression": Attr("sync_enabled").eq(True)
-            & (Attr("status").eq("connected") | Attr("status").not_exists()),
+            "FilterExpression": (
+                "sync_enabled = :on AND (#status = :connected OR attribute_not_exists(#status))"
+            ),
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {":on": True, ":connected": "connected"},
             "ProjectionExpression": "firm_id",
         }
         while True:

@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 from xpm_sync import entries as codes
 from xpm_sync.clock import Clock
 from xpm_sync.config import FirmConfig
+from xpm_sync.dynamodb import Table, is_condition_failure
 from xpm_sync.entries import Entry, raise_entry
 from xpm_sync.observability import logger
 from xpm_sync.runs import OUTCOMES, SyncRun
@@ -43,7 +44,6 @@ NotifyOutcome = Literal[
     "error",  # something else went wrong (e.g. DynamoDB); logged, the run carries on
 ]
 
-_CONDITION_FAILED = "ConditionalCheckFailedException"
 # Addresses Active would accept for sign-in; anything else would only bounce at SES.
 _EMAIL = re.compile(r"^[^@\s<>\",;]+@[^@\s<>\",;]+\.[^@\s<>\",;]+$")
 # Entry messages quote error text from XPM and Xero. None should ever carry a credential, but an
@@ -64,9 +64,9 @@ class Claim:
 
 
 class NotifyAllowance:
-    """The once-a-day allowance per firm. Takes a boto3 DynamoDB Table resource (the notify table)."""
+    """The once-a-day allowance per firm, in the notify table."""
 
-    def __init__(self, table: Any, clock: Clock, *, window: timedelta = ALLOWANCE_WINDOW) -> None:
+    def __init__(self, table: Table, clock: Clock, *, window: timedelta = ALLOWANCE_WINDOW) -> None:
         self._table = table
         self._clock = clock
         self._window = window
@@ -91,7 +91,7 @@ class NotifyAllowance:
                 ExpressionAttributeValues={":now": int(now.timestamp())},
             )
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == _CONDITION_FAILED:
+            if is_condition_failure(error):
                 return None
             raise
         return claim
@@ -109,7 +109,7 @@ class NotifyAllowance:
                 ExpressionAttributeValues={":claim_id": claim.claim_id, ":expires_at": claim.expires_at},
             )
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != _CONDITION_FAILED:
+            if not is_condition_failure(error):
                 raise
 
 
@@ -255,15 +255,15 @@ class _NoRecipient(Exception):
 class Notifier:
     """The engine's ``after_run`` hook: emails the notification user about a failed or partial run.
 
-    Takes the Active and notify tables (boto3 Table resources) and an SES client. Returns a
+    Takes the Active and notify tables and an SES client. Returns a
     :class:`NotifyResult`; its ``entries`` belong in the run's error log. It never raises.
     """
 
     def __init__(
         self,
         *,
-        active_table: Any,
-        notify_table: Any,
+        active_table: Table,
+        notify_table: Table,
         ses_client: Any,
         from_email: str,
         frontend_url: str,

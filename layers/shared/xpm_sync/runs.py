@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from boto3.dynamodb.conditions import Key
 from pydantic import BaseModel, ConfigDict, Field
 
+from xpm_sync.dynamodb import Table
 from xpm_sync.entries import Entry
 from xpm_sync.queue import Trigger
 
@@ -71,9 +71,9 @@ def _plain(value: Any) -> Any:
 
 
 class RunLog:
-    """Writes and reads runs and their entries. Takes a boto3 DynamoDB Table resource."""
+    """Writes and reads runs and their entries."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
 
     @staticmethod
@@ -110,7 +110,10 @@ class RunLog:
 
     def entries(self, firm_id: str, run_id: str) -> list[Entry]:
         found: list[Entry] = []
-        kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq(f"RUN#{firm_id}#{run_id}")}
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": f"RUN#{firm_id}#{run_id}"},
+        }
         while True:
             page = self._table.query(**kwargs)
             found.extend(Entry.model_validate(item) for item in page.get("Items", []))
@@ -123,7 +126,8 @@ class RunLog:
     ) -> tuple[list[SyncRun], str | None]:
         """Newest first, ``limit`` at a time; the cursor is opaque to callers."""
         kwargs: dict[str, Any] = {
-            "KeyConditionExpression": Key("pk").eq(f"FIRM#{firm_id}") & Key("sk").begins_with("RUN#"),
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :runs)",
+            "ExpressionAttributeValues": {":pk": f"FIRM#{firm_id}", ":runs": "RUN#"},
             "ScanIndexForward": False,
             # One more than asked: DynamoDB hands back a LastEvaluatedKey whenever it stops at the
             # limit, even with nothing after it, and a cursor to an empty page helps nobody.

@@ -34,6 +34,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from xpm_sync.clock import Clock
+from xpm_sync.dynamodb import Table
 from xpm_sync.observability import logger
 from xpm_sync.xero.identity import InvalidGrant, TokenSet, XeroIdentity
 
@@ -363,13 +364,13 @@ class FirmTokens:
 class RefreshLock:
     """A lease on refreshing one firm's tokens, held as an item of the Config table.
 
-    Takes the table (a boto3 DynamoDB Table resource) and a clock. The item carries ``expires_at``,
+    Takes the table and a clock. The item carries ``expires_at``,
     the table's TTL attribute, so a lease left by a function that died expires and is cleaned up.
     """
 
     def __init__(
         self,
-        table: Any,
+        table: Table,
         clock: Clock,
         *,
         sleep: Callable[[float], None] = time.sleep,

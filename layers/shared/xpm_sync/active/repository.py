@@ -19,12 +19,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from boto3.dynamodb.conditions import Key
+from botocore.exceptions import ClientError
 
 from xpm_sync.active.models import Office
+from xpm_sync.dynamodb import BATCH_SIZE, Table, error_code, is_condition_failure
 
 SyncedValues = Mapping[str, object]
-_BATCH_SIZE = 25  # DynamoDB's most per BatchWriteItem
+_TRANSACTION_REFUSED = frozenset({"TransactionCanceledException", "TransactionConflictException"})
 WRITER_THREADS = 4  # BatchWriteItem requests in flight at once; twice as many may wait (bounded memory)
 
 
@@ -34,7 +35,7 @@ class BatchWrites:
     they must not depend on each other. ``flush`` waits for every write and raises the first
     failure; no thread outlives it."""
 
-    def __init__(self, table: Any, *, writers: int = WRITER_THREADS) -> None:
+    def __init__(self, table: Table, *, writers: int = WRITER_THREADS) -> None:
         self._table = table
         self._writers = writers
         self._pending: list[dict[str, Any]] = []
@@ -43,7 +44,7 @@ class BatchWrites:
 
     def put(self, item: dict[str, Any]) -> None:
         self._pending.append(item)
-        if len(self._pending) >= _BATCH_SIZE:
+        if len(self._pending) >= BATCH_SIZE:
             self._send_pending()
 
     def _send_pending(self) -> None:
@@ -63,7 +64,7 @@ class BatchWrites:
         self._in_flight.add(self._pool.submit(self._write, batch))
 
     def _write(self, items: list[dict[str, Any]]) -> None:
-        # batch_writer retries the items DynamoDB leaves unprocessed.
+        # The batch writer sends again the items DynamoDB leaves unprocessed.
         with self._table.batch_writer() as batch:
             for item in items:
                 batch.put_item(Item=item)
@@ -110,9 +111,9 @@ class RecordGone(Exception):
 
 
 class ActiveRepository:
-    """One firm's slice of the Active table. Takes a boto3 DynamoDB Table resource."""
+    """One firm's slice of the Active table."""
 
-    def __init__(self, table: Any, firm_id: str, *, writers: int = WRITER_THREADS) -> None:
+    def __init__(self, table: Table, firm_id: str, *, writers: int = WRITER_THREADS) -> None:
         self._table = table
         self.firm_id = firm_id
         self._pk = f"FIRM#{firm_id}"
@@ -121,7 +122,8 @@ class ActiveRepository:
 
     def _query(self, prefix: str) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {
-            "KeyConditionExpression": Key("pk").eq(self._pk) & Key("sk").begins_with(prefix),
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": self._pk, ":prefix": prefix},
         }
         while True:
             page = self._table.query(**kwargs)
@@ -197,35 +199,31 @@ class ActiveRepository:
             kwargs["ExpressionAttributeValues"] = {f":{alias[k][1:]}": v for k, v in to_set.items()}
         try:
             self._table.update_item(**kwargs)
-        except self._table.meta.client.exceptions.ConditionalCheckFailedException as gone:
-            raise RecordGone(f"{entity} {record_id} no longer exists in Active") from gone
+        except ClientError as error:
+            if not is_condition_failure(error):
+                raise
+            raise RecordGone(f"{entity} {record_id} no longer exists in Active") from error
 
     def set_codes(self, entity: str, codes: Sequence[tuple[str, str]]) -> bool:
         """Set the ``code`` of several records in one transaction: codes that move between them
         (swapped in XPM) are never held by two at once. False, with nothing written, when a
         record is gone or the transaction was refused."""
-        # The table resource's client: it takes and gives plain Python values, as the table does.
-        client = self._table.meta.client
         updates = [
             {
-                "Update": {
-                    "TableName": self._table.name,
-                    "Key": {"pk": self._pk, "sk": f"{entity.upper()}#{record_id}"},
-                    "UpdateExpression": "SET #code = :code",
-                    "ExpressionAttributeNames": {"#code": "code"},
-                    "ExpressionAttributeValues": {":code": code},
-                    "ConditionExpression": "attribute_exists(pk)",
-                }
+                "Key": {"pk": self._pk, "sk": f"{entity.upper()}#{record_id}"},
+                "UpdateExpression": "SET #code = :code",
+                "ExpressionAttributeNames": {"#code": "code"},
+                "ExpressionAttributeValues": {":code": code},
+                "ConditionExpression": "attribute_exists(pk)",
             }
             for record_id, code in codes
         ]
         try:
-            client.transact_write_items(TransactItems=updates)
-        except (
-            client.exceptions.TransactionCanceledException,
-            client.exceptions.TransactionConflictException,
-        ):
-            return False
+            self._table.transact_updates(updates)
+        except ClientError as error:
+            if error_code(error) in _TRANSACTION_REFUSED:
+                return False
+            raise
         return True
 
 

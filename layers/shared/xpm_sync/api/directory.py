@@ -11,13 +11,15 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from xpm_sync.dynamodb import Table, is_condition_failure
+
 
 class OfficeGone(Exception):
     """The office was deleted between the check and the write."""
 
 
 class ActiveDirectory:
-    def __init__(self, table: Any, firm_id: str) -> None:
+    def __init__(self, table: Table, firm_id: str) -> None:
         self._table = table
         self._pk = f"FIRM#{firm_id}"
 
@@ -46,6 +48,6 @@ class ActiveDirectory:
                 ConditionExpression="attribute_exists(pk)",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if is_condition_failure(exc):
                 raise OfficeGone(office_code) from None
             raise

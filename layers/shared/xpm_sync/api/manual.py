@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from typing import Any
 
 from botocore.exceptions import ClientError
 
 from xpm_sync.api.errors import NeedsReconnectError, NotConnected, TooManyRequests
 from xpm_sync.clock import Clock, iso, parse_iso
 from xpm_sync.config import ConfigRepository
+from xpm_sync.dynamodb import Table, is_condition_failure
 from xpm_sync.runs import new_run_id
 
 MANUAL_COOLDOWN = timedelta(minutes=5)
@@ -44,9 +44,9 @@ def _run_ids_before(moment: datetime) -> str:
 
 
 class ManualRunGate:
-    """Takes the Config table (a boto3 DynamoDB Table resource) and a clock."""
+    """Takes the Config table and a clock."""
 
-    def __init__(self, table: Any, clock: Clock) -> None:
+    def __init__(self, table: Table, clock: Clock) -> None:
         self._table = table
         self._clock = clock
 
@@ -75,7 +75,7 @@ class ManualRunGate:
                 ReturnValues="UPDATED_OLD",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if not is_condition_failure(exc):
                 raise
             raise self._refusal(firm_id) from None
         previous = answer.get("Attributes", {}).get("manual_requested_at")

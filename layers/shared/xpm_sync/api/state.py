@@ -19,6 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from xpm_sync.clock import Clock
+from xpm_sync.dynamodb import Table, is_condition_failure
 
 STATE_TTL = timedelta(minutes=10)
 STATE_KEY_PREFIX = "oauth-state#"
@@ -42,9 +43,9 @@ def _key(state: str) -> str:
 
 
 class StateStore:
-    """OAuth states in the Config table. Takes a boto3 DynamoDB Table resource."""
+    """OAuth states in the Config table."""
 
-    def __init__(self, table: Any, clock: Clock) -> None:
+    def __init__(self, table: Table, clock: Clock) -> None:
         self._table = table
         self._clock = clock
 
@@ -77,7 +78,7 @@ class StateStore:
                 ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if is_condition_failure(exc):
                 raise InvalidState("state is unknown or already used") from None
             raise
         item = answer.get("Attributes") or {}

@@ -18,6 +18,7 @@ from xpm_sync import entries as codes
 from xpm_sync.active.repository import ActiveRepository
 from xpm_sync.clock import Clock, iso, parse_iso
 from xpm_sync.config import Checkpoint, ConfigRepository, FirmConfig, full_read_due
+from xpm_sync.dynamodb import Table
 from xpm_sync.entries import Entry, EntryKind, raise_entry
 from xpm_sync.monitoring import record_run_metrics
 from xpm_sync.notify import NotifyResult
@@ -60,11 +61,11 @@ XpmFactory = Callable[[str, AccessTokenSource], XpmClient]
 
 @dataclass
 class SyncServices:
-    """Everything a run talks to; the worker builds it from boto3 and httpx, tests from moto."""
+    """Everything a run talks to; the worker builds it from botocore and httpx, tests from moto."""
 
     config: ConfigRepository
     runs: RunLog
-    active_table: Any
+    active_table: Table
     tokens: TokenStore
     xpm_factory: XpmFactory
     clock: Clock

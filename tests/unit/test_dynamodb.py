@@ -1,0 +1,239 @@
+"""DynamoDB tables with Python values in and out (xpm_sync.dynamodb): items come back as boto3's
+Table resource gives them, batches go 25 to a request, and unprocessed items are sent again."""
+
+from __future__ import annotations
+
+import decimal
+from collections import Counter
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+from xpm_sync import aws
+from xpm_sync.dynamodb import BatchWriter, Table, UnprocessedItems, is_condition_failure, to_attribute
+
+REGION = "ap-southeast-2"
+
+EVERY_KIND = {
+    "pk": "FIRM#f1",
+    "sk": "CLIENT#c1",
+    "legal_name": "Acme Pty Ltd",
+    "xpm_archived": False,
+    "expires_at": 1_790_000_000,
+    "share": Decimal("0.25"),
+    "nothing": None,
+    "residential_address": {"line1": "1 Main St", "suburb": "Perth", "post_code": "6000"},
+    "modules": ["tax", "audit"],
+    "retry_client_uuids": {"uuid-1", "uuid-2"},
+    "counts": {"client": {"created": 3, "failed": 0}},
+    "scores": {1, 2},
+}
+
+
+@pytest.fixture
+def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Table]:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name=REGION)
+        client.create_table(
+            TableName="items",
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield Table(client, "items")
+
+
+def count_requests(table: Table) -> Counter[str]:
+    counts: Counter[str] = Counter()
+
+    def hook(params: dict[str, Any], model: Any, **_: Any) -> None:
+        counts[model.name] += 1
+        if model.name == "BatchWriteItem":
+            counts["items"] += len(params["RequestItems"]["items"])
+
+    table.client.meta.events.register("provide-client-params.dynamodb.*", hook)
+    return counts
+
+
+def as_boto3_gives_it(value: Any) -> Any:
+    """The item as boto3's Table resource would return it: numbers as Decimal."""
+    if isinstance(value, dict):
+        return {k: as_boto3_gives_it(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_boto3_gives_it(v) for v in value]
+    if isinstance(value, set):
+        return {as_boto3_gives_it(v) for v in value}
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    return value
+
+
+def test_every_kind_of_value_comes_back_as_boto3s_table_resource_gives_it(table: Table) -> None:
+    table.put_item(Item=EVERY_KIND)
+
+    ours = table.get_item(Key={"pk": "FIRM#f1", "sk": "CLIENT#c1"})["Item"]
+    theirs = (
+        boto3.resource("dynamodb", region_name=REGION)
+        .Table("items")
+        .get_item(Key={"pk": "FIRM#f1", "sk": "CLIENT#c1"})["Item"]
+    )
+
+    assert ours == theirs == as_boto3_gives_it(EVERY_KIND)
+    assert isinstance(ours["expires_at"], Decimal)
+
+
+def test_an_item_written_by_boto3_reads_back_the_same(table: Table) -> None:
+    boto3.resource("dynamodb", region_name=REGION).Table("items").put_item(Item=EVERY_KIND)
+
+    assert table.query(
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :clients)",
+        ExpressionAttributeValues={":pk": "FIRM#f1", ":clients": "CLIENT#"},
+    )["Items"] == [as_boto3_gives_it(EVERY_KIND)]
+
+
+def test_a_float_is_refused_without_showing_the_value() -> None:
+    # boto3 refuses floats too: DynamoDB would store them rounded.
+    with pytest.raises(TypeError, match="float") as refused:
+        to_attribute({"rate": 0.1234567})
+    assert "0.1234567" not in str(refused.value)
+
+
+def test_a_number_dynamodb_cannot_hold_exactly_is_refused() -> None:
+    with pytest.raises((decimal.Inexact, decimal.Rounded)):
+        to_attribute(10**40 + 1)  # 41 digits: DynamoDB keeps 38
+
+
+def test_an_empty_set_is_refused_before_dynamodb_sees_it() -> None:
+    with pytest.raises(TypeError):
+        to_attribute(set())
+
+
+def test_query_pages_carry_on_from_the_last_evaluated_key(table: Table) -> None:
+    for number in range(5):
+        table.put_item(Item={"pk": "FIRM#f1", "sk": f"USER#{number}", "n": number})
+    found: list[dict[str, Any]] = []
+    parameters: dict[str, Any] = {
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": {":pk": "FIRM#f1"},
+        "Limit": 2,
+    }
+    while True:
+        page = table.query(**parameters)
+        found += page["Items"]
+        if "LastEvaluatedKey" not in page:
+            break
+        parameters["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    assert [item["n"] for item in found] == [0, 1, 2, 3, 4]
+
+
+def test_a_false_condition_is_recognised_and_nothing_is_written(table: Table) -> None:
+    table.put_item(Item={"pk": "p", "sk": "s", "v": "first"})
+
+    with pytest.raises(ClientError) as refused:
+        table.put_item(
+            Item={"pk": "p", "sk": "s", "v": "second"}, ConditionExpression="attribute_not_exists(pk)"
+        )
+
+    assert is_condition_failure(refused.value)
+    assert table.get_item(Key={"pk": "p", "sk": "s"})["Item"]["v"] == "first"
+
+
+def test_updates_return_old_values_as_python_values(table: Table) -> None:
+    table.put_item(Item={"pk": "p", "sk": "s", "runs": 1})
+
+    answer = table.update_item(
+        Key={"pk": "p", "sk": "s"},
+        UpdateExpression="SET runs = runs + :one",
+        ExpressionAttributeValues={":one": 1},
+        ReturnValues="UPDATED_OLD",
+    )
+
+    assert answer["Attributes"] == {"runs": Decimal(1)}
+
+
+def test_the_batch_writer_sends_25_to_a_request_and_the_rest_when_the_block_ends(table: Table) -> None:
+    requests = count_requests(table)
+
+    with table.batch_writer() as batch:
+        for number in range(60):
+            batch.put_item(Item={"pk": "FIRM#f1", "sk": f"CLIENT#{number:03d}"})
+        assert requests["BatchWriteItem"] == 2  # 50 sent, 10 waiting
+
+    assert requests["BatchWriteItem"] == 3
+    assert requests["items"] == 60
+    assert len(table.scan()["Items"]) == 60
+
+
+def test_the_batch_writer_still_sends_what_it_holds_when_the_block_fails(table: Table) -> None:
+    def hand_over_then_fail() -> None:
+        with table.batch_writer() as batch:
+            batch.put_item(Item={"pk": "p", "sk": "handed-over"})
+            raise RuntimeError("the caller failed after handing the item over")
+
+    with pytest.raises(RuntimeError):
+        hand_over_then_fail()
+
+    assert table.get_item(Key={"pk": "p", "sk": "handed-over"})["Item"]["sk"] == "handed-over"
+
+
+class ThrottlingClient:
+    """A DynamoDB client that leaves the last item of each batch unprocessed ``times`` times."""
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+        self.sent: list[list[dict[str, Any]]] = []
+
+    def batch_write_item(self, *, RequestItems: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        requests = RequestItems["items"]
+        self.sent.append([request["PutRequest"]["Item"] for request in requests])
+        if self.times > 0:
+            self.times -= 1
+            return {"UnprocessedItems": {"items": requests[-1:]}}
+        return {"UnprocessedItems": {}}
+
+
+def test_unprocessed_items_are_sent_again_after_a_backoff() -> None:
+    client, waits = ThrottlingClient(times=2), list[float]()
+    table = Table(client, "items", sleep=waits.append)
+
+    with BatchWriter(table) as batch:
+        for number in range(3):
+            batch.put_item(Item={"pk": "p", "sk": str(number)})
+
+    assert [len(sent) for sent in client.sent] == [3, 1, 1]
+    assert client.sent[1] == client.sent[2] == [{"pk": {"S": "p"}, "sk": {"S": "2"}}]
+    assert len(waits) == 2
+    assert all(0 <= wait <= 2.0 for wait in waits)
+
+
+def test_items_that_stay_unprocessed_fail_the_write_instead_of_looping() -> None:
+    client, waits = ThrottlingClient(times=1_000), list[float]()
+    table = Table(client, "items", sleep=waits.append)
+
+    with pytest.raises(UnprocessedItems, match="1 items"):
+        table.write_batch([{"pk": {"S": "p"}, "sk": {"S": "s"}}])
+
+    assert len(client.sent) == 8
+    assert sum(waits) < 10
+
+
+def test_every_table_of_one_environment_shares_one_dynamodb_client(table: Table) -> None:
+    # One client to make at a cold start instead of one per table.
+    aws.clear_clients()
+    try:
+        assert aws.table("items").client is aws.table("other").client
+        assert aws.table("items") is aws.table("items")
+    finally:
+        aws.clear_clients()
