@@ -401,18 +401,25 @@ def modules_loaded_by(statement: str, *, cwd: Path, env: dict[str, str]) -> list
     return done.stdout.splitlines()
 
 
+# The handlers pause the GC while they load and freeze what they built (functions/<name>/app.py);
+# the bench's own modules that stand in for a handler do the same, so that both are timed alike.
+GC_PAUSED_START = "import gc\n_collecting = gc.isenabled()\ngc.disable()\n"
+GC_PAUSED_END = "gc.freeze()\nif _collecting:\n    gc.enable()\n"
+
+
 def libraries_module_source(modules: list[str]) -> str:
     """A module that imports ``modules`` in this order: the order in which one ``import app`` began
     them, so each library finds the same others already loaded (Powertools' batch utility, for
     one, loads its parser models when pydantic is already there)."""
     names = "".join(f"    {name!r},\n" for name in modules)
     return (
-        "import importlib\n\n"
+        f"{GC_PAUSED_START}import importlib\n\n"
         f"for _name in (\n{names}):\n"
         "    try:\n"
         "        importlib.import_module(_name)\n"
         "    except ImportError:\n"
         "        pass  # a name some library registered under another (six.moves, say)\n"
+        f"{GC_PAUSED_END}"
     )
 
 
@@ -468,8 +475,10 @@ def measure_library_imports(function: str, layer: Path, *, repeats: int = 9) -> 
 STACK_FLOOR_MODULE = "stack_floor"
 # What any worker on the chosen stack (README: Stack) imports before it does anything, and none of
 # the project: a botocore client (DynamoDB, SQS, Secrets Manager), one pydantic model, httpx for
-# XPM and Powertools' Logger. No Tracer, no batch utility, not even boto3 on top of botocore.
-STACK_FLOOR_SOURCE = """\
+# XPM and Powertools' Logger. No Tracer, no batch utility, not even boto3 on top of botocore. It
+# pauses the GC while it loads, as the handlers do.
+STACK_FLOOR_SOURCE = f"""\
+{GC_PAUSED_START}
 import botocore.client
 import botocore.session
 import httpx
@@ -482,7 +491,7 @@ class Record(pydantic.BaseModel):
 
 
 logger = Logger(service="floor")
-"""
+{GC_PAUSED_END}"""
 
 
 def measure_stack_floor(layer: Path, *, repeats: int = 3) -> dict[str, Any]:
@@ -518,7 +527,43 @@ def build_layer(artifacts: Path = LAMBDA_BUILD) -> Path:
         task = task_root(function, artifacts)
         task.mkdir(parents=True)
         shutil.copy2(ROOT / "functions" / function / "app.py", task / "app.py")
+    _install_runtime_boto3(runtime_root(artifacts))
     return artifacts / "python"
+
+
+def _install_runtime_boto3(runtime: Path) -> None:
+    """boto3 as the Lambda runtime has it in /var/runtime, beside the layer's botocore: the layer
+    ships no boto3 and no handler imports it, but ``import boto3`` stays the bench's yardstick of
+    this machine's speed, timed from here."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+            str(runtime),
+            "boto3",
+            "s3transfer",
+            "-c",
+            str(ROOT / "layers" / "shared" / "constraints.txt"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(runtime)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def runtime_root(artifacts: Path = LAMBDA_BUILD) -> Path:
+    return artifacts / "runtime"
 
 
 def task_root(function: str, artifacts: Path = LAMBDA_BUILD) -> Path:
@@ -527,13 +572,14 @@ def task_root(function: str, artifacts: Path = LAMBDA_BUILD) -> Path:
 
 def lambda_init_env(function: str, layer: Path) -> dict[str, str]:
     """The environment a Lambda execution environment imports a handler in: the function's own
-    directory and the layer on the path (and nothing of this project's dev tools), the variables
+    directory, the layer and the runtime's boto3 on the path (none of this project's dev tools), the variables
     Lambda sets, and those template.yaml's Globals set (prod). Tracing is on, as in AWS."""
     task = task_root(function, layer.parent)
     return {
         "PATH": os.environ.get("PATH", ""),
         "LANG": "C.UTF-8",
-        "PYTHONPATH": f"{task}{os.pathsep}{layer}",
+        # Lambda's order: the function, the layer, then the runtime's own packages.
+        "PYTHONPATH": os.pathsep.join([str(task), str(layer), str(runtime_root(layer.parent))]),
         "PYTHONDONTWRITEBYTECODE": "1",  # /var/task is read-only: app.py is compiled every time
         "LAMBDA_TASK_ROOT": str(task),
         "AWS_LAMBDA_FUNCTION_NAME": f"xpm-sync-{function}",

@@ -6,6 +6,13 @@ B5's error body in ``xpm_sync.api.http``, the one place that maps them.
 
 from __future__ import annotations
 
+import gc
+
+# The GC is paused while this module loads (the init phase) and what it built is frozen at its end:
+# docs/ARCHITECTURE.md, "Cold start".
+_collecting = gc.isenabled()
+gc.disable()
+
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
@@ -140,3 +147,8 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     answer: dict[str, Any] = _handle(event, usable_context(context))
     return answer
+
+
+gc.freeze()
+if _collecting:
+    gc.enable()

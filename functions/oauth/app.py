@@ -6,6 +6,13 @@ The callback always answers with a redirect to the Active setup page, ``?connect
 
 from __future__ import annotations
 
+import gc
+
+# The GC is paused while this module loads (the init phase) and what it built is frozen at its end:
+# docs/ARCHITECTURE.md, "Cold start".
+_collecting = gc.isenabled()
+gc.disable()
+
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -91,3 +98,8 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     answer: dict[str, Any] = _handle(event, usable_context(context))
     return answer
+
+
+gc.freeze()
+if _collecting:
+    gc.enable()

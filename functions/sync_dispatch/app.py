@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+
+# The GC is paused while this module loads (the init phase) and what it built is frozen at its end:
+# docs/ARCHITECTURE.md, "Cold start".
+_collecting = gc.isenabled()
+gc.disable()
+
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
@@ -31,3 +38,8 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     answer: dict[str, int] = _handle(event, usable_context(context))
     return answer
+
+
+gc.freeze()
+if _collecting:
+    gc.enable()

@@ -9,6 +9,13 @@ so SQS delivers it again and, after the queue's maxReceiveCount, parks it in the
 
 from __future__ import annotations
 
+import gc
+
+# The GC is paused while this module loads (the init phase) and what it built is frozen at its end:
+# docs/ARCHITECTURE.md, "Cold start".
+_collecting = gc.isenabled()
+gc.disable()
+
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
@@ -59,3 +66,8 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
 def lambda_handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     answer: PartialItemFailureResponse = _handle(event, usable_context(context))
     return answer
+
+
+gc.freeze()
+if _collecting:
+    gc.enable()

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 from scripts.requirements import (
     CONSTRAINTS,
     HEADER,
     LOCK,
     REQUIREMENTS,
-    ROOT,
     main,
     render,
     render_constraints,
@@ -54,24 +49,3 @@ def test_check_fails_on_a_stale_file_and_write_repairs_it(tmp_path, monkeypatch)
     assert requirements.main(["--check"]) == 1
     assert requirements.main(["--write"]) == 0
     assert requirements.main(["--check"]) == 0
-
-
-def test_no_handler_imports_boto3_which_the_layer_does_not_ship() -> None:
-    # The layer ships botocore, not boto3 (pyproject.toml): a handler that imported boto3 would
-    # fail in Lambda once the runtime's own boto3 went, and cost every cold start ~45 ms meanwhile.
-    loaded = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, importlib\n"
-            "for name in ('api', 'oauth', 'sync_dispatch', 'sync_worker'):\n"
-            "    importlib.import_module(f'functions.{name}.app')\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 's3transfer', 'xpm_sync'}))",
-        ],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "shared"), str(ROOT)])},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert loaded.strip() == "['xpm_sync']"
-    assert "boto3" not in render()
