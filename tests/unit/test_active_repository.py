@@ -7,13 +7,10 @@ import os
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 from xpm_sync.active.repository import ActiveRepository, RecordIds
 from xpm_sync.dynamodb import Table
 
@@ -21,22 +18,8 @@ FIRM = "firm-writes"
 
 
 @pytest.fixture
-def table() -> Iterator[Table]:
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name="ap-southeast-2")
-        dynamodb.create_table(
-            TableName="active",
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield Table(dynamodb, "active")
+def table(pk_sk_table: Table) -> Table:
+    return pk_sk_table
 
 
 def count_batch_writes(table: Any, fail_call: int | None = None) -> Counter[str]:

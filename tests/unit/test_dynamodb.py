@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import decimal
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 from xpm_sync import aws
 from xpm_sync.dynamodb import BatchWriter, Table, UnprocessedItems, is_condition_failure, to_attribute
 
@@ -35,23 +33,8 @@ EVERY_KIND = {
 
 
 @pytest.fixture
-def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Table]:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name=REGION)
-        client.create_table(
-            TableName="items",
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield Table(client, "items")
+def table(pk_sk_table: Table) -> Table:
+    return pk_sk_table
 
 
 def count_requests(table: Table) -> Counter[str]:
