@@ -6,26 +6,29 @@ The callback always answers with a redirect to the Active setup page, ``?connect
 
 from __future__ import annotations
 
-import gc
+from xpm_sync.coldstart import loading
 
-# The GC is paused while this module loads (the init phase) and what it built is frozen at its end:
-# docs/ARCHITECTURE.md, "Cold start".
-_collecting = gc.isenabled()
-gc.disable()
+# The GC is paused while the handler's modules load: xpm_sync.coldstart.
+with loading():
+    from typing import Annotated, Any
 
-from typing import Annotated, Any
-
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from xpm_sync.api import service
-from xpm_sync.api.caller import admin_caller
-from xpm_sync.api.deps import frontend_url, oauth_deps
-from xpm_sync.api.http import ROUTE_ROOT, documented, install_error_handlers, resolve_for_admins, with_cors
-from xpm_sync.api.models import ConnectRequest, ConnectResponse
-from xpm_sync.observability import logger, tracer
-from xpm_sync.runtime import usable_context
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+    from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+    from aws_lambda_powertools.logging import correlation_paths
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+    from xpm_sync.api import service
+    from xpm_sync.api.caller import admin_caller
+    from xpm_sync.api.deps import frontend_url, oauth_deps
+    from xpm_sync.api.http import (
+        ROUTE_ROOT,
+        documented,
+        install_error_handlers,
+        resolve_for_admins,
+        with_cors,
+    )
+    from xpm_sync.api.models import ConnectRequest, ConnectResponse
+    from xpm_sync.observability import logger, tracer
+    from xpm_sync.runtime import usable_context
 
 CALLBACK_PATH = f"{ROUTE_ROOT}/callback"
 
@@ -98,8 +101,3 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     answer: dict[str, Any] = _handle(event, usable_context(context))
     return answer
-
-
-gc.freeze()
-if _collecting:
-    gc.enable()

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import gc
+from xpm_sync.coldstart import loading
 
-# The GC is paused while this module loads (the init phase) and what it built is frozen at its end:
-# docs/ARCHITECTURE.md, "Cold start".
-_collecting = gc.isenabled()
-gc.disable()
+# The GC is paused while the handler's modules load: xpm_sync.coldstart.
+with loading():
+    from typing import Any
 
-from typing import Any
-
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from xpm_sync import aws
-from xpm_sync.config import ConfigRepository
-from xpm_sync.observability import logger, metrics, tracer
-from xpm_sync.runtime import usable_context
-from xpm_sync.settings import DispatchSettings, load_settings
-from xpm_sync.wiring import sync_queue
+    from aws_lambda_powertools.logging import correlation_paths
+    from aws_lambda_powertools.metrics import MetricUnit
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+    from xpm_sync import aws
+    from xpm_sync.config import ConfigRepository
+    from xpm_sync.observability import logger, metrics, tracer
+    from xpm_sync.runtime import usable_context
+    from xpm_sync.settings import DispatchSettings, load_settings
+    from xpm_sync.wiring import sync_queue
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
@@ -38,8 +35,3 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     answer: dict[str, int] = _handle(event, usable_context(context))
     return answer
-
-
-gc.freeze()
-if _collecting:
-    gc.enable()

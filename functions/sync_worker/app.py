@@ -9,25 +9,22 @@ so SQS delivers it again and, after the queue's maxReceiveCount, parks it in the
 
 from __future__ import annotations
 
-import gc
+from xpm_sync.coldstart import loading
 
-# The GC is paused while this module loads (the init phase) and what it built is frozen at its end:
-# docs/ARCHITECTURE.md, "Cold start".
-_collecting = gc.isenabled()
-gc.disable()
+# The GC is paused while the handler's modules load: xpm_sync.coldstart.
+with loading():
+    from typing import Any
 
-from typing import Any
-
-from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from xpm_sync.observability import logger, tracer
-from xpm_sync.queue import SyncRequest
-from xpm_sync.runtime import remaining_seconds, usable_context
-from xpm_sync.settings import WorkerSettings, load_settings
-from xpm_sync.sync.engine import run_sync
-from xpm_sync.wiring import sync_services
+    from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+    from xpm_sync.observability import logger, tracer
+    from xpm_sync.queue import SyncRequest
+    from xpm_sync.runtime import remaining_seconds, usable_context
+    from xpm_sync.settings import WorkerSettings, load_settings
+    from xpm_sync.sync.engine import run_sync
+    from xpm_sync.wiring import sync_services
 
 
 class TransientRunFailure(Exception):
@@ -66,8 +63,3 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
 def lambda_handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     answer: PartialItemFailureResponse = _handle(event, usable_context(context))
     return answer
-
-
-gc.freeze()
-if _collecting:
-    gc.enable()

@@ -54,3 +54,16 @@ def test_a_handler_imported_with_the_gc_off_leaves_it_off() -> None:
         "import gc\ngc.disable()\nimport functions.sync_worker.app\nprint(gc.isenabled())"
     )
     assert state == "False"
+
+
+def test_a_handler_that_fails_to_load_leaves_the_gc_collecting_and_freezes_nothing() -> None:
+    state = in_a_fresh_interpreter(
+        "import gc\n"
+        "from xpm_sync.coldstart import loading\n"
+        "try:\n"
+        "    with loading():\n"
+        "        import no_such_module_in_the_layer\n"
+        "except ImportError:\n"
+        "    print(gc.isenabled(), gc.get_freeze_count())"
+    )
+    assert state == "True 0"

@@ -12,7 +12,14 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from xpm_sync import aws
-from xpm_sync.dynamodb import BatchWriter, Table, UnprocessedItems, is_condition_failure, to_attribute
+from xpm_sync.dynamodb import (
+    BATCH_SIZE,
+    BatchWriter,
+    Table,
+    UnprocessedItems,
+    is_condition_failure,
+    to_attribute,
+)
 
 REGION = "ap-southeast-2"
 
@@ -97,9 +104,14 @@ def test_a_number_dynamodb_cannot_hold_exactly_is_refused() -> None:
         to_attribute(10**40 + 1)  # 41 digits: DynamoDB keeps 38
 
 
-def test_an_empty_set_is_refused_before_dynamodb_sees_it() -> None:
+@pytest.mark.parametrize(
+    "value",
+    [set(), Decimal("NaN"), Decimal("Infinity"), {1: "a name that is not a string"}],
+    ids=["empty set", "NaN", "Infinity", "number as a name"],
+)
+def test_what_dynamodb_cannot_store_is_refused_before_it_sees_it(value: Any) -> None:
     with pytest.raises(TypeError):
-        to_attribute(set())
+        to_attribute(value)
 
 
 def test_query_pages_carry_on_from_the_last_evaluated_key(table: Table) -> None:
@@ -172,43 +184,61 @@ def test_the_batch_writer_still_sends_what_it_holds_when_the_block_fails(table: 
 
 
 class ThrottlingClient:
-    """A DynamoDB client that leaves the last item of each batch unprocessed ``times`` times."""
+    """A DynamoDB client that writes at most ``per_send`` items of each BatchWriteItem, after
+    ``stalls`` sends that write nothing; the rest comes back unprocessed."""
 
-    def __init__(self, times: int) -> None:
-        self.times = times
-        self.sent: list[list[dict[str, Any]]] = []
+    def __init__(self, *, per_send: int = BATCH_SIZE, stalls: int = 0) -> None:
+        self.per_send = per_send
+        self.stalls = stalls
+        self.written: list[dict[str, Any]] = []
+        self.sends = 0
 
     def batch_write_item(self, *, RequestItems: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         requests = RequestItems["items"]
-        self.sent.append([request["PutRequest"]["Item"] for request in requests])
-        if self.times > 0:
-            self.times -= 1
-            return {"UnprocessedItems": {"items": requests[-1:]}}
-        return {"UnprocessedItems": {}}
+        self.sends += 1
+        if self.stalls > 0:
+            self.stalls -= 1
+            return {"UnprocessedItems": {"items": requests}}
+        self.written += [request["PutRequest"]["Item"] for request in requests[: self.per_send]]
+        return {"UnprocessedItems": {"items": requests[self.per_send :]} if requests[self.per_send :] else {}}
 
 
-def test_unprocessed_items_are_sent_again_after_a_backoff() -> None:
-    client, waits = ThrottlingClient(times=2), list[float]()
+def typed(count: int) -> list[dict[str, Any]]:
+    return [{"pk": {"S": "p"}, "sk": {"S": str(number)}} for number in range(count)]
+
+
+def test_unprocessed_items_are_sent_again_after_a_backoff_until_all_are_written() -> None:
+    client, waits = ThrottlingClient(per_send=10, stalls=2), list[float]()
     table = Table(client, "items", sleep=waits.append)
 
     with BatchWriter(table) as batch:
-        for number in range(3):
+        for number in range(25):
             batch.put_item(Item={"pk": "p", "sk": str(number)})
 
-    assert [len(sent) for sent in client.sent] == [3, 1, 1]
-    assert client.sent[1] == client.sent[2] == [{"pk": {"S": "p"}, "sk": {"S": "2"}}]
-    assert len(waits) == 2
+    assert client.written == typed(25)  # each once, none lost
+    assert client.sends == 5  # two that wrote nothing, then 10 + 10 + 5
+    assert len(waits) == 4
     assert all(0 <= wait <= 2.0 for wait in waits)
 
 
-def test_items_that_stay_unprocessed_fail_the_write_instead_of_looping() -> None:
-    client, waits = ThrottlingClient(times=1_000), list[float]()
+def test_a_throttled_partition_that_still_takes_some_items_is_never_given_up_on() -> None:
+    # One item a send: far more sends than the stall limit, but each one makes progress.
+    client = ThrottlingClient(per_send=1)
+    Table(client, "items", sleep=lambda _: None).write_batch(typed(25))
+
+    assert client.written == typed(25)
+    assert client.sends == 25
+
+
+def test_items_that_no_send_gets_through_fail_the_write_instead_of_looping() -> None:
+    client, waits = ThrottlingClient(stalls=1_000), list[float]()
     table = Table(client, "items", sleep=waits.append)
 
-    with pytest.raises(UnprocessedItems, match="1 items"):
-        table.write_batch([{"pk": {"S": "p"}, "sk": {"S": "s"}}])
+    with pytest.raises(UnprocessedItems, match="3 items"):
+        table.write_batch(typed(3))
 
-    assert len(client.sent) == 8
+    assert client.sends == 8
+    assert client.written == []
     assert sum(waits) < 10
 
 

@@ -3,13 +3,15 @@
 The repositories call a table as they would call boto3's Table resource (``get_item``,
 ``put_item``, ``update_item``, ``delete_item``, ``query``, ``scan``, ``batch_writer``), with the
 same value types: strings, ``int`` and ``Decimal`` in, ``Decimal`` out, booleans, ``None``, maps,
-lists and sets. This module does the conversion to and from DynamoDB's typed attribute values
+lists and sets (binary values come back as ``bytes``, not boto3's ``Binary``; the project stores
+none). This module does the conversion to and from DynamoDB's typed attribute values
 itself, so that no handler imports boto3: boto3 (with the s3transfer it imports) is about 45 ms of
 every cold start on the bench machine, and a Table resource loads boto3's resource model on its
 first call. botocore does the calling, signing and retrying, as it does under boto3.
 
-Numbers follow boto3's rules: a ``float`` is refused (it would be stored rounded), and a number
-DynamoDB cannot hold exactly (over 38 digits) raises ``decimal.Inexact`` or ``decimal.Rounded``.
+Numbers follow boto3's rules: a ``float``, Infinity and NaN are refused (a float would be stored
+rounded), and a number DynamoDB cannot hold exactly (over 38 digits) raises ``decimal.Inexact`` or
+``decimal.Rounded``. An empty set or a name that is not a string is refused before DynamoDB sees it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from botocore.exceptions import ClientError
 # DynamoDB's number type, as boto3 defines it: 38 digits, and anything inexact is an error.
 _NUMBERS = Context(Emin=-128, Emax=126, prec=38, traps=[Clamped, Overflow, Inexact, Rounded, Underflow])
 BATCH_SIZE = 25  # DynamoDB's most per BatchWriteItem
-_UNPROCESSED_ROUNDS = 8  # sends of items DynamoDB leaves unprocessed, backing off, before giving up
+_STALLED_SENDS = 8  # sends in a row that write nothing before a batch gives up (up to ~9 s of backoff)
 
 # Request parameters that hold items, keys or values, and answer fields that do.
 _ITEM_PARAMETERS = ("Key", "Item", "ExclusiveStartKey")
@@ -55,7 +57,7 @@ def to_attribute(value: Any) -> dict[str, Any]:
     if isinstance(value, bytes | bytearray):
         return {"B": bytes(value)}
     if isinstance(value, Mapping):
-        return {"M": {str(name): to_attribute(member) for name, member in value.items()}}
+        return {"M": to_item(value)}
     if isinstance(value, list | tuple):
         return {"L": [to_attribute(member) for member in value]}
     if isinstance(value, set | frozenset) and value:
@@ -75,6 +77,8 @@ def _set_attribute(members: set[Any] | frozenset[Any]) -> dict[str, Any]:
 
 
 def _number(value: int | Decimal) -> str:
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise TypeError("DynamoDB cannot store Infinity or NaN")
     return str(_NUMBERS.create_decimal(value))
 
 
@@ -105,6 +109,8 @@ def from_attribute(attribute: Mapping[str, Any]) -> Any:
 
 
 def to_item(values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    if not all(isinstance(name, str) for name in values):
+        raise TypeError("DynamoDB attribute names are strings")
     return {name: to_attribute(value) for name, value in values.items()}
 
 
@@ -181,20 +187,27 @@ class Table:
         return BatchWriter(self)
 
     def write_batch(self, items: list[dict[str, dict[str, Any]]]) -> None:
-        """PutItems of at most 25 typed items in one BatchWriteItem, and again for those
-        DynamoDB leaves unprocessed, backing off (with jitter) between sends as AWS advises."""
-        pending = items
-        for round_ in range(_UNPROCESSED_ROUNDS):
-            if round_:
-                self._sleep(random.uniform(0, min(2.0, 0.05 * 2**round_)))  # noqa: S311 - jitter
+        """PutItems of at most 25 typed items in one BatchWriteItem, and again for those DynamoDB
+        leaves unprocessed (throttling), backing off with jitter between sends as AWS advises.
+
+        It keeps going while each send gets some items through: every record of a firm shares one
+        partition key, so a large first sync can meet the partition's write limit and still
+        finish. It gives up only when ``_STALLED_SENDS`` sends in a row write nothing."""
+        pending, stalled = items, 0
+        while pending:
             answer = self.client.batch_write_item(
                 RequestItems={self.name: [{"PutRequest": {"Item": item}} for item in pending]}
             )
             unprocessed = answer.get("UnprocessedItems", {}).get(self.name, [])
+            stalled = stalled + 1 if len(unprocessed) == len(pending) else 0
             pending = [request["PutRequest"]["Item"] for request in unprocessed]
             if not pending:
                 return
-        raise UnprocessedItems(f"{len(pending)} items to {self.name} were still unprocessed after retries")
+            if stalled >= _STALLED_SENDS:
+                raise UnprocessedItems(
+                    f"{len(pending)} items to {self.name} were still unprocessed after retries"
+                )
+            self._sleep(random.uniform(0, min(2.0, 0.05 * 2 ** (stalled + 1))))  # noqa: S311 - jitter
 
 
 class BatchWriter:

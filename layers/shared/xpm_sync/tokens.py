@@ -34,7 +34,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from xpm_sync.clock import Clock
-from xpm_sync.dynamodb import Table
+from xpm_sync.dynamodb import Table, is_condition_failure
 from xpm_sync.observability import logger
 from xpm_sync.xero.identity import InvalidGrant, TokenSet, XeroIdentity
 
@@ -408,7 +408,7 @@ class RefreshLock:
                 ExpressionAttributeValues={":now": now},
             )
         except ClientError as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
+            if is_condition_failure(exc):
                 return False
             raise
         return True
@@ -422,7 +422,7 @@ class RefreshLock:
                 ExpressionAttributeValues={":owner": owner},
             )
         except ClientError as exc:
-            if _error_code(exc) != "ConditionalCheckFailedException":
+            if not is_condition_failure(exc):
                 raise  # the lease ran out and another function holds it now: leave theirs alone
 
 
