@@ -25,8 +25,9 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from local.write_counts import WRITE_OPERATIONS, items_written, tables_of
+
 RESULT_PREFIX = "BENCH_RESULT "
-_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 
 
 def cpu_seconds() -> float:
@@ -50,30 +51,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: best effort
 
 
-def _items_for(table: str, operation: str, params: dict[str, Any]) -> int | None:
-    """The items a request writes to ``table`` (0 for a read of it); None when it is not for it."""
-    if operation == "BatchWriteItem":
-        requests = params["RequestItems"].get(table)
-        return len(requests) if requests else None
-    if operation == "TransactWriteItems":
-        actions = [action for item in params["TransactItems"] for action in item.values()]
-        written = sum(1 for action in actions if action.get("TableName") == table)
-        return written or None
-    if params.get("TableName") != table:
-        return None
-    return 1 if operation in _WRITES else 0
-
-
 def _count_requests(table: Any, counter: Counter[str]) -> None:
     """Count every request made to this table (its client serves the other tables too), by
     operation name, and the items written to it."""
 
     def hook(params: dict[str, Any], model: Any, **_: Any) -> None:
-        items = _items_for(table.name, model.name, params)
-        if items is None:
+        if table.name not in tables_of(model.name, params):
             return
         counter[model.name] += 1
-        counter["items written"] += items
+        counter["items written"] += items_written(table.name, model.name, params)
 
     table.client.meta.events.register("provide-client-params.dynamodb.*", hook)
 
@@ -145,7 +131,7 @@ def sync_job(args: dict[str, Any]) -> dict[str, Any]:
         "active_requests": dict(requests),
         # Items written (a BatchWriteItem counts its items), and the requests that carried them.
         "active_writes": requests["items written"],
-        "active_write_requests": sum(n for op, n in requests.items() if op in _WRITES),
+        "active_write_requests": sum(n for op, n in requests.items() if op in WRITE_OPERATIONS),
         "peak_rss_mb": peak_rss_mb(),
         "rss_after_import_mb": rss_after_import,
     }

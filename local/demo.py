@@ -25,6 +25,7 @@ from local.lambda_runtime import LocalContext, drain_queue, scheduled_event
 from local.seed import user_item
 from local.serve import DEMO_OFFICE_CODE, seed_demo_firm, serve_api
 from local.stack import MotoServer, StackNames, create_resources, function_environment
+from local.write_counts import items_written
 from local.xpm_sim import Practice, Simulator, generate_practice, start_simulator
 
 FIRM_ID = "firm-demo"
@@ -43,19 +44,14 @@ def heading(text: str) -> None:
 
 
 class WriteCounter:
-    """Counts the items this process writes to the Active table (put, update, batch-put)."""
+    """Counts the items this process writes to the Active table (local.write_counts)."""
 
     def __init__(self, table_name: str) -> None:
         self.table_name = table_name
         self.count = 0
 
-    def __call__(self, params: dict[str, Any], **_: Any) -> None:
-        if params.get("TableName") == self.table_name:
-            self.count += 1
-        # A batch write carries up to 25 items, a transaction up to 100: each is a write to the table.
-        self.count += len(params.get("RequestItems", {}).get(self.table_name, []))
-        for item in params.get("TransactItems", []):
-            self.count += sum(1 for action in item.values() if action.get("TableName") == self.table_name)
+    def __call__(self, operation: str, params: dict[str, Any]) -> None:
+        self.count += items_written(self.table_name, operation, params)
 
 
 @contextmanager
@@ -295,11 +291,8 @@ def _endpoint(path: str) -> str:
 
 
 def _write_hook(counter: WriteCounter) -> Any:
-    writes = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
-
     def hook(params: dict[str, Any], model: Any, **_: Any) -> None:
-        if model.name in writes:
-            counter(params)
+        counter(model.name, params)
 
     return hook
 

@@ -1,0 +1,42 @@
+"""What a DynamoDB request writes to one table, from the parameters botocore is about to send.
+
+The demo, the bench and the tests all count the writes a run makes to the Active table (a rerun with
+nothing changed must write nothing), and count them the same way, from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+WRITE_OPERATIONS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
+_TRANSACTION_WRITES = ("Put", "Update", "Delete")  # a ConditionCheck alone writes nothing
+
+
+def tables_of(operation: str, params: dict[str, Any]) -> set[str]:
+    """The tables a request reads or writes (for a transaction, those it writes)."""
+    if operation == "BatchWriteItem":
+        return set(params.get("RequestItems", {}))
+    if operation == "TransactWriteItems":
+        return {
+            action["TableName"]
+            for item in params.get("TransactItems", [])
+            for kind, action in item.items()
+            if kind in _TRANSACTION_WRITES
+        }
+    table = params.get("TableName")
+    return {table} if isinstance(table, str) else set()
+
+
+def items_written(table: str, operation: str, params: dict[str, Any]) -> int:
+    """The items a request writes to ``table``: each of a batch or a transaction, one for a
+    single-item write, none for a read or a request to another table."""
+    if operation == "BatchWriteItem":
+        return len(params.get("RequestItems", {}).get(table, []))
+    if operation == "TransactWriteItems":
+        return sum(
+            1
+            for item in params.get("TransactItems", [])
+            for kind, action in item.items()
+            if kind in _TRANSACTION_WRITES and action.get("TableName") == table
+        )
+    return 1 if operation in WRITE_OPERATIONS and params.get("TableName") == table else 0
