@@ -66,14 +66,14 @@ def _count_requests(table: Any, counter: Counter[str]) -> None:
 
 def sync_job(args: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()
-    from xpm_sync import aws
-    from xpm_sync.runs import RunLog
+    from xpm_sync.adapters import aws
+    from xpm_sync.adapters.sync_log import RunLog
 
     from functions.sync_worker.app import lambda_handler
     from local.lambda_runtime import drain_queue
 
     imported = time.monotonic() - started
-    # A warm container: the AWS clients the handler uses already exist (xpm_sync.aws caches
+    # A warm container: the AWS clients the handler uses already exist (xpm_sync.adapters.aws caches
     # them per process, as a Lambda container keeps them between invocations). Making them is a
     # cold-start cost, reported on its own.
     setup_started = time.monotonic()
@@ -139,8 +139,8 @@ def sync_job(args: dict[str, Any]) -> dict[str, Any]:
 
 def baseline_job(args: dict[str, Any]) -> dict[str, Any]:
     import httpx
-    from xpm_sync import aws
-    from xpm_sync.active.repository import BatchWrites
+    from xpm_sync.adapters import aws
+    from xpm_sync.adapters.active_table import BatchWrites
 
     # Clients made before the clock starts, as for the worker (a warm container).
     table = aws.table(os.environ["ACTIVE_TABLE"])

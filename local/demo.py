@@ -90,7 +90,7 @@ def local_stack() -> Iterator[tuple[StackNames, Simulator, Practice]]:
 
 def deliver(names: StackNames, *, scheduled: bool) -> str:
     """Run what is queued (after a scheduled event, when asked) through the worker handler."""
-    from xpm_sync import aws
+    from xpm_sync.adapters import aws
 
     from functions.sync_dispatch.app import lambda_handler as dispatch
     from functions.sync_worker.app import lambda_handler as worker
@@ -218,7 +218,7 @@ def main() -> int:
     logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"))
     heading("xpm-sync demo: XPM staff and clients into Active")
     with local_stack() as (names, sim, practice):
-        from xpm_sync import aws
+        from xpm_sync.adapters import aws
 
         active = aws.table(names.active_table)
         counter = WriteCounter(names.active_table)

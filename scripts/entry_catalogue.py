@@ -1,4 +1,4 @@
-"""Generate docs/entry-codes.md from ``xpm_sync.entries.CATALOGUE``, the one list of entry codes.
+"""Generate docs/entry-codes.md from ``xpm_sync.domain.entries.CATALOGUE``, the one list of entry codes.
 
 Support staff and admins read the published catalogue; the code raises entries from the same
 declarations, so the two cannot drift. ``--write`` regenerates the file; ``--check`` exits 1 when
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from xpm_sync.entries import CATALOGUE, EntryKind
+from xpm_sync.domain.entries import CATALOGUE, EntryKind
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "entry-codes.md"
@@ -27,7 +27,7 @@ ENTITY_SECTIONS = (
 HEADER = """\
 # Entry codes
 
-<!-- Generated from layers/shared/xpm_sync/entries.py by scripts/entry_catalogue.py: do not edit.
+<!-- Generated from layers/shared/xpm_sync/domain/entries.py by scripts/entry_catalogue.py: do not edit.
      Regenerate with `PYTHONPATH=layers/shared python -m scripts.entry_catalogue --write`. -->
 
 Every problem a sync run meets is recorded as an entry in the run's error log (SPEC A5), shown in

@@ -16,9 +16,7 @@ with loading():
     from aws_lambda_powertools.event_handler.openapi.params import Path, Query
     from aws_lambda_powertools.logging import correlation_paths
     from aws_lambda_powertools.utilities.typing import LambdaContext
-    from xpm_sync.api import service
     from xpm_sync.api.caller import admin_caller
-    from xpm_sync.api.deps import api_deps, frontend_url
     from xpm_sync.api.http import (
         ROUTE_ROOT,
         documented,
@@ -34,6 +32,7 @@ with loading():
         StartSyncResponse,
         TenantsResponse,
     )
+    from xpm_sync.composition import api_service, frontend_url
     from xpm_sync.observability import logger, tracer
     from xpm_sync.runtime import usable_context
 
@@ -53,11 +52,7 @@ def _firm_id() -> str:
     responses=documented(200, ConfigResponse, "The config and connection status", 401, 403, 422),
 )
 def get_config() -> ConfigResponse:
-    firm_id = _firm_id()
-    deps = api_deps()
-    return service.get_config(
-        firm_id, configs=deps.configs, runs=deps.runs, directory=deps.directory(firm_id)
-    )
+    return api_service().get_config(_firm_id())
 
 
 @app.get(
@@ -66,9 +61,7 @@ def get_config() -> ConfigResponse:
     responses=documented(200, TenantsResponse, "The tenants", 401, 403, 409, 422, 502),
 )
 def list_tenants() -> TenantsResponse:
-    firm_id = _firm_id()
-    deps = api_deps()
-    return service.list_tenants(firm_id, configs=deps.configs, tokens=deps.tokens, identity=deps.identity)
+    return api_service().list_tenants(_firm_id())
 
 
 @app.put(
@@ -77,17 +70,7 @@ def list_tenants() -> TenantsResponse:
     responses=documented(200, ConfigResponse, "Saved", 400, 401, 403, 409, 415, 422, 502),
 )
 def save_config(body: ConfigBody) -> ConfigResponse:
-    firm_id = _firm_id()
-    deps = api_deps()
-    return service.save_config(
-        firm_id,
-        body,
-        configs=deps.configs,
-        runs=deps.runs,
-        directory=deps.directory(firm_id),
-        tokens=deps.tokens,
-        identity=deps.identity,
-    )
+    return api_service().save_config(_firm_id(), body)
 
 
 @app.post(
@@ -97,25 +80,14 @@ def save_config(body: ConfigBody) -> ConfigResponse:
     responses=documented(202, StartSyncResponse, "A manual run is queued", 401, 403, 409, 422, 429),
 )
 def start_sync() -> StartSyncResponse:
-    firm_id = _firm_id()
-    deps = api_deps()
-    return service.start_sync(firm_id, configs=deps.configs, gate=deps.gate, queue=deps.queue)
+    return api_service().start_sync(_firm_id())
 
 
 @app.delete(
     BASE, summary="Disconnect", responses=documented(200, ConfigResponse, "Disconnected", 401, 403, 422, 502)
 )
 def disconnect() -> ConfigResponse:
-    firm_id = _firm_id()
-    deps = api_deps()
-    return service.disconnect(
-        firm_id,
-        configs=deps.configs,
-        runs=deps.runs,
-        directory=deps.directory(firm_id),
-        tokens=deps.tokens,
-        identity=deps.identity,
-    )
+    return api_service().disconnect(_firm_id())
 
 
 @app.get(
@@ -127,8 +99,7 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=100, description="Runs per page")] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> RunsPage:
-    firm_id = _firm_id()
-    return service.list_runs(firm_id, runs=api_deps().runs, limit=limit, cursor=cursor)
+    return api_service().list_runs(_firm_id(), limit=limit, cursor=cursor)
 
 
 @app.get(
@@ -137,8 +108,7 @@ def list_runs(
     responses=documented(200, RunDetail, "The run and its entries", 401, 403, 404, 422),
 )
 def get_run(run_id: Annotated[str, Path(description="run_id from the runs list")]) -> RunDetail:
-    firm_id = _firm_id()
-    return service.get_run(firm_id, run_id, runs=api_deps().runs)
+    return api_service().get_run(_firm_id(), run_id)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

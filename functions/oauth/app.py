@@ -16,9 +16,7 @@ with loading():
     from aws_lambda_powertools.event_handler.openapi.params import Body, Query
     from aws_lambda_powertools.logging import correlation_paths
     from aws_lambda_powertools.utilities.typing import LambdaContext
-    from xpm_sync.api import service
     from xpm_sync.api.caller import admin_caller
-    from xpm_sync.api.deps import frontend_url, oauth_deps
     from xpm_sync.api.http import (
         ROUTE_ROOT,
         documented,
@@ -27,6 +25,8 @@ with loading():
         with_cors,
     )
     from xpm_sync.api.models import ConnectRequest, ConnectResponse
+    from xpm_sync.api.service import CallbackQuery, setup_page_url
+    from xpm_sync.composition import frontend_url, oauth_service
     from xpm_sync.observability import logger, tracer
     from xpm_sync.runtime import usable_context
 
@@ -42,16 +42,7 @@ install_error_handlers(app)
     responses=documented(200, ConnectResponse, "Where to send the browser", 400, 401, 403, 415, 422),
 )
 def connect(body: Annotated[ConnectRequest | None, Body()] = None) -> ConnectResponse:
-    caller = admin_caller(app.current_event.raw_event)
-    deps = oauth_deps()
-    return service.start_connect(
-        caller,
-        body,
-        configs=deps.configs,
-        states=deps.states,
-        identity=deps.identity,
-        redirect_uri=deps.settings.oauth_redirect_uri,
-    )
+    return oauth_service().start_connect(admin_caller(app.current_event.raw_event), body)
 
 
 @app.get(
@@ -67,23 +58,13 @@ def callback(
     state: Annotated[list[str] | None, Query()] = None,
     error: Annotated[list[str] | None, Query()] = None,
 ) -> Response[str]:
-    deps = oauth_deps()
     try:
-        location = service.complete_callback(
-            service.CallbackQuery.of(code=code, state=state, error=error),
-            states=deps.states,
-            identity=deps.identity,
-            tokens=deps.tokens,
-            configs=deps.configs,
-            redirect_uri=deps.settings.oauth_redirect_uri,
-            frontend_url=deps.settings.frontend_url,
-            clock=deps.clock,
-        )
+        location = oauth_service().complete_callback(CallbackQuery.of(code=code, state=state, error=error))
     except Exception:
         # A person's browser is waiting: send it back to the setup page with an error rather
         # than leave it on a bare 500. Tokens are never in our exception messages.
         logger.exception("xpm connect callback failed")
-        location = service.setup_page_url(deps.settings.frontend_url, error="server_error")
+        location = setup_page_url(frontend_url(), error="server_error")
     return Response(
         status_code=302,
         body="",

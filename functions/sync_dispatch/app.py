@@ -11,12 +11,9 @@ with loading():
     from aws_lambda_powertools.logging import correlation_paths
     from aws_lambda_powertools.metrics import MetricUnit
     from aws_lambda_powertools.utilities.typing import LambdaContext
-    from xpm_sync import aws
-    from xpm_sync.config import ConfigRepository
+    from xpm_sync.composition import dispatch_configs
     from xpm_sync.observability import logger, metrics, tracer
     from xpm_sync.runtime import usable_context
-    from xpm_sync.settings import DispatchSettings, load_settings
-    from xpm_sync.wiring import sync_queue
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
@@ -24,9 +21,8 @@ with loading():
 @metrics.log_metrics
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     # The schedule's event carries nothing the dispatch needs: any invocation means "it is time".
-    settings = load_settings(DispatchSettings)
-    firm_ids = ConfigRepository(aws.table(settings.config_table)).enabled_firm_ids()
-    queued = sync_queue(settings.sync_queue_url).enqueue_many(firm_ids, "schedule")
+    configs, queue = dispatch_configs()
+    queued = queue.enqueue_many(configs.enabled_firm_ids(), "schedule")
     metrics.add_metric(name="FirmsQueued", unit=MetricUnit.Count, value=queued)
     logger.info("queued hourly syncs", extra={"firms": queued})
     return {"queued": queued}

@@ -19,12 +19,12 @@ with loading():
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
+    from xpm_sync.composition import sync_services
+    from xpm_sync.domain.runs import SyncRequest
     from xpm_sync.observability import logger, tracer
-    from xpm_sync.queue import SyncRequest
     from xpm_sync.runtime import remaining_seconds, usable_context
     from xpm_sync.settings import WorkerSettings, load_settings
     from xpm_sync.sync.engine import run_sync
-    from xpm_sync.wiring import sync_services
 
 
 class TransientRunFailure(Exception):

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from xpm_sync import aws as aws_clients
-from xpm_sync.queue import SyncRequest
+from xpm_sync.adapters import aws as aws_clients
+from xpm_sync.composition import sync_services
+from xpm_sync.domain.runs import SyncRequest
 from xpm_sync.settings import WorkerSettings, load_settings
 from xpm_sync.sync import clients as client_sync
 from xpm_sync.sync.engine import RunResult, SyncServices, run_sync
-from xpm_sync.wiring import sync_services
 
 from functions.sync_worker import app as worker_app
 from tests.fixtures.sync import SyncWorld

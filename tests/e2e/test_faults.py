@@ -37,21 +37,21 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from moto.ses.models import ses_backends
-from xpm_sync import aws as aws_clients
-from xpm_sync import wiring
-from xpm_sync.active.repository import ActiveRepository
-from xpm_sync.clock import SystemClock
-from xpm_sync.config import ConfigRepository
-from xpm_sync.mapping import normalise_email
+from xpm_sync import composition as wiring
+from xpm_sync.adapters import aws as aws_clients
+from xpm_sync.adapters.active_table import ActiveRepository
+from xpm_sync.adapters.config_table import ConfigRepository
+from xpm_sync.adapters.tokens import TokenStore
+from xpm_sync.adapters.xero_identity import XeroIdentity
+from xpm_sync.adapters.xpm.budget import CallBudget, reset_budgets
+from xpm_sync.adapters.xpm.client import XpmApi
+from xpm_sync.adapters.xpm.errors import XpmUnavailable
+from xpm_sync.domain.clock import SystemClock
+from xpm_sync.domain.mapping import normalise_email
+from xpm_sync.domain.runs import SyncRun
 from xpm_sync.observability import logger
-from xpm_sync.runs import SyncRun
 from xpm_sync.settings import WorkerSettings, load_settings
 from xpm_sync.sync.clients import ClientSync
-from xpm_sync.tokens import TokenStore
-from xpm_sync.xero.identity import XeroIdentity
-from xpm_sync.xpm.budget import CallBudget, reset_budgets
-from xpm_sync.xpm.client import XpmClient
-from xpm_sync.xpm.errors import XpmUnavailable
 
 from functions.sync_dispatch.app import lambda_handler as dispatch_handler
 from functions.sync_worker.app import lambda_handler as worker_handler
@@ -98,7 +98,7 @@ class FaultWorld:
     json_log: io.StringIO
     caplog: pytest.LogCaptureFixture
     capsys: pytest.CaptureFixture[str]
-    # Keyword arguments every XpmClient the worker builds gets (sleep, timeout, max_attempts).
+    # Keyword arguments every XpmApi the worker builds gets (sleep, timeout, max_attempts).
     xpm_options: dict[str, Any]
     sleeps: list[float] = field(default_factory=list)
     responses: list[Any] = field(default_factory=list)
@@ -372,11 +372,11 @@ def fw(
     harness = FaultWorld(world=world, json_log=json_log, caplog=caplog, capsys=capsys, xpm_options={})
     harness.xpm_options["sleep"] = harness.sleeps.append
 
-    def xpm_client(**kwargs: Any) -> XpmClient:
-        return XpmClient(**{**kwargs, **harness.xpm_options})
+    def xpm_client(**kwargs: Any) -> XpmApi:
+        return XpmApi(**{**kwargs, **harness.xpm_options})
 
     # The worker builds its XPM client in wiring.sync_services: the same client, with no real sleeps.
-    monkeypatch.setattr(wiring, "XpmClient", xpm_client)
+    monkeypatch.setattr(wiring, "XpmApi", xpm_client)
     # Call budgets are per tenant and per process; a spent day must not leak into the next test.
     reset_budgets()
     yield harness
@@ -521,13 +521,13 @@ def test_one_slow_answer_is_retried_and_the_run_succeeds(fw: FaultWorld) -> None
 
 
 def test_the_client_timeout_bounds_every_call(simulator: Any) -> None:
-    """At the XpmClient level: a hung XPM costs max_attempts x timeout, not a Lambda timeout."""
+    """At the XpmApi level: a hung XPM costs max_attempts x timeout, not a Lambda timeout."""
     practice = simulator.practices[0]
     token = simulator.issue_tokens(SIM_CLIENT_ID)["access_token"]
     simulator.faults.add("slow", times=None, path="staff.api", seconds=1.0)
     FAULT_LEDGER["slow"] += 1
     sleeps: list[float] = []
-    xpm = XpmClient(
+    xpm = XpmApi(
         api_url=simulator.url,
         tenant_id=practice.tenant_id,
         tokens=StaticToken(token),

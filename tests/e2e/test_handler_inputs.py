@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from xpm_sync import aws as aws_clients
+from xpm_sync.adapters import aws as aws_clients
 
 from functions.sync_dispatch.app import lambda_handler as dispatch_handler
 from functions.sync_worker.app import lambda_handler as worker_handler

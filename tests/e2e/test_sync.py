@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from xpm_sync.active.repository import ActiveRepository
-from xpm_sync.mapping import normalise_email
+from xpm_sync.adapters.active_table import ActiveRepository
+from xpm_sync.domain.mapping import normalise_email
 
 from local.seed import TRIAL_NOTE
 from local.xpm_sim import SimClient
@@ -158,8 +158,8 @@ def test_one_run_a_day_reads_every_client(world: SyncWorld) -> None:
     world.run_hourly()
     yesterday = (datetime.now(UTC) - timedelta(hours=25)).strftime("%Y-%m-%dT%H:%M:%SZ")
     world.active  # noqa: B018 - keep the table client warm
-    from xpm_sync import aws as aws_clients
-    from xpm_sync.config import ConfigRepository
+    from xpm_sync.adapters import aws as aws_clients
+    from xpm_sync.adapters.config_table import ConfigRepository
 
     ConfigRepository(aws_clients.table(world.names.config_table)).update(
         world.firm_id, last_full_read_started_at=yesterday
@@ -483,7 +483,7 @@ def test_xpm_unavailable_is_recorded_and_the_message_retried_by_sqs(world: SyncW
 
 
 def test_dispatcher_queues_only_enabled_connected_firms(world: SyncWorld) -> None:
-    from xpm_sync import aws as aws_clients
+    from xpm_sync.adapters import aws as aws_clients
 
     config = aws_clients.table(world.names.config_table)
     config.put_item(Item={"firm_id": "firm-off", "status": "connected", "sync_enabled": False})

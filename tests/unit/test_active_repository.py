@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from xpm_sync.active.repository import ActiveRepository, RecordIds
-from xpm_sync.dynamodb import Table
+from xpm_sync.adapters.active_table import ActiveRepository, RecordIds
+from xpm_sync.adapters.dynamodb import Table
 
 FIRM = "firm-writes"
 

@@ -11,8 +11,8 @@ import json
 from typing import Any
 
 import pytest
-from xpm_sync import aws
-from xpm_sync.config import ConfigRepository
+from xpm_sync.adapters import aws
+from xpm_sync.adapters.config_table import ConfigRepository
 
 from local.xpm_sim import generate_practice
 from tests.fixtures.api import FIRM, OTHER_FIRM, ApiHarness, admin_claims

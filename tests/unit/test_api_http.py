@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from xpm_sync.api.caller import admin_caller, groups_of
-from xpm_sync.api.errors import Forbidden, Unauthorized
+from xpm_sync.domain.errors import NotAnAdmin, NotSignedIn
 
 from tests.fixtures.api import ApiHarness
 from tests.fixtures.events import load_event
@@ -138,7 +138,7 @@ def test_the_firm_comes_from_the_claims_alone() -> None:
     ],
 )
 def test_malformed_request_contexts_are_unauthorized(event: dict[str, Any]) -> None:
-    with pytest.raises(Unauthorized):
+    with pytest.raises(NotSignedIn):
         admin_caller(event)
 
 
@@ -152,7 +152,7 @@ def test_the_firm_and_admin_group_claims_alone_reach_every_route(api: ApiHarness
 
 def test_a_non_admin_is_forbidden() -> None:
     event = {"requestContext": {"authorizer": {"claims": {"sub": "u", "custom:firm_id": "f"}}}}
-    with pytest.raises(Forbidden):
+    with pytest.raises(NotAnAdmin):
         admin_caller(event)
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from xpm_sync import aws
-from xpm_sync.entries import PARTNER_NOT_IN_ACTIVE, XPM_RATE_LIMITED, raise_entry
-from xpm_sync.runs import RunLog, SyncRun, new_counts
+from xpm_sync.adapters import aws
+from xpm_sync.adapters.sync_log import RunLog
+from xpm_sync.domain.entries import PARTNER_NOT_IN_ACTIVE, XPM_RATE_LIMITED
+from xpm_sync.domain.runs import SyncRun, new_counts
 
 from tests.fixtures.api import FIRM, OTHER_FIRM, Answer, ApiHarness, admin_claims
 
@@ -45,13 +46,12 @@ def runs(api: ApiHarness) -> list[SyncRun]:
     log.add_entries(
         partial,
         [
-            raise_entry(
-                PARTNER_NOT_IN_ACTIVE,
+            PARTNER_NOT_IN_ACTIVE.entry(
                 label="Acme Pty Ltd (ACME01)",
                 message="Partner missing",
                 xpm_uuid="u-1",
             ),
-            raise_entry(XPM_RATE_LIMITED, label="XPM", message="Rate limited"),
+            XPM_RATE_LIMITED.entry(label="XPM", message="Rate limited"),
         ],
         START,
     )

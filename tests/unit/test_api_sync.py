@@ -11,9 +11,9 @@ from datetime import timedelta
 
 import boto3
 import pytest
-from xpm_sync import aws
-from xpm_sync.config import ConfigRepository
-from xpm_sync.runs import new_run_id
+from xpm_sync.adapters import aws
+from xpm_sync.adapters.config_table import ConfigRepository
+from xpm_sync.domain.runs import new_run_id
 
 from tests.fixtures.api import FIRM, LOCAL_CLIENT_ID, OTHER_FIRM, ApiHarness, admin_claims
 

@@ -1,4 +1,4 @@
-"""DynamoDB tables with Python values in and out (xpm_sync.dynamodb): items come back as boto3's
+"""DynamoDB tables with Python values in and out (xpm_sync.adapters.dynamodb): items come back as boto3's
 Table resource gives them, batches go 25 to a request, and unprocessed items are sent again."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from xpm_sync import aws
-from xpm_sync.dynamodb import (
+from xpm_sync.adapters import aws
+from xpm_sync.adapters.dynamodb import (
     BATCH_SIZE,
     BatchWriter,
     Table,

@@ -12,13 +12,13 @@ import ast
 from pathlib import Path
 
 import pytest
-from xpm_sync import entries
-from xpm_sync.entries import CATALOGUE, EntryKind
+from xpm_sync.domain import entries
+from xpm_sync.domain.entries import CATALOGUE, EntryKind
 
 from scripts import entry_catalogue
 
-PACKAGE = Path(entries.__file__).resolve().parent
-ENTRIES_MODULE = "xpm_sync.entries"
+PACKAGE = Path(entries.__file__).resolve().parent.parent
+ENTRIES_MODULE = "xpm_sync.domain.entries"
 
 # Declared codes that no module raises yet, each with why it stays in the catalogue.
 RESERVED: dict[str, str] = {}
@@ -34,7 +34,7 @@ def _references(tree: ast.AST) -> tuple[set[str], set[str]]:
     names: set[str] = set()
     literal_codes: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "xpm_sync":
+        if isinstance(node, ast.ImportFrom) and node.module == "xpm_sync.domain":
             aliases |= {alias.asname or alias.name for alias in node.names if alias.name == "entries"}
         elif isinstance(node, ast.Import):
             aliases |= {alias.asname for alias in node.names if alias.name == ENTRIES_MODULE and alias.asname}

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from xpm_sync import entries
-from xpm_sync.active.models import Address, UserFields
-from xpm_sync.entries import Entry
-from xpm_sync.mapping import (
+from xpm_sync.domain import entries
+from xpm_sync.domain.active_records import Address, UserFields
+from xpm_sync.domain.entries import Entry
+from xpm_sync.domain.mapping import (
     INDIVIDUAL_TYPES,
     ClientMapping,
     abn_digits,
@@ -25,7 +25,7 @@ from xpm_sync.mapping import (
     split_name,
     staff_label,
 )
-from xpm_sync.xpm.models import XpmClient, XpmContact, XpmGroup, XpmStaff
+from xpm_sync.domain.xpm_records import XpmClientRecord, XpmContact, XpmGroup, XpmStaff
 
 VALID_ABN = "51 824 753 556"  # the ATO's published example
 
@@ -35,7 +35,7 @@ def a_staff(**overrides: Any) -> XpmStaff:
     return XpmStaff(**(values | overrides))
 
 
-def a_client(**overrides: Any) -> XpmClient:
+def a_client(**overrides: Any) -> XpmClientRecord:
     values: dict[str, Any] = {
         "uuid": "client-1",
         "name": "Acme Pty Ltd",
@@ -43,10 +43,10 @@ def a_client(**overrides: Any) -> XpmClient:
         "business_structure": "Company",
         "account_manager_uuid": "staff-partner",
     }
-    return XpmClient(**(values | overrides))
+    return XpmClientRecord(**(values | overrides))
 
 
-def an_individual(**overrides: Any) -> XpmClient:
+def an_individual(**overrides: Any) -> XpmClientRecord:
     values: dict[str, Any] = {
         "name": "Jane Citizen",
         "client_code": "CITI01",
@@ -67,7 +67,7 @@ def the_only(found: tuple[Entry, ...], code: str) -> Entry:
     return matching[0]
 
 
-def synced(client: XpmClient) -> Any:
+def synced(client: XpmClientRecord) -> Any:
     mapping = map_client(client)
     assert mapping.fields is not None, codes(mapping.entries)
     return mapping.fields

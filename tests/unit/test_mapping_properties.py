@@ -6,8 +6,8 @@ import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from xpm_sync.active.models import ClientFields
-from xpm_sync.mapping import (
+from xpm_sync.domain.active_records import ClientFields
+from xpm_sync.domain.mapping import (
     abn_digits,
     is_valid_abn,
     map_business_structure,
@@ -17,7 +17,7 @@ from xpm_sync.mapping import (
     split_address,
     split_name,
 )
-from xpm_sync.xpm.models import XpmClient, XpmContact, XpmGroup, XpmStaff
+from xpm_sync.domain.xpm_records import XpmClientRecord, XpmContact, XpmGroup, XpmStaff
 
 FAST = settings(max_examples=200, deadline=None)
 
@@ -38,7 +38,7 @@ contacts = st.builds(
 )
 groups = st.builds(XpmGroup, uuid=maybe_text, name=maybe_text)
 clients = st.builds(
-    XpmClient,
+    XpmClientRecord,
     uuid=any_text,
     name=maybe_text,
     title=maybe_text,
@@ -79,7 +79,7 @@ def _strings(fields: ClientFields) -> list[str]:
 
 @FAST
 @given(clients)
-def test_any_xpm_client_maps_to_valid_fields_or_to_error_entries(client: XpmClient) -> None:
+def test_any_xpm_client_maps_to_valid_fields_or_to_error_entries(client: XpmClientRecord) -> None:
     mapping = map_client(client)
 
     errors = [entry for entry in mapping.entries if entry.severity == "error"]
@@ -113,7 +113,7 @@ def test_resolving_people_never_raises_and_always_settles_the_partner(
     default_partner_user_id: str | None,
 ) -> None:
     mapping = map_client(
-        XpmClient(uuid="c", account_manager_uuid=partner_uuid, job_manager_uuid=manager_uuid)
+        XpmClientRecord(uuid="c", account_manager_uuid=partner_uuid, job_manager_uuid=manager_uuid)
     )
 
     result = resolve_people(

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from xpm_sync.monitoring import record_run_metrics
+from xpm_sync.adapters.metrics import record_run_metrics
+from xpm_sync.domain.runs import SyncRun, new_counts
 from xpm_sync.observability import metrics
-from xpm_sync.runs import SyncRun, new_counts
 
 
 @pytest.fixture(autouse=True)

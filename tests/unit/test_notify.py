@@ -22,19 +22,13 @@ from moto import mock_aws
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models.table import Table as MotoTable
 from moto.ses.models import ses_backends
-from xpm_sync import entries as codes
-from xpm_sync.config import FirmConfig
-from xpm_sync.dynamodb import Table
-from xpm_sync.entries import Entry, raise_entry
-from xpm_sync.notify import (
-    TOP_ENTRIES,
-    Notifier,
-    NotifyAllowance,
-    NotifyResult,
-    monitoring_url,
-    render_email,
-)
-from xpm_sync.runs import SyncRun, new_counts
+from xpm_sync.adapters.dynamodb import Table
+from xpm_sync.adapters.notifier import Notifier, NotifyAllowance, NotifyResult
+from xpm_sync.domain import entries as codes
+from xpm_sync.domain.entries import Entry
+from xpm_sync.domain.firm import FirmConfig
+from xpm_sync.domain.notification import TOP_ENTRIES, monitoring_url, render_email
+from xpm_sync.domain.runs import SyncRun, new_counts
 
 from local.stack import StackNames, create_resources
 
@@ -158,8 +152,7 @@ def make_run(status: str = "partial", run_id: str = "20260302T090000Z-abcd1234")
 
 def partner_errors(count: int) -> list[Entry]:
     return [
-        raise_entry(
-            codes.PARTNER_NOT_IN_ACTIVE,
+        codes.PARTNER_NOT_IN_ACTIVE.entry(
             label=f"Client {n} (C{n:03d})",
             message=f"Partner partner{n}@firm.example is not an Active user.",
             xpm_uuid=f"uuid-{n}",
@@ -169,8 +162,8 @@ def partner_errors(count: int) -> list[Entry]:
 
 
 def abn_warning() -> Entry:
-    return raise_entry(
-        codes.ABN_INVALID, label="Acme <b>Pty</b> (ACME)", message="Business Number '123' is not a valid ABN."
+    return codes.ABN_INVALID.entry(
+        label="Acme <b>Pty</b> (ACME)", message="Business Number '123' is not a valid ABN."
     )
 
 
@@ -403,7 +396,7 @@ def test_the_email_has_text_html_the_run_link_and_the_top_entries(
 ) -> None:
     # Given a run with one run-level error, twelve record errors and a warning (listed first)
     add_user(stack)
-    run_level = raise_entry(codes.XPM_RATE_LIMITED, label="Sync run", message="XPM's rate limit was reached.")
+    run_level = codes.XPM_RATE_LIMITED.entry(label="Sync run", message="XPM's rate limit was reached.")
     entries = [abn_warning(), *partner_errors(12), run_level]
     ses = RecordingSes(ses_client())
 
@@ -473,14 +466,11 @@ def test_the_email_never_carries_the_firms_tokens(stack: StackNames, clock: Fake
     stored = json.loads(secrets_client.get_secret_value(SecretId=f"{TOKEN_PREFIX}{FIRM_ID}")["SecretString"])
     # ...and entry messages that quote an authorization header and a bare JWT
     leaky = [
-        raise_entry(
-            codes.XPM_BAD_RESPONSE,
+        codes.XPM_BAD_RESPONSE.entry(
             label="Sync run",
             message=f"XPM rejected the request (Authorization: Bearer {stored['access_token']}).",
         ),
-        raise_entry(
-            codes.XPM_UNAVAILABLE, label="Sync run", message=f"token {stored['access_token']} refused"
-        ),
+        codes.XPM_UNAVAILABLE.entry(label="Sync run", message=f"token {stored['access_token']} refused"),
     ]
     add_user(stack)
     ses = RecordingSes(ses_client())

@@ -13,8 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
-from xpm_sync.api.state import STATE_KEY_PREFIX
-from xpm_sync.tokens import TokenStore, TokenStoreError
+from xpm_sync.adapters.oauth_states import STATE_KEY_PREFIX
+from xpm_sync.adapters.tokens import TokenStore, TokenStoreError
 
 from local.xpm_sim import generate_practice
 from tests.fixtures.api import FIRM, OTHER_FIRM, ApiHarness, admin_claims

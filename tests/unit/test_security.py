@@ -39,7 +39,7 @@ TABLE_ACCESS: dict[str, dict[str, set[str]]] = {
     },
     # The API reads Active and the run log; its one write to Active is an office's default partner.
     "ApiFunction": {"ConfigTable": {"crud"}, "ActiveTable": {"read", "update"}, "SyncLogTable": {"read"}},
-    "OAuthFunction": {"ConfigTable": {"crud"}},
+    "OAuthFunction": {"ConfigTable": {"crud"}, "ActiveTable": {"read"}, "SyncLogTable": {"read"}},
 }
 # Function -> Secrets Manager actions on the firms' token secrets (None: no token secret at all).
 TOKEN_SECRET_ACTIONS: dict[str, set[str] | None] = {
@@ -354,7 +354,7 @@ def test_an_unexpected_error_is_a_plain_500_without_the_exception(
     def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("secret-internal-detail at /var/task/xpm_sync/api/service.py")
 
-    monkeypatch.setattr(service, "get_config", broken)
+    monkeypatch.setattr(service.IntegrationService, "get_config", broken)
 
     answer = api.call_api("get_config")
 

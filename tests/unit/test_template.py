@@ -30,7 +30,7 @@ FUNCTION_RESOURCES = {
     "SyncDispatchFunction": {"ConfigTable", "SyncQueue"},
     "SyncWorkerFunction": {"ConfigTable", "ActiveTable", "SyncLogTable", "NotifyTable", "SyncQueue"},
     "ApiFunction": {"ConfigTable", "ActiveTable", "SyncLogTable", "SyncQueue"},
-    "OAuthFunction": {"ConfigTable"},
+    "OAuthFunction": {"ConfigTable", "ActiveTable", "SyncLogTable"},
 }
 
 SPEC_TABLES: dict[str, dict[str, Any]] = {

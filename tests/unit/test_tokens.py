@@ -24,9 +24,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from moto import mock_aws
-from xpm_sync.dynamodb import Table
-from xpm_sync.observability import logger
-from xpm_sync.tokens import (
+from xpm_sync.adapters.dynamodb import Table
+from xpm_sync.adapters.tokens import (
     LOCK_KEY_PREFIX,
     LOCK_LEASE_SECONDS,
     REFRESH_MARGIN_SECONDS,
@@ -38,7 +37,8 @@ from xpm_sync.tokens import (
     TokenStore,
     TokenStoreError,
 )
-from xpm_sync.xero.identity import FALLBACK_EXPIRES_IN, AppCredentials, TokenSet, XeroIdentity
+from xpm_sync.adapters.xero_identity import FALLBACK_EXPIRES_IN, AppCredentials, TokenSet, XeroIdentity
+from xpm_sync.observability import logger
 
 from local.xpm_sim import generate_practice, start_simulator
 from tests.fixtures.concurrency import race

@@ -16,8 +16,8 @@ import boto3
 import httpx
 import pytest
 from moto import mock_aws
-from xpm_sync.tokens import REFRESH_MARGIN_SECONDS
-from xpm_sync.xero.identity import (
+from xpm_sync.adapters.tokens import REFRESH_MARGIN_SECONDS
+from xpm_sync.adapters.xero_identity import (
     FALLBACK_EXPIRES_IN,
     SCOPES,
     AccessDenied,

@@ -1,4 +1,4 @@
-"""XpmClient against the XPM simulator over a real loopback socket, and the call budget on its own."""
+"""XpmApi against the XPM simulator over a real loopback socket, and the call budget on its own."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from xpm_sync.xpm import xml
-from xpm_sync.xpm.budget import CallBudget, budget_for, reset_budgets
-from xpm_sync.xpm.client import XpmClient, format_modified_since
-from xpm_sync.xpm.errors import (
+from xpm_sync.adapters.xpm import xml
+from xpm_sync.adapters.xpm.budget import CallBudget, budget_for, reset_budgets
+from xpm_sync.adapters.xpm.client import XpmApi, format_modified_since
+from xpm_sync.adapters.xpm.errors import (
     XpmAuthError,
     XpmBadResponse,
     XpmError,
@@ -95,9 +95,9 @@ def sleeps() -> Sleeps:
 
 @pytest.fixture
 def make_client(sim: Simulator, practice: Practice, tokens: SimTokens, sleeps: Sleeps) -> Iterator[Any]:
-    made: list[XpmClient] = []
+    made: list[XpmApi] = []
 
-    def make(**overrides: Any) -> XpmClient:
+    def make(**overrides: Any) -> XpmApi:
         options: dict[str, Any] = {
             "api_url": sim.url,
             "tenant_id": practice.tenant_id,
@@ -106,7 +106,7 @@ def make_client(sim: Simulator, practice: Practice, tokens: SimTokens, sleeps: S
             "budget": CallBudget(),
         }
         options.update(overrides)
-        client = XpmClient(**options)
+        client = XpmApi(**options)
         made.append(client)
         return client
 
@@ -194,9 +194,7 @@ def test_get_client_escapes_the_uuid(make_client, sim):
 
 
 def test_context_manager_closes_its_own_http_client(sim, practice, tokens):
-    with XpmClient(
-        api_url=sim.url, tenant_id=practice.tenant_id, tokens=tokens, budget=CallBudget()
-    ) as client:
+    with XpmApi(api_url=sim.url, tenant_id=practice.tenant_id, tokens=tokens, budget=CallBudget()) as client:
         assert client.list_staff()
     with pytest.raises(RuntimeError):
         client.list_staff()
@@ -204,7 +202,7 @@ def test_context_manager_closes_its_own_http_client(sim, practice, tokens):
 
 def test_a_given_http_client_is_left_open(sim, practice, tokens):
     http = httpx.Client()
-    with XpmClient(
+    with XpmApi(
         api_url=sim.url, tenant_id=practice.tenant_id, tokens=tokens, http=http, budget=CallBudget()
     ) as client:
         client.list_staff()
@@ -342,8 +340,8 @@ def _xml_error(description: str) -> bytes:
     ).encode()
 
 
-def _mock_client(answers: list[httpx.Response], sleeps: Sleeps, **overrides: Any) -> XpmClient:
-    """An XpmClient whose calls get ``answers`` in turn (the last one repeats)."""
+def _mock_client(answers: list[httpx.Response], sleeps: Sleeps, **overrides: Any) -> XpmApi:
+    """An XpmApi whose calls get ``answers`` in turn (the last one repeats)."""
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -361,7 +359,7 @@ def _mock_client(answers: list[httpx.Response], sleeps: Sleeps, **overrides: Any
         "budget": CallBudget(),
     }
     options.update(overrides)
-    return XpmClient(**options)
+    return XpmApi(**options)
 
 
 def _too_many(problem: str, retry_after: str | None = None) -> httpx.Response:
@@ -576,7 +574,7 @@ def _free_port() -> int:
 
 
 def test_connection_refused_is_unavailable_and_not_counted(practice, tokens, sleeps):
-    client = XpmClient(
+    client = XpmApi(
         api_url=f"http://127.0.0.1:{_free_port()}",
         tenant_id=practice.tenant_id,
         tokens=tokens,
@@ -695,7 +693,7 @@ def test_never_more_than_five_calls_in_flight(sim, practice, tokens):
     http = httpx.Client(transport=transport)
     shared = budget_for(practice.tenant_id)
     clients = [
-        XpmClient(api_url=sim.url, tenant_id=practice.tenant_id, tokens=tokens, http=http) for _ in range(2)
+        XpmApi(api_url=sim.url, tenant_id=practice.tenant_id, tokens=tokens, http=http) for _ in range(2)
     ]
     errors: list[BaseException] = []
 
@@ -720,9 +718,9 @@ def test_never_more_than_five_calls_in_flight(sim, practice, tokens):
 
 
 def test_clients_of_one_tenant_share_a_budget(sim, practice, tokens):
-    one = XpmClient(api_url=sim.url, tenant_id=practice.tenant_id, tokens=tokens)
-    two = XpmClient(api_url=sim.url, tenant_id=practice.tenant_id, tokens=tokens)
-    other = XpmClient(api_url=sim.url, tenant_id="another-tenant", tokens=tokens)
+    one = XpmApi(api_url=sim.url, tenant_id=practice.tenant_id, tokens=tokens)
+    two = XpmApi(api_url=sim.url, tenant_id=practice.tenant_id, tokens=tokens)
+    other = XpmApi(api_url=sim.url, tenant_id="another-tenant", tokens=tokens)
     try:
         assert one._budget is two._budget
         assert one._budget is not other._budget

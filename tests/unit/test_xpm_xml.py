@@ -6,8 +6,8 @@ import tracemalloc
 from collections.abc import Iterator
 
 import pytest
-from xpm_sync.xpm import xml
-from xpm_sync.xpm.errors import XpmBadResponse
+from xpm_sync.adapters.xpm import xml
+from xpm_sync.adapters.xpm.errors import XpmBadResponse
 
 STAFF = b"""<?xml version="1.0" encoding="utf-8"?>
 <Response api-method="List">

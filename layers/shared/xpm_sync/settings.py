@@ -49,16 +49,20 @@ class FrontendSettings(_Settings):
     frontend_url: str = Field(alias="FRONTEND_URL")
 
 
+class OAuthSettings(XeroSettings):
+    """Connect and callback: the callback answers with the config, as GET does (SPEC B5)."""
+
+    oauth_redirect_uri: str = Field(alias="OAUTH_REDIRECT_URI")
+    frontend_url: str = Field(alias="FRONTEND_URL")
+    active_table: str = Field(alias="ACTIVE_TABLE")
+    sync_log_table: str = Field(alias="SYNC_LOG_TABLE")
+
+
 class ApiSettings(XeroSettings):
     frontend_url: str = Field(alias="FRONTEND_URL")
     active_table: str = Field(alias="ACTIVE_TABLE")
     sync_log_table: str = Field(alias="SYNC_LOG_TABLE")
     sync_queue_url: str = Field(alias="SYNC_QUEUE_URL")
-
-
-class OAuthSettings(XeroSettings):
-    oauth_redirect_uri: str = Field(alias="OAUTH_REDIRECT_URI")
-    frontend_url: str = Field(alias="FRONTEND_URL")
 
 
 S = TypeVar("S", bound=_Settings)

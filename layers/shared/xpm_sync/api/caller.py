@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from xpm_sync.api.errors import Forbidden, Unauthorized
+from xpm_sync.domain.errors import NotAnAdmin, NotSignedIn
 
 ADMIN_GROUP = "admin"
 FIRM_CLAIM = "custom:firm_id"
@@ -58,12 +58,12 @@ def admin_caller(event: Mapping[str, Any]) -> Caller:
     """The calling admin; 401 without a signed-in user, 403 without a firm or the admin group."""
     claims = _claims(event)
     if not claims:
-        raise Unauthorized("Sign in to Active first.")
+        raise NotSignedIn("Sign in to Active first.")
     firm_id = _text(claims, FIRM_CLAIM)
     if firm_id is None:
-        raise Forbidden("Your account does not belong to a firm.")
+        raise NotAnAdmin("Your account does not belong to a firm.")
     if ADMIN_GROUP not in groups_of(claims.get(GROUPS_CLAIM)):
-        raise Forbidden("Only an Active admin can manage the Xero Practice Manager integration.")
+        raise NotAnAdmin("Only an Active admin can manage the Xero Practice Manager integration.")
     return Caller(
         firm_id=firm_id,
         user_sub=_text(claims, "sub") or _text(claims, "cognito:username"),

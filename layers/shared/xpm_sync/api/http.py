@@ -23,11 +23,23 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from pydantic import BaseModel
 
+from xpm_sync.adapters.xero_identity import AppCredentialsUnavailable, XeroIdentityError
 from xpm_sync.api.caller import admin_caller
-from xpm_sync.api.errors import ApiError, InvalidField, TooManyRequests, XeroUnavailable
 from xpm_sync.api.models import ErrorBody, ErrorDetail
+from xpm_sync.domain.errors import (
+    BadRequest,
+    DomainError,
+    InvalidCursor,
+    InvalidValue,
+    NotAnAdmin,
+    NotConfigured,
+    NotConnected,
+    NotFound,
+    NotSignedIn,
+    SyncTooSoon,
+    XeroUnavailable,
+)
 from xpm_sync.observability import logger
-from xpm_sync.xero.identity import AppCredentialsUnavailable, XeroIdentityError
 
 ROUTE_ROOT = "/integrations/xpm"
 
@@ -115,12 +127,36 @@ def _validation_response(errors: Sequence[Mapping[str, Any]]) -> Response[str]:
     return error_response(422, "INVALID_FIELD", " ".join(dict.fromkeys(messages)), field=_field(loc))
 
 
-def _api_error(error: ApiError) -> Response[str]:
-    if isinstance(error, TooManyRequests):
-        return error_response(error.status, error.code, error.message, retry_after=error.retry_after)
-    if isinstance(error, InvalidField):
-        return error_response(error.status, error.code, error.message, field=error.field)
-    return error_response(error.status, error.code, error.message)
+# Each domain refusal's HTTP answer (SPEC B5): the first class an error is an instance of wins.
+HTTP_ANSWERS: tuple[tuple[type[DomainError], int, str], ...] = (
+    (BadRequest, 400, "BAD_REQUEST"),
+    (InvalidCursor, 400, "INVALID_CURSOR"),
+    (NotSignedIn, 401, "UNAUTHORIZED"),
+    (NotAnAdmin, 403, "FORBIDDEN"),
+    (NotFound, 404, "NOT_FOUND"),
+    (NotConnected, 409, "NOT_CONNECTED"),
+    (NotConfigured, 409, "NOT_CONFIGURED"),
+    (InvalidValue, 422, "INVALID_FIELD"),
+    (SyncTooSoon, 429, "SYNC_TOO_SOON"),
+    (XeroUnavailable, 502, "XERO_UNAVAILABLE"),
+)
+
+
+def http_answer(error: DomainError) -> tuple[int, str]:
+    """The status and B5 error code of a domain refusal."""
+    for kind, status, code in HTTP_ANSWERS:
+        if isinstance(error, kind):
+            return status, code
+    return 400, "BAD_REQUEST"
+
+
+def _api_error(error: DomainError) -> Response[str]:
+    status, code = http_answer(error)
+    if isinstance(error, SyncTooSoon):
+        return error_response(status, code, error.message, retry_after=error.retry_after)
+    if isinstance(error, InvalidValue):
+        return error_response(status, code, error.message, field=error.field)
+    return error_response(status, code, error.message)
 
 
 def _invalid_request(error: RequestValidationError) -> Response[str]:
@@ -141,8 +177,7 @@ def _service_error(error: ServiceError) -> Response[str]:
 
 def _xero(error: XeroIdentityError) -> Response[str]:
     logger.warning("xero call failed", extra={"detail": str(error)})
-    fallback = XeroUnavailable()
-    return error_response(fallback.status, fallback.code, fallback.message)
+    return _api_error(XeroUnavailable())
 
 
 def _app_credentials(error: AppCredentialsUnavailable) -> Response[str]:
@@ -157,7 +192,7 @@ def _not_utf8(_: UnicodeDecodeError) -> Response[str]:
 
 
 def _unexpected(error: Exception) -> Response[str]:
-    # Our exceptions never carry tokens (see xpm_sync.tokens, xpm_sync.xero.identity), so
+    # Our exceptions never carry tokens (see xpm_sync.adapters.tokens, xpm_sync.adapters.xero_identity), so
     # the traceback is safe to log; the caller only learns that it was not their fault.
     logger.exception("unexpected error in API request")
     return error_response(500, "INTERNAL_ERROR", "Something went wrong on our side; try again later.")
@@ -165,7 +200,7 @@ def _unexpected(error: Exception) -> Response[str]:
 
 def install_error_handlers(app: APIGatewayRestResolver) -> None:
     """Register every exception -> HTTP mapping on a resolver (each API function calls this once)."""
-    app.exception_handler(ApiError)(_api_error)
+    app.exception_handler(DomainError)(_api_error)
     app.exception_handler(RequestValidationError)(_invalid_request)
     app.exception_handler(RequestUnsupportedContentType)(_unsupported)
     app.not_found(_no_route)
@@ -269,7 +304,7 @@ def resolve_for_admins(
     if paths.isdisjoint(public_paths):
         try:
             admin_caller(event)
-        except ApiError as error:
+        except DomainError as error:
             return _proxy_answer(_api_error(error))
     prepared = _with_json_body(event)
     if isinstance(prepared, Response):

@@ -11,10 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from xpm_sync.config import ConnectionStatus, FirmConfig
-from xpm_sync.entries import Entry, EntryEntity, Severity
-from xpm_sync.queue import Trigger
-from xpm_sync.runs import RunStatus, SyncRun
+from xpm_sync.domain.entries import Entry, EntryEntity, Severity
+from xpm_sync.domain.firm import ConnectionStatus, FirmConfig
+from xpm_sync.domain.runs import RunStatus, SyncRun, Trigger
 
 # Whitespace-only is as good as missing; the bounds stop junk long before DynamoDB's item limit.
 SyncName = Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=100)]

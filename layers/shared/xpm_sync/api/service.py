@@ -1,30 +1,34 @@
-"""What each route does (SPEC A6, B5), as plain functions over repositories and clients.
+"""What each route does (SPEC A6, B5): one object, built by the composition root, one method a route.
 
-Handlers parse and shape; these functions decide. Every failure a caller can cause is an
-``xpm_sync.api.errors`` exception, which ``xpm_sync.api.http`` turns into the B5 error body.
+Handlers parse and shape; this decides. Every failure a caller can cause is an
+``xpm_sync.domain.errors`` exception, which ``xpm_sync.api.http`` turns into the B5 error body.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlencode
 
-from xpm_sync.api.caller import Caller
-from xpm_sync.api.configs import NEW_CONFIG_DEFAULTS, ApiConfigs
-from xpm_sync.api.directory import ActiveDirectory, OfficeGone
-from xpm_sync.api.errors import (
-    InvalidCursorError,
-    InvalidField,
-    NeedsReconnectError,
-    NotConnected,
-    NotFound,
-    XeroUnavailable,
+from xpm_sync.adapters.active_table import ActiveRepository, OfficeGone
+from xpm_sync.adapters.config_table import NEW_CONFIG_DEFAULTS, ConfigRepository
+from xpm_sync.adapters.oauth_states import InvalidState, StateStore
+from xpm_sync.adapters.sync_log import RunLog
+from xpm_sync.adapters.sync_queue import SyncQueue
+from xpm_sync.adapters.tokens import NeedsReconnect, TokenStore
+from xpm_sync.adapters.xero_identity import (
+    AccessDenied,
+    Connection,
+    InvalidClient,
+    InvalidGrant,
+    XeroIdentity,
+    XeroIdentityError,
+    user_from_id_token,
 )
-from xpm_sync.api.manual import ManualRunGate
+from xpm_sync.api.caller import Caller
 from xpm_sync.api.models import (
     ConfigBody,
     ConfigResponse,
@@ -39,22 +43,17 @@ from xpm_sync.api.models import (
     run_detail,
     run_out,
 )
-from xpm_sync.api.state import InvalidState, StateStore
-from xpm_sync.clock import Clock, iso
-from xpm_sync.config import ConfigRepository, FirmConfig
-from xpm_sync.observability import logger
-from xpm_sync.queue import SyncQueue
-from xpm_sync.runs import InvalidCursor, RunLog
-from xpm_sync.tokens import NeedsReconnect, TokenStore
-from xpm_sync.xero.identity import (
-    AccessDenied,
-    Connection,
-    InvalidClient,
-    InvalidGrant,
-    XeroIdentity,
-    XeroIdentityError,
-    user_from_id_token,
+from xpm_sync.domain.clock import Clock, iso
+from xpm_sync.domain.errors import (
+    ConnectionBroken,
+    InvalidCursor,
+    InvalidValue,
+    NotConnected,
+    NotFound,
+    XeroUnavailable,
 )
+from xpm_sync.domain.firm import FirmConfig
+from xpm_sync.observability import logger
 
 CallbackError = Literal[
     "access_denied", "xero_error", "invalid_state", "missing_code", "exchange_failed", "connections_failed"
@@ -63,27 +62,6 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_CODE_LENGTH = 2048
 _MAX_CURSOR_LENGTH = 512
 _NO_OFFICE = "default_office_code is not an office of this firm in Active."
-
-
-# --- Connect (SPEC A6) -------------------------------------------------------------------------
-
-
-def start_connect(
-    caller: Caller,
-    request: ConnectRequest | None,
-    *,
-    configs: ApiConfigs,
-    states: StateStore,
-    identity: XeroIdentity,
-    redirect_uri: str,
-) -> ConnectResponse:
-    # The firm's config item exists from the first connect with its B3 attributes; a name given
-    # now is kept, and an absent one leaves the stored name alone.
-    named = {"sync_name": request.sync_name} if request is not None and request.sync_name else {}
-    configs.update_with_defaults(caller.firm_id, NEW_CONFIG_DEFAULTS, **named)
-    state = states.issue(caller.firm_id, caller.user_sub)
-    logger.info("xpm connect started", extra={"firm_id": caller.firm_id})
-    return ConnectResponse(authorize_url=identity.authorize_url(redirect_uri=redirect_uri, state=state))
 
 
 @dataclass(frozen=True)
@@ -107,82 +85,6 @@ def setup_page_url(frontend_url: str, **query: str) -> str:
     return f"{frontend_url.rstrip('/')}/admin/integrations/xpm?{urlencode(query)}"
 
 
-def complete_callback(
-    query: CallbackQuery,
-    *,
-    states: StateStore,
-    identity: XeroIdentity,
-    tokens: TokenStore,
-    configs: ApiConfigs,
-    redirect_uri: str,
-    frontend_url: str,
-    clock: Clock,
-) -> str:
-    """Where to send the browser: the setup page with ``connected=1`` or ``error=<code>``.
-
-    Nothing is stored unless every step succeeded; the code, the state and the tokens are never
-    logged nor put in the URL.
-    """
-
-    def failed(error: CallbackError) -> str:
-        logger.warning("xpm connect callback refused", extra={"reason": error})
-        return setup_page_url(frontend_url, error=error)
-
-    if query.error is not None:
-        # Burn the state too, so the same link cannot be replayed with a code later.
-        # An unknown state leaves nothing to burn, and the answer is the same error either way.
-        with suppress(InvalidState):
-            states.consume(query.state)
-        return failed("access_denied" if query.error == "access_denied" else "xero_error")
-    try:
-        grant = states.consume(query.state)
-    except InvalidState:
-        return failed("invalid_state")
-    if not query.code or len(query.code) > _MAX_CODE_LENGTH:
-        return failed("missing_code")
-    try:
-        token_set = identity.exchange_code(code=query.code, redirect_uri=redirect_uri)
-    except XeroIdentityError as exc:
-        logger.warning("xpm code exchange failed", extra={"firm_id": grant.firm_id, "detail": str(exc)})
-        return failed("exchange_failed")
-    try:
-        connections = identity.connections(token_set.access_token)
-    except XeroIdentityError as exc:
-        logger.warning("xpm connections failed", extra={"firm_id": grant.firm_id, "detail": str(exc)})
-        _revoke_unused_grant(identity, token_set.refresh_token, grant.firm_id)
-        return failed("connections_failed")
-
-    tokens.save(grant.firm_id, token_set)
-    user = user_from_id_token(token_set.id_token)
-    current = configs.get_or_new(grant.firm_id)
-    tenant = _preselected_tenant(connections)
-    configs.update_with_defaults(
-        grant.firm_id,
-        NEW_CONFIG_DEFAULTS,
-        status="connected",
-        connected_by_name=user.name,
-        connected_by_email=user.email,
-        connected_at=iso(clock.now()),
-        tenant_id=tenant.tenant_id if tenant else None,
-        tenant_name=tenant.tenant_name if tenant else None,
-        **_tenant_change(current, tenant.tenant_id if tenant else None),
-    )
-    logger.info(
-        "xpm connected",
-        extra={"firm_id": grant.firm_id, "tenants": len(connections), "preselected": tenant is not None},
-    )
-    return setup_page_url(frontend_url, connected="1")
-
-
-def _revoke_unused_grant(identity: XeroIdentity, refresh_token: str, firm_id: str) -> None:
-    """A grant that is not stored serves nobody: end it at Xero rather than leave it alive there
-    (the admin connects again anyway). Best effort: the callback's answer does not depend on it."""
-    try:
-        identity.revoke(refresh_token)
-    except XeroIdentityError as exc:
-        logger.warning("xpm revoke of an unused grant failed", extra={"firm_id": firm_id, "detail": str(exc)})
-
-
 def _preselected_tenant(connections: Sequence[Connection]) -> Connection | None:
     """SPEC A6: the Practice Manager connection when exactly one comes back. Of several, none,
     even one the admin chose before reconnecting: the admin must choose again."""
@@ -202,180 +104,264 @@ def _tenant_change(current: FirmConfig, tenant_id: str | None) -> dict[str, obje
     }
 
 
-# --- Config --------------------------------------------------------------------------------------
+@dataclass
+class IntegrationService:
+    """The XPM integration as the REST API sees it: one method per route (SPEC B5).
 
-
-def get_config(
-    firm_id: str, *, configs: ConfigRepository, runs: RunLog, directory: ActiveDirectory
-) -> ConfigResponse:
-    config = configs.get_or_new(firm_id)
-    # The newest run, finished or not, so the page shows a run in progress too.
-    latest, _ = runs.list_runs(firm_id, limit=1)
-    return config_response(
-        config,
-        default_partner_user_id=directory.default_partner(config.default_office_code),
-        last_run=latest[0] if latest else None,
-    )
-
-
-def _connected(configs: ConfigRepository, firm_id: str) -> FirmConfig:
-    """The firm's config when it is connected; else 409 NOT_CONNECTED (SPEC B5), whose message
-    asks to connect again when the connection broke (``needs_reconnect``)."""
-    config = configs.get(firm_id)
-    if config is not None and config.connection == "needs_reconnect":
-        raise NeedsReconnectError()
-    if config is None or config.connection != "connected":
-        raise NotConnected()
-    return config
-
-
-def _connections(
-    firm_id: str, *, configs: ConfigRepository, tokens: TokenStore, identity: XeroIdentity
-) -> list[Connection]:
-    firm_tokens = tokens.for_firm(firm_id)
-    try:
-        try:
-            return identity.connections(firm_tokens.access_token())
-        except AccessDenied:
-            # A token Xero revoked early looks valid by its expiry: refresh once before giving up.
-            return identity.connections(firm_tokens.access_token(force_refresh=True))
-    except (NeedsReconnect, AccessDenied):
-        configs.update(firm_id, status="needs_reconnect")
-        raise NeedsReconnectError() from None
-    except XeroIdentityError as exc:
-        logger.warning("xpm connections failed", extra={"firm_id": firm_id, "detail": str(exc)})
-        raise XeroUnavailable() from None
-
-
-def list_tenants(
-    firm_id: str, *, configs: ConfigRepository, tokens: TokenStore, identity: XeroIdentity
-) -> TenantsResponse:
-    _connected(configs, firm_id)
-    connections = _connections(firm_id, configs=configs, tokens=tokens, identity=identity)
-    tenants = [Tenant(tenant_id=c.tenant_id, tenant_name=c.tenant_name) for c in connections]
-    return TenantsResponse(tenants=tenants)
-
-
-def save_config(
-    firm_id: str,
-    body: ConfigBody,
-    *,
-    configs: ApiConfigs,
-    runs: RunLog,
-    directory: ActiveDirectory,
-    tokens: TokenStore,
-    identity: XeroIdentity,
-) -> ConfigResponse:
-    """SPEC B5 PUT: every value must exist; saves without syncing ("Later")."""
-    current = _connected(configs, firm_id)
-    # Active's own records first: they cost no call to Xero.
-    if directory.office(body.default_office_code) is None:
-        raise InvalidField("default_office_code", _NO_OFFICE)
-    for field, user_id in (
-        ("default_partner_user_id", body.default_partner_user_id),
-        ("notification_user_id", body.notification_user_id),
-    ):
-        if user_id is not None and not directory.user_exists(user_id):
-            raise InvalidField(field, f"{field} is not a user of this firm in Active.")
-    connections = _connections(firm_id, configs=configs, tokens=tokens, identity=identity)
-    tenant = next((c for c in connections if c.tenant_id == body.tenant_id), None)
-    if tenant is None:
-        raise InvalidField("tenant_id", "tenant_id is not one of the firm's Practice Manager connections.")
-
-    if body.default_partner_user_id is not None:
-        try:
-            directory.set_default_partner(body.default_office_code, body.default_partner_user_id)
-        except OfficeGone:
-            raise InvalidField("default_office_code", _NO_OFFICE) from None
-    configs.update_with_defaults(
-        firm_id,
-        NEW_CONFIG_DEFAULTS,
-        sync_name=body.sync_name,
-        tenant_id=tenant.tenant_id,
-        tenant_name=tenant.tenant_name,
-        default_office_code=body.default_office_code,
-        notification_user_id=body.notification_user_id,
-        **_tenant_change(current, tenant.tenant_id),
-    )
-    logger.info("xpm config saved", extra={"firm_id": firm_id})
-    return get_config(firm_id, configs=configs, runs=runs, directory=directory)
-
-
-# --- Start Sync and disconnect ------------------------------------------------------------------
-
-
-def start_sync(
-    firm_id: str, *, configs: ConfigRepository, gate: ManualRunGate, queue: SyncQueue
-) -> StartSyncResponse:
-    _connected(configs, firm_id)
-    previous = gate.claim(firm_id)
-    try:
-        queue.enqueue(firm_id, "manual")
-    except Exception:
-        gate.release(firm_id, previous)
-        raise
-    logger.info("xpm manual sync queued", extra={"firm_id": firm_id})
-    return StartSyncResponse()
-
-
-def disconnect(
-    firm_id: str,
-    *,
-    configs: ConfigRepository,
-    runs: RunLog,
-    directory: ActiveDirectory,
-    tokens: TokenStore,
-    identity: XeroIdentity,
-) -> ConfigResponse:
-    """Stop the schedule, revoke at Xero, delete the tokens; every synced record stays.
-
-    The schedule stops first, whatever Xero answers. When Xero cannot be reached the tokens are
-    kept, so that the admin's retry can still revoke them (a grant left alive at Xero is what
-    disconnect promises to end). When Xero no longer accepts the app's own credentials no retry
-    could revoke, so the disconnect goes on: our copy of the refresh token is the only one, and
-    once deleted the grant serves nobody and expires at Xero after 60 days unused.
+    Built by ``xpm_sync.composition``; ``identity`` and ``tokens`` are made on first use (they read
+    the app's secret), so routes that never talk to Xero never read it.
     """
-    config = configs.get(firm_id)
-    if config is not None and (config.sync_enabled or config.run_pending):
-        configs.update(firm_id, sync_enabled=False, run_pending=False)
-    stored = tokens.load(firm_id)
-    if stored is not None:
+
+    configs: ConfigRepository
+    runs: RunLog
+    queue: SyncQueue | None  # None for the OAuth function, which queues nothing
+    states: StateStore
+    active_for: Callable[[str], ActiveRepository]
+    identity_factory: Callable[[], XeroIdentity]
+    tokens_factory: Callable[[XeroIdentity], TokenStore]
+    clock: Clock
+    frontend_url: str
+    # Xero's redirect URI (OAUTH_REDIRECT_URI): only the OAuth function connects.
+    redirect_uri: str | None = None
+
+    _identity: XeroIdentity | None = None
+    _tokens: TokenStore | None = None
+
+    @property
+    def identity(self) -> XeroIdentity:
+        if self._identity is None:
+            self._identity = self.identity_factory()
+        return self._identity
+
+    @property
+    def tokens(self) -> TokenStore:
+        if self._tokens is None:
+            self._tokens = self.tokens_factory(self.identity)
+        return self._tokens
+
+    # --- Connect (SPEC A6) ---------------------------------------------------------------------
+
+    def start_connect(self, caller: Caller, request: ConnectRequest | None) -> ConnectResponse:
+        # The firm's config item exists from the first connect with its B3 attributes; a name given
+        # now is kept, and an absent one leaves the stored name alone.
+        named = {"sync_name": request.sync_name} if request is not None and request.sync_name else {}
+        self.configs.update(caller.firm_id, defaults=NEW_CONFIG_DEFAULTS, **named)
+        if self.redirect_uri is None:
+            raise RuntimeError("connecting needs OAUTH_REDIRECT_URI")
+        state = self.states.issue(caller.firm_id, caller.user_sub)
+        logger.info("xpm connect started", extra={"firm_id": caller.firm_id})
+        return ConnectResponse(
+            authorize_url=self.identity.authorize_url(redirect_uri=self.redirect_uri, state=state)
+        )
+
+    def complete_callback(self, query: CallbackQuery) -> str:
+        """Where to send the browser: the setup page with ``connected=1`` or ``error=<code>``.
+
+        Nothing is stored unless every step succeeded; the code, the state and the tokens are never
+        logged nor put in the URL.
+        """
+
+        def failed(error: CallbackError) -> str:
+            logger.warning("xpm connect callback refused", extra={"reason": error})
+            return setup_page_url(self.frontend_url, error=error)
+
+        if query.error is not None:
+            # Burn the state too, so the same link cannot be replayed with a code later.
+            # An unknown state leaves nothing to burn, and the answer is the same error either way.
+            with suppress(InvalidState):
+                self.states.consume(query.state)
+            return failed("access_denied" if query.error == "access_denied" else "xero_error")
         try:
-            identity.revoke(stored.refresh_token)
-        except InvalidGrant:
-            pass  # already revoked at Xero (or expired): exactly the state disconnect wants
-        except InvalidClient as exc:
-            logger.error(
-                "xpm revoke refused the app's credentials; tokens deleted without revoking",
-                extra={"firm_id": firm_id, "detail": str(exc)},
-            )
+            grant = self.states.consume(query.state)
+        except InvalidState:
+            return failed("invalid_state")
+        if not query.code or len(query.code) > _MAX_CODE_LENGTH or self.redirect_uri is None:
+            return failed("missing_code")
+        identity = self.identity
+        try:
+            token_set = identity.exchange_code(code=query.code, redirect_uri=self.redirect_uri)
         except XeroIdentityError as exc:
-            logger.warning("xpm revoke failed", extra={"firm_id": firm_id, "detail": str(exc)})
+            logger.warning("xpm code exchange failed", extra={"firm_id": grant.firm_id, "detail": str(exc)})
+            return failed("exchange_failed")
+        try:
+            connections = identity.connections(token_set.access_token)
+        except XeroIdentityError as exc:
+            logger.warning("xpm connections failed", extra={"firm_id": grant.firm_id, "detail": str(exc)})
+            self._revoke_unused_grant(token_set.refresh_token, grant.firm_id)
+            return failed("connections_failed")
+
+        self.tokens.save(grant.firm_id, token_set)
+        user = user_from_id_token(token_set.id_token)
+        current = self.configs.get_or_new(grant.firm_id)
+        tenant = _preselected_tenant(connections)
+        self.configs.update(
+            grant.firm_id,
+            defaults=NEW_CONFIG_DEFAULTS,
+            status="connected",
+            connected_by_name=user.name,
+            connected_by_email=user.email,
+            connected_at=iso(self.clock.now()),
+            tenant_id=tenant.tenant_id if tenant else None,
+            tenant_name=tenant.tenant_name if tenant else None,
+            **_tenant_change(current, tenant.tenant_id if tenant else None),
+        )
+        logger.info(
+            "xpm connected",
+            extra={"firm_id": grant.firm_id, "tenants": len(connections), "preselected": tenant is not None},
+        )
+        return setup_page_url(self.frontend_url, connected="1")
+
+    def _revoke_unused_grant(self, refresh_token: str, firm_id: str) -> None:
+        """A grant that is not stored serves nobody: end it at Xero rather than leave it alive there
+        (the admin connects again anyway). Best effort: the callback's answer does not depend on it."""
+        try:
+            self.identity.revoke(refresh_token)
+        except XeroIdentityError as exc:
+            logger.warning(
+                "xpm revoke of an unused grant failed", extra={"firm_id": firm_id, "detail": str(exc)}
+            )
+
+    # --- Config --------------------------------------------------------------------------------
+
+    def get_config(self, firm_id: str) -> ConfigResponse:
+        config = self.configs.get_or_new(firm_id)
+        # The newest run, finished or not, so the page shows a run in progress too.
+        latest, _ = self.runs.list_runs(firm_id, limit=1)
+        return config_response(
+            config,
+            default_partner_user_id=self.active_for(firm_id).default_partner(config.default_office_code),
+            last_run=latest[0] if latest else None,
+        )
+
+    def _connected(self, firm_id: str) -> FirmConfig:
+        """The firm's config when it is connected; else NotConnected (SPEC B5), ConnectionBroken
+        when the connection broke (``needs_reconnect``)."""
+        config = self.configs.get(firm_id)
+        if config is not None and config.connection == "needs_reconnect":
+            raise ConnectionBroken()
+        if config is None or config.connection != "connected":
+            raise NotConnected()
+        return config
+
+    def _connections(self, firm_id: str) -> list[Connection]:
+        firm_tokens = self.tokens.for_firm(firm_id)
+        identity = self.identity
+        try:
+            try:
+                return identity.connections(firm_tokens.access_token())
+            except AccessDenied:
+                # A token Xero revoked early looks valid by its expiry: refresh once before giving up.
+                return identity.connections(firm_tokens.access_token(force_refresh=True))
+        except (NeedsReconnect, AccessDenied):
+            self.configs.update(firm_id, status="needs_reconnect")
+            raise ConnectionBroken() from None
+        except XeroIdentityError as exc:
+            logger.warning("xpm connections failed", extra={"firm_id": firm_id, "detail": str(exc)})
             raise XeroUnavailable() from None
-    tokens.delete(firm_id)
-    if config is not None:
-        ended = "not_connected" if config.connection == "not_connected" else "disconnected"
-        configs.update(firm_id, status=ended)
-    logger.info("xpm disconnected", extra={"firm_id": firm_id})
-    return get_config(firm_id, configs=configs, runs=runs, directory=directory)
 
+    def list_tenants(self, firm_id: str) -> TenantsResponse:
+        self._connected(firm_id)
+        tenants = [
+            Tenant(tenant_id=c.tenant_id, tenant_name=c.tenant_name) for c in self._connections(firm_id)
+        ]
+        return TenantsResponse(tenants=tenants)
 
-# --- Runs (Sync Monitoring) -------------------------------------------------------------------
+    def save_config(self, firm_id: str, body: ConfigBody) -> ConfigResponse:
+        """SPEC B5 PUT: every value must exist; saves without syncing ("Later")."""
+        current = self._connected(firm_id)
+        active = self.active_for(firm_id)
+        # Active's own records first: they cost no call to Xero.
+        if active.office(body.default_office_code) is None:
+            raise InvalidValue("default_office_code", _NO_OFFICE)
+        for field, user_id in (
+            ("default_partner_user_id", body.default_partner_user_id),
+            ("notification_user_id", body.notification_user_id),
+        ):
+            if user_id is not None and not active.user_exists(user_id):
+                raise InvalidValue(field, f"{field} is not a user of this firm in Active.")
+        tenant = next((c for c in self._connections(firm_id) if c.tenant_id == body.tenant_id), None)
+        if tenant is None:
+            raise InvalidValue(
+                "tenant_id", "tenant_id is not one of the firm's Practice Manager connections."
+            )
 
+        if body.default_partner_user_id is not None:
+            try:
+                active.set_default_partner(body.default_office_code, body.default_partner_user_id)
+            except OfficeGone:
+                raise InvalidValue("default_office_code", _NO_OFFICE) from None
+        self.configs.update(
+            firm_id,
+            defaults=NEW_CONFIG_DEFAULTS,
+            sync_name=body.sync_name,
+            tenant_id=tenant.tenant_id,
+            tenant_name=tenant.tenant_name,
+            default_office_code=body.default_office_code,
+            notification_user_id=body.notification_user_id,
+            **_tenant_change(current, tenant.tenant_id),
+        )
+        logger.info("xpm config saved", extra={"firm_id": firm_id})
+        return self.get_config(firm_id)
 
-def list_runs(firm_id: str, *, runs: RunLog, limit: int, cursor: str | None) -> RunsPage:
-    if cursor is not None and len(cursor) > _MAX_CURSOR_LENGTH:
-        raise InvalidCursorError("cursor is not one this API handed out.")
-    try:
-        page, next_cursor = runs.list_runs(firm_id, limit=limit, cursor=cursor or None)
-    except InvalidCursor:
-        raise InvalidCursorError("cursor is not one this API handed out.") from None
-    return RunsPage(runs=[run_out(run) for run in page], next_cursor=next_cursor)
+    # --- Start Sync and disconnect --------------------------------------------------------------
 
+    def start_sync(self, firm_id: str) -> StartSyncResponse:
+        self._connected(firm_id)
+        if self.queue is None:
+            raise RuntimeError("Start Sync needs the sync queue (SYNC_QUEUE_URL)")
+        previous = self.configs.claim_manual_run(firm_id, self.clock)
+        try:
+            self.queue.enqueue(firm_id, "manual")
+        except Exception:
+            self.configs.release_manual_run(firm_id, previous)
+            raise
+        logger.info("xpm manual sync queued", extra={"firm_id": firm_id})
+        return StartSyncResponse()
 
-def get_run(firm_id: str, run_id: str, *, runs: RunLog) -> RunDetail:
-    # Another firm's run is looked up under this firm's key, so it is simply not found (B4).
-    run = runs.get_run(firm_id, run_id) if _RUN_ID.match(run_id) else None
-    if run is None:
-        raise NotFound("No such run.")
-    return run_detail(run, runs.entries(firm_id, run_id))
+    def disconnect(self, firm_id: str) -> ConfigResponse:
+        """Stop the schedule, revoke at Xero, delete the tokens; every synced record stays.
+
+        The schedule stops first, whatever Xero answers. When Xero cannot be reached the tokens are
+        kept, so that the admin's retry can still revoke them (a grant left alive at Xero is what
+        disconnect promises to end). When Xero no longer accepts the app's own credentials no retry
+        could revoke, so the disconnect goes on: our copy of the refresh token is the only one, and
+        once deleted the grant serves nobody and expires at Xero after 60 days unused.
+        """
+        config = self.configs.get(firm_id)
+        if config is not None and (config.sync_enabled or config.run_pending):
+            self.configs.update(firm_id, sync_enabled=False, run_pending=False)
+        stored = self.tokens.load(firm_id)
+        if stored is not None:
+            try:
+                self.identity.revoke(stored.refresh_token)
+            except InvalidGrant:
+                pass  # already revoked at Xero (or expired): exactly the state disconnect wants
+            except InvalidClient as exc:
+                logger.error(
+                    "xpm revoke refused the app's credentials; tokens deleted without revoking",
+                    extra={"firm_id": firm_id, "detail": str(exc)},
+                )
+            except XeroIdentityError as exc:
+                logger.warning("xpm revoke failed", extra={"firm_id": firm_id, "detail": str(exc)})
+                raise XeroUnavailable() from None
+        self.tokens.delete(firm_id)
+        if config is not None:
+            ended = "not_connected" if config.connection == "not_connected" else "disconnected"
+            self.configs.update(firm_id, status=ended)
+        logger.info("xpm disconnected", extra={"firm_id": firm_id})
+        return self.get_config(firm_id)
+
+    # --- Runs (Sync Monitoring) -----------------------------------------------------------------
+
+    def list_runs(self, firm_id: str, *, limit: int, cursor: str | None) -> RunsPage:
+        if cursor is not None and len(cursor) > _MAX_CURSOR_LENGTH:
+            raise InvalidCursor()
+        page, next_cursor = self.runs.list_runs(firm_id, limit=limit, cursor=cursor or None)
+        return RunsPage(runs=[run_out(run) for run in page], next_cursor=next_cursor)
+
+    def get_run(self, firm_id: str, run_id: str) -> RunDetail:
+        # Another firm's run is looked up under this firm's key, so it is simply not found (B4).
+        run = self.runs.get_run(firm_id, run_id) if _RUN_ID.match(run_id) else None
+        if run is None:
+            raise NotFound("No such run.")
+        return run_detail(run, self.runs.entries(firm_id, run_id))

@@ -11,12 +11,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from xpm_sync import entries as codes
-from xpm_sync.active.models import Address
-from xpm_sync.active.repository import ActiveRepository, RecordGone, changed_values
-from xpm_sync.entries import Entry, raise_entry
-from xpm_sync.mapping import client_label, map_client, resolve_people
-from xpm_sync.xpm.models import XpmClient
+from xpm_sync.adapters.active_table import ActiveRepository, RecordGone, changed_values
+from xpm_sync.domain import entries as codes
+from xpm_sync.domain.active_records import Address
+from xpm_sync.domain.entries import Entry
+from xpm_sync.domain.mapping import client_label, map_client, resolve_people
+from xpm_sync.domain.xpm_records import XpmClientRecord
 
 # DynamoDB's limit on the items of one transaction.
 MAX_CODES_SWAPPED_AT_ONCE = 100
@@ -56,7 +56,7 @@ class ClientSync:
     _first_with_code: dict[str, tuple[str, str]] = field(default_factory=dict)
     # Clients whose new code another XPM client still holds in Active, by that holder's UUID: when
     # a firm renumbers its codes in XPM, the holder may give the code up further down the list.
-    _waiting: dict[str, list[XpmClient]] = field(default_factory=dict)
+    _waiting: dict[str, list[XpmClientRecord]] = field(default_factory=dict)
     _holder_of_waiting: dict[str, str] = field(default_factory=dict)
     _swaps_refused: set[str] = field(default_factory=set)
     _seen: set[str] = field(default_factory=set)
@@ -88,12 +88,12 @@ class ClientSync:
                 del self._by_code[old_key]
         self._remember(item)
 
-    def _fail(self, client: XpmClient, *new_entries: Entry) -> None:
+    def _fail(self, client: XpmClientRecord, *new_entries: Entry) -> None:
         self.entries.extend(new_entries)
         self.counts["failed"] += 1
         self.failed_uuids.add(client.uuid)
 
-    def apply(self, client: XpmClient) -> None:
+    def apply(self, client: XpmClientRecord) -> None:
         self.load()
         self._seen.add(client.uuid)
         self._unwait(client.uuid)  # a record XPM sends again replaces the one waiting
@@ -127,10 +127,10 @@ class ClientSync:
                 self._apply(waiter, may_wait=False)
                 self._wake(waiter.uuid)
 
-    def _rings(self) -> list[list[XpmClient]]:
+    def _rings(self) -> list[list[XpmClientRecord]]:
         """Waiting clients each of which waits for the next one's code, the last for the first's."""
         waiting = {waiter.uuid: waiter for waiters in self._waiting.values() for waiter in waiters}
-        rings: list[list[XpmClient]] = []
+        rings: list[list[XpmClientRecord]] = []
         done: set[str] = set()
         for start in waiting:
             path: list[str] = []
@@ -143,7 +143,7 @@ class ClientSync:
             done.update(path)
         return rings
 
-    def _swap(self, ring: list[XpmClient]) -> None:
+    def _swap(self, ring: list[XpmClientRecord]) -> None:
         """Give every client of the ring its new code in one transaction, so that Active never
         holds two clients with one code, not even between two writes; then apply each as usual.
         If the transaction cannot be made, they stay waiting and fail on their conflicts."""
@@ -186,7 +186,7 @@ class ClientSync:
                 if waiter.uuid not in self._holder_of_waiting:
                     applied.append(waiter.uuid)
 
-    def _apply(self, client: XpmClient, *, may_wait: bool, code_written: bool = False) -> None:
+    def _apply(self, client: XpmClientRecord, *, may_wait: bool, code_written: bool = False) -> None:
         self.failed_uuids.discard(client.uuid)
         if client.is_archived or client.is_deleted:
             self._archive(client)
@@ -267,7 +267,7 @@ class ClientSync:
         self.synced_uuids.add(client.uuid)
 
     def _update(
-        self, client: XpmClient, label: str, existing: dict[str, Any], changes: dict[str, object]
+        self, client: XpmClientRecord, label: str, existing: dict[str, Any], changes: dict[str, object]
     ) -> bool:
         """Write the changes; False (and the record failed) when Active deleted it meanwhile."""
         try:
@@ -280,8 +280,7 @@ class ClientSync:
                     del self._by_code[key]
             self._fail(
                 client,
-                raise_entry(
-                    codes.CLIENT_DELETED_DURING_RUN,
+                codes.CLIENT_DELETED_DURING_RUN.entry(
                     label=label,
                     xpm_uuid=client.uuid,
                     message=f"{label} was deleted in Active while the sync was running; not updated.",
@@ -292,7 +291,7 @@ class ClientSync:
 
     @staticmethod
     def _code_conflict(
-        client: XpmClient,
+        client: XpmClientRecord,
         label: str,
         code: str,
         existing: dict[str, Any] | None,
@@ -305,8 +304,7 @@ class ClientSync:
         if holder.get("xpm_uuid"):
             # Another XPM client already holds the code: the duplicate-code rule of SPEC A4, seen
             # across runs (the first holder synced in an earlier run).
-            return raise_entry(
-                codes.CLIENT_CODE_DUPLICATE,
+            return codes.CLIENT_CODE_DUPLICATE.entry(
                 label=label,
                 xpm_uuid=client.uuid,
                 message=f"The client code {code} is used by both {holder_label} and {label} in XPM; "
@@ -314,8 +312,7 @@ class ClientSync:
             )
         if existing is None:
             return None  # a client entered by hand in Active: link it
-        return raise_entry(
-            codes.CLIENT_CODE_TAKEN,
+        return codes.CLIENT_CODE_TAKEN.entry(
             label=label,
             xpm_uuid=client.uuid,
             message=f"{label} changed its code to {code} in XPM, but the Active client {holder_label} "
@@ -323,9 +320,8 @@ class ClientSync:
         )
 
     @staticmethod
-    def _swap_refused_entry(client: XpmClient, label: str, code: str, holder: dict[str, Any]) -> Entry:
-        return raise_entry(
-            codes.CLIENT_CODE_TAKEN,
+    def _swap_refused_entry(client: XpmClientRecord, label: str, code: str, holder: dict[str, Any]) -> Entry:
+        return codes.CLIENT_CODE_TAKEN.entry(
             label=label,
             xpm_uuid=client.uuid,
             message=f"{label} changed its code to {code} in XPM, in a swap of codes with "
@@ -333,12 +329,12 @@ class ClientSync:
             "codes at once this run. The sync tries again next run.",
         )
 
-    def _release_claim(self, client: XpmClient) -> None:
+    def _release_claim(self, client: XpmClientRecord) -> None:
         key = _code_key(client.client_code or "")
         if self._first_with_code.get(key, ("", ""))[0] == client.uuid:
             del self._first_with_code[key]
 
-    def _duplicate_code_entry(self, client: XpmClient, label: str) -> Entry | None:
+    def _duplicate_code_entry(self, client: XpmClientRecord, label: str) -> Entry | None:
         if not client.client_code:
             return None
         key = _code_key(client.client_code)
@@ -348,15 +344,14 @@ class ClientSync:
             self._first_with_code[key] = first_uuid, first_label = client.uuid, label
         if first_uuid == client.uuid:
             return None
-        return raise_entry(
-            codes.CLIENT_CODE_DUPLICATE,
+        return codes.CLIENT_CODE_DUPLICATE.entry(
             label=label,
             xpm_uuid=client.uuid,
             message=f"The client code {client.client_code} is used by both {first_label} and {label} "
             f"in XPM; only {first_label} is synced.",
         )
 
-    def _archive(self, client: XpmClient) -> None:
+    def _archive(self, client: XpmClientRecord) -> None:
         """Archived or deleted in XPM: never created, a linked client marked, nothing deleted."""
         linked = self._by_uuid.get(client.uuid)
         changes: dict[str, object] = {"xpm_archived": True}

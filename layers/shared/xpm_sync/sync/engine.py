@@ -14,24 +14,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from xpm_sync import entries as codes
-from xpm_sync.active.repository import ActiveRepository
-from xpm_sync.clock import Clock, iso, parse_iso
-from xpm_sync.config import Checkpoint, ConfigRepository, FirmConfig, full_read_due
-from xpm_sync.dynamodb import Table
-from xpm_sync.entries import Entry, EntryKind, raise_entry
-from xpm_sync.monitoring import record_run_metrics
-from xpm_sync.notify import NotifyResult
-from xpm_sync.observability import logger
-from xpm_sync.queue import SyncQueue, Trigger
-from xpm_sync.runs import RunLog, SyncRun, new_run_id
-from xpm_sync.runtime import unlimited
-from xpm_sync.sync.clients import ClientSync, People
-from xpm_sync.sync.users import sync_users
-from xpm_sync.tokens import FirmDisconnected, NeedsReconnect, TokenStore
-from xpm_sync.xero.identity import AppCredentialsUnavailable, InvalidClient, InvalidGrant, XeroIdentityError
-from xpm_sync.xpm.client import AccessTokenSource, XpmClient
-from xpm_sync.xpm.errors import (
+from xpm_sync.adapters.active_table import ActiveRepository
+from xpm_sync.adapters.config_table import ConfigRepository
+from xpm_sync.adapters.dynamodb import Table
+from xpm_sync.adapters.metrics import record_run_metrics
+from xpm_sync.adapters.notifier import NotifyResult
+from xpm_sync.adapters.sync_log import RunLog
+from xpm_sync.adapters.sync_queue import SyncQueue
+from xpm_sync.adapters.tokens import FirmDisconnected, NeedsReconnect, TokenStore
+from xpm_sync.adapters.xero_identity import (
+    AppCredentialsUnavailable,
+    InvalidClient,
+    InvalidGrant,
+    XeroIdentityError,
+)
+from xpm_sync.adapters.xpm.client import AccessTokenSource, XpmApi
+from xpm_sync.adapters.xpm.errors import (
     XpmAuthError,
     XpmBadResponse,
     XpmError,
@@ -39,7 +37,16 @@ from xpm_sync.xpm.errors import (
     XpmUnavailable,
     XpmWrongTenant,
 )
-from xpm_sync.xpm.xml import XpmStatusError
+from xpm_sync.adapters.xpm.xml import XpmStatusError
+from xpm_sync.domain import entries as codes
+from xpm_sync.domain.clock import Clock, iso, parse_iso
+from xpm_sync.domain.entries import Entry, EntryKind
+from xpm_sync.domain.firm import Checkpoint, FirmConfig, full_read_due
+from xpm_sync.domain.runs import SyncRun, Trigger, new_run_id
+from xpm_sync.observability import logger
+from xpm_sync.runtime import unlimited
+from xpm_sync.sync.clients import ClientSync, People
+from xpm_sync.sync.users import sync_users
 
 # Clients modified this close to the last run's start are read again: clocks and XPM's own
 # indexing are not exact, and reading a record twice costs nothing (unchanged records are not written).
@@ -56,7 +63,7 @@ UNAVAILABLE_RETRIES_IN_A_ROW = 2
 # continuation: enough to write the entries so far, the run and the checkpoint.
 CHECKPOINT_MARGIN_SECONDS = 60.0
 
-XpmFactory = Callable[[str, AccessTokenSource], XpmClient]
+XpmFactory = Callable[[str, AccessTokenSource], XpmApi]
 
 
 @dataclass
@@ -197,8 +204,7 @@ def _close_interrupted(firm_id: str, run_id: str, services: SyncServices) -> Non
     now = services.clock.now()
     interrupted.status = "failed"
     interrupted.finished_at = iso(now)
-    entry = raise_entry(
-        codes.INTERNAL_ERROR,
+    entry = codes.INTERNAL_ERROR.entry(
         label="Sync run",
         message="This run stopped before it finished (its worker was stopped); the next run carried on.",
     )
@@ -260,7 +266,7 @@ def _sync(config: FirmConfig, services: SyncServices, progress: _Progress) -> No
 
 
 def _sync_with(
-    xpm: XpmClient,
+    xpm: XpmApi,
     config: FirmConfig,
     services: SyncServices,
     progress: _Progress,
@@ -315,7 +321,7 @@ def _sync_with(
     progress.retry_uuids = (progress.retry_uuids - clients.synced_uuids - vanished) | clients.failed_uuids
 
 
-def _retry_clients(xpm: XpmClient, clients: ClientSync, pending: list[str], entries: list[Entry]) -> set[str]:
+def _retry_clients(xpm: XpmApi, clients: ClientSync, pending: list[str], entries: list[Entry]) -> set[str]:
     """Fetch each client that failed in an earlier run by itself and apply it (SPEC A7), and return
     the UUIDs XPM no longer knows. A client XPM refuses or cannot give now stays awaiting a retry;
     the list's work stands either way."""
@@ -370,8 +376,7 @@ def _retry_clients(xpm: XpmClient, clients: ClientSync, pending: list[str], entr
             clients.apply(retried)
     if postponed:
         entries.append(
-            raise_entry(
-                codes.XPM_RETRIES_POSTPONED,
+            codes.XPM_RETRIES_POSTPONED.entry(
                 label="Sync run",
                 message=f"{len(postponed)} client(s) that failed in an earlier run could not be fetched "
                 f"from XPM again ({'; '.join(reasons)}); they stay awaiting a retry.",
@@ -381,7 +386,7 @@ def _retry_clients(xpm: XpmClient, clients: ClientSync, pending: list[str], entr
 
 
 def _stream_clients(
-    xpm: XpmClient, services: SyncServices, progress: _Progress, clients: ClientSync, since: datetime | None
+    xpm: XpmApi, services: SyncServices, progress: _Progress, clients: ClientSync, since: datetime | None
 ) -> None:
     """Apply the client list record by record; stop with a checkpoint when time runs short.
 
@@ -399,7 +404,7 @@ def _stream_clients(
 
 
 def _apply_list(
-    xpm: XpmClient,
+    xpm: XpmApi,
     services: SyncServices,
     progress: _Progress,
     clients: ClientSync,
@@ -521,7 +526,7 @@ def _finish(
         if disconnected and not failure.disconnected:
             logger.info("firm disconnected during the run", extra={"firm_id": config.firm_id})
             message += " The integration was disconnected while this run went on; it stays disconnected."
-        progress.entries.append(raise_entry(failure.kind, label="Sync run", message=message))
+        progress.entries.append(failure.kind.entry(label="Sync run", message=message))
         run.status = "failed"
     elif any(counts["failed"] for counts in run.counts.values()):
         run.status = "partial"

@@ -6,12 +6,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from xpm_sync import entries as codes
-from xpm_sync.active.models import UserFields
-from xpm_sync.active.repository import ActiveRepository, RecordGone, changed_values
-from xpm_sync.entries import Entry, EntryKind, raise_entry
-from xpm_sync.mapping import map_staff, normalise_email, staff_label, uuid_key
-from xpm_sync.xpm.models import XpmStaff
+from xpm_sync.adapters.active_table import ActiveRepository, RecordGone, changed_values
+from xpm_sync.domain import entries as codes
+from xpm_sync.domain.active_records import UserFields
+from xpm_sync.domain.entries import Entry, EntryKind
+from xpm_sync.domain.mapping import map_staff, normalise_email, staff_label, uuid_key
+from xpm_sync.domain.xpm_records import XpmStaff
 
 
 @dataclass
@@ -75,7 +75,7 @@ def _sync_one(
     label = staff_label(staff)
 
     def problem(kind: EntryKind, message: str) -> Entry:
-        return raise_entry(kind, label=label, xpm_uuid=staff.uuid, message=message)
+        return kind.entry(label=label, xpm_uuid=staff.uuid, message=message)
 
     if earlier is not staff:
         return problem(

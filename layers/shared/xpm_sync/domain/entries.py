@@ -24,6 +24,18 @@ class EntryKind:
     cause: str
     suggestion: str
 
+    def entry(self, *, label: str, message: str, xpm_uuid: str | None = None) -> Entry:
+        """One line of the error log of this kind, about the record an admin knows as ``label``."""
+        return Entry(
+            severity=self.severity,
+            entity=self.entity,
+            xpm_uuid=xpm_uuid,
+            label=label,
+            code=self.code,
+            message=message,
+            suggestion=self.suggestion,
+        )
+
 
 CATALOGUE: dict[str, EntryKind] = {}
 
@@ -48,18 +60,6 @@ class Entry(BaseModel):
     code: str
     message: str
     suggestion: str
-
-
-def raise_entry(kind: EntryKind, *, label: str, message: str, xpm_uuid: str | None = None) -> Entry:
-    return Entry(
-        severity=kind.severity,
-        entity=kind.entity,
-        xpm_uuid=xpm_uuid,
-        label=label,
-        code=kind.code,
-        message=message,
-        suggestion=kind.suggestion,
-    )
 
 
 # --- Staff -> Active users -------------------------------------------------------------------

@@ -24,18 +24,17 @@ from urllib.parse import quote
 
 import httpx
 
-from xpm_sync.observability import logger, tracer
-
-# The record type shares its name with this client class; it is reached as models.XpmClient.
-from xpm_sync.xpm import models, xml
-from xpm_sync.xpm.budget import CallBudget, budget_for
-from xpm_sync.xpm.errors import (
+from xpm_sync.adapters.xpm import xml
+from xpm_sync.adapters.xpm.budget import CallBudget, budget_for
+from xpm_sync.adapters.xpm.errors import (
     XpmAuthError,
     XpmBadResponse,
     XpmRateLimited,
     XpmUnavailable,
     XpmWrongTenant,
 )
+from xpm_sync.domain.xpm_records import XpmClientRecord, XpmStaff
+from xpm_sync.observability import logger, tracer
 
 API_PREFIX = "/practicemanager/3.1/"
 # Left unspent of the caller's time budget, so a run that gives up still has time to record why.
@@ -82,7 +81,7 @@ class _BodyInterrupted(XpmUnavailable):
     """The connection failed while the body was streaming in."""
 
 
-class XpmClient:
+class XpmApi:
     """One tenant's view of XPM. Safe to share between threads; ``calls`` counts requests sent."""
 
     def __init__(
@@ -117,12 +116,12 @@ class XpmClient:
 
     # capture_response=False: the staff list is personal data and would blow X-Ray's size limit.
     @tracer.capture_method(capture_response=False)
-    def list_staff(self) -> list[models.XpmStaff]:
+    def list_staff(self) -> list[XpmStaff]:
         return self._collect("staff.api/list", xml.iter_staff)
 
     # Not traced: a subsegment would stay open while the caller does its own (traced) work per
     # client, nesting the caller's spans inside XPM's.
-    def iter_clients(self, *, modified_since: datetime | None = None) -> Iterator[models.XpmClient]:
+    def iter_clients(self, *, modified_since: datetime | None = None) -> Iterator[XpmClientRecord]:
         """Every client (detailed), streamed: each is yielded as soon as it has been read.
 
         ``modified_since`` must be timezone-aware; it is sent in UTC as XPM expects (SPEC A7).
@@ -134,7 +133,7 @@ class XpmClient:
         return self._records("client.api/list", params, xml.iter_clients)
 
     @tracer.capture_method(capture_response=False)
-    def get_client(self, uuid: str) -> models.XpmClient | None:
+    def get_client(self, uuid: str) -> XpmClientRecord | None:
         """One client by UUID, or ``None`` when XPM does not know it.
 
         "Does not know it" is HTTP 404 or 400, or an application error whose description says so
@@ -158,7 +157,7 @@ class XpmClient:
         if self._owns_http:
             self._http.close()
 
-    def __enter__(self) -> XpmClient:
+    def __enter__(self) -> XpmApi:
         return self
 
     def __exit__(
@@ -488,5 +487,5 @@ def _log_cut_short(path: str, exc: Exception) -> None:
     logger.debug("XPM answer cut short; reading it again", extra={"path": path, "error": str(exc)})
 
 
-def _read_one_client(chunks: Iterable[bytes]) -> Iterator[models.XpmClient]:
+def _read_one_client(chunks: Iterable[bytes]) -> Iterator[XpmClientRecord]:
     return xml.iter_records(chunks, xml.CLIENT_PATH, xml.parse_client)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Clamped, Context, Decimal, Inexact, Overflow, Rounded, Underflow
 from types import TracebackType
 from typing import Any
@@ -175,6 +175,26 @@ class Table:
     def scan(self, **parameters: Any) -> dict[str, Any]:
         return self._call(self.client.scan, parameters)
 
+    def query_items(self, **parameters: Any) -> Iterator[dict[str, Any]]:
+        """Every item a query finds, page after page (the one pager of the project)."""
+        return self._every_page(self.query, parameters)
+
+    def scan_items(self, **parameters: Any) -> Iterator[dict[str, Any]]:
+        """Every item a scan finds, page after page."""
+        return self._every_page(self.scan, parameters)
+
+    @staticmethod
+    def _every_page(
+        operation: Callable[..., dict[str, Any]], parameters: Mapping[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        request = dict(parameters)
+        while True:
+            page = operation(**request)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def transact_updates(self, updates: Sequence[Mapping[str, Any]]) -> None:
         """UpdateItems on this table in one transaction: all are written or none. Each update
         takes ``update_item``'s parameters; the transaction's own errors are ``ClientError``
@@ -235,3 +255,43 @@ class BatchWriter:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.flush()
+
+
+def update_expression(
+    values: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``update_item``'s expression parameters for plain attribute values (the one builder).
+
+    Each of ``values`` is SET, or REMOVEd when it is ``None`` or an empty set (DynamoDB holds no
+    empty set, and an absent attribute is the stored form of "nothing"). Each of ``defaults`` not
+    among ``values`` is set only where the item does not have it yet (``if_not_exists``).
+    Names and values are always aliased, so reserved words (``status``, ``name``) need no care.
+    An empty answer means there is nothing to write.
+    """
+    defaults = {name: value for name, value in (defaults or {}).items() if name not in values}
+    names: dict[str, str] = {}
+    expression_values: dict[str, Any] = {}
+    assignments: list[str] = []
+    removals: list[str] = []
+    for index, (name, value) in enumerate([*values.items(), *defaults.items()]):
+        alias = f"#a{index}"
+        names[alias] = name
+        if name in defaults and name not in values:
+            expression_values[f":v{index}"] = value
+            assignments.append(f"{alias} = if_not_exists({alias}, :v{index})")
+        elif value is None or value == set():
+            removals.append(alias)
+        else:
+            expression_values[f":v{index}"] = value
+            assignments.append(f"{alias} = :v{index}")
+    parts = []
+    if assignments:
+        parts.append("SET " + ", ".join(assignments))
+    if removals:
+        parts.append("REMOVE " + ", ".join(removals))
+    if not parts:
+        return {}
+    expression: dict[str, Any] = {"UpdateExpression": " ".join(parts), "ExpressionAttributeNames": names}
+    if expression_values:
+        expression["ExpressionAttributeValues"] = expression_values
+    return expression

@@ -11,52 +11,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from xpm_sync.dynamodb import Table
-from xpm_sync.entries import Entry
-from xpm_sync.queue import Trigger
+from xpm_sync.adapters.dynamodb import Table
+from xpm_sync.domain.entries import Entry
+from xpm_sync.domain.errors import InvalidCursor
+from xpm_sync.domain.runs import SyncRun
 
 RETENTION = timedelta(days=90)
-RunStatus = Literal["running", "success", "partial", "failed"]
-Outcome = Literal["created", "updated", "unchanged", "failed", "skipped"]
-OUTCOMES: tuple[Outcome, ...] = ("created", "updated", "unchanged", "failed", "skipped")
-
-
-def new_counts() -> dict[str, dict[str, int]]:
-    return {entity: dict.fromkeys(OUTCOMES, 0) for entity in ("user", "client")}
-
-
-def new_run_id(started_at: datetime) -> str:
-    # Microseconds keep two runs started in the same second in start order.
-    return f"{started_at.strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(4)}"
-
-
-class SyncRun(BaseModel):
-    """A run as stored and as the runs API returns it (B3)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    firm_id: str
-    run_id: str
-    kind: Literal["run"] = "run"
-    trigger: Trigger
-    status: RunStatus
-    started_at: str
-    finished_at: str | None = None
-    counts: dict[str, dict[str, int]] = Field(default_factory=new_counts)
-    xpm_calls: int = 0
-    full_read: bool = False
-    entry_count: int = 0
-
-
-class InvalidCursor(ValueError):
-    """A pagination cursor that this API did not hand out (or for another firm)."""
 
 
 def _plain(value: Any) -> Any:
@@ -151,7 +115,7 @@ def _decode_cursor(cursor: str) -> str:
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
         run_id = data["after"]
     except (ValueError, KeyError, TypeError, binascii.Error) as error:
-        raise InvalidCursor("cursor is not valid") from error
+        raise InvalidCursor() from error
     if not isinstance(run_id, str) or not run_id or len(run_id) > 64:
-        raise InvalidCursor("cursor is not valid")
+        raise InvalidCursor()
     return run_id

@@ -34,7 +34,7 @@ class XpmGroup(XpmModel):
     name: str | None = None
 
 
-class XpmClient(XpmModel):
+class XpmClientRecord(XpmModel):
     uuid: str
     name: str | None = None
     title: str | None = None

@@ -21,8 +21,8 @@ from xml.etree.ElementTree import Element, ParseError, TreeBuilder
 from defusedxml.common import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
-from xpm_sync.xpm.errors import XpmBadResponse
-from xpm_sync.xpm.models import XpmClient, XpmContact, XpmGroup, XpmStaff
+from xpm_sync.adapters.xpm.errors import XpmBadResponse
+from xpm_sync.domain.xpm_records import XpmClientRecord, XpmContact, XpmGroup, XpmStaff
 
 # Where records sit in each answer. ``client.api/get`` wraps its one client directly in Response.
 STAFF_PATH = ("Response", "StaffList", "Staff")
@@ -222,14 +222,14 @@ def iter_staff(chunks: Iterable[bytes], **limits: int) -> Iterator[XpmStaff]:
     return iter_records(chunks, STAFF_PATH, parse_staff, **limits)
 
 
-def iter_clients(chunks: Iterable[bytes], **limits: int) -> Iterator[XpmClient]:
+def iter_clients(chunks: Iterable[bytes], **limits: int) -> Iterator[XpmClientRecord]:
     """``client.api/list``: ``<Response><Clients><Client>...``."""
     return iter_records(chunks, CLIENTS_PATH, parse_client, **limits)
 
 
-def read_client(chunks: Iterable[bytes], **limits: int) -> XpmClient | None:
+def read_client(chunks: Iterable[bytes], **limits: int) -> XpmClientRecord | None:
     """``client.api/get/{uuid}``: ``<Response><Client>``; an OK answer without one is ``None``."""
-    found: XpmClient | None = None
+    found: XpmClientRecord | None = None
     for client in iter_records(chunks, CLIENT_PATH, parse_client, **limits):
         if found is None:
             found = client
@@ -320,7 +320,7 @@ def _parse_group(elem: Element) -> XpmGroup:
     return XpmGroup(uuid=text_of(fields.get("UUID")), name=text_of(fields.get("Name")))
 
 
-def parse_client(elem: Element) -> XpmClient:
+def parse_client(elem: Element) -> XpmClientRecord:
     fields = _children(elem)
 
     def text(tag: str) -> str | None:
@@ -330,7 +330,7 @@ def parse_client(elem: Element) -> XpmClient:
     groups = fields.get("Groups")
     contact_elems = [] if contacts is None else [c for c in contacts if c.tag == "Contact"]
     group_elems = [] if groups is None else [g for g in groups if g.tag == "Group"]
-    return XpmClient(
+    return XpmClientRecord(
         uuid=_required_uuid(fields, "client"),
         name=text("Name"),
         title=text("Title"),

@@ -1,7 +1,7 @@
 """AWS clients, made on first use (never at import) and reused while the environment is the same.
 
-The clients are botocore's (what boto3 hands out), and tables are ``xpm_sync.dynamodb.Table``
-over a DynamoDB client: no handler imports boto3 itself (see ``xpm_sync.dynamodb``). One botocore
+The clients are botocore's (what boto3 hands out), and tables are ``xpm_sync.adapters.dynamodb.Table``
+over a DynamoDB client: no handler imports boto3 itself (see ``xpm_sync.adapters.dynamodb``). One botocore
 session serves every client: a session caches the service models it loads, and loading
 them again for each client costs more than the call it is made for. The cache key includes the
 endpoint and region, so a test or the local stack that points ``AWS_ENDPOINT_URL`` at moto gets
@@ -17,7 +17,7 @@ from typing import Any
 import botocore.session
 from botocore.config import Config
 
-from xpm_sync.dynamodb import Table
+from xpm_sync.adapters.dynamodb import Table
 
 _RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
 _lock = threading.Lock()

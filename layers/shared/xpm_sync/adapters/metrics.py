@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from xpm_sync.domain.runs import OUTCOMES, SyncRun
 from xpm_sync.observability import metrics
-from xpm_sync.runs import OUTCOMES, SyncRun
 
 # Metric names per entity, e.g. UsersCreated, ClientsFailed (the dashboard and alarms use these).
 ENTITY_METRIC_PREFIX = {"user": "Users", "client": "Clients"}

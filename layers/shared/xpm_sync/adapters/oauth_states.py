@@ -18,8 +18,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from xpm_sync.clock import Clock
-from xpm_sync.dynamodb import Table, is_condition_failure
+from xpm_sync.adapters.dynamodb import Table, is_condition_failure
+from xpm_sync.domain.clock import Clock
 
 STATE_TTL = timedelta(minutes=10)
 STATE_KEY_PREFIX = "oauth-state#"

@@ -4,7 +4,7 @@
 and manager need the firm's staff and users, so :func:`resolve_people` turns the XPM staff UUIDs
 that :func:`map_client` keeps into Active user ids (SPEC A2) once the sync has loaded them.
 
-Every problem becomes an :class:`~xpm_sync.entries.Entry`; nothing here raises on bad XPM data,
+Every problem becomes an :class:`~xpm_sync.domain.entries.Entry`; nothing here raises on bad XPM data,
 because one bad record must never stop a firm's run.
 """
 
@@ -14,10 +14,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from xpm_sync import entries
-from xpm_sync.active.models import Address, ClientFields, EntityType, UserFields
-from xpm_sync.entries import Entry, EntryKind
-from xpm_sync.xpm.models import XpmClient, XpmContact, XpmStaff
+from xpm_sync.domain import entries
+from xpm_sync.domain.active_records import Address, ClientFields, EntityType, UserFields
+from xpm_sync.domain.entries import Entry, EntryKind
+from xpm_sync.domain.xpm_records import XpmClientRecord, XpmContact, XpmStaff
 
 INDIVIDUAL_TYPES: frozenset[EntityType] = frozenset({"individual", "sole_trader"})
 
@@ -131,12 +131,12 @@ def primary_salutation(contacts: Iterable[XpmContact]) -> str | None:
     return None if primary is None else _text(primary.salutation)
 
 
-def _first_group(client: XpmClient) -> str | None:
+def _first_group(client: XpmClientRecord) -> str | None:
     # A group without a name says nothing to an admin; the next one in XPM's order does.
     return next((name for group in client.groups if (name := _text(group.name))), None)
 
 
-def client_label(client: XpmClient) -> str:
+def client_label(client: XpmClientRecord) -> str:
     """The client as an admin finds it in XPM: "Name (CODE)", or whichever of the two it has."""
     name, code = _text(client.name), _text(client.client_code)
     if name and code:
@@ -160,9 +160,7 @@ def map_staff(staff: XpmStaff) -> UserMapping:
     found: list[Entry] = []
 
     def problem(kind: EntryKind, message: str) -> None:
-        found.append(
-            entries.raise_entry(kind, label=staff_label(staff), message=message, xpm_uuid=staff.uuid)
-        )
+        found.append(kind.entry(label=staff_label(staff), message=message, xpm_uuid=staff.uuid))
 
     name = _text(staff.name)
     names = split_name(name) if name else None
@@ -196,12 +194,12 @@ class ClientMapping:
     entries: tuple[Entry, ...]  # every error and warning found, so one run shows them all
 
 
-def map_client(client: XpmClient) -> ClientMapping:
+def map_client(client: XpmClientRecord) -> ClientMapping:
     label = client_label(client)
     found: list[Entry] = []
 
     def problem(kind: EntryKind, message: str) -> None:
-        found.append(entries.raise_entry(kind, label=label, message=message, xpm_uuid=client.uuid))
+        found.append(kind.entry(label=label, message=message, xpm_uuid=client.uuid))
 
     legal_name = _text(client.name)
     if legal_name is None:
@@ -296,7 +294,7 @@ def resolve_people(
     found: list[Entry] = []
 
     def problem(kind: EntryKind, message: str) -> None:
-        found.append(entries.raise_entry(kind, label=label, message=message, xpm_uuid=xpm_uuid))
+        found.append(kind.entry(label=label, message=message, xpm_uuid=xpm_uuid))
 
     partner_user_id: str | None = None
     if mapping.partner_uuid is None:

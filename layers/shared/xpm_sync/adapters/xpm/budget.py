@@ -1,7 +1,7 @@
 """Per-tenant XPM call budget: 60 calls in any rolling minute, 5 in flight (SPEC A8).
 
 XPM answers 429 past these limits, and a 429 for the minute limit costs a whole wait; pacing the
-calls ourselves is cheaper. The budget is shared by every ``XpmClient`` for the same tenant in
+calls ourselves is cheaper. The budget is shared by every ``XpmApi`` for the same tenant in
 the process (``budget_for``), because the limits are per tenant, not per client object.
 
 The response headers ``X-MinLimit-Remaining`` / ``X-DayLimit-Remaining`` are tracked too: other
@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
-from xpm_sync.xpm.errors import XpmRateLimited
+from xpm_sync.adapters.xpm.errors import XpmRateLimited
 
 PER_MINUTE = 60
 CONCURRENT = 5

@@ -41,7 +41,7 @@ class ClientFields(ActiveModel):
     """The synced attributes of an Active client, before partner/manager resolution.
 
     ``partner_user_id`` and ``manager_user_id`` are resolved later by the sync (they need the firm's
-    users); the mapping leaves the XPM staff UUIDs on :class:`xpm_sync.mapping.ClientMapping`.
+    users); the mapping leaves the XPM staff UUIDs on :class:`xpm_sync.domain.mapping.ClientMapping`.
     """
 
     legal_name: str

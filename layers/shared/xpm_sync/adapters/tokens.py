@@ -33,10 +33,10 @@ from typing import Any
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
-from xpm_sync.clock import Clock
-from xpm_sync.dynamodb import Table, is_condition_failure
+from xpm_sync.adapters.dynamodb import Table, is_condition_failure
+from xpm_sync.adapters.xero_identity import InvalidGrant, TokenSet, XeroIdentity
+from xpm_sync.domain.clock import Clock
 from xpm_sync.observability import logger
-from xpm_sync.xero.identity import InvalidGrant, TokenSet, XeroIdentity
 
 # Refresh when less than this is left, so a token never expires in the middle of an XPM call
 # (large client lists take a while to stream) and small clock skew does not matter.
@@ -264,7 +264,7 @@ class TokenStore:
 class FirmTokens:
     """One run's view of a firm's tokens: the secret is read once, then refreshed as needed.
 
-    Satisfies ``xpm_sync.xpm.client.AccessTokenSource``. Thread-safe within the instance, so the
+    Satisfies ``xpm_sync.adapters.xpm.client.AccessTokenSource``. Thread-safe within the instance, so the
     XPM client's concurrent calls share one refresh.
     """
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from xpm_sync.active.models import Office
-from xpm_sync.dynamodb import BATCH_SIZE, Table, error_code, is_condition_failure
+from xpm_sync.adapters.dynamodb import BATCH_SIZE, Table, error_code, is_condition_failure, update_expression
+from xpm_sync.domain.active_records import Office
 
 SyncedValues = Mapping[str, object]
 _TRANSACTION_REFUSED = frozenset({"TransactionCanceledException", "TransactionConflictException"})
@@ -110,8 +110,12 @@ class RecordGone(Exception):
     """The record was deleted in Active while the run was going; the sync does not bring it back."""
 
 
+class OfficeGone(Exception):
+    """The office was deleted between the check and the write."""
+
+
 class ActiveRepository:
-    """One firm's slice of the Active table."""
+    """One firm's slice of the Active table: the keys of SPEC B3 are written here and nowhere else."""
 
     def __init__(self, table: Table, firm_id: str, *, writers: int = WRITER_THREADS) -> None:
         self._table = table
@@ -121,16 +125,42 @@ class ActiveRepository:
         self._ids = RecordIds()
 
     def _query(self, prefix: str) -> Iterator[dict[str, Any]]:
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": {":pk": self._pk, ":prefix": prefix},
-        }
-        while True:
-            page = self._table.query(**kwargs)
-            yield from page.get("Items", [])
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return self._table.query_items(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": self._pk, ":prefix": prefix},
+        )
+
+    def _item(self, sk: str) -> dict[str, Any] | None:
+        item = self._table.get_item(Key={"pk": self._pk, "sk": sk}, ConsistentRead=True).get("Item")
+        return item if isinstance(item, dict) else None
+
+    def office(self, code: str) -> dict[str, Any] | None:
+        return self._item(f"OFFICE#{code}")
+
+    def user(self, user_id: str) -> dict[str, Any] | None:
+        return self._item(f"USER#{user_id}")
+
+    def user_exists(self, user_id: str) -> bool:
+        return self.user(user_id) is not None
+
+    def default_partner(self, office_code: str | None) -> str | None:
+        office = self.office(office_code) if office_code else None
+        value = office.get("default_partner_user_id") if office else None
+        return value if isinstance(value, str) else None
+
+    def set_default_partner(self, office_code: str, user_id: str | None) -> None:
+        """The office's Default Partner (SPEC A2: the setup page writes the same attribute as
+        Admin Centre -> Office); ``None`` clears it. Never creates an office."""
+        try:
+            self._table.update_item(
+                Key={"pk": self._pk, "sk": f"OFFICE#{office_code}"},
+                ConditionExpression="attribute_exists(pk)",
+                **update_expression({"default_partner_user_id": user_id}),
+            )
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                raise OfficeGone(office_code) from None
+            raise
 
     def offices(self) -> dict[str, Office]:
         return {
@@ -177,28 +207,16 @@ class ActiveRepository:
 
     def update(self, entity: str, record_id: str, changes: SyncedValues) -> None:
         """SET the changed synced values and REMOVE the ones XPM emptied; nothing else."""
-        to_set = {k: v for k, v in changes.items() if v is not None}
-        to_remove = [k for k, v in changes.items() if v is None]
-        names = {f"#a{i}": name for i, name in enumerate(changes)}
-        alias = {name: key for key, name in names.items()}
-        parts = []
-        if to_set:
-            parts.append("SET " + ", ".join(f"{alias[k]} = :{alias[k][1:]}" for k in to_set))
-        if to_remove:
-            parts.append("REMOVE " + ", ".join(alias[k] for k in to_remove))
-        if not parts:
+        expression = update_expression(changes)
+        if not expression:
             return
-        kwargs: dict[str, Any] = {
-            "Key": {"pk": self._pk, "sk": f"{entity.upper()}#{record_id}"},
-            "UpdateExpression": " ".join(parts),
-            "ExpressionAttributeNames": names,
-            # Never resurrect a record Active deleted while the run was going.
-            "ConditionExpression": "attribute_exists(pk)",
-        }
-        if to_set:
-            kwargs["ExpressionAttributeValues"] = {f":{alias[k][1:]}": v for k, v in to_set.items()}
         try:
-            self._table.update_item(**kwargs)
+            self._table.update_item(
+                Key={"pk": self._pk, "sk": f"{entity.upper()}#{record_id}"},
+                # Never resurrect a record Active deleted while the run was going.
+                ConditionExpression="attribute_exists(pk)",
+                **expression,
+            )
         except ClientError as error:
             if not is_condition_failure(error):
                 raise

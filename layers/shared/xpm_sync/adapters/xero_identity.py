@@ -1,6 +1,6 @@
 """Xero OAuth 2.0 (SPEC A6, A8): authorize URL, code exchange, refresh, revoke and connections.
 
-Nothing here stores tokens (that is ``xpm_sync.tokens``) and no exception message carries a token:
+Nothing here stores tokens (that is ``xpm_sync.adapters.tokens``) and no exception message carries a token:
 messages name the endpoint, the HTTP status and Xero's short error code only.
 """
 
@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 import httpx
 from botocore.exceptions import ClientError
 
-from xpm_sync.clock import Clock
+from xpm_sync.domain.clock import Clock
 from xpm_sync.observability import logger
 
 SCOPES = "openid profile email offline_access practicemanager.client.read practicemanager.staff.read"

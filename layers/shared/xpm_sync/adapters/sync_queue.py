@@ -6,23 +6,11 @@ import json
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from xpm_sync.domain.runs import Trigger
 
-Trigger = Literal["schedule", "manual"]
 _BATCH = 10  # SQS's maximum per SendMessageBatch
-
-
-class SyncRequest(BaseModel):
-    """The body of a sync message (SPEC B1)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    firm_id: str = Field(min_length=1)
-    trigger: Trigger
-    # Set on the message a run queues for itself when it runs out of invocation time.
-    resume_run_id: str | None = None
 
 
 def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:

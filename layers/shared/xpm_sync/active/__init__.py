@@ -1,1 +1,0 @@
-"""Active: the practice platform's records and their DynamoDB repository."""

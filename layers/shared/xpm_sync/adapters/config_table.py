@@ -1,0 +1,145 @@
+"""The Config table (SPEC B3): one item per firm with its integration settings and sync state.
+
+Every write here touches only the attributes it names, so the worker, the API and Start Sync never
+overwrite what another of them set. A firm's item has ``status`` and ``sync_enabled`` from its
+first write (``NEW_CONFIG_DEFAULTS``, set only where absent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from xpm_sync.adapters.dynamodb import Table, is_condition_failure, update_expression
+from xpm_sync.domain.clock import Clock, iso
+from xpm_sync.domain.errors import ConnectionBroken, NotConnected
+from xpm_sync.domain.firm import FirmConfig
+from xpm_sync.domain.start_sync import MANUAL_COOLDOWN, PENDING_STALE_AFTER, refusal, run_ids_before
+
+# What a firm's config starts as (SPEC B3, B5: "not_connected before any connect").
+NEW_CONFIG_DEFAULTS: Mapping[str, Any] = {"status": "not_connected", "sync_enabled": False}
+
+# Connected; an item written before status existed counts as connected once it has a tenant
+# (as FirmConfig.connection reads it).
+_CONNECTED = "(#status = :connected OR (attribute_not_exists(#status) AND attribute_exists(tenant_id)))"
+_MANUAL_RUN_ALLOWED = (
+    f"{_CONNECTED}"
+    " AND (attribute_not_exists(manual_requested_at) OR manual_requested_at <= :cooldown_start)"
+    " AND (attribute_not_exists(run_pending) OR run_pending = :off OR manual_requested_at <= :stale_start)"
+    " AND (attribute_not_exists(running_run_id) OR running_run_id < :stale_run_id)"
+)
+
+
+def _item(config: FirmConfig) -> dict[str, Any]:
+    item = config.model_dump(exclude_none=True)
+    # DynamoDB rejects empty sets; an absent attribute means "nothing to retry".
+    if not item.get("retry_client_uuids"):
+        item.pop("retry_client_uuids", None)
+    return item
+
+
+class ConfigRepository:
+    """Reads and writes firm configs."""
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def get(self, firm_id: str) -> FirmConfig | None:
+        item = self._table.get_item(Key={"firm_id": firm_id}, ConsistentRead=True).get("Item")
+        return FirmConfig.model_validate(item) if item else None
+
+    def get_or_new(self, firm_id: str) -> FirmConfig:
+        return self.get(firm_id) or FirmConfig(firm_id=firm_id)
+
+    def put(self, config: FirmConfig) -> None:
+        self._table.put_item(Item=_item(config))
+
+    def update(self, firm_id: str, *, defaults: Mapping[str, Any] | None = None, **values: Any) -> None:
+        """Set the given attributes of one firm's config (``None`` and empty sets remove them), and
+        each of ``defaults`` not among them only where the item does not have it yet."""
+        expression = update_expression(values, defaults=defaults)
+        if expression:
+            self._table.update_item(Key={"firm_id": firm_id}, **expression)
+
+    def mark_needs_reconnect(self, firm_id: str) -> bool:
+        """Set ``needs_reconnect``, but only while the firm is connected (an item written before
+        status existed counts as connected, as in :meth:`FirmConfig.connection`).
+
+        False when it is not: an admin who disconnected while a run was going keeps that status.
+        """
+        try:
+            self._table.update_item(
+                Key={"firm_id": firm_id},
+                UpdateExpression="SET #status = :needs_reconnect",
+                ConditionExpression=(
+                    "attribute_exists(firm_id) AND (#status = :connected OR attribute_not_exists(#status))"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":needs_reconnect": "needs_reconnect", ":connected": "connected"},
+            )
+        except ClientError as error:
+            if not is_condition_failure(error):
+                raise
+            return False
+        return True
+
+    def enabled_firm_ids(self) -> Iterator[str]:
+        """Every firm whose hourly sync is on (SPEC B1), less those whose status says the
+        connection is broken or gone: a message for them would only be dropped by the worker.
+
+        An item with no status is queued: the worker judges it as it judges every firm (a firm can
+        disconnect between dispatch and delivery anyway), by :meth:`FirmConfig.can_sync`.
+        A scan is right here: the dispatcher reads the whole table once an hour.
+        """
+        for item in self._table.scan_items(
+            FilterExpression="sync_enabled = :on AND (#status = :connected OR attribute_not_exists(#status))",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={":on": True, ":connected": "connected"},
+            ProjectionExpression="firm_id",
+        ):
+            yield str(item["firm_id"])
+
+    # --- Start Sync (SPEC A6; the rules: domain.start_sync) ----------------------------------
+
+    def claim_manual_run(self, firm_id: str, clock: Clock) -> str | None:
+        """Enable the hourly sync and mark a manual run pending, in one conditional write; returns
+        the previous start time (for :meth:`release_manual_run`).
+
+        Raises NotConnected / ConnectionBroken, or SyncTooSoon with the seconds to wait.
+        """
+        now = clock.now()
+        try:
+            answer = self._table.update_item(
+                Key={"firm_id": firm_id},
+                UpdateExpression="SET sync_enabled = :on, run_pending = :on, manual_requested_at = :now",
+                ConditionExpression=_MANUAL_RUN_ALLOWED,
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":on": True,
+                    ":off": False,
+                    ":now": iso(now),
+                    ":connected": "connected",
+                    # ISO 8601 UTC strings of one fixed format sort as the moments they name.
+                    ":cooldown_start": iso(now - MANUAL_COOLDOWN),
+                    ":stale_start": iso(now - PENDING_STALE_AFTER),
+                    ":stale_run_id": run_ids_before(now - PENDING_STALE_AFTER),
+                },
+                ReturnValues="UPDATED_OLD",
+            )
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
+            config = self.get(firm_id)
+            if config is not None and config.connection == "needs_reconnect":
+                raise ConnectionBroken() from None
+            if config is None or config.connection != "connected":
+                raise NotConnected() from None
+            raise refusal(config, clock.now()) from None
+        previous = answer.get("Attributes", {}).get("manual_requested_at")
+        return previous if isinstance(previous, str) else None
+
+    def release_manual_run(self, firm_id: str, previous_requested_at: str | None) -> None:
+        """Undo a claim whose run could not be queued, so the admin can press again at once."""
+        self.update(firm_id, run_pending=False, manual_requested_at=previous_requested_at)

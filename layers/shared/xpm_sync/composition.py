@@ -1,0 +1,185 @@
+"""The composition root: every handler builds its services here, from its function's settings.
+
+Settings are read at call time and AWS clients made on first use (``adapters.aws``), so tests and
+the local stack can point the environment at moto and the simulator. The domain never reads the
+environment or makes a client; adapters take theirs as parameters, from here.
+
+``clock`` is module state so tests can move time (OAuth state expiry, the Start Sync cooldown).
+The app's Xero credentials are read for each request that talks to Xero (one Secrets Manager read),
+so a rotated app secret applies at once rather than at the next cold start; the HTTP connection
+pool to Xero is kept for the life of the container.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+import httpx
+
+from xpm_sync.adapters import aws
+from xpm_sync.adapters.active_table import ActiveRepository
+from xpm_sync.adapters.config_table import ConfigRepository
+from xpm_sync.adapters.notifier import Notifier
+from xpm_sync.adapters.oauth_states import StateStore
+from xpm_sync.adapters.sync_log import RunLog
+from xpm_sync.adapters.sync_queue import SyncQueue
+from xpm_sync.adapters.tokens import RefreshLock, TokenStore
+from xpm_sync.adapters.xero_identity import XeroIdentity, load_app_credentials
+from xpm_sync.adapters.xpm.budget import CallBudget
+from xpm_sync.adapters.xpm.client import AccessTokenSource, XpmApi
+from xpm_sync.api.service import IntegrationService
+from xpm_sync.domain.clock import Clock, SystemClock
+from xpm_sync.settings import (
+    ApiSettings,
+    DispatchSettings,
+    FrontendSettings,
+    OAuthSettings,
+    WorkerSettings,
+    XeroSettings,
+    load_settings,
+)
+from xpm_sync.sync.engine import SyncServices
+
+# Xero's identity endpoints answer in well under a second; anything slower is an outage.
+IDENTITY_TIMEOUT = httpx.Timeout(15.0)
+
+clock: Clock = SystemClock()
+
+
+@lru_cache(maxsize=1)
+def _xero_http() -> httpx.Client:
+    return httpx.Client(timeout=IDENTITY_TIMEOUT)
+
+
+def frontend_url() -> str:
+    return load_settings(FrontendSettings).frontend_url
+
+
+def xero_identity(settings: XeroSettings, clock: Clock, *, http: httpx.Client | None = None) -> XeroIdentity:
+    """The app's credentials are read now, from APP_SECRET_ID: a rotated secret applies at once."""
+    return XeroIdentity(
+        login_url=settings.xero_login_url,
+        identity_url=settings.xero_identity_url,
+        api_url=settings.xero_api_url,
+        credentials=load_app_credentials(aws.client("secretsmanager"), settings.app_secret_id),
+        http=http or httpx.Client(timeout=IDENTITY_TIMEOUT),
+        clock=clock,
+    )
+
+
+def token_store(settings: XeroSettings, clock: Clock, identity: XeroIdentity | None = None) -> TokenStore:
+    """The firm token store; refreshes take their lease in the Config table (one writer per firm).
+    Without ``identity``, one is built (and the app's secret read) at the first refresh."""
+    return TokenStore(
+        secrets_client=aws.client("secretsmanager"),
+        prefix=settings.token_secret_prefix,
+        identity=identity,
+        identity_factory=lambda: xero_identity(settings, clock),
+        clock=clock,
+        lock=RefreshLock(aws.table(settings.config_table), clock),
+    )
+
+
+def sync_queue(queue_url: str) -> SyncQueue:
+    return SyncQueue(aws.client("sqs"), queue_url)
+
+
+# --- The worker and the dispatcher ------------------------------------------------------------
+
+
+def sync_services(
+    settings: WorkerSettings,
+    *,
+    remaining_seconds: Callable[[], float],
+    clock: Clock | None = None,
+) -> SyncServices:
+    clock = clock or SystemClock()
+
+    def xpm_factory(tenant_id: str, tokens: AccessTokenSource) -> XpmApi:
+        return XpmApi(
+            api_url=settings.xero_api_url,
+            tenant_id=tenant_id,
+            tokens=tokens,
+            remaining_seconds=remaining_seconds,
+            # One budget per run: a Lambda container serves one invocation at a time, and XPM's own
+            # 429s (waited out by the client) cover what one run cannot see.
+            budget=CallBudget(),
+        )
+
+    return SyncServices(
+        config=ConfigRepository(aws.table(settings.config_table)),
+        runs=RunLog(aws.table(settings.sync_log_table)),
+        active_table=aws.table(settings.active_table),
+        tokens=token_store(settings, clock),
+        xpm_factory=xpm_factory,
+        clock=clock,
+        queue=sync_queue(settings.sync_queue_url),
+        remaining_seconds=remaining_seconds,
+        after_run=Notifier(
+            active_table=aws.table(settings.active_table),
+            notify_table=aws.table(settings.notify_table),
+            ses_client=aws.client("ses"),
+            from_email=settings.notify_from_email,
+            frontend_url=settings.frontend_url,
+            clock=clock,
+        ),
+    )
+
+
+def dispatch_configs() -> tuple[ConfigRepository, SyncQueue]:
+    settings = load_settings(DispatchSettings)
+    return ConfigRepository(aws.table(settings.config_table)), sync_queue(settings.sync_queue_url)
+
+
+# --- The two API functions ---------------------------------------------------------------------
+
+
+def _integration_service(
+    settings: XeroSettings,
+    *,
+    active_table: str,
+    sync_log_table: str,
+    frontend: str,
+    redirect_uri: str | None = None,
+    queue_url: str | None = None,
+) -> IntegrationService:
+    def identity() -> XeroIdentity:
+        return xero_identity(settings, SystemClock(), http=_xero_http())
+
+    return IntegrationService(
+        configs=ConfigRepository(aws.table(settings.config_table)),
+        runs=RunLog(aws.table(sync_log_table)),
+        queue=sync_queue(queue_url) if queue_url else None,
+        states=StateStore(aws.table(settings.config_table), clock),
+        active_for=lambda firm_id: ActiveRepository(aws.table(active_table), firm_id),
+        identity_factory=identity,
+        tokens_factory=lambda made: token_store(settings, clock, identity=made),
+        clock=clock,
+        redirect_uri=redirect_uri,
+        frontend_url=frontend,
+    )
+
+
+def api_service() -> IntegrationService:
+    """What the API function's routes call (SPEC B5)."""
+    settings = load_settings(ApiSettings)
+    return _integration_service(
+        settings,
+        active_table=settings.active_table,
+        sync_log_table=settings.sync_log_table,
+        queue_url=settings.sync_queue_url,
+        frontend=settings.frontend_url,
+    )
+
+
+def oauth_service() -> IntegrationService:
+    """What the OAuth function's routes (connect, callback) call."""
+    settings = load_settings(OAuthSettings)
+    return _integration_service(
+        settings,
+        active_table=settings.active_table,
+        sync_log_table=settings.sync_log_table,
+        redirect_uri=settings.oauth_redirect_uri,
+        frontend=settings.frontend_url,
+    )

@@ -1,0 +1,85 @@
+"""What a request can be refused for, as the domain says it: no HTTP here.
+
+``xpm_sync.api.http`` is the one place that turns each of these into SPEC B5's error body and
+status. Messages are shown to the admin as they are, so they never carry a token, a code or a
+state, nor anything the caller sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class DomainError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(DomainError):
+    """The request cannot be read at all (a body that is not JSON, say)."""
+
+
+class InvalidCursor(DomainError):
+    """A paging cursor this API did not hand out, or handed out for another firm or list."""
+
+    def __init__(self, message: str = "cursor is not one this API handed out.") -> None:
+        super().__init__(message)
+
+
+class NotSignedIn(DomainError):
+    """No signed-in user called."""
+
+
+class NotAnAdmin(DomainError):
+    """The caller belongs to no firm, or is not one of its admins (SPEC B4)."""
+
+
+class NotFound(DomainError):
+    """Nothing of that name in the caller's firm (another firm's record reads the same)."""
+
+
+class NotConnected(DomainError):
+    def __init__(self, message: str = "Connect to Xero Practice Manager first.") -> None:
+        super().__init__(message)
+
+
+class ConnectionBroken(NotConnected):
+    """The firm connected once, but Xero no longer accepts the connection (SPEC A8's
+    ``needs_reconnect``). B5 knows one 409 code for this, ``NOT_CONNECTED``; the message says why."""
+
+    def __init__(
+        self,
+        message: str = "Xero no longer accepts this connection; connect to Xero Practice Manager again.",
+    ) -> None:
+        super().__init__(message)
+
+
+class NotConfigured(DomainError):
+    """Start Sync before the setup names what a run needs (SPEC A6)."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        names = ", ".join(missing)
+        super().__init__(f"Finish the setup first: {names} must be set. Nothing was started.")
+        self.missing = list(missing)
+
+
+class InvalidValue(DomainError):
+    """A field's value is missing, of the wrong type, or names something that does not exist."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class SyncTooSoon(DomainError):
+    def __init__(self, retry_after: int, message: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class XeroUnavailable(DomainError):
+    """Xero failed to answer; not the caller's mistake, and worth trying again."""
+
+    def __init__(self, message: str = "Xero did not answer; try again in a minute.") -> None:
+        super().__init__(message)

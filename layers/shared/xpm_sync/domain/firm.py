@@ -1,0 +1,76 @@
+"""A firm's integration settings and the sync's own state (SPEC B3's Config item), and the rules
+read from them: is the firm connected, is a full read due."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from xpm_sync.domain.clock import parse_iso
+
+ConnectionStatus = Literal["not_connected", "connected", "needs_reconnect", "disconnected"]
+
+
+class Checkpoint(BaseModel):
+    """Where a run that ran out of invocation time stopped, so its continuation can go on."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str
+    full_read: bool
+    since: str | None = None  # the modifiedsince of an incremental read, ISO 8601 UTC
+    processed: int  # client records of the list already applied
+    last_uuid: str | None = None  # the last one of them, to check XPM's order has not changed
+    failed_uuids: list[str] = Field(default_factory=list)
+    synced_retry_uuids: list[str] = Field(default_factory=list)
+    saved_at: str | None = None  # when the part that stopped here ended, ISO 8601 UTC
+
+
+class FirmConfig(BaseModel):
+    """A firm's integration settings and the sync's own state, exactly as stored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    firm_id: str
+    sync_name: str | None = None
+    tenant_id: str | None = None
+    tenant_name: str | None = None
+    default_office_code: str | None = None
+    notification_user_id: str | None = None
+    status: ConnectionStatus = "not_connected"
+    sync_enabled: bool = False
+    last_run_id: str | None = None
+    connected_by_name: str | None = None
+    connected_by_email: str | None = None
+    connected_at: str | None = None
+    # Incremental sync state (SPEC A7): ISO 8601 UTC start times.
+    last_completed_run_started_at: str | None = None
+    last_full_read_started_at: str | None = None
+    # XPM client UUIDs whose last sync failed: retried every run until they sync.
+    retry_client_uuids: set[str] = Field(default_factory=set)
+    # Manual runs (SPEC A6): when the last Start Sync was pressed and whether a run is pending.
+    manual_requested_at: str | None = None
+    run_pending: bool = False
+    checkpoint: Checkpoint | None = None
+    # The run in progress: a worker stopped by the runtime cannot close its run, the next run does.
+    running_run_id: str | None = None
+
+    @property
+    def connection(self) -> ConnectionStatus:
+        """The status, with an item written before status existed read as connected once it has a
+        tenant: the worker, the dispatcher and the API all judge a firm by this."""
+        if "status" not in self.model_fields_set and self.tenant_id is not None:
+            return "connected"
+        return self.status
+
+    def can_sync(self) -> bool:
+        return self.connection == "connected"
+
+
+def full_read_due(config: FirmConfig, now: datetime, *, every_hours: float = 24) -> bool:
+    """SPEC A7: the first run, and one run a day, read every client."""
+    if not config.last_completed_run_started_at or not config.last_full_read_started_at:
+        return True
+    return (now - parse_iso(config.last_full_read_started_at)).total_seconds() >= every_hours * 3600

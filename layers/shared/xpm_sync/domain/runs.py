@@ -1,0 +1,52 @@
+"""A sync run as the sync log keeps it (SPEC B3), and the request that starts one (SPEC B1)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Trigger = Literal["schedule", "manual"]
+RunStatus = Literal["running", "success", "partial", "failed"]
+Outcome = Literal["created", "updated", "unchanged", "failed", "skipped"]
+OUTCOMES: tuple[Outcome, ...] = ("created", "updated", "unchanged", "failed", "skipped")
+
+
+def new_counts() -> dict[str, dict[str, int]]:
+    return {entity: dict.fromkeys(OUTCOMES, 0) for entity in ("user", "client")}
+
+
+def new_run_id(started_at: datetime) -> str:
+    # Microseconds keep two runs started in the same second in start order.
+    return f"{started_at.strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(4)}"
+
+
+class SyncRun(BaseModel):
+    """A run as stored and as the runs API returns it (B3)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    firm_id: str
+    run_id: str
+    kind: Literal["run"] = "run"
+    trigger: Trigger
+    status: RunStatus
+    started_at: str
+    finished_at: str | None = None
+    counts: dict[str, dict[str, int]] = Field(default_factory=new_counts)
+    xpm_calls: int = 0
+    full_read: bool = False
+    entry_count: int = 0
+
+
+class SyncRequest(BaseModel):
+    """The body of a sync message (SPEC B1)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    firm_id: str = Field(min_length=1)
+    trigger: Trigger
+    # Set on the message a run queues for itself when it runs out of invocation time.
+    resume_run_id: str | None = None

@@ -1,1 +1,0 @@
-"""Xero Practice Manager: typed records, the XML reader and the HTTP client."""
