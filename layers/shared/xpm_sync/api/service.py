@@ -52,7 +52,7 @@ from xpm_sync.domain.errors import (
     NotFound,
     XeroUnavailable,
 )
-from xpm_sync.domain.firm import FirmConfig
+from xpm_sync.domain.firm import FirmConfig, tenant_change
 from xpm_sync.observability import logger
 
 CallbackError = Literal[
@@ -89,19 +89,6 @@ def _preselected_tenant(connections: Sequence[Connection]) -> Connection | None:
     """SPEC A6: the Practice Manager connection when exactly one comes back. Of several, none,
     even one the admin chose before reconnecting: the admin must choose again."""
     return connections[0] if len(connections) == 1 else None
-
-
-def _tenant_change(current: FirmConfig, tenant_id: str | None) -> dict[str, object]:
-    """Incremental state belongs to one practice: a new tenant starts again with a full read."""
-    if current.tenant_id is None or current.tenant_id == tenant_id:
-        return {}
-    return {
-        "last_completed_run_started_at": None,
-        "last_full_read_started_at": None,
-        "retry_client_uuids": set(),
-        # A run interrupted mid-practice must not resume on another practice's client list.
-        "checkpoint": None,
-    }
 
 
 @dataclass
@@ -203,7 +190,7 @@ class IntegrationService:
             connected_at=iso(self.clock.now()),
             tenant_id=tenant.tenant_id if tenant else None,
             tenant_name=tenant.tenant_name if tenant else None,
-            **_tenant_change(current, tenant.tenant_id if tenant else None),
+            **tenant_change(current, tenant.tenant_id if tenant else None),
         )
         logger.info(
             "xpm connected",
@@ -298,7 +285,7 @@ class IntegrationService:
             tenant_name=tenant.tenant_name,
             default_office_code=body.default_office_code,
             notification_user_id=body.notification_user_id,
-            **_tenant_change(current, tenant.tenant_id),
+            **tenant_change(current, tenant.tenant_id),
         )
         logger.info("xpm config saved", extra={"firm_id": firm_id})
         return self.get_config(firm_id)

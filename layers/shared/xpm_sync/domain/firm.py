@@ -1,10 +1,15 @@
 """A firm's integration settings and the sync's own state (SPEC B3's Config item), and the rules
-read from them: is the firm connected, is a full read due."""
+read from them: is the firm connected, is its setup complete, is a full read due, what a tenant
+change resets.
+
+The item stays small whatever the firm's size: nothing here grows with the number of records (the
+state kept per record lives in the sync log table, SPEC B3)."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,8 +53,19 @@ class FirmConfig(BaseModel):
     # Incremental sync state (SPEC A7): ISO 8601 UTC start times.
     last_completed_run_started_at: str | None = None
     last_full_read_started_at: str | None = None
+    # A fresh value at every tenant change: a run that began under another value must not write
+    # its incremental state over the reset (SPEC A6).
+    sync_state_id: str | None = None
     # XPM client UUIDs whose last sync failed: retried every run until they sync.
     retry_client_uuids: set[str] = Field(default_factory=set)
+    # Self-clearing run failures (XPM unavailable, rate limited) since the last completed run: the
+    # notification waits for the third (SPEC A5).
+    transient_failures_in_a_row: int = 0
+    # When the firm's notification user was last emailed: "new" and "fixed" are counted from here.
+    last_notified_at: str | None = None
+    # When the firm's tokens were last refreshed: an idle connection is refreshed before Xero
+    # drops it (SPEC A6: 30 days, of Xero's 60).
+    tokens_refreshed_at: str | None = None
     # Manual runs (SPEC A6): when the last Start Sync was pressed and whether a run is pending.
     manual_requested_at: str | None = None
     run_pending: bool = False
@@ -67,6 +83,31 @@ class FirmConfig(BaseModel):
 
     def can_sync(self) -> bool:
         return self.connection == "connected"
+
+    def missing_setup(self) -> list[str]:
+        """The fields Start Sync needs that the setup has not set yet (SPEC A6: NOT_CONFIGURED)."""
+        needed = (
+            ("tenant_id", self.tenant_id),
+            ("default_office_code", self.default_office_code),
+            ("notification_user_id", self.notification_user_id),
+        )
+        return [name for name, value in needed if not value]
+
+
+def tenant_change(current: FirmConfig, tenant_id: str | None) -> dict[str, Any]:
+    """What a change of tenant resets (``{}`` when the tenant stays): incremental state belongs to
+    one practice, so the new one starts with a full read, and a run still going on the old one
+    cannot write its state over the reset (its ``sync_state_id`` no longer matches)."""
+    if current.tenant_id is None or current.tenant_id == tenant_id:
+        return {}
+    return {
+        "last_completed_run_started_at": None,
+        "last_full_read_started_at": None,
+        # A run interrupted mid-practice must not resume on another practice's client list.
+        "checkpoint": None,
+        "retry_client_uuids": set(),
+        "sync_state_id": secrets.token_hex(8),
+    }
 
 
 def full_read_due(config: FirmConfig, now: datetime, *, every_hours: float = 24) -> bool:
