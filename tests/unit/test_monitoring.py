@@ -1,4 +1,5 @@
-"""Operator metrics per run (issue: Sync Monitoring): EMF documents as Powertools prints them."""
+"""Operator metrics per run (issue 21: operator signals that mean something): EMF documents as
+Powertools prints them, and whose fault a failed run is (``domain.faults``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from xpm_sync.adapters.metrics import record_run_metrics
+from xpm_sync.adapters.metrics import record_run_metrics, system_fault_metric_name
+from xpm_sync.domain.faults import FIRM_PROBLEM_CODES, SYSTEM_FAULT_CODES
 from xpm_sync.domain.runs import SyncRun, new_counts
 from xpm_sync.observability import metrics
 
@@ -51,7 +53,7 @@ def test_a_partial_run_emits_counts_per_entity_and_outcome(capsys: pytest.Captur
     run = make_run("firm-a", "partial", user_created=2, client_failed=3, client_unchanged=40)
 
     # When its metrics are recorded
-    record_run_metrics(run, 1.25)
+    record_run_metrics(run, 1.25, [])
 
     # Then one EMF document carries every entity/outcome count, XPM calls and the duration
     [document] = emitted(capsys)
@@ -88,7 +90,7 @@ def test_a_partial_run_emits_counts_per_entity_and_outcome(capsys: pytest.Captur
 
 
 def test_a_failed_run_counts_as_failed(capsys: pytest.CaptureFixture[str]) -> None:
-    record_run_metrics(make_run("firm-a", "failed"), 0.2)
+    record_run_metrics(make_run("firm-a", "failed"), 0.2, ["XPM_UNAVAILABLE"])
 
     [document] = emitted(capsys)
     assert document["FailedRuns"] == [1.0]
@@ -97,7 +99,7 @@ def test_a_failed_run_counts_as_failed(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_the_firm_is_metadata_not_a_dimension(capsys: pytest.CaptureFixture[str]) -> None:
-    record_run_metrics(make_run("firm-a", "success"), 0.2)
+    record_run_metrics(make_run("firm-a", "success"), 0.2, [])
 
     [document] = emitted(capsys)
     dimensions = document["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
@@ -111,10 +113,70 @@ def test_the_firm_is_metadata_not_a_dimension(capsys: pytest.CaptureFixture[str]
 
 def test_each_run_of_a_batch_carries_its_own_firm(capsys: pytest.CaptureFixture[str]) -> None:
     # Given one worker invocation that runs two firms
-    record_run_metrics(make_run("firm-a", "success", user_created=1), 0.1)
-    record_run_metrics(make_run("firm-b", "failed"), 0.1)
+    record_run_metrics(make_run("firm-a", "success", user_created=1), 0.1, [])
+    record_run_metrics(make_run("firm-b", "failed"), 0.1, ["XPM_NEEDS_RECONNECT"])
 
     # Then each run is its own document, so neither is reported under the other firm
     first, second = emitted(capsys)
     assert (first["firm_id"], first["UsersCreated"], first["FailedRuns"]) == ("firm-a", [1.0], [0.0])
     assert (second["firm_id"], second["UsersCreated"], second["FailedRuns"]) == ("firm-b", [0.0], [1.0])
+
+
+# --- Whose fault a failed run is: operators are paged on the system's faults only ----------------
+
+SYSTEM_FAULT_METRICS = {system_fault_metric_name(code) for code in SYSTEM_FAULT_CODES}
+
+
+@pytest.mark.parametrize("code", sorted(SYSTEM_FAULT_CODES))
+def test_a_run_failed_on_a_system_fault_counts_as_the_systems_with_its_own_metric(
+    capsys: pytest.CaptureFixture[str], code: str
+) -> None:
+    # Given a run that failed on a fault of the system's (XPM down, our error, our credentials...)
+    run = make_run("firm-a", "failed")
+
+    # When its metrics are recorded with the run-level codes it reported
+    record_run_metrics(run, 0.2, [code])
+
+    # Then it counts as a system fault, under the metric of that fault, and not as the firm's
+    [document] = emitted(capsys)
+    assert document["FailedRunsSystemFault"] == [1.0]
+    assert document["FailedRunsFirmProblem"] == [0.0]
+    assert document[system_fault_metric_name(code)] == [1.0]
+    assert all(document[name] == [0.0] for name in SYSTEM_FAULT_METRICS - {system_fault_metric_name(code)})
+
+
+@pytest.mark.parametrize("code", sorted(FIRM_PROBLEM_CODES))
+def test_a_run_failed_on_a_problem_only_the_firm_can_fix_is_the_firms_and_no_system_fault(
+    capsys: pytest.CaptureFixture[str], code: str
+) -> None:
+    # Given a run that failed on a problem only the firm can fix (reconnect, setup, office...)
+    record_run_metrics(make_run("firm-a", "failed"), 0.2, [code])
+
+    # Then it counts as the firm's problem and no system-fault metric moves
+    [document] = emitted(capsys)
+    assert document["FailedRunsFirmProblem"] == [1.0]
+    assert document["FailedRunsSystemFault"] == [0.0]
+    assert all(document[name] == [0.0] for name in SYSTEM_FAULT_METRICS)
+
+
+def test_record_errors_make_a_partial_run_that_is_no_system_fault(capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a run whose records failed (missing partners) but which completed
+    record_run_metrics(make_run("firm-a", "partial", client_failed=312), 0.2, ["NOTIFICATION_USER_INVALID"])
+
+    # Then it shows as partial with its failed records, and as no failed run of either kind
+    [document] = emitted(capsys)
+    assert (document["PartialRuns"], document["ClientsFailed"]) == ([1.0], [312.0])
+    assert document["FailedRunsSystemFault"] == document["FailedRunsFirmProblem"] == [0.0]
+    assert all(document[name] == [0.0] for name in SYSTEM_FAULT_METRICS)
+
+
+def test_a_system_fault_beside_a_firm_problem_is_still_the_systems(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given XPM was down, and the firm also has no notification user to email about it
+    record_run_metrics(make_run("firm-a", "failed"), 0.2, ["NOTIFICATION_USER_INVALID", "XPM_UNAVAILABLE"])
+
+    [document] = emitted(capsys)
+    assert document["FailedRunsSystemFault"] == document["XpmUnavailableRuns"] == [1.0]
+    assert document["FailedRunsFirmProblem"] == [0.0]
+    assert document["run_codes"] == ["NOTIFICATION_USER_INVALID", "XPM_UNAVAILABLE"]

@@ -1,14 +1,21 @@
-"""Operator metrics of each run, as CloudWatch embedded metrics (EMF) in namespace ``XpmSync``.
+"""Operator metrics, as CloudWatch embedded metrics (EMF) in namespace ``XpmSync``.
 
 The only dimension is Powertools' ``service``: a firm id as a dimension would make one metric per
 firm (cost, and alarms that cannot cover new firms). The firm and run ids travel as EMF metadata
 instead, so Logs Insights can still find the run behind a spike.
+
+The metrics keep the system's faults apart from problems only a firm can fix
+(``domain.faults``): template.yaml's alarms page on the first kind alone, and its dashboard shows
+both. docs/ARCHITECTURE.md ("Operator signals") lists every metric and alarm.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from aws_lambda_powertools.metrics import MetricUnit
 
+from xpm_sync.domain.faults import SYSTEM_FAULT_CODES, failed_run_fault
 from xpm_sync.domain.runs import OUTCOMES, SyncRun
 from xpm_sync.observability import metrics
 
@@ -20,10 +27,16 @@ def record_metric_name(entity: str, outcome: str) -> str:
     return f"{ENTITY_METRIC_PREFIX.get(entity, entity.title())}{outcome.title()}"
 
 
-def record_run_metrics(run: SyncRun, duration_seconds: float) -> None:
-    """Emit one EMF document for a finished run.
+def system_fault_metric_name(code: str) -> str:
+    """Runs that reported one system-fault code, e.g. XPM_UNAVAILABLE -> XpmUnavailableRuns."""
+    return "".join(word.title() for word in code.split("_")) + "Runs"
 
-    Metadata belongs to a whole EMF document, and one worker invocation runs up to ten firms, so
+
+def record_run_metrics(run: SyncRun, duration_seconds: float, run_codes: Collection[str]) -> None:
+    """Emit one EMF document for a finished run; ``run_codes`` are the codes of the run-level
+    entries it reported (entity ``run``), which say whose fault a failure is.
+
+    Metadata belongs to a whole EMF document, and one worker invocation may run several firms, so
     each run is flushed on its own; otherwise every run in the batch would carry the last firm's id.
     Zeros are emitted too, so sums over time are right and alarms see data rather than gaps.
     """
@@ -32,15 +45,36 @@ def record_run_metrics(run: SyncRun, duration_seconds: float) -> None:
             metrics.add_metric(
                 name=record_metric_name(entity, outcome), unit=MetricUnit.Count, value=counts.get(outcome, 0)
             )
+    fault = failed_run_fault(run.status, run_codes)
     metrics.add_metric(name="XpmCalls", unit=MetricUnit.Count, value=run.xpm_calls)
     metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=round(duration_seconds * 1000))
     metrics.add_metric(name="Runs", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="SuccessfulRuns", unit=MetricUnit.Count, value=int(run.status == "success"))
     metrics.add_metric(name="PartialRuns", unit=MetricUnit.Count, value=int(run.status == "partial"))
     metrics.add_metric(name="FailedRuns", unit=MetricUnit.Count, value=int(run.status == "failed"))
+    metrics.add_metric(name="FailedRunsSystemFault", unit=MetricUnit.Count, value=int(fault == "system"))
+    metrics.add_metric(name="FailedRunsFirmProblem", unit=MetricUnit.Count, value=int(fault == "firm"))
+    for code in sorted(SYSTEM_FAULT_CODES):
+        metrics.add_metric(
+            name=system_fault_metric_name(code), unit=MetricUnit.Count, value=int(code in run_codes)
+        )
     metrics.add_metric(name="RunEntries", unit=MetricUnit.Count, value=run.entry_count)
     metrics.add_metadata(key="firm_id", value=run.firm_id)
     metrics.add_metadata(key="run_id", value=run.run_id)
     metrics.add_metadata(key="trigger", value=run.trigger)
     metrics.add_metadata(key="status", value=run.status)
+    metrics.add_metadata(key="run_codes", value=sorted(set(run_codes)))
+    metrics.flush_metrics()
+
+
+def record_dispatch_metrics(
+    *, firms_queued: int, keep_alives_queued: int, firms_without_completed_run: int
+) -> None:
+    """Emit the hourly dispatch's EMF document: what it queued, and how many connected, enabled firms
+    have had no completed run for 3 hours (``domain.hourly``), a system signal whatever the cause."""
+    metrics.add_metric(name="FirmsQueued", unit=MetricUnit.Count, value=firms_queued)
+    metrics.add_metric(name="KeepAlivesQueued", unit=MetricUnit.Count, value=keep_alives_queued)
+    metrics.add_metric(
+        name="FirmsWithoutCompletedRun", unit=MetricUnit.Count, value=firms_without_completed_run
+    )
     metrics.flush_metrics()

@@ -553,7 +553,7 @@ def _finish(
         if progress.full_read:
             changes["last_full_read_started_at"] = run.started_at
     services.config.update(config.firm_id, **changes)
-    record_run_metrics(run, seconds)
+    record_run_metrics(run, seconds, [e.code for e in progress.entries if e.entity == "run"])
     logger.info(
         "sync run finished",
         extra={
