@@ -1,4 +1,6 @@
-"""Hourly: queue one sync message per firm whose sync is enabled (SPEC B1)."""
+"""Hourly: one scan of the Config table, then one sync message per firm whose sync is enabled
+(SPEC B1), one keep-alive per idle connection (SPEC A6), and the count of firms with no completed
+run for 3 hours (the operators' signal). The rules: ``xpm_sync.domain.hourly``."""
 
 from __future__ import annotations
 
@@ -9,22 +11,35 @@ with loading():
     from typing import Any
 
     from aws_lambda_powertools.logging import correlation_paths
-    from aws_lambda_powertools.metrics import MetricUnit
     from aws_lambda_powertools.utilities.typing import LambdaContext
-    from xpm_sync.composition import dispatch_configs
-    from xpm_sync.observability import logger, metrics, tracer
+    from xpm_sync import composition
+    from xpm_sync.adapters.metrics import record_dispatch_metrics
+    from xpm_sync.domain.hourly import plan_hour
+    from xpm_sync.observability import logger, tracer
     from xpm_sync.runtime import usable_context
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     # The schedule's event carries nothing the dispatch needs: any invocation means "it is time".
-    configs, queue = dispatch_configs()
-    queued = queue.enqueue_many(configs.enabled_firm_ids(), "schedule")
-    metrics.add_metric(name="FirmsQueued", unit=MetricUnit.Count, value=queued)
-    logger.info("queued hourly syncs", extra={"firms": queued})
+    configs, queue = composition.dispatch_configs()
+    plan = plan_hour(configs.hourly_candidates(), composition.clock.now())
+    queued = queue.enqueue_many(plan.sync_firm_ids, "schedule")
+    keep_alives = queue.enqueue_keep_alives(plan.keep_alive_firm_ids)
+    record_dispatch_metrics(
+        firms_queued=queued,
+        keep_alives_queued=keep_alives,
+        firms_without_completed_run=plan.firms_without_completed_run,
+    )
+    logger.info(
+        "queued hourly syncs",
+        extra={
+            "firms": queued,
+            "keep_alives": keep_alives,
+            "firms_without_completed_run": plan.firms_without_completed_run,
+        },
+    )
     return {"queued": queued}
 
 

@@ -21,6 +21,16 @@ from xpm_sync.domain.start_sync import MANUAL_COOLDOWN, PENDING_STALE_AFTER, ref
 # What a firm's config starts as (SPEC B3, B5: "not_connected before any connect").
 NEW_CONFIG_DEFAULTS: Mapping[str, Any] = {"status": "not_connected", "sync_enabled": False}
 
+# What the hourly schedule's rules read (domain.hourly), besides the firm id and status.
+_HOURLY_ATTRIBUTES = (
+    "sync_enabled",
+    "tenant_id",
+    "default_office_code",
+    "connected_at",
+    "last_completed_run_started_at",
+    "tokens_refreshed_at",
+)
+
 # Connected; an item written before status existed counts as connected once it has a tenant
 # (as FirmConfig.connection reads it).
 _CONNECTED = "(#status = :connected OR (attribute_not_exists(#status) AND attribute_exists(tenant_id)))"
@@ -85,21 +95,22 @@ class ConfigRepository:
             return False
         return True
 
-    def enabled_firm_ids(self) -> Iterator[str]:
-        """Every firm whose hourly sync is on (SPEC B1), less those whose status says the
-        connection is broken or gone: a message for them would only be dropped by the worker.
+    def hourly_candidates(self) -> Iterator[FirmConfig]:
+        """Every firm the hourly schedule may act on (``domain.hourly``), in one scan: the firms
+        that are connected, and the items with no status (firms written before status existed, and
+        the table's OAuth states and refresh leases, which the rules pass over as not connected).
 
-        An item with no status is queued: the worker judges it as it judges every firm (a firm can
-        disconnect between dispatch and delivery anyway), by :meth:`FirmConfig.can_sync`.
-        A scan is right here: the dispatcher reads the whole table once an hour.
+        Only the attributes those rules read are fetched. A scan is right here: the dispatcher reads
+        the whole table once an hour, and queueing, keep-alives and the operators' count of firms
+        without a completed run all come from that one read.
         """
         for item in self._table.scan_items(
-            FilterExpression="sync_enabled = :on AND (#status = :connected OR attribute_not_exists(#status))",
+            FilterExpression="#status = :connected OR attribute_not_exists(#status)",
             ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={":on": True, ":connected": "connected"},
-            ProjectionExpression="firm_id",
+            ExpressionAttributeValues={":connected": "connected"},
+            ProjectionExpression=", ".join(("firm_id", "#status", *_HOURLY_ATTRIBUTES)),
         ):
-            yield str(item["firm_id"])
+            yield FirmConfig.model_validate(item)
 
     # --- Start Sync (SPEC A6; the rules: domain.start_sync) ----------------------------------
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 from xpm_sync.domain.runs import Trigger
 
 _BATCH = 10  # SQS's maximum per SendMessageBatch
+T = TypeVar("T")
 
 
-def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
@@ -50,11 +52,37 @@ class SyncQueue:
     def enqueue_many(self, firm_ids: Iterable[str], trigger: Trigger, *, workers: int = 8) -> int:
         """Queue one message per firm, ten per request, several requests at once. Returns the count."""
 
-        def send(batch: list[str]) -> int:
-            entries = [
-                {"Id": str(i), "MessageBody": self._body(firm_id, trigger), "MessageGroupId": firm_id}
-                for i, firm_id in enumerate(batch)
-            ]
+        def message(firm_id: str) -> dict[str, str]:
+            return {"MessageBody": self._body(firm_id, trigger), "MessageGroupId": firm_id}
+
+        return self._send_all(map(message, firm_ids), workers)
+
+    def enqueue_keep_alives(self, firm_ids: Iterable[str], *, workers: int = 8) -> int:
+        """Queue one keep-alive per firm (SPEC A6): refresh its tokens, run nothing. Returns the count.
+
+        Each names its own deduplication id, ``keep-alive.`` and its body's SHA-256: the same
+        keep-alive sent twice within 5 minutes (a dispatch invoked again) is still dropped once, and
+        no run's message can ever have that id (content-based ids are the bare SHA-256 of a body;
+        the ids a run names itself start with its run id), so a keep-alive never drops a run's
+        message, nor a run's message a keep-alive.
+        """
+
+        def message(firm_id: str) -> dict[str, str]:
+            body = json.dumps({"firm_id": firm_id, "trigger": "schedule", "keep_alive": True}, sort_keys=True)
+            digest = hashlib.sha256(body.encode()).hexdigest()
+            return {
+                "MessageBody": body,
+                "MessageGroupId": firm_id,
+                "MessageDeduplicationId": f"keep-alive.{digest}",
+            }
+
+        return self._send_all(map(message, firm_ids), workers)
+
+    def _send_all(self, messages: Iterable[dict[str, str]], workers: int) -> int:
+        """Send messages ten per request, several requests at once; one resend of what SQS refused."""
+
+        def send(batch: list[dict[str, str]]) -> int:
+            entries = [{"Id": str(i), **message} for i, message in enumerate(batch)]
             answer = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)
             failed = answer.get("Failed", [])
             if failed:
@@ -65,4 +93,4 @@ class SyncQueue:
             return len(batch)
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return sum(pool.map(send, _batches(firm_ids, _BATCH)))
+            return sum(pool.map(send, _batches(messages, _BATCH)))

@@ -50,3 +50,5 @@ class SyncRequest(BaseModel):
     trigger: Trigger
     # Set on the message a run queues for itself when it runs out of invocation time.
     resume_run_id: str | None = None
+    # The hourly keep-alive of an idle connection (SPEC A6): refresh the firm's tokens, run nothing.
+    keep_alive: bool = False

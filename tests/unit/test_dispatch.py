@@ -1,0 +1,178 @@
+"""The hourly dispatcher (SPEC B1, A6; issue 21): through its handler on moto, one scan of the
+Config table queues the enabled firms' runs and the idle connections' keep-alives, and counts the
+firms with no completed run for 3 hours."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.client import BaseClient
+from xpm_sync import composition
+from xpm_sync.adapters import aws as aws_clients
+from xpm_sync.adapters.sync_queue import SyncQueue
+from xpm_sync.domain.clock import iso
+from xpm_sync.domain.runs import SyncRequest
+from xpm_sync.observability import metrics
+
+from functions.sync_dispatch.app import lambda_handler as dispatch_handler
+from local.lambda_runtime import LocalContext, scheduled_event
+from local.stack import StackNames
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+class FixedClock:
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+@pytest.fixture
+def stack(aws: StackNames, monkeypatch: pytest.MonkeyPatch) -> Iterator[StackNames]:
+    aws_clients.clear_clients()
+    monkeypatch.setattr(composition, "clock", FixedClock(NOW))
+    metrics.clear_metrics()
+    yield aws
+    metrics.clear_metrics()
+
+
+def put_firm(stack: StackNames, firm_id: str, **values: Any) -> None:
+    item = {
+        "firm_id": firm_id,
+        "status": "connected",
+        "tenant_id": f"tenant-{firm_id}",
+        "default_office_code": "MEL",
+        "notification_user_id": "user-admin",
+        "connected_at": iso(NOW - timedelta(days=90)),
+        **values,
+    }
+    aws_clients.table(stack.config_table).put_item(Item={k: v for k, v in item.items() if v is not None})
+
+
+def ago(**delta: float) -> str:
+    return iso(NOW - timedelta(**delta))
+
+
+def dispatch() -> dict[str, Any]:
+    answer: dict[str, Any] = dispatch_handler(scheduled_event(NOW), LocalContext("SyncDispatchFunction"))
+    return answer
+
+
+def queued_messages(stack: StackNames) -> list[dict[str, Any]]:
+    sqs = aws_clients.client("sqs")
+    messages: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(
+        QueueUrl=stack.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"], VisibilityTimeout=60
+    ).get("Messages", []):
+        messages.extend(batch)
+    return messages
+
+
+def emf_documents(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    lines = capsys.readouterr().out.splitlines()
+    return [doc for doc in map(json.loads, filter(lambda line: line.startswith("{"), lines)) if "_aws" in doc]
+
+
+def test_one_dispatch_queues_runs_and_keep_alives_and_counts_firms_without_a_completed_run(
+    stack: StackNames, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given firms in every state the schedule tells apart
+    put_firm(stack, "syncing", sync_enabled=True, last_completed_run_started_at=ago(hours=1))
+    put_firm(stack, "stuck", sync_enabled=True, last_completed_run_started_at=ago(hours=5))
+    put_firm(stack, "later-idle", sync_enabled=False, connected_at=ago(days=31))
+    put_firm(stack, "later-fresh", sync_enabled=False, tokens_refreshed_at=ago(days=2))
+    put_firm(stack, "broken", sync_enabled=True, status="needs_reconnect", connected_at=ago(days=61))
+    put_firm(stack, "gone", sync_enabled=False, status="disconnected", connected_at=ago(days=61))
+    # ... beside the table's other items: a one-time OAuth state and a token refresh lease
+    aws_clients.table(stack.config_table).put_item(
+        Item={"firm_id": "oauth-state#abc", "kind": "oauth_state", "state_firm_id": "x", "expires_at": 1}
+    )
+    aws_clients.table(stack.config_table).put_item(
+        Item={"firm_id": "TOKENLOCK#syncing", "kind": "token_lock", "owner": "o", "expires_at": 1}
+    )
+
+    # When the hourly schedule fires
+    answer = dispatch()
+
+    # Then the enabled firms get a run, the idle connection a keep-alive, and nobody else anything
+    bodies = sorted((json.loads(m["Body"]) for m in queued_messages(stack)), key=lambda b: b["firm_id"])
+    assert bodies == [
+        {"firm_id": "later-idle", "keep_alive": True, "trigger": "schedule"},
+        {"firm_id": "stuck", "trigger": "schedule"},
+        {"firm_id": "syncing", "trigger": "schedule"},
+    ]
+    assert answer == {"queued": 2}
+    # And the operators' signal counts the one firm that has not completed a run for 3 hours
+    [document] = emf_documents(capsys)
+    assert document["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "XpmSync"
+    assert document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+    assert (document["FirmsQueued"], document["KeepAlivesQueued"], document["FirmsWithoutCompletedRun"]) == (
+        [2.0],
+        [1.0],
+        [1.0],
+    )
+
+
+def test_the_keep_alive_is_a_sync_message_with_its_flag_in_the_firms_message_group(
+    stack: StackNames,
+) -> None:
+    put_firm(stack, "later-idle", sync_enabled=False, connected_at=ago(days=31))
+
+    dispatch()
+
+    [message] = queued_messages(stack)
+    request = SyncRequest.model_validate_json(message["Body"])
+    assert (request.firm_id, request.trigger, request.keep_alive) == ("later-idle", "schedule", True)
+    assert message["Attributes"]["MessageGroupId"] == "later-idle"
+    assert message["Attributes"]["MessageDeduplicationId"].startswith("keep-alive.")
+
+
+def test_a_keep_alive_and_a_run_of_one_firm_never_deduplicate_each_other(stack: StackNames) -> None:
+    # Given a keep-alive queued for a firm, and within 5 minutes a run of the same firm (say, the
+    # admin presses Start Sync at once), then the same keep-alive again (the dispatch retried)
+    queue = SyncQueue(aws_clients.client("sqs"), stack.queue_url)
+    queue.enqueue_keep_alives(["firm-a"])
+    queue.enqueue("firm-a", "schedule")
+    queue.enqueue_many(["firm-a"], "schedule")
+    queue.enqueue_keep_alives(["firm-a"])
+
+    # Then the run and the keep-alive are both queued, each once
+    bodies = [json.loads(m["Body"]) for m in queued_messages(stack)]
+    assert sorted(bodies, key=len) == [
+        {"firm_id": "firm-a", "trigger": "schedule"},
+        {"firm_id": "firm-a", "keep_alive": True, "trigger": "schedule"},
+    ]
+
+
+@pytest.fixture
+def dynamodb_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    calls: Counter[str] = Counter()
+    original = BaseClient._make_api_call
+
+    def counting_call(self: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+        if self.meta.service_model.service_name == "dynamodb":
+            calls[operation_name] += 1
+        return original(self, operation_name, api_params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", counting_call)
+    return calls
+
+
+def test_the_dispatch_reads_the_config_table_once(stack: StackNames, dynamodb_calls: Counter[str]) -> None:
+    # Given firms that need a run, a keep-alive and the operators' attention
+    put_firm(stack, "syncing", sync_enabled=True, last_completed_run_started_at=ago(hours=1))
+    put_firm(stack, "stuck", sync_enabled=True, last_completed_run_started_at=ago(hours=5))
+    put_firm(stack, "later-idle", sync_enabled=False, connected_at=ago(days=31))
+    dynamodb_calls.clear()
+
+    dispatch()
+
+    # Then one scan (one page for so small a table) served all three, and nothing else was read
+    assert dynamodb_calls == Counter({"Scan": 1})
