@@ -19,7 +19,7 @@ with loading():
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
-    from xpm_sync.composition import sync_services
+    from xpm_sync.composition import keep_alive, sync_services
     from xpm_sync.domain.runs import SyncRequest
     from xpm_sync.observability import logger, tracer
     from xpm_sync.runtime import remaining_seconds, usable_context
@@ -34,9 +34,14 @@ class TransientRunFailure(Exception):
 def _handler_for(context: LambdaContext) -> Any:
     settings = load_settings(WorkerSettings)
     services = sync_services(settings, remaining_seconds=remaining_seconds(context))
+    refresh_idle_connection = keep_alive(settings)
 
     def handle(record: SQSRecord) -> str | None:
         request = SyncRequest.model_validate_json(record.body)
+        if request.keep_alive:
+            # An idle connection's tokens are refreshed and nothing runs (SPEC A6); a failure
+            # that may pass is raised, so SQS delivers the record again.
+            return refresh_idle_connection(request.firm_id)
         result = run_sync(request.firm_id, request.trigger, services, resume_run_id=request.resume_run_id)
         if result is None:
             return None

@@ -4,7 +4,8 @@ Settings are read at call time and AWS clients made on first use (``adapters.aws
 the local stack can point the environment at moto and the simulator. The domain never reads the
 environment or makes a client; adapters take theirs as parameters, from here.
 
-``clock`` is module state so tests can move time (OAuth state expiry, the Start Sync cooldown).
+``clock`` is module state so tests can move time (OAuth state expiry, the Start Sync cooldown, the
+hourly schedule's ages).
 The app's Xero credentials are read for each request that talks to Xero (one Secrets Manager read),
 so a rotated app secret applies at once rather than at the next cold start; the HTTP connection
 pool to Xero is kept for the life of the container.
@@ -40,6 +41,7 @@ from xpm_sync.settings import (
     load_settings,
 )
 from xpm_sync.sync.engine import SyncServices
+from xpm_sync.sync.keep_alive import KeepAlive
 
 # Xero's identity endpoints answer in well under a second; anything slower is an outage.
 IDENTITY_TIMEOUT = httpx.Timeout(15.0)
@@ -69,7 +71,8 @@ def xero_identity(settings: XeroSettings, clock: Clock, *, http: httpx.Client | 
 
 
 def token_store(settings: XeroSettings, clock: Clock, identity: XeroIdentity | None = None) -> TokenStore:
-    """The firm token store; refreshes take their lease in the Config table (one writer per firm).
+    """The firm token store; refreshes take their lease in the Config table (one writer per firm),
+    and every grant stored or refreshed is noted there (the keep-alive reads it, SPEC A6).
     Without ``identity``, one is built (and the app's secret read) at the first refresh."""
     return TokenStore(
         secrets_client=aws.client("secretsmanager"),
@@ -78,6 +81,7 @@ def token_store(settings: XeroSettings, clock: Clock, identity: XeroIdentity | N
         identity_factory=lambda: xero_identity(settings, clock),
         clock=clock,
         lock=RefreshLock(aws.table(settings.config_table), clock),
+        configs=ConfigRepository(aws.table(settings.config_table)),
     )
 
 
@@ -124,6 +128,15 @@ def sync_services(
             frontend_url=settings.frontend_url,
             clock=clock,
         ),
+    )
+
+
+def keep_alive(settings: WorkerSettings) -> KeepAlive:
+    """The worker's keep-alive of an idle connection (SPEC A6), judged on the module's ``clock``."""
+    return KeepAlive(
+        configs=ConfigRepository(aws.table(settings.config_table)),
+        tokens=token_store(settings, clock),
+        clock=clock,
     )
 
 

@@ -8,6 +8,7 @@ first write (``NEW_CONFIG_DEFAULTS``, set only where absent).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -111,6 +112,26 @@ class ConfigRepository:
             ProjectionExpression=", ".join(("firm_id", "#status", *_HOURLY_ATTRIBUTES)),
         ):
             yield FirmConfig.model_validate(item)
+
+    def record_tokens_refreshed(self, firm_id: str, at: datetime) -> bool:
+        """Note when the firm's tokens were last stored or refreshed (``tokens_refreshed_at``): the
+        hourly keep-alive refreshes a connection left idle (SPEC A6).
+
+        Only on an existing config item: a firm disconnected and removed meanwhile is not brought
+        back as an item holding nothing but this. False when there was none.
+        """
+        try:
+            self._table.update_item(
+                Key={"firm_id": firm_id},
+                UpdateExpression="SET tokens_refreshed_at = :at",
+                ConditionExpression="attribute_exists(firm_id)",
+                ExpressionAttributeValues={":at": iso(at)},
+            )
+        except ClientError as error:
+            if not is_condition_failure(error):
+                raise
+            return False
+        return True
 
     # --- Start Sync (SPEC A6; the rules: domain.start_sync) ----------------------------------
 

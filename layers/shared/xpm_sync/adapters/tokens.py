@@ -15,6 +15,9 @@ must not bring it back.
 One writer per firm (SPEC A8): the worker and the API functions may both need a refresh at once,
 so a refresh holds a short lease in the Config table (``RefreshLock``) and reads the secret again
 under it; whoever waited finds the tokens the other stored and uses them instead of refreshing.
+
+Every grant stored and every refresh is noted in the firm's config (``tokens_refreshed_at``), so the
+hourly schedule can tell a connection left idle and refresh it before Xero drops it (SPEC A6).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
+from xpm_sync.adapters.config_table import ConfigRepository
 from xpm_sync.adapters.dynamodb import Table, is_condition_failure
 from xpm_sync.adapters.xero_identity import InvalidGrant, TokenSet, XeroIdentity
 from xpm_sync.domain.clock import Clock
@@ -123,6 +127,7 @@ class TokenStore:
         sleep: Callable[[float], None] = time.sleep,
         lock: RefreshLock | None = None,
         identity_factory: Callable[[], XeroIdentity] | None = None,
+        configs: ConfigRepository | None = None,
     ) -> None:
         self._secrets = secrets_client
         self._prefix = prefix
@@ -131,6 +136,7 @@ class TokenStore:
         self._clock = clock
         self._sleep = sleep
         self._lock = lock
+        self._configs = configs
 
     def secret_id(self, firm_id: str) -> str:
         return f"{self._prefix}{firm_id}"
@@ -143,6 +149,7 @@ class TokenStore:
             StoredTokens(tokens.access_token, tokens.refresh_token, tokens.expires_at),
             current.extra if current else {},
         )
+        self._note_refreshed(firm_id)
 
     def load(self, firm_id: str) -> StoredTokens | None:
         secret = self._read(firm_id)
@@ -163,6 +170,20 @@ class TokenStore:
 
     def _now(self) -> int:
         return int(self._clock.now().timestamp())
+
+    def _note_refreshed(self, firm_id: str) -> None:
+        """Record in the firm's config that its tokens were stored or refreshed just now."""
+        if self._configs is None:
+            return
+        try:
+            self._configs.record_tokens_refreshed(firm_id, self._clock.now())
+        except (ClientError, BotocoreConnectionError, HTTPClientError) as exc:
+            # The tokens are stored, which is all the firm's connection needs; a note lost only
+            # brings the keep-alive forward (it refreshes a connection a little early).
+            logger.warning(
+                "could not record when the firm's tokens were refreshed",
+                extra={"firm_id": firm_id, "error": type(exc).__name__},
+            )
 
     def _refresh(self, refresh_token: str) -> TokenSet:
         if self._identity is None and self._identity_factory is not None:
@@ -352,6 +373,7 @@ class FirmTokens:
         # Stored first: if this write fails, the new access token is never used and the old
         # refresh token (still honoured for 30 minutes) remains the one on record.
         self._store._update(self._firm_id, tokens, extra)
+        self._store._note_refreshed(self._firm_id)
         self._secret = _Secret(tokens, extra)
         self._refreshed_at = self._store._now()
         self.refreshed += 1

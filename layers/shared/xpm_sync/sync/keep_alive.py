@@ -1,0 +1,56 @@
+"""The keep-alive of an idle connection (SPEC A6): refresh a firm's tokens and run nothing.
+
+A firm that pressed Later, or whose sync is paused, makes no XPM call for weeks; Xero drops a
+refresh token unused for 60 days, and the connection would die before the admin ever starts. The
+hourly dispatcher queues a keep-alive for such a firm after 30 days (``domain.hourly``); the worker
+hands it here.
+
+- Xero refusing the refresh (``invalid_grant``: revoked, or already expired) means the firm must
+  reconnect: it is marked ``needs_reconnect``, as a run would mark it, and nothing is retried.
+- A failure that may pass (Xero's identity service down, Secrets Manager or DynamoDB failing, the
+  app's own credentials refused) is raised, so the record fails and SQS delivers it again; one that
+  never passes ends in the dead-letter queue, which pages an operator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from xpm_sync.adapters.config_table import ConfigRepository
+from xpm_sync.adapters.tokens import FirmDisconnected, NeedsReconnect, TokenStore
+from xpm_sync.domain.clock import Clock
+from xpm_sync.domain.hourly import due_for_keep_alive
+from xpm_sync.observability import logger
+
+KeepAliveOutcome = Literal["refreshed", "not_due", "needs_reconnect", "disconnected"]
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    configs: ConfigRepository
+    tokens: TokenStore
+    clock: Clock
+
+    def __call__(self, firm_id: str) -> KeepAliveOutcome:
+        config = self.configs.get(firm_id)
+        # Judged again on delivery: the admin may have pressed Start Sync (its runs refresh the
+        # tokens) or disconnected since the dispatch, or this is a second delivery of the message.
+        if config is None or not due_for_keep_alive(config, self.clock.now()):
+            logger.info("keep-alive no longer due; nothing refreshed", extra={"firm_id": firm_id})
+            return "not_due"
+        try:
+            self.tokens.for_firm(firm_id).access_token(force_refresh=True)
+        except FirmDisconnected:
+            # The secret went while this ran: a disconnect, whose outcome stands.
+            logger.info("firm disconnected during its keep-alive", extra={"firm_id": firm_id})
+            return "disconnected"
+        except NeedsReconnect:
+            marked = self.configs.mark_needs_reconnect(firm_id)
+            logger.warning(
+                "Xero refused to refresh an idle connection; the firm must reconnect",
+                extra={"firm_id": firm_id, "marked_needs_reconnect": marked},
+            )
+            return "needs_reconnect"
+        logger.info("refreshed the tokens of an idle connection", extra={"firm_id": firm_id})
+        return "refreshed"
