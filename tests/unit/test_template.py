@@ -133,13 +133,18 @@ class TestQueue:
 
         assert template["Resources"]["SyncQueue"]["Properties"]["VisibilityTimeout"] >= 6 * worker["Timeout"]
 
-    def test_the_worker_reads_the_queue_in_batches_with_partial_failures(self, template):
+    def test_one_firms_run_never_waits_behind_anothers_the_worker_takes_one_message_per_invocation(
+        self, template
+    ):
+        # Issue 19 (fair workers): with a batch of several firms, the last waits for every run
+        # before it. One message per invocation; partial batch failures stay reported per record.
         worker = template["Resources"]["SyncWorkerFunction"]["Properties"]
 
         (event,) = worker["Events"].values()
         assert event["Type"] == "SQS"
         assert event["Properties"]["Queue"] == {"Fn::GetAtt": ["SyncQueue", "Arn"]}
-        assert event["Properties"]["BatchSize"] == 10
+        assert event["Properties"]["BatchSize"] == 1
+        assert "MaximumBatchingWindowInSeconds" not in event["Properties"]
         assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert worker["Timeout"] == 900
 
