@@ -7,10 +7,12 @@ does not exist; then the answer is a 4xx in B5's shape, never a 500, and carries
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import pytest
 from xpm_sync.api.caller import admin_caller, groups_of
+from xpm_sync.api.http import unreadable_json
 from xpm_sync.domain.errors import NotAnAdmin, NotSignedIn
 
 from tests.fixtures.api import ApiHarness
@@ -213,3 +215,128 @@ def test_the_callback_location_is_in_the_single_valued_headers(api: ApiHarness) 
 
     assert answer.status == 302
     assert answer.raw["headers"]["Location"].endswith("/admin/integrations/xpm?error=invalid_state")
+
+
+# --- SPEC B5: a body the API cannot read is 400 INVALID_JSON, never a 5xx or a function error ------
+
+
+def _nested(levels: int, inner: str = "{}") -> str:
+    return '{"sync_name": ' * levels + inner + "}" * levels
+
+
+def _sized(total: int) -> str:
+    """A connect body of exactly ``total`` bytes that connect accepts (unknown keys are ignored)."""
+    head, tail = '{"sync_name": "Sized", "padding": "', '"}'
+    return head + "x" * (total - len(head) - len(tail)) + tail
+
+
+UNREADABLE_BODIES = {
+    "nested 65 levels": _nested(65),
+    "nested 989 levels (RecursionError before)": "[" * 989 + "]" * 989,
+    "nested 100,000 levels": "[" * 100_000,
+    "a 101-digit number": '{"sync_name": ' + "9" * 101 + "}",
+    "a 4,301-digit integer (a 500 before)": '{"sync_name": ' + "1" * 4301 + "}",
+    "a 150-digit fraction": '{"sync_name": 0.' + "1" * 149 + "}",
+    "a number deep in an array": '{"sync_name": "x", "list": [1, 2, ' + "3" * 101 + "]}",
+    "over 64 KB": _sized(64 * 1024 + 1),
+    "a string that never ends, full of escaped quotes": '{"sync_name": "' + '\\"' * 20_000,
+}
+
+
+@pytest.mark.parametrize("body", UNREADABLE_BODIES.values(), ids=UNREADABLE_BODIES.keys())
+@pytest.mark.parametrize(("function", "case"), [("api", "put_config"), ("oauth", "connect")])
+def test_a_body_the_api_cannot_read_is_400_invalid_json(
+    api: ApiHarness, function: str, case: str, body: str
+) -> None:
+    event = load_event(function, case, body=body)
+
+    answer = api.send_api(event) if function == "api" else api.send_oauth(event)
+
+    assert answer.status == 400, answer.text[:300]
+    assert answer.json["error"]["code"] == "INVALID_JSON"
+    assert set(answer.json) == {"error"}
+    assert answer.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
+    assert api.config_item() is None, "nothing was written"
+
+
+@pytest.mark.parametrize(
+    ("raw", "is_base64"),
+    [
+        (base64.b64encode(b'{"sync_name": "\xff\xfe"}').decode(), True),
+        (base64.b64encode(_sized(64 * 1024 + 1).encode()).decode(), True),
+        ('{"sync_name": "\ud800"}', False),  # a lone surrogate: no UTF-8 can carry it
+    ],
+    ids=["base64 not UTF-8", "base64 over 64 KB", "text with a lone surrogate"],
+)
+def test_a_body_that_is_not_utf8_or_too_large_once_decoded_is_400(
+    api: ApiHarness, raw: str, is_base64: bool
+) -> None:
+    event = load_event("oauth", "connect", body=raw)
+    event["isBase64Encoded"] = is_base64
+
+    answer = api.send_oauth(event)
+
+    assert answer.status == 400
+    assert answer.json["error"]["code"] == "INVALID_JSON"
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (_nested(64, '"Deep enough"'), 422),  # 64 levels are read; the value is just of the wrong type
+        ('{"sync_name": ' + "9" * 100 + "}", 422),  # 100 digits are read
+        ('{"sync_name": "' + "9" * 99 + '"}', 200),  # digits in a string are not a number
+        ('{"sync_name": "' + "[" * 99 + '"}', 200),  # nor are brackets
+        ('{"sync_name": "quote \\" [[[ and \\\\"}', 200),  # escaped quotes and backslashes
+        (_sized(64 * 1024), 200),
+    ],
+    ids=["64 levels", "100 digits", "digits in a string", "brackets in a string", "escapes", "exactly 64 KB"],
+)
+def test_a_body_within_the_limits_is_read(api: ApiHarness, body: str, status: int) -> None:
+    answer = api.call_oauth("connect", body=body)
+
+    assert answer.status == status, answer.text[:300]
+    if status == 422:
+        assert answer.json["error"]["field"] == "sync_name"
+
+
+def test_a_hand_built_event_whose_body_value_cannot_be_written_as_json_is_400(api: ApiHarness) -> None:
+    nested: list[Any] = []
+    for _ in range(5000):
+        nested = [nested]
+    event = load_event("oauth", "connect")
+    event["body"] = nested
+
+    answer = api.send_oauth(event)
+
+    assert answer.status == 400
+    assert answer.json["error"]["code"] == "INVALID_JSON"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{}", None),
+        ("[" * 64 + "]" * 64, None),
+        ("[" * 65, "nest"),
+        ('{"a": "' + "{" * 100 + '"}', None),
+        ('{"a": "\\"' + "[" * 100 + '"}', None),
+        ("1" * 100, None),
+        ("1" * 101, "digits"),
+        ("-1." + "0" * 50 + "e" + "1" * 50, "digits"),
+        ('{"a": "never ends', "JSON object"),
+    ],
+)
+def test_unreadable_json_looks_at_brackets_strings_and_numbers_only(text: str, problem: str | None) -> None:
+    found = unreadable_json(text)
+
+    assert (found is None) == (problem is None)
+    if problem is not None:
+        assert problem in str(found)
+
+
+def test_unreadable_json_takes_linear_time_on_hostile_text() -> None:
+    started = time.perf_counter()
+    for text in ('"\\"' * 30_000, '"' * 60_000, "[" * 60_000, "1" * 60_000, ('"a",' * 15_000)):
+        unreadable_json(text)
+    assert time.perf_counter() - started < 2.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,7 +49,10 @@ ERROR_CONTENT = {"application/json": {"model": ErrorBody}}
 
 
 _ERROR_DESCRIPTIONS = {
-    400: "The body is not JSON, or the cursor is not valid",
+    400: (
+        "The body is not JSON the API can read (INVALID_JSON: not UTF-8, nested deeper than 64 levels, "
+        "a number of more than 100 digits, over 64 KB), or the cursor is not valid"
+    ),
     401: "No signed-in user",
     403: "Not an admin of a firm",
     404: "Not found",
@@ -188,7 +192,7 @@ def _app_credentials(error: AppCredentialsUnavailable) -> Response[str]:
 
 def _not_utf8(_: UnicodeDecodeError) -> Response[str]:
     # Raised while Powertools decodes the body, before any JSON parsing: a body of raw bytes.
-    return error_response(400, "INVALID_JSON", "The request body must be a JSON object.")
+    return error_response(400, "INVALID_JSON", _NOT_UTF8)
 
 
 def _unexpected(error: Exception) -> Response[str]:
@@ -251,21 +255,104 @@ def _is_json_media_type(content_type: str) -> bool:
     return media_type in ("", "application/json", "text/plain") or media_type.endswith("+json")
 
 
+# SPEC B5: what the API reads of a body. Powertools parses JSON with the standard library, which
+# recurses once per nesting level (a RecursionError ~1,000 levels down escapes the resolver) and
+# refuses integers of more than 4,300 digits with a ValueError inside a route (a 500); neither may
+# reach it. The limits are far beyond any body the setup page sends.
+MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 64
+MAX_NUMBER_DIGITS = 100
+_UNREADABLE = "The request body must be a JSON object."
+_TOO_LARGE = f"The request body must not be larger than {MAX_BODY_BYTES // 1024} KB."
+_NOT_UTF8 = "The request body must be JSON in UTF-8."
+_TOO_DEEP = f"The request body must not nest objects or arrays more than {MAX_JSON_DEPTH} levels deep."
+_TOO_LONG_NUMBER = f"Numbers in the request body must not have more than {MAX_NUMBER_DIGITS} digits."
+# What the scan stops at, outside strings: a string's opening quote, a bracket, a number's first digit.
+_MARKS = re.compile(r'["\[\]{}0-9]')
+# The rest of a string after its opening quote; possessive, so a string that never closes is found
+# in one pass and never scanned again.
+_STRING_REST = re.compile(r'(?:[^"\\]|\\.)*+"', re.DOTALL)
+_NUMBER = re.compile(r"[0-9][0-9.eE+-]*")
+_DIGIT = re.compile(r"[0-9]")
+
+
+def unreadable_json(text: str) -> str | None:
+    """Why the API will not parse this body (nested too deep, a number too long, a string that never
+    ends), or None when Powertools may parse it. One pass, no recursion, whatever the input: it
+    looks only at brackets, strings and numbers, and leaves every other mistake to the parser."""
+    depth = 0
+    position = 0
+    while (mark := _MARKS.search(text, position)) is not None:
+        char = mark.group()
+        if char == '"':
+            string = _STRING_REST.match(text, mark.end())
+            if string is None:
+                return _UNREADABLE
+            position = string.end()
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return _TOO_DEEP
+            position = mark.end()
+        elif char in "]}":
+            depth -= 1  # unbalanced brackets are the parser's to refuse
+            position = mark.end()
+        else:
+            number = _NUMBER.match(text, mark.start())
+            assert number is not None  # it starts with the digit just found
+            if len(_DIGIT.findall(number.group())) > MAX_NUMBER_DIGITS:
+                return _TOO_LONG_NUMBER
+            position = number.end()
+    return None
+
+
+def _body_text(event: Mapping[str, Any]) -> str | Response[str] | None:
+    """The body as text, or the answer refusing it: over 64 KB, not UTF-8 (also when API Gateway
+    sent it base64-encoded), or a hand-built event's JSON value that cannot be written as JSON."""
+    body = event.get("body")
+    invalid = error_response(400, "INVALID_JSON", _UNREADABLE)
+    if body is None:
+        return None
+    if not isinstance(body, str):
+        # A hand-built event may carry the JSON value itself.
+        try:
+            body = json.dumps(body)
+        except (ValueError, TypeError, RecursionError):
+            return invalid
+    if event.get("isBase64Encoded"):
+        # Four base64 characters carry three bytes: refuse an oversized body before decoding it.
+        if len(body) > (MAX_BODY_BYTES + 2) // 3 * 4 + 4:
+            return error_response(400, "INVALID_JSON", _TOO_LARGE)
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except binascii.Error:
+            return invalid
+    else:
+        if len(body) > MAX_BODY_BYTES:  # characters never outnumber their UTF-8 bytes
+            return error_response(400, "INVALID_JSON", _TOO_LARGE)
+        try:
+            raw = body.encode("utf-8")  # a lone surrogate (a "\\ud800" escape in the event) is not UTF-8
+        except UnicodeEncodeError:
+            return error_response(400, "INVALID_JSON", _NOT_UTF8)
+    if len(raw) > MAX_BODY_BYTES:
+        return error_response(400, "INVALID_JSON", _TOO_LARGE)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return error_response(400, "INVALID_JSON", _NOT_UTF8)
+
+
 def _with_json_body(event: dict[str, Any]) -> dict[str, Any] | Response[str]:
     """The event with its body as JSON text for Powertools to validate, or the answer refusing it.
 
     API Gateway sends the body as text, or as base64 with ``isBase64Encoded``; a hand-built event
-    may carry the JSON value itself. Powertools would take the first item of a JSON array for the
-    object a route expects, so an array is refused here.
+    may carry the JSON value itself. A body the API cannot read is refused here, before Powertools
+    parses it (SPEC B5). Powertools would take the first item of a JSON array for the object a
+    route expects, so an array is refused here too.
     """
-    body = event.get("body")
-    if body is not None and not isinstance(body, str):
-        body = json.dumps(body)
-    elif isinstance(body, str) and event.get("isBase64Encoded"):
-        try:
-            body = base64.b64decode(body, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return error_response(400, "INVALID_JSON", "The request body must be a JSON object.")
+    body = _body_text(event)
+    if isinstance(body, Response):
+        return body
     prepared = {**event, "body": body, "isBase64Encoded": False}
     if body is None or not body.strip():
         return prepared
@@ -274,6 +361,9 @@ def _with_json_body(event: dict[str, Any]) -> dict[str, Any] | Response[str]:
     content_types_sent = [str(v) for k, v in headers.items() if k.lower() == "content-type"]
     if not all(_is_json_media_type(value) for value in content_types_sent):
         return _unsupported()
+    problem = unreadable_json(body)
+    if problem is not None:
+        return error_response(400, "INVALID_JSON", problem)
     # Every header of the event names the body's type as Powertools expects it.
     prepared["headers"] = {k: v for k, v in headers.items() if k.lower() != "content-type"}
     prepared["headers"]["Content-Type"] = content_types.APPLICATION_JSON
