@@ -102,12 +102,15 @@ def _properties(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
 
 
 def _create_table(client: Any, name: str, properties: dict[str, Any]) -> None:
-    client.create_table(
-        TableName=name,
-        KeySchema=properties["KeySchema"],
-        AttributeDefinitions=properties["AttributeDefinitions"],
-        BillingMode=properties["BillingMode"],
-    )
+    definition: dict[str, Any] = {
+        "TableName": name,
+        "KeySchema": properties["KeySchema"],
+        "AttributeDefinitions": properties["AttributeDefinitions"],
+        "BillingMode": properties["BillingMode"],
+    }
+    if "GlobalSecondaryIndexes" in properties:
+        definition["GlobalSecondaryIndexes"] = properties["GlobalSecondaryIndexes"]
+    client.create_table(**definition)
     client.get_waiter("table_exists").wait(TableName=name)
     ttl = properties.get("TimeToLiveSpecification")
     if ttl is not None:

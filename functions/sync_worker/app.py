@@ -42,7 +42,13 @@ def _handler_for(context: LambdaContext) -> Any:
             # An idle connection's tokens are refreshed and nothing runs (SPEC A6); a failure
             # that may pass is raised, so SQS delivers the record again.
             return refresh_idle_connection(request.firm_id)
-        result = run_sync(request.firm_id, request.trigger, services, resume_run_id=request.resume_run_id)
+        result = run_sync(
+            request.firm_id,
+            request.trigger,
+            services,
+            resume_run_id=request.resume_run_id,
+            dry_run_id=request.run_id if request.dry_run else None,
+        )
         if result is None:
             return None
         if result.transient:

@@ -214,12 +214,12 @@ def test_a_client_waiting_for_a_code_when_the_part_ends_is_retried_next_run(
     assert world.client_by_uuid(holder.uuid)["code"] == "MOVED001"
     assert world.client_by_uuid(taker.uuid)["code"] != code
     assert world.runs()[0].status == "partial"
-    assert taker.uuid in world.config().retry_client_uuids, "nothing is lost: it is retried"
+    assert taker.uuid in world.awaiting_retry(), "nothing is lost: it is retried"
 
     world.run_hourly()
 
     assert world.client_by_uuid(taker.uuid)["code"] == code
     assert world.last_run().status == "success"
-    assert taker.uuid not in world.config().retry_client_uuids
+    assert taker.uuid not in world.awaiting_retry()
     codes = [c.get("code") for c in world.items("client")]
     assert len(codes) == len(set(codes))

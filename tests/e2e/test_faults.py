@@ -417,83 +417,45 @@ def test_a_brief_xpm_outage_is_retried_inside_the_run(fw: FaultWorld) -> None:
 
 def _clients_awaiting_retry(fw: FaultWorld, count: int) -> list[Any]:
     """``count`` clients that failed last run (no partner, no default partner) and that XPM's
-    incremental list will not bring again, so that only the retry asks for them; in retry order."""
+    incremental list will not bring again, so that only the retry applies them; in retry order."""
     world = fw.world
     failing = world.clean_clients()[:count]
     for client in failing:
         world.practice.update_client(client.uuid, AccountManager=None)
         world.practice.client(client.uuid).modified_at = datetime.now(UTC) - timedelta(days=3)
     fw.run_hourly()
-    assert world.config().retry_client_uuids == {c.uuid for c in failing}
+    assert world.awaiting_retry() == {c.uuid for c in failing}
     return sorted(failing, key=lambda c: c.uuid)
 
 
-def test_xpm_down_while_failed_clients_are_fetched_again_keeps_the_run_and_the_retries(
-    fw: FaultWorld,
-) -> None:
+def test_xpm_failing_never_touches_the_retries_which_need_no_xpm_call(fw: FaultWorld) -> None:
     # Given three clients awaiting a retry, and a client renamed in XPM since the last run
     world = fw.world
     failing = _clients_awaiting_retry(fw, 3)
     renamed = world.clean_clients()[3]
-    world.practice.update_client(renamed.uuid, Name="Renamed While XPM Fails Pty Ltd")
-    # When every client.api/get of the next run fails at XPM's gateway
-    fw.fault("server_error", times=None, path="client.api/get")
+    world.practice.update_client(renamed.uuid, Name="Renamed While The Others Wait Pty Ltd")
+    fw.sim.reset_calls()
     before = snapshot(fw)
 
+    # When the next run goes (XPM asked only for staff and the modified clients)
     deliveries = fw.run_hourly()
 
-    # Then the list's work stands and the run is not failed or retried by SQS; all three still
-    # await their retry, and after two clients XPM could not give the third was not asked
+    # Then the renamed client syncs, the three are applied again from their copies and still fail
     assert deliveries[0].failed == []
-    run = assert_invariants(fw, before=before, status="success", codes=("XPM_RETRIES_POSTPONED",))
-    postponed = next(e for e in world.entries(run) if e.code == "XPM_RETRIES_POSTPONED")
-    assert postponed.severity == "warning"
-    assert postponed.message.startswith("3 client(s)")
-    assert "XPM did not answer" in postponed.message
-    assert world.client_by_uuid(renamed.uuid)["legal_name"] == "Renamed While XPM Fails Pty Ltd"
-    assert world.config().retry_client_uuids == {c.uuid for c in failing}
-    assert [len(fw.sim.calls_to(f"client.api/get/{c.uuid}")) for c in failing] == [4, 4, 0]
+    run = assert_invariants(fw, before=before, status="partial")
+    assert run.counts["client"]["failed"] == 3
+    assert {e.code for e in world.entries(run)} == {"PARTNER_MISSING"}
+    assert run.xpm_calls == 2
+    assert fw.sim.calls_to("client.api/get") == []
+    assert world.client_by_uuid(renamed.uuid)["legal_name"] == "Renamed While The Others Wait Pty Ltd"
+    assert world.awaiting_retry() == {c.uuid for c in failing}
 
-    # And once XPM answers again and the admin sets a Default Partner, the next run syncs them
+    # And once the admin sets a Default Partner in Active, the next run syncs them, XPM untouched
     default_partner = world.set_default_partner()
     run = recover(fw)
-    assert world.config().retry_client_uuids == set()
+    assert world.awaiting_retry() == set()
     assert [world.client_by_uuid(c.uuid)["partner_user_id"] for c in failing] == [default_partner] * 3
     assert world.entries(run) == []
-
-
-def test_one_client_xpm_cannot_give_does_not_hold_up_the_other_retries(fw: FaultWorld) -> None:
-    # Given two clients awaiting a retry, the first of which XPM cannot give (a 500 every time)
-    stuck, other = _clients_awaiting_retry(fw, 2)
-    fw.fault("server_error", times=None, path=f"client.api/get/{stuck.uuid}")
-    default_partner = fw.world.set_default_partner()
-    before = snapshot(fw)
-
-    deliveries = fw.run_hourly()
-
-    # Then the other one syncs, and only the stuck one waits for the next run
-    assert deliveries[0].failed == []
-    assert_invariants(fw, before=before, status="success", codes=("XPM_RETRIES_POSTPONED",))
-    assert fw.world.client_by_uuid(other.uuid)["partner_user_id"] == default_partner
-    assert fw.world.config().retry_client_uuids == {stuck.uuid}
-    assert len(fw.sim.calls_to(f"client.api/get/{other.uuid}")) == 1
-
-
-def test_a_days_rate_limit_met_while_failed_clients_are_fetched_again_leaves_them_for_the_next_run(
-    fw: FaultWorld,
-) -> None:
-    failing = _clients_awaiting_retry(fw, 2)
-    fw.fault("rate_limit", times=None, path="client.api/get", retry_after=3600, problem="day")
-    before = snapshot(fw)
-
-    deliveries = fw.run_hourly()
-
-    assert deliveries[0].failed == []
-    run = assert_invariants(fw, before=before, status="success", codes=("XPM_RETRIES_POSTPONED",))
-    [postponed] = [e for e in fw.world.entries(run) if e.code == "XPM_RETRIES_POSTPONED"]
-    assert "rate limit" in postponed.message
-    assert fw.world.config().retry_client_uuids == {c.uuid for c in failing}
-    assert len(fw.sim.calls_to("client.api/get")) == 1, "no call after the day's limit"
 
 
 def test_xpm_slower_than_the_client_timeout_fails_the_run_as_unavailable(fw: FaultWorld) -> None:
@@ -985,7 +947,7 @@ def test_a_client_deleted_in_active_during_the_run_fails_alone_and_the_others_sy
     [other_uuid] = [uuid for uuid in renamed if uuid != gone_uuid]
     assert fw.world.client_by_uuid(other_uuid)["legal_name"].startswith("Renamed ")
     assert [e.entity for e in fw.world.entries(run) if e.xpm_uuid == gone_uuid] == ["client"]
-    assert gone_uuid in fw.world.config().retry_client_uuids
+    assert gone_uuid in fw.world.awaiting_retry()
 
 
 # --- the worker stopped mid-run, or run twice ------------------------------------------------------
@@ -995,12 +957,12 @@ def _stop_after(monkeypatch: pytest.MonkeyPatch, records: int, error: BaseExcept
     original = ClientSync.apply
     applied = 0
 
-    def apply(self: ClientSync, client: Any) -> None:
+    def apply(self: ClientSync, client: Any, **options: Any) -> None:
         nonlocal applied
         applied += 1
         if applied > records:
             raise error
-        original(self, client)
+        original(self, client, **options)
 
     monkeypatch.setattr(ClientSync, "apply", apply)
     FAULT_LEDGER["worker_stopped"] += 1
@@ -1109,13 +1071,14 @@ def test_ses_failing_leaves_the_failed_run_recorded_and_the_allowance_unspent(
 
     monkeypatch.setattr(BaseClient, "_make_api_call", call)
     FAULT_LEDGER["ses_failure"] += 1
-    fw.fault("rate_limit", times=None, path="client.api/list", retry_after=3600, problem="day")
+    # A failure only XPM's answer explains is emailed at once (a self-clearing one would wait).
+    fw.fault("status_error", times=None, path="client.api/list", description="Invalid request")
     before = snapshot(fw)
 
     fw.run_hourly()
 
     assert refused, "the failed run tried to email"
-    assert_invariants(fw, before=before, status="failed", codes=("XPM_RATE_LIMITED",))
+    assert_invariants(fw, before=before, status="failed", codes=("XPM_BAD_RESPONSE",))
     notify = aws_clients.table(fw.world.names.notify_table)
     assert "Item" not in notify.get_item(Key={"firm_id": fw.world.firm_id}), "the allowance was given back"
 

@@ -90,55 +90,34 @@ def test_archived_xpm_client_links_the_client_entered_by_hand_with_its_code(worl
     assert linked[0]["xpm_archived"] is True
 
 
-def test_a_retried_client_xpm_no_longer_serves_is_dropped_not_a_failed_run(world: SyncWorld) -> None:
-    client = world.practice.clients[5]
-    world.practice.update_client(client.uuid, AccountManager=None)  # fails: no partner, no default
-    world.run_hourly()
-    assert world.config().retry_client_uuids == {client.uuid}
-    world.practice.clients.remove(world.practice.client(client.uuid))  # XPM answers "not found"
-
-    world.run_hourly()
-
-    assert world.last_run().status == "success"
-    assert world.config().retry_client_uuids == set()
-
-
-def test_a_retried_client_xpm_answers_with_an_error_is_dropped_not_a_failed_run(world: SyncWorld) -> None:
+def test_a_failed_client_xpm_no_longer_lists_is_retried_from_its_copy_until_the_daily_full_read(
+    world: SyncWorld,
+) -> None:
+    # Given a client that fails (no partner, no default partner), then leaves XPM's list
     client = world.practice.clients[5]
     world.practice.update_client(client.uuid, AccountManager=None)
-    # Last changed long ago: only the retry asks XPM for it.
-    world.practice.client(client.uuid).modified_at = datetime.now(UTC) - timedelta(days=3)
     world.run_hourly()
-    world.sim.faults.add("status_error", path="client.api/get", description="Invalid client identifier")
+    assert world.awaiting_retry() == {client.uuid}
+    world.practice.clients.remove(world.practice.client(client.uuid))
 
+    # When the next hourly run goes, it retries the kept copy, asking XPM nothing for it
+    world.run_hourly()
+    assert world.last_run().counts["client"]["failed"] == 1
+    assert world.sim.calls_to("client.api/get") == []
+
+    # Then the daily full read, which no longer sees it, drops the retry and closes its problem
+    day_ago = (datetime.now(UTC) - timedelta(hours=25)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    aws_clients.table(world.names.config_table).update_item(
+        Key={"firm_id": world.firm_id},
+        UpdateExpression="SET last_full_read_started_at = :t",
+        ExpressionAttributeValues={":t": day_ago},
+    )
     world.run_hourly()
 
+    assert world.last_run().full_read is True
     assert world.last_run().status == "success"
-    assert world.config().retry_client_uuids == set()
-
-
-def test_a_retried_client_xpm_answers_with_a_passing_error_is_asked_again_next_run(world: SyncWorld) -> None:
-    client = world.practice.clients[5]
-    world.practice.update_client(client.uuid, AccountManager=None)  # fails: no partner, no default
-    # Last changed long ago: only the retry asks XPM for it.
-    world.practice.client(client.uuid).modified_at = datetime.now(UTC) - timedelta(days=3)
-    world.run_hourly()
-    assert world.config().retry_client_uuids == {client.uuid}
-    world.sim.faults.add("status_error", path="client.api/get", description="Service temporarily unavailable")
-
-    world.run_hourly()
-
-    assert world.last_run().status == "success"
-    assert world.config().retry_client_uuids == {client.uuid}, "a passing error must not drop the record"
-
-    # The admin fixes the cause in Active alone (a Default Partner): the next run asks XPM again.
-    partner_user_id = world.set_default_partner()
-    world.run_hourly()
-
-    assert len(world.sim.calls_to(f"client.api/get/{client.uuid}")) == 2
-    assert world.last_run().status == "success"
-    assert world.config().retry_client_uuids == set()
-    assert world.client_by_uuid(client.uuid)["partner_user_id"] == partner_user_id
+    assert world.awaiting_retry() == set()
+    assert world.open_problems() == {}
 
 
 def test_a_configured_firm_with_no_status_recorded_is_synced(world: SyncWorld) -> None:

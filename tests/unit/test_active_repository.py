@@ -162,3 +162,38 @@ def test_record_ids_are_distinct_uuid4s_drawn_a_batch_at_a_time(monkeypatch: pyt
     assert len(set(drawn)) == 1000
     assert all(uuid.UUID(value).version == 4 and str(uuid.UUID(value)) == value for value in drawn)
     assert len(draws) == 4  # 256 ids a call, not one call (and one GIL hand-off) per record
+
+
+# --- Reads by key (SPEC A7) and records too large (SPEC A4) -----------------------------------
+
+
+def test_clients_are_found_by_xpm_uuid_and_by_code_in_any_case_through_the_templates_indexes(
+    aws: Any,
+) -> None:
+    from xpm_sync.adapters import aws as aws_clients
+
+    repo = ActiveRepository(aws_clients.table(aws.active_table), FIRM)
+    other_firm = ActiveRepository(aws_clients.table(aws.active_table), "another-firm")
+    linked = repo.create("client", {"legal_name": "Acme", "code": "ACME", "xpm_uuid": "u-1"})
+    by_hand = repo.create("client", {"legal_name": "Trial", "code": "trial7"})
+    other_firm.create("client", {"legal_name": "Theirs", "code": "ACME", "xpm_uuid": "u-1"})
+    repo.create("user", {"email": "pat@firm.example", "xpm_uuid": "u-1"})
+    for written in (repo, other_firm):
+        written.flush()
+
+    assert [c.client_id for c in repo.clients_by_uuid(["u-1", "u-unknown"])] == [linked]
+    assert {c.client_id for c in repo.clients_by_code(["acme", "TRIAL7"])} == {linked, by_hand}
+    assert repo.clients_by_uuid([]) == []
+
+
+def test_a_record_over_dynamodbs_item_limit_is_refused_before_it_is_written(table: Table) -> None:
+    from xpm_sync.domain.errors import RecordTooLarge
+
+    repo = ActiveRepository(table, FIRM)
+    repo.create("client", {"legal_name": "Fine", "code": "OK1"})
+
+    with pytest.raises(RecordTooLarge):
+        repo.create("client", {"legal_name": "N" * 450_000, "code": "BIG"})
+    repo.flush()
+
+    assert [item["code"] for item in stored_clients(table).values()] == ["OK1"]

@@ -20,14 +20,33 @@ from xpm_sync.domain.mapping import (
     map_staff,
     normalise_email,
     primary_salutation,
-    resolve_people,
     split_address,
     split_name,
     staff_label,
+    uuid_key,
 )
+from xpm_sync.domain.partners import PeopleDirectory, ResolvedPeople
 from xpm_sync.domain.xpm_records import XpmClientRecord, XpmContact, XpmGroup, XpmStaff
 
 VALID_ABN = "51 824 753 556"  # the ATO's published example
+
+
+def resolve_people(
+    mapping: ClientMapping,
+    *,
+    label: str,
+    xpm_uuid: str,
+    staff_email_by_uuid: dict[str, str],
+    user_id_by_email: dict[str, str],
+    default_partner_user_id: str | None,
+) -> ResolvedPeople:
+    """SPEC A2's resolution, through the one place that does it (domain.partners)."""
+    directory = PeopleDirectory(
+        staff_email_by_uuid={uuid_key(uuid): email for uuid, email in staff_email_by_uuid.items()},
+        user_id_by_email=dict(user_id_by_email),
+        default_partner_user_id=default_partner_user_id,
+    )
+    return directory.resolve(mapping, label=label, xpm_uuid=xpm_uuid)
 
 
 def a_staff(**overrides: Any) -> XpmStaff:
@@ -593,3 +612,51 @@ def test_staff_label_is_the_name_else_the_email() -> None:
     assert staff_label(a_staff(name="Mary Smith")) == "Mary Smith"
     assert staff_label(a_staff(name=None, email="m@x.example")) == "m@x.example"
     assert staff_label(a_staff(uuid="s-1", name=None, email=None)) == "XPM staff s-1"
+
+
+# --- Fidelity with the seed and with practices' own spellings (SPEC A2, A3) ----------------------
+
+
+def test_an_empty_name_with_a_first_and_last_name_is_synced_as_first_last() -> None:
+    mapping = map_client(an_individual(name=None, first_name="Mary Jane", last_name="Smith"))
+
+    assert mapping.fields is not None
+    assert mapping.fields.legal_name == "Mary Jane Smith"
+    assert client_label(an_individual(name=None, first_name="Mary", last_name="Smith")).startswith(
+        "Mary Smith"
+    )
+
+
+def test_an_empty_name_with_only_a_first_name_is_still_an_error() -> None:
+    mapping = map_client(an_individual(name=None, first_name="Mary", last_name=None))
+
+    assert mapping.fields is None
+    assert "CLIENT_NAME_MISSING" in codes(mapping.entries)
+
+
+@pytest.mark.parametrize(
+    ("structure", "entity_type"),
+    [
+        ("Self-Managed Superannuation Fund", "super_fund"),
+        ("self_managed_superannuation_fund", "super_fund"),
+        ("Super Fund", "super_fund"),
+        ("SuperFund", "super_fund"),
+        ("SMSF", "super_fund"),
+        ("SoleTrader", "sole_trader"),
+        ("Sole-Trader", "sole_trader"),
+        ("Trust (Discretionary)", "trust"),
+        ("Trust (Family)", "trust"),
+        ("Trust - Unit", "trust"),
+        ("Unit Trust", "trust"),
+        ("Estate", "trust"),
+        ("Deceased Estate", "trust"),
+        ("Pty Ltd", "company"),
+        ("Pty. Ltd.", "company"),
+        ("Proprietary Company", "company"),
+        ("Public Company", "company"),
+        ("Limited Company", "company"),
+        ("Company (Pty Ltd)", "company"),
+    ],
+)
+def test_business_structure_spellings_practices_use_are_recognised(structure: str, entity_type: str) -> None:
+    assert map_business_structure(structure)[0] == entity_type

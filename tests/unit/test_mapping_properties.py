@@ -8,15 +8,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from xpm_sync.domain.active_records import ClientFields
 from xpm_sync.domain.mapping import (
+    ClientMapping,
     abn_digits,
     is_valid_abn,
     map_business_structure,
     map_client,
     map_staff,
-    resolve_people,
     split_address,
     split_name,
+    uuid_key,
 )
+from xpm_sync.domain.partners import PeopleDirectory, ResolvedPeople
 from xpm_sync.domain.xpm_records import XpmClientRecord, XpmContact, XpmGroup, XpmStaff
 
 FAST = settings(max_examples=200, deadline=None)
@@ -68,6 +70,24 @@ clients = st.builds(
 )
 
 
+def resolve_people(
+    mapping: ClientMapping,
+    *,
+    label: str,
+    xpm_uuid: str,
+    staff_email_by_uuid: dict[str, str],
+    user_id_by_email: dict[str, str],
+    default_partner_user_id: str | None,
+) -> ResolvedPeople:
+    """SPEC A2's resolution, through the one place that does it (domain.partners)."""
+    directory = PeopleDirectory(
+        staff_email_by_uuid={uuid_key(uuid): email for uuid, email in staff_email_by_uuid.items()},
+        user_id_by_email=dict(user_id_by_email),
+        default_partner_user_id=default_partner_user_id,
+    )
+    return directory.resolve(mapping, label=label, xpm_uuid=xpm_uuid)
+
+
 def _strings(fields: ClientFields) -> list[str]:
     dumped = fields.model_dump()
     values = [value for value in dumped.values() if isinstance(value, str)]
@@ -92,7 +112,7 @@ def test_any_xpm_client_maps_to_valid_fields_or_to_error_entries(client: XpmClie
             assert value
             assert value == value.strip()
         assert mapping.fields.abn is None or mapping.fields.abn.isascii()
-    assert all(entry.xpm_uuid == client.uuid for entry in mapping.entries)
+    assert all(entry.xpm_uuid == (client.uuid or None) for entry in mapping.entries)
 
 
 # A small pool of staff, so that lookups hit, miss and half-hit (staff without an Active user).

@@ -22,6 +22,7 @@ from moto import mock_aws
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models.table import Table as MotoTable
 from moto.ses.models import ses_backends
+from xpm_sync.adapters.active_table import ActiveRepository
 from xpm_sync.adapters.dynamodb import Table
 from xpm_sync.adapters.notifier import Notifier, NotifyAllowance, NotifyResult
 from xpm_sync.domain import entries as codes
@@ -107,7 +108,7 @@ def make_notifier(
     stack: StackNames, clock: FakeClock, *, ses: Any = None, from_email: str = FROM_EMAIL
 ) -> Notifier:
     return Notifier(
-        active_table=table(stack.active_table),
+        active_for=lambda firm_id: ActiveRepository(table(stack.active_table), firm_id),
         notify_table=table(stack.notify_table),
         ses_client=ses if ses is not None else ses_client(),
         from_email=from_email,
@@ -254,17 +255,19 @@ def test_racing_workers_send_one_email(
     workers = 4
     # Each worker has its own session and clients, as separate Lambda invocations would.
     sessions = [boto3.session.Session(region_name=REGION) for _ in range(workers)]
-    notifiers = [
-        Notifier(
-            active_table=Table(session.client("dynamodb"), stack.active_table),
+
+    def notifier_of(session: Any) -> Notifier:
+        active = Table(session.client("dynamodb"), stack.active_table)
+        return Notifier(
+            active_for=lambda firm_id: ActiveRepository(active, firm_id),
             notify_table=Table(session.client("dynamodb"), stack.notify_table),
             ses_client=session.client("ses"),
             from_email=FROM_EMAIL,
             frontend_url=FRONTEND_URL,
             clock=clock,
         )
-        for session in sessions
-    ]
+
+    notifiers = [notifier_of(session) for session in sessions]
     start = threading.Barrier(workers)
     outcomes: list[str] = []
 
@@ -333,7 +336,7 @@ def test_a_release_never_deletes_a_newer_claim(stack: StackNames, clock: FakeClo
 def test_a_notify_table_outage_does_not_break_the_run(stack: StackNames, clock: FakeClock) -> None:
     add_user(stack)
     notifier = Notifier(
-        active_table=table(stack.active_table),
+        active_for=lambda firm_id: ActiveRepository(table(stack.active_table), firm_id),
         notify_table=table("no-such-table"),
         ses_client=ses_client(),
         from_email=FROM_EMAIL,

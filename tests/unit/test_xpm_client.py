@@ -20,6 +20,7 @@ from xpm_sync.adapters.xpm.errors import (
     XpmBadResponse,
     XpmError,
     XpmRateLimited,
+    XpmTooSlow,
     XpmUnavailable,
     XpmWrongTenant,
 )
@@ -174,25 +175,6 @@ def test_modified_since_format():
         format_modified_since(datetime(2026, 3, 1, 9, 30))
 
 
-def test_get_client_by_uuid_and_unknown_is_none(make_client, practice, sim):
-    client = make_client()
-    wanted = practice.clients[5]
-    found = client.get_client(wanted.uuid)
-    assert found is not None
-    assert found.uuid == wanted.uuid
-    assert found.client_code == (wanted.elements.get("ClientCode") or "").strip() or None
-    assert client.get_client("00000000-0000-0000-0000-000000000000") is None
-    assert client.calls == 2
-    assert xpm_calls(sim)[0].path.endswith(f"/client.api/get/{wanted.uuid}")
-
-
-def test_get_client_escapes_the_uuid(make_client, sim):
-    client = make_client()
-    assert client.get_client("../staff.api/list") is None
-    (call,) = xpm_calls(sim)
-    assert call.path.endswith("/client.api/get/..%2Fstaff.api%2Flist")
-
-
 def test_context_manager_closes_its_own_http_client(sim, practice, tokens):
     with XpmApi(api_url=sim.url, tenant_id=practice.tenant_id, tokens=tokens, budget=CallBudget()) as client:
         assert client.list_staff()
@@ -276,7 +258,7 @@ def test_429_for_the_day_never_waits_and_blocks_later_calls(make_client, sleeps,
     assert sleeps.calls == []
     # The tenant's quota is spent: the next call is refused without costing a request.
     with pytest.raises(XpmRateLimited) as again:
-        client.get_client("anything")
+        client.list_staff()
     assert again.value.problem == "day"
     assert client.calls == 1
 
@@ -312,7 +294,7 @@ def test_rate_limit_waits_that_add_up_to_the_cap_are_all_waited_out(sleeps):
 def test_the_simulators_own_minute_limit_is_respected(make_client, sim):
     # Another process spent this tenant's minute: the local budget has room, XPM has none.
     sim.limits.per_minute = 3
-    client = make_client(budget=CallBudget(per_minute=100), remaining_seconds=lambda: 20.0)
+    client = make_client(budget=CallBudget(per_minute=100), remaining_seconds=lambda: 200.0)
     for _ in range(3):
         client.list_staff()
     with pytest.raises(XpmRateLimited) as caught:
@@ -373,122 +355,8 @@ def _ok(body: bytes = STAFF_XML) -> httpx.Response:
     return httpx.Response(200, content=body, headers={"Content-Type": "text/xml"})
 
 
-@pytest.mark.parametrize("problem", ["concurrent", "Concurrent"])
-def test_429_for_concurrent_calls_without_retry_after_waits_a_short_jittered_backoff(sleeps, problem):
-    client = _mock_client([_too_many(problem)] * 3 + [_ok()], sleeps, max_attempts=4)
-
-    assert [s.uuid for s in client.list_staff()] == ["aaaaaaaa-0000-0000-0000-000000000001"]
-
-    assert client.calls == 4
-    assert len(sleeps.calls) == 3
-    # Full jitter below each exponential ceiling (1, 2, 4 s), never under the 1 s floor, never a minute.
-    for failures, seconds in enumerate(sleeps.calls, start=1):
-        assert 1.0 <= seconds <= max(1.0, 2.0 ** (failures - 1))
-
-
-def test_429_for_concurrent_calls_honours_retry_after_when_present(sleeps):
-    client = _mock_client([_too_many("concurrent", retry_after="5"), _ok()], sleeps)
-
-    assert client.list_staff()
-
-    assert sleeps.calls == [5.0]
-
-
-@pytest.mark.parametrize("problem", ["minute", "appminute"])
-def test_429_for_a_minute_limit_without_retry_after_waits_the_minute(sleeps, problem):
-    client = _mock_client([_too_many(problem), _ok()], sleeps)
-
-    assert client.list_staff()
-
-    assert sleeps.calls == [60.0]
-
-
-@pytest.mark.parametrize(
-    "answer",
-    [
-        httpx.Response(400, content=b"Bad Request"),
-        httpx.Response(400, content=_xml_error("The UUID is not valid")),
-        httpx.Response(404, content=b"Not Found"),
-        _ok(_xml_error("Client not found")),
-        _ok(_xml_error("Invalid client identifier")),
-        _ok(_xml_error("The client DOES NOT EXIST")),
-        _ok(_xml_error("Invalid UUID")),
-        _ok(_xml_error("Unknown client")),
-    ],
-    ids=[
-        "400",
-        "400-with-description",
-        "404",
-        "not-found",
-        "invalid-client",
-        "does-not-exist",
-        "uuid",
-        "unknown",
-    ],
-)
-def test_get_client_is_none_when_xpm_says_the_client_does_not_exist(sleeps, answer):
-    client = _mock_client([answer], sleeps)
-
-    assert client.get_client("bbbbbbbb-0000-0000-0000-000000000002") is None
-    assert client.calls == 1
-
-
-@pytest.mark.parametrize(
-    "answer",
-    [
-        httpx.Response(500, content=_xml_error("Client not found"), headers={"Content-Type": "text/xml"}),
-        httpx.Response(500, json={"status": "ERROR", "errorDescription": "Client not found"}),
-    ],
-    ids=["xml", "json"],
-)
-def test_get_client_is_none_when_xpm_answers_500_that_the_client_does_not_exist(sleeps, answer):
-    # XPM's v3.1 API documents only 200 and 500 for client.api/get: no 404 for an unknown client.
-    client = _mock_client([answer], sleeps)
-
-    assert client.get_client("bbbbbbbb-0000-0000-0000-000000000002") is None
-    assert client.calls == 1
-    assert sleeps.calls == []
-
-
-@pytest.mark.parametrize(
-    "answer",
-    [
-        httpx.Response(
-            500, json={"Title": "Internal Server Error", "Detail": "An unexpected error occurred"}
-        ),
-        httpx.Response(503, content=b"Service Unavailable"),
-        httpx.Response(500, content=b'{"Detail": "not found" truncated'),
-        # A gateway's words are not XPM's answer about the client, whatever they say.
-        httpx.Response(500, json={"Title": "Internal Server Error", "Detail": "The client does not exist"}),
-        httpx.Response(503, json={"message": "Upstream service not found"}),
-        httpx.Response(502, content=_xml_error("Client not found")),
-    ],
-    ids=["unexpected", "bare-503", "broken-json", "gateway-500", "gateway-503", "xml-502"],
-)
-def test_get_client_retries_a_server_error_that_is_not_xpms_own_answer(sleeps, answer):
-    client = _mock_client([answer], sleeps, max_attempts=3)
-
-    with pytest.raises(XpmUnavailable):
-        client.get_client("bbbbbbbb-0000-0000-0000-000000000002")
-
-    assert client.calls == 3
-    assert len(sleeps.calls) == 2
-
-
-def test_get_client_raises_xpms_own_500_that_does_not_say_the_client_is_gone_without_retrying(sleeps):
-    answer = httpx.Response(500, content=_xml_error("Object reference not set to an instance of an object"))
-    client = _mock_client([answer], sleeps)
-
-    with pytest.raises(xml.XpmStatusError) as caught:
-        client.get_client("bbbbbbbb-0000-0000-0000-000000000002")
-
-    assert caught.value.description == "Object reference not set to an instance of an object"
-    assert client.calls == 1
-    assert sleeps.calls == []
-
-
 def test_a_list_that_answers_500_with_a_not_found_description_is_still_retried(sleeps):
-    # Only a lookup of one client can mean "gone"; for a list it is a server error like any other.
+    # A list's 500 is a server error, whatever its description says.
     answers = [httpx.Response(500, content=_xml_error("Client not found")), _ok()]
     client = _mock_client(answers, sleeps)
 
@@ -503,17 +371,6 @@ def test_a_json_error_description_is_reported_for_a_refused_call(sleeps):
         client.list_staff()
 
     assert caught.value.description == "Invalid detailed flag"
-
-
-def test_get_client_raises_an_application_error_that_may_pass(sleeps):
-    client = _mock_client([_ok(_xml_error("Service temporarily unavailable"))], sleeps)
-
-    with pytest.raises(xml.XpmStatusError) as caught:
-        client.get_client("bbbbbbbb-0000-0000-0000-000000000002")
-
-    assert caught.value.description == "Service temporarily unavailable"
-    assert client.calls == 1
-    assert sleeps.calls == []
 
 
 # --- server failures --------------------------------------------------------------------------
@@ -651,7 +508,7 @@ def test_stopping_the_iterator_early_releases_the_connection(make_client, sim):
     clients.close()
     assert budget.in_flight == 0
     # With room for one call at a time, a leaked slot would make this wait, and refuse at once.
-    assert client.get_client(first.uuid) is not None
+    assert client.list_staff()
     assert budget.in_flight == 0
 
 
@@ -880,3 +737,53 @@ def test_budget_registry_is_per_tenant():
     first = budget_for("a")
     reset_budgets()
     assert budget_for("a") is not first
+
+
+# --- an overall deadline, not only a per-read timeout (SPEC A7) -----------------------------
+
+
+def test_a_slow_drip_answer_is_cut_off_at_the_runs_reading_deadline(sleeps):
+    # Given a client list that arrives one small piece at a time, each within the read timeout
+    clock = {"left": 300.0}
+    pieces = [b"<Response><Status>OK</Status><Clients>"] + [
+        f"<Client><UUID>u{i}</UUID><Name>C{i}</Name></Client>".encode() for i in range(50)
+    ]
+
+    def drip() -> Iterator[bytes]:
+        for piece in pieces:
+            clock["left"] -= 10.0  # each piece takes ten seconds of the invocation
+            yield piece
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=_Stream(drip()))
+
+    client = XpmApi(
+        api_url=MOCK_API,
+        tenant_id=MOCK_TENANT,
+        tokens=StaticToken("mock-token"),
+        http=httpx.Client(transport=httpx.MockTransport(handler)),
+        sleep=sleeps,
+        budget=CallBudget(),
+        remaining_seconds=lambda: clock["left"],
+    )
+
+    # When the run reads it, the records that came in time are handed out, then it stops
+    received: list[str] = []
+
+    def read_all() -> None:
+        for record in client.iter_clients():
+            received.append(record.uuid)
+
+    with pytest.raises(XpmTooSlow):
+        read_all()
+
+    assert 20 <= len(received) < 50
+    assert clock["left"] > 0, "the read stopped before the invocation's end, leaving time to checkpoint"
+
+
+class _Stream(httpx.SyncByteStream):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._chunks

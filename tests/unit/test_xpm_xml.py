@@ -295,9 +295,20 @@ def test_malformed_documents_are_refused(doc):
     assert not isinstance(caught.value, xml.XpmTruncatedResponse)
 
 
-def test_record_without_uuid_is_refused():
-    with pytest.raises(XpmBadResponse, match="UUID"):
-        list(xml.iter_clients([clients_doc(one_client(Name="No id"))]))
+def test_a_record_without_uuid_is_handed_on_for_the_sync_to_report_alone():
+    # SPEC A4: one record without a UUID is an error for that record, never for the whole answer.
+    first, second = xml.iter_clients([clients_doc(one_client(Name="No id") + one_client(UUID="c-2"))])
+
+    assert (first.uuid, first.name) == ("", "No id")
+    assert second.uuid == "c-2"
+
+
+def test_a_web_link_xpm_sends_is_kept():
+    (client,) = xml.iter_clients(
+        [clients_doc(one_client(UUID="c-1", WebUrl="https://practicemanager.xero.com/Client/c-1"))]
+    )
+
+    assert client.web_url == "https://practicemanager.xero.com/Client/c-1"
 
 
 def test_oversized_element_is_refused_while_streaming():
@@ -358,14 +369,6 @@ def test_records_are_yielded_before_the_document_ends():
     assert next(records).uuid == "c-1"
     assert produced == ["head"]
     assert next(records).uuid == "c-2"
-
-
-def test_get_answer_reads_its_single_client():
-    doc = b"<Response><Status>OK</Status>" + CLIENT_BODY.encode() + b"</Response>"
-    client = xml.read_client([doc])
-    assert client is not None
-    assert client.uuid == "c-1"
-    assert xml.read_client([b"<Response><Status>OK</Status></Response>"]) is None
 
 
 def test_memory_stays_flat_for_a_large_list():

@@ -21,9 +21,10 @@ import httpx
 from xpm_sync.adapters import aws
 from xpm_sync.adapters.active_table import ActiveRepository
 from xpm_sync.adapters.config_table import ConfigRepository
+from xpm_sync.adapters.cursors import CursorSigner
 from xpm_sync.adapters.notifier import Notifier
 from xpm_sync.adapters.oauth_states import StateStore
-from xpm_sync.adapters.sync_log import RunLog
+from xpm_sync.adapters.sync_log import Matches, RecordStates, RunLog
 from xpm_sync.adapters.sync_queue import SyncQueue
 from xpm_sync.adapters.tokens import RefreshLock, TokenStore
 from xpm_sync.adapters.xero_identity import XeroIdentity, load_app_credentials
@@ -111,17 +112,20 @@ def sync_services(
             budget=CallBudget(),
         )
 
+    sync_log = aws.table(settings.sync_log_table)
     return SyncServices(
         config=ConfigRepository(aws.table(settings.config_table)),
-        runs=RunLog(aws.table(settings.sync_log_table)),
-        active_table=aws.table(settings.active_table),
+        runs=RunLog(sync_log),
+        active_for=lambda firm_id: ActiveRepository(aws.table(settings.active_table), firm_id),
+        states_for=lambda firm_id: RecordStates(sync_log, firm_id),
+        matches_for=lambda firm_id: Matches(sync_log, firm_id),
         tokens=token_store(settings, clock),
         xpm_factory=xpm_factory,
         clock=clock,
         queue=sync_queue(settings.sync_queue_url),
         remaining_seconds=remaining_seconds,
-        after_run=Notifier(
-            active_table=aws.table(settings.active_table),
+        notifier=Notifier(
+            active_for=lambda firm_id: ActiveRepository(aws.table(settings.active_table), firm_id),
             notify_table=aws.table(settings.notify_table),
             ses_client=aws.client("ses"),
             from_email=settings.notify_from_email,
@@ -162,7 +166,7 @@ def _integration_service(
 
     return IntegrationService(
         configs=ConfigRepository(aws.table(settings.config_table)),
-        runs=RunLog(aws.table(sync_log_table)),
+        runs=RunLog(aws.table(sync_log_table), CursorSigner(aws.table(settings.config_table))),
         queue=sync_queue(queue_url) if queue_url else None,
         states=StateStore(aws.table(settings.config_table), clock),
         active_for=lambda firm_id: ActiveRepository(aws.table(active_table), firm_id),

@@ -1,9 +1,12 @@
-"""The Active table (SPEC B3), as far as the sync may touch it.
+"""The Active table (SPEC B3), as far as the sync and the setup page may touch it.
 
-Reads are one partition query per entity (``pk=FIRM#{firm_id}``, ``sk`` prefix), never scans.
-Writes touch only the synced attributes: new records in batches of PutItem, existing ones
-with an UpdateItem that SETs changed values and REMOVEs emptied ones, so every attribute Active
-owns (role, notes, modules, ...) survives.
+Reads are by key: one partition query per entity for a full read (``pk=FIRM#{firm_id}``, ``sk``
+prefix), and for an incremental run only the clients its XPM answer concerns, through the
+``by_xpm_uuid`` and ``by_code`` indexes (template.yaml), never a scan. Writes touch only the synced
+attributes: new records in batches of PutItem, existing ones with an UpdateItem that SETs changed
+values and REMOVEs emptied ones, so every attribute Active owns (role, notes, modules, ...) survives.
+An item DynamoDB would refuse for its size is refused here first (``RecordTooLarge``), so it never
+takes a batch of other records down with it.
 
 New records' batches are written by a few threads while the run maps the next records
 (``BatchWrites``): a first sync of a large practice is thousands of BatchWriteItem calls, each
@@ -15,18 +18,27 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from xpm_sync.adapters.dynamodb import BATCH_SIZE, Table, error_code, is_condition_failure, update_expression
-from xpm_sync.domain.active_records import Office
+from xpm_sync.adapters.dynamodb import (
+    BATCH_SIZE,
+    MAX_ITEM_BYTES,
+    Table,
+    error_code,
+    is_condition_failure,
+    item_size,
+    update_expression,
+)
+from xpm_sync.domain.active_records import Office, StoredClient, StoredUser, SyncedValues
+from xpm_sync.domain.errors import RecordGone, RecordTooLarge
 
-SyncedValues = Mapping[str, object]
 _TRANSACTION_REFUSED = frozenset({"TransactionCanceledException", "TransactionConflictException"})
 WRITER_THREADS = 4  # BatchWriteItem requests in flight at once; twice as many may wait (bounded memory)
+LOOKUP_THREADS = 8  # index queries in flight at once while an incremental run looks records up
 
 
 class BatchWrites:
@@ -106,10 +118,6 @@ class RecordIds:
         return str(uuid.UUID(bytes=drawn, version=4))
 
 
-class RecordGone(Exception):
-    """The record was deleted in Active while the run was going; the sync does not bring it back."""
-
-
 class OfficeGone(Exception):
     """The office was deleted between the check and the write."""
 
@@ -172,13 +180,48 @@ class ActiveRepository:
             for item in self._query("OFFICE#")
         }
 
-    def users(self) -> list[dict[str, Any]]:
-        """Every user item of the firm, as stored."""
-        return list(self._query("USER#"))
+    def users(self) -> list[StoredUser]:
+        """Every user of the firm (the staff list is read whole every run, so are the users)."""
+        return [StoredUser.from_item(item) for item in self._query("USER#")]
 
-    def clients(self) -> list[dict[str, Any]]:
-        """Every client item of the firm, as stored."""
-        return list(self._query("CLIENT#"))
+    def clients(self) -> list[StoredClient]:
+        """Every client of the firm: the first sync and the daily full read only."""
+        return [StoredClient.from_item(item) for item in self._query("CLIENT#")]
+
+    def client(self, client_id: str) -> StoredClient | None:
+        item = self._item(f"CLIENT#{client_id}")
+        return StoredClient.from_item(item) if item is not None else None
+
+    def clients_by_uuid(self, xpm_uuids: Collection[str]) -> list[StoredClient]:
+        """The clients linked to these XPM UUIDs (by the ``by_xpm_uuid`` index)."""
+        return self._by_index("by_xpm_uuid", "xpm_uuid", xpm_uuids)
+
+    def clients_by_code(self, codes: Collection[str]) -> list[StoredClient]:
+        """The clients holding these codes (by the ``by_code`` index), as written or in upper or
+        lower case: the sync compares codes in any case, a client entered by hand may differ."""
+        spellings = {spelling for code in codes for spelling in (code, code.upper(), code.lower())}
+        return self._by_index("by_code", "code", spellings)
+
+    def _by_index(self, index: str, attribute: str, values: Collection[str]) -> list[StoredClient]:
+        def lookup(value: str) -> list[dict[str, Any]]:
+            return list(
+                self._table.query_items(
+                    IndexName=index,
+                    KeyConditionExpression="pk = :pk AND #attribute = :value",
+                    FilterExpression="#entity = :client",
+                    ExpressionAttributeNames={"#attribute": attribute, "#entity": "entity"},
+                    ExpressionAttributeValues={":pk": self._pk, ":value": value, ":client": "client"},
+                )
+            )
+
+        wanted = [value for value in values if value]
+        if len(wanted) <= 1:
+            found = [item for value in wanted for item in lookup(value)]
+        else:
+            with ThreadPoolExecutor(max_workers=min(LOOKUP_THREADS, len(wanted))) as pool:
+                found = [item for items in pool.map(lookup, wanted) for item in items]
+        unique = {str(item["client_id"]): item for item in found}
+        return [StoredClient.from_item(item) for item in unique.values()]
 
     def create(self, entity: str, values: SyncedValues, **owned_at_creation: str) -> str:
         """A new record with a fresh id; ``owned_at_creation`` are Active attributes set once
@@ -195,6 +238,8 @@ class ActiveRepository:
                 f"{entity}_id": record_id,
             }
         )
+        if item_size(item) > MAX_ITEM_BYTES:
+            raise RecordTooLarge(f"a new {entity} of {item_size(item)} bytes")
         # New records go out 25 to a request; the fresh uuid4 in the key means nothing can be
         # overwritten, so no condition is needed (nor any order between requests). ``flush``
         # before the run is recorded.
@@ -210,6 +255,8 @@ class ActiveRepository:
         expression = update_expression(changes)
         if not expression:
             return
+        if item_size(changes) > MAX_ITEM_BYTES:
+            raise RecordTooLarge(f"changes of {item_size(changes)} bytes to {entity} {record_id}")
         try:
             self._table.update_item(
                 Key={"pk": self._pk, "sk": f"{entity.upper()}#{record_id}"},
@@ -218,6 +265,9 @@ class ActiveRepository:
                 **expression,
             )
         except ClientError as error:
+            if _is_size_refusal(error):
+                # The item with Active's own attributes passes the limit: refused, as a new one is.
+                raise RecordTooLarge(f"{entity} {record_id} would pass DynamoDB's item limit") from error
             if not is_condition_failure(error):
                 raise
             raise RecordGone(f"{entity} {record_id} no longer exists in Active") from error
@@ -252,14 +302,6 @@ def _raise_first_failure(writes: Iterable[Future[None]]) -> None:
             raise error
 
 
-def changed_values(stored: Mapping[str, Any], desired: SyncedValues) -> dict[str, object]:
-    """The synced attributes whose stored value differs from the desired one (None = remove)."""
-    changes: dict[str, object] = {}
-    for name, value in desired.items():
-        current = stored.get(name)
-        if value is None:
-            if current is not None:
-                changes[name] = None
-        elif current != value:
-            changes[name] = value
-    return changes
+def _is_size_refusal(error: ClientError) -> bool:
+    message = str(error.response.get("Error", {}).get("Message", "")).lower()
+    return error_code(error) == "ValidationException" and "size" in message

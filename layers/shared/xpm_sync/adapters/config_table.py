@@ -44,11 +44,7 @@ _MANUAL_RUN_ALLOWED = (
 
 
 def _item(config: FirmConfig) -> dict[str, Any]:
-    item = config.model_dump(exclude_none=True)
-    # DynamoDB rejects empty sets; an absent attribute means "nothing to retry".
-    if not item.get("retry_client_uuids"):
-        item.pop("retry_client_uuids", None)
-    return item
+    return config.model_dump(exclude_none=True)
 
 
 class ConfigRepository:
@@ -73,6 +69,53 @@ class ConfigRepository:
         expression = update_expression(values, defaults=defaults)
         if expression:
             self._table.update_item(Key={"firm_id": firm_id}, **expression)
+
+    def update_if_connected(
+        self, firm_id: str, *, defaults: Mapping[str, Any] | None = None, **values: Any
+    ) -> None:
+        """:meth:`update`, only while the firm is connected: a write that loses a race with
+        Disconnect (or with Xero dropping the connection) writes nothing and raises
+        NotConnected / ConnectionBroken, so Disconnect's outcome stands (SPEC A6)."""
+        expression = update_expression(values, defaults=defaults)
+        if not expression:
+            return
+        expression["ExpressionAttributeNames"] = {
+            **expression["ExpressionAttributeNames"],
+            "#status": "status",
+        }
+        expression["ExpressionAttributeValues"] = {
+            **expression.get("ExpressionAttributeValues", {}),
+            ":connected": "connected",
+        }
+        try:
+            self._table.update_item(Key={"firm_id": firm_id}, ConditionExpression=_CONNECTED, **expression)
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
+            config = self.get(firm_id)
+            if config is not None and config.connection == "needs_reconnect":
+                raise ConnectionBroken() from None
+            raise NotConnected() from None
+
+    def update_if_same_state(self, firm_id: str, sync_state_id: str | None, **values: Any) -> bool:
+        """``update``, unless the firm's tenant changed since a run read ``sync_state_id``: a run
+        on the old practice must not write its incremental state over the reset (SPEC A6).
+        False, with nothing written, when it did."""
+        expression = update_expression(values)
+        if not expression:
+            return True
+        if sync_state_id is None:
+            condition = "attribute_not_exists(sync_state_id)"
+        else:
+            condition = "sync_state_id = :sync_state_id"
+            expression.setdefault("ExpressionAttributeValues", {})[":sync_state_id"] = sync_state_id
+        try:
+            self._table.update_item(Key={"firm_id": firm_id}, ConditionExpression=condition, **expression)
+        except ClientError as error:
+            if not is_condition_failure(error):
+                raise
+            return False
+        return True
 
     def mark_needs_reconnect(self, firm_id: str) -> bool:
         """Set ``needs_reconnect``, but only while the firm is connected (an item written before

@@ -138,6 +138,33 @@ def _answer(answer: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+# DynamoDB's limit on one item, names and values together.
+MAX_ITEM_BYTES = 400 * 1024
+
+
+def item_size(values: Mapping[str, Any]) -> int:
+    """The bytes DynamoDB counts for an item of plain values (names and values, as documented:
+    strings and binaries by length, numbers by about one byte for two digits, maps and lists with a
+    few bytes each of overhead). Close enough to refuse an item before DynamoDB does."""
+    return sum(len(str(name).encode()) + _value_size(value) for name, value in values.items())
+
+
+def _value_size(value: Any) -> int:
+    if value is None or isinstance(value, bool):
+        return 1
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    if isinstance(value, int | Decimal):
+        return len(str(value)) // 2 + 2
+    if isinstance(value, Mapping):
+        return 3 + sum(len(str(name).encode()) + _value_size(item) + 1 for name, item in value.items())
+    if isinstance(value, set | frozenset | list | tuple):
+        return 3 + sum(_value_size(item) + 1 for item in value)
+    return len(str(value).encode())
+
+
 class UnprocessedItems(Exception):
     """DynamoDB kept leaving some items of a batch unprocessed (throttling outlasted the backoff)."""
 
@@ -207,20 +234,22 @@ class Table:
         return BatchWriter(self)
 
     def write_batch(self, items: list[dict[str, dict[str, Any]]]) -> None:
-        """PutItems of at most 25 typed items in one BatchWriteItem, and again for those DynamoDB
-        leaves unprocessed (throttling), backing off with jitter between sends as AWS advises.
+        """PutItems of at most 25 typed items in one BatchWriteItem (:meth:`write_requests`)."""
+        self.write_requests([{"PutRequest": {"Item": item}} for item in items])
+
+    def write_requests(self, requests: list[dict[str, Any]]) -> None:
+        """At most 25 typed Put or Delete requests in one BatchWriteItem, and again for those
+        DynamoDB leaves unprocessed (throttling), backing off with jitter between sends as AWS advises.
 
         It keeps going while each send gets some items through: every record of a firm shares one
         partition key, so a large first sync can meet the partition's write limit and still
         finish. It gives up only when ``_STALLED_SENDS`` sends in a row write nothing."""
-        pending, stalled = items, 0
+        pending, stalled = requests, 0
         while pending:
-            answer = self.client.batch_write_item(
-                RequestItems={self.name: [{"PutRequest": {"Item": item}} for item in pending]}
-            )
+            answer = self.client.batch_write_item(RequestItems={self.name: pending})
             unprocessed = answer.get("UnprocessedItems", {}).get(self.name, [])
             stalled = stalled + 1 if len(unprocessed) == len(pending) else 0
-            pending = [request["PutRequest"]["Item"] for request in unprocessed]
+            pending = list(unprocessed)
             if not pending:
                 return
             if stalled >= _STALLED_SENDS:
@@ -236,17 +265,23 @@ class BatchWriter:
 
     def __init__(self, table: Table) -> None:
         self._table = table
-        self._buffer: list[dict[str, dict[str, Any]]] = []
+        self._buffer: list[dict[str, Any]] = []
 
     def put_item(self, *, Item: Mapping[str, Any]) -> None:
-        self._buffer.append(to_item(Item))
+        self._add({"PutRequest": {"Item": to_item(Item)}})
+
+    def delete_item(self, *, Key: Mapping[str, Any]) -> None:
+        self._add({"DeleteRequest": {"Key": to_item(Key)}})
+
+    def _add(self, request: dict[str, Any]) -> None:
+        self._buffer.append(request)
         if len(self._buffer) >= BATCH_SIZE:
             self.flush()
 
     def flush(self) -> None:
         while self._buffer:
             batch, self._buffer = self._buffer[:BATCH_SIZE], self._buffer[BATCH_SIZE:]
-            self._table.write_batch(batch)
+            self._table.write_requests(batch)
 
     def __enter__(self) -> BatchWriter:
         return self

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
+from xpm_sync.adapters.active_table import ActiveRepository
 from xpm_sync.adapters.dynamodb import Table, is_condition_failure
 from xpm_sync.domain import entries as codes
 from xpm_sync.domain.clock import Clock
@@ -118,23 +120,25 @@ class _NoRecipient(Exception):
 
 
 class Notifier:
-    """The engine's ``after_run`` hook: emails the notification user about a failed or partial run.
+    """The engine's notifier: emails the notification user about a failed or partial run that the
+    policy (``domain.notification.should_notify``) says is worth it.
 
-    Takes the Active and notify tables and an SES client. Returns a
-    :class:`NotifyResult`; its ``entries`` belong in the run's error log. It never raises.
+    Takes the Active repository of a firm (to find the notification user), the notify table and an
+    SES client. Returns a :class:`NotifyResult`; its ``entries`` belong in the run's error log. It
+    never raises.
     """
 
     def __init__(
         self,
         *,
-        active_table: Table,
+        active_for: Callable[[str], ActiveRepository],
         notify_table: Table,
         ses_client: Any,
         from_email: str,
         frontend_url: str,
         clock: Clock,
     ) -> None:
-        self._active_table = active_table
+        self._active_for = active_for
         self._allowance = NotifyAllowance(notify_table, clock)
         self._ses = ses_client
         self._from_email = from_email
@@ -184,9 +188,7 @@ class Notifier:
         user_id = config.notification_user_id
         if not user_id:
             raise _NoRecipient("No notification user is chosen for this integration.")
-        item = self._active_table.get_item(
-            Key={"pk": f"FIRM#{config.firm_id}", "sk": f"USER#{user_id}"}, ConsistentRead=True
-        ).get("Item")
+        item = self._active_for(config.firm_id).user(user_id)
         if item is None:
             raise _NoRecipient(f"The notification user {user_id} no longer exists in Active.")
         email = str(item.get("email") or "").strip()

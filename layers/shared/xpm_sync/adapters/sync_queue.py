@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
@@ -37,7 +38,7 @@ class SyncQueue:
             QueueUrl=self._url, MessageBody=self._body(firm_id, trigger), MessageGroupId=firm_id
         )
 
-    def enqueue_continuation(self, firm_id: str, trigger: Trigger, run_id: str, *, processed: int) -> None:
+    def enqueue_continuation(self, firm_id: str, trigger: Trigger, run_id: str) -> None:
         """Queue the next part of a run. Every part's body is the same, so each part names its own
         deduplication id: with the body's, SQS would drop a third part sent within 5 minutes of the
         second, and the run would never end."""
@@ -46,7 +47,16 @@ class SyncQueue:
             QueueUrl=self._url,
             MessageBody=body,
             MessageGroupId=firm_id,
-            MessageDeduplicationId=f"{run_id}.{processed}",
+            MessageDeduplicationId=f"{run_id}.{secrets.token_hex(8)}",
+        )
+
+    def enqueue_preview(self, firm_id: str, run_id: str) -> None:
+        """Queue a preview (SPEC B6) whose run the API already made: one message per preview."""
+        body = json.dumps(
+            {"firm_id": firm_id, "trigger": "manual", "dry_run": True, "run_id": run_id}, sort_keys=True
+        )
+        self._sqs.send_message(
+            QueueUrl=self._url, MessageBody=body, MessageGroupId=firm_id, MessageDeduplicationId=run_id
         )
 
     def enqueue_many(self, firm_ids: Iterable[str], trigger: Trigger, *, workers: int = 8) -> int:

@@ -24,20 +24,39 @@ class EntryKind:
     cause: str
     suggestion: str
 
-    def entry(self, *, label: str, message: str, xpm_uuid: str | None = None) -> Entry:
-        """One line of the error log of this kind, about the record an admin knows as ``label``."""
+    def entry(
+        self,
+        *,
+        label: str,
+        message: str,
+        xpm_uuid: str | None = None,
+        entity: EntryEntity | None = None,
+    ) -> Entry:
+        """One line of the error log of this kind, about the record an admin knows as ``label``.
+
+        ``entity`` is for the few kinds that can concern a staff member or a client. Label and
+        message are cut to a length an admin can read: they quote XPM's values, and one XPM field
+        can be hundreds of kilobytes (SPEC A4, ``RECORD_TOO_LARGE``).
+        """
         return Entry(
             severity=self.severity,
-            entity=self.entity,
-            xpm_uuid=xpm_uuid,
-            label=label,
+            entity=entity or self.entity,
+            xpm_uuid=xpm_uuid or None,
+            label=shorten(label, MAX_LABEL_CHARS),
             code=self.code,
-            message=message,
+            message=shorten(message, MAX_MESSAGE_CHARS),
             suggestion=self.suggestion,
         )
 
 
 CATALOGUE: dict[str, EntryKind] = {}
+MAX_LABEL_CHARS = 200
+MAX_MESSAGE_CHARS = 1000
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters ending in an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _kind(code: str, severity: Severity, entity: EntryEntity, cause: str, suggestion: str) -> EntryKind:
@@ -107,7 +126,60 @@ USER_DELETED_DURING_RUN = _kind(
     "Nothing to do if that was intended: the next sync creates the user again from XPM.",
 )
 
+STAFF_UUID_MISSING = _kind(
+    "STAFF_UUID_MISSING",
+    "error",
+    "user",
+    "XPM sent a staff record without its UUID, so it cannot be matched to an Active user; the other "
+    "staff members were synced.",
+    "Nothing to fix in Active. If it persists, contact support with this run's id.",
+)
+
+# --- Either kind of record ---------------------------------------------------------------------
+XPM_UUID_REPEATED = _kind(
+    "XPM_UUID_REPEATED",
+    "error",
+    "client",
+    "XPM sent the same record (UUID) more than once in one answer; the first copy was synced and "
+    "the later one dropped, so no two Active records share it.",
+    "Nothing to fix: the next sync reads the record again. If it persists, contact support with "
+    "this run's id.",
+)
+RECORD_TOO_LARGE = _kind(
+    "RECORD_TOO_LARGE",
+    "error",
+    "client",
+    "The record is too large for Active to store (a field holds hundreds of kilobytes); it was not "
+    "written, and the records beside it were.",
+    "Shorten the record's long fields (name, address, notes) in XPM; the next sync picks it up.",
+)
+
 # --- Clients -> Active clients ---------------------------------------------------------------
+CLIENT_UUID_MISSING = _kind(
+    "CLIENT_UUID_MISSING",
+    "error",
+    "client",
+    "XPM sent a client record without its UUID, so it cannot be matched to an Active client; the "
+    "other clients were synced.",
+    "Nothing to fix in Active. If it persists, contact support with this run's id.",
+)
+CLIENT_RELINKED = _kind(
+    "CLIENT_RELINKED",
+    "warning",
+    "client",
+    "A client archived or deleted in XPM was re-created there with the same code: the new XPM "
+    "client took over the Active client that held the code, instead of making a second one.",
+    "Nothing to do if the XPM client was re-created on purpose; otherwise give one of the two a "
+    "different code in XPM.",
+)
+NEAR_MATCH = _kind(
+    "NEAR_MATCH",
+    "warning",
+    "client",
+    "An XPM client matches no Active client by code, but an Active client without a link to XPM has "
+    "the same ABN or name: it waits for an admin to say whether they are the same client.",
+    "Open Sync Monitoring -> Suggested links and choose Link (the same client) or Create (a new one).",
+)
 CLIENT_NAME_MISSING = _kind(
     "CLIENT_NAME_MISSING",
     "error",
@@ -204,6 +276,30 @@ ABN_INVALID = _kind(
 )
 
 # --- Run level -------------------------------------------------------------------------------
+CONNECTION_OWNER_NOT_IN_XPM = _kind(
+    "CONNECTION_OWNER_NOT_IN_XPM",
+    "warning",
+    "run",
+    "The person who connected XPM is no longer in XPM's staff list: the connection breaks when "
+    "Xero removes their access.",
+    "Reconnect as another XPM admin: Admin Centre -> Integrations -> Xero Practice Manager -> Connect.",
+)
+DEFAULT_PARTNER_NOT_IN_ACTIVE = _kind(
+    "DEFAULT_PARTNER_NOT_IN_ACTIVE",
+    "error",
+    "run",
+    "The default office's Default Partner is no longer an Active user; clients without a Partner in "
+    "XPM cannot use it.",
+    "Choose an existing user as the Default Partner in Admin Centre -> Office.",
+)
+XPM_TOO_SLOW = _kind(
+    "XPM_TOO_SLOW",
+    "error",
+    "run",
+    "XPM answered so slowly that two parts of the run in a row could apply no record before their "
+    "time ran out.",
+    "Nothing to do: the next hourly sync tries again. If it keeps failing, check Xero's status page.",
+)
 XPM_NEEDS_RECONNECT = _kind(
     "XPM_NEEDS_RECONNECT",
     "error",
@@ -225,15 +321,6 @@ XPM_UNAVAILABLE = _kind(
     "run",
     "XPM did not answer, or answered with a server error, after several tries.",
     "Nothing to do: the next hourly sync will try again. If it keeps failing, check Xero's status page.",
-)
-XPM_RETRIES_POSTPONED = _kind(
-    "XPM_RETRIES_POSTPONED",
-    "warning",
-    "run",
-    "Clients that failed in an earlier run could not be fetched from XPM again (XPM did not answer, "
-    "refused those calls, or its rate limit was reached); the rest of the run completed and they "
-    "still await a retry.",
-    "Nothing to do: the next hourly sync asks XPM for them again.",
 )
 XPM_RATE_LIMITED = _kind(
     "XPM_RATE_LIMITED",

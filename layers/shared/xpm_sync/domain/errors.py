@@ -83,3 +83,54 @@ class XeroUnavailable(DomainError):
 
     def __init__(self, message: str = "Xero did not answer; try again in a minute.") -> None:
         super().__init__(message)
+
+
+class OAuthStateInvalid(DomainError):
+    """The callback's ``state`` is not one this firm's signed-in admin was issued by their own
+    connect, or it is malformed, used or expired (SPEC B4). The message does not say which: a
+    caller probing other people's states learns nothing."""
+
+    def __init__(
+        self,
+        message: str = (
+            "This Xero sign-in does not belong to a connect you started, or it has expired. "
+            "Press Connect to Xero Practice Manager again."
+        ),
+    ) -> None:
+        super().__init__(message)
+
+
+class XeroConsentDenied(DomainError):
+    """Xero sent the admin back with an error instead of a code (access not allowed): nothing is
+    connected and the state is used up (SPEC B5)."""
+
+    def __init__(
+        self,
+        message: str = "Access was not allowed at Xero, so nothing was connected. Connect again to retry.",
+    ) -> None:
+        super().__init__(message)
+
+
+class NoPracticeManager(DomainError):
+    """The consent granted no Practice Manager tenant: its tokens are revoked, nothing is stored
+    and the firm's previous connection stands (SPEC A6)."""
+
+    def __init__(
+        self,
+        message: str = (
+            "The Xero sign-in gave access to no Xero Practice Manager practice, so nothing was "
+            "connected. Connect again and allow access to your practice."
+        ),
+    ) -> None:
+        super().__init__(message)
+
+
+# --- What a write to Active can meet (raised by the Active store, handled by the sync) ----------
+
+
+class RecordGone(Exception):
+    """The record was deleted in Active while the run was going; the sync does not bring it back."""
+
+
+class RecordTooLarge(Exception):
+    """The record's Active item would pass DynamoDB's 400 KB limit (SPEC A4: ``RECORD_TOO_LARGE``)."""

@@ -11,7 +11,7 @@ import secrets
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from xpm_sync.domain.clock import parse_iso
 
@@ -19,18 +19,23 @@ ConnectionStatus = Literal["not_connected", "connected", "needs_reconnect", "dis
 
 
 class Checkpoint(BaseModel):
-    """Where a run that ran out of invocation time stopped, so its continuation can go on."""
+    """Where a run that ran out of invocation time stopped, so its continuation can go on.
+
+    Bounded whatever the firm's size: which records failed is kept per record in the sync log
+    (their states), not here."""
 
     model_config = ConfigDict(extra="ignore")
 
     run_id: str
     full_read: bool
     since: str | None = None  # the modifiedsince of an incremental read, ISO 8601 UTC
-    processed: int  # client records of the list already applied
+    # "list": XPM's answer is being applied; "retries": the copies of failed records are.
+    phase: Literal["list", "retries"] = "list"
+    processed: int = 0  # client records of the list already applied
     last_uuid: str | None = None  # the last one of them, to check XPM's order has not changed
-    failed_uuids: list[str] = Field(default_factory=list)
-    synced_retry_uuids: list[str] = Field(default_factory=list)
     saved_at: str | None = None  # when the part that stopped here ended, ISO 8601 UTC
+    # Parts in a row that applied no record before their time ran out (SPEC A7: XPM_TOO_SLOW).
+    parts_without_progress: int = 0
 
 
 class FirmConfig(BaseModel):
@@ -56,8 +61,6 @@ class FirmConfig(BaseModel):
     # A fresh value at every tenant change: a run that began under another value must not write
     # its incremental state over the reset (SPEC A6).
     sync_state_id: str | None = None
-    # XPM client UUIDs whose last sync failed: retried every run until they sync.
-    retry_client_uuids: set[str] = Field(default_factory=set)
     # Self-clearing run failures (XPM unavailable, rate limited) since the last completed run: the
     # notification waits for the third (SPEC A5).
     transient_failures_in_a_row: int = 0
@@ -69,6 +72,9 @@ class FirmConfig(BaseModel):
     # Manual runs (SPEC A6): when the last Start Sync was pressed and whether a run is pending.
     manual_requested_at: str | None = None
     run_pending: bool = False
+    # Previews (SPEC B6): when the last was asked for, and whether one is queued or running.
+    preview_requested_at: str | None = None
+    preview_pending: bool = False
     checkpoint: Checkpoint | None = None
     # The run in progress: a worker stopped by the runtime cannot close its run, the next run does.
     running_run_id: str | None = None
@@ -105,7 +111,6 @@ def tenant_change(current: FirmConfig, tenant_id: str | None) -> dict[str, Any]:
         "last_full_read_started_at": None,
         # A run interrupted mid-practice must not resume on another practice's client list.
         "checkpoint": None,
-        "retry_client_uuids": set(),
         "sync_state_id": secrets.token_hex(8),
     }
 

@@ -1,39 +1,49 @@
 """XPM staff and clients into Active users and clients (SPEC A2, A3): pure functions, no I/O.
 
-:func:`map_staff` and :func:`map_client` follow the SPEC A3 tables row for row. A client's partner
-and manager need the firm's staff and users, so :func:`resolve_people` turns the XPM staff UUIDs
-that :func:`map_client` keeps into Active user ids (SPEC A2) once the sync has loaded them.
+Read this module against SPEC A3's tables: :func:`map_staff` and :func:`map_client` follow them
+row for row, :func:`client_values` and :func:`user_values` give the attributes as Active stores
+them, and :func:`changed_values` compares those with what Active holds. A client's partner and
+manager are XPM staff UUIDs here; ``domain.partners`` resolves them to Active users (SPEC A2).
 
-Every problem becomes an :class:`~xpm_sync.domain.entries.Entry`; nothing here raises on bad XPM data,
-because one bad record must never stop a firm's run.
+Every problem becomes an :class:`~xpm_sync.domain.entries.Entry`; nothing here raises on bad XPM
+data, because one bad record must never stop a firm's run.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from xpm_sync.domain import entries
-from xpm_sync.domain.active_records import Address, ClientFields, EntityType, UserFields
+from xpm_sync.domain.active_records import Address, ClientFields, EntityType, SyncedValues, UserFields
 from xpm_sync.domain.entries import Entry, EntryKind
 from xpm_sync.domain.xpm_records import XpmClientRecord, XpmContact, XpmStaff
 
 INDIVIDUAL_TYPES: frozenset[EntityType] = frozenset({"individual", "sole_trader"})
 
-# XPM lets each practice rename its business structures, so only the names XPM ships with (and the
-# usual Australian spellings of a super fund) are recognised; anything else is kept as "other".
+# BusinessStructure is free text each practice can customise: compared once normalised
+# (:func:`structure_key`), by whole name, or by the words "trust" and "estate".
 _ENTITY_TYPES: dict[str, EntityType] = {
     "individual": "individual",
     "sole trader": "sole_trader",
     "partnership": "partnership",
     "company": "company",
+    "pty ltd": "company",
+    "proprietary company": "company",
+    "public company": "company",
+    "limited company": "company",
     "trust": "trust",
+    "estate": "trust",
+    "deceased estate": "trust",
     "superannuation fund": "super_fund",
+    "super fund": "super_fund",
     "self managed superannuation fund": "super_fund",
     "smsf": "super_fund",
 }
-
+_PARENTHESISED = re.compile(r"\([^)]*\)")
+_RUN_TOGETHER = re.compile(r"(?<=[a-z])(?=[A-Z][a-z])")
+_SEPARATORS = re.compile(r"[-_.]")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _NOT_AN_ASCII_DIGIT = re.compile(r"[^0-9]")
 _ABN_WEIGHTS = (10, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)
@@ -92,18 +102,28 @@ def address(
     return None if result.is_empty() else result
 
 
+def structure_key(text: str) -> str:
+    """BusinessStructure as compared (SPEC A3): a parenthesised part dropped, a word run together
+    split ("SoleTrader"), hyphens, underscores and dots as spaces, runs of spaces collapsed, any case."""
+    text = _PARENTHESISED.sub(" ", text)
+    text = _RUN_TOGETHER.sub(" ", text)
+    text = _SEPARATORS.sub(" ", text)
+    return " ".join(text.split()).casefold()
+
+
 def map_business_structure(text: str) -> tuple[EntityType | None, bool]:
     """The entity type for XPM's free-text BusinessStructure, and whether it needs a warning.
 
     ``(None, False)`` means empty (an error for the caller); ``("other", True)`` an unknown value.
     """
-    # Whitespace runs are collapsed too: "Sole  Trader" is a typo of a known name, not a new one.
-    key = " ".join(text.split()).casefold()
+    key = structure_key(text)
     if not key:
         return None, False
     if key in _ENTITY_TYPES:
         return _ENTITY_TYPES[key], False
-    if key.endswith(" trust"):
+    words = key.split()
+    # "Discretionary Trust", "Trust - Unit", "Unit Trust": a trust whatever the practice calls it.
+    if words[0] == "trust" or words[-1] == "trust":
         return "trust", False
     return "other", True
 
@@ -136,17 +156,30 @@ def _first_group(client: XpmClientRecord) -> str | None:
     return next((name for group in client.groups if (name := _text(group.name))), None)
 
 
+def legal_name(client: XpmClientRecord) -> str | None:
+    """Name; or, as the seed allows, "First Last" when Name is empty and both are set (SPEC A2)."""
+    name = _text(client.name)
+    if name is not None:
+        return name
+    first, last = _text(client.first_name), _text(client.last_name)
+    return f"{first} {last}" if first and last else None
+
+
 def client_label(client: XpmClientRecord) -> str:
     """The client as an admin finds it in XPM: "Name (CODE)", or whichever of the two it has."""
-    name, code = _text(client.name), _text(client.client_code)
+    name, code = legal_name(client), _text(client.client_code)
     if name and code:
         return f"{name} ({code})"
-    return name or code or f"XPM client {client.uuid}"
+    return name or code or (f"XPM client {client.uuid}" if client.uuid else "XPM client without a UUID")
 
 
 def staff_label(staff: XpmStaff) -> str:
     """The staff member as an admin finds them in XPM: their name, else their email."""
-    return _text(staff.name) or _text(staff.email) or f"XPM staff {staff.uuid}"
+    return (
+        _text(staff.name)
+        or _text(staff.email)
+        or (f"XPM staff {staff.uuid}" if staff.uuid else "XPM staff without a UUID")
+    )
 
 
 # --- Users (SPEC A3, first table) -----------------------------------------------------------
@@ -201,8 +234,8 @@ def map_client(client: XpmClientRecord) -> ClientMapping:
     def problem(kind: EntryKind, message: str) -> None:
         found.append(kind.entry(label=label, message=message, xpm_uuid=client.uuid))
 
-    legal_name = _text(client.name)
-    if legal_name is None:
+    name = legal_name(client)
+    if name is None:
         problem(entries.CLIENT_NAME_MISSING, f"The client {label} has no Name in XPM.")
 
     code = _text(client.client_code)
@@ -244,11 +277,11 @@ def map_client(client: XpmClientRecord) -> ClientMapping:
         )
 
     partner_uuid, manager_uuid = _text(client.account_manager_uuid), _text(client.job_manager_uuid)
-    if any(entry.severity == "error" for entry in found) or not (legal_name and code and entity_type):
+    if any(entry.severity == "error" for entry in found) or not (name and code and entity_type):
         return ClientMapping(None, partner_uuid, manager_uuid, tuple(found))
 
     fields = ClientFields(
-        legal_name=legal_name,
+        legal_name=name,
         individual_title=_text(client.title),
         email=_text(client.email),
         telephone=_text(client.phone),
@@ -268,75 +301,41 @@ def map_client(client: XpmClientRecord) -> ClientMapping:
     return ClientMapping(fields, partner_uuid, manager_uuid, tuple(found))
 
 
-# --- Partner and manager (SPEC A2) ----------------------------------------------------------
-@dataclass(frozen=True)
-class People:
-    partner_user_id: str | None
-    manager_user_id: str | None
-    entries: tuple[Entry, ...]
+# --- As Active stores them (SPEC B3) ---------------------------------------------------------
+def _address_value(address: Address | None) -> dict[str, str] | None:
+    if address is None:
+        return None
+    return {name: value for name, value in address.model_dump().items() if value is not None} or None
 
 
-def resolve_people(
-    mapping: ClientMapping,
-    *,
-    label: str,
-    xpm_uuid: str,
-    staff_email_by_uuid: Mapping[str, str],
-    user_id_by_email: Mapping[str, str],
-    default_partner_user_id: str | None,
-) -> People:
-    """The Active users for a client's XPM Partner and Manager, matched by email.
+def client_values(
+    fields: ClientFields, *, xpm_uuid: str, partner_user_id: str, manager_user_id: str | None
+) -> dict[str, object]:
+    """Every attribute the sync owns on a live client, as the Active item holds it (None = absent)."""
+    return {
+        **fields.model_dump(exclude={"residential_address", "postal_address"}),
+        "residential_address": _address_value(fields.residential_address),
+        "postal_address": _address_value(fields.postal_address),
+        "partner_user_id": partner_user_id,
+        "manager_user_id": manager_user_id,
+        "xpm_uuid": xpm_uuid,
+        "xpm_archived": False,
+    }
 
-    ``staff_email_by_uuid`` maps :func:`uuid_key` of XPM staff UUIDs to their XPM email (any case);
-    ``user_id_by_email`` maps :func:`normalise_email` of each Active user's email to its user id.
-    Only the entries found here are returned; ``mapping.entries`` stay with the caller.
-    """
-    found: list[Entry] = []
 
-    def problem(kind: EntryKind, message: str) -> None:
-        found.append(kind.entry(label=label, message=message, xpm_uuid=xpm_uuid))
+def user_values(fields: UserFields, *, xpm_uuid: str) -> dict[str, object]:
+    """Every attribute the sync owns on a user, as the Active item holds it."""
+    return {**fields.model_dump(), "xpm_uuid": xpm_uuid}
 
-    partner_user_id: str | None = None
-    if mapping.partner_uuid is None:
-        # The default partner stands in only for a missing Partner, never for an unresolvable one.
-        partner_user_id = default_partner_user_id or None
-        if partner_user_id is None:
-            problem(
-                entries.PARTNER_MISSING,
-                "The client has no Partner in XPM and the firm has no Default Partner.",
-            )
-    else:
-        partner_email = _text(staff_email_by_uuid.get(uuid_key(mapping.partner_uuid)))
-        if partner_email is None:
-            problem(
-                entries.PARTNER_NOT_IN_XPM_STAFF,
-                f"The client's Partner (XPM staff {mapping.partner_uuid}) is not in XPM's staff list "
-                "or has no email there.",
-            )
-        else:
-            partner_user_id = user_id_by_email.get(normalise_email(partner_email))
-            if partner_user_id is None:
-                problem(
-                    entries.PARTNER_NOT_IN_ACTIVE,
-                    f"The client's Partner {partner_email} has no Active user with that email.",
-                )
 
-    manager_user_id: str | None = None
-    if mapping.manager_uuid is not None:
-        manager_email = _text(staff_email_by_uuid.get(uuid_key(mapping.manager_uuid)))
-        if manager_email is None:
-            problem(
-                entries.MANAGER_NOT_IN_ACTIVE,
-                f"The client's Manager (XPM staff {mapping.manager_uuid}) is not in XPM's staff list "
-                "or has no email there; the manager was left empty.",
-            )
-        else:
-            manager_user_id = user_id_by_email.get(normalise_email(manager_email))
-            if manager_user_id is None:
-                problem(
-                    entries.MANAGER_NOT_IN_ACTIVE,
-                    f"The client's Manager {manager_email} has no Active user with that email; "
-                    "the manager was left empty.",
-                )
-
-    return People(partner_user_id, manager_user_id, tuple(found))
+def changed_values(stored: SyncedValues, desired: SyncedValues) -> dict[str, object]:
+    """The synced attributes whose stored value differs from the desired one (None = remove)."""
+    changes: dict[str, object] = {}
+    for name, value in desired.items():
+        current = stored.get(name)
+        if value is None:
+            if current is not None:
+                changes[name] = None
+        elif current != value:
+            changes[name] = value
+    return changes

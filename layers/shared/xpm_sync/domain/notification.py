@@ -9,8 +9,10 @@ import html
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from urllib.parse import quote
 
+from xpm_sync.domain.clock import parse_iso
 from xpm_sync.domain.entries import Entry
 from xpm_sync.domain.firm import FirmConfig
 from xpm_sync.domain.runs import OUTCOMES, SyncRun
@@ -149,3 +151,37 @@ def render_email(
         "</body></html>"
     )
     return RenderedEmail(subject=_one_line(subject), text="\n".join(text) + "\n", html=body)
+
+
+# --- When to email (SPEC A5) ---------------------------------------------------------------------
+
+# Run-level failures that can clear by themselves: XPM down or timing out, a rate limit, an
+# unexpected error the next run does not meet. The admin hears of them only when they persist.
+SELF_CLEARING_FAILURES = frozenset({"XPM_UNAVAILABLE", "XPM_RATE_LIMITED", "XPM_TOO_SLOW", "INTERNAL_ERROR"})
+PERSISTS_AFTER_RUNS = 3
+PERSISTS_AFTER = timedelta(hours=3)
+
+
+def should_notify(
+    status: str,
+    failure_code: str | None,
+    *,
+    failures_in_a_row: int,
+    last_completed_run_started_at: str | None,
+    connected_at: str | None,
+    now: datetime,
+) -> bool:
+    """Whether a finished run is worth an email (the 24-hour cap is applied after, by the notifier).
+
+    Record errors and problems only the admin can fix are told at once. A self-clearing failure
+    is told from the third such run in a row (``failures_in_a_row`` counts this one), or once the
+    firm has had no completed run for 3 hours.
+    """
+    if status not in ("failed", "partial"):
+        return False
+    if status == "partial" or failure_code not in SELF_CLEARING_FAILURES:
+        return True
+    if failures_in_a_row >= PERSISTS_AFTER_RUNS:
+        return True
+    since = last_completed_run_started_at or connected_at
+    return since is not None and now - parse_iso(since) >= PERSISTS_AFTER

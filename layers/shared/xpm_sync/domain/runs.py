@@ -12,10 +12,13 @@ Trigger = Literal["schedule", "manual"]
 RunStatus = Literal["running", "success", "partial", "failed"]
 Outcome = Literal["created", "updated", "unchanged", "failed", "skipped"]
 OUTCOMES: tuple[Outcome, ...] = ("created", "updated", "unchanged", "failed", "skipped")
+# A dry run also counts the XPM clients it would link to an Active client already there (SPEC B6).
+DRY_RUN_OUTCOMES: tuple[str, ...] = (*OUTCOMES, "linked")
 
 
-def new_counts() -> dict[str, dict[str, int]]:
-    return {entity: dict.fromkeys(OUTCOMES, 0) for entity in ("user", "client")}
+def new_counts(*, dry_run: bool = False) -> dict[str, dict[str, int]]:
+    outcomes = DRY_RUN_OUTCOMES if dry_run else OUTCOMES
+    return {entity: dict.fromkeys(outcomes, 0) for entity in ("user", "client")}
 
 
 def new_run_id(started_at: datetime) -> str:
@@ -39,6 +42,8 @@ class SyncRun(BaseModel):
     xpm_calls: int = 0
     full_read: bool = False
     entry_count: int = 0
+    # A preview (SPEC B6): planned, nothing written to Active, no sync state changed.
+    dry_run: bool = False
 
 
 class SyncRequest(BaseModel):
@@ -50,5 +55,8 @@ class SyncRequest(BaseModel):
     trigger: Trigger
     # Set on the message a run queues for itself when it runs out of invocation time.
     resume_run_id: str | None = None
+    # A preview (SPEC B6): the API made its run (``run_id``) when it queued it.
+    dry_run: bool = False
+    run_id: str | None = None
     # The hourly keep-alive of an idle connection (SPEC A6): refresh the firm's tokens, run nothing.
     keep_alive: bool = False

@@ -1,7 +1,11 @@
 """XPM records as the v3.1 XML API returns them (SPEC A8), reduced to what SPEC A3 needs.
 
 Values are already normalised by the XML reader: strings trimmed, empty elements as ``None``,
-``Yes``/``No`` flags as booleans. Nothing here knows about Active.
+``Yes``/``No`` flags as booleans. Nothing here knows about Active. A record XPM sent without a
+UUID has ``uuid == ""``: the sync reports it and goes on with the others (SPEC A4).
+
+A client record is also the copy the sync keeps of a record that failed, to retry it from
+(SPEC A7): ``model_dump_json`` / ``model_validate_json`` round-trip it.
 """
 
 from __future__ import annotations
@@ -62,3 +66,5 @@ class XpmClientRecord(XpmModel):
     is_prospect: bool = False
     contacts: tuple[XpmContact, ...] = ()
     groups: tuple[XpmGroup, ...] = ()
+    # XPM's page for the client, when the answer carries one: Sync Monitoring links to it.
+    web_url: str | None = None

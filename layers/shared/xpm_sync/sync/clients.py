@@ -1,371 +1,495 @@
-"""XPM clients -> Active clients (SPEC A2-A4), one record at a time as the list streams in.
+"""XPM clients -> Active clients (SPEC A2-A4, B6), one record at a time as the list streams in.
 
-Matching: by ``xpm_uuid``, then by ``code`` (so a client created by hand during a trial is linked,
-never duplicated). Archived or deleted XPM clients are never created; a linked one is marked
-``xpm_archived``. Nothing is ever deleted.
+Matching is by ``xpm_uuid``, then by ``code``: a client entered by hand during a trial is linked,
+never duplicated; one whose code matches nothing but whose ABN or name matches an unlinked Active
+client waits as a suggested link for the admin's answer (``domain.near_match``). Archived or
+deleted XPM clients are never created, a linked one is marked ``xpm_archived``; a live XPM client
+re-created with the code of an archived one takes its Active client back (``CLIENT_RELINKED``).
+Prospects are skipped. Nothing is ever deleted. Who may take which code, and when a client waits
+for another to give its code up, is ``domain.code_ledger``'s bookkeeping.
+
+On a full read the whole firm is loaded once; otherwise only the clients the records at hand
+concern are looked up, by UUID and by code (:meth:`ClientSync.prepare`).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from xpm_sync.adapters.active_table import ActiveRepository, RecordGone, changed_values
 from xpm_sync.domain import entries as codes
-from xpm_sync.domain.active_records import Address
+from xpm_sync.domain.active_records import StoredClient
+from xpm_sync.domain.code_ledger import ClientCodeLedger, code_key
 from xpm_sync.domain.entries import Entry
-from xpm_sync.domain.mapping import client_label, map_client, resolve_people
+from xpm_sync.domain.errors import RecordGone, RecordTooLarge
+from xpm_sync.domain.mapping import changed_values, client_label, client_values, legal_name, map_client
+from xpm_sync.domain.near_match import Suggestion, find_candidate
+from xpm_sync.domain.partners import PeopleDirectory
 from xpm_sync.domain.xpm_records import XpmClientRecord
+from xpm_sync.sync.findings import RunFindings
+from xpm_sync.sync.ports import ActiveStore, MatchStore
 
 # DynamoDB's limit on the items of one transaction.
 MAX_CODES_SWAPPED_AT_ONCE = 100
 
 
-def _code_key(code: str) -> str:
-    return code.strip().casefold()
-
-
-def _address_value(address: Address | None) -> dict[str, str] | None:
-    if address is None:
-        return None
-    parts = {k: v for k, v in address.model_dump().items() if v is not None}
-    return parts or None
-
-
 @dataclass
-class People:
-    """What partner resolution needs from the users step."""
+class ClientIndex:
+    """The firm's Active clients as this run knows them: all of them after a full load, else those
+    looked up so far. Kept on what Active holds after each write of the run."""
 
-    staff_email_by_uuid: dict[str, str]
-    user_id_by_email: dict[str, str]
-    default_partner_user_id: str | None
+    by_uuid: dict[str, StoredClient] = field(default_factory=dict)
+    by_code: dict[str, StoredClient] = field(default_factory=dict)
+    by_id: dict[str, StoredClient] = field(default_factory=dict)
+    looked_up_uuids: set[str] = field(default_factory=set)
+    looked_up_codes: set[str] = field(default_factory=set)
+    complete: bool = False
+
+    def remember(self, client: StoredClient) -> None:
+        self.by_id[client.client_id] = client
+        if client.xpm_uuid:
+            self.by_uuid[client.xpm_uuid] = client
+        if client.code:
+            self.by_code.setdefault(code_key(client.code), client)
+
+    def replace(self, old: StoredClient, new: StoredClient) -> None:
+        """``old`` became ``new`` in Active: a code or UUID it moved away from is free again."""
+        if old.xpm_uuid and self.by_uuid.get(old.xpm_uuid) is old and old.xpm_uuid != new.xpm_uuid:
+            del self.by_uuid[old.xpm_uuid]
+        if old.code and self.by_code.get(code_key(old.code)) is old:
+            del self.by_code[code_key(old.code)]
+        self.by_id[new.client_id] = new
+        if new.xpm_uuid:
+            self.by_uuid[new.xpm_uuid] = new
+        if new.code:
+            key = code_key(new.code)
+            current = self.by_code.get(key)
+            if current is None or current.client_id == new.client_id:
+                self.by_code[key] = new
+
+    def forget(self, client: StoredClient) -> None:
+        self.by_id.pop(client.client_id, None)
+        if client.xpm_uuid and self.by_uuid.get(client.xpm_uuid) is client:
+            del self.by_uuid[client.xpm_uuid]
+        if client.code and self.by_code.get(code_key(client.code)) is client:
+            del self.by_code[code_key(client.code)]
+
+    def holder_of(self, code: str) -> StoredClient | None:
+        return self.by_code.get(code_key(code))
 
 
 @dataclass
 class ClientSync:
-    repo: ActiveRepository
-    people: People
+    store: ActiveStore
+    people: PeopleDirectory
     default_office_code: str
     counts: dict[str, int]
-    entries: list[Entry] = field(default_factory=list)
-    synced_uuids: set[str] = field(default_factory=set)
-    failed_uuids: set[str] = field(default_factory=set)
-    _by_uuid: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _by_code: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _first_with_code: dict[str, tuple[str, str]] = field(default_factory=dict)
-    # Clients whose new code another XPM client still holds in Active, by that holder's UUID: when
-    # a firm renumbers its codes in XPM, the holder may give the code up further down the list.
-    _waiting: dict[str, list[XpmClientRecord]] = field(default_factory=dict)
-    _holder_of_waiting: dict[str, str] = field(default_factory=dict)
-    _swaps_refused: set[str] = field(default_factory=set)
-    _seen: set[str] = field(default_factory=set)
+    findings: RunFindings
+    matches: MatchStore
+    suggestions: dict[str, Suggestion] = field(default_factory=dict)
+    # Active clients with no link to XPM, where suggested links are found (SPEC B6).
+    unlinked: dict[str, StoredClient] = field(default_factory=dict)
+    dry_run: bool = False
+    index: ClientIndex = field(default_factory=ClientIndex)
+    ledger: ClientCodeLedger[XpmClientRecord] = field(default_factory=ClientCodeLedger)
+    # Records this run applied from XPM's answer: a UUID met twice in it is a repeat (SPEC A4).
+    applied_from_list: set[str] = field(default_factory=set)
+    # Suggestions whose record synced this run: the answer has served.
+    settled_suggestions: set[str] = field(default_factory=set)
 
-    _loaded: bool = False
+    # --- reading Active --------------------------------------------------------------------------
 
-    def load(self) -> None:
-        """Read the firm's Active clients (once). A full read does it before XPM's list is opened,
-        so a large list's connection never waits on it; an incremental run only when XPM sent
-        something, so a quiet hour costs no read."""
-        if not self._loaded:
-            self._loaded = True
-            for item in self.repo.clients():
-                self._remember(item)
+    def load_all(self) -> list[StoredClient]:
+        """Read the whole firm (first sync, daily full read); returns the unlinked clients found."""
+        for client in self.store.clients():
+            self.index.remember(client)
+            if not client.xpm_uuid:
+                self.unlinked[client.client_id] = client
+        self.index.complete = True
+        return list(self.unlinked.values())
 
-    def _remember(self, item: dict[str, Any]) -> None:
-        if item.get("xpm_uuid"):
-            self._by_uuid[str(item["xpm_uuid"])] = item
-        if item.get("code"):
-            self._by_code.setdefault(_code_key(str(item["code"])), item)
+    def prepare(self, records: Sequence[XpmClientRecord]) -> None:
+        """Look up, by key, the Active clients these records may concern (incremental runs)."""
+        if self.index.complete:
+            return
+        uuids = {r.uuid for r in records if r.uuid} - self.index.looked_up_uuids
+        wanted_codes = {code.strip() for r in records if (code := r.client_code) and code.strip()}
+        new_codes = {code for code in wanted_codes if code_key(code) not in self.index.looked_up_codes}
+        found = self.store.clients_by_uuid(uuids) if uuids else []
+        found += self.store.clients_by_code(new_codes) if new_codes else []
+        for client in found:
+            # What this run wrote is newer than what an index (eventually consistent) returns.
+            if client.client_id not in self.index.by_id:
+                self.index.remember(client)
+        self.index.looked_up_uuids |= uuids
+        self.index.looked_up_codes |= {code_key(code) for code in new_codes}
 
-    def _changed(self, item: dict[str, Any], changes: dict[str, object]) -> None:
-        """Keep the indexes on what Active now holds: a code XPM moved away from is free again."""
-        old_code = item.get("code")
-        item.update(changes)
-        if old_code:
-            old_key = _code_key(str(old_code))
-            if self._by_code.get(old_key) is item and old_key != _code_key(str(item.get("code") or "")):
-                del self._by_code[old_key]
-        self._remember(item)
+    # --- applying records ------------------------------------------------------------------------
 
-    def _fail(self, client: XpmClientRecord, *new_entries: Entry) -> None:
-        self.entries.extend(new_entries)
-        self.counts["failed"] += 1
-        self.failed_uuids.add(client.uuid)
+    def apply(self, record: XpmClientRecord, *, from_retry: bool = False) -> None:
+        """Apply one record of XPM's answer (or, ``from_retry``, the copy kept of one that failed)."""
+        label = client_label(record)
+        if not record.uuid:
+            self._fail(
+                record,
+                label,
+                codes.CLIENT_UUID_MISSING.entry(
+                    label=label, message=f"{label} came from XPM without a UUID."
+                ),
+                retry=False,
+            )
+            return
+        if not from_retry:
+            if record.uuid in self.applied_from_list:
+                self._fail(
+                    record,
+                    label,
+                    codes.XPM_UUID_REPEATED.entry(
+                        label=label,
+                        xpm_uuid=record.uuid,
+                        message=f"XPM sent {label} more than once in one answer; the first copy was "
+                        "synced and this one dropped.",
+                    ),
+                    retry=False,
+                )
+                return
+            self.applied_from_list.add(record.uuid)
+        self.ledger.seen(record.uuid)
+        self.ledger.unwait(record.uuid)  # a record XPM sends again replaces the one waiting
+        self._apply(record, may_wait=True)
+        self._wake(record.uuid)
 
-    def apply(self, client: XpmClientRecord) -> None:
-        self.load()
-        self._seen.add(client.uuid)
-        self._unwait(client.uuid)  # a record XPM sends again replaces the one waiting
-        self._apply(client, may_wait=True)
-        self._wake(client.uuid)
-
-    @property
-    def waiting_uuids(self) -> set[str]:
-        """Clients applied but waiting for a code: they are settled before the run ends."""
-        return set(self._holder_of_waiting)
-
-    def _unwait(self, uuid: str) -> None:
-        holder = self._holder_of_waiting.pop(uuid, None)
-        if holder is not None:
-            waiters = [waiter for waiter in self._waiting[holder] if waiter.uuid != uuid]
-            if waiters:
-                self._waiting[holder] = waiters
-            else:
-                del self._waiting[holder]
-
-    def settle(self) -> None:
-        """The list is done (or the run must stop). Clients that wait for each other's codes in a
-        ring (codes swapped in XPM) take them all at once; a client still waiting for a code whose
-        holder XPM did not send, or did not move, fails on the conflict as it stands."""
-        for ring in self._rings():
-            self._swap(ring)
-        while self._waiting:
-            _, waiters = self._waiting.popitem()
-            for waiter in waiters:
-                del self._holder_of_waiting[waiter.uuid]
-                self._apply(waiter, may_wait=False)
-                self._wake(waiter.uuid)
-
-    def _rings(self) -> list[list[XpmClientRecord]]:
-        """Waiting clients each of which waits for the next one's code, the last for the first's."""
-        waiting = {waiter.uuid: waiter for waiters in self._waiting.values() for waiter in waiters}
-        rings: list[list[XpmClientRecord]] = []
-        done: set[str] = set()
-        for start in waiting:
-            path: list[str] = []
-            uuid: str | None = start
-            while uuid is not None and uuid not in done and uuid not in path:
-                path.append(uuid)
-                uuid = self._holder_of_waiting.get(uuid)
-            if uuid is not None and uuid in path:
-                rings.append([waiting[member] for member in path[path.index(uuid) :]])
-            done.update(path)
-        return rings
-
-    def _swap(self, ring: list[XpmClientRecord]) -> None:
-        """Give every client of the ring its new code in one transaction, so that Active never
-        holds two clients with one code, not even between two writes; then apply each as usual.
-        If the transaction cannot be made, they stay waiting and fail on their conflicts."""
-        items = [self._by_uuid[client.uuid] for client in ring]
-        new_codes: list[str] = []
-        for client in ring:
-            fields = map_client(client).fields
-            assert fields is not None, "only a client whose record maps waits for a code"
-            new_codes.append(fields.code)
-        # An earlier client of the list with the same code wins it (SPEC A4): no swap then.
-        first_claims = all(
-            self._first_with_code.get(_code_key(code), ("", ""))[0] == client.uuid
-            for client, code in zip(ring, new_codes, strict=True)
+    def _apply(self, record: XpmClientRecord, *, may_wait: bool, code_written: bool = False) -> None:
+        label = client_label(record)
+        if record.is_prospect:
+            # Not a client yet (SPEC A2): nothing created, a linked client left as it is.
+            self.counts["skipped"] += 1
+            self._synced(record, label, [])
+            return
+        if record.is_archived or record.is_deleted:
+            self._archive(record, label)
+            return
+        mapping = map_client(record)
+        found = list(mapping.entries)
+        duplicate_of = (
+            self.ledger.claim(record.uuid, record.client_code, label) if record.client_code else None
         )
-        if not first_claims:
+        if duplicate_of is not None:
+            found.append(
+                codes.CLIENT_CODE_DUPLICATE.entry(
+                    label=label,
+                    xpm_uuid=record.uuid,
+                    message=f"The client code {record.client_code} is used by both {duplicate_of} and "
+                    f"{label} in XPM; only {duplicate_of} is synced.",
+                )
+            )
+        # Partner problems are reported even when other fields failed, so the admin sees every
+        # fix a record needs in one run.
+        people = self.people.resolve(mapping, label=label, xpm_uuid=record.uuid)
+        found.extend(people.entries)
+        if mapping.fields is None or duplicate_of is not None or people.partner_user_id is None:
+            self._fail(record, label, *found)
             return
-        if len(ring) > MAX_CODES_SWAPPED_AT_ONCE or not self.repo.set_codes(
-            "client", [(str(item["client_id"]), code) for item, code in zip(items, new_codes, strict=True)]
+        fields = mapping.fields
+        existing = self.index.by_uuid.get(record.uuid)
+        holder = self.index.holder_of(fields.code)
+        if holder is not None and existing is not None and holder.client_id == existing.client_id:
+            holder = None
+        if (
+            may_wait
+            and holder is not None
+            and holder.xpm_uuid
+            and not holder.archived_in_xpm
+            and self.ledger.must_wait_for(holder.xpm_uuid)
         ):
-            self._swaps_refused.update(client.uuid for client in ring)
+            # The holder is yet to be applied in this run and may give the code up. This client
+            # keeps its claim against later clients of the list (SPEC A4), but not against the
+            # holder: one that keeps the code keeps syncing (ClientCodeLedger.claim).
+            self.ledger.wait(record.uuid, record, holder.xpm_uuid)
             return
-        for item, code in zip(items, new_codes, strict=True):
-            # Each new code was another member's old one, so every index entry moves.
-            item["code"] = code
-            self._by_code[_code_key(code)] = item
-        for client in ring:
-            self._unwait(client.uuid)
-        for client in ring:
-            self._apply(client, may_wait=True, code_written=True)
-            self._wake(client.uuid)
+        linked = False
+        if holder is not None:
+            conflict = self._code_conflict(record, label, fields.code, existing, holder)
+            if conflict is not None:
+                self.ledger.release(record.uuid, fields.code)
+                self._fail(record, label, *found, conflict)
+                return
+            if holder.xpm_uuid:  # archived in XPM: the re-created client takes it back (SPEC A4)
+                found.append(self._relinked(record, label, holder))
+            existing, linked = holder, True
+        if existing is None:
+            suggested = self._suggested_link(record, label)
+            if suggested is not None:
+                if isinstance(suggested, Entry):
+                    self.counts["skipped"] += 1
+                    self.findings.report(
+                        "client",
+                        xpm_uuid=record.uuid,
+                        label=label,
+                        entries=(*found, suggested),
+                        retry_copy=record.model_dump_json(),
+                        web_url=record.web_url,
+                    )
+                    return
+                existing, linked = suggested, True
+        desired = client_values(
+            fields,
+            xpm_uuid=record.uuid,
+            partner_user_id=people.partner_user_id,
+            manager_user_id=people.manager_user_id,
+        )
+        self._write(record, label, found, existing, desired, linked=linked, code_written=code_written)
+
+    def _write(
+        self,
+        record: XpmClientRecord,
+        label: str,
+        found: list[Entry],
+        existing: StoredClient | None,
+        desired: dict[str, object],
+        *,
+        linked: bool,
+        code_written: bool,
+    ) -> None:
+        try:
+            if existing is None:
+                client_id = (
+                    f"planned-{record.uuid}"
+                    if self.dry_run
+                    else self.store.create("client", desired, office_code=self.default_office_code)
+                )
+                self.index.remember(
+                    StoredClient(client_id, {k: v for k, v in desired.items() if v is not None})
+                )
+                outcome = "created"
+            else:
+                changes = changed_values(existing.synced, desired)
+                if changes and not self.dry_run:
+                    self.store.update("client", existing.client_id, changes)
+                self.index.replace(existing, existing.with_changes(changes))
+                self.unlinked.pop(existing.client_id, None)
+                if linked and self.dry_run:
+                    outcome = "linked"
+                elif changes or code_written:
+                    outcome = "updated"
+                else:
+                    outcome = "unchanged"
+        except RecordGone:
+            if existing is not None:
+                self.index.forget(existing)
+            self._fail(
+                record,
+                label,
+                *found,
+                codes.CLIENT_DELETED_DURING_RUN.entry(
+                    label=label,
+                    xpm_uuid=record.uuid,
+                    message=f"{label} was deleted in Active while the sync was running; not updated.",
+                ),
+            )
+            return
+        except RecordTooLarge:
+            self._fail(
+                record,
+                label,
+                *found,
+                codes.RECORD_TOO_LARGE.entry(
+                    label=label,
+                    xpm_uuid=record.uuid,
+                    message=f"{label} is too large for Active to store: it was not written. The sync "
+                    "tries it again when XPM sends it changed.",
+                ),
+                retry=False,
+            )
+            return
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        self._synced(record, label, found)
+
+    def _synced(self, record: XpmClientRecord, label: str, found: Iterable[Entry]) -> None:
+        if record.uuid in self.suggestions:
+            self.settled_suggestions.add(record.uuid)
+        self.findings.report(
+            "client", xpm_uuid=record.uuid, label=label, entries=tuple(found), web_url=record.web_url
+        )
+
+    def _fail(self, record: XpmClientRecord, label: str, *found: Entry, retry: bool = True) -> None:
+        """The record cannot be synced now. Unless ``retry`` is off, the copy XPM sent is kept and
+        applied again every run until it syncs (SPEC A7)."""
+        self.counts["failed"] += 1
+        self.findings.report(
+            "client",
+            xpm_uuid=record.uuid or None,
+            label=label,
+            entries=found,
+            retry_copy=record.model_dump_json() if retry and record.uuid else None,
+            web_url=record.web_url,
+        )
+
+    # --- codes (SPEC A4) ---------------------------------------------------------------------------
+
+    def _code_conflict(
+        self,
+        record: XpmClientRecord,
+        label: str,
+        code: str,
+        existing: StoredClient | None,
+        holder: StoredClient,
+    ) -> Entry | None:
+        """Linking or renaming must never leave two Active clients with one code."""
+        if self.ledger.was_swap_refused(record.uuid):
+            return codes.CLIENT_CODE_TAKEN.entry(
+                label=label,
+                xpm_uuid=record.uuid,
+                message=f"{label} changed its code to {code} in XPM, in a swap of codes with "
+                f"{holder.legal_name}, which still has it in Active: Active did not take the swapped "
+                "codes at once this run. The sync tries again next run.",
+            )
+        if existing is None and (not holder.xpm_uuid or holder.archived_in_xpm):
+            # Entered by hand in Active: linked (SPEC A2); archived in XPM: relinked (SPEC A4).
+            return None
+        if holder.xpm_uuid and not holder.archived_in_xpm:
+            # Another XPM client already holds the code: the duplicate-code rule of SPEC A4, seen
+            # across runs (the first holder synced in an earlier run).
+            return codes.CLIENT_CODE_DUPLICATE.entry(
+                label=label,
+                xpm_uuid=record.uuid,
+                message=f"The client code {code} is used by both {holder.label} and {label} in XPM; "
+                f"only {holder.label} is synced.",
+            )
+        return codes.CLIENT_CODE_TAKEN.entry(
+            label=label,
+            xpm_uuid=record.uuid,
+            message=f"{label} changed its code to {code} in XPM, but the Active client {holder.label} "
+            "already has that code.",
+        )
+
+    @staticmethod
+    def _relinked(record: XpmClientRecord, label: str, holder: StoredClient) -> Entry:
+        return codes.CLIENT_RELINKED.entry(
+            label=label,
+            xpm_uuid=record.uuid,
+            message=f"{label} was re-created in XPM with the code of {holder.label}, archived or deleted "
+            f"there (XPM client {holder.xpm_uuid}): the new XPM client now syncs to that Active client.",
+        )
 
     def _wake(self, uuid: str) -> None:
         """``uuid`` has been applied: what waited for its code is applied again, in the order it
         came; each of those may free a code in turn (a chain of renumbered codes)."""
         applied = deque([uuid])
         while applied:
-            for waiter in self._waiting.pop(applied.popleft(), []):
-                del self._holder_of_waiting[waiter.uuid]
+            for waiter_uuid, waiter in self.ledger.waiters_of(applied.popleft()):
                 self._apply(waiter, may_wait=True)
-                if waiter.uuid not in self._holder_of_waiting:
-                    applied.append(waiter.uuid)
+                if not self.ledger.is_waiting(waiter_uuid):
+                    applied.append(waiter_uuid)
 
-    def _apply(self, client: XpmClientRecord, *, may_wait: bool, code_written: bool = False) -> None:
-        self.failed_uuids.discard(client.uuid)
-        if client.is_archived or client.is_deleted:
-            self._archive(client)
-            return
-        label = client_label(client)
-        mapping = map_client(client)
-        found = list(mapping.entries)
-        duplicate = self._duplicate_code_entry(client, label)
-        if duplicate is not None:
-            found.append(duplicate)
-        # Partner problems are reported even when other fields failed, so the admin sees every
-        # fix a record needs in one run.
-        people = resolve_people(
-            mapping,
-            label=label,
-            xpm_uuid=client.uuid,
-            staff_email_by_uuid=self.people.staff_email_by_uuid,
-            user_id_by_email=self.people.user_id_by_email,
-            default_partner_user_id=self.people.default_partner_user_id,
-        )
-        found.extend(people.entries)
-        if mapping.fields is None or duplicate is not None or people.partner_user_id is None:
-            self._fail(client, *found)
-            return
+    def settle(self) -> None:
+        """The list is done (or the run must stop). Clients that wait for each other's codes in a
+        ring (codes swapped in XPM) take them all at once; a client still waiting for a code whose
+        holder XPM did not send, or did not move, fails on the conflict as it stands."""
+        for ring in self.ledger.rings():
+            self._swap(ring)
+        while waiters := self.ledger.take_any_waiters():
+            for waiter_uuid, waiter in waiters:
+                self._apply(waiter, may_wait=False)
+                self._wake(waiter_uuid)
 
-        fields = mapping.fields
-        desired: dict[str, object] = {
-            **fields.model_dump(exclude={"residential_address", "postal_address"}),
-            "residential_address": _address_value(fields.residential_address),
-            "postal_address": _address_value(fields.postal_address),
-            "partner_user_id": people.partner_user_id,
-            "manager_user_id": people.manager_user_id,
-            "xpm_uuid": client.uuid,
-            "xpm_archived": False,
-        }
-        existing = self._by_uuid.get(client.uuid)
-        holder = self._by_code.get(_code_key(fields.code))
-        holder_uuid = str(holder.get("xpm_uuid") or "") if holder is not None else ""
-        if (
-            may_wait
-            and holder is not existing
-            and holder_uuid
-            and (holder_uuid not in self._seen or holder_uuid in self._holder_of_waiting)
+    def _swap(self, ring: list[tuple[str, XpmClientRecord]]) -> None:
+        """Give every client of the ring its new code in one transaction, so that Active never
+        holds two clients with one code, not even between two writes; then apply each as usual.
+        If the transaction cannot be made, they stay waiting and fail on their conflicts."""
+        moves: list[tuple[StoredClient, str]] = []
+        for uuid, record in ring:
+            member, fields = self.index.by_uuid.get(uuid), map_client(record).fields
+            if member is None or fields is None:
+                return  # only linked clients whose record maps hold and wait for codes
+            # An earlier client of the list with the same code wins it (SPEC A4): no swap then.
+            if not self.ledger.holds_first_claim(uuid, fields.code):
+                return
+            moves.append((member, fields.code))
+        if len(moves) > MAX_CODES_SWAPPED_AT_ONCE or not (
+            self.dry_run
+            or self.store.set_codes("client", [(member.client_id, code) for member, code in moves])
         ):
-            # The holder is yet to be applied in this run and may give the code up. This client
-            # keeps its claim to the code against later clients of the list (SPEC A4), but not
-            # against the holder: one that keeps the code keeps syncing (_duplicate_code_entry).
-            self._waiting.setdefault(holder_uuid, []).append(client)
-            self._holder_of_waiting[client.uuid] = holder_uuid
+            self.ledger.swap_refused([uuid for uuid, _ in ring])
             return
-        if client.uuid in self._swaps_refused and holder is not None and holder is not existing:
-            conflict: Entry | None = self._swap_refused_entry(client, label, fields.code, holder)
-        else:
-            conflict = self._code_conflict(client, label, fields.code, existing, holder)
-        if conflict is not None:
-            # This client cannot take the code, so it must not keep later clients of this list
-            # from it either: the holder, when XPM lists it, syncs, and this one stays the error.
-            self._release_claim(client)
-            self._fail(client, *found, conflict)
-            return
-        self.entries.extend(found)
-        existing = existing or holder
-        if existing is None:
-            client_id = self.repo.create("client", desired, office_code=self.default_office_code)
-            self._remember({**desired, "client_id": client_id})
-            self.counts["created"] += 1
-        else:
-            changes = changed_values(existing, desired)
-            if changes:
-                if not self._update(client, label, existing, changes):
-                    return
-                self._changed(existing, changes)
-                self.counts["updated"] += 1
-            elif code_written:
-                self.counts["updated"] += 1
-            else:
-                self.counts["unchanged"] += 1
-        self.synced_uuids.add(client.uuid)
+        for member, code in moves:
+            self.index.replace(member, member.with_changes({"code": code}))
+        for uuid, _ in ring:
+            self.ledger.unwait(uuid)
+        for uuid, record in ring:
+            self._apply(record, may_wait=True, code_written=True)
+            self._wake(uuid)
 
-    def _update(
-        self, client: XpmClientRecord, label: str, existing: dict[str, Any], changes: dict[str, object]
-    ) -> bool:
-        """Write the changes; False (and the record failed) when Active deleted it meanwhile."""
-        try:
-            self.repo.update("client", str(existing["client_id"]), changes)
-        except RecordGone:
-            self._by_uuid.pop(client.uuid, None)
-            if existing.get("code"):
-                key = _code_key(str(existing["code"]))
-                if self._by_code.get(key) is existing:
-                    del self._by_code[key]
-            self._fail(
-                client,
-                codes.CLIENT_DELETED_DURING_RUN.entry(
-                    label=label,
-                    xpm_uuid=client.uuid,
-                    message=f"{label} was deleted in Active while the sync was running; not updated.",
-                ),
-            )
-            return False
-        return True
+    # --- archived, deleted and suggested (SPEC A3, B6) ---------------------------------------------
 
-    @staticmethod
-    def _code_conflict(
-        client: XpmClientRecord,
-        label: str,
-        code: str,
-        existing: dict[str, Any] | None,
-        holder: dict[str, Any] | None,
-    ) -> Entry | None:
-        """Linking or renaming must never leave two Active clients with one code."""
-        if holder is None or holder is existing:
-            return None
-        holder_label = f"{holder.get('legal_name')} ({holder.get('code')})"
-        if holder.get("xpm_uuid"):
-            # Another XPM client already holds the code: the duplicate-code rule of SPEC A4, seen
-            # across runs (the first holder synced in an earlier run).
-            return codes.CLIENT_CODE_DUPLICATE.entry(
-                label=label,
-                xpm_uuid=client.uuid,
-                message=f"The client code {code} is used by both {holder_label} and {label} in XPM; "
-                f"only {holder_label} is synced.",
-            )
-        if existing is None:
-            return None  # a client entered by hand in Active: link it
-        return codes.CLIENT_CODE_TAKEN.entry(
-            label=label,
-            xpm_uuid=client.uuid,
-            message=f"{label} changed its code to {code} in XPM, but the Active client {holder_label} "
-            "already has that code.",
-        )
-
-    @staticmethod
-    def _swap_refused_entry(client: XpmClientRecord, label: str, code: str, holder: dict[str, Any]) -> Entry:
-        return codes.CLIENT_CODE_TAKEN.entry(
-            label=label,
-            xpm_uuid=client.uuid,
-            message=f"{label} changed its code to {code} in XPM, in a swap of codes with "
-            f"{holder.get('legal_name')}, which still has it in Active: Active did not take the swapped "
-            "codes at once this run. The sync tries again next run.",
-        )
-
-    def _release_claim(self, client: XpmClientRecord) -> None:
-        key = _code_key(client.client_code or "")
-        if self._first_with_code.get(key, ("", ""))[0] == client.uuid:
-            del self._first_with_code[key]
-
-    def _duplicate_code_entry(self, client: XpmClientRecord, label: str) -> Entry | None:
-        if not client.client_code:
-            return None
-        key = _code_key(client.client_code)
-        first_uuid, first_label = self._first_with_code.setdefault(key, (client.uuid, label))
-        if first_uuid != client.uuid and self._holder_of_waiting.get(first_uuid) == client.uuid:
-            # The first claimant waits for this client to give the code up, and it does not.
-            self._first_with_code[key] = first_uuid, first_label = client.uuid, label
-        if first_uuid == client.uuid:
-            return None
-        return codes.CLIENT_CODE_DUPLICATE.entry(
-            label=label,
-            xpm_uuid=client.uuid,
-            message=f"The client code {client.client_code} is used by both {first_label} and {label} "
-            f"in XPM; only {first_label} is synced.",
-        )
-
-    def _archive(self, client: XpmClientRecord) -> None:
+    def _archive(self, record: XpmClientRecord, label: str) -> None:
         """Archived or deleted in XPM: never created, a linked client marked, nothing deleted."""
-        linked = self._by_uuid.get(client.uuid)
+        linked = self.index.by_uuid.get(record.uuid)
         changes: dict[str, object] = {"xpm_archived": True}
-        if linked is None and client.client_code:
+        if linked is None and record.client_code:
             # A client entered by hand with this code is the same client (SPEC A2): link it too.
-            holder = self._by_code.get(_code_key(client.client_code))
-            if holder is not None and not holder.get("xpm_uuid"):
-                linked, changes = holder, {"xpm_uuid": client.uuid, "xpm_archived": True}
+            holder = self.index.holder_of(record.client_code)
+            if holder is not None and not holder.xpm_uuid:
+                linked, changes = holder, {"xpm_uuid": record.uuid, "xpm_archived": True}
         if linked is None:
             self.counts["skipped"] += 1
-        elif linked.get("xpm_archived") is True:
+        elif not changed_values(linked.synced, changes):
             self.counts["unchanged"] += 1
-        elif self._update(client, client_label(client), linked, changes):
-            self._changed(linked, changes)
+        else:
+            try:
+                if not self.dry_run:
+                    self.store.update("client", linked.client_id, changes)
+            except RecordGone:
+                self.index.forget(linked)
+                self._fail(
+                    record,
+                    label,
+                    codes.CLIENT_DELETED_DURING_RUN.entry(
+                        label=label,
+                        xpm_uuid=record.uuid,
+                        message=f"{label} was deleted in Active while the sync was running; not updated.",
+                    ),
+                )
+                return
+            self.index.replace(linked, linked.with_changes(changes))
+            self.unlinked.pop(linked.client_id, None)
             self.counts["updated"] += 1
-        if client.uuid not in self.failed_uuids:
-            self.synced_uuids.add(client.uuid)
+        self._synced(record, label, [])
+
+    def _suggested_link(self, record: XpmClientRecord, label: str) -> StoredClient | Entry | None:
+        """For a client about to be created: the Active client the admin said it is (link), None
+        to create it (an answer of create, or no look-alike), or the NEAR_MATCH entry it waits with."""
+        suggestion = self.suggestions.get(record.uuid)
+        if suggestion is not None and suggestion.answer == "create":
+            return None
+        if suggestion is not None and suggestion.answer == "link":
+            target = self.store.client(suggestion.client_id)
+            if target is not None and not target.xpm_uuid:
+                return target
+        fields = map_client(record).fields
+        candidate = find_candidate(
+            abn=fields.abn if fields else None, name=legal_name(record), unlinked=self.unlinked.values()
+        )
+        if candidate is None:
+            return None
+        client, reason = candidate
+        suggested = Suggestion(
+            xpm_uuid=record.uuid,
+            label=label,
+            client_id=client.client_id,
+            client_label=client.label,
+            reason=reason,
+        )
+        known = self.suggestions.get(record.uuid)
+        if known is None or (known.client_id, known.reason) != (client.client_id, reason):
+            # A new suggestion awaits a new answer: one given for another client does not carry over.
+            self.matches.suggest(suggested)
+            self.suggestions[record.uuid] = suggested
+        same = "ABN" if reason == "abn" else "name"
+        return codes.NEAR_MATCH.entry(
+            label=label,
+            xpm_uuid=record.uuid,
+            message=f"{label} matches no Active client by code, but the Active client {client.label} has "
+            f"the same {same} and no link to XPM: it waits for an admin to link it or create it.",
+        )

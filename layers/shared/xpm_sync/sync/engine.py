@@ -1,52 +1,70 @@
-"""One firm's sync run, start to finish (SPEC A1-A5, A7).
+"""One firm's sync run, start to finish (SPEC A1-A7, B6).
 
-The run reads XPM staff (one call), syncs users, then streams clients (all of them on a full read,
-else only those modified since the last completed run began) and retries the records that failed
-last time. Each run is written to the sync log with its counts and entries; problems with single
-records make a run ``partial``, problems that stop the run make it ``failed``.
+A run reads XPM's staff (one call) and syncs users, then streams clients: all of them on a full
+read (the first run, one a day, and every preview), else only those modified since the last
+completed run began. An incremental run then retries, from the copies the sync kept, the records
+that failed before (SPEC A7): no XPM call, and Active read only by key. What each record reported
+becomes its state in the sync log (open problems, SPEC B6); a full read closes the problems of
+records XPM no longer lists.
+
+A run that runs short of invocation time saves a checkpoint and queues its own continuation; an
+answer arriving too slowly for any record to be applied, twice in a row, fails the run with
+``XPM_TOO_SLOW``. Problems with single records make a run ``partial``, problems that stop it
+``failed``. A preview (``dry_run``) plans the same way and writes nothing to Active and no sync
+state.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 
-from xpm_sync.adapters.active_table import ActiveRepository
-from xpm_sync.adapters.config_table import ConfigRepository
-from xpm_sync.adapters.dynamodb import Table
 from xpm_sync.adapters.metrics import record_run_metrics
 from xpm_sync.adapters.notifier import NotifyResult
-from xpm_sync.adapters.sync_log import RunLog
-from xpm_sync.adapters.sync_queue import SyncQueue
-from xpm_sync.adapters.tokens import FirmDisconnected, NeedsReconnect, TokenStore
+from xpm_sync.adapters.tokens import FirmDisconnected, NeedsReconnect
 from xpm_sync.adapters.xero_identity import (
     AppCredentialsUnavailable,
     InvalidClient,
     InvalidGrant,
     XeroIdentityError,
 )
-from xpm_sync.adapters.xpm.client import AccessTokenSource, XpmApi
 from xpm_sync.adapters.xpm.errors import (
     XpmAuthError,
     XpmBadResponse,
     XpmError,
     XpmRateLimited,
+    XpmTooSlow,
     XpmUnavailable,
     XpmWrongTenant,
 )
-from xpm_sync.adapters.xpm.xml import XpmStatusError
 from xpm_sync.domain import entries as codes
 from xpm_sync.domain.clock import Clock, iso, parse_iso
 from xpm_sync.domain.entries import Entry, EntryKind
 from xpm_sync.domain.firm import Checkpoint, FirmConfig, full_read_due
-from xpm_sync.domain.runs import SyncRun, Trigger, new_run_id
+from xpm_sync.domain.notification import SELF_CLEARING_FAILURES, should_notify
+from xpm_sync.domain.problems import RUN_KEY, RecordState, reconcile, run_level_sighting
+from xpm_sync.domain.runs import SyncRun, Trigger, new_counts, new_run_id
+from xpm_sync.domain.xpm_records import XpmClientRecord
 from xpm_sync.observability import logger
 from xpm_sync.runtime import unlimited
-from xpm_sync.sync.clients import ClientSync, People
-from xpm_sync.sync.users import sync_users
+from xpm_sync.sync.clients import ClientSync
+from xpm_sync.sync.findings import RunFindings
+from xpm_sync.sync.ports import (
+    AccessTokens,
+    ActiveStore,
+    Configs,
+    Continuations,
+    FirmTokenSource,
+    MatchStore,
+    Runs,
+    StateStore,
+    XpmSource,
+)
+from xpm_sync.sync.users import UserSync
 
 # Clients modified this close to the last run's start are read again: clocks and XPM's own
 # indexing are not exact, and reading a record twice costs nothing (unchanged records are not written).
@@ -54,32 +72,36 @@ MODIFIED_SINCE_MARGIN = timedelta(minutes=5)
 # A queued continuation is delivered at once, or again after the queue's visibility timeout
 # (template.yaml: 90 minutes) if a delivery failed; after this long it is taken as lost.
 CONTINUATION_LOST_AFTER = timedelta(hours=2)
-# Past this many records awaiting a retry, one full read is cheaper than one call per record.
-MAX_SINGLE_RETRIES = 50
-# XPM failing this many clients awaiting retry in a row is down, not troubled by one record: the
-# rest of them wait for the next run.
-UNAVAILABLE_RETRIES_IN_A_ROW = 2
 # With less time than this left in the invocation, a run saves a checkpoint and queues its own
-# continuation: enough to write the entries so far, the run and the checkpoint.
+# continuation: enough to write the entries so far, the record states, the run and the checkpoint.
 CHECKPOINT_MARGIN_SECONDS = 60.0
+# Records looked up in Active together (incremental runs read by key, a batch of keys at a time).
+LOOKUP_BATCH = 100
+# Parts in a row that apply nothing before the run gives up with XPM_TOO_SLOW (SPEC A7).
+PARTS_WITHOUT_PROGRESS_LIMIT = 2
 
-XpmFactory = Callable[[str, AccessTokenSource], XpmApi]
+XpmFactory = Callable[[str, AccessTokens], XpmSource]
+Notifier = Callable[[SyncRun, list[Entry], FirmConfig], NotifyResult]
 
 
 @dataclass
 class SyncServices:
-    """Everything a run talks to; the worker builds it from botocore and httpx, tests from moto."""
+    """Everything a run talks to; the composition root builds it from botocore and httpx, unit
+    tests from in-memory fakes (``tests/fakes.py``)."""
 
-    config: ConfigRepository
-    runs: RunLog
-    active_table: Table
-    tokens: TokenStore
+    config: Configs
+    runs: Runs
+    active_for: Callable[[str], ActiveStore]
+    states_for: Callable[[str], StateStore]
+    matches_for: Callable[[str], MatchStore]
+    tokens: FirmTokenSource
     xpm_factory: XpmFactory
     clock: Clock
-    queue: SyncQueue | None = None
+    queue: Continuations | None = None
     remaining_seconds: Callable[[], float] = unlimited
-    # Called for failed and partial runs (the notification); returns entries for the run's log.
-    after_run: Callable[[SyncRun, list[Entry], FirmConfig], NotifyResult] | None = None
+    # The failure email (SPEC A5): called when a run's outcome is worth one; returns entries for
+    # the run's log (a notification user that cannot be emailed, say).
+    notifier: Notifier | None = None
 
 
 @dataclass
@@ -108,42 +130,72 @@ class _OutOfTime(Exception):
 
 
 @dataclass
-class _Progress:
+class _Run:
+    """One part of a run: what it is doing and what it found."""
+
     run: SyncRun
+    config: FirmConfig
     resume: Checkpoint | None = None
-    entries: list[Entry] = field(default_factory=list)
+    findings: RunFindings = field(default_factory=RunFindings)
     full_read: bool = False
-    retry_uuids: set[str] = field(default_factory=set)
+    since: datetime | None = None
     xpm_calls: int = 0
+    applied: int = 0  # records applied by this part
+    states: dict[str, RecordState] = field(default_factory=dict)
+    store: ActiveStore | None = None
+
+    @property
+    def dry_run(self) -> bool:
+        return self.run.dry_run
 
 
 def run_sync(
-    firm_id: str, trigger: Trigger, services: SyncServices, *, resume_run_id: str | None = None
+    firm_id: str,
+    trigger: Trigger,
+    services: SyncServices,
+    *,
+    resume_run_id: str | None = None,
+    dry_run_id: str | None = None,
 ) -> RunResult | None:
-    """Run one sync for the firm (or go on with one that ran out of time).
+    """Run one sync for the firm, go on with one that ran out of time (``resume_run_id``), or run
+    the preview the API queued (``dry_run_id``).
 
     None when there is nothing to do: the firm is not connected, or the continuation is stale.
     """
     config = services.config.get(firm_id)
     if config is None or not config.can_sync():
         logger.info("firm not connected; nothing to sync", extra={"firm_id": firm_id})
-        if config is not None and config.run_pending:
+        if config is not None and config.run_pending and dry_run_id is None:
             services.config.update(firm_id, run_pending=False)
+        if dry_run_id is not None:
+            _abandon_preview(firm_id, dry_run_id, services)
         return None
-    progress = _start(config, trigger, services, resume_run_id)
-    if progress is None:
+    part = _start(config, trigger, services, resume_run_id, dry_run_id)
+    if part is None:
         return None
-    logger.append_keys(firm_id=firm_id, run_id=progress.run.run_id)
+    logger.append_keys(firm_id=firm_id, run_id=part.run.run_id)
     try:
-        return _run(config, services, progress)
+        return _run(services, part)
     finally:
         logger.remove_keys(["firm_id", "run_id"])
 
 
 def _start(
-    config: FirmConfig, trigger: Trigger, services: SyncServices, resume_run_id: str | None
-) -> _Progress | None:
-    if resume_run_id is None and _continuing(config, services.clock.now()):
+    config: FirmConfig,
+    trigger: Trigger,
+    services: SyncServices,
+    resume_run_id: str | None,
+    dry_run_id: str | None,
+) -> _Run | None:
+    now = services.clock.now()
+    if dry_run_id is not None:
+        queued = services.runs.get_run(config.firm_id, dry_run_id)
+        if queued is None or not queued.dry_run or queued.status != "running":
+            logger.warning("stale preview ignored", extra={"firm_id": config.firm_id, "run_id": dry_run_id})
+            return None
+        queued.counts = new_counts(dry_run=True)
+        return _Run(run=queued, config=config)
+    if resume_run_id is None and _continuing(config, now):
         # The run's next part is queued behind this request (one message group per firm): it does
         # the work this request asks for, and a new run would end it half done.
         logger.info(
@@ -152,19 +204,18 @@ def _start(
         )
         return None
     if resume_run_id is None:
-        started = services.clock.now()
         run = SyncRun(
             firm_id=config.firm_id,
-            run_id=new_run_id(started),
+            run_id=new_run_id(now),
             trigger=trigger,
             status="running",
-            started_at=iso(started),
+            started_at=iso(now),
         )
         if config.running_run_id:
             _close_interrupted(config.firm_id, config.running_run_id, services)
-        services.runs.save_run(run, started)
+        services.runs.save_run(run, now)
         services.config.update(config.firm_id, running_run_id=run.run_id, checkpoint=None)
-        return _Progress(run=run, retry_uuids=set(config.retry_client_uuids))
+        return _Run(run=run, config=config)
     checkpoint = config.checkpoint
     unfinished = services.runs.get_run(config.firm_id, resume_run_id)
     if (
@@ -177,7 +228,9 @@ def _start(
             "stale continuation ignored", extra={"firm_id": config.firm_id, "run_id": resume_run_id}
         )
         return None
-    return _Progress(run=unfinished, resume=checkpoint, retry_uuids=set(config.retry_client_uuids))
+    part = _Run(run=unfinished, config=config, resume=checkpoint)
+    part.findings.written = unfinished.entry_count
+    return part
 
 
 def _continuing(config: FirmConfig, now: datetime) -> bool:
@@ -215,13 +268,35 @@ def _close_interrupted(firm_id: str, run_id: str, services: SyncServices) -> Non
     logger.warning("closed a run whose worker was stopped", extra={"firm_id": firm_id, "run_id": run_id})
 
 
-def _run(config: FirmConfig, services: SyncServices, progress: _Progress) -> RunResult:
+def _abandon_preview(firm_id: str, run_id: str, services: SyncServices) -> None:
+    """A preview queued for a firm that disconnected since: it ends failed, saying why."""
+    preview = services.runs.get_run(firm_id, run_id)
+    services.config.update(firm_id, preview_pending=False)
+    if preview is None or preview.status != "running":
+        return
+    now = services.clock.now()
+    preview.status = "failed"
+    preview.finished_at = iso(now)
+    entry = codes.XPM_NEEDS_RECONNECT.entry(
+        label="Sync run", message="The integration is not connected any more; the preview did not run."
+    )
+    preview.entry_count = services.runs.add_entries(preview, [entry], now, start=preview.entry_count)
+    services.runs.save_run(preview, now)
+
+
+# --- The run ------------------------------------------------------------------------------------
+
+
+def _run(services: SyncServices, part: _Run) -> RunResult:
     failure: _RunFailure | None = None
     clock_start = time.monotonic()
     try:
-        _sync(config, services, progress)
+        _sync(services, part)
     except _OutOfTime as out_of_time:
-        return _suspend(config, services, progress, out_of_time.checkpoint)
+        try:
+            return _suspend(services, part, out_of_time.checkpoint)
+        except _RunFailure as caught:
+            failure = caught
     except _RunFailure as caught:
         failure = caught
     except FirmDisconnected:
@@ -243,236 +318,314 @@ def _run(config: FirmConfig, services: SyncServices, progress: _Progress) -> Run
         failure = _RunFailure(
             codes.INTERNAL_ERROR, f"The sync stopped: {type(error).__name__}.", transient=True
         )
-    return _finish(config, services, progress, failure, time.monotonic() - clock_start)
+    return _finish(services, part, failure, time.monotonic() - clock_start)
 
 
-def _sync(config: FirmConfig, services: SyncServices, progress: _Progress) -> None:
+def _sync(services: SyncServices, part: _Run) -> None:
+    config = part.config
+    _choose_read(services, part)
+    if not part.dry_run:
+        # The copies failed records are retried from: an incremental run needs them.
+        part.states = services.states_for(config.firm_id).load(with_copies=not part.full_read)
+        part.findings.had_state = set(part.states)
     if not config.tenant_id or not config.default_office_code:
         raise _RunFailure(codes.SYNC_NOT_CONFIGURED, "No XPM practice or default office is chosen yet.")
-    repo = ActiveRepository(services.active_table, config.firm_id)
-    office = repo.offices().get(config.default_office_code)
+    store = services.active_for(config.firm_id)
+    part.store = store
+    office = store.offices().get(config.default_office_code)
     if office is None:
         raise _RunFailure(
             codes.DEFAULT_OFFICE_MISSING,
             f"The default office {config.default_office_code} does not exist in Active.",
         )
+    default_partner = office.default_partner_user_id or None
+    if default_partner is not None and not store.user_exists(default_partner):
+        part.findings.run_level(
+            codes.DEFAULT_PARTNER_NOT_IN_ACTIVE.entry(
+                label="Default Partner",
+                message=f"The default office {office.code}'s Default Partner (user {default_partner}) is "
+                "not an Active user; clients without a Partner in XPM cannot be synced.",
+            )
+        )
+        default_partner = None
     xpm = services.xpm_factory(config.tenant_id, services.tokens.for_firm(config.firm_id))
     try:
-        _sync_with(xpm, config, services, progress, repo, office.code, office.default_partner_user_id)
+        _sync_with(xpm, services, part, store, office.code, default_partner)
     finally:
-        progress.xpm_calls += xpm.calls
+        part.xpm_calls += xpm.calls
         xpm.close()
-        repo.flush()  # whatever happened, the records this part created are written
+        store.flush()  # whatever happened, the records this part created are written
+
+
+def _choose_read(services: SyncServices, part: _Run) -> None:
+    resume = part.resume
+    if resume is not None:
+        part.full_read = resume.full_read
+        part.since = parse_iso(resume.since) if resume.since else None
+    elif part.dry_run or full_read_due(part.config, services.clock.now()):
+        part.full_read = True  # a preview reads as a first sync does (SPEC B6)
+    else:
+        assert part.config.last_completed_run_started_at is not None  # full_read_due() otherwise
+        part.since = parse_iso(part.config.last_completed_run_started_at) - MODIFIED_SINCE_MARGIN
 
 
 def _sync_with(
-    xpm: XpmApi,
-    config: FirmConfig,
+    xpm: XpmSource,
     services: SyncServices,
-    progress: _Progress,
-    repo: ActiveRepository,
+    part: _Run,
+    store: ActiveStore,
     office_code: str,
-    default_partner_user_id: str | None,
+    default_partner: str | None,
 ) -> None:
-    resume = progress.resume
-    counts = progress.run.counts
-    # A continuation re-reads staff to resolve partners, but the first part already counted them.
-    user_counts = counts["user"] if resume is None else dict.fromkeys(counts["user"], 0)
-    users = sync_users(repo, xpm.list_staff(), user_counts)
-    if resume is None:
-        progress.entries.extend(users.entries)
+    counts = part.run.counts
+    # A continuation reads staff again to resolve partners, but the first part counted them.
+    resuming = part.resume is not None
+    user_counts = counts["user"] if not resuming else dict.fromkeys(counts["user"], 0)
+    users = UserSync(
+        store, user_counts, part.findings if not resuming else RunFindings(), dry_run=part.dry_run
+    )
+    try:
+        staff = xpm.list_staff()
+    except XpmTooSlow:
+        raise _OutOfTime(_checkpoint(part, phase=part.resume.phase if part.resume else "list")) from None
+    directory = users.sync(staff)
+    directory.default_partner_user_id = default_partner
+    if not resuming:
+        _check_connection_owner(part, directory.has_staff_email)
+    matches = services.matches_for(part.config.firm_id)
     clients = ClientSync(
-        repo=repo,
-        people=People(
-            staff_email_by_uuid=users.staff_email_by_uuid,
-            user_id_by_email=users.user_id_by_email,
-            default_partner_user_id=default_partner_user_id,
-        ),
+        store=store,
+        people=directory,
         default_office_code=office_code,
         counts=counts["client"],
-        entries=progress.entries,
+        findings=part.findings,
+        matches=matches,
+        suggestions=matches.load(),
+        dry_run=part.dry_run,
     )
-    if resume is None:
-        progress.full_read = (
-            full_read_due(config, services.clock.now()) or len(progress.retry_uuids) > MAX_SINGLE_RETRIES
-        )
-        since = None
-        if not progress.full_read:
-            assert config.last_completed_run_started_at is not None  # full_read_due() otherwise
-            since = parse_iso(config.last_completed_run_started_at) - MODIFIED_SINCE_MARGIN
+    if part.full_read:
+        unlinked_before = matches.unlinked() if not part.dry_run else []
+        unlinked_now = clients.load_all()
+        if not part.dry_run:
+            matches.replace_unlinked(unlinked_now, unlinked_before)
     else:
-        progress.full_read = resume.full_read
-        since = parse_iso(resume.since) if resume.since else None
-        clients.failed_uuids.update(resume.failed_uuids)
-        clients.synced_uuids.update(resume.synced_retry_uuids)
-
-    if progress.full_read:
-        clients.load()
-    _stream_clients(xpm, services, progress, clients, since)
-    if progress.full_read:
+        clients.unlinked = {client.client_id: client for client in matches.unlinked()}
+    try:
+        if part.resume is None or part.resume.phase == "list":
+            _stream_clients(xpm, services, part, clients)
+            clients.settle()
+        if not part.full_read:
+            _retry_clients(services, part, clients)
+            clients.settle()
+    except _OutOfTime:
+        # A client waiting for a code cannot wait across invocations: it fails for now and is
+        # retried next run, by when its code's holder has moved.
         clients.settle()
-        progress.retry_uuids = set(clients.failed_uuids)
-        return
-    pending = sorted(
-        progress.retry_uuids - clients.synced_uuids - clients.failed_uuids - clients.waiting_uuids
-    )
-    vanished = _retry_clients(xpm, clients, pending, progress.entries)
-    clients.settle()
-    progress.retry_uuids = (progress.retry_uuids - clients.synced_uuids - vanished) | clients.failed_uuids
+        raise
+    if clients.settled_suggestions and not part.dry_run:
+        matches.forget(clients.settled_suggestions)
 
 
-def _retry_clients(xpm: XpmApi, clients: ClientSync, pending: list[str], entries: list[Entry]) -> set[str]:
-    """Fetch each client that failed in an earlier run by itself and apply it (SPEC A7), and return
-    the UUIDs XPM no longer knows. A client XPM refuses or cannot give now stays awaiting a retry;
-    the list's work stands either way."""
-    vanished: set[str] = set()
-    postponed: list[str] = []
-    reasons: dict[str, None] = {}  # in the order met
-    unavailable_in_a_row = 0
-    for position, uuid in enumerate(pending):
-        try:
-            retried = xpm.get_client(uuid)
-        except XpmStatusError as error:
-            # Not an answer that the client is gone (get_client says None for those): XPM refused
-            # this one call for a reason that may pass. The record stays in the retry set and is
-            # asked again next run; one that keeps erroring leaves it at the daily full read, which
-            # keeps only the UUIDs XPM still lists.
-            logger.warning(
-                "XPM refused a client awaiting retry; it is asked again next run",
-                extra={"xpm_uuid": uuid, "error": str(error)},
-            )
-            postponed.append(uuid)
-            reasons[f"XPM refused: {error.description or 'no description'}"] = None
-            unavailable_in_a_row = 0
-            continue
-        except XpmUnavailable as error:
-            logger.warning(
-                "XPM did not give a client awaiting retry; it is asked again next run",
-                extra={"xpm_uuid": uuid, "error": str(error)},
-            )
-            postponed.append(uuid)
-            reasons["XPM did not answer"] = None
-            unavailable_in_a_row += 1
-            # One client XPM cannot give must not hold up the others; two in a row is XPM down, and
-            # asking it for each of the rest would only spend the invocation's time and the quota.
-            if unavailable_in_a_row >= UNAVAILABLE_RETRIES_IN_A_ROW:
-                postponed.extend(pending[position + 1 :])
-                break
-            continue
-        except XpmRateLimited as error:
-            # Every further call would meet the same limit.
-            logger.warning(
-                "XPM's rate limit was reached while clients awaiting retry were fetched; they are "
-                "asked again next run",
-                extra={"xpm_uuid": uuid, "error": str(error)},
-            )
-            postponed.extend(pending[position:])
-            reasons["XPM's rate limit was reached"] = None
-            break
-        unavailable_in_a_row = 0
-        if retried is None:
-            vanished.add(uuid)  # gone from XPM: nothing left to retry
-        else:
-            clients.apply(retried)
-    if postponed:
-        entries.append(
-            codes.XPM_RETRIES_POSTPONED.entry(
-                label="Sync run",
-                message=f"{len(postponed)} client(s) that failed in an earlier run could not be fetched "
-                f"from XPM again ({'; '.join(reasons)}); they stay awaiting a retry.",
+def _check_connection_owner(part: _Run, in_staff_list: Callable[[str], bool]) -> None:
+    """SPEC A6: the connection belongs to the Xero user who allowed access; when they are no longer
+    in XPM's staff list, the connection will break."""
+    owner = part.config.connected_by_email
+    if owner and not in_staff_list(owner):
+        part.findings.run_level(
+            codes.CONNECTION_OWNER_NOT_IN_XPM.entry(
+                label="Connection",
+                message=f"{owner} connected XPM for this firm but is not in XPM's staff list: the "
+                "connection stops working when Xero removes their access.",
             )
         )
-    return vanished
 
 
-def _stream_clients(
-    xpm: XpmApi, services: SyncServices, progress: _Progress, clients: ClientSync, since: datetime | None
-) -> None:
+def _chunks(records: Iterator[XpmClientRecord], size: int) -> Iterator[list[XpmClientRecord]]:
+    while chunk := list(islice(records, size)):
+        yield chunk
+
+
+def _stream_clients(xpm: XpmSource, services: SyncServices, part: _Run, clients: ClientSync) -> None:
     """Apply the client list record by record; stop with a checkpoint when time runs short.
 
     A continuation skips the records the earlier part applied, trusting XPM's order only when the
     last record it applied is where it should be; otherwise it applies them all again, which is
     safe because unchanged records are not written and matching is by XPM UUID.
     """
-    resume = progress.resume
-    skip = resume.processed if resume is not None else 0
-    if skip and not _apply_list(xpm, services, progress, clients, since, skip, resume):
+    resume = part.resume
+    skip = resume.processed if resume is not None and resume.phase == "list" else 0
+    if skip and not _apply_list(xpm, services, part, clients, skip):
         logger.warning("XPM's client order changed since the checkpoint; applying every record again")
         skip = 0
     if not skip:
-        _apply_list(xpm, services, progress, clients, since, 0, None)
+        _apply_list(xpm, services, part, clients, 0)
 
 
-def _apply_list(
-    xpm: XpmApi,
-    services: SyncServices,
-    progress: _Progress,
-    clients: ClientSync,
-    since: datetime | None,
-    skip: int,
-    resume: Checkpoint | None,
-) -> bool:
-    """One pass over the list; False when the record before ``skip`` is not the checkpoint's."""
+def _apply_list(xpm: XpmSource, services: SyncServices, part: _Run, clients: ClientSync, skip: int) -> bool:
+    """One pass over the list; False when the record before ``skip`` is not the checkpoint's.
+
+    Records are applied a batch at a time, so that an incremental run looks a batch up in Active
+    at once (``ClientSync.prepare``)."""
+    done = 0  # records of the list applied (or skipped as applied by an earlier part)
     last_uuid: str | None = None
-    for index, client in enumerate(xpm.iter_clients(modified_since=since)):
-        if index < skip:
-            if index == skip - 1 and resume is not None and client.uuid != resume.last_uuid:
-                return False
-            last_uuid = client.uuid
-            continue
-        # Each invocation applies at least one record, so a run always makes progress.
-        if index > skip and services.remaining_seconds() < CHECKPOINT_MARGIN_SECONDS:
-            # A client waiting for a code cannot wait across invocations: it fails for now and
-            # is retried next run, by when its code's holder has moved.
-            clients.settle()
-            raise _OutOfTime(
-                Checkpoint(
-                    run_id=progress.run.run_id,
-                    full_read=progress.full_read,
-                    since=iso(since) if since else None,
-                    processed=index,
-                    last_uuid=last_uuid,
-                    failed_uuids=sorted(clients.failed_uuids),
-                    synced_retry_uuids=sorted(clients.synced_uuids & progress.retry_uuids),
-                )
-            )
-        clients.apply(client)
-        last_uuid = client.uuid
+    batch: list[XpmClientRecord] = []
+
+    def apply_batch() -> None:
+        nonlocal done, last_uuid
+        clients.prepare(batch)
+        for record in batch:
+            # Each invocation applies at least one record, so a run always makes progress.
+            if part.applied and services.remaining_seconds() < CHECKPOINT_MARGIN_SECONDS:
+                raise _OutOfTime(_checkpoint(part, phase="list", processed=done, last_uuid=last_uuid))
+            clients.apply(record)
+            part.applied += 1
+            done += 1
+            last_uuid = record.uuid
+        batch.clear()
+
+    try:
+        for record in xpm.iter_clients(modified_since=part.since):
+            if done < skip:
+                done += 1
+                last_uuid = record.uuid
+                if done == skip and part.resume is not None and record.uuid != part.resume.last_uuid:
+                    return False
+                continue
+            batch.append(record)
+            if len(batch) >= LOOKUP_BATCH:
+                apply_batch()
+        apply_batch()
+    except XpmTooSlow:
+        apply_batch()  # what arrived before the deadline is applied: the run's progress
+        raise _OutOfTime(_checkpoint(part, phase="list", processed=done, last_uuid=last_uuid)) from None
     return True
 
 
-def _suspend(
-    config: FirmConfig, services: SyncServices, progress: _Progress, checkpoint: Checkpoint
-) -> RunResult:
+def _retry_clients(services: SyncServices, part: _Run, clients: ClientSync) -> None:
+    """Apply again, from the copy XPM last sent, each client that failed in an earlier run and was
+    not in this run's answer (SPEC A7): no XPM call; Active read by key."""
+    due = [
+        state
+        for key, state in sorted(part.states.items())
+        if state.retry_copy is not None
+        and state.seen_run != part.run.run_id
+        and key not in part.findings.sightings
+    ]
+    for batch in (due[start : start + LOOKUP_BATCH] for start in range(0, len(due), LOOKUP_BATCH)):
+        records = [XpmClientRecord.model_validate_json(state.retry_copy or "") for state in batch]
+        clients.prepare(records)
+        for record in records:
+            if part.applied and services.remaining_seconds() < CHECKPOINT_MARGIN_SECONDS:
+                raise _OutOfTime(_checkpoint(part, phase="retries"))
+            clients.apply(record, from_retry=True)
+            part.applied += 1
+
+
+def _checkpoint(part: _Run, *, phase: str, processed: int = 0, last_uuid: str | None = None) -> Checkpoint:
+    earlier = part.resume.parts_without_progress if part.resume is not None else 0
+    return Checkpoint(
+        run_id=part.run.run_id,
+        full_read=part.full_read,
+        since=iso(part.since) if part.since else None,
+        phase="retries" if phase == "retries" else "list",
+        processed=processed,
+        last_uuid=last_uuid,
+        parts_without_progress=0 if part.applied else earlier + 1,
+    )
+
+
+def _suspend(services: SyncServices, part: _Run, checkpoint: Checkpoint) -> RunResult:
     """Save what this part did and queue the next part: the run stays ``running`` until it ends."""
+    if checkpoint.parts_without_progress >= PARTS_WITHOUT_PROGRESS_LIMIT or part.dry_run:
+        raise _RunFailure(
+            codes.XPM_TOO_SLOW,
+            "XPM's answer arrived too slowly: no record could be applied before the time ran out."
+            if not part.dry_run
+            else "The preview could not be completed within one invocation.",
+        )
     if services.queue is None:
         raise RuntimeError("a run that must continue needs the sync queue")
-    run = progress.run
+    if part.store is not None:
+        part.store.flush()
+    run = part.run
     now = services.clock.now()
-    run.xpm_calls += progress.xpm_calls
-    run.full_read = progress.full_read
-    run.entry_count = services.runs.add_entries(run, progress.entries, now, start=run.entry_count)
+    _save_states(services, part, now, complete=False)
+    run.xpm_calls += part.xpm_calls
+    run.full_read = part.full_read
+    run.entry_count = services.runs.add_entries(run, part.findings.unwritten(), now, start=run.entry_count)
     services.runs.save_run(run, now)
     saved = checkpoint.model_copy(update={"saved_at": iso(now)})
-    services.config.update(config.firm_id, checkpoint=saved.model_dump())
-    services.queue.enqueue_continuation(
-        config.firm_id, run.trigger, run.run_id, processed=checkpoint.processed
-    )
+    services.config.update(part.config.firm_id, checkpoint=saved.model_dump())
+    services.queue.enqueue_continuation(part.config.firm_id, run.trigger, run.run_id)
     logger.info(
         "sync run continues in a new invocation",
-        extra={"firm_id": run.firm_id, "run_id": run.run_id, "processed": checkpoint.processed},
+        extra={
+            "firm_id": run.firm_id,
+            "run_id": run.run_id,
+            "processed": checkpoint.processed,
+            "phase": checkpoint.phase,
+        },
     )
-    return RunResult(run=run, entries=progress.entries, continued=True)
+    return RunResult(run=run, entries=part.findings.entries, continued=True)
+
+
+def _save_states(services: SyncServices, part: _Run, now: datetime, *, complete: bool) -> None:
+    """Write what this part found to the record states (SPEC B6): sightings reconciled with what
+    was open. A complete run also closes what it no longer sees: staff not in the staff list (read
+    whole every run) and, after a full read, clients XPM no longer lists."""
+    run = part.run
+    puts: list[RecordState] = []
+    deletes: list[str] = []
+    fixed = []
+    now_text = iso(now)
+    for key, sighting in part.findings.sightings.items():
+        state, closed = reconcile(
+            part.states.get(key), sighting, run_id=run.run_id, run_started_at=run.started_at, now=now_text
+        )
+        fixed.extend(closed)
+        if state is not None:
+            puts.append(state)
+            part.states[key] = state
+        elif key in part.states:
+            deletes.append(key)
+            del part.states[key]
+    if complete:
+        for key, state in list(part.states.items()):
+            gone = state.entity == "user" or (state.entity == "client" and part.full_read)
+            if key == RUN_KEY or state.seen_run == run.run_id or key in part.findings.sightings or not gone:
+                continue
+            _, closed = reconcile(state, None, run_id=run.run_id, run_started_at=run.started_at, now=now_text)
+            fixed.extend(closed)
+            deletes.append(key)
+            del part.states[key]
+    part.findings.sightings.clear()
+    part.findings.had_state = set(part.states)
+    services.states_for(run.firm_id).write(puts, deletes, fixed, now)
+
+
+def _failures_in_a_row(config: FirmConfig, failure: _RunFailure | None) -> int:
+    """Self-clearing failures in a row, this run's included (SPEC A5: the third is emailed)."""
+    if failure is None or failure.kind.code not in SELF_CLEARING_FAILURES:
+        return 0
+    return config.transient_failures_in_a_row + 1
+
+
+# --- Failures ------------------------------------------------------------------------------------
 
 
 def _xpm_failure(error: XpmError) -> _RunFailure:
     if isinstance(error, XpmAuthError):
         return _RunFailure(codes.XPM_NEEDS_RECONNECT, "XPM refused the firm's connection.", reconnect=True)
     if isinstance(error, XpmWrongTenant):
-        return _RunFailure(codes.XPM_WRONG_TENANT, "XPM refused access to the chosen practice.")
+        # Not something a later run can get past: only a reconnect choosing the practice again can.
+        return _RunFailure(
+            codes.XPM_WRONG_TENANT, "XPM refused access to the chosen practice.", reconnect=True
+        )
     if isinstance(error, XpmRateLimited):
         limit = f" ({error.problem} limit)" if error.problem else ""
         return _RunFailure(codes.XPM_RATE_LIMITED, f"XPM's rate limit was reached{limit}.")
+    if isinstance(error, XpmTooSlow):
+        return _RunFailure(codes.XPM_TOO_SLOW, f"XPM answered too slowly: {error}")
     if isinstance(error, XpmUnavailable):
         return _RunFailure(codes.XPM_UNAVAILABLE, f"XPM is unavailable: {error}", transient=True)
     if isinstance(error, XpmBadResponse):
@@ -506,54 +659,70 @@ def _identity_failure(error: XeroIdentityError) -> _RunFailure:
     )
 
 
-def _finish(
-    config: FirmConfig,
-    services: SyncServices,
-    progress: _Progress,
-    failure: _RunFailure | None,
-    seconds: float,
-) -> RunResult:
-    run = progress.run
+# --- The end of a run ----------------------------------------------------------------------------
+
+
+def _status(run: SyncRun, findings: RunFindings, failure: _RunFailure | None) -> str:
+    if failure is not None:
+        return "failed"
+    record_failed = any(counts.get("failed") for counts in run.counts.values())
+    run_error = any(entry.entity == "run" and entry.severity == "error" for entry in findings.entries)
+    return "partial" if record_failed or run_error else "success"
+
+
+def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, seconds: float) -> RunResult:
+    run, config, findings = part.run, part.config, part.findings
     finished = services.clock.now()
     # Set before anything else is written, so that a firm disconnected while this run went on is
     # neither marked for reconnecting again nor emailed about it.
     disconnected = failure is not None and (
         failure.disconnected
-        or (failure.reconnect and not services.config.mark_needs_reconnect(config.firm_id))
+        or (
+            failure.reconnect
+            and not part.dry_run
+            and not services.config.mark_needs_reconnect(config.firm_id)
+        )
     )
     if failure is not None:
         message = failure.message
         if disconnected and not failure.disconnected:
             logger.info("firm disconnected during the run", extra={"firm_id": config.firm_id})
             message += " The integration was disconnected while this run went on; it stays disconnected."
-        progress.entries.append(failure.kind.entry(label="Sync run", message=message))
-        run.status = "failed"
-    elif any(counts["failed"] for counts in run.counts.values()):
-        run.status = "partial"
-    else:
-        run.status = "success"
+        findings.run_level(failure.kind.entry(label="Sync run", message=message))
+    run.status = _status(run, findings, failure)  # type: ignore[assignment]
     run.finished_at = iso(finished)
-    run.xpm_calls += progress.xpm_calls
-    run.full_read = progress.full_read
-    if services.after_run is not None and run.status in ("failed", "partial") and not disconnected:
-        # The notification's own problems (no notification user, say) belong in this run's log.
-        progress.entries.extend(services.after_run(run, progress.entries, config).entries)
-    run.entry_count = services.runs.add_entries(run, progress.entries, finished, start=run.entry_count)
+    run.xpm_calls += part.xpm_calls
+    run.full_read = part.full_read
+    completed = failure is None
+    failures_in_a_row = _failures_in_a_row(config, failure)
+    if not part.dry_run:
+        # A run's own problems close at the next run that does not report them (SPEC B6).
+        findings.sightings[RUN_KEY] = run_level_sighting(findings.entries)
+        _save_states(services, part, finished, complete=completed)
+        if (
+            not disconnected
+            and services.notifier is not None
+            and should_notify(
+                run.status,
+                failure.kind.code if failure is not None else None,
+                failures_in_a_row=failures_in_a_row,
+                last_completed_run_started_at=config.last_completed_run_started_at,
+                connected_at=config.connected_at,
+                now=finished,
+            )
+        ):
+            # The notification's own problems (no notification user, say) belong in this run's log.
+            result = services.notifier(run, findings.entries, config)
+            findings.entries.extend(result.entries)
+            if result.outcome == "sent":
+                services.config.update(config.firm_id, last_notified_at=iso(finished))
+    run.entry_count = services.runs.add_entries(run, findings.unwritten(), finished, start=run.entry_count)
     services.runs.save_run(run, finished)
-
-    changes: dict[str, Any] = {
-        "last_run_id": run.run_id,
-        "run_pending": False,
-        "checkpoint": None,
-        "running_run_id": None,
-    }
-    if failure is None:
-        changes["last_completed_run_started_at"] = run.started_at
-        changes["retry_client_uuids"] = progress.retry_uuids
-        if progress.full_read:
-            changes["last_full_read_started_at"] = run.started_at
-    services.config.update(config.firm_id, **changes)
-    record_run_metrics(run, seconds, [e.code for e in progress.entries if e.entity == "run"])
+    if part.dry_run:
+        services.config.update(config.firm_id, preview_pending=False)
+    else:
+        _record_end(services, part, completed, failures_in_a_row)
+    record_run_metrics(run, seconds, [entry.code for entry in findings.entries if entry.entity == "run"])
     logger.info(
         "sync run finished",
         extra={
@@ -561,6 +730,7 @@ def _finish(
             "run_id": run.run_id,
             "trigger": run.trigger,
             "status": run.status,
+            "dry_run": run.dry_run,
             "counts": run.counts,
             "xpm_calls": run.xpm_calls,
             "full_read": run.full_read,
@@ -568,4 +738,23 @@ def _finish(
             "duration_ms": round(seconds * 1000),
         },
     )
-    return RunResult(run=run, entries=progress.entries, transient=failure is not None and failure.transient)
+    return RunResult(run=run, entries=findings.entries, transient=failure is not None and failure.transient)
+
+
+def _record_end(services: SyncServices, part: _Run, completed: bool, failures_in_a_row: int) -> None:
+    """The run's bookkeeping always; its incremental state only if the firm's tenant is still the
+    one the run read (SPEC A6: a tenant change in flight starts the next run afresh)."""
+    run, config = part.run, part.config
+    services.config.update(
+        config.firm_id, last_run_id=run.run_id, run_pending=False, checkpoint=None, running_run_id=None
+    )
+    state: dict[str, Any] = {"transient_failures_in_a_row": failures_in_a_row}
+    if completed:
+        state["last_completed_run_started_at"] = run.started_at
+        if part.full_read:
+            state["last_full_read_started_at"] = run.started_at
+    if not services.config.update_if_same_state(config.firm_id, config.sync_state_id, **state):
+        logger.info(
+            "the firm's tenant changed while this run went on; its state is not kept",
+            extra={"firm_id": config.firm_id, "run_id": run.run_id},
+        )

@@ -1,108 +1,146 @@
-"""Staff -> Active users (SPEC A3, A4): match by xpm_uuid, then by email."""
+"""XPM staff -> Active users (SPEC A3, A4): match by ``xpm_uuid``, then by email.
+
+The staff list is read whole every run, so the firm's users are too (a few hundred at most). The
+first staff member with an email keeps it; a later one with the same email is an error, as is a
+staff record XPM sent twice or without a UUID. Only the synced attributes are written.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
-from xpm_sync.adapters.active_table import ActiveRepository, RecordGone, changed_values
 from xpm_sync.domain import entries as codes
-from xpm_sync.domain.active_records import UserFields
+from xpm_sync.domain.active_records import StoredUser, UserFields
 from xpm_sync.domain.entries import Entry, EntryKind
-from xpm_sync.domain.mapping import map_staff, normalise_email, staff_label, uuid_key
+from xpm_sync.domain.errors import RecordGone, RecordTooLarge
+from xpm_sync.domain.mapping import (
+    changed_values,
+    map_staff,
+    normalise_email,
+    staff_label,
+    user_values,
+    uuid_key,
+)
+from xpm_sync.domain.partners import PeopleDirectory
 from xpm_sync.domain.xpm_records import XpmStaff
+from xpm_sync.sync.findings import RunFindings
+from xpm_sync.sync.ports import ActiveStore
 
 
-@dataclass
-class UserSyncResult:
-    counts: dict[str, int]
-    entries: list[Entry] = field(default_factory=list)
-    # Every Active user's id by normalised email, after this sync's writes: partners resolve here.
-    user_id_by_email: dict[str, str] = field(default_factory=dict)
-    # Email of every XPM staff member that has one, by uuid_key: AccountManager/JobManager resolve here.
-    staff_email_by_uuid: dict[str, str] = field(default_factory=dict)
-
-
-def sync_users(
-    repo: ActiveRepository, staff_list: Iterable[XpmStaff], counts: dict[str, int]
-) -> UserSyncResult:
-    stored = repo.users()
-    by_uuid: dict[str, dict[str, Any]] = {u["xpm_uuid"]: u for u in stored if u.get("xpm_uuid")}
-    by_email: dict[str, dict[str, Any]] = {}
-    for user in stored:
-        if user.get("email"):
-            by_email.setdefault(normalise_email(str(user["email"])), user)
-    result = UserSyncResult(
-        counts=counts, user_id_by_email={key: str(user["user_id"]) for key, user in by_email.items()}
-    )
-    first_with_email: dict[str, XpmStaff] = {}
-    for staff in staff_list:
-        if staff.email:
-            result.staff_email_by_uuid[uuid_key(staff.uuid)] = staff.email
-        mapping = map_staff(staff)
-        result.entries.extend(mapping.entries)
-        if mapping.fields is None:
-            counts["failed"] += 1
-            continue
-        email_key = normalise_email(mapping.fields.email)
-        outcome = _sync_one(
-            repo,
-            staff,
-            mapping.fields,
-            existing=by_uuid.get(staff.uuid) or by_email.get(email_key),
-            earlier=first_with_email.setdefault(email_key, staff),
+class UserSync:
+    def __init__(
+        self, store: ActiveStore, counts: dict[str, int], findings: RunFindings, *, dry_run: bool = False
+    ) -> None:
+        self._store = store
+        self._counts = counts
+        self._findings = findings
+        self._dry_run = dry_run
+        stored = store.users()
+        self._by_uuid = {user.xpm_uuid: user for user in stored if user.xpm_uuid}
+        self._by_email: dict[str, StoredUser] = {}
+        for user in stored:
+            if user.email:
+                self._by_email.setdefault(normalise_email(user.email), user)
+        self.directory = PeopleDirectory(
+            user_id_by_email={email: user.user_id for email, user in self._by_email.items()}
         )
-        if isinstance(outcome, Entry):
-            result.entries.append(outcome)
-            counts["failed"] += 1
-            continue
-        user_id, counted = outcome
-        counts[counted] += 1
-        result.user_id_by_email[email_key] = user_id
-    return result
 
+    def sync(self, staff_list: Iterable[XpmStaff]) -> PeopleDirectory:
+        """Sync every staff member; the directory the clients' partners resolve through."""
+        first_with_email: dict[str, XpmStaff] = {}
+        seen: set[str] = set()
+        for staff in staff_list:
+            label = staff_label(staff)
+            if not staff.uuid:
+                self._fail(staff, label, codes.STAFF_UUID_MISSING, f"{label} came from XPM without a UUID.")
+                continue
+            if staff.uuid in seen:
+                self._fail(
+                    staff,
+                    label,
+                    codes.XPM_UUID_REPEATED,
+                    f"XPM sent the staff member {label} twice in one answer; the first copy was synced.",
+                )
+                continue
+            seen.add(staff.uuid)
+            if staff.email:
+                self.directory.staff_email_by_uuid[uuid_key(staff.uuid)] = staff.email
+            mapping = map_staff(staff)
+            if mapping.fields is None:
+                self._counts["failed"] += 1
+                self._findings.report("user", xpm_uuid=staff.uuid, label=label, entries=mapping.entries)
+                continue
+            email_key = normalise_email(mapping.fields.email)
+            earlier = first_with_email.setdefault(email_key, staff)
+            self._sync_one(staff, label, mapping.fields, mapping.entries, email_key, earlier)
+        return self.directory
 
-def _sync_one(
-    repo: ActiveRepository,
-    staff: XpmStaff,
-    fields: UserFields,
-    *,
-    existing: dict[str, Any] | None,
-    earlier: XpmStaff,
-) -> Entry | tuple[str, str]:
-    """Write one staff member's user: (user id, outcome), or the entry saying why it was not."""
-    label = staff_label(staff)
+    def _fail(self, staff: XpmStaff, label: str, kind: EntryKind, message: str, *found: Entry) -> None:
+        self._counts["failed"] += 1
+        entry = kind.entry(label=label, message=message, xpm_uuid=staff.uuid, entity="user")
+        self._findings.report("user", xpm_uuid=staff.uuid, label=label, entries=(*found, entry))
 
-    def problem(kind: EntryKind, message: str) -> Entry:
-        return kind.entry(label=label, xpm_uuid=staff.uuid, message=message)
+    def _sync_one(
+        self,
+        staff: XpmStaff,
+        label: str,
+        fields: UserFields,
+        found: tuple[Entry, ...],
+        email_key: str,
+        earlier: XpmStaff,
+    ) -> None:
+        if earlier is not staff:
+            self._fail(
+                staff,
+                label,
+                codes.STAFF_EMAIL_DUPLICATE,
+                f"{label} has the email {fields.email}, which {staff_label(earlier)} also has in XPM; "
+                "only the first is synced.",
+                *found,
+            )
+            return
+        existing = self._by_uuid.get(staff.uuid) or self._by_email.get(email_key)
+        if existing is not None and existing.xpm_uuid and existing.xpm_uuid != staff.uuid:
+            self._fail(
+                staff,
+                label,
+                codes.USER_LINKED_TO_OTHER_STAFF,
+                f"The Active user {existing.email} is already linked to another XPM staff member, "
+                f"so {label} was not synced.",
+                *found,
+            )
+            return
+        desired = user_values(fields, xpm_uuid=staff.uuid)
+        try:
+            outcome, user_id = self._write(existing, desired)
+        except RecordGone:
+            self._fail(
+                staff,
+                label,
+                codes.USER_DELETED_DURING_RUN,
+                f"The Active user for {label} was deleted in Active while the sync was running, "
+                "so it was not updated.",
+                *found,
+            )
+            return
+        except RecordTooLarge:
+            self._fail(
+                staff, label, codes.RECORD_TOO_LARGE, f"{label} is too large for Active to store.", *found
+            )
+            return
+        self._counts[outcome] += 1
+        self.directory.user_id_by_email[email_key] = user_id
+        self._findings.report("user", xpm_uuid=staff.uuid, label=label, entries=found)
 
-    if earlier is not staff:
-        return problem(
-            codes.STAFF_EMAIL_DUPLICATE,
-            f"{label} has the email {fields.email}, which {staff_label(earlier)} also has in XPM; "
-            "only the first is synced.",
-        )
-    desired: dict[str, object] = {**fields.model_dump(), "xpm_uuid": staff.uuid}
-    if existing is None:
-        return repo.create("user", desired), "created"
-    linked_to = existing.get("xpm_uuid")
-    if linked_to and linked_to != staff.uuid:
-        return problem(
-            codes.USER_LINKED_TO_OTHER_STAFF,
-            f"The Active user {existing.get('email')} is already linked to another XPM staff member, "
-            f"so {label} was not synced.",
-        )
-    user_id = str(existing["user_id"])
-    changes = changed_values(existing, desired)
-    if not changes:
-        return user_id, "unchanged"
-    try:
-        repo.update("user", user_id, changes)
-    except RecordGone:
-        return problem(
-            codes.USER_DELETED_DURING_RUN,
-            f"The Active user for {label} was deleted in Active while the sync was running, "
-            "so it was not updated.",
-        )
-    return user_id, "updated"
+    def _write(self, existing: StoredUser | None, desired: dict[str, object]) -> tuple[str, str]:
+        if existing is None:
+            user_id = (
+                f"planned-{desired['xpm_uuid']}" if self._dry_run else self._store.create("user", desired)
+            )
+            return "created", user_id
+        changes = changed_values(existing.synced, desired)
+        if not changes:
+            return "unchanged", existing.user_id
+        if not self._dry_run:
+            self._store.update("user", existing.user_id, changes)
+        return "updated", existing.user_id

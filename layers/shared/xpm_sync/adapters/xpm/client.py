@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Protocol, TypeVar
-from urllib.parse import quote
 
 import httpx
 
@@ -30,6 +29,7 @@ from xpm_sync.adapters.xpm.errors import (
     XpmAuthError,
     XpmBadResponse,
     XpmRateLimited,
+    XpmTooSlow,
     XpmUnavailable,
     XpmWrongTenant,
 )
@@ -39,6 +39,10 @@ from xpm_sync.observability import logger, tracer
 API_PREFIX = "/practicemanager/3.1/"
 # Left unspent of the caller's time budget, so a run that gives up still has time to record why.
 SAFETY_MARGIN_SECONDS = 15.0
+# An answer still arriving this close to the invocation's end is cut off (XpmTooSlow): the run
+# needs the rest to apply what it read and write its checkpoint. Less than the engine's own
+# checkpoint margin, so a list that keeps coming is stopped by the engine between two records.
+READ_DEADLINE_MARGIN_SECONDS = 45.0
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 30.0
 # XPM sends Retry-After with every 429; if it is ever missing, a minute is the limit's own window.
@@ -50,16 +54,6 @@ MAX_RATE_LIMIT_WAIT_SECONDS = 90.0
 # ...except for the concurrent-calls limit, which frees up as soon as a call in flight ends: a 429
 # for it without Retry-After waits a short jittered back-off, never less than this.
 CONCURRENT_RETRY_FLOOR_SECONDS = 1.0
-# ErrorDescriptions (matched case-insensitively) with which XPM says the client asked for does not
-# exist. Any other application error from client.api/get may pass, so the record is asked again.
-CLIENT_GONE_PHRASES = (
-    "not found",
-    "does not exist",
-    "invalid client",
-    "invalid uuid",
-    "invalid identifier",
-    "unknown client",
-)
 # Error bodies are small; reading more than this from a 4xx would only serve a hostile server.
 _ERROR_BODY_LIMIT = 64 * 1024
 # These failures happen before the request reaches XPM, so they cost no quota and are not counted.
@@ -70,11 +64,6 @@ _T = TypeVar("_T")
 
 class AccessTokenSource(Protocol):
     def access_token(self, *, force_refresh: bool = False) -> str: ...
-
-
-class _NotFound(Exception):
-    """HTTP 404 (or 400, a UUID XPM cannot read): meaningful only to ``get_client``, which answers
-    ``None``."""
 
 
 class _BodyInterrupted(XpmUnavailable):
@@ -132,27 +121,6 @@ class XpmApi:
             params["modifiedsince"] = format_modified_since(modified_since)
         return self._records("client.api/list", params, xml.iter_clients)
 
-    @tracer.capture_method(capture_response=False)
-    def get_client(self, uuid: str) -> XpmClientRecord | None:
-        """One client by UUID, or ``None`` when XPM does not know it.
-
-        "Does not know it" is HTTP 404 or 400, or an application error whose description says so
-        (:data:`CLIENT_GONE_PHRASES`); any other application error is raised as ``XpmStatusError``.
-        """
-        if not uuid.strip():
-            raise ValueError("a client UUID is required")
-        path = "client.api/get/" + quote(uuid.strip(), safe="")
-        try:
-            # Read to the end even though there is one client: only a complete answer is trusted.
-            clients = self._collect(path, _read_one_client, missing_ok=True)
-        except _NotFound:
-            return None
-        except xml.XpmStatusError as exc:
-            if client_gone(exc.description):
-                return None
-            raise
-        return clients[0] if clients else None
-
     def close(self) -> None:
         if self._owns_http:
             self._http.close()
@@ -182,7 +150,7 @@ class XpmApi:
         while True:
             yielded = False
             try:
-                for record in self._read(path, params, reader, missing_ok=False):
+                for record in self._read(path, params, reader):
                     yielded = True
                     yield record
                 return
@@ -192,43 +160,52 @@ class XpmApi:
                 retried = True
                 _log_cut_short(path, exc)
 
-    def _collect(
-        self,
-        path: str,
-        reader: Callable[[Iterable[bytes]], Iterator[_T]],
-        *,
-        missing_ok: bool = False,
-    ) -> list[_T]:
+    def _collect(self, path: str, reader: Callable[[Iterable[bytes]], Iterator[_T]]) -> list[_T]:
         # Nothing is handed out until the whole answer is in, so a body cut short anywhere can be
         # read again from the start without the caller seeing a record twice.
         try:
-            return list(self._read(path, {}, reader, missing_ok=missing_ok))
+            return list(self._read(path, {}, reader))
         except _CUT_SHORT as exc:
             _log_cut_short(path, exc)
-        return list(self._read(path, {}, reader, missing_ok=missing_ok))
+        return list(self._read(path, {}, reader))
 
     def _read(
         self,
         path: str,
         params: dict[str, str],
         reader: Callable[[Iterable[bytes]], Iterator[_T]],
-        *,
-        missing_ok: bool,
     ) -> Iterator[_T]:
-        with self._call(path, params, missing_ok) as response:
-            yield from reader(_body(response))
+        with self._call(path, params) as response:
+            yield from reader(self._body(response))
+
+    def _body(self, response: httpx.Response) -> Iterator[bytes]:
+        """The answer's bytes as they arrive, until the run's time for reading is up (SPEC A7: an
+        overall deadline, not only a per-read timeout, so a slow-drip answer cannot outlive the
+        invocation)."""
+        try:
+            for chunk in response.iter_bytes():
+                yield chunk
+                left = self._read_time_left()
+                if left is not None and left <= 0:
+                    raise XpmTooSlow(
+                        "XPM's answer was still arriving when the run's time for reading ran out"
+                    )
+        except httpx.TransportError as exc:
+            raise _BodyInterrupted(
+                f"XPM connection failed while reading the answer ({type(exc).__name__})"
+            ) from exc
 
     @contextmanager
-    def _call(self, path: str, params: dict[str, str], missing_ok: bool) -> Iterator[httpx.Response]:
+    def _call(self, path: str, params: dict[str, str]) -> Iterator[httpx.Response]:
         """A 200 answer whose body is still to be read; connection and budget slot freed on exit."""
-        response = self._open(path, params, missing_ok)
+        response = self._open(path, params)
         try:
             yield response
         finally:
             response.close()
             self._budget.release()
 
-    def _open(self, path: str, params: dict[str, str], missing_ok: bool) -> httpx.Response:
+    def _open(self, path: str, params: dict[str, str]) -> httpx.Response:
         url = self._base + path
         token = self._tokens.access_token()
         refreshed = False
@@ -240,7 +217,7 @@ class XpmApi:
             try:
                 # The timeout is set per request so it holds for a shared, caller-made httpx client too.
                 request = self._http.build_request(
-                    "GET", url, params=params, headers=self._headers(token), timeout=self._timeout
+                    "GET", url, params=params, headers=self._headers(token), timeout=self._request_timeout()
                 )
                 response = self._http.send(request, stream=True)
             except httpx.TransportError as exc:
@@ -259,16 +236,7 @@ class XpmApi:
                 return response
             retried_status = status in (401, 429) or status >= 500
             try:
-                if not retried_status:
-                    failure: Exception | None = self._failure(response, path, missing_ok)
-                elif status == 500 and missing_ok:
-                    # XPM's v3.1 API documents no 404 for a client lookup, only 200 and 500: a 500
-                    # with XPM's own error is its answer (get_client reads whether the client is
-                    # gone), and asking again would not change it. A gateway's 500 is retried.
-                    description = self._error_description(response, xpm_only=True)
-                    failure = None if description is None else xml.XpmStatusError(description)
-                else:
-                    failure = None
+                failure = None if retried_status else self._failure(response, path)
             finally:
                 response.close()
                 self._budget.release()
@@ -290,13 +258,11 @@ class XpmApi:
             failures += 1  # 5xx, the one status left
             self._back_off(failures, f"HTTP {status} from {path}")
 
-    def _failure(self, response: httpx.Response, path: str, missing_ok: bool) -> Exception:
+    def _failure(self, response: httpx.Response, path: str) -> Exception:
         """The error a non-200 answer that is not retried stands for."""
         status = response.status_code
         if status == 403:
             return XpmWrongTenant(f"XPM refused access to tenant {self._tenant_id} (HTTP 403)")
-        if status in (400, 404) and missing_ok:
-            return _NotFound()
         if 400 <= status < 500:
             description = self._error_description(response)
             if description is not None:
@@ -332,6 +298,18 @@ class XpmApi:
         if self._remaining_seconds is None:
             return None
         return max(self._remaining_seconds() - SAFETY_MARGIN_SECONDS, 0.0)
+
+    def _read_time_left(self) -> float | None:
+        """What is left for reading answers: the invocation's time less what the run needs after
+        (applying what it read, writing its checkpoint)."""
+        if self._remaining_seconds is None:
+            return None
+        return self._remaining_seconds() - READ_DEADLINE_MARGIN_SECONDS
+
+    def _request_timeout(self) -> float:
+        """A per-read timeout that never reaches past the reading deadline."""
+        left = self._read_time_left()
+        return self._timeout if left is None else min(self._timeout, max(1.0, left))
 
     def _back_off(self, failures: int, why: str, *, cause: Exception | None = None) -> None:
         if failures >= self._max_attempts:
@@ -443,14 +421,6 @@ def _json_error_description(body: bytes, keys: tuple[str, ...]) -> str | None:
     return None
 
 
-def client_gone(description: str | None) -> bool:
-    """Whether an ErrorDescription from ``client.api/get`` says the client does not exist."""
-    if description is None:
-        return False
-    folded = description.casefold()
-    return any(phrase in folded for phrase in CLIENT_GONE_PHRASES)
-
-
 def _jittered_delay(failures: int) -> float:
     """Exponential back-off with full jitter: many firms' workers retrying at once must not hit XPM
     in lockstep."""
@@ -471,21 +441,8 @@ def _retry_after(value: str | None) -> float | None:
     return max(seconds, 0.0)
 
 
-def _body(response: httpx.Response) -> Iterator[bytes]:
-    try:
-        yield from response.iter_bytes()
-    except httpx.TransportError as exc:
-        raise _BodyInterrupted(
-            f"XPM connection failed while reading the answer ({type(exc).__name__})"
-        ) from exc
-
-
 _CUT_SHORT = (xml.XpmTruncatedResponse, _BodyInterrupted)
 
 
 def _log_cut_short(path: str, exc: Exception) -> None:
     logger.debug("XPM answer cut short; reading it again", extra={"path": path, "error": str(exc)})
-
-
-def _read_one_client(chunks: Iterable[bytes]) -> Iterator[XpmClientRecord]:
-    return xml.iter_records(chunks, xml.CLIENT_PATH, xml.parse_client)

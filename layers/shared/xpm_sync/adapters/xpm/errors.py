@@ -31,3 +31,8 @@ class XpmUnavailable(XpmError):
 
 class XpmBadResponse(XpmError):
     """An answer that cannot be used: ``<Status>ERROR</Status>``, malformed or hostile XML."""
+
+
+class XpmTooSlow(XpmError):
+    """An answer still arriving when the run's time for reading ran out (a slow drip): the run
+    keeps what it applied and goes on in a new invocation."""

@@ -227,15 +227,6 @@ def iter_clients(chunks: Iterable[bytes], **limits: int) -> Iterator[XpmClientRe
     return iter_records(chunks, CLIENTS_PATH, parse_client, **limits)
 
 
-def read_client(chunks: Iterable[bytes], **limits: int) -> XpmClientRecord | None:
-    """``client.api/get/{uuid}``: ``<Response><Client>``; an OK answer without one is ``None``."""
-    found: XpmClientRecord | None = None
-    for client in iter_records(chunks, CLIENT_PATH, parse_client, **limits):
-        if found is None:
-            found = client
-    return found
-
-
 # --- normalisation (SPEC A3: trimmed strings, empty is absent, Yes/No are booleans) -----------
 
 _TRUE = frozenset({"yes", "true", "y", "1"})
@@ -286,17 +277,15 @@ def staff_ref_of(elem: Element | None) -> str | None:
     return None
 
 
-def _required_uuid(fields: dict[str, Element], kind: str) -> str:
-    uuid = text_of(fields.get("UUID"))
-    if uuid is None:
-        raise XpmBadResponse(f"XPM {kind} record has no UUID")
-    return uuid
+def _uuid(fields: dict[str, Element]) -> str:
+    # A record without a UUID is handed on as such ("" ): the sync reports it, alone (SPEC A4).
+    return text_of(fields.get("UUID")) or ""
 
 
 def parse_staff(elem: Element) -> XpmStaff:
     fields = _children(elem)
     return XpmStaff(
-        uuid=_required_uuid(fields, "staff"),
+        uuid=_uuid(fields),
         name=text_of(fields.get("Name")),
         email=text_of(fields.get("Email")),
         phone=text_of(fields.get("Phone")),
@@ -331,7 +320,7 @@ def parse_client(elem: Element) -> XpmClientRecord:
     contact_elems = [] if contacts is None else [c for c in contacts if c.tag == "Contact"]
     group_elems = [] if groups is None else [g for g in groups if g.tag == "Group"]
     return XpmClientRecord(
-        uuid=_required_uuid(fields, "client"),
+        uuid=_uuid(fields),
         name=text("Name"),
         title=text("Title"),
         first_name=text("FirstName"),
@@ -358,4 +347,5 @@ def parse_client(elem: Element) -> XpmClientRecord:
         is_prospect=flag_of(fields.get("IsProspect")),
         contacts=tuple(_parse_contact(c) for c in contact_elems),
         groups=tuple(_parse_group(g) for g in group_elems),
+        web_url=text("WebUrl"),
     )

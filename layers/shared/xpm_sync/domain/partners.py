@@ -1,0 +1,97 @@
+"""A client's Partner and Manager as Active users (SPEC A2), all in one place.
+
+XPM links a client to staff by UUID (``AccountManager`` is XPM's "Partner", ``JobManager`` the
+manager). Active links it to users. The bridge is the email: the staff member's email in XPM must
+be an Active user's email (case-insensitive, trimmed). A client with no Partner in XPM takes the
+firm's default partner when one is set; a Partner that is set but cannot be resolved is an error
+even then. An unresolved Manager is a warning and leaves the manager empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from xpm_sync.domain import entries
+from xpm_sync.domain.entries import Entry, EntryKind
+from xpm_sync.domain.mapping import ClientMapping, normalise_email, uuid_key
+
+
+@dataclass(frozen=True)
+class ResolvedPeople:
+    partner_user_id: str | None  # None: the client cannot be synced (an error entry says why)
+    manager_user_id: str | None
+    entries: tuple[Entry, ...]
+
+
+@dataclass
+class PeopleDirectory:
+    """Who is who on both sides, as one run knows it after syncing users.
+
+    ``staff_email_by_uuid``: :func:`uuid_key` of each XPM staff UUID -> that staff member's email.
+    ``user_id_by_email``: :func:`normalise_email` of each Active user's email -> the user's id.
+    ``default_partner_user_id``: the default office's Default Partner, when it is an Active user.
+    """
+
+    staff_email_by_uuid: dict[str, str] = field(default_factory=dict)
+    user_id_by_email: dict[str, str] = field(default_factory=dict)
+    default_partner_user_id: str | None = None
+
+    def has_staff_email(self, email: str) -> bool:
+        wanted = normalise_email(email)
+        return any(normalise_email(known) == wanted for known in self.staff_email_by_uuid.values())
+
+    def resolve(self, mapping: ClientMapping, *, label: str, xpm_uuid: str) -> ResolvedPeople:
+        """The Active users for a client's XPM Partner and Manager; only the entries found here
+        are returned (``mapping.entries`` stay with the caller)."""
+        found: list[Entry] = []
+
+        def problem(kind: EntryKind, message: str) -> None:
+            found.append(kind.entry(label=label, message=message, xpm_uuid=xpm_uuid))
+
+        partner_user_id: str | None = None
+        if mapping.partner_uuid is None:
+            # The default partner stands in only for a missing Partner, never for an unresolvable one.
+            partner_user_id = self.default_partner_user_id
+            if partner_user_id is None:
+                problem(
+                    entries.PARTNER_MISSING,
+                    "The client has no Partner in XPM and the firm has no Default Partner.",
+                )
+        else:
+            partner_email = self._email_of(mapping.partner_uuid)
+            if partner_email is None:
+                problem(
+                    entries.PARTNER_NOT_IN_XPM_STAFF,
+                    f"The client's Partner (XPM staff {mapping.partner_uuid}) is not in XPM's staff list "
+                    "or has no email there.",
+                )
+            else:
+                partner_user_id = self.user_id_by_email.get(normalise_email(partner_email))
+                if partner_user_id is None:
+                    problem(
+                        entries.PARTNER_NOT_IN_ACTIVE,
+                        f"The client's Partner {partner_email} has no Active user with that email.",
+                    )
+
+        manager_user_id: str | None = None
+        if mapping.manager_uuid is not None:
+            manager_email = self._email_of(mapping.manager_uuid)
+            if manager_email is None:
+                problem(
+                    entries.MANAGER_NOT_IN_ACTIVE,
+                    f"The client's Manager (XPM staff {mapping.manager_uuid}) is not in XPM's staff list "
+                    "or has no email there; the manager was left empty.",
+                )
+            else:
+                manager_user_id = self.user_id_by_email.get(normalise_email(manager_email))
+                if manager_user_id is None:
+                    problem(
+                        entries.MANAGER_NOT_IN_ACTIVE,
+                        f"The client's Manager {manager_email} has no Active user with that email; "
+                        "the manager was left empty.",
+                    )
+        return ResolvedPeople(partner_user_id, manager_user_id, tuple(found))
+
+    def _email_of(self, staff_uuid: str) -> str | None:
+        email = self.staff_email_by_uuid.get(uuid_key(staff_uuid))
+        return (email.strip() or None) if email is not None else None

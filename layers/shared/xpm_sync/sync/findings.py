@@ -1,0 +1,56 @@
+"""What one run found, as it goes: the error log's entries in the order met, and per record what
+it reported (for the record states, SPEC B6)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from xpm_sync.domain.entries import Entry, EntryEntity
+from xpm_sync.domain.problems import Sighting, record_key
+
+
+@dataclass
+class RunFindings:
+    entries: list[Entry] = field(default_factory=list)
+    # record key -> what this run reported about it (clean records with nothing open are not kept)
+    sightings: dict[str, Sighting] = field(default_factory=dict)
+    # keys of the records whose state existed before the run: a clean sighting of those closes it
+    had_state: set[str] = field(default_factory=set)
+    # entries already written to the sync log by an earlier part of the run
+    written: int = 0
+
+    def report(
+        self,
+        entity: EntryEntity,
+        *,
+        xpm_uuid: str | None,
+        label: str,
+        entries: Iterable[Entry] = (),
+        retry_copy: str | None = None,
+        web_url: str | None = None,
+    ) -> None:
+        """The record's outcome in this run: its entries join the log; its sighting is kept when it
+        has something open now or had before."""
+        found = tuple(entries)
+        self.entries.extend(found)
+        key = record_key(entity, xpm_uuid, label)
+        if not found and retry_copy is None and key not in self.had_state and key not in self.sightings:
+            return
+        sighting = Sighting(
+            entity=entity,
+            key=key,
+            label=label,
+            entries=found,
+            xpm_uuid=xpm_uuid or None,
+            web_url=web_url,
+            retry_copy=retry_copy,
+        )
+        earlier = self.sightings.get(key)
+        self.sightings[key] = earlier.merged(sighting) if earlier is not None else sighting
+
+    def run_level(self, entry: Entry) -> None:
+        self.entries.append(entry)
+
+    def unwritten(self) -> list[Entry]:
+        return self.entries[self.written :]

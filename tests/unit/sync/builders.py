@@ -1,0 +1,59 @@
+"""XPM records and runs for the sync's unit tests, written the way XPM sends them."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from xpm_sync.domain.runs import SyncRun
+from xpm_sync.domain.xpm_records import XpmClientRecord, XpmStaff
+from xpm_sync.sync.engine import RunResult, run_sync
+
+from tests.fakes import FIRM, Firm
+
+_numbers = itertools.count(1)
+
+
+def staff(name: str = "Pat Partner", email: str | None = None, *, uuid: str | None = None) -> XpmStaff:
+    number = next(_numbers)
+    first = name.split()[0].lower()
+    return XpmStaff(
+        uuid=uuid or f"staff-{number}", name=name, email=email or f"{first}{number}@harbour.example"
+    )
+
+
+def client(code: str | None = None, *, partner: XpmStaff | None = None, **fields: Any) -> XpmClientRecord:
+    number = next(_numbers)
+    values: dict[str, Any] = {
+        "uuid": f"client-{number}",
+        "name": f"Client {number} Pty Ltd",
+        "client_code": code if code is not None else f"C{number:04d}",
+        "business_structure": "Company",
+        "account_manager_uuid": partner.uuid if partner is not None else None,
+    }
+    values.update(fields)
+    return XpmClientRecord(**values)
+
+
+def with_partner(firm: Firm) -> XpmStaff:
+    """A partner who is an Active user and an XPM staff member."""
+    partner = staff("Pat Partner")
+    firm.xpm.staff.append(partner)
+    firm.active.add_user(partner.email or "")
+    return partner
+
+
+def run(firm: Firm, *, trigger: str = "schedule") -> SyncRun:
+    result = sync(firm, trigger=trigger)
+    assert result is not None, "the run did nothing"
+    return result.run
+
+
+def sync(firm: Firm, *, trigger: str = "schedule", **kwargs: Any) -> RunResult | None:
+    result = run_sync(FIRM, trigger, firm.services(), **kwargs)  # type: ignore[arg-type]
+    firm.clock.advance(hours=1)
+    return result
+
+
+def codes_of(firm: Firm) -> list[str]:
+    return [entry.code for entry in firm.runs.latest_entries()]

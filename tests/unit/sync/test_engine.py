@@ -1,0 +1,484 @@
+"""One firm's run, through the engine and in-memory fakes (SPEC A1-A7, B6): the rules of a run,
+proved in milliseconds. The end-to-end suite (tests/e2e) proves the same path on moto and the
+simulator over HTTP."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from xpm_sync.adapters.xpm.errors import XpmTooSlow, XpmUnavailable, XpmWrongTenant
+from xpm_sync.domain.firm import Checkpoint
+
+from tests.fakes import FIRM, OFFICE, START, Firm
+from tests.unit.sync.builders import client, codes_of, run, staff, sync, with_partner
+
+
+@pytest.fixture
+def firm() -> Firm:
+    return Firm()
+
+
+def test_a_first_run_creates_every_staff_member_and_client_with_two_xpm_calls(firm: Firm) -> None:
+    partner = with_partner(firm)
+    firm.xpm.staff.append(staff("Sam Staff"))
+    firm.xpm.clients += [client(partner=partner) for _ in range(3)]
+
+    done = run(firm)
+
+    assert done.status == "success"
+    assert done.full_read is True
+    assert done.counts["user"] == {"created": 1, "updated": 1, "unchanged": 0, "failed": 0, "skipped": 0}
+    assert done.counts["client"]["created"] == 3
+    assert done.xpm_calls == 2
+    assert {item["xpm_uuid"] for item in firm.active.client_items.values()} == {
+        c.uuid for c in firm.xpm.clients
+    }
+    assert all(item["office_code"] == OFFICE for item in firm.active.client_items.values())
+
+
+def test_a_client_entered_by_hand_is_linked_by_code_and_keeps_what_active_owns(firm: Firm) -> None:
+    partner = with_partner(firm)
+    xpm_client = client("ACME", partner=partner)
+    firm.xpm.clients.append(xpm_client)
+    trial_id = firm.active.add_client(code="ACME", legal_name="Acme (trial)", notes="met at the expo")
+
+    done = run(firm)
+
+    assert done.counts["client"]["updated"] == 1
+    assert len(firm.active.client_items) == 1, "linked, never duplicated"
+    linked = firm.active.client_items[trial_id]
+    assert linked["xpm_uuid"] == xpm_client.uuid
+    assert linked["legal_name"] == xpm_client.name
+    assert linked["notes"] == "met at the expo"
+
+
+def test_a_second_run_reads_only_clients_modified_since_the_last_run_began_and_writes_nothing(
+    firm: Firm,
+) -> None:
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner) for _ in range(20)]
+    first = run(firm)
+    writes = sum(firm.active.writes.values())
+    firm.active.items_read = 0
+
+    second = run(firm)
+
+    assert second.full_read is False
+    asked = firm.xpm.client_lists_asked[-1]
+    assert asked is not None
+    assert asked.isoformat().startswith("2026-03-02T08:55"), asked
+    assert first.started_at.startswith("2026-03-02T09:00")
+    assert sum(firm.active.writes.values()) == writes
+    assert second.counts["client"] == dict.fromkeys(second.counts["client"], 0)
+    # Only the users and the office: no client was read, since none changed.
+    assert firm.active.items_read == len(firm.active.user_items) + len(firm.active.offices_by_code)
+
+
+def test_an_incremental_run_reads_from_active_only_the_clients_xpm_sent(firm: Firm) -> None:
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner) for _ in range(200)]
+    run(firm)
+    changed = firm.xpm.clients[7].model_copy(update={"phone": "03 9000 0000"})
+    firm.xpm.put(changed, at=firm.clock.now())
+    firm.active.items_read = 0
+
+    done = run(firm)
+
+    assert done.counts["client"]["updated"] == 1
+    clients_read = firm.active.items_read - len(firm.active.user_items) - len(firm.active.offices_by_code)
+    assert clients_read <= 3, "by key: the changed client, not the firm"
+
+
+def test_a_failed_client_is_retried_from_its_copy_until_a_fix_in_active_lets_it_sync(firm: Firm) -> None:
+    # Given a client whose partner is not an Active user (a one-word Name keeps them from syncing)
+    outsider = staff("Olly")
+    firm.xpm.staff.append(outsider)
+    stuck = client(partner=outsider)
+    firm.xpm.clients.append(stuck)
+    first = run(firm)
+    assert first.status == "partial"
+    assert {"STAFF_SURNAME_MISSING", "PARTNER_NOT_IN_ACTIVE"} <= set(codes_of(firm))
+    assert firm.states.states[f"client#{stuck.uuid}"].retry_copy is not None
+
+    # When nothing changes in XPM, the next run retries it from the copy, with no XPM call for it
+    second = run(firm)
+    assert second.counts["client"]["failed"] == 1
+    assert second.xpm_calls == 2
+    assert firm.states.states[f"client#{stuck.uuid}"].problems[0].runs == 2
+
+    # When the admin adds the partner in Active alone, the next run syncs it
+    firm.active.add_user(outsider.email or "")
+    third = run(firm)
+
+    assert third.counts["client"]["created"] == 1
+    assert f"client#{stuck.uuid}" not in firm.states.states
+    assert "PARTNER_NOT_IN_ACTIVE" in [problem.code for problem in firm.states.fixed]
+
+
+def test_the_full_read_drops_retries_of_records_xpm_no_longer_lists(firm: Firm) -> None:
+    firm.xpm.clients.append(client(partner=None))  # no partner, no default partner
+    run(firm)
+    assert [key for key in firm.states.states if key.startswith("client#")]
+    firm.xpm.clients.clear()
+    firm.clock.advance(hours=24)
+
+    daily = run(firm)
+
+    assert daily.full_read is True
+    assert not [key for key in firm.states.states if key.startswith("client#")]
+    assert "PARTNER_MISSING" in {problem.code for problem in firm.states.fixed}
+
+
+def test_the_same_uuid_twice_in_one_answer_syncs_the_first_and_reports_each_later_one(firm: Firm) -> None:
+    partner = with_partner(firm)
+    first = client("DUP1", partner=partner)
+    firm.xpm.clients += [first, first.model_copy(update={"name": "Second copy"}), first.model_copy()]
+
+    done = run(firm)
+
+    assert done.counts["client"] == {"created": 1, "updated": 0, "unchanged": 0, "failed": 2, "skipped": 0}
+    assert codes_of(firm).count("XPM_UUID_REPEATED") == 2
+    firm.active.assert_no_two_clients_share_a_code_or_uuid()
+    assert firm.states.states[f"client#{first.uuid}"].retry_copy is None, "dropped, not kept for a retry"
+
+
+def test_one_record_too_large_for_active_fails_alone_and_the_others_are_written(firm: Firm) -> None:
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner) for _ in range(10)]
+    huge = client(partner=partner, name="N" * 450_000)
+    firm.xpm.clients.insert(5, huge)
+
+    done = run(firm)
+
+    assert done.counts["client"]["created"] == 10
+    assert done.counts["client"]["failed"] == 1
+    assert len(firm.active.client_items) == 10
+    entry = next(e for e in firm.runs.latest_entries() if e.code == "RECORD_TOO_LARGE")
+    assert len(entry.label) <= 200
+    assert len(entry.message) <= 1000
+    assert firm.states.states[f"client#{huge.uuid}"].retry_copy is None
+
+
+def test_a_client_without_a_uuid_is_an_error_of_its_own(firm: Firm) -> None:
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner), client(partner=partner, uuid=""), client(partner=partner)]
+
+    done = run(firm)
+
+    assert done.status == "partial"
+    assert done.counts["client"]["created"] == 2
+    assert codes_of(firm) == ["CLIENT_UUID_MISSING"]
+
+
+def test_prospects_are_skipped_without_an_entry_and_a_linked_one_is_left_as_it_is(firm: Firm) -> None:
+    partner = with_partner(firm)
+    linked = client("P1", partner=partner)
+    firm.xpm.clients.append(linked)
+    run(firm)
+    firm.xpm.put(linked.model_copy(update={"is_prospect": True, "name": "Renamed"}), at=firm.clock.now())
+    firm.xpm.put(client(partner=None, client_code=None, is_prospect=True), at=firm.clock.now())
+
+    done = run(firm)
+
+    assert done.status == "success"
+    assert done.counts["client"]["skipped"] == 2
+    assert codes_of(firm) == []
+    assert firm.active.clients_with(xpm_uuid=linked.uuid)[0]["legal_name"] == linked.name
+
+
+def test_a_client_recreated_in_xpm_with_an_archived_clients_code_takes_its_active_client_back(
+    firm: Firm,
+) -> None:
+    partner = with_partner(firm)
+    old = client("ACME", partner=partner)
+    firm.xpm.clients.append(old)
+    run(firm)
+    firm.xpm.put(old.model_copy(update={"is_archived": True}), at=firm.clock.now())
+    run(firm)
+    recreated = client("ACME", partner=partner, name="Acme Holdings Pty Ltd")
+    firm.xpm.put(recreated, at=firm.clock.now())
+
+    done = run(firm)
+
+    assert len(firm.active.client_items) == 1, "the old record is never duplicated"
+    item = next(iter(firm.active.client_items.values()))
+    assert item["xpm_uuid"] == recreated.uuid
+    assert item["xpm_archived"] is False
+    assert item["legal_name"] == "Acme Holdings Pty Ltd"
+    relinked = [e for e in firm.runs.latest_entries() if e.code == "CLIENT_RELINKED"]
+    assert len(relinked) == 1
+    assert relinked[0].severity == "warning"
+    assert old.uuid in relinked[0].message
+    assert done.status == "success"
+
+
+def test_codes_swapped_in_xpm_move_in_one_transaction(firm: Firm) -> None:
+    partner = with_partner(firm)
+    a, b = client("A1", partner=partner), client("B1", partner=partner)
+    firm.xpm.clients += [a, b]
+    run(firm)
+    firm.xpm.put(a.model_copy(update={"client_code": "B1"}), at=firm.clock.now())
+    firm.xpm.put(b.model_copy(update={"client_code": "A1"}), at=firm.clock.now())
+
+    done = run(firm)
+
+    assert done.status == "success", codes_of(firm)
+    assert firm.active.writes["transaction"] == 1
+    assert firm.active.clients_with(xpm_uuid=a.uuid)[0]["code"] == "B1"
+    assert firm.active.clients_with(xpm_uuid=b.uuid)[0]["code"] == "A1"
+
+
+def test_a_swap_active_refuses_fails_both_on_the_conflict_and_they_retry(firm: Firm) -> None:
+    partner = with_partner(firm)
+    a, b = client("A1", partner=partner), client("B1", partner=partner)
+    firm.xpm.clients += [a, b]
+    run(firm)
+    firm.xpm.put(a.model_copy(update={"client_code": "B1"}), at=firm.clock.now())
+    firm.xpm.put(b.model_copy(update={"client_code": "A1"}), at=firm.clock.now())
+    firm.active.refuse_swaps = True
+
+    done = run(firm)
+
+    assert done.counts["client"]["failed"] == 2
+    assert set(codes_of(firm)) == {"CLIENT_CODE_TAKEN"}
+    firm.active.assert_no_two_clients_share_a_code_or_uuid()
+    firm.active.refuse_swaps = False
+    assert run(firm).status == "success"
+    assert firm.active.clients_with(xpm_uuid=a.uuid)[0]["code"] == "B1"
+
+
+def test_a_chain_of_renumbered_codes_settles_in_list_order(firm: Firm) -> None:
+    partner = with_partner(firm)
+    first, second = client("K1", partner=partner), client("K2", partner=partner)
+    firm.xpm.clients += [first, second]
+    run(firm)
+    # K1 -> K2 comes before K2 -> K3 in the list: K1's client waits for K2's to move.
+    firm.xpm.put(first.model_copy(update={"client_code": "K2"}), at=firm.clock.now())
+    firm.xpm.put(second.model_copy(update={"client_code": "K3"}), at=firm.clock.now())
+    firm.xpm.clients.sort(key=lambda c: c.uuid != first.uuid)
+
+    done = run(firm)
+
+    assert done.status == "success", codes_of(firm)
+    assert firm.active.clients_with(xpm_uuid=first.uuid)[0]["code"] == "K2"
+    assert firm.active.clients_with(xpm_uuid=second.uuid)[0]["code"] == "K3"
+
+
+def test_two_xpm_clients_with_one_code_sync_the_first_and_name_both_in_the_error(firm: Firm) -> None:
+    partner = with_partner(firm)
+    first, second = client("SAME", partner=partner, name="First Co"), client("SAME", partner=partner)
+
+    firm.xpm.clients += [first, second]
+    done = run(firm)
+
+    assert done.counts["client"]["created"] == 1
+    entry = next(e for e in firm.runs.latest_entries() if e.code == "CLIENT_CODE_DUPLICATE")
+    assert entry.xpm_uuid == second.uuid
+    assert "First Co" in entry.message
+
+
+def test_a_look_alike_of_an_unlinked_active_client_waits_for_the_admins_answer(firm: Firm) -> None:
+    partner = with_partner(firm)
+    xpm_client = client("HS01", partner=partner, name="Harbour & Sons Pty. Limited")
+    firm.xpm.clients.append(xpm_client)
+    trial_id = firm.active.add_client(legal_name="harbour and sons pty ltd")
+
+    first = run(firm)
+
+    assert first.counts["client"]["skipped"] == 1
+    assert len(firm.active.client_items) == 1, "never created, never linked by itself"
+    suggestion = firm.matches.suggestions[xpm_client.uuid]
+    assert (suggestion.client_id, suggestion.reason) == (trial_id, "name")
+    assert codes_of(firm) == ["NEAR_MATCH"]
+
+    # The admin answers "link": the next run links it and writes its code from XPM.
+    firm.matches.answer(xpm_client.uuid, "link")
+    second = run(firm)
+
+    assert second.counts["client"]["updated"] == 1
+    assert firm.active.client_items[trial_id]["xpm_uuid"] == xpm_client.uuid
+    assert firm.active.client_items[trial_id]["code"] == "HS01"
+    assert xpm_client.uuid not in firm.matches.suggestions
+
+
+def test_an_answer_of_create_makes_a_new_client_beside_the_look_alike(firm: Firm) -> None:
+    partner = with_partner(firm)
+    xpm_client = client("X1", partner=partner, business_number="51 824 753 556")
+    firm.xpm.clients.append(xpm_client)
+    firm.active.add_client(legal_name="Something Else", abn="51824753556")
+    run(firm)
+    assert firm.matches.suggestions[xpm_client.uuid].reason == "abn"
+
+    firm.matches.answer(xpm_client.uuid, "create")
+    done = run(firm)
+
+    assert done.counts["client"]["created"] == 1
+    assert len(firm.active.client_items) == 2
+
+
+def test_a_preview_plans_the_first_sync_and_writes_nothing(firm: Firm) -> None:
+    partner = with_partner(firm)
+    firm.xpm.staff.append(staff("Sam Staff"))
+    firm.xpm.clients += [client(partner=partner) for _ in range(3)]
+    firm.xpm.clients.append(client("HAND", partner=partner))
+    firm.active.add_client(code="HAND", legal_name="Hand Made")
+    firm.xpm.clients.append(client(partner=partner, name="Look Alike"))
+    firm.active.add_client(legal_name="Look-Alike")
+    firm.xpm.clients.append(client(partner=None))
+    before = {k: dict(v) for k, v in firm.active.client_items.items()}, dict(firm.active.user_items)
+    queued = firm.runs
+    from xpm_sync.domain.runs import SyncRun
+
+    preview = SyncRun(
+        firm_id=FIRM,
+        run_id="20260302T090000000000Z-prev",
+        trigger="manual",
+        status="running",
+        started_at="2026-03-02T09:00:00Z",
+        dry_run=True,
+    )
+    queued.save_run(preview, START)
+
+    result = sync(firm, dry_run_id=preview.run_id)
+
+    assert result is not None
+    planned = result.run
+    assert planned.dry_run is True
+    assert planned.status == "partial"
+    assert planned.counts["client"] == {
+        "created": 3,
+        "updated": 0,
+        "unchanged": 0,
+        "failed": 1,
+        "skipped": 1,
+        "linked": 1,
+    }
+    assert planned.counts["user"]["created"] == 1
+    assert set(codes_of(firm)) == {"NEAR_MATCH", "PARTNER_MISSING"}
+    assert ({k: dict(v) for k, v in firm.active.client_items.items()}, firm.active.user_items) == before
+    assert firm.states.states == {}
+    assert firm.states.writes == 0
+    assert firm.config.last_completed_run_started_at is None
+    assert firm.notifier.sent == []
+
+
+def test_a_connection_owner_no_longer_in_xpms_staff_list_is_a_run_level_warning(firm: Firm) -> None:
+    with_partner(firm)
+    firm.configs.update(FIRM, connected_by_email="owner@harbour.example")
+
+    done = run(firm)
+
+    assert done.status == "success"
+    assert codes_of(firm) == ["CONNECTION_OWNER_NOT_IN_XPM"]
+    firm.xpm.staff.append(staff("Olive Owner", "Owner@Harbour.example"))
+    run(firm)
+    assert codes_of(firm) == []
+    assert "run" not in firm.states.states, "the run-level problem closed at the next run without it"
+
+
+def test_a_default_partner_who_is_no_longer_a_user_is_a_run_level_error(firm: Firm) -> None:
+    firm.active.add_office(OFFICE, default_partner_user_id="user-gone")
+    firm.xpm.clients.append(client(partner=None))
+
+    done = run(firm)
+
+    assert done.status == "partial"
+    assert set(codes_of(firm)) == {"DEFAULT_PARTNER_NOT_IN_ACTIVE", "PARTNER_MISSING"}
+
+
+def test_a_transient_outage_emails_only_from_the_third_failure_in_a_row(firm: Firm) -> None:
+    with_partner(firm)
+    firm.xpm.staff.append(staff("Olive Owner", "owner@harbour.example"))
+    run(firm)  # a completed run
+    firm.xpm.break_after = (0, XpmUnavailable("down"))
+    firm.xpm.clients.append(client())
+
+    for attempt in range(1, 4):
+        done = run(firm)
+        assert done.status == "failed"
+        assert len(firm.notifier.sent) == (1 if attempt == 3 else 0), attempt
+
+
+def test_a_wrong_tenant_answer_asks_the_admin_to_reconnect(firm: Firm) -> None:
+    firm.xpm.break_after = (0, XpmWrongTenant("403"))
+    firm.xpm.clients.append(client())
+
+    done = run(firm)
+
+    assert done.status == "failed"
+    assert firm.config.status == "needs_reconnect"
+    assert "XPM_WRONG_TENANT" in codes_of(firm)
+    assert len(firm.notifier.sent) == 1
+
+
+def test_a_tenant_change_during_a_run_keeps_the_runs_state_off_the_new_tenant(firm: Firm) -> None:
+    partner = with_partner(firm)
+    firm.xpm.clients.append(client(partner=partner))
+    services = firm.services()
+    original_list = firm.xpm.iter_clients
+
+    def change_tenant_mid_list(**kwargs: Any) -> Any:
+        firm.configs.update(
+            FIRM, tenant_id="tenant-2", sync_state_id="fresh", last_completed_run_started_at=None
+        )
+        return original_list(**kwargs)
+
+    firm.xpm.iter_clients = change_tenant_mid_list  # type: ignore[method-assign]
+    from xpm_sync.sync.engine import run_sync
+
+    run_sync(FIRM, "schedule", services)
+
+    assert firm.config.last_completed_run_started_at is None, "the new tenant's first run reads every client"
+    assert firm.config.last_run_id is not None
+
+
+def test_a_slow_drip_answer_checkpoints_and_two_parts_without_progress_fail_with_xpm_too_slow(
+    firm: Firm,
+) -> None:
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner) for _ in range(5)]
+    firm.xpm.break_after = (2, XpmTooSlow("drip"))
+
+    first = sync(firm)
+    assert first is not None
+    assert first.continued
+    checkpoint = firm.config.checkpoint
+    assert isinstance(checkpoint, Checkpoint)
+    assert checkpoint.processed == 2
+
+    firm.xpm.break_after = (0, XpmTooSlow("drip"))
+    second = sync(firm, resume_run_id=first.run.run_id)
+    assert second is not None
+    assert second.continued
+    third = sync(firm, resume_run_id=first.run.run_id)
+
+    assert third is not None
+    assert third.run.status == "failed"
+    assert "XPM_TOO_SLOW" in codes_of(firm)
+    assert len(firm.queue.continuations) == 2, "no loop"
+
+
+def test_ten_thousand_failing_clients_finish_fast_and_keep_no_growing_item(firm: Firm) -> None:
+    # Given a large firm with no partners set and no default partner
+    firm.xpm.staff.append(staff("Olive Owner", "owner@harbour.example"))
+    firm.xpm.clients += [client(partner=None) for _ in range(10_000)]
+    started = time.monotonic()
+
+    first = run(firm)
+    writes_after_first = sum(firm.active.writes.values())
+    second = run(firm)
+
+    assert first.counts["client"]["failed"] == second.counts["client"]["failed"] == 10_000
+    assert second.xpm_calls == 2
+    assert sum(firm.active.writes.values()) == writes_after_first, "the next hourly run writes nothing"
+    assert len(firm.config.model_dump_json()) < 10_000, "the config item stays small"
+    assert time.monotonic() - started < 30
+
+    # When the cause is fixed in Active, the next run syncs them all with no more XPM calls
+    firm.active.add_office(OFFICE, default_partner_user_id=firm.active.add_user("dp@harbour.example"))
+    third = run(firm)
+    assert third.counts["client"]["created"] == 10_000
+    assert third.xpm_calls == 2
+    assert not [key for key in firm.states.states if key.startswith("client#")]
