@@ -190,6 +190,18 @@ def test_put_without_a_default_partner_leaves_the_office_alone(firm: ApiHarness)
     assert answer.json["default_partner_user_id"] == "user-admin-1"
 
 
+def test_put_with_a_null_default_partner_clears_the_offices_default_partner(firm: ApiHarness) -> None:
+    firm.seed_office("SYD", default_partner_user_id="user-admin-1", name="Sydney", notes="kept")
+
+    answer = firm.call_api("put_config", body=_body(firm, default_partner_user_id=None))
+
+    assert answer.status == 200, answer.text
+    assert answer.json["default_partner_user_id"] is None
+    office = firm.active("OFFICE#SYD")
+    assert "default_partner_user_id" not in office
+    assert (office["name"], office["notes"]) == ("Sydney", "kept"), "only the Default Partner changes"
+
+
 @pytest.mark.parametrize(
     ("changes", "field"),
     [

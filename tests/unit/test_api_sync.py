@@ -1,26 +1,47 @@
-"""SPEC A6 / B5: Start Sync (202, the 429 gate, 409 NOT_CONNECTED) and Disconnect.
+"""SPEC A6 / B5: Start Sync (202, the 429 gate, 409 NOT_CONNECTED and NOT_CONFIGURED) and
+Disconnect, which wins every race.
 
-Given a connected firm; when the admin presses Start Sync (once, twice, again later) or
-Disconnect; then exactly the promised runs are queued and synced records stay.
+Given a connected firm whose setup is saved; when the admin presses Start Sync (once, twice, again
+later) or Disconnect; then exactly the promised runs are queued and synced records stay.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import boto3
 import pytest
 from xpm_sync.adapters import aws
 from xpm_sync.adapters.config_table import ConfigRepository
+from xpm_sync.adapters.xero_identity import XeroIdentity
+from xpm_sync.domain.clock import SystemClock
+from xpm_sync.domain.errors import NotConfigured
 from xpm_sync.domain.runs import new_run_id
 
-from tests.fixtures.api import FIRM, LOCAL_CLIENT_ID, OTHER_FIRM, ApiHarness, admin_claims
+from local.xpm_sim import generate_practice
+from tests.fixtures.api import FIRM, LOCAL_CLIENT_ID, OTHER_FIRM, Answer, ApiHarness, admin_claims
+
+
+def _set_up(api: ApiHarness, firm_id: str = FIRM) -> None:
+    """What the setup page does after connecting: the admin picks the office and who is emailed."""
+    api.seed_office("SYD", firm_id=firm_id)
+    api.seed_user("user-admin-1", firm_id=firm_id)
+    body = {
+        "sync_name": "XPM Sync",
+        "tenant_id": api.sim.practices[0].tenant_id,
+        "default_office_code": "SYD",
+        "notification_user_id": "user-admin-1",
+    }
+    answer = api.call_api("put_config", body=body, claims=admin_claims(firm_id))
+    assert answer.status == 200, answer.text
 
 
 @pytest.fixture
 def firm(api: ApiHarness) -> ApiHarness:
     api.connect()
+    _set_up(api)
     return api
 
 
@@ -141,12 +162,72 @@ def test_start_sync_needs_a_connection(api: ApiHarness) -> None:
 
 def test_start_sync_for_one_firm_does_not_block_another(firm: ApiHarness) -> None:
     firm.connect(OTHER_FIRM)
+    _set_up(firm, OTHER_FIRM)
     firm.call_api("post_sync")
 
     answer = firm.call_api("post_sync", claims=admin_claims(OTHER_FIRM))
 
     assert answer.status == 202
     assert sorted(m["firm_id"] for m in firm.queued()) == [FIRM, OTHER_FIRM]
+
+
+# --- SPEC A6: NOT_CONFIGURED ---------------------------------------------------------------------
+
+
+def _assert_not_configured(api: ApiHarness, answer: Answer, missing: list[str]) -> None:
+    assert answer.status == 409, answer.text
+    assert answer.json["error"]["code"] == "NOT_CONFIGURED"
+    message = answer.json["error"]["message"]
+    for name in ("tenant_id", "default_office_code", "notification_user_id"):
+        assert (name in message) == (name in missing), message
+    assert api.queued() == []
+    config = api.config()
+    assert config["sync_enabled"] is False, "nothing is enabled"
+    assert config.get("run_pending") is not True
+    assert "manual_requested_at" not in config
+
+
+def test_start_sync_before_the_setup_is_submitted_is_409_not_configured_and_enables_nothing(
+    api: ApiHarness,
+) -> None:
+    api.connect()  # one practice: the tenant is preselected
+
+    answer = api.call_api("post_sync")
+
+    _assert_not_configured(api, answer, ["default_office_code", "notification_user_id"])
+
+
+def test_start_sync_after_a_reconnect_left_no_tenant_is_409_not_configured(firm: ApiHarness) -> None:
+    firm.sim.add_practice(generate_practice(seed=3, staff=2, clients=2, problem_share=0))
+    firm.connect()  # two practices now: none preselected
+
+    answer = firm.call_api("post_sync")
+
+    _assert_not_configured(firm, answer, ["tenant_id"])
+
+
+def test_start_sync_of_a_firm_not_connected_is_409_not_connected_before_not_configured(
+    api: ApiHarness,
+) -> None:
+    api.start_connect()  # a config item exists, with nothing set up
+
+    answer = api.call_api("post_sync")
+
+    assert answer.status == 409
+    assert answer.json["error"]["code"] == "NOT_CONNECTED"
+
+
+def test_the_start_sync_claim_itself_refuses_a_setup_that_lost_its_tenant(firm: ApiHarness) -> None:
+    """A reconnect can clear the tenant between Start Sync's read and its write: the conditional
+    write that enables the schedule checks the setup too."""
+    configs = ConfigRepository(aws.table(firm.names.config_table))
+    configs.update(FIRM, tenant_id=None)
+
+    with pytest.raises(NotConfigured) as refused:
+        configs.claim_manual_run(FIRM, SystemClock())
+
+    assert refused.value.missing == ["tenant_id"]
+    assert firm.config()["sync_enabled"] is False
 
 
 def test_a_queue_failure_releases_the_gate(firm: ApiHarness, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -252,6 +333,73 @@ def test_disconnect_of_a_firm_that_never_connected_is_harmless(api: ApiHarness) 
     assert answer.status == 200
     assert answer.json["status"] == "not_connected"
     assert api.config_item() is None
+
+
+# --- SPEC A6: Disconnect wins over every request racing it -------------------------------------------
+
+
+def test_disconnect_wins_over_a_start_sync_that_lands_while_xero_revokes(
+    firm: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: with Xero slow to revoke, Start Sync's claim landed after Disconnect stopped the
+    schedule and before it set the status; the firm ended disconnected with the schedule on."""
+    landed: list[Answer] = []
+    revoke = XeroIdentity.revoke
+
+    def slow_revoke(identity: XeroIdentity, refresh_token: str) -> None:
+        landed.append(firm.call_api("post_sync"))  # the admin's other tab, while Xero thinks
+        revoke(identity, refresh_token)
+
+    monkeypatch.setattr(XeroIdentity, "revoke", slow_revoke)
+
+    answer = firm.call_api("delete_config")
+
+    assert [a.status for a in landed] == [202], "the race is replayed: Start Sync landed mid-disconnect"
+    assert answer.status == 200
+    assert (answer.json["status"], answer.json["sync_enabled"], answer.json["run_pending"]) == (
+        "disconnected",
+        False,
+        False,
+    )
+    config = firm.config()
+    assert (config["status"], config["sync_enabled"], config["run_pending"]) == ("disconnected", False, False)
+    monkeypatch.setattr(XeroIdentity, "revoke", revoke)
+    assert firm.call_api("post_sync").json["error"]["code"] == "NOT_CONNECTED"
+
+
+def test_a_put_that_loses_the_race_with_disconnect_answers_409_and_writes_nothing(
+    firm: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    firm.seed_user("user-partner-1")
+    before = firm.config()
+    connections = XeroIdentity.connections
+    disconnected: list[Answer] = []
+
+    def disconnect_meanwhile(identity: XeroIdentity, access_token: str) -> Any:
+        # PUT checks the tenant at Xero; Disconnect completes while it waits for the answer.
+        found = connections(identity, access_token)
+        if not disconnected:
+            disconnected.append(firm.call_api("delete_config"))
+        return found
+
+    monkeypatch.setattr(XeroIdentity, "connections", disconnect_meanwhile)
+    body = {
+        "sync_name": "Renamed in the race",
+        "tenant_id": firm.sim.practices[0].tenant_id,
+        "default_office_code": "SYD",
+        "default_partner_user_id": "user-partner-1",
+        "notification_user_id": "user-admin-1",
+    }
+
+    answer = firm.call_api("put_config", body=body)
+
+    assert [a.status for a in disconnected] == [200]
+    assert answer.status == 409, answer.text
+    assert answer.json["error"]["code"] == "NOT_CONNECTED"
+    config = firm.config()
+    assert config["status"] == "disconnected"
+    assert config["sync_name"] == before["sync_name"]
+    assert "default_partner_user_id" not in firm.active("OFFICE#SYD")
 
 
 def test_reconnecting_after_disconnect_works(firm: ApiHarness) -> None:

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from xpm_sync.adapters.dynamodb import Table, is_condition_failure, update_expression
 from xpm_sync.domain.clock import Clock, iso
-from xpm_sync.domain.errors import ConnectionBroken, NotConnected
+from xpm_sync.domain.errors import ConnectionBroken, NotConfigured, NotConnected
 from xpm_sync.domain.firm import FirmConfig
 from xpm_sync.domain.start_sync import MANUAL_COOLDOWN, PENDING_STALE_AFTER, refusal, run_ids_before
 
@@ -35,8 +35,14 @@ _HOURLY_ATTRIBUTES = (
 # Connected; an item written before status existed counts as connected once it has a tenant
 # (as FirmConfig.connection reads it).
 _CONNECTED = "(#status = :connected OR (attribute_not_exists(#status) AND attribute_exists(tenant_id)))"
+# What Start Sync needs set (FirmConfig.missing_setup): a reconnect that clears the tenant between
+# Start Sync's read and its write must not enable a schedule that can only fail.
+_CONFIGURED = (
+    "attribute_exists(tenant_id) AND attribute_exists(default_office_code)"
+    " AND attribute_exists(notification_user_id)"
+)
 _MANUAL_RUN_ALLOWED = (
-    f"{_CONNECTED}"
+    f"{_CONNECTED} AND {_CONFIGURED}"
     " AND (attribute_not_exists(manual_requested_at) OR manual_requested_at <= :cooldown_start)"
     " AND (attribute_not_exists(run_pending) OR run_pending = :off OR manual_requested_at <= :stale_start)"
     " AND (attribute_not_exists(running_run_id) OR running_run_id < :stale_run_id)"
@@ -44,7 +50,11 @@ _MANUAL_RUN_ALLOWED = (
 
 
 def _item(config: FirmConfig) -> dict[str, Any]:
-    return config.model_dump(exclude_none=True)
+    item = config.model_dump(exclude_none=True)
+    # DynamoDB rejects empty sets; an absent attribute means "nothing to retry".
+    if not item.get("retry_client_uuids"):
+        item.pop("retry_client_uuids", None)
+    return item
 
 
 class ConfigRepository:
@@ -96,26 +106,6 @@ class ConfigRepository:
             if config is not None and config.connection == "needs_reconnect":
                 raise ConnectionBroken() from None
             raise NotConnected() from None
-
-    def update_if_same_state(self, firm_id: str, sync_state_id: str | None, **values: Any) -> bool:
-        """``update``, unless the firm's tenant changed since a run read ``sync_state_id``: a run
-        on the old practice must not write its incremental state over the reset (SPEC A6).
-        False, with nothing written, when it did."""
-        expression = update_expression(values)
-        if not expression:
-            return True
-        if sync_state_id is None:
-            condition = "attribute_not_exists(sync_state_id)"
-        else:
-            condition = "sync_state_id = :sync_state_id"
-            expression.setdefault("ExpressionAttributeValues", {})[":sync_state_id"] = sync_state_id
-        try:
-            self._table.update_item(Key={"firm_id": firm_id}, ConditionExpression=condition, **expression)
-        except ClientError as error:
-            if not is_condition_failure(error):
-                raise
-            return False
-        return True
 
     def mark_needs_reconnect(self, firm_id: str) -> bool:
         """Set ``needs_reconnect``, but only while the firm is connected (an item written before
@@ -182,7 +172,8 @@ class ConfigRepository:
         """Enable the hourly sync and mark a manual run pending, in one conditional write; returns
         the previous start time (for :meth:`release_manual_run`).
 
-        Raises NotConnected / ConnectionBroken, or SyncTooSoon with the seconds to wait.
+        Raises NotConnected / ConnectionBroken, NotConfigured naming what the setup lacks, or
+        SyncTooSoon with the seconds to wait.
         """
         now = clock.now()
         try:
@@ -211,6 +202,9 @@ class ConfigRepository:
                 raise ConnectionBroken() from None
             if config is None or config.connection != "connected":
                 raise NotConnected() from None
+            missing = config.missing_setup()
+            if missing:
+                raise NotConfigured(missing) from None
             raise refusal(config, clock.now()) from None
         previous = answer.get("Attributes", {}).get("manual_requested_at")
         return previous if isinstance(previous, str) else None

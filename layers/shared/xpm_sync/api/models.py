@@ -48,7 +48,11 @@ class ConfigBody(_Request):
     tenant_id: Identifier = Field(description="One of GET /integrations/xpm/tenants.")
     default_office_code: OfficeCode = Field(description="An office of the firm in Active.")
     default_partner_user_id: Identifier | None = Field(
-        default=None, description="Written as the default office's Default Partner."
+        default=None,
+        description=(
+            "Written as the default office's Default Partner; null clears it, and leaving the key "
+            "out leaves it as it is."
+        ),
     )
     notification_user_id: Identifier = Field(description="An Active user; emailed when a run fails.")
 

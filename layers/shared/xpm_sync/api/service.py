@@ -48,6 +48,7 @@ from xpm_sync.domain.errors import (
     ConnectionBroken,
     InvalidCursor,
     InvalidValue,
+    NotConfigured,
     NotConnected,
     NotFound,
     XeroUnavailable,
@@ -254,7 +255,11 @@ class IntegrationService:
         return TenantsResponse(tenants=tenants)
 
     def save_config(self, firm_id: str, body: ConfigBody) -> ConfigResponse:
-        """SPEC B5 PUT: every value must exist; saves without syncing ("Later")."""
+        """SPEC B5 PUT: every value must exist; saves without syncing ("Later").
+
+        The config is written only while the firm is still connected: a PUT that loses a race with
+        Disconnect answers 409 and writes nothing, so Disconnect's outcome stands (SPEC A6).
+        """
         current = self._connected(firm_id)
         active = self.active_for(firm_id)
         # Active's own records first: they cost no call to Xero.
@@ -272,12 +277,7 @@ class IntegrationService:
                 "tenant_id", "tenant_id is not one of the firm's Practice Manager connections."
             )
 
-        if body.default_partner_user_id is not None:
-            try:
-                active.set_default_partner(body.default_office_code, body.default_partner_user_id)
-            except OfficeGone:
-                raise InvalidValue("default_office_code", _NO_OFFICE) from None
-        self.configs.update(
+        self.configs.update_if_connected(
             firm_id,
             defaults=NEW_CONFIG_DEFAULTS,
             sync_name=body.sync_name,
@@ -287,13 +287,23 @@ class IntegrationService:
             notification_user_id=body.notification_user_id,
             **tenant_change(current, tenant.tenant_id),
         )
+        # SPEC B5: null clears the office's Default Partner; a body without the key leaves it alone.
+        if "default_partner_user_id" in body.model_fields_set:
+            try:
+                active.set_default_partner(body.default_office_code, body.default_partner_user_id)
+            except OfficeGone:
+                raise InvalidValue("default_office_code", _NO_OFFICE) from None
         logger.info("xpm config saved", extra={"firm_id": firm_id})
         return self.get_config(firm_id)
 
     # --- Start Sync and disconnect --------------------------------------------------------------
 
     def start_sync(self, firm_id: str) -> StartSyncResponse:
-        self._connected(firm_id)
+        config = self._connected(firm_id)
+        # SPEC A6: an hourly schedule with no tenant, office or recipient could only fail and email.
+        missing = config.missing_setup()
+        if missing:
+            raise NotConfigured(missing)
         if self.queue is None:
             raise RuntimeError("Start Sync needs the sync queue (SYNC_QUEUE_URL)")
         previous = self.configs.claim_manual_run(firm_id, self.clock)
@@ -313,6 +323,11 @@ class IntegrationService:
         disconnect promises to end). When Xero no longer accepts the app's own credentials no retry
         could revoke, so the disconnect goes on: our copy of the refresh token is the only one, and
         once deleted the grant serves nobody and expires at Xero after 60 days unused.
+
+        Disconnect wins every race (SPEC A6): the last write sets the status, ``sync_enabled`` and
+        ``run_pending`` together, so a Start Sync that claimed a run while Xero was slow to revoke
+        is undone, and from then on Start Sync's and PUT's writes, conditional on a connected firm,
+        are refused.
         """
         config = self.configs.get(firm_id)
         if config is not None and (config.sync_enabled or config.run_pending):
@@ -334,7 +349,7 @@ class IntegrationService:
         self.tokens.delete(firm_id)
         if config is not None:
             ended = "not_connected" if config.connection == "not_connected" else "disconnected"
-            self.configs.update(firm_id, status=ended)
+            self.configs.update(firm_id, status=ended, sync_enabled=False, run_pending=False)
         logger.info("xpm disconnected", extra={"firm_id": firm_id})
         return self.get_config(firm_id)
 
