@@ -50,11 +50,7 @@ _MANUAL_RUN_ALLOWED = (
 
 
 def _item(config: FirmConfig) -> dict[str, Any]:
-    item = config.model_dump(exclude_none=True)
-    # DynamoDB rejects empty sets; an absent attribute means "nothing to retry".
-    if not item.get("retry_client_uuids"):
-        item.pop("retry_client_uuids", None)
-    return item
+    return config.model_dump(exclude_none=True)
 
 
 class ConfigRepository:
@@ -106,6 +102,26 @@ class ConfigRepository:
             if config is not None and config.connection == "needs_reconnect":
                 raise ConnectionBroken() from None
             raise NotConnected() from None
+
+    def update_if_same_state(self, firm_id: str, sync_state_id: str | None, **values: Any) -> bool:
+        """``update``, unless the firm's tenant changed since a run read ``sync_state_id``: a run
+        on the old practice must not write its incremental state over the reset (SPEC A6).
+        False, with nothing written, when it did."""
+        expression = update_expression(values)
+        if not expression:
+            return True
+        if sync_state_id is None:
+            condition = "attribute_not_exists(sync_state_id)"
+        else:
+            condition = "sync_state_id = :sync_state_id"
+            expression.setdefault("ExpressionAttributeValues", {})[":sync_state_id"] = sync_state_id
+        try:
+            self._table.update_item(Key={"firm_id": firm_id}, ConditionExpression=condition, **expression)
+        except ClientError as error:
+            if not is_condition_failure(error):
+                raise
+            return False
+        return True
 
     def mark_needs_reconnect(self, firm_id: str) -> bool:
         """Set ``needs_reconnect``, but only while the firm is connected (an item written before
