@@ -25,7 +25,6 @@ SYSTEM_FAULT_CODES: frozenset[str] = frozenset(
         "XPM_TOO_SLOW",  # a run whose parts apply nothing twice in a row
         "XERO_APP_CREDENTIALS_INVALID",  # the app's own client id and secret, refused or unreadable
         "INTERNAL_ERROR",  # an unhandled error, or a worker stopped mid-run
-        "XPM_RETRIES_POSTPONED",  # XPM could not give records awaiting a retry
     }
 )
 
