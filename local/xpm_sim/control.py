@@ -9,11 +9,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-# Faults that act before authentication, like an API gateway would.
-GATEWAY_FAULTS = frozenset({"drop", "unavailable", "server_error", "rate_limit", "token_expired"})
-# Faults that replace (or delay) an authorised XPM answer.
+# Faults that act before authentication, like an API gateway would. ``wrong_tenant``: the 403 Xero
+# answers for a tenant the connection no longer reaches (the practice disconnected the app).
+GATEWAY_FAULTS = frozenset(
+    {"drop", "unavailable", "server_error", "rate_limit", "token_expired", "wrong_tenant"}
+)
+# Faults that replace (or delay) an authorised XPM answer. ``drip``: the right answer, sent
+# ``bytes`` at a time (default 64 KB) with ``every`` seconds between (default 2).
 CONTENT_FAULTS = frozenset(
-    {"slow", "status_error", "truncated", "malformed", "xxe", "billion_laughs", "oversized"}
+    {"slow", "drip", "status_error", "truncated", "malformed", "xxe", "billion_laughs", "oversized"}
 )
 IDENTITY_FAULTS = frozenset({"invalid_grant", "deny_consent"})
 FAULT_KINDS = GATEWAY_FAULTS | CONTENT_FAULTS | IDENTITY_FAULTS

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from xml.sax.saxutils import escape
 
 from local.xpm_sim.model import STAFF_ELEMENTS, SimClient, SimContact, SimStaff
@@ -124,8 +124,16 @@ def _contact(contact: SimContact) -> str:
     return "".join(parts)
 
 
-def client_xml(client: SimClient, staff_names: dict[str, str | None], *, detailed: bool = True) -> str:
-    parts = ["<Client>", element("UUID", client.uuid)]
+def client_xml(
+    client: SimClient,
+    staff_names: dict[str, str | None],
+    *,
+    detailed: bool = True,
+    web_url: str | None = None,
+) -> str:
+    """One <Client>; without its <UUID> when the client is switched so (``without_uuid``), with a
+    <WebUrl> when one is given (``Practice.list_web_urls``: XPM documents none inside a client)."""
+    parts = ["<Client>", "" if client.without_uuid else element("UUID", client.uuid)]
     for name in CLIENT_ORDER:
         if not detailed and name not in BASIC_ELEMENTS:
             continue
@@ -146,6 +154,8 @@ def client_xml(client: SimClient, staff_names: dict[str, str | None], *, detaile
                 parts.append(_type(value))
         else:
             parts.append(element(name, client.elements.get(name)))
+    if web_url is not None:
+        parts.append(element("WebUrl", web_url))
     if detailed:
         # Elements XPM may add later: readers must skip what they do not know.
         for name, value in client.elements.items():
@@ -167,11 +177,17 @@ def status_ok_open(method: str) -> str:
 
 
 def client_list(
-    clients: Iterable[SimClient], staff_names: dict[str, str | None], *, detailed: bool
+    clients: Iterable[SimClient],
+    staff_names: dict[str, str | None],
+    *,
+    detailed: bool,
+    web_url: Callable[[SimClient], str] | None = None,
 ) -> Iterator[str]:
     yield status_ok_open("List") + "<Clients>"
     for client in clients:
-        yield client_xml(client, staff_names, detailed=detailed)
+        yield client_xml(
+            client, staff_names, detailed=detailed, web_url=web_url(client) if web_url is not None else None
+        )
     yield "</Clients></Response>"
 
 
@@ -182,8 +198,11 @@ def staff_list(staff: Iterable[SimStaff]) -> Iterator[str]:
     yield "</StaffList></Response>"
 
 
-def client_get(client: SimClient, staff_names: dict[str, str | None]) -> str:
-    return status_ok_open("Get") + client_xml(client, staff_names) + "</Response>"
+def client_get(client: SimClient, staff_names: dict[str, str | None], web_url: str | None = None) -> str:
+    """As documented for v3.1: the client's page in XPM beside the <Client>, not inside it."""
+    return (
+        status_ok_open("Get") + element("WebUrl", web_url) + client_xml(client, staff_names) + "</Response>"
+    )
 
 
 def status_error(method: str, description: str) -> str:

@@ -42,6 +42,7 @@ _CHUNK = 64 * 1024
 _XML = "text/xml; charset=utf-8"
 _JSON = "application/json; charset=utf-8"
 _SLOW_FAULTS = frozenset({"slow"})
+_DRIP_FAULTS = frozenset({"drip"})
 
 
 @dataclass
@@ -63,6 +64,8 @@ class _Answer:
     body: bytes | Iterable[str] = b""
     content_type: str = _JSON
     headers: dict[str, str] | None = None
+    # Fault ``drip``: the body goes out (bytes, seconds): so many bytes at a time, so long apart.
+    drip: tuple[int, float] | None = None
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Answer:
@@ -272,6 +275,9 @@ class Simulator:
         handler.send_header("Content-Type", answer.content_type)
         for name, value in (answer.headers or {}).items():
             handler.send_header(name, value)
+        if answer.drip is not None:
+            self._write_drip(handler, answer.body, *answer.drip)
+            return
         if isinstance(answer.body, bytes):
             handler.send_header("Content-Length", str(len(answer.body)))
             handler.end_headers()
@@ -295,6 +301,21 @@ class Simulator:
     @staticmethod
     def _chunk(handler: BaseHTTPRequestHandler, data: bytes) -> None:
         handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _write_drip(
+        self, handler: BaseHTTPRequestHandler, body: bytes | Iterable[str], size: int, every: float
+    ) -> None:
+        """A slow-drip answer: the headers at once, then ``size`` bytes every ``every`` seconds,
+        each flushed as its own chunk; a reader that gives up ends it (a broken pipe)."""
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        pending = body if isinstance(body, bytes) else "".join(body).encode("utf-8")
+        for start in range(0, len(pending), size):
+            if start:
+                time.sleep(every)
+            self._chunk(handler, pending[start : start + size])
+            handler.wfile.flush()
+        handler.wfile.write(b"0\r\n\r\n")
 
     def _route(
         self, handler: BaseHTTPRequestHandler, path: str, query: dict[str, str], body: bytes
@@ -328,6 +349,8 @@ class Simulator:
             return _gateway(500, "Internal Server Error", "An unexpected error occurred")
         if fault.kind == "token_expired":
             return _unauthorized(expired=True)
+        if fault.kind == "wrong_tenant":
+            return _gateway(403, "Forbidden", "AuthenticationUnsuccessful")
         retry_after = str(fault.params.get("retry_after", 1))
         problem = str(fault.params.get("problem", "minute"))
         headers = {"Retry-After": retry_after, "X-Rate-Limit-Problem": problem}
@@ -469,7 +492,15 @@ class Simulator:
             fault = self.faults.take(path, CONTENT_FAULTS)
             if fault is not None and fault.kind == "slow":
                 time.sleep(float(fault.params.get("seconds", 1.0)))
-                fault = self.faults.take(path, CONTENT_FAULTS - _SLOW_FAULTS)
+                fault = self.faults.take(path, CONTENT_FAULTS - _SLOW_FAULTS - _DRIP_FAULTS)
+            if fault is not None and fault.kind == "drip":
+                answer = self._xpm_answer(tenant.practice, path, query, None)
+                if answer.status == 200:
+                    answer.drip = (
+                        int(fault.params.get("bytes", _CHUNK)),
+                        float(fault.params.get("every", 2.0)),
+                    )
+                return answer
             return self._xpm_answer(tenant.practice, path, query, fault)
         finally:
             # A streamed body is written after this returns; XPM counts a call as done once answered,
@@ -504,13 +535,16 @@ class Simulator:
                 except ValueError:
                     return _xml(render.status_error("List", f"Invalid modifiedsince '{since_text}'"))
                 clients = [c for c in clients if c.modified_at >= since]
-            answer = _Answer(200, render.client_list(clients, staff_names, detailed=detailed), _XML)
+            web_url = practice.web_url if practice.list_web_urls else None
+            answer = _Answer(
+                200, render.client_list(clients, staff_names, detailed=detailed, web_url=web_url), _XML
+            )
         else:
             # XPM answers an unknown client with HTTP 200 and Status ERROR, not with a 404.
             client = practice.find_client(endpoint[len("client.api/get/") :])
             if client is None:
                 return _xml(render.status_error("Get", "Client not found"))
-            answer = _xml(render.client_get(client, staff_names))
+            answer = _xml(render.client_get(client, staff_names, practice.web_url(client)))
         if fault is not None:
             return _truncate(answer)
         return answer

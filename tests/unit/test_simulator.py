@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from datetime import UTC
 from urllib.parse import parse_qs, urlsplit
+from xml.etree.ElementTree import Element
 
 import httpx
 import pytest
@@ -367,6 +369,189 @@ def test_content_faults(simulator, sim_practice, http, kind, params):
 def test_unknown_fault_kind_is_refused(simulator):
     with pytest.raises(ValueError, match="unknown fault kind"):
         simulator.faults.add("gremlins")
+
+
+def test_wrong_tenant_fault_answers_the_gateways_403(simulator, sim_practice, http):
+    # Given a connection whose practice disconnected the app (Xero's 403 for that tenant)
+    headers = xpm_headers(simulator.issue_tokens(SIM_CLIENT_ID), sim_practice)
+    simulator.faults.add("wrong_tenant", times=2)
+
+    # When XPM is called
+    refused = [http.get(path, headers=headers) for path in (STAFF, CLIENTS)]
+
+    # Then each call is refused as Xero's gateway refuses it, and the fault passes as planned
+    assert [(r.status_code, r.json()["Detail"]) for r in refused] == [(403, "AuthenticationUnsuccessful")] * 2
+    assert http.get(STAFF, headers=headers).status_code == 200
+
+
+def test_drip_fault_sends_the_right_answer_a_few_bytes_at_a_time(simulator, sim_practice, http):
+    # Given the client list planned to drip 2 KB every 0.2 s
+    headers = xpm_headers(simulator.issue_tokens(SIM_CLIENT_ID), sim_practice)
+    whole = http.get(CLIENTS, params={"detailed": "true"}, headers=headers).content
+    simulator.faults.add("drip", path="client.api/list", bytes=2048, every=0.2)
+
+    # When it is read as it arrives
+    arrivals: list[tuple[float, int]] = []
+    started = time.monotonic()
+    with http.stream("GET", CLIENTS, params={"detailed": "true"}, headers=headers) as answer:
+        assert answer.status_code == 200
+        body = b""
+        for piece in answer.iter_raw():
+            body += piece
+            arrivals.append((time.monotonic() - started, len(body)))
+
+    # Then the body is the one XPM gives, but its last part came only after every pause
+    assert body == whole
+    pieces = -(-len(whole) // 2048)
+    assert pieces >= 3
+    assert arrivals[-1][0] >= (pieces - 1) * 0.2 * 0.9
+    halfway = next(at for at, received in arrivals if received >= len(whole) // 2)
+    assert halfway < arrivals[-1][0] - 0.2, "the answer arrives in pieces, not all at the end"
+
+
+def test_drip_fault_defaults_to_64_kb_every_two_seconds(simulator):
+    simulator.faults.add("drip")
+
+    [fault] = simulator.faults.pending
+
+    assert fault.kind == "drip"
+    assert fault.path is None, "without a path it hits XPM calls only"
+    assert fault.applies_to(CLIENTS)
+    assert not fault.applies_to("/connect/token")
+
+
+# -- switches for what XPM sends (SPEC A2-A4) --------------------------------------------------------
+
+
+def _clients(http: httpx.Client, simulator: Simulator, practice: Practice) -> list[Element]:
+    headers = xpm_headers(simulator.issue_tokens(SIM_CLIENT_ID), practice)
+    answer = http.get(CLIENTS, params={"detailed": "true"}, headers=headers)
+    assert answer.status_code == 200
+    return list(ET.fromstring(answer.content).findall("Clients/Client"))
+
+
+def test_a_prospect_is_listed_as_xpm_lists_one_and_can_become_a_client(simulator, sim_practice, http):
+    # Given a prospect added in XPM, with no code and no partner yet
+    prospect = sim_practice.add_prospect("Maybe Later Pty Ltd")
+
+    # When the client list is read
+    listed = _clients(http, simulator, sim_practice)[-1]
+
+    # Then it is the last client, flagged IsProspect Yes, with no code and no partner
+    assert listed.findtext("UUID") == prospect.uuid
+    assert (listed.findtext("Name"), listed.findtext("IsProspect")) == ("Maybe Later Pty Ltd", "Yes")
+    assert listed.find("ClientCode") is None
+    assert listed.find("AccountManager") is None
+    assert prospect.is_prospect
+    partner = sim_practice.partner_staff()[0].uuid
+    sim_practice.update_client(prospect.uuid, IsProspect=False, ClientCode="MAYB0001", AccountManager=partner)
+    converted = _clients(http, simulator, sim_practice)[-1]
+    assert (converted.findtext("IsProspect"), converted.findtext("ClientCode")) == ("No", "MAYB0001")
+    assert converted.findtext("AccountManager/UUID") == partner
+
+
+@pytest.mark.parametrize("deleted", [False, True], ids=["archived", "deleted"])
+def test_a_recreated_client_has_a_new_uuid_and_the_same_code_and_the_old_one_stays_flagged(
+    simulator, sim_practice, http, deleted
+):
+    # Given a client archived (or deleted) in XPM and typed in again
+    old = sim_practice.clients[4]
+    code, name = old.code, old.name
+
+    fresh = sim_practice.recreate_client(old.uuid, deleted=deleted)
+
+    # Then the list has both: the old one flagged, the new one live at the end, same code and name
+    listed = {c.findtext("UUID"): c for c in _clients(http, simulator, sim_practice)}
+    assert fresh.uuid != old.uuid
+    assert listed[old.uuid].findtext("IsDeleted" if deleted else "IsArchived") == "Yes"
+    new = listed[fresh.uuid]
+    assert (new.findtext("ClientCode"), new.findtext("Name")) == (code, name)
+    assert (new.findtext("IsArchived"), new.findtext("IsDeleted")) == ("No", "No")
+    assert sim_practice.clients[-1] is fresh
+    assert sim_practice.recreate_client(fresh.uuid).uuid not in {old.uuid, fresh.uuid}, "again: another UUID"
+
+
+def test_a_client_switched_to_come_without_uuid_has_no_uuid_element(simulator, sim_practice, http):
+    # Given one client XPM sends without its UUID
+    target = sim_practice.clients[2]
+    sim_practice.drop_uuid(target.uuid)
+
+    # When the list is read
+    listed = _clients(http, simulator, sim_practice)
+
+    # Then that record alone has no <UUID>, and the others keep theirs
+    without = [c for c in listed if c.find("UUID") is None]
+    assert [c.findtext("ClientCode") for c in without] == [target.code]
+    assert len(listed) == len(sim_practice.clients)
+    sim_practice.drop_uuid(target.uuid, dropped=False)
+    assert all(c.find("UUID") is not None for c in _clients(http, simulator, sim_practice))
+
+
+def test_a_repeated_client_comes_again_with_the_same_uuid_in_one_answer(simulator, sim_practice, http):
+    # Given XPM answering one client three times, the copies with another name
+    target = sim_practice.clients[1]
+    copies = sim_practice.repeat_client(target.uuid, copies=2, Name="Second Copy Pty Ltd")
+
+    # When the list is read
+    listed = _clients(http, simulator, sim_practice)
+
+    # Then the UUID is there three times: first where it was, then the two copies at the end
+    uuids = [c.findtext("UUID") for c in listed]
+    assert uuids.count(target.uuid) == 3
+    assert uuids.index(target.uuid) == 1
+    assert [c.findtext("Name") for c in listed if c.findtext("UUID") == target.uuid][1:] == [
+        "Second Copy Pty Ltd"
+    ] * 2
+    assert sim_practice.client(target.uuid) is target
+    assert all(copy.uuid == target.uuid for copy in copies)
+    headers = xpm_headers(simulator.issue_tokens(SIM_CLIENT_ID), sim_practice)
+    got = ET.fromstring(http.get(GET + target.uuid, headers=headers).content)
+    assert got.findtext("Client/Name") == target.name, "client.api/get gives the first"
+
+
+def test_a_450000_character_name_is_sent_whole(simulator, sim_practice, http):
+    # Given a Name of 450,000 characters (under the sync's reader limit of 1,000,000)
+    target = sim_practice.clients[0]
+    sim_practice.update_client(target.uuid, Name="N" * 450_000)
+
+    # When the list is read
+    listed = _clients(http, simulator, sim_practice)
+
+    # Then that Name arrives whole, and the other clients with it
+    assert len(listed[0].findtext("Name") or "") == 450_000
+    assert len(listed) == len(sim_practice.clients)
+
+
+def test_web_urls_are_on_client_get_as_documented_and_in_lists_only_when_switched_on(
+    simulator, sim_practice, http
+):
+    # Given a client, and XPM's v3.1 documentation: <WebUrl> beside the <Client> of client.api/get
+    target = sim_practice.clients[3]
+    headers = xpm_headers(simulator.issue_tokens(SIM_CLIENT_ID), sim_practice)
+
+    got = ET.fromstring(http.get(GET + target.uuid, headers=headers).content)
+    plain = _clients(http, simulator, sim_practice)
+    sim_practice.list_web_urls = True
+    switched = _clients(http, simulator, sim_practice)
+
+    # Then get carries it, the list carries none by default, and one per client when switched on
+    url = got.findtext("WebUrl")
+    assert url == f"https://practicemanager.xero.com/Client/{target.web_id}/Detail"
+    assert got.find("Client/WebUrl") is None
+    assert all(c.find("WebUrl") is None for c in plain)
+    assert switched[3].findtext("WebUrl") == url
+    assert len({c.findtext("WebUrl") for c in switched}) == len(switched)
+
+
+def test_a_staff_member_who_left_is_no_longer_in_the_staff_list(simulator, sim_practice, http):
+    leaver = sim_practice.staff[-1]
+
+    sim_practice.remove_staff(leaver.uuid)
+
+    headers = xpm_headers(simulator.issue_tokens(SIM_CLIENT_ID), sim_practice)
+    root = ET.fromstring(http.get(STAFF, headers=headers).content)
+    assert leaver.uuid not in [s.findtext("UUID") for s in root.findall("StaffList/Staff")]
+    assert len(root.findall("StaffList/Staff")) == len(sim_practice.staff)
 
 
 # -- limits and the record of calls ---------------------------------------------------------------
