@@ -85,16 +85,34 @@ class TestTables:
         assert set(resources_of_type(template, "AWS::DynamoDB::Table")) == set(SPEC_TABLES)
 
     @pytest.mark.parametrize("name", sorted(SPEC_TABLES))
-    def test_keys_are_strings_in_the_spec_layout_with_no_indexes(self, template, name):
+    def test_keys_are_strings_in_the_spec_layout(self, template, name):
         properties = template["Resources"][name]["Properties"]
 
         keys = [(key["AttributeName"], key["KeyType"]) for key in properties["KeySchema"]]
         assert keys == SPEC_TABLES[name]["keys"]
-        assert {(a["AttributeName"], a["AttributeType"]) for a in properties["AttributeDefinitions"]} == {
-            (key, "S") for key, _ in keys
+        index_keys = {
+            key["AttributeName"]
+            for index in properties.get("GlobalSecondaryIndexes", [])
+            for key in index["KeySchema"]
         }
-        assert "GlobalSecondaryIndexes" not in properties
+        assert {(a["AttributeName"], a["AttributeType"]) for a in properties["AttributeDefinitions"]} == {
+            (key, "S") for key in {key for key, _ in keys} | index_keys
+        }
         assert "LocalSecondaryIndexes" not in properties
+
+    def test_the_active_table_finds_a_firms_records_by_xpm_uuid_and_by_code(self, template):
+        # SPEC A7/B3: an incremental run reads by key or index, within the firm's partition.
+        indexes = {
+            index["IndexName"]: [(key["AttributeName"], key["KeyType"]) for key in index["KeySchema"]]
+            for index in template["Resources"]["ActiveTable"]["Properties"]["GlobalSecondaryIndexes"]
+        }
+        assert indexes == {
+            "by_xpm_uuid": [("pk", "HASH"), ("xpm_uuid", "RANGE")],
+            "by_code": [("pk", "HASH"), ("code", "RANGE")],
+        }
+        for name in SPEC_TABLES:
+            if name != "ActiveTable":
+                assert "GlobalSecondaryIndexes" not in template["Resources"][name]["Properties"]
 
     @pytest.mark.parametrize("name", sorted(SPEC_TABLES))
     def test_on_demand_encrypted_with_the_spec_ttl_and_backups(self, template, name):
