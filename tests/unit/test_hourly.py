@@ -131,10 +131,17 @@ def test_a_firm_that_never_completed_a_run_counts_from_when_it_connected() -> No
         {"sync_enabled": True, "status": "disconnected"},
         {"sync_enabled": True, "tenant_id": None},  # setup unfinished: SYNC_NOT_CONFIGURED, the firm's
         {"sync_enabled": True, "default_office_code": None},
+        {"sync_enabled": True, "last_failure_owner": "firm"},  # e.g. its default office deleted
     ],
 )
 def test_firms_that_are_not_meant_to_complete_runs_are_not_counted(values: dict[str, Any]) -> None:
     assert not without_completed_run(firm(**values), NOW)
+
+
+def test_a_firm_whose_last_run_failed_on_the_systems_fault_is_counted() -> None:
+    config = firm(sync_enabled=True, connected_at=ago(timedelta(hours=4)), last_failure_owner="system")
+
+    assert without_completed_run(config, NOW)
 
 
 def test_the_plan_sorts_every_firm_in_one_pass() -> None:

@@ -482,3 +482,20 @@ def test_ten_thousand_failing_clients_finish_fast_and_keep_no_growing_item(firm:
     assert third.counts["client"]["created"] == 10_000
     assert third.xpm_calls == 2
     assert not [key for key in firm.states.states if key.startswith("client#")]
+
+
+def test_a_run_records_whose_fault_its_failure_was_for_the_operators_count(firm: Firm) -> None:
+    firm.active.offices_by_code.clear()  # the default office deleted in Active: the firm's to fix
+
+    run(firm)
+    assert firm.config.last_failure_owner == "firm"
+
+    firm.active.add_office(OFFICE)
+    firm.xpm.break_after = (0, XpmUnavailable("down"))
+    firm.xpm.clients.append(client())
+    run(firm)
+    assert firm.config.last_failure_owner == "system"
+
+    firm.xpm.break_after = None
+    run(firm)
+    assert firm.config.last_failure_owner is None

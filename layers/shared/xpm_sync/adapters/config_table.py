@@ -30,6 +30,7 @@ _HOURLY_ATTRIBUTES = (
     "connected_at",
     "last_completed_run_started_at",
     "tokens_refreshed_at",
+    "last_failure_owner",
 )
 
 # Connected; an item written before status existed counts as connected once it has a tenant

@@ -64,6 +64,9 @@ class FirmConfig(BaseModel):
     # Self-clearing run failures (XPM unavailable, rate limited) since the last completed run: the
     # notification waits for the third (SPEC A5).
     transient_failures_in_a_row: int = 0
+    # Whose fault the last run's failure was ("firm": its admin fixes it; none when it completed):
+    # the hourly count of firms without a completed run is the operators', not the firms' own.
+    last_failure_owner: Literal["firm", "system"] | None = None
     # When the firm's notification user was last emailed: "new" and "fixed" are counted from here.
     last_notified_at: str | None = None
     # When the firm's tokens were last refreshed: an idle connection is refreshed before Xero

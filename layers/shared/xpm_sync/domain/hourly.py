@@ -60,11 +60,12 @@ def without_completed_run(config: FirmConfig, now: datetime) -> bool:
     more; one that never completed one counts from when it connected.
 
     A firm whose setup names no practice or default office is left out: its runs can only fail with
-    SYNC_NOT_CONFIGURED, which its admin fixes, not an operator.
+    SYNC_NOT_CONFIGURED, which its admin fixes, not an operator. So is a firm whose last run failed
+    on a problem of its own (a default office deleted, say): its admin is told (SPEC A5).
     """
     if not config.sync_enabled or config.connection != "connected":
         return False
-    if not config.tenant_id or not config.default_office_code:
+    if not config.tenant_id or not config.default_office_code or config.last_failure_owner == "firm":
         return False
     return _older_than(
         config.last_completed_run_started_at or config.connected_at, NO_COMPLETED_RUN_AFTER, now

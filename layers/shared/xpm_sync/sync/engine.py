@@ -44,6 +44,7 @@ from xpm_sync.adapters.xpm.errors import (
 from xpm_sync.domain import entries as codes
 from xpm_sync.domain.clock import Clock, iso, parse_iso
 from xpm_sync.domain.entries import Entry, EntryKind
+from xpm_sync.domain.faults import failed_run_fault
 from xpm_sync.domain.firm import Checkpoint, FirmConfig, full_read_due
 from xpm_sync.domain.notification import SELF_CLEARING_FAILURES, should_notify
 from xpm_sync.domain.problems import RUN_KEY, RecordState, reconcile, run_level_sighting
@@ -748,7 +749,11 @@ def _record_end(services: SyncServices, part: _Run, completed: bool, failures_in
     services.config.update(
         config.firm_id, last_run_id=run.run_id, run_pending=False, checkpoint=None, running_run_id=None
     )
-    state: dict[str, Any] = {"transient_failures_in_a_row": failures_in_a_row}
+    run_codes = [entry.code for entry in part.findings.entries if entry.entity == "run"]
+    state: dict[str, Any] = {
+        "transient_failures_in_a_row": failures_in_a_row,
+        "last_failure_owner": failed_run_fault(run.status, run_codes),
+    }
     if completed:
         state["last_completed_run_started_at"] = run.started_at
         if part.full_read:
