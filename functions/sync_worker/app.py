@@ -34,7 +34,7 @@ class TransientRunFailure(Exception):
 def _handler_for(context: LambdaContext) -> Any:
     settings = load_settings(WorkerSettings)
     services = sync_services(settings, remaining_seconds=remaining_seconds(context))
-    refresh_idle_connection = keep_alive(settings)
+    refresh_idle_connection = keep_alive(settings, services)
 
     def handle(record: SQSRecord) -> str | None:
         request = SyncRequest.model_validate_json(record.body)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from moto.ses.models import ses_backends
 from xpm_sync.adapters import aws as aws_clients
 from xpm_sync.domain.clock import iso, parse_iso
 
@@ -78,7 +79,7 @@ def test_a_connection_refreshed_within_30_days_is_left_alone(world: SyncWorld) -
     assert world.sim.calls == []
 
 
-def test_a_keep_alive_xero_refuses_marks_the_firm_needs_reconnect_and_is_not_retried(
+def test_a_keep_alive_xero_refuses_is_a_failed_run_asking_to_reconnect_and_is_not_retried(
     world: SyncWorld, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a Later firm whose refresh token Xero has already dropped (61 days unused)
@@ -88,12 +89,18 @@ def test_a_keep_alive_xero_refuses_marks_the_firm_needs_reconnect_and_is_not_ret
     # When the hourly schedule's keep-alive meets invalid_grant
     deliveries = world.run_hourly()
 
-    # Then the firm must reconnect: marked so, logged, and the record is not left for SQS to retry
+    # Then the firm must reconnect (SPEC A8): marked so, logged, recorded as a failed run with its
+    # run-level entry (the admin reads it in Sync Monitoring, and is emailed), not retried by SQS
     assert [(d.bodies, d.failed) for d in deliveries] == [([KEEP_ALIVE_BODY], [])]
     assert world.config().status == "needs_reconnect"
-    [warning] = [r for r in caplog.records if r.levelname == "WARNING"]
-    assert warning.getMessage() == "Xero refused to refresh an idle connection; the firm must reconnect"
-    assert world.runs() == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "Xero refused to refresh an idle connection; the firm must reconnect" in warnings
+    [run] = world.runs()
+    assert run.status == "failed"
+    assert [e.code for e in world.entries(run)] == ["XPM_NEEDS_RECONNECT"]
+    assert world.open_problems() == {"run": {"XPM_NEEDS_RECONNECT"}}
+    [email] = ses_backends["123456789012"]["ap-southeast-2"].sent_messages
+    assert "could not complete" in email.body
     # And the schedule stops asking: a firm that needs to reconnect has nothing to keep alive
     assert world.run_hourly() == []
 

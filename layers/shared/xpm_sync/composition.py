@@ -41,7 +41,7 @@ from xpm_sync.settings import (
     XeroSettings,
     load_settings,
 )
-from xpm_sync.sync.engine import SyncServices
+from xpm_sync.sync.engine import SyncServices, record_connection_lost
 from xpm_sync.sync.keep_alive import KeepAlive
 
 # Xero's identity endpoints answer in well under a second; anything slower is an outage.
@@ -135,12 +135,19 @@ def sync_services(
     )
 
 
-def keep_alive(settings: WorkerSettings) -> KeepAlive:
-    """The worker's keep-alive of an idle connection (SPEC A6), judged on the module's ``clock``."""
+def keep_alive(settings: WorkerSettings, services: SyncServices) -> KeepAlive:
+    """The worker's keep-alive of an idle connection (SPEC A6), judged on the module's ``clock``;
+    a refusal is recorded as a run of ``services`` would record it."""
     return KeepAlive(
         configs=ConfigRepository(aws.table(settings.config_table)),
         tokens=token_store(settings, clock),
         clock=clock,
+        report_refused=lambda firm_id: record_connection_lost(
+            firm_id,
+            "schedule",
+            services,
+            "Xero refused to renew this firm's idle connection (unused too long, or revoked).",
+        ),
     )
 
 

@@ -285,6 +285,25 @@ def _abandon_preview(firm_id: str, run_id: str, services: SyncServices) -> None:
     services.runs.save_run(preview, now)
 
 
+def record_connection_lost(
+    firm_id: str, trigger: Trigger, services: SyncServices, message: str
+) -> RunResult | None:
+    """A connection Xero no longer accepts, found outside a run (an idle connection's keep-alive
+    refresh refused): recorded as a failed run with its run-level entry, the firm marked
+    ``needs_reconnect`` and its admin emailed, as a run finding it would (SPEC A8)."""
+    config = services.config.get(firm_id)
+    if config is None or not config.can_sync():
+        return None
+    now = services.clock.now()
+    run = SyncRun(
+        firm_id=firm_id, run_id=new_run_id(now), trigger=trigger, status="running", started_at=iso(now)
+    )
+    part = _Run(run=run, config=config)
+    part.states = services.states_for(firm_id).load(with_copies=False)
+    part.findings.had_state = set(part.states)
+    return _finish(services, part, _RunFailure(codes.XPM_NEEDS_RECONNECT, message, reconnect=True), 0.0)
+
+
 # --- The run ------------------------------------------------------------------------------------
 
 

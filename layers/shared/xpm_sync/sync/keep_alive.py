@@ -6,7 +6,9 @@ hourly dispatcher queues a keep-alive for such a firm after 30 days (``domain.ho
 hands it here.
 
 - Xero refusing the refresh (``invalid_grant``: revoked, or already expired) means the firm must
-  reconnect: it is marked ``needs_reconnect``, as a run would mark it, and nothing is retried.
+  reconnect: it is recorded as a run that found it would be (``report_refused``): a failed run
+  with its ``XPM_NEEDS_RECONNECT`` entry, the firm marked ``needs_reconnect``, its admin emailed
+  (SPEC A8); nothing is retried.
 - A failure that may pass (Xero's identity service down, Secrets Manager or DynamoDB failing, the
   app's own credentials refused) is raised, so the record fails and SQS delivers it again; one that
   never passes ends in the dead-letter queue, which pages an operator.
@@ -14,6 +16,7 @@ hands it here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +34,8 @@ class KeepAlive:
     configs: ConfigRepository
     tokens: TokenStore
     clock: Clock
+    # Records the refusal as a failed run (sync.engine.record_connection_lost), given the firm id.
+    report_refused: Callable[[str], object]
 
     def __call__(self, firm_id: str) -> KeepAliveOutcome:
         config = self.configs.get(firm_id)
@@ -46,11 +51,11 @@ class KeepAlive:
             logger.info("firm disconnected during its keep-alive", extra={"firm_id": firm_id})
             return "disconnected"
         except NeedsReconnect:
-            marked = self.configs.mark_needs_reconnect(firm_id)
             logger.warning(
                 "Xero refused to refresh an idle connection; the firm must reconnect",
-                extra={"firm_id": firm_id, "marked_needs_reconnect": marked},
+                extra={"firm_id": firm_id},
             )
+            self.report_refused(firm_id)
             return "needs_reconnect"
         logger.info("refreshed the tokens of an idle connection", extra={"firm_id": firm_id})
         return "refreshed"
