@@ -373,6 +373,34 @@ class RecordStates:
                 return count
             request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
+    def fixed_after(self, moment: str | None) -> Iterator[ClosedProblem]:
+        """Each problem closed strictly after ``moment`` (ISO 8601 UTC; None: in the last 90 days),
+        oldest first, with what the summary shows of it (code, label, entity), never more.
+
+        The run that sends an email closes its problems at the very moment the engine then stores
+        as ``last_notified_at``; that email already counted them, so they are not "after" it. Their
+        sort keys are ``{moment}#...``, and ``$`` follows ``#``: the query starts past them all.
+        """
+        request: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND sk > :after" if moment else "pk = :pk",
+            "ExpressionAttributeValues": {":pk": f"FIXED#{self._firm_id}"},
+            "ExpressionAttributeNames": {"#entity": "entity", "#code": "code"},
+            "ProjectionExpression": "sk, #entity, #code, label, xpm_uuid",
+        }
+        if moment:
+            request["ExpressionAttributeValues"][":after"] = f"{moment}$"
+        for item in self._table.query_items(**request):
+            sort_key, code = str(item["sk"]), str(item["code"])
+            closed_at, _, rest = sort_key.partition("#")
+            yield ClosedProblem(
+                entity=item["entity"],
+                key=rest.removesuffix(f"#{code}"),
+                code=code,
+                label=str(item.get("label", "")),
+                closed_at=closed_at,
+                xpm_uuid=item.get("xpm_uuid"),
+            )
+
     def _signer(self) -> CursorSigner:
         if self._cursors is None:
             raise RuntimeError("paging needs a cursor signer")
