@@ -1,4 +1,6 @@
-"""The failure email (SPEC A5, B3): at most one per firm per 24 hours, a failed send uses up nothing.
+"""The failure email (SPEC A5, B3): at most one per firm per 24 hours, a failed send uses up nothing;
+it leads with what is new since the last email and what was fixed since, then the open problems
+by code with their counts, on one screen whatever the firm's size.
 
 DynamoDB, SES and Secrets Manager are moto's, with the tables built from template.yaml's own
 definitions. The clock is the test's, so "24 hours later" needs no waiting.
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -25,10 +26,13 @@ from moto.ses.models import ses_backends
 from xpm_sync.adapters.active_table import ActiveRepository
 from xpm_sync.adapters.dynamodb import Table
 from xpm_sync.adapters.notifier import Notifier, NotifyAllowance, NotifyResult
+from xpm_sync.adapters.sync_log import RecordStates
 from xpm_sync.domain import entries as codes
 from xpm_sync.domain.entries import Entry
 from xpm_sync.domain.firm import FirmConfig
-from xpm_sync.domain.notification import TOP_ENTRIES, monitoring_url, render_email
+from xpm_sync.domain.notification import EMAIL_GROUPS, monitoring_url, render_email
+from xpm_sync.domain.problem_summary import ProblemSummary, summarise_problems
+from xpm_sync.domain.problems import ClosedProblem, Problem, RecordState
 from xpm_sync.domain.runs import SyncRun, new_counts
 
 from local.stack import StackNames, create_resources
@@ -104,11 +108,16 @@ def sent_messages() -> list[Any]:
     return list(ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages)
 
 
+def record_states(stack: StackNames) -> RecordStates:
+    return RecordStates(table(stack.sync_log_table), FIRM_ID)
+
+
 def make_notifier(
     stack: StackNames, clock: FakeClock, *, ses: Any = None, from_email: str = FROM_EMAIL
 ) -> Notifier:
     return Notifier(
         active_for=lambda firm_id: ActiveRepository(table(stack.active_table), firm_id),
+        states_for=lambda firm_id: RecordStates(table(stack.sync_log_table), firm_id),
         notify_table=table(stack.notify_table),
         ses_client=ses if ses is not None else ses_client(),
         from_email=from_email,
@@ -125,17 +134,24 @@ def add_user(stack: StackNames, user_id: str = USER_ID, email: str | None = USER
     table(stack.active_table).put_item(Item=item)
 
 
-def config(notification_user_id: str | None = USER_ID) -> FirmConfig:
+def config(notification_user_id: str | None = USER_ID, *, last_notified_at: str | None = None) -> FirmConfig:
     return FirmConfig(
         firm_id=FIRM_ID,
         sync_name="XPM sync",
         tenant_name="Smith & Jones <Accountants>",
         notification_user_id=notification_user_id,
         status="connected",
+        last_notified_at=last_notified_at,
     )
 
 
-def make_run(status: str = "partial", run_id: str = "20260302T090000Z-abcd1234") -> SyncRun:
+def make_run(
+    status: str = "partial",
+    run_id: str = "20260302T090000Z-abcd1234",
+    *,
+    started_at: str = "2026-03-02T09:00:00Z",
+    finished_at: str = "2026-03-02T09:01:10Z",
+) -> SyncRun:
     counts = new_counts()
     counts["user"].update(created=2, unchanged=9)
     counts["client"].update(updated=4, unchanged=120, failed=12)
@@ -144,8 +160,8 @@ def make_run(status: str = "partial", run_id: str = "20260302T090000Z-abcd1234")
         run_id=run_id,
         trigger="schedule",
         status=status,
-        started_at="2026-03-02T09:00:00Z",
-        finished_at="2026-03-02T09:01:10Z",
+        started_at=started_at,
+        finished_at=finished_at,
         counts=counts,
         xpm_calls=3,
     )
@@ -260,6 +276,9 @@ def test_racing_workers_send_one_email(
         active = Table(session.client("dynamodb"), stack.active_table)
         return Notifier(
             active_for=lambda firm_id: ActiveRepository(active, firm_id),
+            states_for=lambda firm_id: RecordStates(
+                Table(session.client("dynamodb"), stack.sync_log_table), firm_id
+            ),
             notify_table=Table(session.client("dynamodb"), stack.notify_table),
             ses_client=session.client("ses"),
             from_email=FROM_EMAIL,
@@ -337,6 +356,7 @@ def test_a_notify_table_outage_does_not_break_the_run(stack: StackNames, clock: 
     add_user(stack)
     notifier = Notifier(
         active_for=lambda firm_id: ActiveRepository(table(stack.active_table), firm_id),
+        states_for=lambda firm_id: record_states(stack),
         notify_table=table("no-such-table"),
         ses_client=ses_client(),
         from_email=FROM_EMAIL,
@@ -391,69 +411,401 @@ def test_a_successful_run_sends_nothing(stack: StackNames, clock: FakeClock) -> 
     assert sent_messages() == []
 
 
-# --- what the email says ----------------------------------------------------------------------
+# --- what the email says (SPEC A5): new, fixed, then the open problems by code ----------------------
+
+RUN_1_STARTED = "2026-03-02T09:00:00Z"
+# Run 1 finished and was emailed: the engine stores this moment as the firm's last_notified_at, and
+# the problems run 1 closed carry it as their closed_at.
+RUN_1_EMAILED = "2026-03-02T09:01:10Z"
+RUN_2_STARTED = "2026-03-03T09:05:00Z"
+RUN_2_FINISHED = "2026-03-03T09:06:10Z"
 
 
-def test_the_email_has_text_html_the_run_link_and_the_top_entries(
+def open_problem(
+    kind: codes.EntryKind, label: str, *, n: int, first_seen: str, last_seen: str | None = None, runs: int = 1
+) -> RecordState:
+    """One client's state with one open problem of ``kind``, as the engine keeps it."""
+    return RecordState(
+        entity="client",
+        key=f"client#uuid-{n:05d}",
+        label=label,
+        xpm_uuid=f"uuid-{n:05d}",
+        problems=(
+            Problem(
+                code=kind.code,
+                severity=kind.severity,
+                message=f"{label}: {kind.cause}",
+                suggestion=kind.suggestion,
+                first_seen=first_seen,
+                last_seen=last_seen or first_seen,
+                runs=runs,
+            ),
+        ),
+    )
+
+
+def run_problem(kind: codes.EntryKind, *, first_seen: str) -> RecordState:
+    return RecordState(
+        entity="run",
+        key="run",
+        label="Sync run",
+        problems=(Problem(kind.code, kind.severity, kind.cause, kind.suggestion, first_seen, first_seen, 1),),
+    )
+
+
+def closed(state: RecordState, closed_at: str) -> list[ClosedProblem]:
+    return [
+        ClosedProblem(
+            entity=state.entity,
+            key=state.key,
+            code=problem.code,
+            label=state.label,
+            closed_at=closed_at,
+            xpm_uuid=state.xpm_uuid,
+        )
+        for problem in state.problems
+    ]
+
+
+def save(
+    stack: StackNames,
+    clock: FakeClock,
+    *,
+    still_open: list[RecordState],
+    fixed: list[ClosedProblem] = [],  # noqa: B006 (never mutated)
+    gone: list[RecordState] = [],  # noqa: B006
+) -> None:
+    """What the engine's _save_states writes before it calls the notifier."""
+    record_states(stack).write(still_open, [state.key for state in gone], fixed, clock.now())
+
+
+def email_of(call: dict[str, Any]) -> tuple[str, str, str]:
+    message = call["Message"]
+    return message["Subject"]["Data"], message["Body"]["Text"]["Data"], message["Body"]["Html"]["Data"]
+
+
+def section(text: str, heading: str, next_heading: str | None = None) -> str:
+    """The text from the heading that starts with ``heading`` up to the next one."""
+    start = text.index(heading)
+    return text[start : text.index(next_heading, start) if next_heading else None]
+
+
+def test_the_summary_groups_open_problems_by_code_with_counts_the_fix_and_five_examples() -> None:
+    # Given seven clients blocked by missing partners, two invalid ABNs, a run-level failure and
+    # one client with two problems
+    states = [
+        open_problem(codes.PARTNER_NOT_IN_ACTIVE, f"Client {n} (C{n})", n=n, first_seen=RUN_1_STARTED)
+        for n in range(7)
+    ]
+    states += [
+        open_problem(codes.ABN_INVALID, f"Abn {n} (A{n})", n=10 + n, first_seen=RUN_1_STARTED)
+        for n in range(2)
+    ]
+    states.append(run_problem(codes.XPM_BAD_RESPONSE, first_seen=RUN_2_STARTED))
+    two = open_problem(codes.MANAGER_NOT_IN_ACTIVE, "Twice (TW)", n=20, first_seen=RUN_2_STARTED)
+    states.append(
+        RecordState(two.entity, two.key, two.label, two.problems + states[7].problems, xpm_uuid=two.xpm_uuid)
+    )
+    fixed = closed(
+        open_problem(codes.PARTNER_MISSING, "Fixed (FX)", n=30, first_seen=RUN_1_STARTED), RUN_2_FINISHED
+    )
+
+    # When it is summarised for a firm last emailed after run 1
+    summary = summarise_problems(states, fixed, last_emailed_at=RUN_1_EMAILED)
+
+    # Then each code is one group with its count, severity, fix and at most five records named:
+    # the run-level failure first (it blocks everything), then errors, then the most records
+    assert [(g.code, g.severity, g.count) for g in summary.groups] == [
+        ("XPM_BAD_RESPONSE", "error", 1),
+        ("PARTNER_NOT_IN_ACTIVE", "error", 7),
+        ("ABN_INVALID", "warning", 3),
+        ("MANAGER_NOT_IN_ACTIVE", "warning", 1),
+    ]
+    partner = summary.groups[1]
+    assert partner.suggestion == codes.PARTNER_NOT_IN_ACTIVE.suggestion
+    assert partner.examples == tuple(f"Client {n} (C{n})" for n in range(5))
+    assert summary.open == 12
+    # ...what is new is what was first seen after the last email (run 2's), and the fixed are counted
+    assert [(g.code, g.count) for g in summary.new] == [("XPM_BAD_RESPONSE", 1), ("MANAGER_NOT_IN_ACTIVE", 1)]
+    assert summary.new_since_last_email == 2
+    assert summary.fixed_since_last_email == 1
+    assert [(g.code, g.count, g.examples) for g in summary.fixed] == [("PARTNER_MISSING", 1, ("Fixed (FX)",))]
+
+
+def test_the_email_leads_with_what_is_new_and_what_was_fixed_then_the_open_problems_by_code(
     stack: StackNames, clock: FakeClock
 ) -> None:
-    # Given a run with one run-level error, twelve record errors and a warning (listed first)
+    # Given a firm last emailed after run 1, three clients blocked by a missing partner since then,
+    # and run 2 that found two more clients blocked and an invalid ABN, and fixed two managers
     add_user(stack)
-    run_level = codes.XPM_RATE_LIMITED.entry(label="Sync run", message="XPM's rate limit was reached.")
-    entries = [abn_warning(), *partner_errors(12), run_level]
+    clock.moment = datetime(2026, 3, 3, 9, 6, 10, tzinfo=UTC)
+    old = [
+        open_problem(
+            codes.PARTNER_NOT_IN_ACTIVE,
+            f"Old Client {n} (OLD{n})",
+            n=n,
+            first_seen=RUN_1_STARTED,
+            last_seen=RUN_2_STARTED,
+            runs=2,
+        )
+        for n in range(3)
+    ]
+    new = [
+        open_problem(codes.PARTNER_NOT_IN_ACTIVE, f"New Client {n} (NEW{n})", n=n, first_seen=RUN_2_STARTED)
+        for n in (3, 4)
+    ]
+    new.append(open_problem(codes.ABN_INVALID, "Acme Pty (ACME)", n=5, first_seen=RUN_2_STARTED))
+    managers = [
+        open_problem(codes.MANAGER_NOT_IN_ACTIVE, f"Fixed Client {n} (FIX{n})", n=n, first_seen=RUN_1_STARTED)
+        for n in (6, 7)
+    ]
+    fixed_long_ago = open_problem(
+        codes.CLIENT_CODE_DUPLICATE, "Long Ago (LA)", n=8, first_seen="2026-02-01T09:00:00Z"
+    )
+    save(
+        stack,
+        clock,
+        still_open=old + new,
+        fixed=[
+            *closed(managers[0], RUN_2_FINISHED),
+            *closed(managers[1], RUN_2_FINISHED),
+            *closed(fixed_long_ago, "2026-03-01T09:00:00Z"),
+        ],
+    )
+    ses = RecordingSes(ses_client())
+    run_2 = make_run(run_id="20260303T090500Z-0000ffff", started_at=RUN_2_STARTED, finished_at=RUN_2_FINISHED)
+
+    # When run 2 (partial) emails the notification user
+    result = make_notifier(stack, clock, ses=ses)(run_2, [], config(last_notified_at=RUN_1_EMAILED))
+
+    # Then the email opens with what is new since the last email, then what was fixed since then,
+    # then every open problem grouped by code with its count and fix
+    assert result.outcome == "sent"
+    [call] = ses.sent
+    subject, text, html = email_of(call)
+    headings = ["New since the last email (2 Mar 2026 09:01 UTC): 3 problems", "Fixed since then: 2 problems"]
+    headings.append("Open problems now: 6, by cause")
+    assert [text.index(heading) for heading in headings] == sorted(
+        text.index(heading) for heading in headings
+    )
+    assert [html.index(heading) for heading in headings] == sorted(
+        html.index(heading) for heading in headings
+    )
+    assert text.index(headings[0]) < text.index("This run: partial")
+    new_part = section(text, headings[0], headings[1])
+    assert "- [error] PARTNER_NOT_IN_ACTIVE (2): New Client 3 (NEW3), New Client 4 (NEW4)" in new_part
+    assert "- [warning] ABN_INVALID (1): Acme Pty (ACME)" in new_part
+    assert "Old Client" not in new_part
+    fixed_part = section(text, headings[1], headings[2])
+    assert "- MANAGER_NOT_IN_ACTIVE (2): Fixed Client 6 (FIX6), Fixed Client 7 (FIX7)" in fixed_part
+    assert "CLIENT_CODE_DUPLICATE" not in text  # fixed before the last email: told then
+    open_part = section(text, headings[2], "This run:")
+    assert "1. [error] PARTNER_NOT_IN_ACTIVE (5): Old Client 0 (OLD0), Old Client 1 (OLD1), " in open_part
+    assert f"   How to fix: {codes.PARTNER_NOT_IN_ACTIVE.suggestion}" in open_part
+    assert "2. [warning] ABN_INVALID (1): Acme Pty (ACME)" in open_part
+    assert subject == "XPM sync for Smith & Jones <Accountants>: 6 open problems, 3 new"
+
+
+def test_a_second_email_the_next_day_counts_only_what_is_new_since_the_first(
+    stack: StackNames, clock: FakeClock
+) -> None:
+    # Given run 1 found clients A and B wrong and, as it finished, closed X's problem
+    add_user(stack)
+    ses = RecordingSes(ses_client())
+    notifier = make_notifier(stack, clock, ses=ses)
+    a = open_problem(codes.PARTNER_NOT_IN_ACTIVE, "Client A (CA)", n=1, first_seen=RUN_1_STARTED)
+    b = open_problem(codes.ABN_INVALID, "Client B (CB)", n=2, first_seen=RUN_1_STARTED)
+    x = open_problem(codes.CLIENT_CODE_DUPLICATE, "Client X (CX)", n=3, first_seen="2026-03-01T09:00:00Z")
+    save(stack, clock, still_open=[a, b], fixed=closed(x, RUN_1_EMAILED), gone=[x])
+    # ...and emailed (the engine then keeps the moment as last_notified_at)
+    assert notifier(make_run(), [], config()).outcome == "sent"
+
+    # When, the next day, run 2 fixes A, still finds B and finds C, and emails again
+    clock.advance(timedelta(hours=24, minutes=5))
+    b_again = open_problem(
+        codes.ABN_INVALID, "Client B (CB)", n=2, first_seen=RUN_1_STARTED, last_seen=RUN_2_STARTED, runs=2
+    )
+    c = open_problem(codes.CLIENT_NAME_MISSING, "Client C (CC)", n=4, first_seen=RUN_2_STARTED)
+    save(stack, clock, still_open=[b_again, c], fixed=closed(a, RUN_2_FINISHED), gone=[a])
+    run_2 = make_run(run_id="20260303T090500Z-0000ffff", started_at=RUN_2_STARTED, finished_at=RUN_2_FINISHED)
+    assert notifier(run_2, [], config(last_notified_at=RUN_1_EMAILED)).outcome == "sent"
+
+    # Then the first email told all of run 1's problems as new, and X as fixed
+    [first, second] = [email_of(call)[1] for call in ses.sent]
+    assert "New: 2 problems" in first
+    assert "Fixed in the last 90 days: 1 problem\n- CLIENT_CODE_DUPLICATE (1): Client X (CX)" in first
+    # ...and the second tells only C as new, only A as fixed (X was told already), B still open
+    new_part = section(second, "New since the last email", "Fixed since then")
+    assert "New since the last email (2 Mar 2026 09:01 UTC): 1 problem\n" in new_part
+    assert "Client C (CC)" in new_part
+    assert "Client B" not in new_part
+    assert "Fixed since then: 1 problem\n- PARTNER_NOT_IN_ACTIVE (1): Client A (CA)" in second
+    assert "Client X" not in second
+    open_part = section(second, "Open problems now: 2, by cause")
+    assert "Client B (CB)" in open_part
+    assert "Client C (CC)" in open_part
+
+
+def test_thousands_of_open_problems_make_an_email_of_one_screen(stack: StackNames, clock: FakeClock) -> None:
+    # Given 2,000 clients blocked by missing partners (the first with a 200-character name), seven
+    # other causes, and 200 problems fixed, for a firm never emailed
+    add_user(stack)
+    long_name = "Very Long Trading Name " * 9
+    blocked = [
+        open_problem(
+            codes.PARTNER_NOT_IN_ACTIVE,
+            codes.shorten(long_name, codes.MAX_LABEL_CHARS) if n == 0 else f"Client {n} (C{n:05d})",
+            n=n,
+            first_seen=RUN_1_STARTED,
+        )
+        for n in range(2000)
+    ]
+    others = [
+        codes.ABN_INVALID,
+        codes.MANAGER_NOT_IN_ACTIVE,
+        codes.PARTNER_MISSING,
+        codes.CLIENT_NAME_MISSING,
+        codes.CLIENT_CODE_MISSING,
+        codes.BUSINESS_STRUCTURE_UNKNOWN,
+        codes.INDIVIDUAL_NAME_MISSING,
+    ]
+    causes = [
+        open_problem(kind, f"Other {n} (O{n})", n=5000 + n, first_seen=RUN_1_STARTED)
+        for n, kind in enumerate(others)
+    ]
+    fixed = [
+        problem
+        for n in range(200)
+        for problem in closed(
+            open_problem(codes.PARTNER_MISSING, f"Fixed {n} (F{n})", n=8000 + n, first_seen=RUN_1_STARTED),
+            RUN_1_EMAILED,
+        )
+    ]
+    save(stack, clock, still_open=blocked + causes, fixed=fixed)
     ses = RecordingSes(ses_client())
 
-    make_notifier(stack, clock, ses=ses)(make_run(), entries, config())
+    # When a run emails
+    assert make_notifier(stack, clock, ses=ses)(make_run(), [], config()).outcome == "sent"
 
+    # Then the email names a few records per cause and says how many more, shows five causes and
+    # says how many more: a screen, not a register
+    _, text, html = email_of(ses.sent[0])
+    print(text)
+    print(len(text), len(html), len(text.splitlines()))
+    assert "Open problems now: 2007, by cause" in text
+    assert "1. [error] PARTNER_NOT_IN_ACTIVE (2000): " in text
+    assert "and 1997 more" in section(text, "New: 2007 problems", "Fixed")
+    assert "and 1997 more" in section(text, "Open problems now")
+    assert "... and 3 more causes (3 problems) in Sync Monitoring." in section(text, "Open problems now")
+    assert "- PARTNER_MISSING (200): Fixed 0 (F0), Fixed 1 (F1), Fixed 2 (F2) and 197 more" in text
+    assert len([line for line in section(text, "Open problems now").splitlines() if line[:1].isdigit()]) == (
+        EMAIL_GROUPS
+    )
+    # ...with long names cut short
+    assert long_name.strip() not in text
+    assert (
+        "Very Long Trading Name Very Long Trading Name Very Long Trading Name Very Long …, Client 1" in text
+    )
+    assert len(text.splitlines()) <= 40
+    assert len(text) < 3_000
+    assert len(html) < 4_000
+    assert "Client 100 " not in text
+
+
+def test_the_email_has_text_html_the_run_and_the_link_to_sync_monitoring(
+    stack: StackNames, clock: FakeClock
+) -> None:
+    # Given a partial run with a run-level error
+    add_user(stack)
+    save(stack, clock, still_open=[run_problem(codes.XPM_RATE_LIMITED, first_seen=RUN_1_STARTED)])
+    run_level = codes.XPM_RATE_LIMITED.entry(label="Sync run", message="XPM's rate limit was reached.")
+    ses = RecordingSes(ses_client())
+
+    make_notifier(stack, clock, ses=ses)(
+        make_run(), [abn_warning(), *partner_errors(12), run_level], config()
+    )
+
+    # Then both bodies say what went wrong, the run's counts and link to the run in Sync Monitoring
     [call] = ses.sent
-    text = call["Message"]["Body"]["Text"]["Data"]
-    html = call["Message"]["Body"]["Html"]["Data"]
-    subject = call["Message"]["Subject"]["Data"]
+    subject, text, html = email_of(call)
     link = f"{FRONTEND_URL}/admin/integrations/xpm/runs/20260302T090000Z-abcd1234"
     assert "Smith & Jones <Accountants>" in subject
-    assert link in text
+    assert text.startswith(
+        "The XPM sync for Smith & Jones <Accountants> finished, but some records could not be synced.\n"
+        "What went wrong: XPM's rate limit was reached.\n"
+    )
+    assert f"See every open problem and the whole log in Sync Monitoring: {link}" in text
     assert f'href="{link}"' in html
-    # Counts per entity and outcome
     assert "Clients: 0 created, 4 updated, 120 unchanged, 12 failed, 0 skipped" in text
     assert "XPM calls: 3" in text
-    # The run-level entry first, then errors; ten in all, so the warning is left for Sync Monitoring
-    listed = [line for line in text.splitlines() if re.match(r"\d+\. ", line)]
-    assert len(listed) == TOP_ENTRIES
-    assert "XPM_RATE_LIMITED" in listed[0]
-    assert all("PARTNER_NOT_IN_ACTIVE" in line for line in listed[1:])
-    assert "ABN_INVALID" not in text
-    assert "the first 10 of 14" in text
-    assert text.count(f"How to fix: {codes.PARTNER_NOT_IN_ACTIVE.suggestion}") == TOP_ENTRIES - 1
+    assert "1. [error] XPM_RATE_LIMITED (1): Sync run" in text
     assert codes.XPM_RATE_LIMITED.suggestion in html
-    assert "What went wrong: XPM's rate limit was reached." in text
     # What moto's SES stored is the same HTML
     assert sent_messages()[0].body == html
 
 
 def test_the_html_escapes_everything() -> None:
+    # Given labels and a firm name that look like HTML, and a run id that would break out of href
+    label = "Acme <b>Pty</b> (ACME)"
+    states = [open_problem(codes.ABN_INVALID, label, n=1, first_seen=RUN_1_STARTED)]
+    fixed = closed(
+        open_problem(codes.PARTNER_MISSING, "<img src=x onerror=alert(1)>", n=2, first_seen=RUN_1_STARTED),
+        RUN_1_EMAILED,
+    )
+    summary = summarise_problems(states, fixed, last_emailed_at=None)
+
     email = render_email(
         make_run(),
         [abn_warning(), *partner_errors(1)],
         config(),
+        summary,
         firm_name="Smith & Jones <Accountants>",
         monitoring_url=monitoring_url(FRONTEND_URL, 'x"><script>'),
     )
 
     assert "<b>" not in email.html
+    assert "<img" not in email.html
     assert "Acme &lt;b&gt;Pty&lt;/b&gt; (ACME)" in email.html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in email.html
     assert "Smith &amp; Jones &lt;Accountants&gt;" in email.html
     assert "<script>" not in email.html
-    assert "Acme <b>Pty</b> (ACME)" in email.text  # plain text stays as written
+    assert label in email.text  # plain text stays as written
 
 
 def test_the_subject_is_one_line() -> None:
     email = render_email(
-        make_run("failed"), [], config(), firm_name="Evil\r\nBcc: x@example.com", monitoring_url="u"
+        make_run("failed"),
+        [],
+        config(),
+        ProblemSummary(groups=(), open=0, fixed_since_last_email=0),
+        firm_name="Evil\r\nBcc: x@example.com",
+        monitoring_url="u",
     )
 
     assert "\n" not in email.subject
     assert "\r" not in email.subject
     assert "failed" in email.subject
+
+
+def test_what_went_wrong_stays_one_short_line_whatever_xpm_answered() -> None:
+    # Given a run-level entry quoting a long, multi-line answer from XPM
+    answer = "XPM said:\r\n" + "<html>" + "x" * 900 + "</html>"
+    failure = codes.XPM_BAD_RESPONSE.entry(label="Sync run", message=answer)
+
+    email = render_email(
+        make_run("failed"),
+        [failure],
+        config(),
+        ProblemSummary(groups=(), open=0, fixed_since_last_email=0),
+        firm_name="Firm",
+        monitoring_url="u",
+    )
+
+    # Then the email says it on one line of readable length, after the headline
+    [cause] = [line for line in email.text.splitlines() if line.startswith("What went wrong:")]
+    assert cause.startswith("What went wrong: XPM said: <html>xxx")
+    assert len(cause) < 350
+    assert email.text.splitlines()[1] == cause
 
 
 def test_the_email_never_carries_the_firms_tokens(stack: StackNames, clock: FakeClock) -> None:
@@ -467,7 +819,7 @@ def test_the_email_never_carries_the_firms_tokens(stack: StackNames, clock: Fake
         ),
     )
     stored = json.loads(secrets_client.get_secret_value(SecretId=f"{TOKEN_PREFIX}{FIRM_ID}")["SecretString"])
-    # ...and entry messages that quote an authorization header and a bare JWT
+    # ...entry messages that quote an authorization header and a bare JWT
     leaky = [
         codes.XPM_BAD_RESPONSE.entry(
             label="Sync run",
@@ -475,6 +827,14 @@ def test_the_email_never_carries_the_firms_tokens(stack: StackNames, clock: Fake
         ),
         codes.XPM_UNAVAILABLE.entry(label="Sync run", message=f"token {stored['access_token']} refused"),
     ]
+    # ...and an open and a fixed problem whose record names quote them too
+    quoting = open_problem(
+        codes.ABN_INVALID, f"Bearer {stored['access_token']}", n=1, first_seen=RUN_1_STARTED
+    )
+    fixed = open_problem(
+        codes.PARTNER_MISSING, f"was {stored['access_token']}", n=2, first_seen=RUN_1_STARTED
+    )
+    save(stack, clock, still_open=[quoting], fixed=closed(fixed, RUN_1_EMAILED))
     add_user(stack)
     ses = RecordingSes(ses_client())
 
@@ -484,4 +844,57 @@ def test_the_email_never_carries_the_firms_tokens(stack: StackNames, clock: Fake
     mail = json.dumps(call) + sent_messages()[0].body + sent_messages()[0].subject
     for key in ("access_token", "refresh_token"):
         assert stored[key] not in mail
-    assert "[redacted]" in call["Message"]["Body"]["Text"]["Data"]
+    _, text, html = email_of(call)
+    assert text.count("[redacted]") == 4
+    assert html.count("[redacted]") == 4
+
+
+def test_an_email_that_cannot_be_written_uses_up_nothing(stack: StackNames, clock: FakeClock) -> None:
+    # Given open problems that cannot be read (the sync log table is missing)
+    add_user(stack)
+    notifier = Notifier(
+        active_for=lambda firm_id: ActiveRepository(table(stack.active_table), firm_id),
+        states_for=lambda firm_id: RecordStates(table("no-such-table"), firm_id),
+        notify_table=table(stack.notify_table),
+        ses_client=ses_client(),
+        from_email=FROM_EMAIL,
+        frontend_url=FRONTEND_URL,
+        clock=clock,
+    )
+
+    # When a run fails
+    result = notifier(make_run("failed"), partner_errors(1), config())
+
+    # Then nothing is sent, nothing raised into the run, and the firm's allowance is still free
+    assert result.outcome == "error"
+    assert sent_messages() == []
+    assert allowance_item(stack) is None
+
+
+def test_a_firm_emailed_today_costs_no_read_of_its_open_problems(stack: StackNames, clock: FakeClock) -> None:
+    # Given a firm emailed an hour ago
+    add_user(stack)
+    reads: list[str] = []
+
+    def states_for(firm_id: str) -> RecordStates:
+        reads.append(firm_id)
+        return record_states(stack)
+
+    notifier = Notifier(
+        active_for=lambda firm_id: ActiveRepository(table(stack.active_table), firm_id),
+        states_for=states_for,
+        notify_table=table(stack.notify_table),
+        ses_client=ses_client(),
+        from_email=FROM_EMAIL,
+        frontend_url=FRONTEND_URL,
+        clock=clock,
+    )
+    assert notifier(make_run(), partner_errors(1), config()).outcome == "sent"
+    clock.advance(timedelta(hours=1))
+
+    # When the next run is partial too
+    result = notifier(make_run(run_id="20260302T100000Z-0000ffff"), partner_errors(1), config())
+
+    # Then it is suppressed before any open problem is read
+    assert result.outcome == "suppressed"
+    assert reads == [FIRM_ID]

@@ -1,5 +1,6 @@
 """The failure email (SPEC A5): when a run fails or is partial, the firm's notification user hears
-about it through SES, at most once per firm per 24 hours.
+about it through SES, at most once per firm per 24 hours. The email summarises the firm's open
+problems (``domain.problem_summary``), read from the record states the engine has just written.
 
 The 24-hour allowance is one item per firm in the notify table (SPEC B3). DynamoDB deletes expired
 items late (up to days after ``expires_at``), so a claim succeeds when no item exists *or* the stored
@@ -23,11 +24,13 @@ from botocore.exceptions import ClientError
 
 from xpm_sync.adapters.active_table import ActiveRepository
 from xpm_sync.adapters.dynamodb import Table, is_condition_failure
+from xpm_sync.adapters.sync_log import RecordStates
 from xpm_sync.domain import entries as codes
 from xpm_sync.domain.clock import Clock
 from xpm_sync.domain.entries import Entry
 from xpm_sync.domain.firm import FirmConfig
 from xpm_sync.domain.notification import RenderedEmail, monitoring_url, render_email
+from xpm_sync.domain.problem_summary import summarise_problems
 from xpm_sync.domain.runs import SyncRun
 from xpm_sync.observability import logger
 
@@ -39,7 +42,8 @@ NotifyOutcome = Literal[
     "suppressed",  # the firm was already emailed within the last 24 hours
     "no_recipient",  # no usable notification user: recorded as a run entry instead
     "send_failed",  # SES refused or failed; the allowance was given back
-    "error",  # something else went wrong (e.g. DynamoDB); logged, the run carries on
+    "error",  # something else went wrong (e.g. DynamoDB); logged, the allowance (if taken) given
+    # back, the run carries on
 ]
 
 # Addresses Active would accept for sign-in; anything else would only bounce at SES.
@@ -123,15 +127,16 @@ class Notifier:
     """The engine's notifier: emails the notification user about a failed or partial run that the
     policy (``domain.notification.should_notify``) says is worth it.
 
-    Takes the Active repository of a firm (to find the notification user), the notify table and an
-    SES client. Returns a :class:`NotifyResult`; its ``entries`` belong in the run's error log. It
-    never raises.
+    Takes the Active repository of a firm (to find the notification user), its record states (what
+    the email summarises), the notify table and an SES client. Returns a :class:`NotifyResult`; its
+    ``entries`` belong in the run's error log. It never raises.
     """
 
     def __init__(
         self,
         *,
         active_for: Callable[[str], ActiveRepository],
+        states_for: Callable[[str], RecordStates],
         notify_table: Table,
         ses_client: Any,
         from_email: str,
@@ -139,6 +144,7 @@ class Notifier:
         clock: Clock,
     ) -> None:
         self._active_for = active_for
+        self._states_for = states_for
         self._allowance = NotifyAllowance(notify_table, clock)
         self._ses = ses_client
         self._from_email = from_email
@@ -166,16 +172,17 @@ class Notifier:
             )
             entry = codes.NOTIFICATION_USER_INVALID.entry(label="Notification user", message=problem.message)
             return NotifyResult("no_recipient", [entry])
-        email = render_email(
-            run,
-            entries,
-            config,
-            firm_name=config.tenant_name or config.firm_id,
-            monitoring_url=monitoring_url(self._frontend_url, run.run_id),
-        )
+        # The allowance first: a firm already emailed today (most runs of a firm with problems)
+        # costs one conditional write, not a read of every open problem.
         claim = self._allowance.try_acquire(config.firm_id)
         if claim is None:
             return NotifyResult("suppressed")
+        try:
+            email = self._compose(run, entries, config)
+        except Exception:  # an email we could not write is not sent, so it uses up nothing
+            logger.exception("failure notification not composed", extra={"firm_id": config.firm_id})
+            self._allowance.release(claim)
+            return NotifyResult("error")
         try:
             self._send(recipient, email)
         except Exception:  # any failure to send gives the allowance back, then is logged
@@ -183,6 +190,24 @@ class Notifier:
             self._allowance.release(claim)
             return NotifyResult("send_failed")
         return NotifyResult("sent")
+
+    def _compose(self, run: SyncRun, entries: list[Entry], config: FirmConfig) -> RenderedEmail:
+        """The email, from one read of the firm's open problems and of those fixed since the last
+        email (the engine saved this run's states before calling, so they include its findings)."""
+        states = self._states_for(config.firm_id)
+        summary = summarise_problems(
+            states.every_open(),
+            states.fixed_after(config.last_notified_at),
+            last_emailed_at=config.last_notified_at,
+        )
+        return render_email(
+            run,
+            entries,
+            config,
+            summary,
+            firm_name=config.tenant_name or config.firm_id,
+            monitoring_url=monitoring_url(self._frontend_url, run.run_id),
+        )
 
     def _recipient(self, config: FirmConfig) -> str:
         user_id = config.notification_user_id
