@@ -364,7 +364,9 @@ class RecordStates:
             "Select": "COUNT",
         }
         if moment:
-            request["ExpressionAttributeValues"][":after"] = moment
+            # Strictly after: a problem closed by the run that sent the email, at the very moment
+            # saved as the last email's, was in that email (sort keys are "{closed_at}#...").
+            request["ExpressionAttributeValues"][":after"] = f"{moment}~"
         count = 0
         while True:
             answer = self._table.query(**request)
