@@ -311,11 +311,6 @@ def test_every_client_sent_three_times_makes_no_duplicate(world: SyncWorld) -> N
 # --- SPEC A4, issue 18 item 3: a record too large for DynamoDB ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine defect: the record's state keeps the whole 450,000-character label, so the sync "
-    "log refuses its item (over 400 KB) and the run fails outside its error handling",
-)
 def test_a_450000_character_name_is_record_too_large_for_that_record_alone(world: SyncWorld) -> None:
     # Given one client in the middle of the first sync's batch with a Name of 450,000 characters
     huge = world.clean_clients()[7]

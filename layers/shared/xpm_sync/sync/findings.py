@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from xpm_sync.domain.entries import Entry, EntryEntity
+from xpm_sync.domain.entries import MAX_LABEL_CHARS, Entry, EntryEntity, shorten
 from xpm_sync.domain.problems import Sighting, record_key
 
 
@@ -31,7 +31,11 @@ class RunFindings:
         web_url: str | None = None,
     ) -> None:
         """The record's outcome in this run: its entries join the log; its sighting is kept when it
-        has something open now or had before."""
+        has something open now or had before.
+
+        The label is shortened as an entry's is: the record's state (and, for a record without a
+        UUID, its key) must fit a DynamoDB item whatever XPM sent (a 450,000-character Name)."""
+        label = shorten(label, MAX_LABEL_CHARS)
         found = tuple(entries)
         self.entries.extend(found)
         key = record_key(entity, xpm_uuid, label)
