@@ -1,12 +1,15 @@
 """What an Active admin does on the setup page (SPEC A6), as HTTP calls to a served API.
 
-Connect -> Xero sign-in and consent (the simulator consents at once) -> callback -> read the
-config -> pick the tenant -> Submit -> Start Sync. ``make demo`` uses it against ``serve_api``.
+Connect -> the browser at Xero's authorize URL (the simulator consents at once) -> Xero's 302 to
+the setup page's callback URL with ``code`` and ``state`` -> the page posts them to the API's
+callback as the signed-in admin -> config -> pick the tenant -> Submit -> Start Sync. ``make demo``
+and ``make serve``'s tests use it against ``serve_api``, whose every request is the admin's.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
@@ -38,17 +41,18 @@ def run_admin_flow(
     connect = _json(http.post(f"{base}/connect", json={"sync_name": sync_name}), 200)
     seen["authorize_url"] = connect["authorize_url"]
 
-    # The browser: Xero's consent page redirects to our callback, which redirects to Active.
+    # The browser: Xero's consent page redirects to the Active setup page (OAUTH_REDIRECT_URI).
     consent = http.get(connect["authorize_url"], follow_redirects=False)
     if consent.status_code != 302:
         raise RuntimeError(f"Xero's authorize page answered {consent.status_code}")
-    callback = http.get(consent.headers["Location"], follow_redirects=False)
-    if callback.status_code != 302:
-        raise RuntimeError(f"the callback answered {callback.status_code}")
-    seen["setup_page"] = callback.headers["Location"]
-    if "connected=1" not in seen["setup_page"]:
-        raise RuntimeError(f"connect failed: {seen['setup_page']}")
+    seen["setup_page"] = consent.headers["Location"]
+    sent_back = {key: values[0] for key, values in parse_qs(urlsplit(seen["setup_page"]).query).items()}
+    if "code" not in sent_back:
+        raise RuntimeError(f"Xero sent the browser back without a code: {sent_back.get('error')}")
 
+    # The setup page posts what Xero sent back, as the signed-in admin; the answer is the config.
+    posted = {"code": sent_back["code"], "state": sent_back.get("state", "")}
+    seen["connected"] = _json(http.post(f"{base}/callback", json=posted), 200)
     seen["config"] = _json(http.get(base), 200)
     tenants = _json(http.get(f"{base}/tenants"), 200)["tenants"]
     seen["tenants"] = tenants

@@ -189,9 +189,12 @@ def show_email(before: int) -> None:
 def setup_through_the_api(api_url: str, http: httpx.Client) -> None:
     """The admin's setup page (SPEC A6): connect, consent at Xero, configure, Start Sync."""
     seen = run_admin_flow(api_url, http, sync_name="Harbour XPM sync")
-    say(f"POST /integrations/xpm/connect        -> authorize_url {seen['authorize_url'].split('?')[0]}")
-    say("Xero sign-in and consent (simulator)  -> 302 to the callback")
-    say(f"GET  /integrations/xpm/callback       -> 302 {seen['setup_page']}")
+    authorize_url = seen["authorize_url"].split("?")[0]
+    say(f"POST /integrations/xpm/connect        -> authorize_url {authorize_url} (PKCE S256)")
+    # The code and state are one-time secrets: the demo names them, never prints them.
+    setup_page = seen["setup_page"].split("?")[0]
+    say(f"Xero sign-in and consent (simulator)  -> 302 to the setup page {setup_page}?code=...&state=...")
+    say(f"POST /integrations/xpm/callback       -> 200, status {seen['connected']['status']} (as the admin)")
     config = seen["config"]
     connected_by = config.get("connected_by") or {}
     say(
@@ -240,8 +243,6 @@ def main() -> int:
 
         env = {key: os.environ[key] for key in function_environment(names, xero_url=sim.url)}
         with serve_api(port=0, env=env, firm_id=FIRM_ID) as api, httpx.Client(timeout=30) as http:
-            env["OAUTH_REDIRECT_URI"] = f"{api.url}/integrations/xpm/callback"
-            os.environ["OAUTH_REDIRECT_URI"] = env["OAUTH_REDIRECT_URI"]
             runs = Runs(http, api.url)
 
             heading("Setup through the API, as the admin's setup page drives it")

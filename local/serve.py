@@ -3,9 +3,9 @@
 ``serve_api`` is what API Gateway plus the Cognito authorizer do in AWS, reduced to what the
 handlers read: the resource template and path parameters, query strings and headers in both
 forms, the body, and ``requestContext.authorizer.claims`` from a local dev login (every request
-is signed in as one admin; the callback, public in AWS, gets no authorizer). ``python -m
-local.serve`` (``make serve``) runs it on the whole local stack: moto server, the XPM simulator,
-the template's resources and a seeded demo firm.
+is signed in as one admin, as every route needs in AWS). ``python -m local.serve`` (``make
+serve``) runs it on the whole local stack: moto server, the XPM simulator, the template's
+resources and a seeded demo firm.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ JSON = "Content-Type: application/json"
 
 # API Gateway resources (SPEC B5) -> the function that serves them.
 _OAUTH_RESOURCES = {"/integrations/xpm/connect", "/integrations/xpm/callback"}
-_PUBLIC_RESOURCES = {"/integrations/xpm/callback"}
 RESOURCES = (
     "/integrations/xpm",
     "/integrations/xpm/connect",
@@ -182,7 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
-        # The callback's query carries the OAuth code and state: never print request lines.
+        # Request lines are the handlers' to log (the callback's code and state never are).
         return
 
     def _serve(self) -> None:
@@ -190,8 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         path = urlsplit(self.path).path
         resource, _ = match_resource(path)
-        claims = None if resource in _PUBLIC_RESOURCES else self.server.claims
-        event = build_event(self.command, self.path, list(self.headers.items()), body, claims)
+        event = build_event(self.command, self.path, list(self.headers.items()), body, self.server.claims)
         function: Handler = oauth_handler if resource in _OAUTH_RESOURCES else api_handler
         name = "oauth" if resource in _OAUTH_RESOURCES else "api"
         with self.server.invoke_lock:
@@ -294,7 +292,11 @@ def _examples(url: str) -> str:
         [
             "Try (signed in as the admin of firm-demo):",
             f"  curl -s -X POST {base}/connect -H '{JSON}' -d '{{\"sync_name\": \"XPM\"}}'",
-            "  # open the authorize_url: the simulator consents and redirects to the callback",
+            "  # Xero's consent (the simulator allows at once) sends the browser to the setup page:",
+            "  curl -s -o /dev/null -w '%{redirect_url}\\n' '<authorize_url>'",
+            "  # the setup page posts the code and state on that URL, as the signed-in admin:",
+            f"  curl -s -X POST {base}/callback -H '{JSON}' "
+            '-d \'{"code": "<code>", "state": "<state>"}\'',
             f"  curl -s {base}",
             f"  curl -s {base}/tenants",
             f'  curl -s -X PUT {base} -H \'Content-Type: application/json\' -d \'{{"sync_name": "XPM", '
@@ -333,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         sim.add_practice(practice)
         sim.set_consenting_user("Pat Practice", "pat@harbour.example")
         seed_demo_firm(boto3.resource("dynamodb", endpoint_url=moto.url).Table(names.active_table), practice)
-        redirect_uri = f"http://{args.host}:{args.port}/integrations/xpm/callback"
-        env = {**aws_env, **function_environment(names, xero_url=sim.url, redirect_uri=redirect_uri)}
+        # Xero's redirect goes to the Active setup page (FRONTEND_URL), as in AWS.
+        env = {**aws_env, **function_environment(names, xero_url=sim.url)}
         served = serve_api(args.host, args.port, env=env)
         stack.callback(served.stop)
         print(f"moto server (AWS)    {moto.url}")

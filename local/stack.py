@@ -200,10 +200,13 @@ def function_environment(
     *,
     xero_url: str,
     frontend_url: str = "http://127.0.0.1:5173",
-    redirect_uri: str = "http://127.0.0.1:3000/integrations/xpm/callback",
+    redirect_uri: str | None = None,
     from_email: str = "sync@active.example",
 ) -> dict[str, str]:
-    """The SPEC B2 variables of every function, pointed at the local stack."""
+    """The SPEC B2 variables of every function, pointed at the local stack. Xero redirects the
+    browser to the Active setup page (SPEC A6), so the redirect URI is the frontend's unless given."""
+    if redirect_uri is None:
+        redirect_uri = oauth_redirect_uri(frontend_url)
     return {
         "CONFIG_TABLE": names.config_table,
         "ACTIVE_TABLE": names.active_table,
@@ -220,6 +223,11 @@ def function_environment(
         "XERO_IDENTITY_URL": xero_url,
         "XERO_API_URL": xero_url,
     }
+
+
+def oauth_redirect_uri(frontend_url: str) -> str:
+    """OAUTH_REDIRECT_URI as template.yaml builds it: the Active setup page's callback (SPEC A6)."""
+    return f"{frontend_url.rstrip('/')}/admin/integrations/xpm/callback"
 
 
 class MotoServer:

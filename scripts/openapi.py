@@ -23,13 +23,14 @@ from functions.oauth.app import app as oauth_app
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAPI_JSON = ROOT / "docs" / "openapi.json"
-CALLBACK = "/integrations/xpm/callback"
 TITLE = "xpm-sync API"
 VERSION = "1.0.0"
 DESCRIPTION = (
     "Connect a firm's Xero Practice Manager, configure and start its sync, and read the sync log "
-    "(SPEC B5). Every route but the OAuth callback needs a Cognito id token of an admin of the firm "
-    '(SPEC B4). Errors are {"error": {"code", "message"}} with a 4xx status.'
+    "(SPEC B5). Every route needs a Cognito id token of an admin of the firm (SPEC B4); no route is "
+    "public. A body the API cannot read (not UTF-8, nested deeper than 64 levels, a number of more "
+    'than 100 digits, over 64 KB) is 400 INVALID_JSON. Errors are {"error": {"code", "message"}} '
+    "with a 4xx status."
 )
 
 
@@ -47,19 +48,8 @@ def render() -> str:
     for app in (oauth_app, api_app):
         merge.add_schema(json.loads(app.get_openapi_json_schema(title=TITLE, version=VERSION)))
     schema: dict[str, Any] = json.loads(merge.get_openapi_json_schema())
-    _public_callback(schema["paths"][CALLBACK]["get"])
     _drop_unused_schemas(schema)
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
-
-
-def _public_callback(operation: dict[str, Any]) -> None:
-    """The callback answers a browser with a redirect, whatever it receives (SPEC B5).
-
-    Powertools documents every validated route as able to answer 422 and drops an empty
-    ``security`` list; neither is true of this route, so the document says what the code does.
-    """
-    operation["security"] = []
-    operation["responses"] = {"302": {"description": operation["responses"]["302"]["description"]}}
 
 
 def _drop_unused_schemas(schema: dict[str, Any]) -> None:

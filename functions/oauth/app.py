@@ -1,7 +1,9 @@
-"""Connect to Xero Practice Manager (SPEC A6, B5): POST connect (admins) and GET callback (public).
+"""Connect to Xero Practice Manager (SPEC A6, B4, B5): POST connect and POST callback, both as the
+signed-in admin.
 
-The callback always answers with a redirect to the Active setup page, ``?connected=1`` or
-``?error=<code>``: the browser that lands here belongs to a person, not to an API client.
+Xero sends the admin's browser back to the Active setup page (``OAUTH_REDIRECT_URI``), which posts
+the ``code`` and ``state`` (or Xero's ``error``) here; the answer is the firm's config, as GET
+/integrations/xpm gives it. Errors become B5's error body in ``xpm_sync.api.http``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from xpm_sync.coldstart import loading
 with loading():
     from typing import Annotated, Any
 
-    from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-    from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+    from aws_lambda_powertools.event_handler.openapi.params import Body
     from aws_lambda_powertools.logging import correlation_paths
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from xpm_sync.api.caller import admin_caller
@@ -24,13 +26,10 @@ with loading():
         resolve_for_admins,
         with_cors,
     )
-    from xpm_sync.api.models import ConnectRequest, ConnectResponse
-    from xpm_sync.api.service import CallbackQuery, setup_page_url
+    from xpm_sync.api.models import CallbackRequest, ConfigResponse, ConnectRequest, ConnectResponse
     from xpm_sync.composition import frontend_url, oauth_service
     from xpm_sync.observability import logger, tracer
     from xpm_sync.runtime import usable_context
-
-CALLBACK_PATH = f"{ROUTE_ROOT}/callback"
 
 app = APIGatewayRestResolver(enable_validation=True)
 install_error_handlers(app)
@@ -45,38 +44,27 @@ def connect(body: Annotated[ConnectRequest | None, Body()] = None) -> ConnectRes
     return oauth_service().start_connect(admin_caller(app.current_event.raw_event), body)
 
 
-@app.get(
-    CALLBACK_PATH,
-    summary="Xero's redirect after consent (public; 302 to the Active setup page)",
-    security=[],
-    responses={302: {"description": "To {FRONTEND_URL}/admin/integrations/xpm?connected=1 or ?error=..."}},
+@app.post(
+    f"{ROUTE_ROOT}/callback",
+    summary="Finish connecting: the setup page posts what Xero sent back",
+    description=(
+        "400 OAUTH_STATE_INVALID: the state is not one the calling admin's own connect was issued "
+        "(another firm or user), or it is malformed, used or expired; nothing is stored. "
+        "400 XERO_CONSENT_DENIED: Xero answered with an error; the state is used up. "
+        "422 NO_PRACTICE_MANAGER: the consent gave access to no Practice Manager practice; its tokens "
+        "are revoked and the firm's previous connection stands. 502 XERO_UNAVAILABLE: the code "
+        "exchange or the connections call failed at Xero."
+    ),
+    responses=documented(200, ConfigResponse, "Connected: the config", 400, 401, 403, 415, 422, 502),
 )
-def callback(
-    # Lists, because a browser can repeat a parameter and this route must answer every request
-    # with a redirect, never a 422; a repeated value counts as missing.
-    code: Annotated[list[str] | None, Query()] = None,
-    state: Annotated[list[str] | None, Query()] = None,
-    error: Annotated[list[str] | None, Query()] = None,
-) -> Response[str]:
-    try:
-        location = oauth_service().complete_callback(CallbackQuery.of(code=code, state=state, error=error))
-    except Exception:
-        # A person's browser is waiting: send it back to the setup page with an error rather
-        # than leave it on a bare 500. Tokens are never in our exception messages.
-        logger.exception("xpm connect callback failed")
-        location = setup_page_url(frontend_url(), error="server_error")
-    return Response(
-        status_code=302,
-        body="",
-        headers={"Location": location, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
-    )
+def callback(body: Annotated[CallbackRequest, Body()]) -> ConfigResponse:
+    return oauth_service().complete_callback(admin_caller(app.current_event.raw_event), body)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    answer = resolve_for_admins(app, event, context, public_paths={CALLBACK_PATH})
-    return with_cors(answer, frontend_url())
+    return with_cors(resolve_for_admins(app, event, context), frontend_url())
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

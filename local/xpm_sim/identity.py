@@ -1,12 +1,23 @@
 """Xero identity as the simulator plays it: apps, authorization codes, grants and their tokens.
 
 Time is always passed in (the simulator's clock), so tests can move past expiry and grace windows.
+
+PKCE (RFC 7636) as Xero checks it: the authorize request's ``code_challenge`` (S256 only) is kept
+with the code, and the token request must carry the ``code_verifier`` that hashes to it, else
+``invalid_grant``; a verifier sent for a code issued without a challenge is refused too (RFC 9700
+§4.8.2, the downgrade). The simulator asks every app for PKCE (``require_pkce``), so a client that
+stops sending it fails every connect instead of passing unnoticed.
+
+What a consent grants: every tenant the simulator holds (the default), or, after
+``consent_to(...)``, only those tenants (say, an accounting organisation without Practice Manager).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
 import secrets
 import threading
 import uuid as uuidlib
@@ -19,6 +30,14 @@ ACCESS_LIFETIME = timedelta(minutes=30)
 CODE_LIFETIME = timedelta(minutes=5)
 REFRESH_GRACE = timedelta(minutes=30)
 REFRESH_IDLE_LIMIT = timedelta(days=60)
+# RFC 7636 §4.1: 43 to 128 unreserved characters.
+CODE_VERIFIER_SHAPE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+
+
+def s256(code_verifier: str) -> str:
+    """The S256 code challenge of a verifier (RFC 7636 §4.2)."""
+    digest = hashlib.sha256(code_verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 class IdentityError(Exception):
@@ -55,6 +74,8 @@ class Grant:
     created_at: datetime
     auth_event_id: str = field(default_factory=lambda: str(uuidlib.uuid4()))
     revoked: bool = False
+    # The tenants the consent connected; None: every tenant the simulator holds, then and later.
+    tenant_ids: frozenset[str] | None = None
 
 
 @dataclass
@@ -64,6 +85,8 @@ class _Code:
     scope: str
     user: User
     expires_at: datetime
+    code_challenge: str | None = None
+    tenant_ids: frozenset[str] | None = None
     used: bool = False
 
 
@@ -78,6 +101,16 @@ class _Refresh:
 class _Access:
     grant_id: str
     expires_at: datetime
+
+
+def _verifier_matches(code_challenge: str | None, code_verifier: str | None) -> bool:
+    """RFC 7636 §4.6: the verifier must hash to the challenge the code was issued with; a code
+    issued without one takes no verifier (a verifier then means a downgraded request)."""
+    if code_challenge is None:
+        return code_verifier is None
+    if code_verifier is None or not CODE_VERIFIER_SHAPE.match(code_verifier):
+        return False
+    return secrets.compare_digest(s256(code_verifier), code_challenge)
 
 
 class AccessCheck:
@@ -100,6 +133,8 @@ class Identity:
         self._refresh: dict[str, _Refresh] = {}
         self._access: dict[str, _Access] = {}
         self.user = User("Alex Morgan", "alex.morgan@demopractice.com.au", str(uuidlib.uuid4()))
+        self.require_pkce = True
+        self._consent_tenant_ids: frozenset[str] | None = None
 
     def register_app(self, client_id: str, client_secret: str) -> None:
         with self._lock:
@@ -119,13 +154,30 @@ class Identity:
         with self._lock:
             self.user = User(name, email, str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"xero-user:{email}")))
 
-    def new_code(self, client_id: str, redirect_uri: str, scope: str, now: datetime) -> str:
+    def consent_to(self, tenant_ids: list[str] | None) -> None:
+        """What the next consents grant: these tenants only, or (None) every tenant, as by default."""
+        with self._lock:
+            self._consent_tenant_ids = frozenset(tenant_ids) if tenant_ids is not None else None
+
+    def new_code(
+        self, client_id: str, redirect_uri: str, scope: str, now: datetime, code_challenge: str | None = None
+    ) -> str:
         code = secrets.token_urlsafe(24)
         with self._lock:
-            self._codes[code] = _Code(client_id, redirect_uri, scope, self.user, now + CODE_LIFETIME)
+            self._codes[code] = _Code(
+                client_id,
+                redirect_uri,
+                scope,
+                self.user,
+                now + CODE_LIFETIME,
+                code_challenge=code_challenge,
+                tenant_ids=self._consent_tenant_ids,
+            )
         return code
 
-    def exchange_code(self, client_id: str, code: str, redirect_uri: str, now: datetime) -> dict[str, Any]:
+    def exchange_code(
+        self, client_id: str, code: str, redirect_uri: str, now: datetime, code_verifier: str | None = None
+    ) -> dict[str, Any]:
         with self._lock:
             record = self._codes.get(code)
             if (
@@ -134,10 +186,13 @@ class Identity:
                 or record.client_id != client_id
                 or record.redirect_uri != redirect_uri
                 or now >= record.expires_at
+                or not _verifier_matches(record.code_challenge, code_verifier)
             ):
                 raise IdentityError("invalid_grant")
             record.used = True
-            grant = Grant(str(uuidlib.uuid4()), client_id, record.user, record.scope, now)
+            grant = Grant(
+                str(uuidlib.uuid4()), client_id, record.user, record.scope, now, tenant_ids=record.tenant_ids
+            )
             self._grants[grant.grant_id] = grant
             return self._tokens(grant, now, with_id_token=True)
 
@@ -174,6 +229,12 @@ class Identity:
             grant = self._grants[record.grant_id]
             if grant.client_id == client_id:
                 grant.revoked = True
+
+    @property
+    def grants(self) -> list[Grant]:
+        """Every grant issued so far, oldest first (tests look at which were revoked)."""
+        with self._lock:
+            return list(self._grants.values())
 
     def revoke_all(self) -> None:
         with self._lock:

@@ -34,7 +34,14 @@ from local.xpm_sim.control import (
     Faults,
     Limits,
 )
-from local.xpm_sim.identity import FULL_SCOPE, AccessCheck, Grant, Identity, IdentityError
+from local.xpm_sim.identity import (
+    CODE_VERIFIER_SHAPE,
+    FULL_SCOPE,
+    AccessCheck,
+    Grant,
+    Identity,
+    IdentityError,
+)
 from local.xpm_sim.model import Practice
 
 XPM_BASE = "/practicemanager/3.1/"
@@ -218,6 +225,11 @@ class Simulator:
     def set_consenting_user(self, name: str, email: str) -> None:
         self.identity.set_user(name, email)
 
+    def consent_to(self, tenant_ids: list[str] | None) -> None:
+        """What the admin allows at the next consents: only these tenants (say, an organisation
+        without Practice Manager, or none), or (None, the default) every tenant held here."""
+        self.identity.consent_to(tenant_ids)
+
     def issue_tokens(self, client_id: str, scope: str = FULL_SCOPE) -> dict[str, Any]:
         """A fresh grant, answered as the token endpoint answers the code grant (id_token included)."""
         return self.identity.issue(client_id, self.now(), scope)
@@ -376,12 +388,28 @@ class Simulator:
             params = {"error": "access_denied", **extra}
         elif query.get("response_type") != "code":
             params = {"error": "unsupported_response_type", **extra}
+        elif not self._pkce_acceptable(query):
+            params = {"error": "invalid_request", **extra}
         else:
             scope = query.get("scope") or FULL_SCOPE
-            code = self.identity.new_code(client_id, redirect_uri, scope, self.now())
+            challenge = query.get("code_challenge")
+            code = self.identity.new_code(
+                client_id, redirect_uri, scope, self.now(), code_challenge=challenge
+            )
             params = {"code": code, "scope": scope, **extra, "session_state": uuidlib.uuid4().hex}
         location = redirect_uri + separator + urlencode(params)
         return _Answer(302, b"", "text/html; charset=utf-8", {"Location": location})
+
+    def _pkce_acceptable(self, query: dict[str, str]) -> bool:
+        """S256 only, as Xero: a challenge of the right shape with its method, or (when the
+        simulator does not ask for PKCE) none at all."""
+        challenge = query.get("code_challenge")
+        if challenge is None:
+            return "code_challenge_method" not in query and not self.identity.require_pkce
+        # An S256 challenge is the base64url of 32 bytes: 43 characters, no padding.
+        return (
+            query.get("code_challenge_method") == "S256" and CODE_VERIFIER_SHAPE.match(challenge) is not None
+        )
 
     @staticmethod
     def _basic(handler: BaseHTTPRequestHandler) -> tuple[str | None, str | None]:
@@ -405,7 +433,11 @@ class Simulator:
             grant_type = form.get("grant_type")
             if grant_type == "authorization_code":
                 tokens = self.identity.exchange_code(
-                    client_id, form.get("code", ""), form.get("redirect_uri", ""), self.now()
+                    client_id,
+                    form.get("code", ""),
+                    form.get("redirect_uri", ""),
+                    self.now(),
+                    code_verifier=form.get("code_verifier"),
                 )
             elif grant_type == "refresh_token":
                 tokens = self.identity.refresh(client_id, form.get("refresh_token", ""), self.now())
@@ -441,7 +473,7 @@ class Simulator:
         if refusal is not None or grant is None:
             return refusal or _unauthorized(expired=False)
         with self._lock:
-            tenants = list(self._tenants.values())
+            tenants = [t for t in self._tenants.values() if _granted(grant, t.tenant_id)]
         return _json(
             200,
             [
@@ -475,7 +507,7 @@ class Simulator:
             return refusal or _unauthorized(expired=False)
         with self._lock:
             tenant = self._tenants.get(tenant_id or "")
-        if tenant is None or tenant.practice is None:
+        if tenant is None or tenant.practice is None or not _granted(grant, tenant.tenant_id):
             return _gateway(403, "Forbidden", "AuthenticationUnsuccessful")
         needed = "practicemanager.staff.read" if "/staff.api/" in path else "practicemanager.client.read"
         if needed not in grant.scope.split():
@@ -575,6 +607,10 @@ class Simulator:
             return _xml(f'<?xml version="1.0"?>{doctype}{head}<Name>&lol9;</Name>{tail}')
         megabytes = float(fault.params.get("mb", 5))
         return _Answer(200, _oversized(head, tail, int(megabytes * 1024 * 1024)), _XML)
+
+
+def _granted(grant: Grant, tenant_id: str) -> bool:
+    return grant.tenant_ids is None or tenant_id in grant.tenant_ids
 
 
 def _oversized(head: str, tail: str, size: int) -> Iterator[str]:

@@ -28,7 +28,10 @@ def test_the_admin_setup_flow_over_http(
 ) -> None:
     seen = run_admin_flow(served.url, http)
 
-    assert seen["setup_page"].endswith("/admin/integrations/xpm?connected=1")
+    # Xero sent the browser to the Active setup page (the frontend), which posted code and state.
+    assert seen["setup_page"].startswith("http://127.0.0.1:5173/admin/integrations/xpm/callback?code=")
+    assert seen["connected"]["status"] == "connected"
+    assert seen["connected"] == seen["config"], "the callback answers the config, as GET does"
     assert seen["config"]["status"] == "connected"
     assert seen["config"]["connected_by"] == {"name": "Pat Partner", "email": "pat@firm.example"}
     assert len(seen["tenants"]) == 1
@@ -63,6 +66,11 @@ def test_the_admin_setup_flow_over_http(
         ("GET", "/integrations/xpm/runs/20260101T000000Z-deadbeef", b"", 404, "NOT_FOUND"),
         ("GET", "/integrations/xpm/nowhere", b"", 404, "NOT_FOUND"),
         ("POST", "/integrations/xpm/sync", b"", 409, "NOT_CONNECTED"),
+        ("POST", "/integrations/xpm/callback", b'{"code": "c", "state": "s"}', 400, "OAUTH_STATE_INVALID"),
+        ("POST", "/integrations/xpm/callback", b'{"state": "s"}', 422, "INVALID_FIELD"),
+        ("POST", "/integrations/xpm/callback", b"[" * 1000, 400, "INVALID_JSON"),
+        ("PUT", "/integrations/xpm", b'{"sync_name": ' + b"7" * 4301 + b"}", 400, "INVALID_JSON"),
+        ("POST", "/integrations/xpm/connect", b'{"sync_name": "\xff"}', 400, "INVALID_JSON"),
     ],
 )
 def test_client_mistakes_over_http_are_4xx_in_the_b5_shape(
@@ -77,11 +85,11 @@ def test_client_mistakes_over_http_are_4xx_in_the_b5_shape(
     assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
 
 
-def test_a_bad_state_at_the_callback_redirects_the_browser(served: ServedApi, http: httpx.Client) -> None:
+def test_there_is_no_get_callback_over_http(served: ServedApi, http: httpx.Client) -> None:
     response = http.get(f"{served.url}/integrations/xpm/callback", params={"code": "c", "state": "s"})
 
-    assert response.status_code == 302
-    assert response.headers["Location"] == "http://127.0.0.1:5173/admin/integrations/xpm?error=invalid_state"
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "NOT_FOUND"
 
 
 def test_the_preflight_allows_only_the_frontend(served: ServedApi, http: httpx.Client) -> None:

@@ -369,7 +369,7 @@ def test_changing_the_tenant_starts_the_next_run_with_a_full_read(firm: ApiHarne
     firm.call_api("put_config", body=_body(firm))
 
     ConfigRepository(aws.table(firm.names.config_table)).update(
-        FIRM, last_completed_run_started_at="2026-01-01T00:00:00Z", retry_client_uuids={"abc"}
+        FIRM, last_completed_run_started_at="2026-01-01T00:00:00Z", sync_state_id="old-practice"
     )
 
     answer = firm.call_api("put_config", body=_body(firm, tenant_id=extra.tenant_id))
@@ -378,4 +378,5 @@ def test_changing_the_tenant_starts_the_next_run_with_a_full_read(firm: ApiHarne
     config = firm.config()
     assert config["tenant_id"] == extra.tenant_id
     assert "last_completed_run_started_at" not in config
-    assert "retry_client_uuids" not in config
+    # A run still going on the old practice can no longer write its state (SPEC A6).
+    assert config["sync_state_id"] not in (None, "old-practice")

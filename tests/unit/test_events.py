@@ -22,7 +22,7 @@ API_CASES = [
     ("api", "get_runs", "GET", "/integrations/xpm/runs"),
     ("api", "get_run", "GET", "/integrations/xpm/runs/{run_id}"),
     ("oauth", "connect", "POST", "/integrations/xpm/connect"),
-    ("oauth", "callback", "GET", "/integrations/xpm/callback"),
+    ("oauth", "callback", "POST", "/integrations/xpm/callback"),
 ]
 
 
@@ -43,10 +43,9 @@ def test_api_events_are_rest_proxy_events(function, case, method, resource):
     assert event.requestContext.resourcePath == resource
 
 
-@pytest.mark.parametrize(
-    ("function", "case"), [(function, case) for function, case, _, _ in API_CASES if case != "callback"]
-)
-def test_authorised_routes_carry_an_admin_of_firm_a(function, case):
+@pytest.mark.parametrize(("function", "case"), [(function, case) for function, case, _, _ in API_CASES])
+def test_every_route_carries_an_admin_of_firm_a(function, case):
+    # SPEC B4: no route is public, the OAuth callback included.
     event = APIGatewayProxyEventModel.model_validate(load_event(function, case))
 
     assert event.requestContext.authorizer is not None
@@ -58,12 +57,11 @@ def test_authorised_routes_carry_an_admin_of_firm_a(function, case):
     assert claims["email"]
 
 
-def test_the_oauth_callback_is_public_and_carries_code_and_state():
+def test_the_oauth_callback_posts_code_and_state_in_its_body():
     event = APIGatewayProxyEventModel.model_validate(load_event("oauth", "callback"))
 
-    assert event.requestContext.authorizer is None
-    assert event.queryStringParameters is not None
-    assert {"code", "state"} <= event.queryStringParameters.keys()
+    assert event.queryStringParameters is None
+    assert set(json.loads(str(event.body))) == {"code", "state"}
 
 
 def test_get_run_names_the_run_in_its_path():

@@ -15,8 +15,10 @@ def test_the_api_answers_with_no_context(aws: StackNames) -> None:
     assert answer["headers"]["Content-Type"].startswith("application/json")
 
 
-def test_the_callback_redirects_with_no_context(aws: StackNames) -> None:
+def test_the_callback_answers_with_no_context(aws: StackNames) -> None:
     answer = oauth_handler(load_event("oauth", "callback"), None)
 
-    assert answer["statusCode"] == 302
-    assert "error=" in answer["headers"]["Location"]
+    # The sample's state was never issued: refused in the B5 error shape.
+    assert answer["statusCode"] == 400
+    assert answer["headers"]["Content-Type"].startswith("application/json")
+    assert '"OAUTH_STATE_INVALID"' in answer["body"]

@@ -8,7 +8,7 @@ from scripts.openapi import OPENAPI_JSON, render
 
 B5_ROUTES = {
     ("post", "/integrations/xpm/connect"),
-    ("get", "/integrations/xpm/callback"),
+    ("post", "/integrations/xpm/callback"),
     ("get", "/integrations/xpm"),
     ("put", "/integrations/xpm"),
     ("delete", "/integrations/xpm"),
@@ -41,7 +41,18 @@ def test_errors_are_documented_in_the_b5_shape() -> None:
     assert schema["paths"]["/integrations/xpm/sync"]["post"]["responses"].keys() >= {"202", "409", "429"}
 
 
-def test_only_the_callback_is_public() -> None:
+def test_no_route_is_public() -> None:
     schema = json.loads(render())
     assert schema["security"] == [{"cognito": []}]
-    assert schema["paths"]["/integrations/xpm/callback"]["get"]["security"] == []
+    operations = [operation for item in schema["paths"].values() for operation in item.values()]
+    assert all(operation.get("security", [{"cognito": []}]) == [{"cognito": []}] for operation in operations)
+
+
+def test_the_callback_answers_the_config_and_documents_its_refusals() -> None:
+    schema = json.loads(render())
+    callback = schema["paths"]["/integrations/xpm/callback"]["post"]
+    assert callback["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ConfigResponse"
+    }
+    assert callback["responses"].keys() >= {"400", "401", "403", "422", "502"}
+    assert {"code", "state", "error"} <= set(schema["components"]["schemas"]["CallbackRequest"]["properties"])

@@ -3,7 +3,7 @@
 Extends tests/unit/test_template.py (which pins the sync functions' tables and queue) to every
 function the template declares, to the secrets and SES each one reaches, and to the API's routes;
 extends tests/unit/test_api_http.py and test_oauth.py with the answers of both API functions
-(errors and the callback's redirect included) and the state's replay and tampering races.
+(errors and the callback included) and the state's replay and tampering races.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from xpm_sync.api import service
 from local.stack import load_template
 from tests.fixtures import api as api_fixtures
 from tests.fixtures.api import FIRM, ApiHarness
+from tests.fixtures.events import load_event
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FRONTEND_ORIGIN = "http://127.0.0.1:5173"  # FRONTEND_URL of local.stack.function_environment
@@ -235,16 +236,33 @@ def test_api_gateway_may_invoke_each_api_function_only_from_this_api(template: d
         assert source.endswith("/integrations/xpm/*") or source.endswith("/integrations/xpm*")
 
 
-def test_every_route_needs_the_cognito_authorizer_but_the_callback(template: dict[str, Any]) -> None:
+def test_no_route_is_public(template: dict[str, Any]) -> None:
+    """SPEC B4: every route, the OAuth callback included, needs the Cognito authorizer."""
     api_properties = template["Resources"]["XpmApi"]["Properties"]
     assert api_properties["Auth"]["DefaultAuthorizer"] == "CognitoAuthorizer"
-    public = {
-        (method, path)
+    operations = {
+        (method, path): operation
         for path, item in api_properties["DefinitionBody"]["paths"].items()
         for method, operation in item.items()
+    }
+    assert ("post", "/integrations/xpm/callback") in operations
+    assert ("get", "/integrations/xpm/callback") not in operations, "SPEC B5: there is no GET callback"
+    public = {
+        route
+        for route, operation in operations.items()
         if operation.get("security") != [{"CognitoAuthorizer": []}]
     }
-    assert public == {("get", "/integrations/xpm/callback")}
+    assert public == set()
+    assert "NONE" not in str(api_properties["DefinitionBody"])
+
+
+def test_xero_sends_the_browser_to_the_active_setup_page_not_to_the_api(template: dict[str, Any]) -> None:
+    """SPEC A6: OAUTH_REDIRECT_URI is {FRONTEND_URL}/admin/integrations/xpm/callback; the page posts
+    the code and state as the signed-in admin, so nothing at the API answers a browser unsigned."""
+    redirect = _env(template, "OAuthFunction")["OAUTH_REDIRECT_URI"]
+    assert redirect == {"Fn::Sub": "${FrontendUrl}/admin/integrations/xpm/callback"}
+    output = template["Outputs"]["OAuthRedirectUri"]["Value"]
+    assert output == redirect
 
 
 def test_the_api_allows_only_the_frontend_origin(template: dict[str, Any]) -> None:
@@ -336,7 +354,9 @@ def test_answers_of_both_functions_carry_the_frontend_origin_and_no_stack_detail
     answers = [
         api.call_oauth("connect"),
         api.call_oauth("connect", body="{not json"),
-        api.call_oauth("callback", query={"state": "made-up", "code": "x"}, claims=None),
+        api.call_oauth("callback", body={"state": "made-up", "code": "x"}),
+        api.call_oauth("callback", body={"state": "made-up", "code": "x"}, claims=None),
+        api.call_oauth("callback", body="[" * 5000),
         api.call_api("get_config"),
         api.call_api("get_runs", query={"limit": "zero"}),
         api.call_api("get_config", path="/integrations/xpm/nothing-here"),
@@ -365,26 +385,30 @@ def test_an_unexpected_error_is_a_plain_500_without_the_exception(
     }
 
 
-def test_the_callback_redirect_is_not_cached_and_sends_no_referrer(api: ApiHarness) -> None:
-    answer = api.callback(api.consent(api.start_connect()))
+def test_there_is_no_get_callback(api: ApiHarness) -> None:
+    event = load_event("oauth", "callback", body=None, query=api.consent(api.start_connect()))
+    event["httpMethod"] = event["requestContext"]["httpMethod"] = "GET"
 
-    assert answer.status == 302
-    assert answer.location.startswith(FRONTEND_ORIGIN + "/admin/integrations/xpm?")
-    assert answer.headers["Cache-Control"] == "no-store"
-    assert answer.headers["Referrer-Policy"] == "no-referrer"
+    answer = api.send_oauth(event)
+
+    assert answer.status == 404
+    assert answer.json["error"]["code"] == "NOT_FOUND"
+    assert api.secret(FIRM) is None
+    assert not api.sim.calls_to("/connect/token")
 
 
 # --- the callback's state: one use, unforgeable --------------------------------------------------
 
 
 def test_two_callbacks_racing_with_one_state_connect_once(api: ApiHarness) -> None:
-    query = api.consent(api.start_connect())
-    answers: list[dict[str, str]] = []
+    sent_back = api.consent(api.start_connect())
+    answers: list[str] = []
     start = threading.Barrier(4)
 
     def call_back() -> None:
         start.wait()
-        answers.append(api.callback(dict(query)).location_query)
+        answer = api.callback(dict(sent_back))
+        answers.append(answer.json["status"] if answer.status == 200 else answer.json["error"]["code"])
 
     threads = [threading.Thread(target=call_back) for _ in range(4)]
     for thread in threads:
@@ -392,24 +416,25 @@ def test_two_callbacks_racing_with_one_state_connect_once(api: ApiHarness) -> No
     for thread in threads:
         thread.join(timeout=30)
 
-    assert sorted(a.get("connected", a.get("error", "")) for a in answers) == ["1"] + ["invalid_state"] * 3
+    assert sorted(answers) == ["OAUTH_STATE_INVALID"] * 3 + ["connected"]
     assert len(api.sim.calls_to("/connect/token")) == 1, "the code is exchanged once"
 
 
 @pytest.mark.parametrize("position", [0, 21, -1])
 def test_a_valid_state_with_one_character_changed_is_refused(api: ApiHarness, position: int) -> None:
-    query = api.consent(api.start_connect())
-    state = query["state"]
+    sent_back = api.consent(api.start_connect())
+    state = sent_back["state"]
     swapped = "A" if state[position] != "A" else "B"
-    query["state"] = (
+    sent_back["state"] = (
         state[:position] + swapped + state[position + 1 :] if position != -1 else state[:-1] + swapped
     )
 
-    answer = api.callback(query)
+    answer = api.callback(sent_back)
 
-    assert answer.location_query == {"error": "invalid_state"}
+    assert answer.status == 400
+    assert answer.json["error"]["code"] == "OAUTH_STATE_INVALID"
     assert api.secret(FIRM) is None
     assert not api.sim.calls_to("/connect/token")
     # The real state is still good for its one use: tampering did not burn it.
-    query["state"] = state
-    assert api.callback(query).location_query == {"connected": "1"}
+    sent_back["state"] = state
+    assert api.callback(sent_back).status == 200

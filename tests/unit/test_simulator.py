@@ -23,9 +23,12 @@ from local.xpm_sim import (
     generate_practice,
     start_simulator,
 )
+from local.xpm_sim.identity import s256
 from tests.fixtures.simulator import SIM_CLIENT_ID, SIM_CLIENT_SECRET
 
-REDIRECT = "https://app.example.com/integrations/xpm/callback"
+REDIRECT = "https://app.example.com/admin/integrations/xpm/callback"
+VERIFIER = "v" * 43 + "-._~0123456789"
+PKCE = {"code_challenge": s256(VERIFIER), "code_challenge_method": "S256"}
 STAFF = "/practicemanager/3.1/staff.api/list"
 CLIENTS = "/practicemanager/3.1/client.api/list"
 GET = "/practicemanager/3.1/client.api/get/"
@@ -68,6 +71,7 @@ def test_code_flow_redirects_exchanges_once_and_carries_the_consenting_user(simu
             "redirect_uri": REDIRECT,
             "scope": "openid profile email offline_access practicemanager.client.read",
             "state": "s-123",
+            **PKCE,
         },
     )
     assert answer.status_code == 302
@@ -77,7 +81,12 @@ def test_code_flow_redirects_exchanges_once_and_carries_the_consenting_user(simu
     assert query["state"] == ["s-123"]
     code = query["code"][0]
 
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": VERIFIER,
+    }
     tokens = http.post("/connect/token", data=form, auth=AUTH)
     assert tokens.status_code == 200
     body = tokens.json()
@@ -113,12 +122,107 @@ def test_authorize_refuses_unknown_apps_and_honours_deny_consent(simulator, http
 
 
 def test_code_expires_after_five_minutes(simulator, http):
-    params = {"response_type": "code", "client_id": SIM_CLIENT_ID, "redirect_uri": REDIRECT}
-    location = http.get("/identity/connect/authorize", params=params).headers["Location"]
-    code = parse_qs(urlsplit(location).query)["code"][0]
+    code = _authorize(http)
     simulator.advance_time(301)
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": VERIFIER,
+    }
     assert http.post("/connect/token", data=form, auth=AUTH).status_code == 400
+
+
+def _authorize(http: httpx.Client, **pkce: str) -> str:
+    """A code for the app, with ``pkce`` as the authorize request's PKCE parameters (default: S256
+    of VERIFIER)."""
+    params = {"response_type": "code", "client_id": SIM_CLIENT_ID, "redirect_uri": REDIRECT, "state": "s"}
+    location = http.get("/identity/connect/authorize", params={**params, **(pkce or PKCE)}).headers[
+        "Location"
+    ]
+    return parse_qs(urlsplit(location).query)["code"][0]
+
+
+def _exchange(http: httpx.Client, code: str, verifier: str | None) -> httpx.Response:
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
+    if verifier is not None:
+        form["code_verifier"] = verifier
+    return http.post("/connect/token", data=form, auth=AUTH)
+
+
+# -- PKCE, as Xero checks it (RFC 7636) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "verifier",
+    [None, "w" * 43, VERIFIER[:-1], VERIFIER + "x", s256(VERIFIER), "short", "x" * 129],
+    ids=["missing", "another", "one less", "one more", "the challenge itself", "too short", "too long"],
+)
+def test_the_token_endpoint_refuses_a_code_without_its_verifier(http, verifier):
+    code = _authorize(http)
+
+    refused = _exchange(http, code, verifier)
+
+    assert (refused.status_code, refused.json()) == (400, {"error": "invalid_grant"})
+
+
+@pytest.mark.parametrize(
+    "pkce",
+    [
+        {"code_challenge_method": "S256"},
+        {"code_challenge": s256(VERIFIER)},
+        {"code_challenge": s256(VERIFIER), "code_challenge_method": "plain"},
+        {"code_challenge": "not a challenge", "code_challenge_method": "S256"},
+        {"code_challenge": VERIFIER, "code_challenge_method": "plain"},
+    ],
+    ids=["no challenge", "no method", "plain", "malformed", "plain verifier"],
+)
+def test_authorize_accepts_only_an_s256_challenge(http, pkce):
+    params = {"response_type": "code", "client_id": SIM_CLIENT_ID, "redirect_uri": REDIRECT, "state": "s"}
+
+    answer = http.get("/identity/connect/authorize", params={**params, **pkce})
+
+    assert parse_qs(urlsplit(answer.headers["Location"]).query) == {
+        "error": ["invalid_request"],
+        "state": ["s"],
+    }
+
+
+def test_without_pkce_required_a_code_issued_without_a_challenge_takes_no_verifier(simulator, http):
+    simulator.identity.require_pkce = False
+    params = {"response_type": "code", "client_id": SIM_CLIENT_ID, "redirect_uri": REDIRECT, "state": "s"}
+    first = parse_qs(
+        urlsplit(http.get("/identity/connect/authorize", params=params).headers["Location"]).query
+    )
+    second = parse_qs(
+        urlsplit(http.get("/identity/connect/authorize", params=params).headers["Location"]).query
+    )
+
+    # RFC 9700 §4.8.2: a verifier for a code issued without a challenge is a downgrade, refused.
+    assert _exchange(http, first["code"][0], VERIFIER).status_code == 400
+    assert _exchange(http, second["code"][0], None).status_code == 200
+
+
+# -- what a consent grants ----------------------------------------------------------------------------
+
+
+def test_a_consent_grants_only_the_tenants_consented_to(simulator, http):
+    practice = generate_practice(seed=5, staff=2, clients=2, problem_share=0)
+    simulator.add_practice(practice)
+    organisation = simulator.add_organisation("Demo Company (AU)")
+    simulator.consent_to([organisation])
+
+    tokens = _exchange(http, _authorize(http), VERIFIER).json()
+    connections = http.get(
+        "/connections", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    ).json()
+    staff = http.get(STAFF, headers=xpm_headers(tokens, practice))
+
+    assert [c["tenantId"] for c in connections] == [organisation]
+    assert staff.status_code == 403, "a practice the consent did not grant is not reachable"
+    simulator.consent_to(None)
+    everything = _exchange(http, _authorize(http), VERIFIER).json()
+    assert http.get(STAFF, headers=xpm_headers(everything, practice)).status_code == 200
 
 
 def test_refresh_rotates_with_a_thirty_minute_grace(simulator, http):

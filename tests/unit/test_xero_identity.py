@@ -31,6 +31,8 @@ from xpm_sync.adapters.xero_identity import (
     XeroIdentityError,
     XeroUser,
     load_app_credentials,
+    new_code_verifier,
+    s256_challenge,
     user_from_id_token,
 )
 
@@ -38,7 +40,8 @@ from local.xpm_sim import generate_practice, start_simulator
 
 CLIENT_ID = "app-client-id"
 CLIENT_SECRET = "app-client-secret-value"
-REDIRECT_URI = "https://active.example/integrations/xpm/callback"
+REDIRECT_URI = "https://active.example/admin/integrations/xpm/callback"
+VERIFIER = new_code_verifier()
 
 
 class FakeClock:
@@ -91,7 +94,10 @@ def identity(sim, http: httpx.Client, clock: FakeClock) -> XeroIdentity:
 
 def authorization_code(identity: XeroIdentity, http: httpx.Client, state: str = "state-1") -> str:
     """Play the browser: open the authorize URL and read the code off the redirect."""
-    answer = http.get(identity.authorize_url(redirect_uri=REDIRECT_URI, state=state), follow_redirects=False)
+    url = identity.authorize_url(
+        redirect_uri=REDIRECT_URI, state=state, code_challenge=s256_challenge(VERIFIER)
+    )
+    answer = http.get(url, follow_redirects=False)
     assert answer.status_code in (302, 303), answer.text
     location = urlsplit(answer.headers["location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == REDIRECT_URI
@@ -101,7 +107,9 @@ def authorization_code(identity: XeroIdentity, http: httpx.Client, state: str = 
 
 
 def connect(identity: XeroIdentity, http: httpx.Client) -> TokenSet:
-    return identity.exchange_code(code=authorization_code(identity, http), redirect_uri=REDIRECT_URI)
+    return identity.exchange_code(
+        code=authorization_code(identity, http), redirect_uri=REDIRECT_URI, code_verifier=VERIFIER
+    )
 
 
 def jwt(claims: object) -> str:
@@ -126,7 +134,7 @@ def mocked(handler: Callable[[httpx.Request], httpx.Response], clock: FakeClock)
 
 
 def test_authorize_url_asks_for_the_spec_scopes_and_carries_the_state(identity: XeroIdentity, sim) -> None:
-    url = urlsplit(identity.authorize_url(redirect_uri=REDIRECT_URI, state="s-123"))
+    url = urlsplit(identity.authorize_url(redirect_uri=REDIRECT_URI, state="s-123", code_challenge="c" * 43))
     query = parse_qs(url.query)
 
     assert f"{url.scheme}://{url.netloc}" == sim.url.rstrip("/")
@@ -137,6 +145,8 @@ def test_authorize_url_asks_for_the_spec_scopes_and_carries_the_state(identity: 
         "redirect_uri": [REDIRECT_URI],
         "scope": [SCOPES],
         "state": ["s-123"],
+        "code_challenge": ["c" * 43],
+        "code_challenge_method": ["S256"],
     }
     assert set(SCOPES.split()) == {
         "openid",
@@ -149,7 +159,30 @@ def test_authorize_url_asks_for_the_spec_scopes_and_carries_the_state(identity: 
 
 
 def test_authorize_url_never_contains_the_client_secret(identity: XeroIdentity) -> None:
-    assert CLIENT_SECRET not in identity.authorize_url(redirect_uri=REDIRECT_URI, state="s")
+    assert CLIENT_SECRET not in identity.authorize_url(
+        redirect_uri=REDIRECT_URI, state="s", code_challenge="c"
+    )
+
+
+def test_pkce_verifiers_are_fresh_and_their_s256_challenge_is_rfc_7636s() -> None:
+    # RFC 7636 appendix B's example.
+    assert (
+        s256_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")
+        == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    )
+    verifiers = {new_code_verifier() for _ in range(20)}
+    assert len(verifiers) == 20
+    assert all(43 <= len(v) <= 128 and v.replace("-", "").replace("_", "").isalnum() for v in verifiers)
+
+
+def test_the_code_exchange_sends_the_verifier_and_the_simulator_checks_it(
+    identity: XeroIdentity, http: httpx.Client
+) -> None:
+    code = authorization_code(identity, http)
+
+    with pytest.raises(InvalidGrant):
+        identity.exchange_code(code=code, redirect_uri=REDIRECT_URI, code_verifier=new_code_verifier())
+    assert identity.exchange_code(code=code, redirect_uri=REDIRECT_URI, code_verifier=VERIFIER).refresh_token
 
 
 # --- code exchange and who connected (SPEC A6) ---
@@ -178,10 +211,10 @@ def test_id_token_names_the_xero_user_who_allowed_access(
 
 def test_a_code_is_single_use(identity: XeroIdentity, http: httpx.Client) -> None:
     code = authorization_code(identity, http)
-    identity.exchange_code(code=code, redirect_uri=REDIRECT_URI)
+    identity.exchange_code(code=code, redirect_uri=REDIRECT_URI, code_verifier=VERIFIER)
 
     with pytest.raises(InvalidGrant):
-        identity.exchange_code(code=code, redirect_uri=REDIRECT_URI)
+        identity.exchange_code(code=code, redirect_uri=REDIRECT_URI, code_verifier=VERIFIER)
 
 
 def test_a_wrong_client_secret_is_invalid_client(sim, http: httpx.Client, clock: FakeClock) -> None:
@@ -190,7 +223,7 @@ def test_a_wrong_client_secret_is_invalid_client(sim, http: httpx.Client, clock:
     bad = identity_for(sim, http, clock, secret="not-the-secret")
 
     with pytest.raises(InvalidClient) as caught:
-        bad.exchange_code(code=code, redirect_uri=REDIRECT_URI)
+        bad.exchange_code(code=code, redirect_uri=REDIRECT_URI, code_verifier=VERIFIER)
     assert "not-the-secret" not in str(caught.value)
 
 
@@ -275,7 +308,7 @@ def token_answer(**fields: object) -> Callable[[httpx.Request], httpx.Response]:
 def grant(identity: XeroIdentity, how: str) -> TokenSet:
     if how == "refresh":
         return identity.refresh("rt-1")
-    return identity.exchange_code(code="code-1", redirect_uri=REDIRECT_URI)
+    return identity.exchange_code(code="code-1", redirect_uri=REDIRECT_URI, code_verifier=VERIFIER)
 
 
 @pytest.mark.parametrize("how", ["refresh", "code"])

@@ -165,7 +165,6 @@ def _integration_service(
     *,
     active_table: str,
     sync_log_table: str,
-    frontend: str,
     redirect_uri: str | None = None,
     queue_url: str | None = None,
 ) -> IntegrationService:
@@ -182,7 +181,6 @@ def _integration_service(
         tokens_factory=lambda made: token_store(settings, clock, identity=made),
         clock=clock,
         redirect_uri=redirect_uri,
-        frontend_url=frontend,
     )
 
 
@@ -194,17 +192,16 @@ def api_service() -> IntegrationService:
         active_table=settings.active_table,
         sync_log_table=settings.sync_log_table,
         queue_url=settings.sync_queue_url,
-        frontend=settings.frontend_url,
     )
 
 
 def oauth_service() -> IntegrationService:
-    """What the OAuth function's routes (connect, callback) call."""
+    """What the OAuth function's routes (connect, callback) call; Xero sends the browser back to
+    ``OAUTH_REDIRECT_URI``, the Active setup page, which posts the callback (SPEC A6)."""
     settings = load_settings(OAuthSettings)
     return _integration_service(
         settings,
         active_table=settings.active_table,
         sync_log_table=settings.sync_log_table,
         redirect_uri=settings.oauth_redirect_uri,
-        frontend=settings.frontend_url,
     )

@@ -1,10 +1,17 @@
-"""OAuth ``state`` (SPEC B4): one-time, expiring, bound to the firm and admin who asked to connect.
+"""OAuth ``state`` (SPEC B4): one-time, expiring, bound to the firm and the admin who asked to connect.
 
-The callback is public, so the state is its only proof of who started the flow. Each value is 32
-random bytes; only its SHA-256 is stored (as the Config table item ``oauth-state#<hash>``), so a
-leaked table backup cannot be replayed. Consuming is a conditional delete that returns the old
-item: of two callbacks racing with the same state, exactly one gets the item. DynamoDB's TTL
-removes expired items late (up to days), so expiry is checked against the clock, never assumed.
+The callback is called by the Active setup page as the signed-in admin, so a state is good only for
+the firm and the user (``sub``) it was issued to: a consent phished from another practice's XPM
+admin, carrying the attacker's state, comes back to the victim's browser and session, never to the
+attacker's (RFC 9700 §4.7). Each value is 32 random bytes; only its SHA-256 is stored (as the Config
+table item ``oauth-state#<hash>``), so a leaked table backup cannot be replayed. The item also keeps
+the PKCE code verifier of that connect, which never leaves the server.
+
+Consuming is one conditional delete that matches the firm, the user and the expiry together: a
+state presented by anyone else, or too late, is refused and left as it was (nobody can burn another
+admin's state), and of two callbacks racing with the same state exactly one gets the item.
+DynamoDB's TTL removes expired items late (up to days), so expiry is part of the condition, never
+assumed from the item being gone.
 """
 
 from __future__ import annotations
@@ -12,9 +19,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -26,16 +32,20 @@ STATE_KEY_PREFIX = "oauth-state#"
 _STATE_BYTES = 32
 # token_urlsafe(32) is 43 characters; anything else is not one of ours, so skip the table.
 _STATE_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43,128}$")
+_BOUND_TO_CALLER = (
+    "attribute_exists(firm_id) AND state_firm_id = :firm_id AND user_sub = :user_sub AND expires_at > :now"
+)
 
 
 class InvalidState(Exception):
-    """The state is malformed, unknown, already used or expired."""
+    """The state is malformed, unknown, already used, expired, or issued to another firm or user."""
 
 
 @dataclass(frozen=True)
 class OAuthState:
     firm_id: str
-    user_sub: str | None
+    user_sub: str
+    code_verifier: str = field(repr=False)
 
 
 def _key(state: str) -> str:
@@ -49,44 +59,49 @@ class StateStore:
         self._table = table
         self._clock = clock
 
-    def issue(self, firm_id: str, user_sub: str | None) -> str:
+    def issue(self, firm_id: str, user_sub: str, code_verifier: str) -> str:
+        """A fresh state for this firm's admin; the connect's PKCE verifier is kept with it."""
         state = secrets.token_urlsafe(_STATE_BYTES)
         expires_at = int((self._clock.now() + STATE_TTL).timestamp())
-        item: dict[str, Any] = {
-            "firm_id": _key(state),
-            "kind": "oauth_state",
-            "state_firm_id": firm_id,
-            "expires_at": expires_at,
-        }
-        if user_sub is not None:
-            item["user_sub"] = user_sub
         self._table.put_item(
-            Item=item,
+            Item={
+                "firm_id": _key(state),
+                "kind": "oauth_state",
+                "state_firm_id": firm_id,
+                "user_sub": user_sub,
+                "code_verifier": code_verifier,
+                "expires_at": expires_at,
+            },
             # 256 random bits never collide; the condition just makes an overwrite impossible.
             ConditionExpression="attribute_not_exists(firm_id)",
         )
         return state
 
-    def consume(self, state: str | None) -> OAuthState:
-        """The firm and user the state was issued to; the state can never be used again."""
+    def consume(self, state: str | None, *, firm_id: str, user_sub: str) -> OAuthState:
+        """Use up the state, if it was issued to this firm and user and has not expired.
+
+        Otherwise ``InvalidState``, and the item (if any) is untouched: it stays good for the admin
+        it belongs to, for the rest of its ten minutes.
+        """
         if not state or not _STATE_SHAPE.match(state):
             raise InvalidState("state is missing or malformed")
         try:
             answer = self._table.delete_item(
                 Key={"firm_id": _key(state)},
-                ConditionExpression="attribute_exists(firm_id)",
+                ConditionExpression=_BOUND_TO_CALLER,
+                ExpressionAttributeValues={
+                    ":firm_id": firm_id,
+                    ":user_sub": user_sub,
+                    ":now": int(self._clock.now().timestamp()),
+                },
                 ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
             if is_condition_failure(exc):
-                raise InvalidState("state is unknown or already used") from None
+                raise InvalidState("state is unknown, used, expired or someone else's") from None
             raise
-        item = answer.get("Attributes") or {}
-        expires_at = item.get("expires_at")
-        if expires_at is None or int(expires_at) <= int(self._clock.now().timestamp()):
-            raise InvalidState("state has expired")
-        firm_id = item.get("state_firm_id")
-        user_sub = item.get("user_sub")
-        if not isinstance(firm_id, str) or not isinstance(user_sub, str | None):
-            raise InvalidState("state item is incomplete")
-        return OAuthState(firm_id=firm_id, user_sub=user_sub)
+        verifier = (answer.get("Attributes") or {}).get("code_verifier")
+        if not isinstance(verifier, str) or not verifier:
+            # Issued before PKCE: the code it brings back could not be exchanged anyway.
+            raise InvalidState("state item has no PKCE verifier")
+        return OAuthState(firm_id=firm_id, user_sub=user_sub, code_verifier=verifier)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -37,6 +39,21 @@ _ERROR_CODE = re.compile(r"^[a-z_]{1,40}$")
 # refresh anyway. What must not happen is refusing the answer: on a refresh Xero has already rotated
 # the refresh token, and refusing would lose it.
 FALLBACK_EXPIRES_IN = 5 * 60
+
+# PKCE (RFC 7636): 48 random bytes make a 64-character verifier, within the 43-128 it allows.
+_VERIFIER_BYTES = 48
+PKCE_METHOD = "S256"
+
+
+def new_code_verifier() -> str:
+    """A fresh PKCE code verifier: kept server-side with the state, sent only to the token endpoint."""
+    return secrets.token_urlsafe(_VERIFIER_BYTES)
+
+
+def s256_challenge(code_verifier: str) -> str:
+    """The S256 ``code_challenge`` of a verifier: BASE64URL(SHA-256(verifier)) without padding."""
+    digest = hashlib.sha256(code_verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -128,7 +145,9 @@ class XeroIdentity:
         self._http = http
         self._clock = clock
 
-    def authorize_url(self, *, redirect_uri: str, state: str) -> str:
+    def authorize_url(self, *, redirect_uri: str, state: str, code_challenge: str) -> str:
+        """Where the admin's browser signs in; every request carries a PKCE S256 challenge (SPEC
+        B4), so a code intercepted on its way back is useless without the verifier we keep."""
         query = urlencode(
             {
                 "response_type": "code",
@@ -136,14 +155,21 @@ class XeroIdentity:
                 "redirect_uri": redirect_uri,
                 "scope": SCOPES,
                 "state": state,
+                "code_challenge": code_challenge,
+                "code_challenge_method": PKCE_METHOD,
             },
             quote_via=quote,
         )
         return f"{self._login_url}/identity/connect/authorize?{query}"
 
-    def exchange_code(self, *, code: str, redirect_uri: str) -> TokenSet:
+    def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str) -> TokenSet:
         return self._token_request(
-            {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect_uri,
+                "code_verifier": code_verifier,
+            }
         )
 
     def refresh(self, refresh_token: str) -> TokenSet:

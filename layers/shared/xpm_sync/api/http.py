@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,12 +32,15 @@ from xpm_sync.domain.errors import (
     DomainError,
     InvalidCursor,
     InvalidValue,
+    NoPracticeManager,
     NotAnAdmin,
     NotConfigured,
     NotConnected,
     NotFound,
     NotSignedIn,
+    OAuthStateInvalid,
     SyncTooSoon,
+    XeroConsentDenied,
     XeroUnavailable,
 )
 from xpm_sync.observability import logger
@@ -56,7 +59,11 @@ _ERROR_DESCRIPTIONS = {
     401: "No signed-in user",
     403: "Not an admin of a firm",
     404: "Not found",
-    409: "The firm is not connected to Xero Practice Manager, or must connect again (NOT_CONNECTED)",
+    409: (
+        "The firm is not connected to Xero Practice Manager, or must connect again (NOT_CONNECTED); "
+        "Start Sync before the setup names a tenant, a default office and a notification user "
+        "(NOT_CONFIGURED, naming the missing fields)"
+    ),
     415: "The body is not application/json",
     422: "A field is missing, of the wrong type, or names something that does not exist",
     429: "Start Sync pressed too soon; retry_after says when it can be pressed again",
@@ -143,6 +150,9 @@ HTTP_ANSWERS: tuple[tuple[type[DomainError], int, str], ...] = (
     (InvalidValue, 422, "INVALID_FIELD"),
     (SyncTooSoon, 429, "SYNC_TOO_SOON"),
     (XeroUnavailable, 502, "XERO_UNAVAILABLE"),
+    (OAuthStateInvalid, 400, "OAUTH_STATE_INVALID"),
+    (XeroConsentDenied, 400, "XERO_CONSENT_DENIED"),
+    (NoPracticeManager, 422, "NO_PRACTICE_MANAGER"),
 )
 
 
@@ -226,10 +236,6 @@ def _proxy_answer(response: Response[str]) -> dict[str, Any]:
         "body": response.body,
         "isBase64Encoded": False,
     }
-
-
-def _request_path(value: Any) -> str | None:
-    return value.rstrip("/") or "/" if isinstance(value, str) else None
 
 
 def _routed(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -378,24 +384,16 @@ def _with_json_body(event: dict[str, Any]) -> dict[str, Any] | Response[str]:
     return prepared
 
 
-def resolve_for_admins(
-    app: APIGatewayRestResolver,
-    event: dict[str, Any],
-    context: Any,
-    *,
-    public_paths: Collection[str] = (),
-) -> dict[str, Any]:
+def resolve_for_admins(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
     """SPEC B4 before anything else: who is calling is checked before the route, the body or the
     query is looked at, so a caller who is not a firm's admin is refused (401/403) whatever else is
-    wrong with the request. Paths in ``public_paths`` (the callback) skip the check.
+    wrong with the request. No route is public.
     """
     event = _routed(event)
-    paths = {_request_path(event.get("resource")), _request_path(event.get("path"))}
-    if paths.isdisjoint(public_paths):
-        try:
-            admin_caller(event)
-        except DomainError as error:
-            return _proxy_answer(_api_error(error))
+    try:
+        admin_caller(event)
+    except DomainError as error:
+        return _proxy_answer(_api_error(error))
     prepared = _with_json_body(event)
     if isinstance(prepared, Response):
         return _proxy_answer(prepared)

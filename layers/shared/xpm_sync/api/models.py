@@ -43,6 +43,23 @@ class ConnectResponse(_Response):
     authorize_url: str = Field(description="Send the admin's browser here to sign in at Xero.")
 
 
+# Xero's own values are short; the bounds only stop junk. The state is checked by the state store
+# (a malformed one is OAUTH_STATE_INVALID, like any other state that is not the caller's).
+AuthorizationCode = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=2048)]
+XeroErrorCode = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256)]
+
+
+class CallbackRequest(_Request):
+    """What Xero put on the setup page's URL (``{FRONTEND_URL}/admin/integrations/xpm/callback``),
+    posted by that page as the signed-in admin: ``code`` and ``state``, or ``error`` and ``state``."""
+
+    state: str = Field(description="The state of the authorize URL, as Xero sent it back.")
+    code: AuthorizationCode | None = Field(default=None, description="Xero's authorization code.")
+    error: XeroErrorCode | None = Field(
+        default=None, description="Xero's error instead of a code (access_denied: the admin refused)."
+    )
+
+
 class ConfigBody(_Request):
     sync_name: SyncName
     tenant_id: Identifier = Field(description="One of GET /integrations/xpm/tenants.")

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
-from typing import Literal
-from urllib.parse import urlencode
 
 from xpm_sync.adapters.active_table import ActiveRepository, OfficeGone
 from xpm_sync.adapters.config_table import NEW_CONFIG_DEFAULTS, ConfigRepository
-from xpm_sync.adapters.oauth_states import InvalidState, StateStore
+from xpm_sync.adapters.oauth_states import InvalidState, OAuthState, StateStore
 from xpm_sync.adapters.sync_log import RunLog
 from xpm_sync.adapters.sync_queue import SyncQueue
-from xpm_sync.adapters.tokens import NeedsReconnect, TokenStore
+from xpm_sync.adapters.tokens import NeedsReconnect, StoredTokens, TokenStore, TokenStoreError
 from xpm_sync.adapters.xero_identity import (
     AccessDenied,
     Connection,
@@ -26,10 +23,13 @@ from xpm_sync.adapters.xero_identity import (
     InvalidGrant,
     XeroIdentity,
     XeroIdentityError,
+    new_code_verifier,
+    s256_challenge,
     user_from_id_token,
 )
 from xpm_sync.api.caller import Caller
 from xpm_sync.api.models import (
+    CallbackRequest,
     ConfigBody,
     ConfigResponse,
     ConnectRequest,
@@ -48,42 +48,32 @@ from xpm_sync.domain.errors import (
     ConnectionBroken,
     InvalidCursor,
     InvalidValue,
+    NoPracticeManager,
     NotConfigured,
     NotConnected,
     NotFound,
+    NotSignedIn,
+    OAuthStateInvalid,
+    XeroConsentDenied,
     XeroUnavailable,
 )
 from xpm_sync.domain.firm import FirmConfig, tenant_change
 from xpm_sync.observability import logger
 
-CallbackError = Literal[
-    "access_denied", "xero_error", "invalid_state", "missing_code", "exchange_failed", "connections_failed"
-]
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_MAX_CODE_LENGTH = 2048
 _MAX_CURSOR_LENGTH = 512
 _NO_OFFICE = "default_office_code is not an office of this firm in Active."
+_CODE_REFUSED = (
+    "Xero did not accept this sign-in (it may have expired); connect to Xero Practice Manager again."
+)
 
 
-@dataclass(frozen=True)
-class CallbackQuery:
-    code: str | None
-    state: str | None
-    error: str | None
-
-    @classmethod
-    def of(cls, *, code: list[str] | None, state: list[str] | None, error: list[str] | None) -> CallbackQuery:
-        """From the query's values per name: a name given twice is ambiguous, so it counts as absent
-        (an error given twice is still an error)."""
-
-        def single(values: list[str] | None) -> str | None:
-            return values[0] if values and len(values) == 1 else None
-
-        return cls(code=single(code), state=single(state), error=error[0] if error else None)
-
-
-def setup_page_url(frontend_url: str, **query: str) -> str:
-    return f"{frontend_url.rstrip('/')}/admin/integrations/xpm?{urlencode(query)}"
+def _bound_user(caller: Caller) -> str:
+    """Who the OAuth state is bound to (SPEC B4). Cognito's id token always names its user; one
+    that does not cannot start or finish a connect, since nothing could tell its callback apart."""
+    if caller.user_sub is None:
+        raise NotSignedIn("Your sign-in does not say which user you are; sign in to Active again.")
+    return caller.user_sub
 
 
 def _preselected_tenant(connections: Sequence[Connection]) -> Connection | None:
@@ -108,7 +98,6 @@ class IntegrationService:
     identity_factory: Callable[[], XeroIdentity]
     tokens_factory: Callable[[XeroIdentity], TokenStore]
     clock: Clock
-    frontend_url: str
     # Xero's redirect URI (OAUTH_REDIRECT_URI): only the OAuth function connects.
     redirect_uri: str | None = None
 
@@ -127,61 +116,85 @@ class IntegrationService:
             self._tokens = self.tokens_factory(self.identity)
         return self._tokens
 
-    # --- Connect (SPEC A6) ---------------------------------------------------------------------
+    # --- Connect (SPEC A6, B4) -----------------------------------------------------------------
 
     def start_connect(self, caller: Caller, request: ConnectRequest | None) -> ConnectResponse:
+        user_sub = _bound_user(caller)
+        if self.redirect_uri is None:
+            raise RuntimeError("connecting needs OAUTH_REDIRECT_URI")
+        # Read the app's credentials before writing anything: a secret that cannot be read is a 500
+        # that leaves no state behind.
+        identity = self.identity
         # The firm's config item exists from the first connect with its B3 attributes; a name given
         # now is kept, and an absent one leaves the stored name alone.
         named = {"sync_name": request.sync_name} if request is not None and request.sync_name else {}
         self.configs.update(caller.firm_id, defaults=NEW_CONFIG_DEFAULTS, **named)
-        if self.redirect_uri is None:
-            raise RuntimeError("connecting needs OAUTH_REDIRECT_URI")
-        state = self.states.issue(caller.firm_id, caller.user_sub)
+        code_verifier = new_code_verifier()
+        state = self.states.issue(caller.firm_id, user_sub, code_verifier)
         logger.info("xpm connect started", extra={"firm_id": caller.firm_id})
         return ConnectResponse(
-            authorize_url=self.identity.authorize_url(redirect_uri=self.redirect_uri, state=state)
+            authorize_url=identity.authorize_url(
+                redirect_uri=self.redirect_uri, state=state, code_challenge=s256_challenge(code_verifier)
+            )
         )
 
-    def complete_callback(self, query: CallbackQuery) -> str:
-        """Where to send the browser: the setup page with ``connected=1`` or ``error=<code>``.
+    def complete_callback(self, caller: Caller, request: CallbackRequest) -> ConfigResponse:
+        """The setup page posts what Xero sent back; the answer is the config, as GET gives it.
 
-        Nothing is stored unless every step succeeded; the code, the state and the tokens are never
-        logged nor put in the URL.
+        Only the admin who started the connect, in their own firm, can complete it (SPEC B4).
+        Nothing is stored unless every step succeeded; a grant Xero issued that is not kept is
+        revoked there. The code, the state and the tokens are never logged.
         """
-
-        def failed(error: CallbackError) -> str:
-            logger.warning("xpm connect callback refused", extra={"reason": error})
-            return setup_page_url(self.frontend_url, error=error)
-
-        if query.error is not None:
-            # Burn the state too, so the same link cannot be replayed with a code later.
-            # An unknown state leaves nothing to burn, and the answer is the same error either way.
-            with suppress(InvalidState):
-                self.states.consume(query.state)
-            return failed("access_denied" if query.error == "access_denied" else "xero_error")
-        try:
-            grant = self.states.consume(query.state)
-        except InvalidState:
-            return failed("invalid_state")
-        if not query.code or len(query.code) > _MAX_CODE_LENGTH or self.redirect_uri is None:
-            return failed("missing_code")
+        user_sub = _bound_user(caller)
+        if request.error is None and request.code is None:
+            raise InvalidValue("code", "code is required (or error, when Xero sent one).")
+        if self.redirect_uri is None:
+            raise RuntimeError("the callback needs OAUTH_REDIRECT_URI")
+        if request.error is not None:
+            # Burn the state, so the same link cannot be replayed with a code later.
+            self._consume_state(caller, user_sub, request.state)
+            logger.warning(
+                "xpm consent not given at Xero",
+                extra={"firm_id": caller.firm_id, "access_denied": request.error == "access_denied"},
+            )
+            raise XeroConsentDenied()
+        assert request.code is not None
+        # The app's credentials first: a secret that cannot be read (a 500) leaves the state usable.
         identity = self.identity
+        grant = self._consume_state(caller, user_sub, request.state)
         try:
-            token_set = identity.exchange_code(code=query.code, redirect_uri=self.redirect_uri)
+            token_set = identity.exchange_code(
+                code=request.code, redirect_uri=self.redirect_uri, code_verifier=grant.code_verifier
+            )
+        except InvalidGrant:
+            logger.warning("xpm code exchange refused", extra={"firm_id": grant.firm_id})
+            raise XeroUnavailable(_CODE_REFUSED) from None
         except XeroIdentityError as exc:
             logger.warning("xpm code exchange failed", extra={"firm_id": grant.firm_id, "detail": str(exc)})
-            return failed("exchange_failed")
+            raise XeroUnavailable() from None
         try:
             connections = identity.connections(token_set.access_token)
         except XeroIdentityError as exc:
             logger.warning("xpm connections failed", extra={"firm_id": grant.firm_id, "detail": str(exc)})
-            self._revoke_unused_grant(token_set.refresh_token, grant.firm_id)
-            return failed("connections_failed")
+            self._revoke_quietly(token_set.refresh_token, grant.firm_id, "an unused grant")
+            raise XeroUnavailable() from None
+        if not connections:
+            # SPEC A6: refused; nothing written, so the firm's previous connection (if any) stands.
+            logger.warning("xpm consent granted no practice manager tenant", extra={"firm_id": grant.firm_id})
+            self._revoke_quietly(token_set.refresh_token, grant.firm_id, "a grant without Practice Manager")
+            raise NoPracticeManager()
 
-        self.tokens.save(grant.firm_id, token_set)
+        replaced = self._stored_grant(grant.firm_id)
+        try:
+            self.tokens.save(grant.firm_id, token_set)
+        except Exception:
+            self._revoke_quietly(token_set.refresh_token, grant.firm_id, "a grant that could not be stored")
+            raise
         user = user_from_id_token(token_set.id_token)
         current = self.configs.get_or_new(grant.firm_id)
         tenant = _preselected_tenant(connections)
+        # Without a tenant the hourly sync could only fail: it waits for the admin's Start Sync.
+        paused = {} if tenant is not None else {"sync_enabled": False}
         self.configs.update(
             grant.firm_id,
             defaults=NEW_CONFIG_DEFAULTS,
@@ -191,23 +204,43 @@ class IntegrationService:
             connected_at=iso(self.clock.now()),
             tenant_id=tenant.tenant_id if tenant else None,
             tenant_name=tenant.tenant_name if tenant else None,
+            **paused,
             **tenant_change(current, tenant.tenant_id if tenant else None),
         )
+        if replaced is not None and replaced.refresh_token != token_set.refresh_token:
+            # SPEC A6: no grant of the firm's stays alive unseen. After the new tokens are stored,
+            # so a failure here costs at most a grant Xero drops after 60 days unused.
+            self._revoke_quietly(replaced.refresh_token, grant.firm_id, "the replaced grant")
         logger.info(
             "xpm connected",
             extra={"firm_id": grant.firm_id, "tenants": len(connections), "preselected": tenant is not None},
         )
-        return setup_page_url(self.frontend_url, connected="1")
+        return self.get_config(grant.firm_id)
 
-    def _revoke_unused_grant(self, refresh_token: str, firm_id: str) -> None:
-        """A grant that is not stored serves nobody: end it at Xero rather than leave it alive there
-        (the admin connects again anyway). Best effort: the callback's answer does not depend on it."""
+    def _consume_state(self, caller: Caller, user_sub: str, state: str) -> OAuthState:
+        try:
+            return self.states.consume(state, firm_id=caller.firm_id, user_sub=user_sub)
+        except InvalidState:
+            logger.warning("xpm callback state refused", extra={"firm_id": caller.firm_id})
+            raise OAuthStateInvalid() from None
+
+    def _stored_grant(self, firm_id: str) -> StoredTokens | None:
+        """The tokens a reconnect replaces, read before they are overwritten. Best effort: a
+        secret that cannot be read only means the old grant cannot be revoked."""
+        try:
+            return self.tokens.load(firm_id)
+        except TokenStoreError as exc:
+            logger.warning(
+                "xpm replaced grant could not be read", extra={"firm_id": firm_id, "detail": str(exc)}
+            )
+            return None
+
+    def _revoke_quietly(self, refresh_token: str, firm_id: str, what: str) -> None:
+        """End a grant at Xero that nobody will use (best effort: the answer never depends on it)."""
         try:
             self.identity.revoke(refresh_token)
         except XeroIdentityError as exc:
-            logger.warning(
-                "xpm revoke of an unused grant failed", extra={"firm_id": firm_id, "detail": str(exc)}
-            )
+            logger.warning("xpm revoke failed", extra={"firm_id": firm_id, "grant": what, "detail": str(exc)})
 
     # --- Config --------------------------------------------------------------------------------
 
