@@ -7,9 +7,7 @@ refuses, an outage. Each test is named after the SPEC rule it proves."""
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,10 +18,9 @@ from xpm_sync.adapters import aws as aws_clients
 from xpm_sync.adapters.xpm.client import XpmApi
 
 from functions.sync_dispatch.app import lambda_handler as dispatch_handler
-from functions.sync_worker import app as worker_app
 from functions.sync_worker.app import lambda_handler as worker_handler
 from local.lambda_runtime import Delivery, LocalContext, drain_queue, scheduled_event
-from tests.fixtures.sync import SyncWorld
+from tests.fixtures.sync import ScaledInvocations, SyncWorld
 
 pytestmark = pytest.mark.e2e
 
@@ -566,42 +563,6 @@ def test_an_open_problem_closes_when_xpm_no_longer_lists_the_record(world: SyncW
 
 # --- SPEC A7, issue 18 item 8: a slow-drip answer ---------------------------------------------------
 
-# Time in these tests runs this many times faster than the wall clock, so that an invocation of two
-# minutes, with the engine's and the XPM client's real margins (60 s to checkpoint, a reading
-# deadline 45 s before the end), takes seconds. The simulator's drip pauses are wall-clock seconds.
-SCALE = 20.0
-INVOCATION_SECONDS = 120.0
-
-
-@dataclass
-class ScaledInvocations:
-    """The worker's remaining time, per invocation, on a clock ``SCALE`` times faster than the wall.
-
-    Records how much of each invocation was left when its handler returned: a run that outlived
-    its invocation would show less than nothing."""
-
-    seconds: float = INVOCATION_SECONDS
-    left_at_return: list[float] = field(default_factory=list)
-    _started: float = 0.0
-
-    def remaining_seconds(self, context: Any) -> Callable[[], float]:
-        self._started = time.monotonic()
-        started = self._started
-        return lambda: self.seconds - SCALE * (time.monotonic() - started)
-
-    def worker(self, event: dict[str, Any], context: Any) -> Any:
-        try:
-            return worker_handler(event, context)
-        finally:
-            self.left_at_return.append(self.seconds - SCALE * (time.monotonic() - self._started))
-
-
-@pytest.fixture
-def scaled(monkeypatch: pytest.MonkeyPatch) -> ScaledInvocations:
-    clock = ScaledInvocations()
-    monkeypatch.setattr(worker_app, "remaining_seconds", clock.remaining_seconds)
-    return clock
-
 
 def dispatch_and_deliver(world: SyncWorld, clock: ScaledInvocations, *, parts: int = 100) -> list[Delivery]:
     """The hourly dispatch, then at most ``parts`` worker invocations in scaled time."""
@@ -610,7 +571,9 @@ def dispatch_and_deliver(world: SyncWorld, clock: ScaledInvocations, *, parts: i
 
 
 def deliver(world: SyncWorld, clock: ScaledInvocations, *, parts: int = 100) -> list[Delivery]:
-    return drain_queue(aws_clients.client("sqs"), world.names.queue_url, clock.worker, max_batches=parts)
+    return drain_queue(
+        aws_clients.client("sqs"), world.names.queue_url, clock.wrap(worker_handler), max_batches=parts
+    )
 
 
 def pad(world: SyncWorld, bytes_each: int) -> None:
@@ -683,10 +646,13 @@ def test_a_slow_drip_part_applies_what_arrived_before_its_reading_deadline(
 def test_a_drip_pausing_longer_than_the_reading_margin_never_overruns_the_invocation(
     world: SyncWorld, scaled: ScaledInvocations
 ) -> None:
-    # Given a list that drips a piece every 58 s (scaled): under the XPM client's 60 s per-read
-    # timeout, over the 45 s it keeps between its reading deadline and the invocation's end
+    # Given a list that drips a piece every 59 s: under the XPM client's 60 s per-read timeout, over
+    # the 45 s it keeps between its reading deadline and the invocation's end; the invocation
+    # (114 s, on a clock 5 times faster than the wall, so that the start-up's jitter stays small)
+    # sees its second piece just before its reading deadline and its third after its end
+    scaled.scale, scaled.seconds = 5.0, 114.0
     pad(world, 16 * 1024)
-    world.sim.faults.add("drip", times=1, path="client.api/list", bytes=64 * 1024, every=58 / SCALE)
+    world.sim.faults.add("drip", times=1, path="client.api/list", bytes=64 * 1024, every=59 / scaled.scale)
 
     # When the run's first invocation goes
     dispatch_and_deliver(world, scaled, parts=1)
