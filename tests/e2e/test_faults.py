@@ -53,13 +53,16 @@ from xpm_sync.observability import logger
 from xpm_sync.settings import WorkerSettings, load_settings
 from xpm_sync.sync.clients import ClientSync
 
+from functions.api.app import lambda_handler as api_handler
 from functions.sync_dispatch.app import lambda_handler as dispatch_handler
 from functions.sync_worker.app import lambda_handler as worker_handler
 from local.lambda_runtime import Delivery, LocalContext, drain_queue, scheduled_event
 from local.seed import TRIAL_NOTE
+from local.xpm_sim import generate_practice
 from tests.fixtures.concurrency import race
+from tests.fixtures.events import load_event
 from tests.fixtures.simulator import SIM_CLIENT_ID
-from tests.fixtures.sync import APP_CLIENT_ID, SyncWorld
+from tests.fixtures.sync import APP_CLIENT_ID, ScaledInvocations, SyncWorld
 
 pytestmark = pytest.mark.e2e
 
@@ -1050,6 +1053,223 @@ def test_the_same_message_delivered_twice_runs_twice_without_duplicates(fw: Faul
 
     assert_invariants(fw, before=before, status="success", runs=2)
     assert_complete(fw.world)
+
+
+# --- what XPM sends: repeats, a huge record, no UUID, a slow drip, a 403 (issues 18 and 20) ---------
+
+
+def test_one_uuid_three_times_in_an_answer_makes_no_duplicate_and_drops_the_copies(fw: FaultWorld) -> None:
+    # Given XPM answering three clients three times each, the copies under other names
+    FAULT_LEDGER["repeated_uuid"] += 1
+    world = fw.world
+    targets = world.clean_clients()[:3]
+    copies = [
+        copy
+        for target in targets
+        for copy in world.practice.repeat_client(target.uuid, copies=2, Name=f"Copy of {target.name}")
+    ]
+    before = snapshot(fw)
+
+    # When the hourly run goes
+    deliveries = fw.run_hourly()
+
+    # Then the first copy of each syncs, each later one is XPM_UUID_REPEATED, dropped, none stored
+    assert deliveries[0].failed == []
+    run = assert_invariants(fw, before=before, status="partial")
+    assert run.counts["client"]["failed"] == 6
+    assert Counter(e.code for e in world.entries(run)) == {"XPM_UUID_REPEATED": 6}
+    assert [world.client_by_uuid(t.uuid)["legal_name"] for t in targets] == [t.name for t in targets]
+    assert world.awaiting_retry() == set()
+    assert_complete(world)
+
+    # And once XPM stops repeating them, the next run is clean
+    world.practice.clients = [c for c in world.practice.clients if all(c is not k for k in copies)]
+    recover(fw)
+
+
+def test_an_oversized_record_fails_alone_and_its_batch_is_written_and_counted_truly(fw: FaultWorld) -> None:
+    # Given a client, in the middle of the first sync's batch, whose Name has 450,000 characters
+    FAULT_LEDGER["record_too_large"] += 1
+    world = fw.world
+    huge = world.clean_clients()[7]
+    world.practice.update_client(huge.uuid, Name="N" * 450_000)
+    before = snapshot(fw)
+
+    # When the hourly run goes
+    deliveries = fw.run_hourly()
+
+    # Then that record alone is RECORD_TOO_LARGE; the others are written, and counted as written
+    assert deliveries[0].failed == [], "the same record would come back: not worth an SQS retry"
+    run = assert_invariants(fw, before=before, status="partial")
+    assert [(e.code, e.xpm_uuid) for e in world.entries(run)] == [("RECORD_TOO_LARGE", huge.uuid)]
+    linked = [c for c in world.items("client") if c.get("xpm_uuid")]
+    assert run.counts["client"]["created"] + run.counts["client"]["updated"] == len(linked)
+    assert {c["xpm_uuid"] for c in linked} == {c.uuid for c in world.practice.clients} - {huge.uuid}
+
+    # And once XPM sends it with a usable Name, the next run completes the work
+    world.practice.update_client(huge.uuid, Name="Back To Normal Pty Ltd")
+    recover(fw)
+
+
+def test_a_record_without_a_uuid_fails_alone_and_the_others_sync(fw: FaultWorld) -> None:
+    # Given XPM sends one client without its UUID
+    FAULT_LEDGER["uuid_missing"] += 1
+    world = fw.world
+    nameless = world.clean_clients()[4]
+    world.practice.drop_uuid(nameless.uuid)
+    before = snapshot(fw)
+
+    # When the hourly run goes
+    deliveries = fw.run_hourly()
+
+    # Then that record alone is CLIENT_UUID_MISSING, nothing is created for it, the others sync
+    assert deliveries[0].failed == []
+    run = assert_invariants(fw, before=before, status="partial")
+    [entry] = world.entries(run)
+    assert (entry.code, entry.xpm_uuid) == ("CLIENT_UUID_MISSING", None)
+    synced = {c["xpm_uuid"] for c in world.items("client") if c.get("xpm_uuid")}
+    assert synced == {c.uuid for c in world.practice.clients} - {nameless.uuid}
+    assert "" not in synced
+
+    # And once XPM sends its UUID again, the next run completes the work
+    world.practice.drop_uuid(nameless.uuid, dropped=False)
+    recover(fw)
+
+
+def _run_hourly_scaled(fw: FaultWorld, clock: ScaledInvocations) -> list[Delivery]:
+    """``fw.run_hourly`` with each worker invocation on the scaled clock, its time left recorded."""
+    fw.responses.append(dispatch_handler(scheduled_event(), LocalContext("SyncDispatchFunction")))
+    return drain_queue(fw.sqs, fw.world.names.queue_url, clock.wrap(fw.worker))
+
+
+def _pad_clients(fw: FaultWorld, bytes_each: int) -> None:
+    """Long notes (an element the sync ignores), so that a drip brings few clients at a time."""
+    for client in fw.world.practice.clients:
+        fw.world.practice.update_client(client.uuid, Notes="n" * bytes_each)
+
+
+def test_a_slow_drip_answer_is_checkpointed_within_the_invocation_and_continued(
+    fw: FaultWorld, scaled: ScaledInvocations
+) -> None:
+    # Given the client list drips once, 64 KB every 2 s (issue 18 item 8), clients of ~16 KB
+    _pad_clients(fw, 16 * 1024)
+    fw.fault("drip", times=1, path="client.api/list", bytes=64 * 1024, every=2.0)
+    before = snapshot(fw)
+
+    # When the hourly run goes, in invocations of two minutes (on a clock 20 times the wall's)
+    deliveries = _run_hourly_scaled(fw, scaled)
+
+    # Then the first part stops at its reading deadline and its continuation completes the run
+    assert len(deliveries) == 2
+    assert not any(d.failed for d in deliveries)
+    assert min(scaled.left_at_return) > 0, f"an invocation was outlived: {scaled.left_at_return}"
+    assert_invariants(fw, before=before, status="success")
+    assert_complete(fw.world)
+    assert fw.world.config().checkpoint is None
+
+
+def test_a_drip_too_slow_for_any_record_fails_with_xpm_too_slow_instead_of_looping(
+    fw: FaultWorld, scaled: ScaledInvocations
+) -> None:
+    # Given a client list that drips 1 KB a second: no client arrives whole before the deadline
+    _pad_clients(fw, 16 * 1024)
+    fw.fault("drip", times=None, path="client.api/list", bytes=1024, every=1.0)
+    before = snapshot(fw)
+
+    # When the hourly run goes
+    deliveries = _run_hourly_scaled(fw, scaled)
+
+    # Then two parts apply nothing and the run fails with XPM_TOO_SLOW, not retried by SQS
+    assert len(deliveries) == 2
+    assert not any(d.failed for d in deliveries)
+    assert min(scaled.left_at_return) > 0, f"an invocation was outlived: {scaled.left_at_return}"
+    assert_invariants(fw, before=before, status="failed", codes=("XPM_TOO_SLOW",))
+    assert fw.world.config().checkpoint is None
+
+    # And once XPM answers at its usual pace, the next hourly run completes the work
+    recover(fw)
+
+
+def test_a_wrong_tenant_answer_asks_to_reconnect_and_is_not_retried(fw: FaultWorld) -> None:
+    # Given the practice no longer lets this connection in (the gateway's 403 on every call)
+    fw.fault("wrong_tenant", times=None)
+    before = snapshot(fw)
+
+    # When the hourly run goes
+    deliveries = fw.run_hourly()
+
+    # Then the run fails asking to reconnect, the firm is needs_reconnect, SQS does not retry it
+    assert deliveries[0].failed == []
+    assert_invariants(fw, before=before, status="failed", codes=("XPM_WRONG_TENANT",))
+    assert fw.world.config().status == "needs_reconnect"
+    assert len(sent_emails()) == 1, "only the admin can fix it: told at once"
+    assert fw.run_hourly() == [], "not queued again until reconnected"
+
+
+# --- the admin changes the tenant while a run is going (SPEC A6, issue 18 item 7) ----------------------
+
+
+def _put_tenant(world: SyncWorld, tenant_id: str) -> int:
+    """The admin's PUT /integrations/xpm choosing another tenant, through the API function."""
+    event = load_event(
+        "api",
+        "put_config",
+        claims={"custom:firm_id": world.firm_id},
+        body={
+            "sync_name": "XPM sync",
+            "tenant_id": tenant_id,
+            "default_office_code": world.firm.office_code,
+            "notification_user_id": world.firm.admin_user_id,
+        },
+    )
+    return int(api_handler(event, LocalContext("ApiFunction"))["statusCode"])
+
+
+def test_a_tenant_change_during_a_run_leaves_the_new_tenant_a_first_full_read(
+    fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a firm synced from one practice, and a second practice the same consent reaches
+    FAULT_LEDGER["tenant_change_during_run"] += 1
+    world = fw.world
+    fw.run_hourly()
+    second = generate_practice(11, staff=4, clients=20, problem_share=0, tenant_name="Second Practice")
+    for client in second.clients:
+        client.elements["ClientCode"] = f"B{client.elements['ClientCode']}"  # codes of its own
+    world.sim.add_practice(second)
+    _rename_two_clients(fw)  # so that the hourly run has records of the first practice to apply
+    answers: list[int] = []
+    apply = ClientSync.apply
+
+    def put_tenant_then_apply(self: ClientSync, client: Any, **options: Any) -> None:
+        if not answers:  # the admin saves the other tenant while this run is going
+            answers.append(_put_tenant(world, second.tenant_id))
+        apply(self, client, **options)
+
+    before = snapshot(fw)
+
+    # When the hourly run on the first practice ends after the PUT
+    with monkeypatch.context() as patch:
+        patch.setattr(ClientSync, "apply", put_tenant_then_apply)
+        fw.run_hourly()
+
+    # Then that run is recorded, but its end did not write the old practice's state over the reset
+    assert answers == [200]
+    assert_invariants(fw, before=before, status="success")
+    config = world.config()
+    assert config.tenant_id == second.tenant_id
+    assert config.last_completed_run_started_at is None, "the old tenant's incremental state was kept"
+    assert config.last_full_read_started_at is None
+
+    # And the new tenant's first run reads every client and syncs all of them
+    fw.sim.reset_calls()
+    before = snapshot(fw)
+    fw.run_hourly()
+    assert_invariants(fw, before=before, status="success")
+    [listing] = fw.sim.calls_to("client.api/list")
+    assert listing.tenant_id == second.tenant_id
+    assert "modifiedsince" not in listing.query, "the new tenant's first run must read every client"
+    synced = {c["xpm_uuid"] for c in world.items("client") if c.get("xpm_uuid")}
+    assert {c.uuid for c in second.clients} <= synced
 
 
 # --- notification email --------------------------------------------------------------------------
