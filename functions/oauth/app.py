@@ -19,6 +19,7 @@ with loading():
     from aws_lambda_powertools.logging import correlation_paths
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from xpm_sync.api.caller import admin_caller
+    from xpm_sync.api.composition import oauth_service
     from xpm_sync.api.http import (
         ROUTE_ROOT,
         documented,
@@ -27,7 +28,7 @@ with loading():
         with_cors,
     )
     from xpm_sync.api.models import CallbackRequest, ConfigResponse, ConnectRequest, ConnectResponse
-    from xpm_sync.composition import frontend_url, oauth_service
+    from xpm_sync.composition import frontend_url
     from xpm_sync.observability import logger, tracer
     from xpm_sync.runtime import usable_context
 

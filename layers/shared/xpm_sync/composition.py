@@ -4,6 +4,10 @@ Settings are read at call time and AWS clients made on first use (``adapters.aws
 the local stack can point the environment at moto and the simulator. The domain never reads the
 environment or makes a client; adapters take theirs as parameters, from here.
 
+The two API functions' part (``IntegrationService``) is ``xpm_sync.api.composition``, on the
+factories and the ``clock`` here: the worker and the dispatcher never load the API's modules (its
+service and models were about 5-9% of the worker's cold-start import).
+
 ``clock`` is module state so tests can move time (OAuth state expiry, the Start Sync cooldown, the
 hourly schedule's ages).
 The app's Xero credentials are read for each request that talks to Xero (one Secrets Manager read),
@@ -14,29 +18,23 @@ pool to Xero is kept for the life of the container.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 
 import httpx
 
 from xpm_sync.adapters import aws
 from xpm_sync.adapters.active_table import ActiveRepository
 from xpm_sync.adapters.config_table import ConfigRepository
-from xpm_sync.adapters.cursors import CursorSigner
 from xpm_sync.adapters.notifier import Notifier
-from xpm_sync.adapters.oauth_states import StateStore
 from xpm_sync.adapters.sync_log import Matches, RecordStates, RunLog
 from xpm_sync.adapters.sync_queue import SyncQueue
 from xpm_sync.adapters.tokens import RefreshLock, TokenStore
 from xpm_sync.adapters.xero_identity import XeroIdentity, load_app_credentials
 from xpm_sync.adapters.xpm.budget import CallBudget
 from xpm_sync.adapters.xpm.client import AccessTokenSource, XpmApi
-from xpm_sync.api.service import IntegrationService
 from xpm_sync.domain.clock import Clock, SystemClock
 from xpm_sync.settings import (
-    ApiSettings,
     DispatchSettings,
     FrontendSettings,
-    OAuthSettings,
     WorkerSettings,
     XeroSettings,
     load_settings,
@@ -48,11 +46,6 @@ from xpm_sync.sync.keep_alive import KeepAlive
 IDENTITY_TIMEOUT = httpx.Timeout(15.0)
 
 clock: Clock = SystemClock()
-
-
-@lru_cache(maxsize=1)
-def _xero_http() -> httpx.Client:
-    return httpx.Client(timeout=IDENTITY_TIMEOUT)
 
 
 def frontend_url() -> str:
@@ -155,53 +148,3 @@ def keep_alive(settings: WorkerSettings, services: SyncServices) -> KeepAlive:
 def dispatch_configs() -> tuple[ConfigRepository, SyncQueue]:
     settings = load_settings(DispatchSettings)
     return ConfigRepository(aws.table(settings.config_table)), sync_queue(settings.sync_queue_url)
-
-
-# --- The two API functions ---------------------------------------------------------------------
-
-
-def _integration_service(
-    settings: XeroSettings,
-    *,
-    active_table: str,
-    sync_log_table: str,
-    redirect_uri: str | None = None,
-    queue_url: str | None = None,
-) -> IntegrationService:
-    def identity() -> XeroIdentity:
-        return xero_identity(settings, SystemClock(), http=_xero_http())
-
-    return IntegrationService(
-        configs=ConfigRepository(aws.table(settings.config_table)),
-        runs=RunLog(aws.table(sync_log_table), CursorSigner(aws.table(settings.config_table))),
-        queue=sync_queue(queue_url) if queue_url else None,
-        states=StateStore(aws.table(settings.config_table), clock),
-        active_for=lambda firm_id: ActiveRepository(aws.table(active_table), firm_id),
-        identity_factory=identity,
-        tokens_factory=lambda made: token_store(settings, clock, identity=made),
-        clock=clock,
-        redirect_uri=redirect_uri,
-    )
-
-
-def api_service() -> IntegrationService:
-    """What the API function's routes call (SPEC B5)."""
-    settings = load_settings(ApiSettings)
-    return _integration_service(
-        settings,
-        active_table=settings.active_table,
-        sync_log_table=settings.sync_log_table,
-        queue_url=settings.sync_queue_url,
-    )
-
-
-def oauth_service() -> IntegrationService:
-    """What the OAuth function's routes (connect, callback) call; Xero sends the browser back to
-    ``OAUTH_REDIRECT_URI``, the Active setup page, which posts the callback (SPEC A6)."""
-    settings = load_settings(OAuthSettings)
-    return _integration_service(
-        settings,
-        active_table=settings.active_table,
-        sync_log_table=settings.sync_log_table,
-        redirect_uri=settings.oauth_redirect_uri,
-    )
