@@ -9,6 +9,16 @@ would make the benchmark measure moto rather than the sync. Read answers (Query,
 BatchGetItem) are already DynamoDB JSON after moto's own ``dynamo_to_dict``, so they are written
 with ``json.dumps`` instead: the same document on the wire, with the CRC32 header botocore checks.
 
+Reads by key read only what they can return, as DynamoDB's do: moto answers every Query by
+sorting every item of the table and comparing each with the key condition, so a read of one
+firm's office took seconds beside a 50,000-client partition, and each index lookup of an
+incremental run (one client by XPM UUID or code) half a second. A Query on a table is given only
+its partition's items (with ``begins_with`` on the sort key, only those with the prefix; after a
+page's start key, only those beyond it), and an equality on a global index keyed by the table's
+partition key only the items holding that value, from a map of the partition kept until the
+table's next write. moto still applies the key condition, filter, order, limit and projection
+itself, so the answers are moto's own (``test_bench_moto_reads_by_key_answer_as_moto_does``).
+
 And two to moto's SQS, which is quadratic in the queue length where SQS is not (1,000 firms took
 two minutes to queue, 10,000 would take hours): every SendMessage reads ``Queue.attributes`` four
 times, and each read recounts the queue's visible, delayed and in-flight messages, so attributes
@@ -22,15 +32,19 @@ moto's own path; the benchmark has none.
 from __future__ import annotations
 
 import base64
+import bisect
+import inspect
 import json
 import sys
 import threading
 import zlib
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from moto.core.responses import ActionContext
 from moto.core.utils import camelcase_to_underscores
+from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoResult
 from moto.sqs.models import DEDUPLICATION_TIME_IN_SECONDS, Message, Queue
@@ -63,19 +77,44 @@ def _binary(value: object) -> str:
 
 _moto_query = Table.query
 _moto_all_items = Table.all_items
+_moto_put_item = Table.put_item
+_moto_delete_item = Table.delete_item
+_moto_update_item = DynamoDBBackend.update_item
 _partition = threading.local()
+_QUERY_PARAMETERS = inspect.signature(_moto_query)
 
 
-def _query_one_partition(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+def _query_by_key(self: Table, *args: Any, **kwargs: Any) -> Any:
     # moto's Query starts from all_items(), which sorts every item of the table on every page: a
-    # 50,000-item partition then costs minutes per read. A Query on the table itself (no index)
-    # only ever keeps items of its own partition, so all_items() is given just that partition;
-    # the query still filters, sorts and pages them itself.
-    if kwargs.get("index_name") or hash_key is None or not self.range_key_attr:
-        return _moto_query(self, hash_key, *args, **kwargs)
-    _partition.scope = (self, hash_key)
+    # 50,000-item partition then costs minutes per read, and an index query (one client looked up
+    # by XPM UUID or code) a fraction of a second each. all_items() is given only the items the
+    # query can find: for a Query on the table itself, its partition; for an equality on a global
+    # index keyed by the table's partition key and one attribute, the items of that partition
+    # holding that value (``_index_candidates``). The query still filters, sorts and pages them
+    # itself, so its answer is moto's own.
+    call = _QUERY_PARAMETERS.bind(self, *args, **kwargs)
+    hash_key = call.arguments["hash_key"]
+    index_name = call.arguments.get("index_name")
+    candidates: list[Any] | None = None
+    if hash_key is not None and self.range_key_attr:
+        if not index_name:
+            candidates = _table_candidates(
+                self,
+                hash_key,
+                call.arguments["range_comparison"],
+                call.arguments["range_objs"],
+                call.arguments["exclusive_start_key"],
+                forward=call.arguments["scan_index_forward"] is not False,
+            )
+        else:
+            candidates = _index_candidates(
+                self, index_name, hash_key, call.arguments["range_comparison"], call.arguments["range_objs"]
+            )
+    if candidates is None:
+        return _moto_query(self, *args, **kwargs)
+    _partition.scope = (self, candidates)
     try:
-        return _moto_query(self, hash_key, *args, **kwargs)
+        return _moto_query(self, *args, **kwargs)
     finally:
         _partition.scope = None
 
@@ -83,8 +122,94 @@ def _query_one_partition(self: Table, hash_key: Any, *args: Any, **kwargs: Any) 
 def _all_items(self: Table) -> Any:
     scope = getattr(_partition, "scope", None)
     if scope is not None and scope[0] is self:
-        return list(self.items.get(scope[1], {}).values())
+        return scope[1]
     return _moto_all_items(self)
+
+
+def _table_candidates(
+    table: Table,
+    hash_key: Any,
+    comparison: str | None,
+    values: list[Any],
+    exclusive_start_key: dict[str, Any] | None,
+    *,
+    forward: bool,
+) -> list[Any]:
+    """The items of ``hash_key``'s partition a Query on the table can return, in sort-key order:
+    with ``begins_with`` on a string sort key only those with the prefix, and after a page's
+    ``ExclusiveStartKey`` only those beyond it (as DynamoDB reads a key range, where moto would
+    compare every item of the partition on every page)."""
+    items = list(table.items.get(hash_key, {}).values())
+    range_attr = table.range_key_attr
+    if not all(item.range_key is not None and item.range_key.type == "S" for item in items):
+        return items
+    if (comparison or "").upper() == "BEGINS_WITH" and len(values) == 1 and values[0].type == "S":
+        prefix = values[0].value
+        items = [item for item in items if item.range_key.value.startswith(prefix)]
+    items.sort(key=lambda item: item.range_key.value)
+    start = (exclusive_start_key or {}).get(range_attr or "", {}).get("S")
+    if isinstance(start, str):
+        if forward:
+            items = items[bisect.bisect_right([item.range_key.value for item in items], start) :]
+        else:
+            items = items[: bisect.bisect_left([item.range_key.value for item in items], start)]
+    return items
+
+
+def _index_candidates(
+    table: Table, index_name: str, hash_key: Any, comparison: str | None, values: list[Any]
+) -> list[Any] | None:
+    """The items of ``hash_key``'s partition whose index attribute equals ``values[0]``, from a map
+    of the partition by that attribute kept until the table's next write; None when the query is
+    not such an equality (moto's own path then)."""
+    index = next((i for i in table.global_indexes or [] if i.name == index_name), None)
+    if index is None or comparison not in ("=", "EQ") or len(values) != 1:
+        return None
+    hashes = [key["AttributeName"] for key in index.schema if key["KeyType"] == "HASH"]
+    ranges = [key["AttributeName"] for key in index.schema if key["KeyType"] == "RANGE"]
+    if hashes != [table.hash_key_attr] or len(ranges) != 1:
+        return None
+    # Read before the map is built: a write that ends meanwhile moves it on, so the map is rebuilt.
+    generation = table.__dict__.get("_bench_generation", 0)
+    maps: dict[tuple[str, Any], tuple[int, dict[Any, list[Any]]]] = table.__dict__.setdefault(
+        "_bench_index_maps", {}
+    )
+    cached = maps.get((index_name, hash_key))
+    if cached is None or cached[0] != generation:
+        by_value: dict[Any, list[Any]] = defaultdict(list)
+        for item in list(table.items.get(hash_key, {}).values()):
+            value = item.attrs.get(ranges[0])
+            if value is not None:
+                by_value[value].append(item)
+        cached = maps[(index_name, hash_key)] = (generation, by_value)
+    return list(cached[1].get(values[0], ()))
+
+
+def _written(table: Table) -> None:
+    """Any write to the table: the index maps of ``_index_candidates`` are stale."""
+    table.__dict__["_bench_generation"] = table.__dict__.get("_bench_generation", 0) + 1
+
+
+def _put_item(self: Table, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return _moto_put_item(self, *args, **kwargs)
+    finally:
+        _written(self)
+
+
+def _delete_item(self: Table, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return _moto_delete_item(self, *args, **kwargs)
+    finally:
+        _written(self)
+
+
+def _update_item(self: DynamoDBBackend, table_name: str, *args: Any, **kwargs: Any) -> Any:
+    # moto updates the stored item in place (Table.put_item only when the item is new).
+    try:
+        return _moto_update_item(self, table_name, *args, **kwargs)
+    finally:
+        _written(self.get_table(table_name))
 
 
 class _QueueAttributes(Mapping[str, Any]):
@@ -137,8 +262,11 @@ def _add_message_deduplicated_by_index(self: Queue, message: Message) -> None:
 
 def install_fast_paths() -> None:
     DynamoResult.execute_result = _fast_execute_result  # type: ignore[method-assign,assignment]
-    Table.query = _query_one_partition  # type: ignore[method-assign]
+    Table.query = _query_by_key  # type: ignore[method-assign]
     Table.all_items = _all_items  # type: ignore[method-assign]
+    Table.put_item = _put_item  # type: ignore[method-assign]
+    Table.delete_item = _delete_item  # type: ignore[method-assign]
+    DynamoDBBackend.update_item = _update_item  # type: ignore[method-assign]
     Queue.attributes = property(_lazy_queue_attributes)  # type: ignore[assignment,method-assign]
     Queue.add_message = _add_message_deduplicated_by_index  # type: ignore[method-assign]
 

@@ -6,10 +6,14 @@ import json
 import os
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
+from boto3.dynamodb.conditions import Attr, Key
 from moto import mock_aws
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import Table
 from moto.sqs.models import Queue, sqs_backends
 
 from bench.harness import (
@@ -27,7 +31,15 @@ from bench.harness import (
     modules_loaded_by,
     parse_importtime,
 )
-from bench.moto_process import _add_message_deduplicated_by_index, _lazy_queue_attributes
+from bench.moto_process import (
+    _add_message_deduplicated_by_index,
+    _all_items,
+    _delete_item,
+    _lazy_queue_attributes,
+    _put_item,
+    _query_by_key,
+    _update_item,
+)
 from bench.run import evaluate
 
 IMPORTTIME = """\
@@ -197,3 +209,92 @@ def test_bench_moto_deduplicates_fifo_messages_by_index_as_sqs_does(monkeypatch:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         send("b")  # deleted since, but SQS still remembers the id for 5 minutes
         assert bodies() == []
+
+
+def _moto_answers(monkeypatch: pytest.MonkeyPatch | None) -> list[list[dict[str, Any]]]:
+    """A few queries of the kinds the sync makes (prefix pages both ways, index equalities), before
+    and after writes that move an item in and out of an index, on moto in process."""
+    if monkeypatch is not None:
+        monkeypatch.setattr(Table, "query", _query_by_key)
+        monkeypatch.setattr(Table, "all_items", _all_items)
+        monkeypatch.setattr(Table, "put_item", _put_item)
+        monkeypatch.setattr(Table, "delete_item", _delete_item)
+        monkeypatch.setattr(DynamoDBBackend, "update_item", _update_item)
+    answers: list[list[dict[str, Any]]] = []
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="eu-west-1")
+        client.create_table(
+            TableName="t",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "code")],
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "by_code",
+                    "KeySchema": [
+                        {"AttributeName": "pk", "KeyType": "HASH"},
+                        {"AttributeName": "code", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+        )
+        table = boto3.resource("dynamodb", region_name="eu-west-1").Table("t")
+        for firm in ("A", "B"):
+            for number in range(30):
+                kind = ("CLIENT", "USER", "OFFICE")[number % 3]
+                table.put_item(
+                    Item={
+                        "pk": f"FIRM#{firm}",
+                        "sk": f"{kind}#{number:03d}",
+                        "code": f"C{number % 7}",
+                        "n": number,
+                    }
+                )
+
+        def pages(**request: Any) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            while True:
+                answer = table.query(**request)
+                found += answer["Items"]
+                if "LastEvaluatedKey" not in answer:
+                    return found
+                request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+        def by_code(code: str) -> list[dict[str, Any]]:
+            return pages(
+                IndexName="by_code",
+                KeyConditionExpression=Key("pk").eq("FIRM#A") & Key("code").eq(code),
+                FilterExpression=Attr("n").gt(3),
+            )
+
+        for forward in (True, False):
+            answers.append(
+                pages(
+                    KeyConditionExpression=Key("pk").eq("FIRM#A") & Key("sk").begins_with("CLIENT#"),
+                    ScanIndexForward=forward,
+                    Limit=4,
+                )
+            )
+        answers.append(pages(KeyConditionExpression=Key("pk").eq("FIRM#B"), Limit=7))
+        answers += [by_code("C3"), by_code("C9")]
+        for moved in ("CLIENT#006", "CLIENT#024"):  # into the index under C9, one out of C3
+            table.update_item(
+                Key={"pk": "FIRM#A", "sk": moved},
+                UpdateExpression="SET code = :c",
+                ExpressionAttributeValues={":c": "C9"},
+            )
+        table.delete_item(Key={"pk": "FIRM#A", "sk": "USER#010"})
+        table.put_item(Item={"pk": "FIRM#A", "sk": "USER#099", "code": "C3", "n": 99})
+        answers += [by_code("C3"), by_code("C9")]
+    return answers
+
+
+def test_bench_moto_reads_by_key_answer_as_moto_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench's reads by key range and by index value (moto_process) give moto's own answers."""
+    moto_answers = _moto_answers(None)
+    assert _moto_answers(monkeypatch) == moto_answers
+    assert [len(answer) for answer in moto_answers] == [10, 10, 30, 3, 0, 2, 2]
