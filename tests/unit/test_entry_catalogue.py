@@ -39,7 +39,12 @@ def _references(tree: ast.AST) -> tuple[set[str], set[str]]:
         elif isinstance(node, ast.Import):
             aliases |= {alias.asname for alias in node.names if alias.name == ENTRIES_MODULE and alias.asname}
         elif isinstance(node, ast.ImportFrom) and node.module == ENTRIES_MODULE:
-            names |= {alias.name for alias in node.names if alias.name.isupper()}
+            # Upper-case names that are entry kinds: the module also exports limits (MAX_LABEL_CHARS).
+            names |= {
+                alias.name
+                for alias in node.names
+                if alias.name.isupper() and not isinstance(getattr(entries, alias.name, None), int)
+            }
         elif isinstance(node, ast.keyword) and node.arg == "code" and isinstance(node.value, ast.Constant):
             literal_codes.add(str(node.value.value))
     for node in ast.walk(tree):
