@@ -21,10 +21,12 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
+from xpm_sync.domain.clock import iso
 
 from bench.job import RESULT_PREFIX
 from local.seed import seed_active_firm, seed_connection
@@ -61,6 +63,10 @@ class BenchFirm:
     practice: Practice
     names: StackNames
     env: dict[str, str]
+    office_code: str = "MEL"
+    partner_user_ids: list[str] = field(default_factory=list)
+    # XPM clients planted to fail (no partner, and no Default Partner on the office).
+    failing_uuids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -69,7 +75,7 @@ class Bench:
     moto_pid: int
     sim: Simulator
     env: dict[str, str]
-    firms: dict[int, BenchFirm] = field(default_factory=dict)
+    firms: dict[str, BenchFirm] = field(default_factory=dict)
 
     def resource(self) -> Any:
         return boto3.session.Session(region_name=REGION).resource("dynamodb", endpoint_url=self.moto_url)
@@ -188,15 +194,27 @@ def _restore_env(saved: dict[str, str | None]) -> None:
             os.environ[key] = value
 
 
-def add_firm(bench: Bench, size: int, *, staff: int = STAFF) -> BenchFirm:
-    """A practice of ``size`` clients in the simulator, the firm seeded in Active and connected."""
+def add_firm(bench: Bench, size: int, *, staff: int = STAFF, failing_share: float = 0.0) -> BenchFirm:
+    """A practice of ``size`` clients in the simulator, the firm seeded in Active and connected.
+
+    With ``failing_share``, that share of its clients (spread evenly) has no partner in XPM, and
+    the firm's default office no Default Partner: each of them fails (CLIENT_PARTNER_MISSING) until
+    one is set (``set_default_partner``)."""
+    label = "failing" if failing_share else "practice"
     practice = generate_practice(
-        size, staff=staff, clients=size, problem_share=0, tenant_name=f"Bench practice {size}"
+        size + (1 if failing_share else 0),
+        staff=staff,
+        clients=size,
+        problem_share=0,
+        tenant_name=f"Bench {label} {size}",
     )
+    failing = _spread(practice.clients, failing_share) if failing_share else []
+    for client in failing:
+        client.account_manager_uuid = None  # as generated, long ago: no modified time of now
     bench.sim.add_practice(practice)
-    firm_id = f"bench-{size}"
-    names, env = bench.stack(f"bench-{size}")
-    firm = seed_active_firm(bench.table(names.active_table), firm_id, practice, hand_made_client=False)
+    firm_id = f"bench-{size}" if not failing_share else f"bench-failing-{size}"
+    names, env = bench.stack(firm_id)
+    seeded = seed_active_firm(bench.table(names.active_table), firm_id, practice, hand_made_client=False)
     seed_connection(
         bench.table(names.config_table),
         bench.client("secretsmanager"),
@@ -204,10 +222,27 @@ def add_firm(bench: Bench, size: int, *, staff: int = STAFF) -> BenchFirm:
         tenant_id=practice.tenant_id,
         tokens=bench.sim.issue_tokens(APP_CLIENT_ID),
         token_secret_prefix=names.token_secret_prefix,
-        office_code=firm.office_code,
+        office_code=seeded.office_code,
     )
-    bench.firms[size] = BenchFirm(size, firm_id, practice, names, env)
-    return bench.firms[size]
+    firm = BenchFirm(
+        size,
+        firm_id,
+        practice,
+        names,
+        env,
+        office_code=seeded.office_code,
+        partner_user_ids=list(seeded.partner_user_ids.values()),
+        failing_uuids=[client.uuid for client in failing],
+    )
+    bench.firms[firm_id] = firm
+    return firm
+
+
+def _spread(clients: list[Any], share: float) -> list[Any]:
+    """``share`` of ``clients``, spread evenly through the list (at least one)."""
+    count = max(1, round(len(clients) * share))
+    step = len(clients) / count
+    return [clients[int(number * step)] for number in range(count)]
 
 
 def force_full_read(bench: Bench, firm: BenchFirm) -> None:
@@ -217,15 +252,106 @@ def force_full_read(bench: Bench, firm: BenchFirm) -> None:
     )
 
 
-def change_clients(firm: BenchFirm, share: float = 0.01) -> int:
-    """Rename ``share`` of the practice's clients in XPM, spread evenly; returns how many."""
+def set_default_partner(bench: Bench, firm: BenchFirm) -> str:
+    """Fix the cause of the planted failures in Active alone: a Default Partner on the firm's
+    default office (what the setup page or Admin Centre writes, SPEC A2). Returns the user's id."""
+    user_id = firm.partner_user_ids[0]
+    bench.table(firm.names.active_table).update_item(
+        Key={"pk": f"FIRM#{firm.firm_id}", "sk": f"OFFICE#{firm.office_code}"},
+        UpdateExpression="SET default_partner_user_id = :user",
+        ConditionExpression="attribute_exists(pk)",
+        ExpressionAttributeValues={":user": user_id},
+    )
+    return user_id
+
+
+def count_records(bench: Bench, firm: BenchFirm, prefix: str) -> int:
+    """How many of the firm's Active items have a sort key starting with ``prefix`` (``USER#``...)."""
+    table, count = bench.table(firm.names.active_table), 0
+    request: dict[str, Any] = {
+        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+        "ExpressionAttributeValues": {":pk": f"FIRM#{firm.firm_id}", ":prefix": prefix},
+        "Select": "COUNT",
+    }
+    while True:
+        answer = table.query(**request)
+        count += int(answer["Count"])
+        if "LastEvaluatedKey" not in answer:
+            return count
+        request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+
+
+def change_clients(
+    firm: BenchFirm,
+    share: float = 0.01,
+    *,
+    offset: int = 0,
+    modified_between: tuple[datetime, datetime] | None = None,
+) -> int:
+    """Rename ``share`` of the practice's clients in XPM, spread evenly; returns how many.
+
+    ``offset`` moves the spread along (another hour renames other clients); ``modified_between``
+    gives the renamed clients modified times spread evenly over that span (an hour of XPM edits),
+    instead of now."""
     clients = firm.practice.clients
     count = max(1, round(len(clients) * share))
     step = len(clients) / count
     for number in range(count):
-        client = clients[int(number * step)]
+        client = clients[(int(number * step) + offset) % len(clients)]
         firm.practice.update_client(client.uuid, Name=f"{client.name} (renamed)")
+        if modified_between is not None:
+            start, end = modified_between
+            client.modified_at = start + (end - start) * (number + 0.5) / count
     return count
+
+
+HOUR = timedelta(hours=1)
+
+
+def measure_firm_day(
+    bench: Bench, firm: BenchFirm, *, hours: int = 24, share: float = 0.001
+) -> list[dict[str, Any]]:
+    """A day of hourly runs, each after ``share`` of the clients changed in XPM over the hour.
+
+    The runs follow each other at once, so the hours are simulated: the day is laid in the past
+    (it ends an hour before now, before any change the bench made in real time), each hour's
+    changes get modified times spread over that hour, and before each run the firm's config says
+    the last completed run began at the hour's start, as it would have. So each run asks XPM for
+    what changed since that start less the sync's margin (SPEC A7): its hour's changes and the last
+    minutes of the hour before, no more."""
+    day_start = bench.sim.now() - (hours + 1) * HOUR
+    config = bench.table(firm.names.config_table)
+    runs: list[dict[str, Any]] = []
+    for hour in range(hours):
+        begin = day_start + hour * HOUR
+        changed = change_clients(firm, share, offset=hour + 1, modified_between=(begin, begin + HOUR))
+        config.update_item(
+            Key={"firm_id": firm.firm_id},
+            UpdateExpression="SET last_completed_run_started_at = :begin",
+            ExpressionAttributeValues={":begin": iso(begin)},
+        )
+        result = measure_sync(bench, firm)
+        result["changed"] = changed
+        runs.append(result)
+    return runs
+
+
+FAILING_RUNS = ("first", "retry", "fixed")
+
+
+def measure_failing_firm(
+    bench: Bench, size: int, *, share: float = 0.2, staff: int = STAFF
+) -> dict[str, Any]:
+    """A firm whose ``share`` of clients fail (no partner in XPM, no Default Partner in Active):
+    its first sync; the next hourly run, with nothing changed in XPM (the failed clients retried
+    from the copies the sync kept); then the Default Partner set in Active and the run after."""
+    firm = add_firm(bench, size, staff=staff, failing_share=share)
+    runs: dict[str, dict[str, Any]] = {}
+    runs["first"] = measure_sync(bench, firm, sizes=True)
+    runs["retry"] = measure_sync(bench, firm, sizes=True)
+    set_default_partner(bench, firm)
+    runs["fixed"] = measure_sync(bench, firm, sizes=True)
+    return {"firm_id": firm.firm_id, "clients": size, "failing": len(firm.failing_uuids), "runs": runs}
 
 
 def _xpm_endpoint(path: str) -> str:
@@ -233,12 +359,17 @@ def _xpm_endpoint(path: str) -> str:
     return f"{api}/{rest.split('/', 1)[0]}"
 
 
-def measure_sync(bench: Bench, firm: BenchFirm, *, profile: str | None = None) -> dict[str, Any]:
-    """One worker invocation for the firm, in a fresh process; the simulator's view of its calls."""
+def measure_sync(
+    bench: Bench, firm: BenchFirm, *, profile: str | None = None, sizes: bool = False
+) -> dict[str, Any]:
+    """One worker invocation for the firm, in a fresh process; the simulator's view of its calls.
+    With ``sizes``, the job also reports the largest item it wrote to each table."""
     bench.sim.reset_calls()
     args: dict[str, Any] = {"job": "sync", "firm_id": firm.firm_id}
     if profile:
         args["profile"] = profile
+    if sizes:
+        args["sizes"] = True
     result = bench.job(args, firm.env)
     calls = [c for c in bench.sim.calls_to("/practicemanager/") if c.tenant_id == firm.practice.tenant_id]
     result["sim_xpm_calls"] = len(calls)

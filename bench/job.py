@@ -69,6 +69,9 @@ class TableCounts:
         self.requests: dict[str, Counter[str]] = {role: Counter() for role in tables}
         self.written: Counter[str] = Counter()
         self.read: Counter[str] = Counter()
+        # Seconds from each request's parameters to its parsed answer, summed by operation (requests
+        # made on several threads at once overlap: the sum can pass the wall time).
+        self.seconds: dict[str, Counter[str]] = {role: Counter() for role in tables}
         self.sizes = sizes
         self.largest_put: dict[str, int] = dict.fromkeys(tables, 0)
         self.updated_keys: dict[str, dict[str, dict[str, Any]]] = {role: {} for role in tables}
@@ -82,7 +85,7 @@ class TableCounts:
             return
         operation = model.name
         watched = [(self.roles[t], t) for t in tables_of(operation, params) if t in self.roles]
-        context["bench_tables"] = (watched, params)
+        context["bench_tables"] = (watched, params, time.monotonic())
         with self._lock:
             for role, table in watched:
                 self.requests[role][operation] += 1
@@ -111,10 +114,14 @@ class TableCounts:
             self.updated_keys[role][json.dumps(key, sort_keys=True)] = key
 
     def _answer(self, parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
-        watched, params = context.get("bench_tables", ((), {}))
+        if "bench_tables" not in context:
+            return
+        watched, params, started = context["bench_tables"]
+        elapsed = time.monotonic() - started
         with self._lock:
             for role, table in watched:
                 self.read[role] += items_read(table, model.name, params, parsed)
+                self.seconds[role][model.name] += elapsed
 
     def largest_updated(self, role: str) -> int:
         """The size of the largest item this job updated in the table, read back after the run
@@ -135,6 +142,7 @@ class TableCounts:
             "requests": dict(self.requests[role]),
             "items_written": self.written[role],
             "items_read": self.read[role],
+            "request_seconds": {op: round(seconds, 3) for op, seconds in self.seconds[role].items()},
             "write_requests": sum(n for op, n in self.requests[role].items() if op in WRITE_OPERATIONS),
         }
 
@@ -266,6 +274,7 @@ def sync_job(args: dict[str, Any]) -> dict[str, Any]:
         "active_write_requests": active_figures["write_requests"],
         # Items DynamoDB returned from the Active table (index queries included), not requests.
         "active_items_read": active_figures["items_read"],
+        "active_request_seconds": active_figures["request_seconds"],
         "sync_log": counts.figures("sync_log"),
         "config": counts.figures("config"),
         "config_item_bytes": item_size(config_item),

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.harness import ONE_VCPU_MB
-from bench.run import RUN_LABELS, RUNS, import_split
+from bench.harness import FAILING_RUNS, ONE_VCPU_MB
+from bench.run import FAILING_LABELS, RUN_LABELS, RUNS, import_split
 from local.stack import load_template
 
 
@@ -25,8 +25,8 @@ def tables(results: dict[str, Any]) -> str:
         "was shared with other jobs).",
         "",
         "| clients | run | wall s | worker CPU s | moto CPU s | records/s | XPM calls | token refreshes "
-        "| Active writes | Active requests | peak RSS MB |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| Active writes | Active items read | Active requests | peak RSS MB |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for size, figures in results["sizes"].items():
         for name in RUNS:
@@ -37,19 +37,22 @@ def tables(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {int(size):,} | {RUN_LABELS[name]} | {run['seconds']:.1f} | {run['cpu_seconds']:.1f} "
                 f"| {run['moto_cpu_seconds']:.1f} | {run['records_per_second']:.0f} | {run['sim_xpm_calls']} "
-                f"| {run['token_refreshes']} | {run['active_writes']:,} | {requests} "
-                f"| {run['peak_rss_mb']:.0f} |"
+                f"| {run['token_refreshes']} | {run['active_writes']:,} | {run['active_items_read']:,} "
+                f"| {requests} | {run['peak_rss_mb']:.0f} |"
             )
         base = figures["baseline"]
         lines.append(
             f"| {int(size):,} | baseline: download {base['bytes'] / 1e6:.1f} MB "
             f"({base['download_seconds']:.1f} s) + batch-write ({base['write_seconds']:.1f} s) "
             f"| {base['seconds']:.1f} | {base['cpu_seconds']:.1f} "
-            f"| {base['moto_cpu_seconds']:.1f} | | 1 | | {base['items']:,} | | {base['peak_rss_mb']:.0f} |"
+            f"| {base['moto_cpu_seconds']:.1f} | | 1 | | {base['items']:,} | | | {base['peak_rss_mb']:.0f} |"
         )
         lines.append(
-            f"| {int(size):,} | **full sync / baseline** | **{figures['ratio']:.2f}x** | | | | | | | | |"
+            f"| {int(size):,} | **full sync / baseline** | **{figures['ratio']:.2f}x** | | | | | | | | | |"
         )
+    lines += ["", incremental_table(results), "", day_table(results)]
+    if results.get("failing"):
+        lines += ["", failing_table(results["failing"])]
     lines += [
         "",
         "| handler module | import ms (median) | runs ms | heaviest imports (ms) |",
@@ -85,6 +88,82 @@ def tables(results: dict[str, Any]) -> str:
     for target in results.get("targets", []):
         verdict = "PASS" if target["passed"] else "**FAIL**"
         lines.append(f"| {target['name']} | {target['figure']} | {target['limit']} | {verdict} |")
+    return "\n".join(lines)
+
+
+def _seconds(by_operation: dict[str, float]) -> str:
+    return ", ".join(f"{op} {seconds:.1f}" for op, seconds in sorted(by_operation.items()))
+
+
+def incremental_table(results: dict[str, Any]) -> str:
+    """What the 1%-changed run read from Active, and its time against the no-change rerun."""
+    lines = [
+        "| clients | changed | Active items read | users + offices | items per changed record | Active "
+        "requests | request seconds (summed over threads) | wall s | rerun wall s | vs rerun |",
+        "|---:|---:|---:|---:|---:|---|---|---:|---:|---:|",
+    ]
+    for size, figures in results["sizes"].items():
+        run, rerun = figures["runs"]["incremental"], figures["runs"]["rerun"]
+        fixed = figures["users"] + figures["offices"]
+        requests = ", ".join(
+            f"{n} {op}" for op, n in sorted(run["active_requests"].items()) if op != "items written"
+        )
+        lines.append(
+            f"| {int(size):,} | {figures['changed']:,} | {run['active_items_read']:,} "
+            f"| {figures['users']} + {figures['offices']} "
+            f"| {(run['active_items_read'] - fixed) / figures['changed']:.2f} | {requests} "
+            f"| {_seconds(run.get('active_request_seconds', {}))} | {run['seconds']:.2f} "
+            f"| {rerun['seconds']:.2f} | {run['seconds'] / rerun['seconds']:.1f}x |"
+        )
+    return "\n".join(lines)
+
+
+def day_table(results: dict[str, Any]) -> str:
+    """Bytes downloaded from XPM per firm-day: the hourly runs and the daily full read."""
+    lines = [
+        "| clients | hourly runs | changed an hour | clients read an hour (min-max) | hourly bytes (mean) "
+        "| hourly runs' bytes | daily full read bytes | **per firm-day** | XPM calls |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for size, figures in results["sizes"].items():
+        day = figures["day"]
+        runs = day["runs"]
+        read = [run["clients_read"] for run in runs]
+        lines.append(
+            f"| {int(size):,} | {day['hours']} | {day['changed_per_hour']} | {min(read)}-{max(read)} "
+            f"| {day['hourly_bytes'] / len(runs) / 1e3:,.1f} KB | {day['hourly_bytes'] / 1e6:,.2f} MB "
+            f"| {day['full_read_bytes'] / 1e6:,.1f} MB | **{day['bytes'] / 1e6:,.1f} MB** "
+            f"| {day['xpm_calls']} |"
+        )
+    return "\n".join(lines)
+
+
+def failing_table(failing: dict[str, Any]) -> str:
+    """The firm with failing clients: each run's outcome, writes and item sizes."""
+    lines = [
+        f"Firm of {failing['clients']:,} clients, {failing['failing']:,} of them with no partner in XPM and "
+        "no Default Partner on the office:",
+        "",
+        "| run | wall s | status | XPM calls | clients created / failed | Active writes | Active items read "
+        "| Active requests | sync-log items written (requests) | sync-log items read | largest item written "
+        "(Active / sync log / config), bytes | config item bytes | peak RSS MB |",
+        "|---|---:|---|---:|---|---:|---:|---|---|---:|---|---:|---:|",
+    ]
+    for name in FAILING_RUNS:
+        run = failing["runs"][name]
+        log = run["sync_log"]
+        largest = run["largest_item_bytes"]
+        requests = ", ".join(
+            f"{n} {op}" for op, n in sorted(run["active_requests"].items()) if op != "items written"
+        )
+        lines.append(
+            f"| {FAILING_LABELS[name]} | {run['seconds']:.1f} | {run['status']} | {run['sim_xpm_calls']} "
+            f"| {run['counts']['client']['created']:,} / {run['counts']['client']['failed']:,} "
+            f"| {run['active_writes']:,} | {run['active_items_read']:,} | {requests} "
+            f"| {log['items_written']:,} ({log['write_requests']:,}) | {log['items_read']:,} "
+            f"| {largest['active']:,} / {largest['sync_log']:,} / {largest['config']:,} "
+            f"| {run['config_item_bytes']:,} | {run['peak_rss_mb']:.0f} |"
+        )
     return "\n".join(lines)
 
 

@@ -16,17 +16,21 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.sqs.models import Queue, sqs_backends
 
+from bench import run as bench_run
 from bench.harness import (
     STACK_FLOOR_MODULE,
     STACK_FLOOR_SOURCE,
     add_firm,
     bench_stack,
     change_clients,
+    count_records,
     globals_environment,
     import_packages,
     libraries_module_source,
     measure_baseline,
     measure_dispatch,
+    measure_failing_firm,
+    measure_firm_day,
     measure_sync,
     modules_loaded_by,
     parse_importtime,
@@ -40,7 +44,9 @@ from bench.moto_process import (
     _query_by_key,
     _update_item,
 )
-from bench.run import evaluate
+from bench.report import day_table, failing_table, incremental_table
+from bench.run import evaluate, failing_targets, summarize_day
+from local.write_counts import items_read, tables_of
 
 IMPORTTIME = """\
 import time: self [us] | cumulative | imported package
@@ -101,11 +107,13 @@ def test_handlers_are_imported_with_the_templates_global_variables() -> None:
     assert variables["POWERTOOLS_LOG_LEVEL"] == "INFO"  # prod's, looked up per environment
 
 
-def test_bench_measures_the_real_path_at_a_tiny_size() -> None:
+def test_bench_measures_the_real_path_at_a_tiny_size(monkeypatch: pytest.MonkeyPatch) -> None:
     with bench_stack() as bench:
         firm = add_firm(bench, 50, staff=10)
         first = measure_sync(bench, firm)
         rerun = measure_sync(bench, firm)
+        day = measure_firm_day(bench, firm, hours=2, share=0.02)
+        users, offices = count_records(bench, firm, "USER#"), count_records(bench, firm, "OFFICE#")
         changed = change_clients(firm, share=0.04)
         incremental = measure_sync(bench, firm)
         baseline = measure_baseline(bench, firm, items=first["active_writes"])
@@ -117,31 +125,89 @@ def test_bench_measures_the_real_path_at_a_tiny_size() -> None:
     assert first["active_writes"] >= 50
     assert first["peak_rss_mb"] > 0
     assert first["records_per_second"] > 0
+    assert first["xpm_bytes"] == sum(first["xpm_bytes_by_endpoint"].values()) > rerun["xpm_bytes"] > 0
     assert rerun["active_writes"] == 0
     assert rerun["sim_xpm_endpoints"] == {"staff.api/list": 1, "client.api/list": 1}
+    # A quiet hour reads the firm's users and offices from Active, and no client.
+    assert (users, offices) == (11, 1)  # ten staff and the seeded admin
+    assert rerun["active_items_read"] == users + offices
+    # Each hour reads its own change from XPM (the day's hours are simulated), nothing more.
+    assert [run["changed"] for run in day] == [1, 1]
+    assert [sum(run["counts"]["client"].values()) for run in day] == [1, 1]
+    assert all(run["sim_xpm_endpoints"] == {"staff.api/list": 1, "client.api/list": 1} for run in day)
     assert incremental["active_writes"] == changed == 2
+    # By key: each changed client found by its XPM UUID and its code, on top of users and offices.
+    assert incremental["active_items_read"] == users + offices + 2 * changed
+    assert incremental["active_requests"]["Query"] > incremental["active_items_read"] - users - offices
     assert baseline["items"] == first["active_writes"]
     assert baseline["bytes"] > 0
     assert dispatch["queued"] == dispatch["messages_on_queue"] == 15
     assert dispatch["timeout_seconds"] > 0
 
-    results = {
+    results: dict[str, Any] = {
         "sizes": {
             "50": {
-                "runs": {"first": first, "rerun": rerun, "daily": rerun, "incremental": incremental},
+                "runs": {"first": first, "rerun": rerun, "daily": first, "incremental": incremental},
                 "baseline": baseline,
                 "ratio": first["seconds"] / baseline["seconds"],
                 "changed": changed,
+                "users": users,
+                "offices": offices,
+                "day": summarize_day(day, first),
             }
         },
         "imports": [{"module": "functions.sync_worker.app", "ms": 250.0}],
         "dispatch": dispatch,
     }
+    assert results["sizes"]["50"]["day"]["bytes"] == first["xpm_bytes"] + sum(run["xpm_bytes"] for run in day)
+    monkeypatch.setattr(bench_run, "INCREMENTAL_TIME_SIZE", 50)
     verdicts = {t.name: t.passed for t in evaluate(results)}
     assert verdicts["50: rerun, nothing changed writes 0 items"] is True
     assert verdicts["50: no-change rerun makes the minimum XPM calls"] is True
     assert verdicts["50: incremental run writes only the changed items"] is True
+    assert verdicts["50: Active items read by the incremental run"] is True
+    assert "50: incremental run's wall time vs the no-change rerun" in verdicts
+    assert verdicts["50: bytes downloaded from XPM per firm-day"] is True
     assert verdicts["worker cold-start import"] is True
+    assert "| 50 | 2 | 1 |" in day_table(results)
+    assert "| 50 | 2 | 16 | 11 + 1 | 2.00 |" in incremental_table(results)
+
+
+def test_bench_measures_a_firm_with_failing_clients_at_a_tiny_size() -> None:
+    with bench_stack() as bench:
+        failing = measure_failing_firm(bench, 20, share=0.2, staff=10)
+
+    first, retry, fixed = (failing["runs"][name] for name in ("first", "retry", "fixed"))
+    assert failing["failing"] == 4
+    assert first["status"] == "partial"
+    assert (first["counts"]["client"]["created"], first["counts"]["client"]["failed"]) == (16, 4)
+    # Retried from the copies kept in the sync log: no XPM call beyond the two lists, nothing written
+    # to Active, the states and entries rewritten in the sync log.
+    assert retry["sim_xpm_endpoints"] == {"staff.api/list": 1, "client.api/list": 1}
+    assert retry["active_writes"] == 0
+    assert retry["counts"]["client"]["failed"] == 4
+    assert retry["sync_log"]["items_read"] >= 4
+    assert retry["sync_log"]["items_written"] >= 4
+    assert fixed["status"] == "success"
+    assert fixed["counts"]["client"]["created"] == 4
+    assert fixed["sim_xpm_endpoints"] == {"staff.api/list": 1, "client.api/list": 1}
+    for run in (first, retry, fixed):
+        assert 0 < run["config_item_bytes"] == run["largest_item_bytes"]["config"]
+        assert 0 < run["largest_item_bytes"]["sync_log"] < 64 * 1024
+    verdicts = {t.name: t.passed for t in failing_targets(failing)}
+    assert all(verdicts.values()), verdicts
+    assert "Firm of 20 clients, 4 of them" in failing_table(failing)
+
+
+def test_items_read_counts_the_items_an_answer_returns_from_one_table() -> None:
+    assert items_read("active", "Query", {"TableName": "active"}, {"Items": [{}, {}], "Count": 2}) == 2
+    assert items_read("active", "Query", {"TableName": "config"}, {"Items": [{}]}) == 0
+    assert items_read("active", "GetItem", {"TableName": "active"}, {"Item": {"pk": {"S": "x"}}}) == 1
+    assert items_read("active", "GetItem", {"TableName": "active"}, {}) == 0
+    batch: dict[str, Any] = {"Responses": {"active": [{}, {}, {}], "config": [{}]}}
+    assert items_read("active", "BatchGetItem", {"RequestItems": {"active": {}, "config": {}}}, batch) == 3
+    assert tables_of("BatchGetItem", {"RequestItems": {"active": {}, "config": {}}}) == {"active", "config"}
+    assert items_read("active", "UpdateItem", {"TableName": "active"}, {"Attributes": {}}) == 0
 
 
 def test_bench_moto_queue_attributes_answer_as_moto_does(monkeypatch: pytest.MonkeyPatch) -> None:
