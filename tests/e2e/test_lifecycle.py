@@ -611,12 +611,6 @@ def test_a_slow_drip_answer_ends_the_part_with_a_checkpoint_and_its_continuation
     assert min(scaled.left_at_return) > 0, scaled.left_at_return
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine defect (reported): a part stopped by XPM's reading deadline applies one record of "
-    "its batch, because the reading deadline (45 s left) is already under the engine's 60 s checkpoint "
-    "margin, which sync.engine._apply_list checks before each record",
-)
 def test_a_slow_drip_part_applies_what_arrived_before_its_reading_deadline(
     world: SyncWorld, scaled: ScaledInvocations
 ) -> None:
@@ -638,11 +632,6 @@ def test_a_slow_drip_part_applies_what_arrived_before_its_reading_deadline(
     assert scaled.left_at_return[0] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="XPM client defect (reported): the reading deadline is checked only when bytes arrive, and a "
-    "read may wait up to the 60 s per-read timeout, longer than the 45 s kept after the deadline",
-)
 def test_a_drip_pausing_longer_than_the_reading_margin_never_overruns_the_invocation(
     world: SyncWorld, scaled: ScaledInvocations
 ) -> None:

@@ -76,6 +76,9 @@ CONTINUATION_LOST_AFTER = timedelta(hours=2)
 # With less time than this left in the invocation, a run saves a checkpoint and queues its own
 # continuation: enough to write the entries so far, the record states, the run and the checkpoint.
 CHECKPOINT_MARGIN_SECONDS = 60.0
+# What a part keeps after the XPM client's reading deadline to write its checkpoint, once it has
+# applied the records it already read (adapters.xpm.client.READ_DEADLINE_MARGIN_SECONDS is 45).
+FINISHING_MARGIN_SECONDS = 20.0
 # Records looked up in Active together (incremental runs read by key, a batch of keys at a time).
 LOOKUP_BATCH = 100
 # Parts in a row that apply nothing before the run gives up with XPM_TOO_SLOW (SPEC A7).
@@ -252,37 +255,43 @@ def _close_interrupted(firm_id: str, run_id: str, services: SyncServices) -> Non
     Nothing it did is lost: records it wrote are matched by XPM UUID, and since it never
     completed, the next incremental read starts from before it began.
     """
-    interrupted = services.runs.get_run(firm_id, run_id)
-    if interrupted is None or interrupted.status != "running":
-        return
-    now = services.clock.now()
-    interrupted.status = "failed"
-    interrupted.finished_at = iso(now)
-    entry = codes.INTERNAL_ERROR.entry(
-        label="Sync run",
-        message="This run stopped before it finished (its worker was stopped); the next run carried on.",
+    closed = _end_unfinished(
+        firm_id,
+        run_id,
+        services,
+        codes.INTERNAL_ERROR.entry(
+            label="Sync run",
+            message="This run stopped before it finished (its worker was stopped); the next run carried on.",
+        ),
     )
-    interrupted.entry_count = services.runs.add_entries(
-        interrupted, [entry], now, start=interrupted.entry_count
-    )
-    services.runs.save_run(interrupted, now)
-    logger.warning("closed a run whose worker was stopped", extra={"firm_id": firm_id, "run_id": run_id})
+    if closed:
+        logger.warning("closed a run whose worker was stopped", extra={"firm_id": firm_id, "run_id": run_id})
 
 
 def _abandon_preview(firm_id: str, run_id: str, services: SyncServices) -> None:
     """A preview queued for a firm that disconnected since: it ends failed, saying why."""
-    preview = services.runs.get_run(firm_id, run_id)
     services.config.update(firm_id, preview_pending=False)
-    if preview is None or preview.status != "running":
-        return
-    now = services.clock.now()
-    preview.status = "failed"
-    preview.finished_at = iso(now)
-    entry = codes.XPM_NEEDS_RECONNECT.entry(
-        label="Sync run", message="The integration is not connected any more; the preview did not run."
+    _end_unfinished(
+        firm_id,
+        run_id,
+        services,
+        codes.XPM_NEEDS_RECONNECT.entry(
+            label="Sync run", message="The integration is not connected any more; the preview did not run."
+        ),
     )
-    preview.entry_count = services.runs.add_entries(preview, [entry], now, start=preview.entry_count)
-    services.runs.save_run(preview, now)
+
+
+def _end_unfinished(firm_id: str, run_id: str, services: SyncServices, why: Entry) -> bool:
+    """End as failed a run still marked running, with the entry saying why; False if it had ended."""
+    unfinished = services.runs.get_run(firm_id, run_id)
+    if unfinished is None or unfinished.status != "running":
+        return False
+    now = services.clock.now()
+    unfinished.status = "failed"
+    unfinished.finished_at = iso(now)
+    unfinished.entry_count = services.runs.add_entries(unfinished, [why], now, start=unfinished.entry_count)
+    services.runs.save_run(unfinished, now)
+    return True
 
 
 def record_connection_lost(
@@ -490,12 +499,12 @@ def _apply_list(xpm: XpmSource, services: SyncServices, part: _Run, clients: Cli
     last_uuid: str | None = None
     batch: list[XpmClientRecord] = []
 
-    def apply_batch() -> None:
+    def apply_batch(margin: float = CHECKPOINT_MARGIN_SECONDS) -> None:
         nonlocal done, last_uuid
         clients.prepare(batch)
         for record in batch:
             # Each invocation applies at least one record, so a run always makes progress.
-            if part.applied and services.remaining_seconds() < CHECKPOINT_MARGIN_SECONDS:
+            if part.applied and services.remaining_seconds() < margin:
                 raise _OutOfTime(_checkpoint(part, phase="list", processed=done, last_uuid=last_uuid))
             clients.apply(record)
             part.applied += 1
@@ -516,7 +525,10 @@ def _apply_list(xpm: XpmSource, services: SyncServices, part: _Run, clients: Cli
                 apply_batch()
         apply_batch()
     except XpmTooSlow:
-        apply_batch()  # what arrived before the deadline is applied: the run's progress
+        # What arrived before the reading deadline is applied: the part's progress. The reader
+        # stops with more time left than the records already in hand need (READ_DEADLINE_MARGIN),
+        # so only the last moments are kept for the checkpoint.
+        apply_batch(margin=FINISHING_MARGIN_SECONDS)
         raise _OutOfTime(_checkpoint(part, phase="list", processed=done, last_uuid=last_uuid)) from None
     return True
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import queue
 import random
 import threading
 import time
@@ -181,19 +182,28 @@ class XpmApi:
     def _body(self, response: httpx.Response) -> Iterator[bytes]:
         """The answer's bytes as they arrive, until the run's time for reading is up (SPEC A7: an
         overall deadline, not only a per-read timeout, so a slow-drip answer cannot outlive the
-        invocation)."""
+        invocation).
+
+        With a deadline, the bytes are read by a helper thread and handed over here, so that the
+        deadline holds even while no byte comes: a read blocked on the socket cannot be given a new
+        timeout once it has begun. Without one (no invocation to outlive), they are read here."""
+        if self._remaining_seconds is None:
+            yield from _chunks_of(response)
+            return
+        reader = _ChunkReader(response)
         try:
-            for chunk in response.iter_bytes():
-                yield chunk
+            while True:
                 left = self._read_time_left()
-                if left is not None and left <= 0:
-                    raise XpmTooSlow(
-                        "XPM's answer was still arriving when the run's time for reading ran out"
-                    )
-        except httpx.TransportError as exc:
-            raise _BodyInterrupted(
-                f"XPM connection failed while reading the answer ({type(exc).__name__})"
-            ) from exc
+                chunk = reader.next_chunk(timeout=max(0.0, left if left is not None else 0.0))
+                if chunk is None:
+                    return
+                yield chunk
+        except _NoChunkInTime:
+            raise XpmTooSlow(
+                "XPM's answer was still arriving when the run's time for reading ran out"
+            ) from None
+        finally:
+            reader.stop()
 
     @contextmanager
     def _call(self, path: str, params: dict[str, str]) -> Iterator[httpx.Response]:
@@ -307,9 +317,13 @@ class XpmApi:
         return self._remaining_seconds() - READ_DEADLINE_MARGIN_SECONDS
 
     def _request_timeout(self) -> float:
-        """A per-read timeout that never reaches past the reading deadline."""
+        """A per-read timeout that never reaches past the reading deadline, and that one read can
+        never stretch past the invocation's end: the deadline is checked as bytes arrive, so a read
+        started just before it may wait this long after it, within the margin kept for the run."""
         left = self._read_time_left()
-        return self._timeout if left is None else min(self._timeout, max(1.0, left))
+        if left is None:
+            return self._timeout
+        return min(self._timeout, max(1.0, left), READ_DEADLINE_MARGIN_SECONDS - SAFETY_MARGIN_SECONDS)
 
     def _back_off(self, failures: int, why: str, *, cause: Exception | None = None) -> None:
         if failures >= self._max_attempts:
@@ -439,6 +453,68 @@ def _retry_after(value: str | None) -> float | None:
     if not math.isfinite(seconds):
         return None
     return max(seconds, 0.0)
+
+
+def _chunks_of(response: httpx.Response) -> Iterator[bytes]:
+    try:
+        yield from response.iter_bytes()
+    except httpx.TransportError as exc:
+        raise _BodyInterrupted(
+            f"XPM connection failed while reading the answer ({type(exc).__name__})"
+        ) from exc
+
+
+class _NoChunkInTime(Exception):
+    """The reading deadline passed before the next bytes came."""
+
+
+_END = object()
+
+
+class _ChunkReader:
+    """Reads a response's bytes on a daemon thread and hands them over one chunk at a time, so the
+    caller can stop waiting at its deadline whatever the socket does. A few chunks are read ahead at
+    most; once stopped, the thread ends at its next chunk (or when the caller closes the response)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._chunks: queue.Queue[object] = queue.Queue(maxsize=4)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._pump, args=(response,), name="xpm-read", daemon=True)
+        self._thread.start()
+
+    def _pump(self, response: httpx.Response) -> None:
+        try:
+            for chunk in _chunks_of(response):
+                if not self._hand_over(chunk):
+                    return
+            self._hand_over(_END)
+        except Exception as exc:  # handed to the caller's thread, raised there
+            self._hand_over(exc)
+
+    def _hand_over(self, item: object) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._chunks.put(item, timeout=0.5)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def next_chunk(self, *, timeout: float) -> bytes | None:
+        """The next chunk, None at the end; raises what the reading raised, or _NoChunkInTime."""
+        try:
+            item = self._chunks.get(timeout=timeout)
+        except queue.Empty:
+            raise _NoChunkInTime() from None
+        if item is _END:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        assert isinstance(item, bytes)
+        return item
+
+    def stop(self) -> None:
+        self._stopped.set()
 
 
 _CUT_SHORT = (xml.XpmTruncatedResponse, _BodyInterrupted)
