@@ -504,7 +504,13 @@ def test_the_summary_groups_open_problems_by_code_with_counts_the_fix_and_five_e
     states.append(run_problem(codes.XPM_BAD_RESPONSE, first_seen=RUN_2_STARTED))
     two = open_problem(codes.MANAGER_NOT_IN_ACTIVE, "Twice (TW)", n=20, first_seen=RUN_2_STARTED)
     states.append(
-        RecordState(two.entity, two.key, two.label, two.problems + states[7].problems, xpm_uuid=two.xpm_uuid)
+        RecordState(
+            entity=two.entity,
+            key=two.key,
+            label=two.label,
+            problems=two.problems + states[7].problems,
+            xpm_uuid=two.xpm_uuid,
+        )
     )
     fixed = closed(
         open_problem(codes.PARTNER_MISSING, "Fixed (FX)", n=30, first_seen=RUN_1_STARTED), RUN_2_FINISHED

@@ -3,13 +3,11 @@ on moto in process through the functions' own ``Table``."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import boto3
 import pytest
-from moto import mock_aws
+from xpm_sync.adapters import aws as aws_clients
 from xpm_sync.adapters.cursors import CursorSigner, forget_keys
 from xpm_sync.adapters.dynamodb import Table
 from xpm_sync.adapters.sync_log import Matches, RecordStates, RunLog
@@ -21,36 +19,18 @@ from xpm_sync.domain.near_match import Suggestion
 from xpm_sync.domain.problems import ClosedProblem, Problem, RecordState
 from xpm_sync.domain.runs import SyncRun
 
+from local.stack import StackNames
+
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 FIRM = "firm-a"
 
 
 @pytest.fixture
-def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Table, Table]]:
-    """A sync log table (pk/sk) and a config table (firm_id), as template.yaml keys them."""
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def tables(aws: StackNames) -> Iterator[tuple[Table, Table]]:
+    """The sync log and config tables, as template.yaml defines them (moto in process)."""
     forget_keys()
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name=os.environ["AWS_DEFAULT_REGION"])
-        client.create_table(
-            TableName="sync-log",
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        client.create_table(
-            TableName="config",
-            KeySchema=[{"AttributeName": "firm_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "firm_id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield Table(client, "sync-log"), Table(client, "config")
+    aws_clients.clear_clients()
+    yield aws_clients.table(aws.sync_log_table), aws_clients.table(aws.config_table)
     forget_keys()
 
 
@@ -128,23 +108,25 @@ def test_entries_filter_by_severity_and_code_page_exactly(tables: tuple[Table, T
 
 
 @pytest.mark.parametrize("tamper", ["garbage", "a.b", "", "x" * 2000])
-def test_a_forged_cursor_is_refused(tables: tuple[Table, Table], tamper: str) -> None:
+def _log_with_a_second_page(tables: tuple[Table, Table]) -> tuple[RunLog, str]:
+    """A run log whose run has 101 entries, and the cursor to its second page."""
     log_table, config_table = tables
     log = RunLog(log_table, CursorSigner(config_table))
     log.add_entries(_run(), [codes.ABN_INVALID.entry(label=f"W{i}", message="m") for i in range(101)], NOW)
     _, cursor = log.entries_page(FIRM, _run().run_id)
     assert cursor is not None
+    return log, cursor
+
+
+def test_a_forged_cursor_is_refused(tables: tuple[Table, Table], tamper: str) -> None:
+    log, cursor = _log_with_a_second_page(tables)
 
     with pytest.raises(InvalidCursor):
         log.entries_page(FIRM, _run().run_id, cursor=tamper or cursor[:-2] + "AA")
 
 
 def test_another_firms_or_another_lists_cursor_is_refused(tables: tuple[Table, Table]) -> None:
-    log_table, config_table = tables
-    log = RunLog(log_table, CursorSigner(config_table))
-    log.add_entries(_run(), [codes.ABN_INVALID.entry(label=f"W{i}", message="m") for i in range(101)], NOW)
-    _, cursor = log.entries_page(FIRM, _run().run_id)
-    assert cursor is not None
+    log, cursor = _log_with_a_second_page(tables)
 
     with pytest.raises(InvalidCursor):
         log.entries_page("firm-b", _run().run_id, cursor=cursor)

@@ -97,8 +97,23 @@ def _synced(item: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, object
     return {name: item[name] for name in names if item.get(name) is not None}
 
 
+class _Synced:
+    """Text attributes of a stored record's synced values (absent and empty both read as None)."""
+
+    __slots__ = ()
+    synced: SyncedValues
+
+    def _text(self, name: str) -> str | None:
+        value = self.synced.get(name)
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def xpm_uuid(self) -> str | None:
+        return self._text("xpm_uuid")
+
+
 @dataclass(frozen=True, slots=True)
-class StoredUser:
+class StoredUser(_Synced):
     """An Active user item, reduced to its id and the attributes the sync owns."""
 
     user_id: str
@@ -110,17 +125,11 @@ class StoredUser:
 
     @property
     def email(self) -> str | None:
-        value = self.synced.get("email")
-        return value if isinstance(value, str) else None
-
-    @property
-    def xpm_uuid(self) -> str | None:
-        value = self.synced.get("xpm_uuid")
-        return value if isinstance(value, str) and value else None
+        return self._text("email")
 
 
 @dataclass(frozen=True, slots=True)
-class StoredClient:
+class StoredClient(_Synced):
     """An Active client item, reduced to its id and the attributes the sync owns."""
 
     client_id: str
@@ -135,17 +144,9 @@ class StoredClient:
         merged = {**self.synced, **changes}
         return StoredClient(self.client_id, {k: v for k, v in merged.items() if v is not None})
 
-    def _text(self, name: str) -> str | None:
-        value = self.synced.get(name)
-        return value if isinstance(value, str) and value else None
-
     @property
     def code(self) -> str | None:
         return self._text("code")
-
-    @property
-    def xpm_uuid(self) -> str | None:
-        return self._text("xpm_uuid")
 
     @property
     def legal_name(self) -> str | None:

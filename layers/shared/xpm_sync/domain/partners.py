@@ -58,40 +58,34 @@ class PeopleDirectory:
                     "The client has no Partner in XPM and the firm has no Default Partner.",
                 )
         else:
-            partner_email = self._email_of(mapping.partner_uuid)
+            partner_email, partner_user_id = self._user_of(mapping.partner_uuid)
             if partner_email is None:
                 problem(
                     entries.PARTNER_NOT_IN_XPM_STAFF,
                     f"The client's Partner (XPM staff {mapping.partner_uuid}) is not in XPM's staff list "
                     "or has no email there.",
                 )
-            else:
-                partner_user_id = self.user_id_by_email.get(normalise_email(partner_email))
-                if partner_user_id is None:
-                    problem(
-                        entries.PARTNER_NOT_IN_ACTIVE,
-                        f"The client's Partner {partner_email} has no Active user with that email.",
-                    )
+            elif partner_user_id is None:
+                problem(
+                    entries.PARTNER_NOT_IN_ACTIVE,
+                    f"The client's Partner {partner_email} has no Active user with that email.",
+                )
 
         manager_user_id: str | None = None
         if mapping.manager_uuid is not None:
-            manager_email = self._email_of(mapping.manager_uuid)
-            if manager_email is None:
-                problem(
-                    entries.MANAGER_NOT_IN_ACTIVE,
-                    f"The client's Manager (XPM staff {mapping.manager_uuid}) is not in XPM's staff list "
-                    "or has no email there; the manager was left empty.",
+            manager_email, manager_user_id = self._user_of(mapping.manager_uuid)
+            if manager_user_id is None:
+                who = (
+                    f"(XPM staff {mapping.manager_uuid}) is not in XPM's staff list or has no email there"
+                    if manager_email is None
+                    else f"{manager_email} has no Active user with that email"
                 )
-            else:
-                manager_user_id = self.user_id_by_email.get(normalise_email(manager_email))
-                if manager_user_id is None:
-                    problem(
-                        entries.MANAGER_NOT_IN_ACTIVE,
-                        f"The client's Manager {manager_email} has no Active user with that email; "
-                        "the manager was left empty.",
-                    )
+                problem(
+                    entries.MANAGER_NOT_IN_ACTIVE, f"The client's Manager {who}; the manager was left empty."
+                )
         return ResolvedPeople(partner_user_id, manager_user_id, tuple(found))
 
-    def _email_of(self, staff_uuid: str) -> str | None:
-        email = self.staff_email_by_uuid.get(uuid_key(staff_uuid))
-        return (email.strip() or None) if email is not None else None
+    def _user_of(self, staff_uuid: str) -> tuple[str | None, str | None]:
+        """The XPM staff member's email, and the Active user with it (None for either unknown)."""
+        email = (self.staff_email_by_uuid.get(uuid_key(staff_uuid)) or "").strip() or None
+        return email, self.user_id_by_email.get(normalise_email(email)) if email else None

@@ -31,18 +31,24 @@ class Problem:
     runs: int  # how many runs reported it
 
 
-@dataclass(frozen=True)
-class RecordState:
-    """One record's open problems, and the copy it is retried from."""
+@dataclass(frozen=True, kw_only=True)
+class RecordRef:
+    """The record a state or a sighting is about, as an admin and the sync know it."""
 
     entity: EntryEntity
-    key: str
+    key: str  # record_key(): how its state is found again
     label: str
-    problems: tuple[Problem, ...]
     xpm_uuid: str | None = None
-    web_url: str | None = None
+    web_url: str | None = None  # XPM's page for it, when XPM sent one
     # The XPM record as last sent (JSON), while it awaits a retry (SPEC A7).
     retry_copy: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordState(RecordRef):
+    """One record's open problems, and the copy it is retried from."""
+
+    problems: tuple[Problem, ...]
     # The run that last saw the record: a full read closes what it did not see.
     seen_run: str | None = None
 
@@ -68,17 +74,11 @@ def record_key(entity: EntryEntity, xpm_uuid: str | None, label: str) -> str:
     return f"{entity}#{xpm_uuid.strip().lower()}" if xpm_uuid else f"{entity}#label#{label}"
 
 
-@dataclass(frozen=True)
-class Sighting:
+@dataclass(frozen=True, kw_only=True)
+class Sighting(RecordRef):
     """What one run found about one record: its entries, and the copy to retry it from if it failed."""
 
-    entity: EntryEntity
-    key: str
-    label: str
     entries: tuple[Entry, ...]
-    xpm_uuid: str | None = None
-    web_url: str | None = None
-    retry_copy: str | None = None
 
     def merged(self, later: Sighting) -> Sighting:
         """The same record reported twice in one run (a repeated UUID): every problem counts, the

@@ -276,18 +276,7 @@ class ClientSync:
                 else:
                     outcome = "unchanged"
         except RecordGone:
-            if existing is not None:
-                self.index.forget(existing)
-            self._fail(
-                record,
-                label,
-                *found,
-                codes.CLIENT_DELETED_DURING_RUN.entry(
-                    label=label,
-                    xpm_uuid=record.uuid,
-                    message=f"{label} was deleted in Active while the sync was running; not updated.",
-                ),
-            )
+            self._deleted_meanwhile(record, label, existing, *found)
             return
         except RecordTooLarge:
             self._fail(
@@ -311,6 +300,23 @@ class ClientSync:
             self.settled_suggestions.add(record.uuid)
         self.findings.report(
             "client", xpm_uuid=record.uuid, label=label, entries=tuple(found), web_url=record.web_url
+        )
+
+    def _deleted_meanwhile(
+        self, record: XpmClientRecord, label: str, client: StoredClient | None, *found: Entry
+    ) -> None:
+        """Active deleted the client while the run went on: not brought back; retried next run."""
+        if client is not None:
+            self.index.forget(client)
+        self._fail(
+            record,
+            label,
+            *found,
+            codes.CLIENT_DELETED_DURING_RUN.entry(
+                label=label,
+                xpm_uuid=record.uuid,
+                message=f"{label} was deleted in Active while the sync was running; not updated.",
+            ),
         )
 
     def _fail(self, record: XpmClientRecord, label: str, *found: Entry, retry: bool = True) -> None:
@@ -441,16 +447,7 @@ class ClientSync:
                 if not self.dry_run:
                     self.store.update("client", linked.client_id, changes)
             except RecordGone:
-                self.index.forget(linked)
-                self._fail(
-                    record,
-                    label,
-                    codes.CLIENT_DELETED_DURING_RUN.entry(
-                        label=label,
-                        xpm_uuid=record.uuid,
-                        message=f"{label} was deleted in Active while the sync was running; not updated.",
-                    ),
-                )
+                self._deleted_meanwhile(record, label, linked)
                 return
             self.index.replace(linked, linked.with_changes(changes))
             self.unlinked.pop(linked.client_id, None)
