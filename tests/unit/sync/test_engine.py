@@ -502,3 +502,24 @@ def test_a_run_records_whose_fault_its_failure_was_for_the_operators_count(firm:
     owners.append(firm.config.last_failure_owner)
 
     assert owners == ["firm", "system", None]
+
+
+def test_a_run_in_parts_judges_its_own_problems_on_the_whole_run(firm: Firm) -> None:
+    # Given a firm whose connection owner left XPM, and a list that stops for time after 2 records
+    partner = with_partner(firm)
+    firm.configs.update(FIRM, connected_by_email="gone@harbour.example")
+    firm.xpm.clients += [client(partner=partner) for _ in range(4)]
+    firm.xpm.break_after = (2, XpmTooSlow("drip"))
+    first = sync(firm)
+    assert first is not None
+    assert first.continued
+
+    # When the next part finishes the run
+    firm.xpm.break_after = None
+    last = sync(firm, resume_run_id=first.run.run_id)
+
+    # Then the first part's run-level warning stays open: the whole run reported it, once
+    assert last is not None
+    assert last.run.status == "success"
+    assert firm.states.states["run"].codes == {"CONNECTION_OWNER_NOT_IN_XPM"}
+    assert [e.code for e in firm.runs.latest_entries()] == ["CONNECTION_OWNER_NOT_IN_XPM"]

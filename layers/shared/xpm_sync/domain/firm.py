@@ -11,9 +11,10 @@ import secrets
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from xpm_sync.domain.clock import parse_iso
+from xpm_sync.domain.entries import Entry
 
 ConnectionStatus = Literal["not_connected", "connected", "needs_reconnect", "disconnected"]
 
@@ -36,6 +37,9 @@ class Checkpoint(BaseModel):
     saved_at: str | None = None  # when the part that stopped here ended, ISO 8601 UTC
     # Parts in a row that applied no record before their time ran out (SPEC A7: XPM_TOO_SLOW).
     parts_without_progress: int = 0
+    # The run-level entries of the parts so far (a few at most: one per run-level code): the
+    # run's own problems are judged on the whole run when it ends (SPEC B6).
+    run_entries: list[Entry] = Field(default_factory=list)
 
 
 class FirmConfig(BaseModel):

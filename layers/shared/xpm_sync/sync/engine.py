@@ -147,6 +147,12 @@ class _Run:
     applied: int = 0  # records applied by this part
     states: dict[str, RecordState] = field(default_factory=dict)
     store: ActiveStore | None = None
+    # Run-level entries earlier parts of the run reported (their log is written already).
+    earlier_run_entries: list[Entry] = field(default_factory=list)
+
+    def run_entries(self) -> list[Entry]:
+        """Every run-level entry of the whole run so far, earlier parts' included."""
+        return self.earlier_run_entries + [entry for entry in self.findings.entries if entry.entity == "run"]
 
     @property
     def dry_run(self) -> bool:
@@ -234,6 +240,7 @@ def _start(
         return None
     part = _Run(run=unfinished, config=config, resume=checkpoint)
     part.findings.written = unfinished.entry_count
+    part.earlier_run_entries = list(checkpoint.run_entries)
     return part
 
 
@@ -369,13 +376,14 @@ def _sync(services: SyncServices, part: _Run) -> None:
         )
     default_partner = office.default_partner_user_id or None
     if default_partner is not None and not store.user_exists(default_partner):
-        part.findings.run_level(
-            codes.DEFAULT_PARTNER_NOT_IN_ACTIVE.entry(
-                label="Default Partner",
-                message=f"The default office {office.code}'s Default Partner (user {default_partner}) is "
-                "not an Active user; clients without a Partner in XPM cannot be synced.",
+        if part.resume is None:  # reported once per run, by its first part
+            part.findings.run_level(
+                codes.DEFAULT_PARTNER_NOT_IN_ACTIVE.entry(
+                    label="Default Partner",
+                    message=f"The default office {office.code}'s Default Partner (user {default_partner}) "
+                    "is not an Active user; clients without a Partner in XPM cannot be synced.",
+                )
             )
-        )
         default_partner = None
     xpm = services.xpm_factory(config.tenant_id, services.tokens.for_firm(config.firm_id))
     try:
@@ -586,7 +594,7 @@ def _suspend(services: SyncServices, part: _Run, checkpoint: Checkpoint) -> RunR
     run.full_read = part.full_read
     run.entry_count = services.runs.add_entries(run, part.findings.unwritten(), now, start=run.entry_count)
     services.runs.save_run(run, now)
-    saved = checkpoint.model_copy(update={"saved_at": iso(now)})
+    saved = checkpoint.model_copy(update={"saved_at": iso(now), "run_entries": part.run_entries()})
     services.config.update(part.config.firm_id, checkpoint=saved.model_dump())
     services.queue.enqueue_continuation(part.config.firm_id, run.trigger, run.run_id)
     logger.info(
@@ -694,11 +702,11 @@ def _identity_failure(error: XeroIdentityError) -> _RunFailure:
 # --- The end of a run ----------------------------------------------------------------------------
 
 
-def _status(run: SyncRun, findings: RunFindings, failure: _RunFailure | None) -> str:
+def _status(run: SyncRun, run_entries: list[Entry], failure: _RunFailure | None) -> str:
     if failure is not None:
         return "failed"
     record_failed = any(counts.get("failed") for counts in run.counts.values())
-    run_error = any(entry.entity == "run" and entry.severity == "error" for entry in findings.entries)
+    run_error = any(entry.severity == "error" for entry in run_entries)
     return "partial" if record_failed or run_error else "success"
 
 
@@ -721,7 +729,7 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
             logger.info("firm disconnected during the run", extra={"firm_id": config.firm_id})
             message += " The integration was disconnected while this run went on; it stays disconnected."
         findings.run_level(failure.kind.entry(label="Sync run", message=message))
-    run.status = _status(run, findings, failure)  # type: ignore[assignment]
+    run.status = _status(run, part.run_entries(), failure)  # type: ignore[assignment]
     run.finished_at = iso(finished)
     run.xpm_calls += part.xpm_calls
     run.full_read = part.full_read
@@ -729,7 +737,7 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
     failures_in_a_row = _failures_in_a_row(config, failure)
     if not part.dry_run:
         # A run's own problems close at the next run that does not report them (SPEC B6).
-        findings.sightings[RUN_KEY] = run_level_sighting(findings.entries)
+        findings.sightings[RUN_KEY] = run_level_sighting(part.run_entries())
         _save_states(services, part, finished, complete=completed)
         if (
             not disconnected
@@ -754,7 +762,7 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
         services.config.update(config.firm_id, preview_pending=False)
     else:
         _record_end(services, part, completed, failures_in_a_row)
-    record_run_metrics(run, seconds, [entry.code for entry in findings.entries if entry.entity == "run"])
+    record_run_metrics(run, seconds, [entry.code for entry in part.run_entries()])
     logger.info(
         "sync run finished",
         extra={
@@ -780,7 +788,7 @@ def _record_end(services: SyncServices, part: _Run, completed: bool, failures_in
     services.config.update(
         config.firm_id, last_run_id=run.run_id, run_pending=False, checkpoint=None, running_run_id=None
     )
-    run_codes = [entry.code for entry in part.findings.entries if entry.entity == "run"]
+    run_codes = [entry.code for entry in part.run_entries()]
     state: dict[str, Any] = {
         "transient_failures_in_a_row": failures_in_a_row,
         "last_failure_owner": failed_run_fault(run.status, run_codes),
