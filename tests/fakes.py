@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,6 +50,8 @@ class FakeActive:
     user_items: dict[str, dict[str, Any]] = field(default_factory=dict)
     client_items: dict[str, dict[str, Any]] = field(default_factory=dict)
     items_read: int = 0
+    # The index lookups made, in order: "uuid" or "code" (an incremental run reads by key).
+    lookups: list[str] = field(default_factory=list)
     writes: Counter[str] = field(default_factory=Counter)
     refuse_swaps: bool = False
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -96,11 +99,13 @@ class FakeActive:
         return StoredClient.from_item(item) if item else None
 
     def clients_by_uuid(self, xpm_uuids: Collection[str]) -> list[StoredClient]:
+        self.lookups.append("uuid")
         found = [item for item in self.client_items.values() if item.get("xpm_uuid") in set(xpm_uuids)]
         self.items_read += len(found)
         return [StoredClient.from_item(item) for item in found]
 
     def clients_by_code(self, codes: Collection[str]) -> list[StoredClient]:
+        self.lookups.append("code")
         spellings = {spelling for code in codes for spelling in (code, code.upper(), code.lower())}
         found = [item for item in self.client_items.values() if item.get("code") in spellings]
         self.items_read += len(found)
@@ -128,6 +133,16 @@ class FakeActive:
             else:
                 items[record_id][name] = value
         self.writes["update"] += 1
+
+    def update_soon(self, entity: str, record_id: str, changes: SyncedValues) -> Future[None]:
+        answer: Future[None] = Future()
+        try:
+            self.update(entity, record_id, changes)
+        except Exception as error:
+            answer.set_exception(error)
+        else:
+            answer.set_result(None)
+        return answer
 
     def set_codes(self, entity: str, codes: list[tuple[str, str]]) -> bool:
         if self.refuse_swaps or any(record_id not in self.client_items for record_id, _ in codes):

@@ -523,3 +523,29 @@ def test_a_run_in_parts_judges_its_own_problems_on_the_whole_run(firm: Firm) -> 
     assert last.run.status == "success"
     assert firm.states.states["run"].codes == {"CONNECTION_OWNER_NOT_IN_XPM"}
     assert [e.code for e in firm.runs.latest_entries()] == ["CONNECTION_OWNER_NOT_IN_XPM"]
+
+
+def test_a_retry_that_fails_before_active_matters_reads_nothing_from_active(firm: Firm) -> None:
+    # Given clients failing on a missing partner (no default partner), kept for their retry
+    firm.xpm.clients += [client(partner=None) for _ in range(50)]
+    run(firm)
+    firm.active.items_read = 0
+
+    # When the next hourly run retries them, still without a partner
+    again = run(firm)
+
+    # Then it read the firm's users and office, and no client: their records fail whatever Active holds
+    assert again.counts["client"]["failed"] == 50
+    assert firm.active.items_read == len(firm.active.user_items) + len(firm.active.offices_by_code)
+
+
+def test_a_changed_client_still_holding_its_code_is_looked_up_once(firm: Firm) -> None:
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner) for _ in range(5)]
+    run(firm)
+    firm.xpm.put(firm.xpm.clients[2].model_copy(update={"phone": "03 9000 0000"}), at=firm.clock.now())
+    firm.active.lookups.clear()
+
+    run(firm)
+
+    assert firm.active.lookups == ["uuid"], "found by its UUID, holding its code: no holder to look for"

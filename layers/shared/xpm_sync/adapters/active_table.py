@@ -130,6 +130,8 @@ class ActiveRepository:
         self.firm_id = firm_id
         self._pk = f"FIRM#{firm_id}"
         self._new_records = BatchWrites(table, writers=writers)
+        self._writers = writers
+        self._updates: ThreadPoolExecutor | None = None
         self._ids = RecordIds()
 
     def _query(self, prefix: str) -> Iterator[dict[str, Any]]:
@@ -247,8 +249,21 @@ class ActiveRepository:
         return record_id
 
     def flush(self) -> None:
-        """Write the new records still buffered and wait for them (BatchWrites.flush)."""
-        self._new_records.flush()
+        """Write the new records still buffered and wait for them (BatchWrites.flush), and for
+        every update sent with ``update_soon``; no writer thread outlives it."""
+        try:
+            self._new_records.flush()
+        finally:
+            if self._updates is not None:
+                self._updates.shutdown(wait=True)
+                self._updates = None
+
+    def update_soon(self, entity: str, record_id: str, changes: SyncedValues) -> Future[None]:
+        """:meth:`update` on one of a few writer threads, while the caller goes on: an incremental
+        run's updates each mostly wait on the network. The future raises what ``update`` would."""
+        if self._updates is None:
+            self._updates = ThreadPoolExecutor(max_workers=self._writers, thread_name_prefix="active-updates")
+        return self._updates.submit(self.update, entity, record_id, changes)
 
     def update(self, entity: str, record_id: str, changes: SyncedValues) -> None:
         """SET the changed synced values and REMOVE the ones XPM emptied; nothing else."""

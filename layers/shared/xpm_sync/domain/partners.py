@@ -40,6 +40,12 @@ class PeopleDirectory:
         wanted = normalise_email(email)
         return any(normalise_email(known) == wanted for known in self.staff_email_by_uuid.values())
 
+    def resolves_partner(self, mapping: ClientMapping) -> bool:
+        """Whether the client's Partner (or, with none, the default partner) is an Active user."""
+        if mapping.partner_uuid is None:
+            return self.default_partner_user_id is not None
+        return self._user_of(mapping.partner_uuid)[1] is not None
+
     def resolve(self, mapping: ClientMapping, *, label: str, xpm_uuid: str) -> ResolvedPeople:
         """The Active users for a client's XPM Partner and Manager; only the entries found here
         are returned (``mapping.entries`` stay with the caller)."""

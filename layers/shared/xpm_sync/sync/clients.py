@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from xpm_sync.domain import entries as codes
@@ -79,6 +80,18 @@ class ClientIndex:
         return self.by_code.get(code_key(code))
 
 
+@dataclass(frozen=True)
+class _Write:
+    """A client's update on its way to Active, and what its record becomes once it has answered."""
+
+    record: XpmClientRecord
+    label: str
+    found: list[Entry]
+    client: StoredClient  # as Active holds it once written
+    outcome: str
+    answer: Future[None]
+
+
 @dataclass
 class ClientSync:
     store: ActiveStore
@@ -97,6 +110,8 @@ class ClientSync:
     applied_from_list: set[str] = field(default_factory=set)
     # Suggestions whose record synced this run: the answer has served.
     settled_suggestions: set[str] = field(default_factory=set)
+    # Updates sent and not yet answered, by client id (at most one per client).
+    _in_flight: dict[str, _Write] = field(default_factory=dict)
 
     # --- reading Active --------------------------------------------------------------------------
 
@@ -110,20 +125,47 @@ class ClientSync:
         return list(self.unlinked.values())
 
     def prepare(self, records: Sequence[XpmClientRecord]) -> None:
-        """Look up, by key, the Active clients these records may concern (incremental runs)."""
+        """Look up, by key, the Active clients these records may concern (incremental runs): by
+        UUID, then by code only where the UUID did not find the client already holding it. A record
+        that cannot be synced whatever Active holds (its mapping or partner fails) is not looked up:
+        a firm with thousands of records failing on a missing partner costs no read for them."""
         if self.index.complete:
             return
-        uuids = {r.uuid for r in records if r.uuid} - self.index.looked_up_uuids
-        wanted_codes = {code.strip() for r in records if (code := r.client_code) and code.strip()}
-        new_codes = {code for code in wanted_codes if code_key(code) not in self.index.looked_up_codes}
-        found = self.store.clients_by_uuid(uuids) if uuids else []
-        found += self.store.clients_by_code(new_codes) if new_codes else []
+        concerned = [record for record in records if record.uuid and self._may_write(record)]
+        uuids = {record.uuid for record in concerned} - self.index.looked_up_uuids
+        if uuids:
+            self._remember_found(self.store.clients_by_uuid(uuids))
+            self.index.looked_up_uuids |= uuids
+        codes_wanted = {
+            code
+            for record in concerned
+            if (code := (record.client_code or "").strip())
+            and code_key(code) not in self.index.looked_up_codes
+            and not self._holds_own_code(record, code)
+        }
+        if codes_wanted:
+            self._remember_found(self.store.clients_by_code(codes_wanted))
+        self.index.looked_up_codes |= {code_key(code) for code in codes_wanted}
+
+    def _may_write(self, record: XpmClientRecord) -> bool:
+        if record.is_prospect:
+            return False
+        if record.is_archived or record.is_deleted:
+            return True
+        mapping = map_client(record)
+        return mapping.fields is not None and self.people.resolves_partner(mapping)
+
+    def _holds_own_code(self, record: XpmClientRecord, code: str) -> bool:
+        """The client linked to the record already holds its code: nobody else can (one code, one
+        client), so there is no holder to look for."""
+        linked = self.index.by_uuid.get(record.uuid)
+        return linked is not None and code_key(linked.code or "") == code_key(code)
+
+    def _remember_found(self, found: Iterable[StoredClient]) -> None:
         for client in found:
             # What this run wrote is newer than what an index (eventually consistent) returns.
             if client.client_id not in self.index.by_id:
                 self.index.remember(client)
-        self.index.looked_up_uuids |= uuids
-        self.index.looked_up_codes |= {code_key(code) for code in new_codes}
 
     # --- applying records ------------------------------------------------------------------------
 
@@ -252,48 +294,95 @@ class ClientSync:
         linked: bool,
         code_written: bool,
     ) -> None:
-        try:
-            if existing is None:
+        if existing is None:
+            try:
                 client_id = (
                     f"planned-{record.uuid}"
                     if self.dry_run
                     else self.store.create("client", desired, office_code=self.default_office_code)
                 )
-                self.index.remember(
-                    StoredClient(client_id, {k: v for k, v in desired.items() if v is not None})
-                )
-                outcome = "created"
-            else:
-                changes = changed_values(existing.synced, desired)
-                if changes and not self.dry_run:
-                    self.store.update("client", existing.client_id, changes)
-                self.index.replace(existing, existing.with_changes(changes))
-                self.unlinked.pop(existing.client_id, None)
-                if linked and self.dry_run:
-                    outcome = "linked"
-                elif changes or code_written:
-                    outcome = "updated"
-                else:
-                    outcome = "unchanged"
-        except RecordGone:
-            self._deleted_meanwhile(record, label, existing, *found)
+            except RecordTooLarge:
+                self._too_large(record, label, *found)
+                return
+            self.index.remember(StoredClient(client_id, {k: v for k, v in desired.items() if v is not None}))
+            self._written(record, label, found, "created")
             return
-        except RecordTooLarge:
-            self._fail(
+        changes = changed_values(existing.synced, desired)
+        outcome = (
+            "linked" if linked and self.dry_run else "updated" if changes or code_written else "unchanged"
+        )
+        written = existing.with_changes(changes)
+        self.index.replace(existing, written)
+        self.unlinked.pop(existing.client_id, None)
+        if not changes or self.dry_run:
+            self._written(record, label, found, outcome)
+            return
+        self._wait_for_writes_to(existing.client_id)
+        if "code" in changes or "xpm_uuid" in changes:
+            # What links a client, or holds a code, is written before the next record is applied:
+            # Active never holds two clients with one code, not even between two writes.
+            self._resolve(
+                _Write(
+                    record,
+                    label,
+                    found,
+                    written,
+                    outcome,
+                    self.store.update_soon("client", existing.client_id, changes),
+                )
+            )
+        else:
+            # Other fields go out while the next records are applied; the outcome is counted (or the
+            # record failed) when the write has answered (drain).
+            self._in_flight[existing.client_id] = _Write(
                 record,
                 label,
-                *found,
-                codes.RECORD_TOO_LARGE.entry(
-                    label=label,
-                    xpm_uuid=record.uuid,
-                    message=f"{label} is too large for Active to store: it was not written. The sync "
-                    "tries it again when XPM sends it changed.",
-                ),
-                retry=False,
+                found,
+                written,
+                outcome,
+                self.store.update_soon("client", existing.client_id, changes),
             )
+
+    def _wait_for_writes_to(self, client_id: str) -> None:
+        """One write at a time to one client: its earlier write lands first."""
+        earlier = self._in_flight.pop(client_id, None)
+        if earlier is not None:
+            self._resolve(earlier)
+
+    def drain(self) -> None:
+        """Wait for every write in flight and settle each record's outcome (SPEC A5's counts)."""
+        while self._in_flight:
+            _, write = self._in_flight.popitem()
+            self._resolve(write)
+
+    def _resolve(self, write: _Write) -> None:
+        try:
+            write.answer.result()
+        except RecordGone:
+            self._deleted_meanwhile(write.record, write.label, write.client, *write.found)
             return
+        except RecordTooLarge:
+            self._too_large(write.record, write.label, *write.found)
+            return
+        self._written(write.record, write.label, write.found, write.outcome)
+
+    def _written(self, record: XpmClientRecord, label: str, found: list[Entry], outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
         self._synced(record, label, found)
+
+    def _too_large(self, record: XpmClientRecord, label: str, *found: Entry) -> None:
+        self._fail(
+            record,
+            label,
+            *found,
+            codes.RECORD_TOO_LARGE.entry(
+                label=label,
+                xpm_uuid=record.uuid,
+                message=f"{label} is too large for Active to store: it was not written. The sync "
+                "tries it again when XPM sends it changed.",
+            ),
+            retry=False,
+        )
 
     def _synced(self, record: XpmClientRecord, label: str, found: Iterable[Entry]) -> None:
         if record.uuid in self.suggestions:
@@ -399,6 +488,7 @@ class ClientSync:
             for waiter_uuid, waiter in waiters:
                 self._apply(waiter, may_wait=False)
                 self._wake(waiter_uuid)
+        self.drain()
 
     def _swap(self, ring: list[tuple[str, XpmClientRecord]]) -> None:
         """Give every client of the ring its new code in one transaction, so that Active never
@@ -443,6 +533,7 @@ class ClientSync:
         elif not changed_values(linked.synced, changes):
             self.counts["unchanged"] += 1
         else:
+            self._wait_for_writes_to(linked.client_id)
             try:
                 if not self.dry_run:
                     self.store.update("client", linked.client_id, changes)

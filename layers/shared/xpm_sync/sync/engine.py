@@ -519,6 +519,7 @@ def _apply_list(xpm: XpmSource, services: SyncServices, part: _Run, clients: Cli
             done += 1
             last_uuid = record.uuid
         batch.clear()
+        clients.drain()
 
     try:
         for record in xpm.iter_clients(modified_since=part.since):
@@ -559,6 +560,7 @@ def _retry_clients(services: SyncServices, part: _Run, clients: ClientSync) -> N
                 raise _OutOfTime(_checkpoint(part, phase="retries"))
             clients.apply(record, from_retry=True)
             part.applied += 1
+        clients.drain()
 
 
 def _checkpoint(part: _Run, *, phase: str, processed: int = 0, last_uuid: str | None = None) -> Checkpoint:

@@ -7,6 +7,7 @@ sync implement them in memory (``tests/fakes.py``), so the rules of a run are te
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator
+from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -78,6 +79,10 @@ class ActiveStore(Protocol):
     def create(self, entity: str, values: SyncedValues, **owned_at_creation: str) -> str: ...
 
     def update(self, entity: str, record_id: str, changes: SyncedValues) -> None: ...
+
+    def update_soon(self, entity: str, record_id: str, changes: SyncedValues) -> Future[None]:
+        """``update`` on the store's own writers; the future raises what ``update`` would."""
+        ...
 
     def set_codes(self, entity: str, codes: list[tuple[str, str]]) -> bool: ...
 
