@@ -136,9 +136,10 @@ def test_bench_measures_the_real_path_at_a_tiny_size(monkeypatch: pytest.MonkeyP
     assert [sum(run["counts"]["client"].values()) for run in day] == [1, 1]
     assert all(run["sim_xpm_endpoints"] == {"staff.api/list": 1, "client.api/list": 1} for run in day)
     assert incremental["active_writes"] == changed == 2
-    # By key: each changed client found by its XPM UUID and its code, on top of users and offices.
-    assert incremental["active_items_read"] == users + offices + 2 * changed
-    assert incremental["active_requests"]["Query"] > incremental["active_items_read"] - users - offices
+    # By key: each changed client found by its XPM UUID, one index query each (it already holds its
+    # code: no lookup by code), on top of users and offices.
+    assert incremental["active_items_read"] == users + offices + changed
+    assert incremental["active_requests"]["Query"] == rerun["active_requests"]["Query"] + changed
     assert baseline["items"] == first["active_writes"]
     assert baseline["bytes"] > 0
     assert dispatch["queued"] == dispatch["messages_on_queue"] == 15
@@ -170,7 +171,7 @@ def test_bench_measures_the_real_path_at_a_tiny_size(monkeypatch: pytest.MonkeyP
     assert verdicts["50: bytes downloaded from XPM per firm-day"] is True
     assert verdicts["worker cold-start import"] is True
     assert "| 50 | 2 | 1 |" in day_table(results)
-    assert "| 50 | 2 | 16 | 11 + 1 | 2.00 |" in incremental_table(results)
+    assert "| 50 | 2 | 14 | 11 + 1 | 1.00 |" in incremental_table(results)
 
 
 def test_bench_measures_a_firm_with_failing_clients_at_a_tiny_size() -> None:
