@@ -15,9 +15,12 @@ firm's office took seconds beside a 50,000-client partition, and each index look
 incremental run (one client by XPM UUID or code) half a second. A Query on a table is given only
 its partition's items (with ``begins_with`` on the sort key, only those with the prefix; after a
 page's start key, only those beyond it), and an equality on a global index keyed by the table's
-partition key only the items holding that value, from a map of the partition kept until the
-table's next write. moto still applies the key condition, filter, order, limit and projection
-itself, so the answers are moto's own (``test_bench_moto_reads_by_key_answer_as_moto_does``).
+partition key only the items holding that value, from a map of the partition by that value: built
+at the partition's first such query, then kept up to date by each write (the item written is
+re-placed, under a lock: the server answers on many threads), so no lookup reads the whole
+partition again. moto still applies the key condition, filter, order, limit and projection itself,
+so the answers are moto's own (``test_bench_moto_reads_by_key_answer_as_moto_does``, and under
+concurrent writes ``test_bench_moto_index_lookups_hold_under_concurrent_writes``).
 
 And two to moto's SQS, which is quadratic in the queue length where SQS is not (1,000 firms took
 two minutes to queue, 10,000 would take hours): every SendMessage reads ``Queue.attributes`` four
@@ -37,14 +40,15 @@ import inspect
 import json
 import sys
 import threading
+import weakref
 import zlib
-from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from moto.core.responses import ActionContext
 from moto.core.utils import camelcase_to_underscores
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoResult
 from moto.sqs.models import DEDUPLICATION_TIME_IN_SECONDS, Message, Queue
@@ -139,7 +143,7 @@ def _table_candidates(
     with ``begins_with`` on a string sort key only those with the prefix, and after a page's
     ``ExclusiveStartKey`` only those beyond it (as DynamoDB reads a key range, where moto would
     compare every item of the partition on every page)."""
-    items = list(table.items.get(hash_key, {}).values())
+    items = [item for _, item in _snapshot(table.items.get(hash_key, {}))]
     range_attr = table.range_key_attr
     if not all(item.range_key is not None and item.range_key.type == "S" for item in items):
         return items
@@ -159,57 +163,133 @@ def _table_candidates(
 def _index_candidates(
     table: Table, index_name: str, hash_key: Any, comparison: str | None, values: list[Any]
 ) -> list[Any] | None:
-    """The items of ``hash_key``'s partition whose index attribute equals ``values[0]``, from a map
-    of the partition by that attribute kept until the table's next write; None when the query is
-    not such an equality (moto's own path then)."""
+    """The items of ``hash_key``'s partition whose index attribute equals ``values[0]``, from the
+    partition's map by that attribute (``_ValueIndex``, built at the first such query and kept up
+    to date by every write since); None when the query is not such an equality (moto's own path)."""
     index = next((i for i in table.global_indexes or [] if i.name == index_name), None)
     if index is None or comparison not in ("=", "EQ") or len(values) != 1:
         return None
     hashes = [key["AttributeName"] for key in index.schema if key["KeyType"] == "HASH"]
     ranges = [key["AttributeName"] for key in index.schema if key["KeyType"] == "RANGE"]
-    if hashes != [table.hash_key_attr] or len(ranges) != 1:
+    if hashes != [table.hash_key_attr] or len(ranges) != 1 or not _indexable(values[0]):
         return None
-    # Read before the map is built: a write that ends meanwhile moves it on, so the map is rebuilt.
-    generation = table.__dict__.get("_bench_generation", 0)
-    maps: dict[tuple[str, Any], tuple[int, dict[Any, list[Any]]]] = table.__dict__.setdefault(
-        "_bench_index_maps", {}
-    )
-    cached = maps.get((index_name, hash_key))
-    if cached is None or cached[0] != generation:
-        by_value: dict[Any, list[Any]] = defaultdict(list)
-        for item in list(table.items.get(hash_key, {}).values()):
-            value = item.attrs.get(ranges[0])
-            if value is not None:
-                by_value[value].append(item)
-        cached = maps[(index_name, hash_key)] = (generation, by_value)
-    return list(cached[1].get(values[0], ()))
+    with _index_lock:
+        partitions = _value_indexes.setdefault(table, {})
+        by_index = partitions.setdefault(hash_key, {})
+        value_index = by_index.get(index_name)
+        if value_index is None:
+            # Built once, from what the partition holds now; a write that has changed the table
+            # and not yet re-placed its item (it waits for this lock) re-places it after.
+            value_index = by_index[index_name] = _ValueIndex(ranges[0])
+            for range_key, item in _snapshot(table.items.get(hash_key, {})):
+                value_index.place(range_key, item)
+        return value_index.holding(values[0])
 
 
-def _written(table: Table) -> None:
-    """Any write to the table: the index maps of ``_index_candidates`` are stale."""
-    table.__dict__["_bench_generation"] = table.__dict__.get("_bench_generation", 0) + 1
+def _snapshot(partition: dict[Any, Any]) -> list[tuple[Any, Any]]:
+    """The partition's (range key, item) pairs as they are now; a write on another thread may
+    change it meanwhile (moto's writes take no lock), and copying it is then simply done again."""
+    while True:
+        try:
+            return list(partition.items())
+        except RuntimeError:  # changed size during the copy
+            continue
 
 
-def _put_item(self: Table, *args: Any, **kwargs: Any) -> Any:
+def _indexable(value: Any) -> bool:
+    return getattr(value, "type", None) in ("S", "N", "B")
+
+
+class _ValueIndex:
+    """One global index over one partition: its items by the value of the index's range attribute.
+
+    Every write to the partition re-places the item it wrote (``_written``): its old value is
+    forgotten and whatever the table holds under that key now is placed under its value. Placing
+    reads the table's current item, not what the write meant to write, so writes that end in any
+    order leave the map as the table is. The map is only a list of candidates: moto still compares
+    each candidate with the key condition, so a candidate whose value an in-place update is
+    changing at that moment is answered as moto would."""
+
+    def __init__(self, attribute: str) -> None:
+        self.attribute = attribute
+        self._by_value: dict[Any, dict[Any, Any]] = {}  # value -> {range key: item}
+        self._value_of: dict[Any, Any] = {}  # range key -> the value it is placed under
+
+    def place(self, range_key: Any, item: Any | None) -> None:
+        old = self._value_of.pop(range_key, None)
+        if old is not None:
+            holders = self._by_value[old]
+            del holders[range_key]
+            if not holders:
+                del self._by_value[old]
+        value = item.attrs.get(self.attribute) if item is not None else None
+        if value is not None and _indexable(value):
+            self._by_value.setdefault(value, {})[range_key] = item
+            self._value_of[range_key] = value
+
+    def holding(self, value: Any) -> list[Any]:
+        return list(self._by_value.get(value, {}).values())
+
+
+# Guards the maps, which writes and lookups on moto server's threads both change; moto's own
+# operations run outside it. Keyed weakly by table: a table moto replaces (a transaction rolled
+# back, a table deleted and created again) starts with no map and builds its own.
+_index_lock = threading.Lock()
+_value_indexes: weakref.WeakKeyDictionary[Table, dict[Any, dict[str, _ValueIndex]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _written(table: Table, hash_key: Any, range_key: Any) -> None:
+    """A write to the item under these keys has ended (or failed): re-place it in the partition's
+    index maps, if any query has built them."""
+    if range_key is None:
+        return
+    with _index_lock:
+        by_index = _value_indexes.get(table, {}).get(hash_key)
+        if not by_index:
+            return
+        item = table.items.get(hash_key, {}).get(range_key)
+        for value_index in by_index.values():
+            value_index.place(range_key, item)
+
+
+def _keys(table: Table, attributes: Mapping[str, Any]) -> tuple[Any, Any] | None:
+    """The key of the item these attributes (DynamoDB JSON) name, as moto keys its items; None if
+    they name none (moto has refused the request then, and changed nothing)."""
     try:
-        return _moto_put_item(self, *args, **kwargs)
-    finally:
-        _written(self)
+        hash_key = DynamoType(attributes[table.hash_key_attr])
+        range_attribute = table.range_key_attr
+        return hash_key, DynamoType(attributes[range_attribute]) if range_attribute else None
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return None
 
 
-def _delete_item(self: Table, *args: Any, **kwargs: Any) -> Any:
+def _put_item(self: Table, item_attrs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
     try:
-        return _moto_delete_item(self, *args, **kwargs)
+        return _moto_put_item(self, item_attrs, *args, **kwargs)
     finally:
-        _written(self)
+        if (keys := _keys(self, item_attrs)) is not None:
+            _written(self, *keys)
 
 
-def _update_item(self: DynamoDBBackend, table_name: str, *args: Any, **kwargs: Any) -> Any:
+def _delete_item(self: Table, hash_key: Any, range_key: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return _moto_delete_item(self, hash_key, range_key, *args, **kwargs)
+    finally:
+        _written(self, hash_key, range_key)
+
+
+def _update_item(
+    self: DynamoDBBackend, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any
+) -> Any:
     # moto updates the stored item in place (Table.put_item only when the item is new).
     try:
-        return _moto_update_item(self, table_name, *args, **kwargs)
+        return _moto_update_item(self, table_name, key, *args, **kwargs)
     finally:
-        _written(self.get_table(table_name))
+        table = self.tables.get(table_name)
+        if table is not None and (keys := _keys(table, key)) is not None:
+            _written(table, *keys)
 
 
 class _QueueAttributes(Mapping[str, Any]):

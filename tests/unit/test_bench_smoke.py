@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sysconfig
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +42,11 @@ from bench.moto_process import (
     _all_items,
     _delete_item,
     _lazy_queue_attributes,
+    _moto_query,
     _put_item,
     _query_by_key,
     _update_item,
+    _ValueIndex,
 )
 from bench.report import day_table, failing_table, incremental_table
 from bench.run import evaluate, failing_targets, summarize_day
@@ -278,38 +282,48 @@ def test_bench_moto_deduplicates_fifo_messages_by_index_as_sqs_does(monkeypatch:
         assert bodies() == []
 
 
+def _install_fast_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto_process's reads by key, as the bench's moto server installs them."""
+    monkeypatch.setattr(Table, "query", _query_by_key)
+    monkeypatch.setattr(Table, "all_items", _all_items)
+    monkeypatch.setattr(Table, "put_item", _put_item)
+    monkeypatch.setattr(Table, "delete_item", _delete_item)
+    monkeypatch.setattr(DynamoDBBackend, "update_item", _update_item)
+
+
+def _table_with_code_index() -> Any:
+    """A table keyed as Active is (pk, sk), with a global index by (pk, code), on moto in process."""
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    client.create_table(
+        TableName="t",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "code")],
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by_code",
+                "KeySchema": [
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "code", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
+    return boto3.resource("dynamodb", region_name="eu-west-1").Table("t")
+
+
 def _moto_answers(monkeypatch: pytest.MonkeyPatch | None) -> list[list[dict[str, Any]]]:
     """A few queries of the kinds the sync makes (prefix pages both ways, index equalities), before
     and after writes that move an item in and out of an index, on moto in process."""
     if monkeypatch is not None:
-        monkeypatch.setattr(Table, "query", _query_by_key)
-        monkeypatch.setattr(Table, "all_items", _all_items)
-        monkeypatch.setattr(Table, "put_item", _put_item)
-        monkeypatch.setattr(Table, "delete_item", _delete_item)
-        monkeypatch.setattr(DynamoDBBackend, "update_item", _update_item)
+        _install_fast_reads(monkeypatch)
     answers: list[list[dict[str, Any]]] = []
     with mock_aws():
-        client = boto3.client("dynamodb", region_name="eu-west-1")
-        client.create_table(
-            TableName="t",
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk", "code")],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": "by_code",
-                    "KeySchema": [
-                        {"AttributeName": "pk", "KeyType": "HASH"},
-                        {"AttributeName": "code", "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-        )
-        table = boto3.resource("dynamodb", region_name="eu-west-1").Table("t")
+        table = _table_with_code_index()
         for firm in ("A", "B"):
             for number in range(30):
                 kind = ("CLIENT", "USER", "OFFICE")[number % 3]
@@ -365,3 +379,100 @@ def test_bench_moto_reads_by_key_answer_as_moto_does(monkeypatch: pytest.MonkeyP
     moto_answers = _moto_answers(None)
     assert _moto_answers(monkeypatch) == moto_answers
     assert [len(answer) for answer in moto_answers] == [10, 10, 30, 3, 0, 2, 2]
+
+
+def test_bench_moto_index_lookups_hold_under_concurrent_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Index lookups on 4 threads while 3 threads write (updates moving a code, puts replacing an
+    item, deletes and puts back), as moto server's threads do: no lookup fails or misses an item no
+    write touched; the partition is read once, each write re-places only its item; afterwards every
+    answer is moto's own."""
+    places = 0
+    place = _ValueIndex.place
+
+    def counted(index: _ValueIndex, range_key: Any, item: Any) -> None:
+        nonlocal places
+        places += 1
+        place(index, range_key, item)
+
+    monkeypatch.setattr(_ValueIndex, "place", counted)
+    _install_fast_reads(monkeypatch)
+    size, codes = 120, [f"C{n}" for n in range(7)] + ["C9"]
+    with mock_aws():
+        table = _table_with_code_index()
+        for number in range(size):
+            table.put_item(Item={"pk": "FIRM#A", "sk": f"CLIENT#{number:03d}", "code": f"C{number % 7}"})
+        moving = [f"CLIENT#{number:03d}" for number in range(0, size, 3)]
+        stable: dict[str, set[str]] = {code: set() for code in codes}
+        for number in range(size):
+            if number % 3:
+                stable[f"C{number % 7}"].add(f"CLIENT#{number:03d}")
+
+        def by_code(code: str) -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = table.query(
+                IndexName="by_code", KeyConditionExpression=Key("pk").eq("FIRM#A") & Key("code").eq(code)
+            )["Items"]
+            return items
+
+        writes = 0
+        writes_lock = threading.Lock()
+        problems: list[str] = []
+        writing = threading.Barrier(3 + 4)
+        done = threading.Event()
+
+        def writer(seed: int) -> None:
+            nonlocal writes
+            choose = random.Random(seed)
+            writing.wait()
+            for step in range(24):
+                sk, code = choose.choice(moving), choose.choice(codes)
+                key = {"pk": "FIRM#A", "sk": sk}
+                if step % 3 == 0:
+                    table.update_item(
+                        Key=key, UpdateExpression="SET code = :c", ExpressionAttributeValues={":c": code}
+                    )
+                    count = 1
+                elif step % 3 == 1:
+                    table.put_item(Item={**key, "code": code})
+                    count = 1
+                else:
+                    table.delete_item(Key=key)
+                    table.put_item(Item={**key, "code": code})
+                    count = 2
+                with writes_lock:
+                    writes += count
+
+        def reader(seed: int) -> None:
+            choose = random.Random(seed)
+            writing.wait()
+            while not done.is_set():
+                code = choose.choice(codes)
+                try:
+                    found = {item["sk"] for item in by_code(code)}
+                except Exception as error:  # any failure is the finding
+                    problems.append(f"{code}: {error!r}")
+                    return
+                # (An item updated in place while moto copies the answer may come back with its new
+                # code: moto's own answer does too, it compares and copies at different moments.)
+                if missing := stable[code] - found:
+                    problems.append(f"{code}: missing {sorted(missing)}")
+
+        writers = [threading.Thread(target=writer, args=(seed,)) for seed in range(3)]
+        readers = [threading.Thread(target=reader, args=(seed,)) for seed in range(10, 14)]
+        for thread in writers + readers:
+            thread.start()
+        for thread in writers:
+            thread.join()
+        done.set()
+        for thread in readers:
+            thread.join()
+        answers = [sorted(item["sk"] for item in by_code(code)) for code in codes]
+        monkeypatch.setattr(Table, "query", _moto_query)
+        moto_answers = [sorted(item["sk"] for item in by_code(code)) for code in codes]
+
+    assert problems == []
+    assert answers == moto_answers
+    assert sum(len(answer) for answer in answers) == size
+    # Built once from the partition, then each write re-places its item (twice for an update that
+    # finds the item deleted: moto puts a new one, then updates it); a map rebuilt after a write
+    # would place the whole partition again for each lookup.
+    assert places <= size + 2 * writes
