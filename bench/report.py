@@ -53,12 +53,14 @@ def tables(results: dict[str, Any]) -> str:
     lines += ["", incremental_table(results), "", day_table(results)]
     if results.get("failing"):
         lines += ["", failing_table(results["failing"])]
-    lines += [
-        "",
-        "| handler module | import ms (median) | runs ms | heaviest imports (ms) |",
-        "|---|---:|---|---|",
-    ]
-    for item in results["imports"]:
+    imports = results.get("imports", [])  # none when the invocation ran other parts only (--only)
+    if imports:
+        lines += [
+            "",
+            "| handler module | import ms (median) | runs ms | heaviest imports (ms) |",
+            "|---|---:|---|---|",
+        ]
+    for item in imports:
         heaviest = ", ".join(f"{h['module']} {h['ms']:.0f}" for h in item["heaviest"][:4])
         lines.append(f"| `{item['module']}` | {item['ms']:.0f} | {item['runs_ms']} | {heaviest} |")
     floor = results.get("import_floor")

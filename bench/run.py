@@ -8,7 +8,7 @@ of its clients failing (its first sync, the next hourly run, and the run after t
 in Active), the cold-start import time of every handler, and the dispatcher queueing 10,000 firms.
 Figures go to ``bench/results.json``.
 
-python -m bench.run [--sizes 1000,10000,50000] [--quick] [--out PATH] [--profile DIR]
+python -m bench.run [--sizes 1000,10000,50000] [--quick] [--only sizes,...] [--out PATH] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ from bench.harness import (
 HERE = Path(__file__).resolve().parent
 DEFAULT_SIZES = (1000, 10_000, 50_000)
 RUNS = ("first", "rerun", "daily", "incremental")
+# What one invocation can run (--only): the import times, the dispatcher, the sizes, the failing firm.
+PARTS = ("imports", "dispatch", "sizes", "failing")
 RUN_LABELS = {
     "first": "first sync (full read)",
     "rerun": "rerun, nothing changed",
@@ -341,7 +343,9 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
     failing = results.get("failing")
     if failing:
         targets += failing_targets(failing)
-    worker = next(i for i in results["imports"] if i["module"] == WORKER_MODULE)
+    worker = next((i for i in results.get("imports", ()) if i["module"] == WORKER_MODULE), None)
+    if worker is None:  # not measured in this invocation (--only)
+        return targets
     libraries = results.get("worker_libraries")
     split = (
         f" (in CPU time, the project's own modules are {libraries['project_cpu_ms']:.0f} ms of "
@@ -425,6 +429,29 @@ def failing_targets(failing: dict[str, Any]) -> list[Target]:
     ]
 
 
+def measure_imports(results: dict[str, Any], repeats: int) -> None:
+    """The cold-start import of each handler from the built layer, with its yardsticks."""
+    say("\n== cold-start import of each handler from the built layer (median of fresh interpreters) ==")
+    layer = build_layer()
+    results["imports"] = []
+    for function in HANDLER_FUNCTIONS:
+        figure = measure_import(function, layer, repeats=repeats)
+        results["imports"].append(figure)
+        heaviest = ", ".join(f"{h['module']} {h['ms']:.0f}" for h in figure["heaviest"][:4])
+        say(f"{figure['module']:32}{figure['ms']:>8.0f} ms   (heaviest: {heaviest})")
+    # What this machine takes for the one import no handler can do without: a yardstick.
+    results["import_floor"] = measure_import("sync_worker", layer, statement="import boto3", repeats=repeats)
+    say(f"{'for scale: import boto3 alone':32}{results['import_floor']['ms']:>8.0f} ms")
+    # The least any worker on the chosen stack imports: the target's floor on this machine.
+    results["stack_floor"] = measure_stack_floor(layer, repeats=repeats)
+    say(f"{'the stack alone (stack_floor)':32}{results['stack_floor']['ms']:>8.0f} ms")
+    # The part of the worker's import that the project writes, and the part it imports: the
+    # stack's libraries with none of the project's code.
+    libraries = measure_library_imports("sync_worker", layer)
+    results["worker_libraries"] = libraries
+    say(f"\n{import_split(libraries)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -442,7 +469,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import-repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None, help="default bench/results.json")
     parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats of every run here")
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"the parts to run, of {', '.join(PARTS)} (default all); targets of the others are not judged",
+    )
     args = parser.parse_args(argv)
+    parts = {part.strip() for part in args.only.split(",") if part.strip()}
+    if unknown := parts - set(PARTS):
+        parser.error(
+            f"--only: unknown part(s) {', '.join(sorted(unknown))}; the parts are {', '.join(PARTS)}"
+        )
     sizes = [1000] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
     failing_size = (
         args.failing_size if args.failing_size is not None else (1000 if args.quick else FAILING_SIZE)
@@ -457,34 +494,15 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "source": source(),
         "staff": STAFF,
+        "parts": [part for part in PARTS if part in parts],
         "sizes": {},
     }
     say(f"xpm-sync benchmark, {results['date']} on {results['machine']['platform']}")
     say(f"{results['machine']['cpu_count']} CPUs, load average {results['machine']['load_average_at_start']}")
 
-    say("\n== cold-start import of each handler from the built layer (median of fresh interpreters) ==")
-    layer = build_layer()
-    results["imports"] = []
-    for function in HANDLER_FUNCTIONS:
-        figure = measure_import(function, layer, repeats=args.import_repeats)
-        results["imports"].append(figure)
-        heaviest = ", ".join(f"{h['module']} {h['ms']:.0f}" for h in figure["heaviest"][:4])
-        say(f"{figure['module']:32}{figure['ms']:>8.0f} ms   (heaviest: {heaviest})")
-    # What this machine takes for the one import no handler can do without: a yardstick.
-    results["import_floor"] = measure_import(
-        "sync_worker", layer, statement="import boto3", repeats=args.import_repeats
-    )
-    say(f"{'for scale: import boto3 alone':32}{results['import_floor']['ms']:>8.0f} ms")
-    # The least any worker on the chosen stack imports: the target's floor on this machine.
-    results["stack_floor"] = measure_stack_floor(layer, repeats=args.import_repeats)
-    say(f"{'the stack alone (stack_floor)':32}{results['stack_floor']['ms']:>8.0f} ms")
-    # The part of the worker's import that the project writes, and the part it imports: the
-    # stack's libraries with none of the project's code.
-    libraries = measure_library_imports("sync_worker", layer)
-    results["worker_libraries"] = libraries
-    say(f"\n{import_split(libraries)}")
-
-    if args.dispatch_firms:
+    if "imports" in parts:
+        measure_imports(results, args.import_repeats)
+    if args.dispatch_firms and "dispatch" in parts:
         # A moto server of its own: one that holds the sizes' 60,000 items spends most of each
         # request in garbage collection over its heap, which SQS and DynamoDB do not.
         with bench_stack() as bench:
@@ -499,12 +517,13 @@ def main(argv: list[str] | None = None) -> int:
             f"Lambda timeout {dispatch['timeout_seconds']}s"
         )
 
-    with bench_stack() as bench:
-        say(f"\nmoto server {bench.moto_url}; XPM simulator {bench.sim.url}")
-        for size in sizes:
-            results["sizes"][str(size)] = bench_size(bench, size, args.profile, day_hours=args.day_hours)
-            out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # partial
-    if failing_size:
+    if "sizes" in parts:
+        with bench_stack() as bench:
+            say(f"\nmoto server {bench.moto_url}; XPM simulator {bench.sim.url}")
+            for size in sizes:
+                results["sizes"][str(size)] = bench_size(bench, size, args.profile, day_hours=args.day_hours)
+                out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # partial
+    if failing_size and "failing" in parts:
         # A moto server of its own, as for the dispatcher: the sizes' items stay out of its heap.
         with bench_stack() as bench:
             results["failing"] = bench_failing(bench, failing_size)

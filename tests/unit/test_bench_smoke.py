@@ -174,6 +174,8 @@ def test_bench_measures_the_real_path_at_a_tiny_size(monkeypatch: pytest.MonkeyP
     assert "50: incremental run's wall time vs the no-change rerun" in verdicts
     assert verdicts["50: bytes downloaded from XPM per firm-day"] is True
     assert verdicts["worker cold-start import"] is True
+    # An invocation that measured no import (--only sizes) judges the targets it measured.
+    assert "worker cold-start import" not in {t.name for t in evaluate({**results, "imports": []})}
     assert "| 50 | 2 | 1 |" in day_table(results)
     assert "| 50 | 2 | 14 | 11 + 1 | 1.00 |" in incremental_table(results)
 
