@@ -17,6 +17,7 @@ from xpm_sync.adapters.dynamodb import Table, is_condition_failure, update_expre
 from xpm_sync.domain.clock import Clock, iso
 from xpm_sync.domain.errors import ConnectionBroken, NotConfigured, NotConnected
 from xpm_sync.domain.firm import FirmConfig
+from xpm_sync.domain.preview import PREVIEW_COOLDOWN, preview_refusal
 from xpm_sync.domain.start_sync import MANUAL_COOLDOWN, PENDING_STALE_AFTER, refusal, run_ids_before
 
 # What a firm's config starts as (SPEC B3, B5: "not_connected before any connect").
@@ -47,6 +48,13 @@ _MANUAL_RUN_ALLOWED = (
     " AND (attribute_not_exists(manual_requested_at) OR manual_requested_at <= :cooldown_start)"
     " AND (attribute_not_exists(run_pending) OR run_pending = :off OR manual_requested_at <= :stale_start)"
     " AND (attribute_not_exists(running_run_id) OR running_run_id < :stale_run_id)"
+)
+# A preview's gate (domain.preview) is its own: it reads nothing of the manual run's.
+_PREVIEW_ALLOWED = (
+    f"{_CONNECTED} AND {_CONFIGURED}"
+    " AND (attribute_not_exists(preview_requested_at) OR preview_requested_at <= :cooldown_start)"
+    " AND (attribute_not_exists(preview_pending) OR preview_pending = :off"
+    " OR preview_requested_at <= :stale_start)"
 )
 
 
@@ -229,3 +237,49 @@ class ConfigRepository:
     def release_manual_run(self, firm_id: str, previous_requested_at: str | None) -> None:
         """Undo a claim whose run could not be queued, so the admin can press again at once."""
         self.update(firm_id, run_pending=False, manual_requested_at=previous_requested_at)
+
+    # --- Preview (SPEC B5, B6; the rules: domain.preview) ---------------------------------------
+
+    def claim_preview(self, firm_id: str, clock: Clock) -> str | None:
+        """Mark a preview pending, in one conditional write; returns the previous request time (for
+        :meth:`release_preview`). Unlike Start Sync it enables nothing: a preview changes no sync state.
+
+        Raises NotConnected / ConnectionBroken, NotConfigured naming what the setup lacks, or
+        PreviewTooSoon with the seconds to wait.
+        """
+        now = clock.now()
+        try:
+            answer = self._table.update_item(
+                Key={"firm_id": firm_id},
+                UpdateExpression="SET preview_pending = :on, preview_requested_at = :now",
+                ConditionExpression=_PREVIEW_ALLOWED,
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":on": True,
+                    ":off": False,
+                    ":now": iso(now),
+                    ":connected": "connected",
+                    # ISO 8601 UTC strings of one fixed format sort as the moments they name.
+                    ":cooldown_start": iso(now - PREVIEW_COOLDOWN),
+                    ":stale_start": iso(now - PENDING_STALE_AFTER),
+                },
+                ReturnValues="UPDATED_OLD",
+            )
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
+            config = self.get(firm_id)
+            if config is not None and config.connection == "needs_reconnect":
+                raise ConnectionBroken() from None
+            if config is None or config.connection != "connected":
+                raise NotConnected() from None
+            missing = config.missing_setup()
+            if missing:
+                raise NotConfigured(missing) from None
+            raise preview_refusal(config, clock.now()) from None
+        previous = answer.get("Attributes", {}).get("preview_requested_at")
+        return previous if isinstance(previous, str) else None
+
+    def release_preview(self, firm_id: str, previous_requested_at: str | None) -> None:
+        """Undo a claim whose preview could not be queued, so the admin can press again at once."""
+        self.update(firm_id, preview_pending=False, preview_requested_at=previous_requested_at)

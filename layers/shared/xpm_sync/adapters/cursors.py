@@ -26,7 +26,9 @@ from xpm_sync.adapters.dynamodb import Table, is_condition_failure
 from xpm_sync.domain.errors import InvalidCursor
 
 KEY_ITEM_ID = "cursor-signing-key#v1"
-MAX_CURSOR_CHARS = 1024
+# A cursor carries a sort key (DynamoDB allows 1,024 bytes: a suggestion's is an XPM UUID, which XPM
+# does not bound) and its scope, in base64 (a third longer); anything longer was never ours.
+MAX_CURSOR_CHARS = 4096
 _SIGNATURE_BYTES = 16
 
 _lock = threading.Lock()

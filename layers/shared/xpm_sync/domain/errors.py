@@ -78,6 +78,11 @@ class SyncTooSoon(DomainError):
         self.retry_after = retry_after
 
 
+class PreviewTooSoon(SyncTooSoon):
+    """Preview pressed while one is queued or running, or within 5 minutes of the last (SPEC B5):
+    Start Sync's 429, with its own code so the frontend can tell which button must wait."""
+
+
 class XeroUnavailable(DomainError):
     """Xero failed to answer; not the caller's mistake, and worth trying again."""
 

@@ -1,0 +1,42 @@
+"""The Preview gate (SPEC B5, B6): a dry run reads the whole practice from XPM, so it burns the
+firm's daily quota as a first sync does. Nothing is queued while a preview is queued or running,
+nor within 5 minutes of the last one; and why a refused press was refused.
+
+As with Start Sync (``domain.start_sync``), the check and the claim are one conditional write in
+the Config table (``adapters.config_table.ConfigRepository.claim_preview``), so two clicks racing
+each other queue one preview. These are the rules that write's condition and its refusal follow.
+
+``preview_pending`` is cleared by the worker when the preview ends; if a worker died without
+clearing it, the claim is honoured again after ``PENDING_STALE_AFTER``, as Start Sync's is, so a
+firm is never locked out of previews for good. A preview is its own gate: a manual or scheduled
+run does not hold it, and it does not hold them (it changes no sync state).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from xpm_sync.domain.clock import parse_iso
+from xpm_sync.domain.errors import PreviewTooSoon
+from xpm_sync.domain.firm import FirmConfig
+from xpm_sync.domain.start_sync import PENDING_RETRY_SECONDS, PENDING_STALE_AFTER
+
+PREVIEW_COOLDOWN = timedelta(minutes=5)
+
+
+def preview_refusal(config: FirmConfig, now: datetime) -> PreviewTooSoon:
+    """Why a connected, configured firm's Preview was refused: the seconds to wait and the message."""
+    requested_at = config.preview_requested_at
+    elapsed = (now - parse_iso(requested_at)).total_seconds() if requested_at else math.inf
+    cooldown_left = (
+        max(0, math.ceil(PREVIEW_COOLDOWN.total_seconds() - elapsed)) if math.isfinite(elapsed) else 0
+    )
+    if config.preview_pending and elapsed < PENDING_STALE_AFTER.total_seconds():
+        return PreviewTooSoon(
+            max(cooldown_left, PENDING_RETRY_SECONDS),
+            "A preview is already queued or running; Preview can be pressed again when it finishes.",
+        )
+    # The gate reopened between the refused write and this read: asking again will succeed.
+    wait = max(cooldown_left, 1)
+    return PreviewTooSoon(wait, f"Preview was pressed less than 5 minutes ago; try again in {wait} seconds.")
