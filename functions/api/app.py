@@ -1,4 +1,5 @@
-"""Every B5 route except connect and callback: config, tenants, Start Sync, disconnect, runs.
+"""Every B5 route except connect and callback: config, tenants, Start Sync, disconnect, runs and
+their error logs, open problems, the preview and suggested links.
 
 Each route: who is calling (claims, SPEC B4), one service call, the response model. Errors become
 B5's error body in ``xpm_sync.api.http``, the one place that maps them.
@@ -28,12 +29,20 @@ with loading():
     from xpm_sync.api.models import (
         ConfigBody,
         ConfigResponse,
+        EntriesPage,
+        MatchAnswerRequest,
+        MatchesPage,
+        MatchOut,
+        PreviewResponse,
+        ProblemsPage,
+        ProblemSummaryResponse,
         RunDetail,
         RunsPage,
         StartSyncResponse,
         TenantsResponse,
     )
     from xpm_sync.composition import frontend_url
+    from xpm_sync.domain.entries import EntryEntity, Severity
     from xpm_sync.observability import logger, tracer
     from xpm_sync.runtime import usable_context
 
@@ -41,6 +50,10 @@ app = APIGatewayRestResolver(enable_validation=True)
 install_error_handlers(app)
 
 BASE = ROUTE_ROOT
+# Entry codes are short upper-case names (docs/entry-codes.md); the bound keeps a filter, which
+# the signed cursor repeats, far below the cursor's own limit.
+CodeFilter = Annotated[str | None, Query(min_length=1, max_length=64, description="Only this entry code")]
+Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 
 
 def _firm_id() -> str:
@@ -110,6 +123,72 @@ def list_runs(
 )
 def get_run(run_id: Annotated[str, Path(description="run_id from the runs list")]) -> RunDetail:
     return api_service().get_run(_firm_id(), run_id)
+
+
+@app.get(
+    f"{BASE}/runs/<run_id>/entries",
+    summary="A run's error log, page by page, errors first",
+    responses=documented(200, EntriesPage, "A page of entries", 400, 401, 403, 404, 422),
+)
+def run_entries(
+    run_id: Annotated[str, Path(description="run_id from the runs list")],
+    cursor: Cursor = None,
+    severity: Annotated[Severity | None, Query(description="Only errors, or only warnings")] = None,
+    code: CodeFilter = None,
+) -> EntriesPage:
+    return api_service().run_entries(_firm_id(), run_id, cursor=cursor, severity=severity, code=code)
+
+
+@app.get(
+    f"{BASE}/problems",
+    summary="The firm's open problems now",
+    responses=documented(200, ProblemsPage, "A page of open problems", 400, 401, 403, 422),
+)
+def problems(
+    cursor: Cursor = None,
+    code: CodeFilter = None,
+    entity: Annotated[EntryEntity | None, Query(description="Only problems of this kind of record")] = None,
+) -> ProblemsPage:
+    return api_service().problems(_firm_id(), cursor=cursor, code=code, entity=entity)
+
+
+@app.get(
+    f"{BASE}/problems/summary",
+    summary="The open problems by code, and what was fixed since the last email",
+    responses=documented(200, ProblemSummaryResponse, "The summary", 401, 403, 422),
+)
+def problem_summary() -> ProblemSummaryResponse:
+    return api_service().problem_summary(_firm_id())
+
+
+@app.post(
+    f"{BASE}/preview",
+    status_code=202,
+    summary="Preview: queue a dry run, which writes nothing to Active",
+    responses=documented(202, PreviewResponse, "A dry run is queued", 401, 403, 409, 422, 429),
+)
+def preview() -> PreviewResponse:
+    return api_service().preview(_firm_id())
+
+
+@app.get(
+    f"{BASE}/matches",
+    summary="Suggested links awaiting (or holding) the admin's answer",
+    responses=documented(200, MatchesPage, "A page of suggested links", 400, 401, 403, 422),
+)
+def matches(cursor: Cursor = None) -> MatchesPage:
+    return api_service().matches(_firm_id(), cursor=cursor)
+
+
+@app.post(
+    f"{BASE}/matches/<xpm_uuid>",
+    summary="Answer a suggested link: link to an Active client, or create a new one",
+    responses=documented(200, MatchOut, "The suggested link with its answer", 400, 401, 403, 404, 415, 422),
+)
+def answer_match(
+    xpm_uuid: Annotated[str, Path(description="xpm_uuid from the matches list")], body: MatchAnswerRequest
+) -> MatchOut:
+    return api_service().answer_match(_firm_id(), xpm_uuid, body)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

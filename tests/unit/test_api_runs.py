@@ -1,4 +1,5 @@
-"""SPEC B3 / B4 / B5: Sync Monitoring reads runs newest first, page by page, and one run's log.
+"""SPEC B3 / B4 / B5: Sync Monitoring reads runs newest first, page by page, and one run's log,
+100 entries a page, errors first.
 
 Given runs in the sync log for two firms; when an admin lists or opens them; then they see only
 their own firm's runs, and a bad cursor or another firm's run id is a 4xx, never a 500.
@@ -11,7 +12,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from xpm_sync.adapters import aws
 from xpm_sync.adapters.sync_log import RunLog
-from xpm_sync.domain.entries import PARTNER_NOT_IN_ACTIVE, XPM_RATE_LIMITED
+from xpm_sync.domain.entries import (
+    ABN_INVALID,
+    DEFAULT_PARTNER_NOT_IN_ACTIVE,
+    PARTNER_NOT_IN_ACTIVE,
+    XPM_RATE_LIMITED,
+)
 from xpm_sync.domain.runs import SyncRun, new_counts
 
 from tests.fixtures.api import FIRM, OTHER_FIRM, Answer, ApiHarness, admin_claims
@@ -169,3 +175,179 @@ def _get_run(api: ApiHarness, run_id: str) -> Answer:
     return api.call_api(
         "get_run", path=f"/integrations/xpm/runs/{run_id}", path_parameters={"run_id": run_id}
     )
+
+
+# --- SPEC B5 (issue 19 item 4): a run's error log in pages of 100, errors first ------------------
+
+
+def _run_with_log(api: ApiHarness, *, errors: int, warnings: int, firm_id: str = FIRM) -> SyncRun:
+    """A partial run whose log has ``errors`` PARTNER_NOT_IN_ACTIVE errors (every third one
+    DEFAULT_PARTNER_NOT_IN_ACTIVE instead) and ``warnings`` ABN_INVALID warnings, written
+    warnings and errors interleaved, as a run finds them."""
+    log = RunLog(aws.table(api.names.sync_log_table))
+    run = _run(firm_id, 20, status="partial")
+    found = []
+    for n in range(max(errors, warnings)):
+        if n < warnings:
+            found.append(ABN_INVALID.entry(label=f"Warned {n:04d}", message="ABN", xpm_uuid=f"w-{n}"))
+        if n < errors:
+            kind = DEFAULT_PARTNER_NOT_IN_ACTIVE if n % 3 == 2 else PARTNER_NOT_IN_ACTIVE
+            found.append(kind.entry(label=f"Failed {n:04d}", message="Partner", xpm_uuid=f"e-{n}"))
+    run.entry_count = log.add_entries(run, found, START)
+    log.save_run(run, START)
+    return run
+
+
+def _entries(api: ApiHarness, run_id: str, firm_id: str = FIRM, **query: str) -> Answer:
+    return api.call_api(
+        "get_run_entries",
+        path=f"/integrations/xpm/runs/{run_id}/entries",
+        path_parameters={"run_id": run_id},
+        query=query or None,
+        claims=admin_claims(firm_id),
+    )
+
+
+def _every_entry(api: ApiHarness, run_id: str, **query: str) -> tuple[list[dict[str, object]], int]:
+    """Every entry the entries route gives, page by page from the start, and how many pages."""
+    seen: list[dict[str, object]] = []
+    pages = 0
+    cursor: str | None = None
+    while True:
+        answer = _entries(api, run_id, **query, **({"cursor": cursor} if cursor else {}))
+        assert answer.status == 200, answer.text
+        seen += answer.json["entries"]
+        pages += 1
+        cursor = answer.json["next_cursor"]
+        if cursor is None:
+            return seen, pages
+
+
+def test_a_run_answers_at_most_100_entries_errors_first_and_a_cursor_to_the_rest(api: ApiHarness) -> None:
+    run = _run_with_log(api, errors=60, warnings=90)
+
+    answer = _get_run(api, run.run_id)
+
+    assert answer.status == 200
+    entries = answer.json["entries"]
+    assert len(entries) == 100
+    assert [e["severity"] for e in entries] == ["error"] * 60 + ["warning"] * 40
+    assert [e["label"] for e in entries[:3]] == ["Failed 0000", "Failed 0001", "Failed 0002"]
+    assert answer.json["entry_count"] == 150
+    rest = _entries(api, run.run_id, cursor=answer.json["entries_next_cursor"])
+    assert [e["label"] for e in rest.json["entries"]] == [f"Warned {n:04d}" for n in range(40, 90)]
+    assert rest.json["next_cursor"] is None
+
+
+def test_a_run_whose_log_fits_one_page_has_no_entries_cursor(api: ApiHarness, runs: list[SyncRun]) -> None:
+    answer = _get_run(api, runs[-1].run_id)
+
+    assert answer.json["entries_next_cursor"] is None
+
+
+def test_the_entries_route_pages_the_whole_log_from_the_start_errors_first(api: ApiHarness) -> None:
+    run = _run_with_log(api, errors=130, warnings=120)
+
+    seen, pages = _every_entry(api, run.run_id)
+
+    assert pages == 3
+    assert [e["label"] for e in seen] == [f"Failed {n:04d}" for n in range(130)] + [
+        f"Warned {n:04d}" for n in range(120)
+    ]
+    assert {(e["firm_id"], e["run_id"], e["kind"]) for e in seen} == {(FIRM, run.run_id, "entry")}
+
+
+def test_the_entries_route_filters_by_severity_and_by_code_across_pages(api: ApiHarness) -> None:
+    run = _run_with_log(api, errors=330, warnings=40)
+
+    warnings, _ = _every_entry(api, run.run_id, severity="warning")
+    defaults, default_pages = _every_entry(api, run.run_id, code="DEFAULT_PARTNER_NOT_IN_ACTIVE")
+    both, _ = _every_entry(api, run.run_id, severity="error", code="PARTNER_NOT_IN_ACTIVE")
+    none, _ = _every_entry(api, run.run_id, severity="warning", code="PARTNER_NOT_IN_ACTIVE")
+
+    assert [e["label"] for e in warnings] == [f"Warned {n:04d}" for n in range(40)]
+    assert [e["label"] for e in defaults] == [f"Failed {n:04d}" for n in range(2, 330, 3)]
+    assert default_pages == 2  # 110 of them: 100 and 10
+    assert len(both) == 330 - 110
+    assert {e["code"] for e in both} == {"PARTNER_NOT_IN_ACTIVE"}
+    assert none == []
+
+
+@pytest.mark.parametrize("severity", ["fatal", "ERROR", "", "info"])
+def test_a_bad_severity_is_422_naming_it(api: ApiHarness, severity: str) -> None:
+    run = _run_with_log(api, errors=1, warnings=1)
+
+    answer = _entries(api, run.run_id, severity=severity)
+
+    assert answer.status == 422
+    assert answer.json["error"]["code"] == "INVALID_FIELD"
+    assert answer.json["error"]["field"] == "severity"
+
+
+def test_an_unknown_run_or_another_firms_run_has_no_entries_404(api: ApiHarness) -> None:
+    foreign = _run_with_log(api, errors=3, warnings=0, firm_id=OTHER_FIRM)
+
+    theirs = _entries(api, foreign.run_id)
+    unknown = _entries(api, "20260302T090000000000Z-00000000")
+    malformed = _entries(api, "not a run id!")
+
+    assert theirs.status == unknown.status == malformed.status == 404
+    assert theirs.json == unknown.json == {"error": {"code": "NOT_FOUND", "message": "No such run."}}
+    assert _entries(api, foreign.run_id, firm_id=OTHER_FIRM).status == 200
+
+
+def test_an_entries_cursor_of_another_run_or_filter_is_400(api: ApiHarness) -> None:
+    run = _run_with_log(api, errors=150, warnings=0)
+    other = _run(FIRM, 21, status="partial")
+    log = RunLog(aws.table(api.names.sync_log_table))
+    other.entry_count = log.add_entries(
+        other, [PARTNER_NOT_IN_ACTIVE.entry(label=f"L{n}", message="m") for n in range(150)], START
+    )
+    log.save_run(other, START)
+    cursor = _entries(api, run.run_id).json["next_cursor"]
+    filtered = _entries(api, run.run_id, severity="error").json["next_cursor"]
+
+    for answer in (
+        _entries(api, other.run_id, cursor=cursor),
+        _entries(api, run.run_id, cursor=cursor, severity="error"),
+        _entries(api, run.run_id, cursor=filtered),
+        _entries(api, run.run_id, cursor=cursor, code="PARTNER_NOT_IN_ACTIVE"),
+    ):
+        assert answer.status == 400
+        assert answer.json["error"]["code"] == "INVALID_CURSOR"
+    assert _entries(api, run.run_id, cursor=cursor).status == 200
+
+
+def test_a_code_filter_longer_than_any_entry_code_is_422(api: ApiHarness) -> None:
+    run = _run_with_log(api, errors=1, warnings=0)
+
+    answer = _entries(api, run.run_id, code="X" * 65)
+
+    assert answer.status == 422
+    assert answer.json["error"]["field"] == "code"
+
+
+def test_a_preview_run_reads_as_a_dry_run_with_what_it_would_link(api: ApiHarness) -> None:
+    """SPEC B6: a dry run's counts give, per entity, the B3 outcomes plus ``linked``."""
+    counts = new_counts(dry_run=True)
+    counts["client"].update(created=3, linked=1, skipped=1)
+    preview = _run(FIRM, 30).model_copy(update={"dry_run": True, "trigger": "manual", "counts": counts})
+    RunLog(aws.table(api.names.sync_log_table)).save_run(preview, START)
+    real = _run(FIRM, 31)
+    RunLog(aws.table(api.names.sync_log_table)).save_run(real, START)
+
+    detail = _get_run(api, preview.run_id).json
+    listed = {run["run_id"]: run for run in api.call_api("get_runs").json["runs"]}
+
+    assert detail["dry_run"] is True
+    assert detail["counts"]["client"] == {
+        "created": 3,
+        "updated": 0,
+        "unchanged": 0,
+        "failed": 0,
+        "skipped": 1,
+        "linked": 1,
+    }
+    assert listed[preview.run_id]["dry_run"] is True
+    assert listed[real.run_id]["dry_run"] is False
+    assert "linked" not in listed[real.run_id]["counts"]["client"], "a real run counts no links apart"

@@ -21,6 +21,12 @@ API_CASES = [
     ("api", "post_sync", "POST", "/integrations/xpm/sync"),
     ("api", "get_runs", "GET", "/integrations/xpm/runs"),
     ("api", "get_run", "GET", "/integrations/xpm/runs/{run_id}"),
+    ("api", "get_run_entries", "GET", "/integrations/xpm/runs/{run_id}/entries"),
+    ("api", "get_problems", "GET", "/integrations/xpm/problems"),
+    ("api", "get_problems_summary", "GET", "/integrations/xpm/problems/summary"),
+    ("api", "post_preview", "POST", "/integrations/xpm/preview"),
+    ("api", "get_matches", "GET", "/integrations/xpm/matches"),
+    ("api", "post_match", "POST", "/integrations/xpm/matches/{xpm_uuid}"),
     ("oauth", "connect", "POST", "/integrations/xpm/connect"),
     ("oauth", "callback", "POST", "/integrations/xpm/callback"),
 ]
@@ -69,6 +75,20 @@ def test_get_run_names_the_run_in_its_path():
 
     assert event.pathParameters is not None
     assert event.path.endswith("/" + event.pathParameters["run_id"])
+
+
+@pytest.mark.parametrize(("case", "parameter"), [("get_run_entries", "run_id"), ("post_match", "xpm_uuid")])
+def test_a_route_with_a_path_parameter_names_it_in_its_path(case, parameter):
+    event = APIGatewayProxyEventModel.model_validate(load_event("api", case))
+
+    assert event.pathParameters is not None
+    assert "/" + event.pathParameters[parameter] in event.path
+
+
+def test_the_match_answer_body_has_the_spec_fields():
+    event = load_event("api", "post_match")
+
+    assert set(json.loads(event["body"])) == {"action", "client_id"}
 
 
 def test_put_config_body_has_the_spec_fields():

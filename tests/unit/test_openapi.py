@@ -16,6 +16,12 @@ B5_ROUTES = {
     ("post", "/integrations/xpm/sync"),
     ("get", "/integrations/xpm/runs"),
     ("get", "/integrations/xpm/runs/{run_id}"),
+    ("get", "/integrations/xpm/runs/{run_id}/entries"),
+    ("get", "/integrations/xpm/problems"),
+    ("get", "/integrations/xpm/problems/summary"),
+    ("post", "/integrations/xpm/preview"),
+    ("get", "/integrations/xpm/matches"),
+    ("post", "/integrations/xpm/matches/{xpm_uuid}"),
 }
 
 
@@ -39,6 +45,21 @@ def test_errors_are_documented_in_the_b5_shape() -> None:
         "$ref": "#/components/schemas/ErrorBody"
     }
     assert schema["paths"]["/integrations/xpm/sync"]["post"]["responses"].keys() >= {"202", "409", "429"}
+    assert schema["paths"]["/integrations/xpm/preview"]["post"]["responses"].keys() >= {"202", "409", "429"}
+
+
+def test_every_list_documents_its_cursor_and_the_400_a_bad_one_gets() -> None:
+    """SPEC B5: every list pages with an opaque cursor the server verifies (a forged one is 400)."""
+    schema = json.loads(render())
+    for path in (
+        "/integrations/xpm/runs",
+        "/integrations/xpm/runs/{run_id}/entries",
+        "/integrations/xpm/problems",
+        "/integrations/xpm/matches",
+    ):
+        get = schema["paths"][path]["get"]
+        assert "cursor" in {parameter["name"] for parameter in get["parameters"]}, path
+        assert "400" in get["responses"], path
 
 
 def test_no_route_is_public() -> None:

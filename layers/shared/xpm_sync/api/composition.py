@@ -18,7 +18,7 @@ from xpm_sync.adapters.active_table import ActiveRepository
 from xpm_sync.adapters.config_table import ConfigRepository
 from xpm_sync.adapters.cursors import CursorSigner
 from xpm_sync.adapters.oauth_states import StateStore
-from xpm_sync.adapters.sync_log import RunLog
+from xpm_sync.adapters.sync_log import Matches, RecordStates, RunLog
 from xpm_sync.adapters.xero_identity import XeroIdentity
 from xpm_sync.api.service import IntegrationService
 from xpm_sync.domain.clock import SystemClock
@@ -43,12 +43,16 @@ def _integration_service(
     def identity() -> XeroIdentity:
         return composition.xero_identity(settings, SystemClock(), http=_xero_http())
 
+    sync_log = aws.table(sync_log_table)
+    cursors = CursorSigner(aws.table(settings.config_table))
     return IntegrationService(
         configs=ConfigRepository(aws.table(settings.config_table)),
-        runs=RunLog(aws.table(sync_log_table), CursorSigner(aws.table(settings.config_table))),
+        runs=RunLog(sync_log, cursors),
         queue=composition.sync_queue(queue_url) if queue_url else None,
         states=StateStore(aws.table(settings.config_table), clock),
         active_for=lambda firm_id: ActiveRepository(aws.table(active_table), firm_id),
+        record_states_for=lambda firm_id: RecordStates(sync_log, firm_id, cursors),
+        matches_for=lambda firm_id: Matches(sync_log, firm_id, cursors),
         identity_factory=identity,
         tokens_factory=lambda made: composition.token_store(settings, composition.clock, identity=made),
         clock=clock,

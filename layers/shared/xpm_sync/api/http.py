@@ -39,6 +39,7 @@ from xpm_sync.domain.errors import (
     NotFound,
     NotSignedIn,
     OAuthStateInvalid,
+    PreviewTooSoon,
     SyncTooSoon,
     XeroConsentDenied,
     XeroUnavailable,
@@ -58,15 +59,18 @@ _ERROR_DESCRIPTIONS = {
     ),
     401: "No signed-in user",
     403: "Not an admin of a firm",
-    404: "Not found",
+    404: "Not found (another firm's run or suggestion reads the same)",
     409: (
         "The firm is not connected to Xero Practice Manager, or must connect again (NOT_CONNECTED); "
-        "Start Sync before the setup names a tenant, a default office and a notification user "
-        "(NOT_CONFIGURED, naming the missing fields)"
+        "Start Sync or Preview before the setup names a tenant, a default office and a notification "
+        "user (NOT_CONFIGURED, naming the missing fields)"
     ),
     415: "The body is not application/json",
     422: "A field is missing, of the wrong type, or names something that does not exist",
-    429: "Start Sync pressed too soon; retry_after says when it can be pressed again",
+    429: (
+        "Start Sync (SYNC_TOO_SOON) or Preview (PREVIEW_TOO_SOON) pressed too soon; retry_after says "
+        "when it can be pressed again"
+    ),
     502: "Xero did not answer",
 }
 
@@ -114,6 +118,7 @@ _TYPE_MESSAGES = {
     "less_than_equal": "{field} is too large.",
     "model_attributes_type": "{field} must be a JSON object.",
     "dict_type": "{field} must be a JSON object.",
+    "literal_error": "{field} is not one of the values it can take.",
 }
 
 
@@ -148,6 +153,7 @@ HTTP_ANSWERS: tuple[tuple[type[DomainError], int, str], ...] = (
     (NotConnected, 409, "NOT_CONNECTED"),
     (NotConfigured, 409, "NOT_CONFIGURED"),
     (InvalidValue, 422, "INVALID_FIELD"),
+    (PreviewTooSoon, 429, "PREVIEW_TOO_SOON"),
     (SyncTooSoon, 429, "SYNC_TOO_SOON"),
     (XeroUnavailable, 502, "XERO_UNAVAILABLE"),
     (OAuthStateInvalid, 400, "OAUTH_STATE_INVALID"),

@@ -7,12 +7,17 @@ never a token) reaches a response by accident.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from xpm_sync.domain.entries import Entry, EntryEntity, Severity
+from xpm_sync.domain.entries import MAX_LABEL_CHARS, MAX_MESSAGE_CHARS, Entry, EntryEntity, Severity, shorten
 from xpm_sync.domain.firm import ConnectionStatus, FirmConfig
+from xpm_sync.domain.near_match import MatchAnswer, MatchReason, Suggestion
+from xpm_sync.domain.problem_summary import ProblemSummary
+from xpm_sync.domain.problems import RecordState
 from xpm_sync.domain.runs import RunStatus, SyncRun, Trigger
 
 # Whitespace-only is as good as missing; the bounds stop junk long before DynamoDB's item limit.
@@ -85,6 +90,12 @@ class Counts(_Response):
     unchanged: int = 0
     failed: int = 0
     skipped: int = 0
+    # Only a dry run counts it (SPEC B6): absent on a real run, whose links count as updated.
+    linked: int | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Dry runs only: XPM clients it would link to an Active client already there.",
+    )
 
 
 class RunOut(_Response):
@@ -99,6 +110,7 @@ class RunOut(_Response):
     xpm_calls: int
     full_read: bool
     entry_count: int
+    dry_run: bool = Field(description="A preview: planned, nothing written to Active (SPEC B6).")
 
 
 class EntryOut(_Response):
@@ -116,7 +128,15 @@ class EntryOut(_Response):
 
 
 class RunDetail(RunOut):
+    entries: list[EntryOut] = Field(description="The first page of the run's error log, errors first.")
+    entries_next_cursor: str | None = Field(
+        description="Pass as ?cursor= to GET .../runs/{run_id}/entries for the rest; null when none."
+    )
+
+
+class EntriesPage(_Response):
     entries: list[EntryOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
 
 
 class RunsPage(_Response):
@@ -156,6 +176,76 @@ class StartSyncResponse(_Response):
     sync_enabled: bool = True
 
 
+class PreviewResponse(_Response):
+    run_id: str = Field(description="The dry run queued: read it with GET .../runs/{run_id}.")
+
+
+class ProblemOut(_Response):
+    """One open problem: one (record, code) pair (SPEC B6)."""
+
+    code: str
+    severity: Severity
+    entity: EntryEntity
+    # Absent for a run-level problem, and for a record XPM sent without a UUID (keyed by label).
+    xpm_uuid: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    label: str
+    message: str
+    suggestion: str
+    first_seen: str = Field(description="Start time of the first run that reported it (ISO 8601 UTC).")
+    last_seen: str = Field(description="Start time of the latest run that reported it (ISO 8601 UTC).")
+    runs: int = Field(description="How many runs reported it.")
+    web_url: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="The record's page in XPM, when XPM sent one.",
+    )
+
+
+class ProblemsPage(_Response):
+    problems: list[ProblemOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
+
+
+class ProblemGroupOut(_Response):
+    code: str
+    severity: Severity
+    count: int = Field(description="How many open problems have this code.")
+    suggestion: str
+    examples: list[str] = Field(description="The labels of up to 5 of its records.")
+
+
+class ProblemSummaryResponse(_Response):
+    groups: list[ProblemGroupOut] = Field(description="The open problems by code, the most pressing first.")
+    open: int
+    fixed_since_last_email: int
+
+
+class MatchOut(_Response):
+    """A suggested link (SPEC B6): an XPM client and the unlinked Active client it may be."""
+
+    xpm_uuid: str
+    label: str = Field(description="The XPM client, as an admin knows it.")
+    client_id: str = Field(description="The Active client it would link to.")
+    client_label: str
+    reason: MatchReason = Field(description="What they share: the ABN, or the name.")
+    answer: MatchAnswer | None = Field(description="The admin's answer; null while it waits for one.")
+
+
+class MatchesPage(_Response):
+    matches: list[MatchOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
+
+
+class MatchAnswerRequest(_Request):
+    action: MatchAnswer = Field(
+        description="link: to the Active client client_id names; create: as a new Active client."
+    )
+    client_id: Identifier | None = Field(
+        default=None,
+        description="For link: an Active client of the firm not linked to XPM (not read for create).",
+    )
+
+
 class ErrorDetail(_Response):
     code: str
     message: str
@@ -186,7 +276,46 @@ def run_out(run: SyncRun) -> RunOut:
         xpm_calls=run.xpm_calls,
         full_read=run.full_read,
         entry_count=run.entry_count,
+        dry_run=run.dry_run,
     )
+
+
+# --- What one item of a page may cost (SPEC B5: every answer under 1 MB) ------------------------
+# Labels and messages are cut when entries are made (domain.entries); the values below come from
+# XPM or Active as they are, and one field can be hundreds of kilobytes. No real XPM UUID or web
+# link comes near these lengths: an identifier keeps the length DynamoDB allows a key, and a link
+# that long is dropped, since a link cut short leads nowhere.
+MAX_XPM_UUID_CHARS = 1024
+MAX_WEB_URL_CHARS = 2048
+# The most a page's JSON may take, as the handler writes it; the rest of 1 MB is the proxy's.
+ANSWER_BUDGET_BYTES = 900_000
+
+
+def answer_bytes(answer: BaseModel) -> int:
+    """The size of an answer's body at most: as Powertools writes it (json.dumps, ASCII only, so a
+    character costs up to 12 bytes), with every optional field written out."""
+    return len(json.dumps(answer.model_dump(mode="json"), separators=(",", ":")))
+
+
+def items_bytes(items: Iterable[BaseModel]) -> int:
+    """What these items of a list add to an answer, each as ``answer_bytes`` counts it (and a comma)."""
+    return sum(answer_bytes(item) + 1 for item in items)
+
+
+def _label(text: str) -> str:
+    return shorten(text, MAX_LABEL_CHARS)
+
+
+def _text(text: str) -> str:
+    return shorten(text, MAX_MESSAGE_CHARS)
+
+
+def _xpm_uuid(value: str | None) -> str | None:
+    return shorten(value, MAX_XPM_UUID_CHARS) if value else None
+
+
+def _web_url(value: str | None) -> str | None:
+    return value if value and len(value) <= MAX_WEB_URL_CHARS else None
 
 
 def entry_out(entry: Entry, *, firm_id: str, run_id: str) -> EntryOut:
@@ -195,19 +324,91 @@ def entry_out(entry: Entry, *, firm_id: str, run_id: str) -> EntryOut:
         run_id=run_id,
         severity=entry.severity,
         entity=entry.entity,
-        xpm_uuid=entry.xpm_uuid,
-        label=entry.label,
+        xpm_uuid=_xpm_uuid(entry.xpm_uuid),
+        label=_label(entry.label),
         code=entry.code,
-        message=entry.message,
-        suggestion=entry.suggestion,
+        message=_text(entry.message),
+        suggestion=_text(entry.suggestion),
     )
 
 
-def run_detail(run: SyncRun, entries: list[Entry]) -> RunDetail:
+def _entries_out(run: SyncRun, entries: Iterable[Entry]) -> list[EntryOut]:
+    return [entry_out(entry, firm_id=run.firm_id, run_id=run.run_id) for entry in entries]
+
+
+def run_detail(run: SyncRun, entries: Iterable[Entry], entries_next_cursor: str | None) -> RunDetail:
     return RunDetail(
         **run_out(run).model_dump(),
-        entries=[entry_out(entry, firm_id=run.firm_id, run_id=run.run_id) for entry in entries],
+        entries=_entries_out(run, entries),
+        entries_next_cursor=entries_next_cursor,
     )
+
+
+def entries_page(run: SyncRun, entries: Iterable[Entry], next_cursor: str | None) -> EntriesPage:
+    return EntriesPage(entries=_entries_out(run, entries), next_cursor=next_cursor)
+
+
+def problems_out(state: RecordState, *, code: str | None = None) -> list[ProblemOut]:
+    """One item per open problem of the record (of ``code`` only, when the list is filtered by it)."""
+    return [
+        ProblemOut(
+            code=problem.code,
+            severity=problem.severity,
+            entity=state.entity,
+            xpm_uuid=_xpm_uuid(state.xpm_uuid) if state.entity != "run" else None,
+            label=_label(state.label),
+            message=_text(problem.message),
+            suggestion=_text(problem.suggestion),
+            first_seen=problem.first_seen,
+            last_seen=problem.last_seen,
+            runs=problem.runs,
+            web_url=_web_url(state.web_url),
+        )
+        for problem in state.problems
+        if code is None or problem.code == code
+    ]
+
+
+def problems_page(
+    states: Iterable[RecordState], *, code: str | None, next_cursor: str | None
+) -> ProblemsPage:
+    return ProblemsPage(
+        problems=[problem for state in states for problem in problems_out(state, code=code)],
+        next_cursor=next_cursor,
+    )
+
+
+def summary_response(summary: ProblemSummary) -> ProblemSummaryResponse:
+    return ProblemSummaryResponse(
+        groups=[
+            ProblemGroupOut(
+                code=group.code,
+                severity=group.severity,
+                count=group.count,
+                suggestion=_text(group.suggestion),
+                examples=[_label(example) for example in group.examples],
+            )
+            for group in summary.groups
+        ],
+        open=summary.open,
+        fixed_since_last_email=summary.fixed_since_last_email,
+    )
+
+
+def match_out(suggestion: Suggestion) -> MatchOut:
+    # The XPM UUID and the client id are kept whole: the admin's answer names them.
+    return MatchOut(
+        xpm_uuid=suggestion.xpm_uuid,
+        label=_label(suggestion.label),
+        client_id=suggestion.client_id,
+        client_label=_label(suggestion.client_label),
+        reason=suggestion.reason,
+        answer=suggestion.answer,
+    )
+
+
+def matches_page(suggestions: Iterable[Suggestion], next_cursor: str | None) -> MatchesPage:
+    return MatchesPage(matches=[match_out(suggestion) for suggestion in suggestions], next_cursor=next_cursor)
 
 
 def config_response(

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from xpm_sync.adapters.active_table import ActiveRepository, OfficeGone
 from xpm_sync.adapters.config_table import NEW_CONFIG_DEFAULTS, ConfigRepository
 from xpm_sync.adapters.oauth_states import InvalidState, OAuthState, StateStore
-from xpm_sync.adapters.sync_log import RunLog
+from xpm_sync.adapters.sync_log import ENTRIES_PAGE, Matches, RecordStates, RunLog
 from xpm_sync.adapters.sync_queue import SyncQueue
 from xpm_sync.adapters.tokens import NeedsReconnect, StoredTokens, TokenStore, TokenStoreError
 from xpm_sync.adapters.xero_identity import (
@@ -29,21 +32,38 @@ from xpm_sync.adapters.xero_identity import (
 )
 from xpm_sync.api.caller import Caller
 from xpm_sync.api.models import (
+    ANSWER_BUDGET_BYTES,
     CallbackRequest,
     ConfigBody,
     ConfigResponse,
     ConnectRequest,
     ConnectResponse,
+    EntriesPage,
+    MatchAnswerRequest,
+    MatchesPage,
+    MatchOut,
+    PreviewResponse,
+    ProblemsPage,
+    ProblemSummaryResponse,
     RunDetail,
     RunsPage,
     StartSyncResponse,
     Tenant,
     TenantsResponse,
+    answer_bytes,
     config_response,
+    entries_page,
+    items_bytes,
+    match_out,
+    matches_page,
+    problems_out,
+    problems_page,
     run_detail,
     run_out,
+    summary_response,
 )
 from xpm_sync.domain.clock import Clock, iso
+from xpm_sync.domain.entries import MAX_LABEL_CHARS, EntryEntity, Severity, shorten
 from xpm_sync.domain.errors import (
     ConnectionBroken,
     InvalidCursor,
@@ -58,10 +78,26 @@ from xpm_sync.domain.errors import (
     XeroUnavailable,
 )
 from xpm_sync.domain.firm import FirmConfig, tenant_change
+from xpm_sync.domain.near_match import MatchAnswer
+from xpm_sync.domain.problem_summary import summarise_problems
+from xpm_sync.domain.runs import SyncRun, new_counts, new_run_id
 from xpm_sync.observability import logger
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_CURSOR_LENGTH = 512
+# A suggestion is kept under its XPM UUID as a sort key, which DynamoDB caps at 1,024 bytes: a
+# longer one names no suggestion (and asking DynamoDB would be its error, not the caller's 404).
+_MAX_SORT_KEY_BYTES = 1024
+# Open problems are paged by record: a record has a few problems at most (one per code).
+PROBLEM_RECORDS_PAGE = 100
+MATCHES_PAGE = 100
+_NO_SUCH_RUN = "No such run."
+_NO_SUCH_MATCH = "No suggested link for this XPM client."
+_NOT_UNLINKED = "client_id is not a client of this firm in Active that is not linked to XPM."
+
+Answer = TypeVar("Answer", bound=BaseModel)
+# What each item of a page (an entry, a record, a suggestion) puts in the answer, in order.
+PageItems = Sequence[Sequence[BaseModel]]
 _NO_OFFICE = "default_office_code is not an office of this firm in Active."
 _CODE_REFUSED = (
     "Xero did not accept this sign-in (it may have expired); connect to Xero Practice Manager again."
@@ -74,6 +110,32 @@ def _bound_user(caller: Caller) -> str:
     if caller.user_sub is None:
         raise NotSignedIn("Your sign-in does not say which user you are; sign in to Active again.")
     return caller.user_sub
+
+
+def _within_budget(page_of: Callable[[int], tuple[Answer, PageItems]], limit: int) -> Answer:
+    """The answer for a page of ``limit`` items, or of as many fewer as keep it under
+    ``ANSWER_BUDGET_BYTES`` (SPEC B5: every answer under 1 MB, whatever the firm's size).
+
+    ``page_of(n)`` answers a page of at most ``n`` items (runs' entries, records, suggestions) and
+    gives what each of them puts in the answer. A page of ordinary items fits at the first try;
+    only items near their longest (``api.models`` caps each) make it read again, as many as fit
+    of the same leading items: once, unless the list changed in between. The next cursor is
+    always the one of the page answered, so paging goes on from its last item.
+    """
+    while True:
+        answer, items = page_of(limit)
+        size = answer_bytes(answer)
+        if len(items) <= 1 or size <= ANSWER_BUDGET_BYTES:
+            return answer
+        costs = [items_bytes(parts) for parts in items]
+        room = ANSWER_BUDGET_BYTES - (size - sum(costs))  # what the page costs without its items
+        fitting = 0
+        for cost in costs:
+            room -= cost
+            if room < 0:
+                break
+            fitting += 1
+        limit = max(1, min(fitting, len(items) - 1))
 
 
 def _preselected_tenant(connections: Sequence[Connection]) -> Connection | None:
@@ -95,6 +157,9 @@ class IntegrationService:
     queue: SyncQueue | None  # None for the OAuth function, which queues nothing
     states: StateStore
     active_for: Callable[[str], ActiveRepository]
+    # A firm's open problems and its suggested links, in the sync log (paged with signed cursors).
+    record_states_for: Callable[[str], RecordStates]
+    matches_for: Callable[[str], Matches]
     identity_factory: Callable[[], XeroIdentity]
     tokens_factory: Callable[[XeroIdentity], TokenStore]
     clock: Clock
@@ -394,9 +459,167 @@ class IntegrationService:
         page, next_cursor = self.runs.list_runs(firm_id, limit=limit, cursor=cursor or None)
         return RunsPage(runs=[run_out(run) for run in page], next_cursor=next_cursor)
 
-    def get_run(self, firm_id: str, run_id: str) -> RunDetail:
+    def _run(self, firm_id: str, run_id: str) -> SyncRun:
         # Another firm's run is looked up under this firm's key, so it is simply not found (B4).
         run = self.runs.get_run(firm_id, run_id) if _RUN_ID.match(run_id) else None
         if run is None:
-            raise NotFound("No such run.")
-        return run_detail(run, self.runs.entries(firm_id, run_id))
+            raise NotFound(_NO_SUCH_RUN)
+        return run
+
+    def get_run(self, firm_id: str, run_id: str) -> RunDetail:
+        """The run and the first page of its error log (SPEC B5): a run of a large firm can hold
+        tens of thousands of entries, and the rest are paged by ``run_entries``."""
+        run = self._run(firm_id, run_id)
+
+        def detail(limit: int) -> tuple[RunDetail, PageItems]:
+            entries, next_cursor = self.runs.entries_page(firm_id, run_id, limit=limit)
+            answer = run_detail(run, entries, next_cursor)
+            return answer, [[entry] for entry in answer.entries]
+
+        return _within_budget(detail, ENTRIES_PAGE)
+
+    def run_entries(
+        self,
+        firm_id: str,
+        run_id: str,
+        *,
+        cursor: str | None,
+        severity: Severity | None,
+        code: str | None,
+    ) -> EntriesPage:
+        """A page of a run's error log, errors first, from the start or ``cursor``; a cursor
+        handed out for another run, firm, list or filter is refused (InvalidCursor)."""
+        run = self._run(firm_id, run_id)
+
+        def page(limit: int) -> tuple[EntriesPage, PageItems]:
+            entries, next_cursor = self.runs.entries_page(
+                firm_id, run_id, cursor=cursor, severity=severity, code=code, limit=limit
+            )
+            answer = entries_page(run, entries, next_cursor)
+            return answer, [[entry] for entry in answer.entries]
+
+        return _within_budget(page, ENTRIES_PAGE)
+
+    # --- Open problems (SPEC B6) ----------------------------------------------------------------
+
+    def problems(
+        self, firm_id: str, *, cursor: str | None, code: str | None, entity: EntryEntity | None
+    ) -> ProblemsPage:
+        """The firm's open problems now, one item per (record, code), a page of records at a time."""
+        states = self.record_states_for(firm_id)
+
+        def page(limit: int) -> tuple[ProblemsPage, PageItems]:
+            found, _, next_cursor = states.open_page(cursor=cursor, code=code, entity=entity, limit=limit)
+            # A record's problems come and go together: the page is cut between records.
+            return problems_page(found, code=code, next_cursor=next_cursor), [
+                problems_out(state, code=code) for state in found
+            ]
+
+        return _within_budget(page, PROBLEM_RECORDS_PAGE)
+
+    def problem_summary(self, firm_id: str) -> ProblemSummaryResponse:
+        """The open problems by code, and what was fixed since the last email: the summary the
+        email leads with (``adapters.notifier``), counted the same way."""
+        config = self.configs.get_or_new(firm_id)
+        states = self.record_states_for(firm_id)
+        summary = summarise_problems(
+            states.every_open(),
+            states.fixed_after(config.last_notified_at),
+            last_emailed_at=config.last_notified_at,
+        )
+        return summary_response(summary)
+
+    # --- Preview (SPEC B6: a dry run) ------------------------------------------------------------
+
+    def preview(self, firm_id: str) -> PreviewResponse:
+        """Queue a dry run: it reads XPM as a first sync does and writes nothing to Active.
+
+        The gate is Start Sync's (409 unless connected and configured; 429 while a preview is
+        queued or running, or within 5 minutes of the last), one conditional write on the config.
+        The run is saved before it is queued, as the worker reads it; a queue that refuses the
+        message gives the claim back and ends the run, so none is left looking queued.
+        """
+        config = self._connected(firm_id)
+        missing = config.missing_setup()
+        if missing:
+            raise NotConfigured(missing)
+        if self.queue is None:
+            raise RuntimeError("Preview needs the sync queue (SYNC_QUEUE_URL)")
+        previous = self.configs.claim_preview(firm_id, self.clock)
+        now = self.clock.now()
+        run = SyncRun(
+            firm_id=firm_id,
+            run_id=new_run_id(now),
+            trigger="manual",
+            status="running",
+            started_at=iso(now),
+            counts=new_counts(dry_run=True),
+            dry_run=True,
+        )
+        try:
+            self.runs.save_run(run, now)
+            self.queue.enqueue_preview(firm_id, run.run_id)
+        except Exception:
+            self._undo_preview(run, previous)
+            raise
+        logger.info("xpm preview queued", extra={"firm_id": firm_id, "run_id": run.run_id})
+        return PreviewResponse(run_id=run.run_id)
+
+    def _undo_preview(self, run: SyncRun, previous_requested_at: str | None) -> None:
+        """A preview that could not be queued: the admin may press again at once, and its run (if
+        saved) ends failed rather than waiting for a worker that will never come. The claim first:
+        it is what blocks the admin."""
+        self.configs.release_preview(run.firm_id, previous_requested_at)
+        ended = self.clock.now()
+        try:
+            self.runs.save_run(run.model_copy(update={"status": "failed", "finished_at": iso(ended)}), ended)
+        except Exception as exc:  # the queue's failure is the one the caller hears of
+            logger.warning(
+                "xpm preview run left running after a queue failure",
+                extra={"firm_id": run.firm_id, "run_id": run.run_id, "detail": str(exc)},
+            )
+
+    # --- Suggested links (SPEC B6) -------------------------------------------------------------
+
+    def matches(self, firm_id: str, *, cursor: str | None) -> MatchesPage:
+        matches = self.matches_for(firm_id)
+
+        def page(limit: int) -> tuple[MatchesPage, PageItems]:
+            found, next_cursor = matches.page(cursor, limit)
+            answer = matches_page(found, next_cursor)
+            return answer, [[match] for match in answer.matches]
+
+        return _within_budget(page, MATCHES_PAGE)
+
+    def answer_match(self, firm_id: str, xpm_uuid: str, request: MatchAnswerRequest) -> MatchOut:
+        """The admin's answer to a suggested link, kept for the runs to come: ``link`` to an
+        Active client of the firm that no XPM client is linked to, or ``create`` a new client.
+
+        A suggestion never links by itself; the engine applies the answer at the next run, and
+        links only if the client is still unlinked then.
+        """
+        if len(xpm_uuid.encode("utf-8")) > _MAX_SORT_KEY_BYTES:
+            raise NotFound(_NO_SUCH_MATCH)
+        matches = self.matches_for(firm_id)
+        suggestion = matches.get(xpm_uuid)
+        if suggestion is None:
+            raise NotFound(_NO_SUCH_MATCH)
+        answer: MatchAnswer = request.action
+        if answer == "create":
+            answered = matches.answer(xpm_uuid, answer, None)
+            chosen = suggestion
+        else:
+            if request.client_id is None:
+                raise InvalidValue("client_id", "client_id is required to link.")
+            client = self.active_for(firm_id).client(request.client_id)
+            if client is None or client.xpm_uuid is not None:
+                raise InvalidValue("client_id", _NOT_UNLINKED)
+            # Cut as every label is: the name comes from Active as it is, and lands in one item.
+            client_label = shorten(client.label, MAX_LABEL_CHARS)
+            answered = matches.answer(xpm_uuid, answer, client.client_id, client_label)
+            chosen = replace(suggestion, client_id=client.client_id, client_label=client_label)
+        if not answered:
+            # A run applied the suggestion and forgot it between the read and the write.
+            raise NotFound(_NO_SUCH_MATCH)
+        logger.info("xpm suggested link answered", extra={"firm_id": firm_id, "answer": answer})
+        return match_out(replace(chosen, answer=answer))
