@@ -8,6 +8,7 @@ extends tests/unit/test_api_http.py and test_oauth.py with the answers of both A
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import subprocess
 import threading
@@ -15,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.client import BaseClient
 from xpm_sync.api import service
 
 from local.stack import load_template
 from tests.fixtures import api as api_fixtures
 from tests.fixtures.api import FIRM, ApiHarness
 from tests.fixtures.events import load_event
+from tests.fixtures.monitoring import problem, record_state, seed_client, suggest, write_states
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FRONTEND_ORIGIN = "http://127.0.0.1:5173"  # FRONTEND_URL of local.stack.function_environment
@@ -29,7 +32,8 @@ FRONTEND_ORIGIN = "http://127.0.0.1:5173"  # FRONTEND_URL of local.stack.functio
 api = api_fixtures.api
 
 # Function -> table -> the access it needs. "read" is SAM's DynamoDBReadPolicy, "crud" its
-# DynamoDBCrudPolicy; "update" is a single dynamodb:UpdateItem statement.
+# DynamoDBCrudPolicy; "update" and "put" are a single dynamodb:UpdateItem or dynamodb:PutItem
+# statement, followed by the partitions it is confined to ("put FIRM#*") when it is.
 TABLE_ACCESS: dict[str, dict[str, set[str]]] = {
     "SyncDispatchFunction": {"ConfigTable": {"read"}},
     "SyncWorkerFunction": {
@@ -38,8 +42,13 @@ TABLE_ACCESS: dict[str, dict[str, set[str]]] = {
         "SyncLogTable": {"crud"},
         "NotifyTable": {"crud"},
     },
-    # The API reads Active and the run log; its one write to Active is an office's default partner.
-    "ApiFunction": {"ConfigTable": {"crud"}, "ActiveTable": {"read", "update"}, "SyncLogTable": {"read"}},
+    # The API reads Active and the sync log; its one write to Active is an office's default
+    # partner, and to the sync log a preview's run (FIRM#) and the answers to suggested links (MATCH#).
+    "ApiFunction": {
+        "ConfigTable": {"crud"},
+        "ActiveTable": {"read", "update"},
+        "SyncLogTable": {"read", "put FIRM#*", "update MATCH#*"},
+    },
     "OAuthFunction": {"ConfigTable": {"crud"}, "ActiveTable": {"read"}, "SyncLogTable": {"read"}},
 }
 # Function -> Secrets Manager actions on the firms' token secrets (None: no token secret at all).
@@ -66,6 +75,7 @@ TOKEN_SECRET_ACTIONS: dict[str, set[str] | None] = {
         "secretsmanager:DescribeSecret",
     },
 }
+SINGLE_WRITES = {"dynamodb:UpdateItem": "update", "dynamodb:PutItem": "put"}
 SENDS_EMAIL = {"SyncWorkerFunction"}
 SENDS_TO_QUEUE = {"SyncDispatchFunction", "SyncWorkerFunction", "ApiFunction"}
 SAM_TABLE_POLICIES = {"DynamoDBReadPolicy": "read", "DynamoDBCrudPolicy": "crud"}
@@ -92,6 +102,17 @@ def _statements(properties: dict[str, Any]) -> list[dict[str, Any]]:
 def _actions(statement: dict[str, Any]) -> set[str]:
     actions = statement["Action"]
     return set(actions) if isinstance(actions, list) else {actions}
+
+
+def _leading_keys(statement: dict[str, Any]) -> list[str]:
+    """The partition keys a statement confines its writes to (none: the whole table)."""
+    condition = statement.get("Condition")
+    if condition is None:
+        return []
+    assert set(condition) == {"ForAllValues:StringLike"}, condition
+    assert set(condition["ForAllValues:StringLike"]) == {"dynamodb:LeadingKeys"}, condition
+    keys = condition["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+    return list(keys) if isinstance(keys, list) else [keys]
 
 
 def _sub(node: Any) -> tuple[str, dict[str, Any]]:
@@ -138,15 +159,131 @@ def test_each_function_reaches_its_tables_with_the_access_it_needs_and_no_more(
     for statement in _statements(properties):
         dynamodb = {a for a in _actions(statement) if a.startswith("dynamodb:")}
         if dynamodb:
-            assert dynamodb == {"dynamodb:UpdateItem"}, f"{name}: {dynamodb}"
+            assert len(dynamodb) == 1, f"{name}: one action a statement, {dynamodb}"
+            assert dynamodb <= set(SINGLE_WRITES), f"{name}: {dynamodb}"
             # The table itself: no index, no stream, no other table.
             assert statement["Resource"] == {"Fn::GetAtt": [statement["Resource"]["Fn::GetAtt"][0], "Arn"]}
-            access.setdefault(statement["Resource"]["Fn::GetAtt"][0], set()).add("update")
+            level = " ".join([SINGLE_WRITES[dynamodb.pop()], *_leading_keys(statement)])
+            access.setdefault(statement["Resource"]["Fn::GetAtt"][0], set()).add(level)
 
     assert access == TABLE_ACCESS[name]
     # Each table it may touch is one its environment names (the code can find no other).
     env_tables = {v["Ref"] for v in _env(template, name).values() if isinstance(v, dict) and "Ref" in v}
     assert set(access) <= env_tables
+
+
+# What SAM's policy templates grant on a table (its policy_templates.json).
+SAM_TABLE_ACTIONS = {
+    "DynamoDBReadPolicy": {"GetItem", "Scan", "Query", "BatchGetItem", "DescribeTable"},
+    "DynamoDBCrudPolicy": {
+        "GetItem",
+        "DeleteItem",
+        "PutItem",
+        "Scan",
+        "Query",
+        "UpdateItem",
+        "BatchWriteItem",
+        "BatchGetItem",
+        "DescribeTable",
+        "ConditionCheckItem",
+    },
+}
+
+
+def _dynamodb_grants(properties: dict[str, Any]) -> list[tuple[str, set[str], list[str]]]:
+    """(table, actions, partition key patterns: none for the whole table) for each grant."""
+    grants: list[tuple[str, set[str], list[str]]] = [
+        (policy[kind]["TableName"]["Ref"], actions, [])
+        for policy in properties.get("Policies", [])
+        for kind, actions in SAM_TABLE_ACTIONS.items()
+        if kind in policy
+    ]
+    for statement in _statements(properties):
+        actions = {a.removeprefix("dynamodb:") for a in _actions(statement) if a.startswith("dynamodb:")}
+        if actions:
+            grants.append((statement["Resource"]["Fn::GetAtt"][0], actions, _leading_keys(statement)))
+    return grants
+
+
+def _partition_key(params: dict[str, Any]) -> str | None:
+    item = params.get("Key") or params.get("Item") or {}
+    value = item.get("pk") or item.get("firm_id")
+    return str(value["S"]) if isinstance(value, dict) else None
+
+
+def test_the_api_functions_policy_allows_every_dynamodb_call_its_routes_make(
+    api: ApiHarness, template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The routes of issues 19, 21 and 22 write to the sync log: each call they make, read or
+    write, is one the ApiFunction's policy allows, on that table and in that partition."""
+    api.connect()
+    api.seed_office("SYD")
+    api.seed_user("user-admin-1")
+    seed_client(api.names, FIRM, "c-1", legal_name="Acme")
+    suggest(api.names, FIRM, "x-1", "c-1")
+    write_states(api.names, FIRM, [record_state("client", "x-2", "Bravo", problem("PARTNER_MISSING"))])
+    calls: list[tuple[str, dict[str, Any]]] = []
+    make_call = BaseClient._make_api_call
+
+    def recording(client: Any, operation: str, params: dict[str, Any]) -> Any:
+        if client.meta.service_model.service_name == "dynamodb":
+            calls.append((operation, params))
+        return make_call(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", recording)
+    saved = api.call_api(
+        "put_config",
+        body={
+            "sync_name": "XPM Sync",
+            "tenant_id": api.sim.practices[0].tenant_id,
+            "default_office_code": "SYD",
+            "default_partner_user_id": "user-admin-1",
+            "notification_user_id": "user-admin-1",
+        },
+    )
+    run_id = api.call_api("post_preview").json["run_id"]
+    answers = [
+        saved,
+        api.call_api("get_runs"),
+        api.call_api("get_run", path=f"/integrations/xpm/runs/{run_id}", path_parameters={"run_id": run_id}),
+        api.call_api(
+            "get_run_entries",
+            path=f"/integrations/xpm/runs/{run_id}/entries",
+            path_parameters={"run_id": run_id},
+            query=None,
+        ),
+        api.call_api("get_problems", query=None),
+        api.call_api("get_problems_summary"),
+        api.call_api("get_matches"),
+        api.call_api(
+            "post_match",
+            path="/integrations/xpm/matches/x-1",
+            path_parameters={"xpm_uuid": "x-1"},
+            body={"action": "link", "client_id": "c-1"},
+        ),
+    ]
+
+    assert [a.status for a in answers] == [200] * len(answers), [a.text for a in answers if a.status != 200]
+    tables = {
+        api.names.config_table: "ConfigTable",
+        api.names.active_table: "ActiveTable",
+        api.names.sync_log_table: "SyncLogTable",
+    }
+    grants = _dynamodb_grants(_functions(template)["ApiFunction"])
+    written = set()
+    for operation, params in calls:
+        table, partition = tables[params["TableName"]], _partition_key(params)
+        allowed = [
+            keys
+            for granted_table, actions, keys in grants
+            if granted_table == table
+            and operation in actions
+            and (not keys or any(fnmatch.fnmatchcase(partition or "", key) for key in keys))
+        ]
+        assert allowed, f"{operation} on {table} ({partition}) is not allowed"
+        if operation in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"):
+            written.add((operation, table, (partition or "").split("#")[0]))
+    assert {("PutItem", "SyncLogTable", "FIRM"), ("UpdateItem", "SyncLogTable", "MATCH")} <= written
 
 
 @pytest.mark.parametrize("name", sorted(TOKEN_SECRET_ACTIONS))
