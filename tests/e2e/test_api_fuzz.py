@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 import schemathesis
@@ -28,9 +29,14 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from xpm_sync.adapters import aws
 
+from functions.sync_worker.app import lambda_handler as worker_handler
 from local.admin_flow import run_admin_flow
-from local.serve import ServedApi
+from local.lambda_runtime import drain_queue
+from local.serve import DEMO_FIRM_ID, DEMO_OFFICE_CODE, ServedApi
+from local.stack import StackNames
+from local.xpm_sim import Simulator
 
 pytestmark = pytest.mark.e2e
 
@@ -66,10 +72,33 @@ def reliability_report() -> Iterator[None]:
 
 
 @pytest.fixture
-def served(served: ServedApi) -> ServedApi:
-    """The API over HTTP for the demo firm, after the admin connected, saved and pressed Start Sync."""
+def served(served: ServedApi, aws_server: StackNames, simulator: Simulator) -> ServedApi:
+    """The API over HTTP for the demo firm, after the admin connected, saved and pressed Start Sync,
+    and the worker ran that sync: Sync Monitoring's lists hold a run with its log, the open
+    problems the demo practice plants, and a suggested link (a trial client named as an XPM client
+    whose code Active does not have), so their items meet the contract too."""
+    practice = simulator.practices[0]
+    active_codes = {
+        item.get("code") for item in boto3.resource("dynamodb").Table(aws_server.active_table).scan()["Items"]
+    }
+    look_alike = next(c for c in practice.clients if c.name and c.code and c.code not in active_codes)
+    boto3.resource("dynamodb").Table(aws_server.active_table).put_item(
+        Item={
+            "pk": f"FIRM#{DEMO_FIRM_ID}",
+            "sk": "CLIENT#trial-look-alike",
+            "firm_id": DEMO_FIRM_ID,
+            "entity": "client",
+            "client_id": "trial-look-alike",
+            "legal_name": look_alike.name,
+            "office_code": DEMO_OFFICE_CODE,
+        }
+    )
     with httpx.Client(timeout=15) as http:
         run_admin_flow(served.url, http)
+        drain_queue(aws.client("sqs"), aws_server.queue_url, worker_handler)
+        for path, items in (("runs", "runs"), ("problems", "problems"), ("matches", "matches")):
+            listed = http.get(f"{served.url}/integrations/xpm/{path}").json()[items]
+            assert listed, f"the fuzz would meet no {path} item"
     return served
 
 
