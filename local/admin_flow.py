@@ -33,8 +33,11 @@ def run_admin_flow(
     office_code: str = DEMO_OFFICE_CODE,
     notification_user_id: str = DEMO_ADMIN_USER_ID,
     default_partner_user_id: str | None = None,
+    start_sync: bool = True,
 ) -> dict[str, Any]:
-    """Walk the setup flow; returns each step's answer. Raises RuntimeError on an unexpected one."""
+    """Walk the setup flow; returns each step's answer. Raises RuntimeError on an unexpected one.
+
+    Without ``start_sync`` the admin stops at Submit with Later, as before a preview (SPEC A6, B6)."""
     base = f"{api_url.rstrip('/')}/integrations/xpm"
     seen: dict[str, Any] = {}
 
@@ -69,5 +72,6 @@ def run_admin_flow(
     if default_partner_user_id is not None:
         body["default_partner_user_id"] = default_partner_user_id
     seen["saved"] = _json(http.put(base, json=body), 200)
-    seen["sync"] = _json(http.post(f"{base}/sync"), 202)
+    if start_sync:
+        seen["sync"] = _json(http.post(f"{base}/sync"), 202)
     return seen

@@ -1,9 +1,14 @@
 """`make demo`: the hourly sync end to end on the embedded local stack.
 
 moto server plays AWS, the project's simulator plays Xero and XPM over HTTP on loopback, and the
-real handlers run: scheduled event -> dispatcher -> SQS FIFO -> worker. Three runs: the first
-sync, a rerun with nothing changed, and a run after one client is renamed in XPM and one partner
-is added in Active. Everything stops by itself at the end.
+real handlers run: scheduled event -> dispatcher -> SQS FIFO -> worker. The admin connects (the
+bound OAuth callback), submits the setup with Later and previews the first sync (a dry run: the
+plan, and a trial client entered by hand with no code suggested as the same as an XPM client),
+answers the suggestion, then presses Start Sync. Four runs follow: the first sync (the suggested
+client linked, not duplicated), a rerun with nothing changed, a run after one client is renamed in
+XPM and the missing partner is added in Active (its problems shown fixed), and a run after a client
+is archived in XPM and typed in again with the same code (it takes its Active client back). Sync
+Monitoring's summary of open problems is read after runs 1 and 3. Everything stops by itself.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from local.seed import user_item
 from local.serve import DEMO_OFFICE_CODE, seed_demo_firm, serve_api
 from local.stack import MotoServer, StackNames, create_resources, function_environment
 from local.write_counts import items_written
-from local.xpm_sim import Practice, Simulator, generate_practice, start_simulator
+from local.xpm_sim import Practice, SimClient, Simulator, generate_practice, start_simulator
 
 FIRM_ID = "firm-demo"
 APP_CLIENT_ID = "local-client-id"
@@ -78,7 +83,10 @@ def local_stack() -> Iterator[tuple[StackNames, Simulator, Practice]]:
             42, staff=12, clients=60, problem_share=0.15, tenant_name="Harbour & Co Accountants"
         )
         sim.add_practice(practice)
-        sim.set_consenting_user("Pat Practice", "pat@harbour.example")
+        # The practice's admin allows access: a member of its staff, so the connection has an owner
+        # in XPM (SPEC A6: otherwise every run warns CONNECTION_OWNER_NOT_IN_XPM).
+        owner = next(staff for staff in practice.partner_staff() if staff.email)
+        sim.set_consenting_user(owner.name or "Practice Admin", owner.email or "")
         say(f"moto server (AWS)      {moto.url}")
         say(f"Xero/XPM simulator     {sim.url}")
         say(
@@ -138,16 +146,35 @@ def report(
 
 
 class Runs:
-    """Sync Monitoring, as the Active frontend reads it: through the runs API."""
+    """Sync Monitoring, as the Active frontend reads it: through the API (SPEC B5)."""
 
     def __init__(self, http: httpx.Client, api_url: str) -> None:
         self._http = http
-        self._base = f"{api_url}/integrations/xpm/runs"
+        self._api = f"{api_url}/integrations/xpm"
+        self._base = f"{self._api}/runs"
 
     def latest(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         page = self._http.get(self._base, params={"limit": 1}).json()
-        detail = self._http.get(f"{self._base}/{page['runs'][0]['run_id']}").json()
+        return self.run(page["runs"][0]["run_id"])
+
+    def run(self, run_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        detail = self._http.get(f"{self._base}/{run_id}").json()
         return detail, detail["entries"]
+
+    def summary(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self._http.get(f"{self._api}/problems/summary").json()
+        return answer
+
+    def show_summary(self) -> None:
+        summary = self.summary()
+        say(
+            f"GET /integrations/xpm/problems/summary -> {summary['open']} open problem(s), "
+            f"{summary['fixed_since_last_email']} fixed since the last email"
+        )
+        for group in summary["groups"]:
+            examples = ", ".join(group["examples"][:3])
+            say(f"  {group['count']:>3} x {group['code']} [{group['severity']}]: {examples}")
+            say(f"        -> {group['suggestion']}")
 
 
 def sync_and_report(
@@ -187,8 +214,8 @@ def show_email(before: int) -> None:
 
 
 def setup_through_the_api(api_url: str, http: httpx.Client) -> None:
-    """The admin's setup page (SPEC A6): connect, consent at Xero, configure, Start Sync."""
-    seen = run_admin_flow(api_url, http, sync_name="Harbour XPM sync")
+    """The admin's setup page (SPEC A6): connect, consent at Xero, configure, then Later."""
+    seen = run_admin_flow(api_url, http, sync_name="Harbour XPM sync", start_sync=False)
     authorize_url = seen["authorize_url"].split("?")[0]
     say(f"POST /integrations/xpm/connect        -> authorize_url {authorize_url} (PKCE S256)")
     # The code and state are one-time secrets: the demo names them, never prints them.
@@ -206,11 +233,74 @@ def setup_through_the_api(api_url: str, http: httpx.Client) -> None:
     saved = seen["saved"]
     say(
         f"PUT  /integrations/xpm                -> tenant chosen, office {saved['default_office_code']}, "
-        f"notify {saved['notification_user_id']}"
+        f"notify {saved['notification_user_id']} (Later: sync_enabled {saved['sync_enabled']})"
     )
-    say(f"POST /integrations/xpm/sync           -> 202 {seen['sync']}")
-    again = http.post(f"{api_url}/integrations/xpm/sync")
+
+
+def preview_and_answer(api_url: str, http: httpx.Client, names: StackNames, runs: Runs) -> None:
+    """See before you sync (SPEC B6): a dry run of the first sync, and the admin's answer to the
+    suggested link it found."""
+    from xpm_sync.adapters import aws
+
+    base = f"{api_url}/integrations/xpm"
+    before = _active_items(aws.table(names.active_table))
+    queued = http.post(f"{base}/preview")
+    say(f"POST /integrations/xpm/preview        -> {queued.status_code} {queued.json()}")
+    say(deliver(names, scheduled=False))
+    plan, entries = runs.run(queued.json()["run_id"])
+    clients, users = plan["counts"]["client"], plan["counts"]["user"]
+    say(
+        f"preview {plan['status'].upper()} (dry_run={plan['dry_run']}): clients would be "
+        + ", ".join(
+            f"{clients[o]} {o}" for o in ("created", "linked", "updated", "unchanged", "failed", "skipped")
+        )
+        + f"; users {users['created']} created, {users['updated']} updated"
+    )
+    codes = Counter(e["code"] for e in entries)
+    say("its problems: " + ", ".join(f"{n} x {code}" for code, n in codes.most_common()))
+    unchanged = _active_items(aws.table(names.active_table)) == before
+    say(f"Active table unchanged by the preview: {'yes' if unchanged else 'NO'}")
+    if not unchanged:
+        raise RuntimeError("the preview wrote to Active")
+    matches = http.get(f"{base}/matches").json()["matches"]
+    for match in matches:
+        say(
+            f"GET  /integrations/xpm/matches        -> XPM {match['label']} may be Active "
+            f"{match['client_label']} (same {match['reason']}), answer {match['answer']}"
+        )
+        answered = http.post(
+            f"{base}/matches/{match['xpm_uuid']}", json={"action": "link", "client_id": match["client_id"]}
+        )
+        say(f"POST /integrations/xpm/matches/{{uuid}} -> {answered.status_code} {answered.json()['answer']}")
+    started = http.post(f"{base}/sync")
+    say(f"POST /integrations/xpm/sync           -> {started.status_code} {started.json()}")
+    again = http.post(f"{base}/sync")
     say(f"POST /integrations/xpm/sync (again)   -> {again.status_code} {again.json()}")
+
+
+def _active_items(table: Any) -> list[dict[str, Any]]:
+    return sorted(table.scan_items(), key=lambda item: (item["pk"], item["sk"]))
+
+
+def seed_look_alike(active: Any, practice: Practice) -> tuple[SimClient, str]:
+    """A trial client an admin typed in by hand with no code, named as an XPM client is (with the
+    usual difference in punctuation): the first sync must not make a second one of it."""
+    twin = next(
+        c for c in practice.clients if c.code and c.account_manager_uuid and "Pty Ltd" in (c.name or "")
+    )
+    name = (twin.name or "").replace("Pty Ltd", "Pty. Limited")
+    item = {
+        "pk": f"FIRM#{FIRM_ID}",
+        "sk": "CLIENT#trial-look-alike",
+        "firm_id": FIRM_ID,
+        "entity": "client",
+        "client_id": "trial-look-alike",
+        "legal_name": name,
+        "office_code": DEMO_OFFICE_CODE,
+        "notes": "entered during the trial, before XPM was connected",
+    }
+    active.put_item(Item=item)
+    return twin, name
 
 
 def main() -> int:
@@ -236,9 +326,10 @@ def main() -> int:
             KeyConditionExpression="pk = :pk AND begins_with(sk, :client)",
             ExpressionAttributeValues={":pk": f"FIRM#{FIRM_ID}", ":client": "CLIENT#"},
         )["Items"][0]
+        twin, look_alike = seed_look_alike(active, practice)
         say(
             f"Active seeded: office {DEMO_OFFICE_CODE}, the partners and an admin as users, "
-            f"trial client {firm['code']} entered by hand"
+            f"trial client {firm['code']} entered by hand, and {look_alike!r} with no code"
         )
 
         env = {key: os.environ[key] for key in function_environment(names, xero_url=sim.url)}
@@ -248,6 +339,9 @@ def main() -> int:
             heading("Setup through the API, as the admin's setup page drives it")
             setup_through_the_api(api.url, http)
 
+            heading("See before you sync: a preview, and a suggested link answered")
+            preview_and_answer(api.url, http, names, runs)
+
             heading("Run 1: the manual run Start Sync queued (first sync, full read)")
             sync_and_report(names, runs, counter, sim, scheduled=False)
             show_email(0)
@@ -256,6 +350,13 @@ def main() -> int:
                 f"trial client {trial['code']}: linked to XPM {trial.get('xpm_uuid')}; "
                 f"Active-only note kept: {trial.get('notes')!r}"
             )
+            linked = active.get_item(Key={"pk": f"FIRM#{FIRM_ID}", "sk": "CLIENT#trial-look-alike"})["Item"]
+            copies = [c for c in _active_items(active) if c.get("xpm_uuid") == twin.uuid]
+            say(
+                f"{look_alike!r}: linked to XPM {twin.code} ({linked.get('code')}), "
+                f"{len(copies)} Active client for it: suggested, answered, never duplicated"
+            )
+            runs.show_summary()
 
             heading("Run 2: the hourly schedule, nothing changed in XPM")
             before = len(sent_emails())
@@ -278,11 +379,34 @@ def main() -> int:
             )
             say(f"Active: partner user {absent_partner.email} added by an admin")
             third = sync_and_report(names, runs, counter, sim, scheduled=True)
+            runs.show_summary()
+
+            heading("Run 4: a client archived in XPM and typed in again with the same code")
+            gone = next(c for c in practice.clients if _synced_and_plain(c, practice, trial["code"]))
+            holder = next(c for c in _active_items(active) if c.get("xpm_uuid") == gone.uuid)
+            recreated = practice.recreate_client(gone.uuid)
+            say(f"XPM: {gone.name} ({gone.code}) archived, and typed in again as XPM client {recreated.uuid}")
+            sync_and_report(names, runs, counter, sim, scheduled=True)
+            holders = [
+                c for c in _active_items(active) if c.get("entity") == "client" and c.get("code") == gone.code
+            ]
+            same = [c["client_id"] for c in holders] == [holder["client_id"]]
+            say(
+                f"Active clients with code {gone.code}: {len(holders)}, "
+                f"{'the same record' if same else 'NOT the same record'} {holder['client_id']}, "
+                f"now linked to {holders[0].get('xpm_uuid') if holders else None}"
+            )
 
         heading("Summary")
         say(f"run 2 wrote {second['writes']} item(s) to Active; run 3 wrote {third['writes']}")
     say("local stack stopped; nothing left running")
     return 0
+
+
+def _synced_and_plain(client: SimClient, practice: Practice, trial_code: str) -> bool:
+    """A client run 1 synced cleanly: a code, a partner who is an Active user, not the trial one."""
+    partners = {staff.uuid for staff in practice.partner_staff()}
+    return bool(client.code) and client.code != trial_code and client.account_manager_uuid in partners
 
 
 def _endpoint(path: str) -> str:
