@@ -107,7 +107,6 @@ def test_entries_filter_by_severity_and_code_page_exactly(tables: tuple[Table, T
     assert seen == [f"E{i}" for i in range(0, 450, 3)]
 
 
-@pytest.mark.parametrize("tamper", ["garbage", "a.b", "", "x" * 2000])
 def _log_with_a_second_page(tables: tuple[Table, Table]) -> tuple[RunLog, str]:
     """A run log whose run has 101 entries, and the cursor to its second page."""
     log_table, config_table = tables
@@ -118,6 +117,7 @@ def _log_with_a_second_page(tables: tuple[Table, Table]) -> tuple[RunLog, str]:
     return log, cursor
 
 
+@pytest.mark.parametrize("tamper", ["garbage", "a.b", "", "x" * 2000])
 def test_a_forged_cursor_is_refused(tables: tuple[Table, Table], tamper: str) -> None:
     log, cursor = _log_with_a_second_page(tables)
 
