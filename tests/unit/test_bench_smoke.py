@@ -409,11 +409,18 @@ def test_bench_moto_index_lookups_hold_under_concurrent_writes(monkeypatch: pyte
             if number % 3:
                 stable[f"C{number % 7}"].add(f"CLIENT#{number:03d}")
 
-        def by_code(code: str) -> list[dict[str, Any]]:
-            items: list[dict[str, Any]] = table.query(
-                IndexName="by_code", KeyConditionExpression=Key("pk").eq("FIRM#A") & Key("code").eq(code)
-            )["Items"]
-            return items
+        # One botocore client for every thread (clients are thread-safe; boto3's resources, whose
+        # condition builder counts placeholders per request, are not).
+        client = boto3.client("dynamodb", region_name="eu-west-1")
+
+        def by_code(code: str) -> list[str]:
+            answer = client.query(
+                TableName="t",
+                IndexName="by_code",
+                KeyConditionExpression="pk = :pk AND code = :code",
+                ExpressionAttributeValues={":pk": {"S": "FIRM#A"}, ":code": {"S": code}},
+            )
+            return sorted(item["sk"]["S"] for item in answer["Items"])
 
         writes = 0
         writes_lock = threading.Lock()
@@ -427,21 +434,25 @@ def test_bench_moto_index_lookups_hold_under_concurrent_writes(monkeypatch: pyte
             writing.wait()
             for step in range(24):
                 sk, code = choose.choice(moving), choose.choice(codes)
-                key = {"pk": "FIRM#A", "sk": sk}
-                if step % 3 == 0:
-                    table.update_item(
-                        Key=key, UpdateExpression="SET code = :c", ExpressionAttributeValues={":c": code}
-                    )
-                    count = 1
-                elif step % 3 == 1:
-                    table.put_item(Item={**key, "code": code})
-                    count = 1
-                else:
-                    table.delete_item(Key=key)
-                    table.put_item(Item={**key, "code": code})
-                    count = 2
+                key = {"pk": {"S": "FIRM#A"}, "sk": {"S": sk}}
+                try:
+                    if step % 3 == 0:
+                        client.update_item(
+                            TableName="t",
+                            Key=key,
+                            UpdateExpression="SET code = :code",
+                            ExpressionAttributeValues={":code": {"S": code}},
+                        )
+                    elif step % 3 == 1:
+                        client.put_item(TableName="t", Item={**key, "code": {"S": code}})
+                    else:
+                        client.delete_item(TableName="t", Key=key)
+                        client.put_item(TableName="t", Item={**key, "code": {"S": code}})
+                except Exception as error:  # any failure is the finding
+                    problems.append(f"writing {sk}: {error!r}")
+                    return
                 with writes_lock:
-                    writes += count
+                    writes += 2 if step % 3 == 2 else 1
 
         def reader(seed: int) -> None:
             choose = random.Random(seed)
@@ -449,7 +460,7 @@ def test_bench_moto_index_lookups_hold_under_concurrent_writes(monkeypatch: pyte
             while not done.is_set():
                 code = choose.choice(codes)
                 try:
-                    found = {item["sk"] for item in by_code(code)}
+                    found = set(by_code(code))
                 except Exception as error:  # any failure is the finding
                     problems.append(f"{code}: {error!r}")
                     return
@@ -467,9 +478,9 @@ def test_bench_moto_index_lookups_hold_under_concurrent_writes(monkeypatch: pyte
         done.set()
         for thread in readers:
             thread.join()
-        answers = [sorted(item["sk"] for item in by_code(code)) for code in codes]
+        answers = [by_code(code) for code in codes]
         monkeypatch.setattr(Table, "query", _moto_query)
-        moto_answers = [sorted(item["sk"] for item in by_code(code)) for code in codes]
+        moto_answers = [by_code(code) for code in codes]
 
     assert problems == []
     assert answers == moto_answers
