@@ -18,7 +18,6 @@ with loading():
     from aws_lambda_powertools.logging import correlation_paths
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from xpm_sync.api.caller import admin_caller
-    from xpm_sync.api.composition import api_service
     from xpm_sync.api.http import (
         ROUTE_ROOT,
         documented,
@@ -42,6 +41,7 @@ with loading():
         TenantsResponse,
     )
     from xpm_sync.composition import frontend_url
+    from xpm_sync.composition.api import api_service
     from xpm_sync.domain.entries import EntryEntity, Severity
     from xpm_sync.observability import logger, tracer
     from xpm_sync.runtime import usable_context

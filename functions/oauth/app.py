@@ -19,7 +19,6 @@ with loading():
     from aws_lambda_powertools.logging import correlation_paths
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from xpm_sync.api.caller import admin_caller
-    from xpm_sync.api.composition import oauth_service
     from xpm_sync.api.http import (
         ROUTE_ROOT,
         documented,
@@ -29,6 +28,7 @@ with loading():
     )
     from xpm_sync.api.models import CallbackRequest, ConfigResponse, ConnectRequest, ConnectResponse
     from xpm_sync.composition import frontend_url
+    from xpm_sync.composition.api import oauth_service
     from xpm_sync.observability import logger, tracer
     from xpm_sync.runtime import usable_context
 

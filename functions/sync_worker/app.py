@@ -19,7 +19,7 @@ with loading():
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
-    from xpm_sync.composition import keep_alive, sync_services
+    from xpm_sync.composition.worker import keep_alive, sync_services
     from xpm_sync.domain.runs import SyncRequest
     from xpm_sync.observability import logger, tracer
     from xpm_sync.runtime import remaining_seconds, usable_context

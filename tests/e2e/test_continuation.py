@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from xpm_sync.adapters import aws as aws_clients
-from xpm_sync.composition import sync_services
+from xpm_sync.composition.worker import sync_services
 from xpm_sync.domain.runs import SyncRequest
 from xpm_sync.settings import WorkerSettings, load_settings
 from xpm_sync.sync import clients as client_sync

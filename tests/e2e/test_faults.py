@@ -37,7 +37,7 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from moto.ses.models import ses_backends
-from xpm_sync import composition as wiring
+from xpm_sync import composition
 from xpm_sync.adapters import aws as aws_clients
 from xpm_sync.adapters.active_table import ActiveRepository
 from xpm_sync.adapters.config_table import ConfigRepository
@@ -46,6 +46,7 @@ from xpm_sync.adapters.xero_identity import XeroIdentity
 from xpm_sync.adapters.xpm.budget import CallBudget, reset_budgets
 from xpm_sync.adapters.xpm.client import XpmApi
 from xpm_sync.adapters.xpm.errors import XpmUnavailable
+from xpm_sync.composition import worker as worker_composition
 from xpm_sync.domain.clock import SystemClock
 from xpm_sync.domain.mapping import normalise_email
 from xpm_sync.domain.runs import SyncRun
@@ -161,7 +162,7 @@ class FaultWorld:
 
     def token_store(self) -> TokenStore:
         settings = load_settings(WorkerSettings)
-        return wiring.token_store(settings, SystemClock())
+        return composition.token_store(settings, SystemClock())
 
 
 @dataclass(frozen=True)
@@ -378,8 +379,9 @@ def fw(
     def xpm_client(**kwargs: Any) -> XpmApi:
         return XpmApi(**{**kwargs, **harness.xpm_options})
 
-    # The worker builds its XPM client in wiring.sync_services: the same client, with no real sleeps.
-    monkeypatch.setattr(wiring, "XpmApi", xpm_client)
+    # The worker builds its XPM client in composition.worker.sync_services: the same client, with
+    # no real sleeps.
+    monkeypatch.setattr(worker_composition, "XpmApi", xpm_client)
     # Call budgets are per tenant and per process; a spent day must not leak into the next test.
     reset_budgets()
     yield harness

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from xpm_sync import composition
 from xpm_sync.adapters import aws as aws_clients
 from xpm_sync.adapters.xpm.client import XpmApi
+from xpm_sync.composition import worker as worker_composition
 
 from functions.sync_dispatch.app import lambda_handler as dispatch_handler
 from functions.sync_worker.app import lambda_handler as worker_handler
@@ -483,7 +483,9 @@ def test_a_transient_xpm_outage_emails_only_from_the_third_failed_run_in_a_row(
     world: SyncWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given XPM unavailable for a while (the XPM client's back-off sleeps through a no-op)
-    monkeypatch.setattr(composition, "XpmApi", lambda **kwargs: XpmApi(**{**kwargs, "sleep": lambda _: None}))
+    monkeypatch.setattr(
+        worker_composition, "XpmApi", lambda **kwargs: XpmApi(**{**kwargs, "sleep": lambda _: None})
+    )
     world.sim.faults.add("unavailable", times=None)
     sqs = Redelivery(world)
 

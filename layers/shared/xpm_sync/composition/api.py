@@ -1,10 +1,6 @@
 """The two API functions' part of the composition root (``xpm_sync.composition``): the
-``IntegrationService`` their routes call.
-
-Kept apart so that the worker and the dispatcher, which build their services in
-``xpm_sync.composition``, never load the API's service and models. The shared factories and the
-module state ``clock`` (which tests move) are read from there at each call.
-"""
+``IntegrationService`` their routes call, on the root's shared factories and ``clock`` (read at
+each call, so tests that move the clock move the API's)."""
 
 from __future__ import annotations
 
