@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import threading
 import time
@@ -787,3 +788,28 @@ class _Stream(httpx.SyncByteStream):
 
     def __iter__(self) -> Iterator[bytes]:
         yield from self._chunks
+
+
+def test_unlimited_time_is_no_reading_deadline(sleeps):
+    # A harness or the local stack gives the worker unlimited time (runtime.unlimited: infinity):
+    # reading waits for an answer however long it takes, rather than failing on the infinite wait.
+    def slowly() -> Iterator[bytes]:
+        time.sleep(0.1)  # the reader waits on an empty hand-over
+        yield STAFF_XML[:40]
+        time.sleep(0.1)
+        yield STAFF_XML[40:]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=_Stream(slowly()))
+
+    client = XpmApi(
+        api_url=MOCK_API,
+        tenant_id=MOCK_TENANT,
+        tokens=StaticToken("mock-token"),
+        http=httpx.Client(transport=httpx.MockTransport(handler)),
+        sleep=sleeps,
+        budget=CallBudget(),
+        remaining_seconds=lambda: math.inf,
+    )
+
+    assert [staff.name for staff in client.list_staff()] == ["Ann Lee"]

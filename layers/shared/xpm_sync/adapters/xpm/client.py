@@ -187,7 +187,7 @@ class XpmApi:
         With a deadline, the bytes are read by a helper thread and handed over here, so that the
         deadline holds even while no byte comes: a read blocked on the socket cannot be given a new
         timeout once it has begun. Without one (no invocation to outlive), they are read here."""
-        if self._remaining_seconds is None:
+        if self._read_time_left() is None:
             yield from _chunks_of(response)
             return
         reader = _ChunkReader(response)
@@ -311,10 +311,12 @@ class XpmApi:
 
     def _read_time_left(self) -> float | None:
         """What is left for reading answers: the invocation's time less what the run needs after
-        (applying what it read, writing its checkpoint)."""
+        (applying what it read, writing its checkpoint). None when there is no deadline (no
+        invocation, or one with unlimited time: a harness or the local stack)."""
         if self._remaining_seconds is None:
             return None
-        return self._remaining_seconds() - READ_DEADLINE_MARGIN_SECONDS
+        remaining = self._remaining_seconds()
+        return remaining - READ_DEADLINE_MARGIN_SECONDS if math.isfinite(remaining) else None
 
     def _request_timeout(self) -> float:
         """A per-read timeout that never reaches past the reading deadline, and that one read can
