@@ -81,7 +81,8 @@ def query_page(
         "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)" if prefix else "pk = :pk",
         "ExpressionAttributeValues": {**key_values, **(filter_values or {})},
         "ScanIndexForward": not newest_first,
-        "Limit": max(limit + 1, _QUERY_BATCH) if filter_expression else limit + 1,
+        # One more than the page: whether a next page exists is then known without another read.
+        "Limit": limit + 1,
     }
     if filter_expression:
         request["FilterExpression"] = filter_expression
@@ -100,6 +101,8 @@ def query_page(
         if "LastEvaluatedKey" not in answer:
             return Page(found, None)
         request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+        # A filter that keeps few items: read more of them at a time (DynamoDB stops at 1 MB).
+        request["Limit"] = min(request["Limit"] * 2, _QUERY_BATCH)
 
 
 class RunLog:
