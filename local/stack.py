@@ -8,6 +8,7 @@ through boto3, so the same code works inside moto's ``mock_aws()`` and against a
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -74,9 +75,16 @@ _TemplateLoader.add_multi_constructor("!", _construct_tag)
 
 
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    """template.yaml as plain data, short tags (``!Ref X``) turned into ``{"Ref": "X"}`` etc."""
-    with path.open(encoding="utf-8") as stream:
-        template = yaml.load(stream, Loader=_TemplateLoader)  # noqa: S506  # a SafeLoader subclass
+    """template.yaml as plain data, short tags (``!Ref X``) turned into ``{"Ref": "X"}`` etc.
+
+    Parsed once per file content (half a second of YAML, which every test's stack paid); each
+    caller gets its own copy to read or change."""
+    return copy.deepcopy(_parsed_template(path, path.read_bytes()))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_template(path: Path, content: bytes) -> dict[str, Any]:
+    template = yaml.load(content.decode("utf-8"), Loader=_TemplateLoader)  # noqa: S506  # a SafeLoader subclass
     assert isinstance(template, dict)
     return template
 
