@@ -147,8 +147,16 @@ def _queue_attributes(properties: dict[str, Any], arns: dict[str, str]) -> dict[
 
 
 @functools.cache
+@functools.cache
+def _client(region: str, service: str, endpoint_url: str | None) -> Any:
+    """One client per service and endpoint (clients hold no AWS state; making one costs more than
+    the calls it is made for, and a test suite creates a stack for every test), from one session
+    per region, which caches the service models that every new client would reload."""
+    return _session(region).client(service, endpoint_url=endpoint_url)
+
+
+@functools.cache
 def _session(region: str) -> boto3.session.Session:
-    """One session per region: it caches the service models that every new client would reload."""
     return boto3.session.Session(region_name=region)
 
 
@@ -164,14 +172,13 @@ def create_resources(
 ) -> StackNames:
     """Create the template's tables, queues, the Xero app secret and the SES sender."""
     template = load_template(template_path)
-    session = _session(region)
 
-    dynamodb = session.client("dynamodb", endpoint_url=endpoint_url)
+    dynamodb = _client(region, "dynamodb", endpoint_url)
     table_names = {logical_id: f"{prefix}-{suffix}" for logical_id, suffix in TABLES.items()}
     for logical_id, name in table_names.items():
         _create_table(dynamodb, name, _properties(template, logical_id))
 
-    sqs = session.client("sqs", endpoint_url=endpoint_url)
+    sqs = _client(region, "sqs", endpoint_url)
     arns: dict[str, str] = {}
     urls: dict[str, str] = {}
     # The dead-letter queue first: the main queue's redrive policy needs its ARN.
@@ -185,11 +192,11 @@ def create_resources(
         ]
 
     app_secret_id = f"{prefix}/xero-app"
-    session.client("secretsmanager", endpoint_url=endpoint_url).create_secret(
+    _client(region, "secretsmanager", endpoint_url).create_secret(
         Name=app_secret_id,
         SecretString=json.dumps({"client_id": app_client_id, "client_secret": app_client_secret}),
     )
-    session.client("ses", endpoint_url=endpoint_url).verify_email_identity(EmailAddress=from_email)
+    _client(region, "ses", endpoint_url).verify_email_identity(EmailAddress=from_email)
 
     return StackNames(
         config_table=table_names["ConfigTable"],

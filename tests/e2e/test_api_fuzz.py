@@ -72,7 +72,7 @@ def reliability_report() -> Iterator[None]:
 
 
 @pytest.fixture
-def served(served: ServedApi, aws_server: StackNames, simulator: Simulator) -> ServedApi:
+def synced(served: ServedApi, aws_server: StackNames, simulator: Simulator) -> ServedApi:
     """The API over HTTP for the demo firm, after the admin connected, saved and pressed Start Sync,
     and the worker ran that sync: Sync Monitoring's lists hold a run with its log, the open
     problems the demo practice plants, and a suggested link (a trial client named as an XPM client
@@ -118,9 +118,9 @@ DOCUMENTED_METHODS = {
     suppress_health_check=list(HealthCheck),
     database=None,
 )
-def test_no_server_error_and_every_answer_matches_the_contract(case: Case[Any], served: ServedApi) -> None:
+def test_no_server_error_and_every_answer_matches_the_contract(case: Case[Any], synced: ServedApi) -> None:
     # No route redirects; a redirect would be an answer the document does not promise.
-    response = case.call(base_url=served.url, allow_redirects=False, timeout=15)
+    response = case.call(base_url=synced.url, allow_redirects=False, timeout=15)
     if case.method.lower() not in DOCUMENTED_METHODS[case.path]:
         # A method the API does not declare (TRACE, PATCH, ...) never reaches our functions in AWS:
         # API Gateway answers it. The local server's own 501 says nothing about the product.

@@ -652,8 +652,8 @@ def test_a_second_email_the_next_day_counts_only_what_is_new_since_the_first(
     assert "Client C (CC)" in open_part
 
 
-def test_thousands_of_open_problems_make_an_email_of_one_screen(stack: StackNames, clock: FakeClock) -> None:
-    # Given 2,000 clients blocked by missing partners (the first with a 200-character name), seven
+def test_a_thousand_open_problems_make_an_email_of_one_screen(stack: StackNames, clock: FakeClock) -> None:
+    # Given 1,000 clients blocked by missing partners (the first with a 200-character name), seven
     # other causes, and 200 problems fixed, for a firm never emailed
     add_user(stack)
     long_name = "Very Long Trading Name " * 9
@@ -664,7 +664,7 @@ def test_thousands_of_open_problems_make_an_email_of_one_screen(stack: StackName
             n=n,
             first_seen=RUN_1_STARTED,
         )
-        for n in range(2000)
+        for n in range(1000)
     ]
     others = [
         codes.ABN_INVALID,
@@ -696,12 +696,10 @@ def test_thousands_of_open_problems_make_an_email_of_one_screen(stack: StackName
     # Then the email names a few records per cause and says how many more, shows five causes and
     # says how many more: a screen, not a register
     _, text, html = email_of(ses.sent[0])
-    print(text)
-    print(len(text), len(html), len(text.splitlines()))
-    assert "Open problems now: 2007, by cause" in text
-    assert "1. [error] PARTNER_NOT_IN_ACTIVE (2000): " in text
-    assert "and 1997 more" in section(text, "New: 2007 problems", "Fixed")
-    assert "and 1997 more" in section(text, "Open problems now")
+    assert "Open problems now: 1007, by cause" in text
+    assert "1. [error] PARTNER_NOT_IN_ACTIVE (1000): " in text
+    assert "and 997 more" in section(text, "New: 1007 problems", "Fixed")
+    assert "and 997 more" in section(text, "Open problems now")
     assert "... and 3 more causes (3 problems) in Sync Monitoring." in section(text, "Open problems now")
     assert "- PARTNER_MISSING (200): Fixed 0 (F0), Fixed 1 (F1), Fixed 2 (F2) and 197 more" in text
     assert len([line for line in section(text, "Open problems now").splitlines() if line[:1].isdigit()]) == (

@@ -4,7 +4,6 @@ simulator over HTTP."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -460,26 +459,25 @@ def test_a_slow_drip_answer_checkpoints_and_two_parts_without_progress_fail_with
     assert len(firm.queue.continuations) == 2, "no loop"
 
 
-def test_ten_thousand_failing_clients_finish_fast_and_keep_no_growing_item(firm: Firm) -> None:
+def test_thousands_of_failing_clients_keep_no_growing_item_and_cost_nothing_next_hour(firm: Firm) -> None:
     # Given a large firm with no partners set and no default partner
     firm.xpm.staff.append(staff("Olive Owner", "owner@harbour.example"))
-    firm.xpm.clients += [client(partner=None) for _ in range(10_000)]
-    started = time.monotonic()
+    # (the config item once held their UUIDs: 2,500 of them alone are 90 KB)
+    firm.xpm.clients += [client(partner=None) for _ in range(2_500)]
 
     first = run(firm)
     writes_after_first = sum(firm.active.writes.values())
     second = run(firm)
 
-    assert first.counts["client"]["failed"] == second.counts["client"]["failed"] == 10_000
+    assert first.counts["client"]["failed"] == second.counts["client"]["failed"] == 2_500
     assert second.xpm_calls == 2
     assert sum(firm.active.writes.values()) == writes_after_first, "the next hourly run writes nothing"
     assert len(firm.config.model_dump_json()) < 10_000, "the config item stays small"
-    assert time.monotonic() - started < 30
 
     # When the cause is fixed in Active, the next run syncs them all with no more XPM calls
     firm.active.add_office(OFFICE, default_partner_user_id=firm.active.add_user("dp@harbour.example"))
     third = run(firm)
-    assert third.counts["client"]["created"] == 10_000
+    assert third.counts["client"]["created"] == 2_500
     assert third.xpm_calls == 2
     assert not [key for key in firm.states.states if key.startswith("client#")]
 

@@ -22,6 +22,7 @@ import httpx
 from xpm_sync.adapters import aws
 from xpm_sync.adapters.config_table import ConfigRepository
 from xpm_sync.adapters.sync_queue import SyncQueue
+from xpm_sync.adapters.tls import shared_tls_context
 from xpm_sync.adapters.tokens import RefreshLock, TokenStore
 from xpm_sync.adapters.xero_identity import XeroIdentity, load_app_credentials
 from xpm_sync.domain.clock import Clock, SystemClock
@@ -44,7 +45,7 @@ def xero_identity(settings: XeroSettings, clock: Clock, *, http: httpx.Client | 
         identity_url=settings.xero_identity_url,
         api_url=settings.xero_api_url,
         credentials=load_app_credentials(aws.client("secretsmanager"), settings.app_secret_id),
-        http=http or httpx.Client(timeout=IDENTITY_TIMEOUT),
+        http=http or httpx.Client(timeout=IDENTITY_TIMEOUT, verify=shared_tls_context()),
         clock=clock,
     )
 

@@ -15,6 +15,7 @@ from xpm_sync.adapters.config_table import ConfigRepository
 from xpm_sync.adapters.cursors import CursorSigner
 from xpm_sync.adapters.oauth_states import StateStore
 from xpm_sync.adapters.sync_log import Matches, RecordStates, RunLog
+from xpm_sync.adapters.tls import shared_tls_context
 from xpm_sync.adapters.xero_identity import XeroIdentity
 from xpm_sync.api.service import IntegrationService
 from xpm_sync.domain.clock import SystemClock
@@ -23,7 +24,7 @@ from xpm_sync.settings import ApiSettings, OAuthSettings, XeroSettings, load_set
 
 @lru_cache(maxsize=1)
 def _xero_http() -> httpx.Client:
-    return httpx.Client(timeout=composition.IDENTITY_TIMEOUT)
+    return httpx.Client(timeout=composition.IDENTITY_TIMEOUT, verify=shared_tls_context())
 
 
 def _integration_service(

@@ -24,6 +24,7 @@ from typing import Protocol, TypeVar
 
 import httpx
 
+from xpm_sync.adapters.tls import shared_tls_context
 from xpm_sync.adapters.xpm import xml
 from xpm_sync.adapters.xpm.budget import CallBudget, budget_for
 from xpm_sync.adapters.xpm.errors import (
@@ -93,7 +94,7 @@ class XpmApi:
         self._tenant_id = tenant_id
         self._tokens = tokens
         self._owns_http = http is None
-        self._http = http if http is not None else httpx.Client(timeout=timeout)
+        self._http = http if http is not None else httpx.Client(timeout=timeout, verify=shared_tls_context())
         self._timeout = timeout
         self._remaining_seconds = remaining_seconds
         self._sleep = sleep
