@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,11 @@ def tables(results: dict[str, Any]) -> str:
     for size, figures in results["sizes"].items():
         for name in RUNS:
             run = figures["runs"][name]
-            requests = ", ".join(
-                f"{n} {op}" for op, n in sorted(run["active_requests"].items()) if op != "items written"
-            )
             lines.append(
                 f"| {int(size):,} | {RUN_LABELS[name]} | {run['seconds']:.1f} | {run['cpu_seconds']:.1f} "
                 f"| {run['moto_cpu_seconds']:.1f} | {run['records_per_second']:.0f} | {run['sim_xpm_calls']} "
                 f"| {run['token_refreshes']} | {run['active_writes']:,} | {run['active_items_read']:,} "
-                f"| {requests} | {run['peak_rss_mb']:.0f} |"
+                f"| {_requests(run)} | {run['peak_rss_mb']:.0f} |"
             )
         base = figures["baseline"]
         lines.append(
@@ -97,47 +95,60 @@ def _seconds(by_operation: dict[str, float]) -> str:
     return ", ".join(f"{op} {seconds:.1f}" for op, seconds in sorted(by_operation.items()))
 
 
+def _requests(run: dict[str, Any]) -> str:
+    """A run's Active requests by operation, less the ``items written`` tally kept alongside them."""
+    return ", ".join(f"{n} {op}" for op, n in sorted(run["active_requests"].items()) if op != "items written")
+
+
+def _size_table(results: dict[str, Any], header: str, row: Callable[[int, dict[str, Any]], str]) -> str:
+    """``header`` (title and alignment lines), then ``row(size, figures)`` for each firm size."""
+    return "\n".join([header, *(row(int(size), figures) for size, figures in results["sizes"].items())])
+
+
+_INCREMENTAL_HEADER = (
+    "| clients | changed | Active items read | users + offices | items per changed record | Active "
+    "requests | request seconds (summed over threads) | wall s | rerun wall s | vs rerun |\n"
+    "|---:|---:|---:|---:|---:|---|---|---:|---:|---:|"
+)
+_DAY_HEADER = (
+    "| clients | hourly runs | changed an hour | clients read an hour (min-max) | hourly bytes (mean) "
+    "| hourly runs' bytes | daily full read bytes | **per firm-day** | XPM calls |\n"
+    "|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+)
+
+
 def incremental_table(results: dict[str, Any]) -> str:
     """What the 1%-changed run read from Active, and its time against the no-change rerun."""
-    lines = [
-        "| clients | changed | Active items read | users + offices | items per changed record | Active "
-        "requests | request seconds (summed over threads) | wall s | rerun wall s | vs rerun |",
-        "|---:|---:|---:|---:|---:|---|---|---:|---:|---:|",
-    ]
-    for size, figures in results["sizes"].items():
-        run, rerun = figures["runs"]["incremental"], figures["runs"]["rerun"]
-        fixed = figures["users"] + figures["offices"]
-        requests = ", ".join(
-            f"{n} {op}" for op, n in sorted(run["active_requests"].items()) if op != "items written"
-        )
-        lines.append(
-            f"| {int(size):,} | {figures['changed']:,} | {run['active_items_read']:,} "
-            f"| {figures['users']} + {figures['offices']} "
-            f"| {(run['active_items_read'] - fixed) / figures['changed']:.2f} | {requests} "
-            f"| {_seconds(run.get('active_request_seconds', {}))} | {run['seconds']:.2f} "
-            f"| {rerun['seconds']:.2f} | {run['seconds'] / rerun['seconds']:.1f}x |"
-        )
-    return "\n".join(lines)
+    return _size_table(results, _INCREMENTAL_HEADER, _incremental_row)
 
 
 def day_table(results: dict[str, Any]) -> str:
     """Bytes downloaded from XPM per firm-day: the hourly runs and the daily full read."""
-    lines = [
-        "| clients | hourly runs | changed an hour | clients read an hour (min-max) | hourly bytes (mean) "
-        "| hourly runs' bytes | daily full read bytes | **per firm-day** | XPM calls |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---:|",
-    ]
-    for size, figures in results["sizes"].items():
-        day = figures["day"]
-        runs = day["runs"]
-        read = [run["clients_read"] for run in runs]
-        lines.append(
-            f"| {int(size):,} | {day['hours']} | {day['changed_per_hour']} | {min(read)}-{max(read)} "
-            f"| {day['hourly_bytes'] / len(runs) / 1e3:,.1f} KB | {day['hourly_bytes'] / 1e6:,.2f} MB "
-            f"| {day['full_read_bytes'] / 1e6:,.1f} MB | **{day['bytes'] / 1e6:,.1f} MB** "
-            f"| {day['xpm_calls']} |"
-        )
-    return "\n".join(lines)
+    return _size_table(results, _DAY_HEADER, _day_row)
+
+
+def _incremental_row(size: int, figures: dict[str, Any]) -> str:
+    run, rerun = figures["runs"]["incremental"], figures["runs"]["rerun"]
+    fixed = figures["users"] + figures["offices"]
+    return (
+        f"| {size:,} | {figures['changed']:,} | {run['active_items_read']:,} "
+        f"| {figures['users']} + {figures['offices']} "
+        f"| {(run['active_items_read'] - fixed) / figures['changed']:.2f} | {_requests(run)} "
+        f"| {_seconds(run.get('active_request_seconds', {}))} | {run['seconds']:.2f} "
+        f"| {rerun['seconds']:.2f} | {run['seconds'] / rerun['seconds']:.1f}x |"
+    )
+
+
+def _day_row(size: int, figures: dict[str, Any]) -> str:
+    day = figures["day"]
+    runs = day["runs"]
+    read = [run["clients_read"] for run in runs]
+    return (
+        f"| {size:,} | {day['hours']} | {day['changed_per_hour']} | {min(read)}-{max(read)} "
+        f"| {day['hourly_bytes'] / len(runs) / 1e3:,.1f} KB | {day['hourly_bytes'] / 1e6:,.2f} MB "
+        f"| {day['full_read_bytes'] / 1e6:,.1f} MB | **{day['bytes'] / 1e6:,.1f} MB** "
+        f"| {day['xpm_calls']} |"
+    )
 
 
 def failing_table(failing: dict[str, Any]) -> str:
@@ -155,13 +166,10 @@ def failing_table(failing: dict[str, Any]) -> str:
         run = failing["runs"][name]
         log = run["sync_log"]
         largest = run["largest_item_bytes"]
-        requests = ", ".join(
-            f"{n} {op}" for op, n in sorted(run["active_requests"].items()) if op != "items written"
-        )
         lines.append(
             f"| {FAILING_LABELS[name]} | {run['seconds']:.1f} | {run['status']} | {run['sim_xpm_calls']} "
             f"| {run['counts']['client']['created']:,} / {run['counts']['client']['failed']:,} "
-            f"| {run['active_writes']:,} | {run['active_items_read']:,} | {requests} "
+            f"| {run['active_writes']:,} | {run['active_items_read']:,} | {_requests(run)} "
             f"| {log['items_written']:,} ({log['write_requests']:,}) | {log['items_read']:,} "
             f"| {largest['active']:,} / {largest['sync_log']:,} / {largest['config']:,} "
             f"| {run['config_item_bytes']:,} | {run['peak_rss_mb']:.0f} |"

@@ -25,21 +25,17 @@ class LocalContext:
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     _started: float = field(default_factory=time.monotonic)
 
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:ap-southeast-2:123456789012:function:{self.function_name}"
+    # The rest of what AWS sets (Powertools' logger reads them): fixed, or from the function's name.
+    function_version: str = field(default="$LATEST", init=False)
+    log_stream_name: str = field(default="local", init=False)
+    invoked_function_arn: str = field(init=False)
+    log_group_name: str = field(init=False)
 
-    @property
-    def function_version(self) -> str:
-        return "$LATEST"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    @property
-    def log_stream_name(self) -> str:
-        return "local"
+    def __post_init__(self) -> None:
+        self.invoked_function_arn = (
+            f"arn:aws:lambda:ap-southeast-2:123456789012:function:{self.function_name}"
+        )
+        self.log_group_name = f"/aws/lambda/{self.function_name}"
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self.timeout_seconds - (time.monotonic() - self._started)) * 1000))

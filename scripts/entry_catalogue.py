@@ -8,11 +8,12 @@ it is stale. Run it from the repository root with the layer on the path:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from xpm_sync.domain.entries import CATALOGUE, EntryKind
+
+from scripts.generated_files import write_or_check
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "entry-codes.md"
@@ -62,21 +63,7 @@ def render(catalogue: dict[str, EntryKind] = CATALOGUE) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--write", action="store_true", help="regenerate docs/entry-codes.md")
-    mode.add_argument("--check", action="store_true", help="exit 1 if docs/entry-codes.md is stale")
-    args = parser.parse_args(argv)
-
-    expected = render()
-    if args.write:
-        DOC.write_text(expected, encoding="utf-8")
-        return 0
-    current = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
-    if current != expected:
-        print(f"{DOC.relative_to(ROOT)} is stale: {REGENERATE}", file=sys.stderr)
-        return 1
-    return 0
+    return write_or_check(argv, __doc__, {DOC: render}, ROOT, REGENERATE)
 
 
 if __name__ == "__main__":

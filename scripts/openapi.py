@@ -8,7 +8,6 @@ tests/unit/test_openapi.py fails). Run from the repository root with the layer o
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -20,6 +19,7 @@ from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 
 from functions.api.app import app as api_app
 from functions.oauth.app import app as oauth_app
+from scripts.generated_files import write_or_check
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAPI_JSON = ROOT / "docs" / "openapi.json"
@@ -67,20 +67,10 @@ def _drop_unused_schemas(schema: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--write", action="store_true", help=f"write {OPENAPI_JSON.relative_to(ROOT)}")
-    action.add_argument("--check", action="store_true", help="exit 1 when the committed file is stale")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.write:
-        OPENAPI_JSON.write_text(text, encoding="utf-8")
-        return 0
-    current = OPENAPI_JSON.read_text(encoding="utf-8") if OPENAPI_JSON.exists() else ""
-    if current != text:
-        print(f"{OPENAPI_JSON.relative_to(ROOT)} is stale: run `python -m scripts.openapi --write`")
-        return 1
-    return 0
+    description = __doc__.splitlines()[0] if __doc__ else None
+    return write_or_check(
+        argv, description, {OPENAPI_JSON: render}, ROOT, "run `python -m scripts.openapi --write`"
+    )
 
 
 if __name__ == "__main__":

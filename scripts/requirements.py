@@ -9,10 +9,11 @@ Both live in the layer's folder because SAM builds from a copy of that folder al
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tomllib
 from pathlib import Path
+
+from scripts.generated_files import write_or_check
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
@@ -41,25 +42,8 @@ def render_constraints(lock: Path = LOCK) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--write", action="store_true", help="regenerate the requirements file")
-    mode.add_argument("--check", action="store_true", help="exit 1 if the requirements file is stale")
-    args = parser.parse_args(argv)
-
-    expected = {REQUIREMENTS: render(), CONSTRAINTS: render_constraints()}
-    if args.write:
-        for path, text in expected.items():
-            path.write_text(text, encoding="utf-8")
-        return 0
-    stale = [
-        path
-        for path, text in expected.items()
-        if not path.exists() or path.read_text(encoding="utf-8") != text
-    ]
-    for path in stale:
-        print(f"{path} is stale: run `make requirements`", file=sys.stderr)
-    return 1 if stale else 0
+    files = {REQUIREMENTS: render, CONSTRAINTS: render_constraints}
+    return write_or_check(argv, __doc__, files, ROOT, "run `make requirements`")
 
 
 if __name__ == "__main__":

@@ -53,34 +53,10 @@ CLIENT_ORDER: tuple[str, ...] = (
 )
 _KNOWN = frozenset(CLIENT_ORDER)
 
-# Without detailed=true XPM answers a lighter client: no contacts, groups or business details.
-BASIC_ELEMENTS = frozenset(
-    {
-        "Name",
-        "Email",
-        "Address",
-        "City",
-        "Region",
-        "PostCode",
-        "Country",
-        "PostalAddress",
-        "PostalCity",
-        "PostalRegion",
-        "PostalPostCode",
-        "PostalCountry",
-        "Phone",
-        "Fax",
-        "Website",
-        "ReferralSource",
-        "ExportCode",
-        "IsProspect",
-        "IsArchived",
-        "IsDeleted",
-        "AccountManager",
-        "JobManager",
-        "Type",
-    }
-)
+# Without detailed=true XPM answers a lighter client: no personal names, contacts, groups or
+# business details — the documented order up to <Type>, less the person's own elements.
+_PERSONAL_ELEMENTS = frozenset({"Title", "Gender", "FirstName", "LastName", "OtherName", "DateOfBirth"})
+BASIC_ELEMENTS = frozenset(CLIENT_ORDER[: CLIENT_ORDER.index("Type") + 1]) - _PERSONAL_ELEMENTS
 
 
 def element(name: str, value: str | None) -> str:
