@@ -13,18 +13,9 @@ from xpm_sync.coldstart import loading
 with loading():
     from typing import Annotated, Any
 
-    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
     from aws_lambda_powertools.event_handler.openapi.params import Path, Query
-    from aws_lambda_powertools.logging import correlation_paths
-    from aws_lambda_powertools.utilities.typing import LambdaContext
     from xpm_sync.api.caller import admin_caller
-    from xpm_sync.api.http import (
-        ROUTE_ROOT,
-        documented,
-        install_error_handlers,
-        resolve_for_admins,
-        with_cors,
-    )
+    from xpm_sync.api.http import ROUTE_ROOT, admin_api, admin_lambda_handler, documented
     from xpm_sync.api.models import (
         ConfigBody,
         ConfigResponse,
@@ -43,11 +34,8 @@ with loading():
     from xpm_sync.composition import frontend_url
     from xpm_sync.composition.api import api_service
     from xpm_sync.domain.entries import EntryEntity, Severity
-    from xpm_sync.observability import logger, tracer
-    from xpm_sync.runtime import usable_context
 
-app = APIGatewayRestResolver(enable_validation=True)
-install_error_handlers(app)
+app = admin_api()
 
 BASE = ROUTE_ROOT
 # Entry codes are short upper-case names (docs/entry-codes.md); the bound keeps a filter, which
@@ -111,7 +99,7 @@ def disconnect() -> ConfigResponse:
 )
 def list_runs(
     limit: Annotated[int, Query(ge=1, le=100, description="Runs per page")] = 20,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Cursor = None,
 ) -> RunsPage:
     return api_service().list_runs(_firm_id(), limit=limit, cursor=cursor)
 
@@ -191,12 +179,9 @@ def answer_match(
     return api_service().answer_match(_firm_id(), xpm_uuid, body)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
-def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return with_cors(resolve_for_admins(app, event, context), frontend_url())
+# The routes above, for firms' admins only, logged, traced and answered with CORS.
+_answer = admin_lambda_handler(app, frontend_url)
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    answer: dict[str, Any] = _handle(event, usable_context(context))
-    return answer
+    return _answer(event, context)

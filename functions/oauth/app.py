@@ -14,26 +14,14 @@ from xpm_sync.coldstart import loading
 with loading():
     from typing import Annotated, Any
 
-    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
     from aws_lambda_powertools.event_handler.openapi.params import Body
-    from aws_lambda_powertools.logging import correlation_paths
-    from aws_lambda_powertools.utilities.typing import LambdaContext
     from xpm_sync.api.caller import admin_caller
-    from xpm_sync.api.http import (
-        ROUTE_ROOT,
-        documented,
-        install_error_handlers,
-        resolve_for_admins,
-        with_cors,
-    )
+    from xpm_sync.api.http import ROUTE_ROOT, admin_api, admin_lambda_handler, documented
     from xpm_sync.api.models import CallbackRequest, ConfigResponse, ConnectRequest, ConnectResponse
     from xpm_sync.composition import frontend_url
     from xpm_sync.composition.api import oauth_service
-    from xpm_sync.observability import logger, tracer
-    from xpm_sync.runtime import usable_context
 
-app = APIGatewayRestResolver(enable_validation=True)
-install_error_handlers(app)
+app = admin_api()
 
 
 @app.post(
@@ -62,12 +50,9 @@ def callback(body: Annotated[CallbackRequest, Body()]) -> ConfigResponse:
     return oauth_service().complete_callback(admin_caller(app.current_event.raw_event), body)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler
-def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return with_cors(resolve_for_admins(app, event, context), frontend_url())
+# The routes above, for firms' admins only, logged, traced and answered with CORS.
+_answer = admin_lambda_handler(app, frontend_url)
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    answer: dict[str, Any] = _handle(event, usable_context(context))
-    return answer
+    return _answer(event, context)

@@ -34,34 +34,33 @@ class DispatchSettings(_Settings):
     sync_queue_url: str = Field(alias="SYNC_QUEUE_URL")
 
 
-class WorkerSettings(XeroSettings):
-    active_table: str = Field(alias="ACTIVE_TABLE")
-    sync_log_table: str = Field(alias="SYNC_LOG_TABLE")
-    notify_table: str = Field(alias="NOTIFY_TABLE")
-    sync_queue_url: str = Field(alias="SYNC_QUEUE_URL")
-    notify_from_email: str = Field(alias="NOTIFY_FROM_EMAIL")
-    frontend_url: str = Field(alias="FRONTEND_URL")
-
-
 class FrontendSettings(_Settings):
     """Where the Active frontend lives: the only origin allowed to read API answers (CORS)."""
 
     frontend_url: str = Field(alias="FRONTEND_URL")
 
 
-class OAuthSettings(XeroSettings):
+class FirmDataSettings(XeroSettings, FrontendSettings):
+    """What the functions that read a firm's Active records and sync log share: those tables, Xero,
+    and the Active frontend (the worker's emails link to it; the API's answers are read by it)."""
+
+    active_table: str = Field(alias="ACTIVE_TABLE")
+    sync_log_table: str = Field(alias="SYNC_LOG_TABLE")
+
+
+class WorkerSettings(FirmDataSettings):
+    notify_table: str = Field(alias="NOTIFY_TABLE")
+    sync_queue_url: str = Field(alias="SYNC_QUEUE_URL")
+    notify_from_email: str = Field(alias="NOTIFY_FROM_EMAIL")
+
+
+class OAuthSettings(FirmDataSettings):
     """Connect and callback: the callback answers with the config, as GET does (SPEC B5)."""
 
     oauth_redirect_uri: str = Field(alias="OAUTH_REDIRECT_URI")
-    frontend_url: str = Field(alias="FRONTEND_URL")
-    active_table: str = Field(alias="ACTIVE_TABLE")
-    sync_log_table: str = Field(alias="SYNC_LOG_TABLE")
 
 
-class ApiSettings(XeroSettings):
-    frontend_url: str = Field(alias="FRONTEND_URL")
-    active_table: str = Field(alias="ACTIVE_TABLE")
-    sync_log_table: str = Field(alias="SYNC_LOG_TABLE")
+class ApiSettings(FirmDataSettings):
     sync_queue_url: str = Field(alias="SYNC_QUEUE_URL")
 
 

@@ -7,15 +7,15 @@ first write (``NEW_CONFIG_DEFAULTS``, set only where absent).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from xpm_sync.adapters.dynamodb import Table, is_condition_failure, update_expression
 from xpm_sync.domain.clock import Clock, iso
-from xpm_sync.domain.errors import ConnectionBroken, NotConfigured, NotConnected
+from xpm_sync.domain.errors import ConnectionBroken, NotConfigured, NotConnected, SyncTooSoon
 from xpm_sync.domain.firm import FirmConfig
 from xpm_sync.domain.preview import PREVIEW_COOLDOWN, preview_refusal
 from xpm_sync.domain.start_sync import MANUAL_COOLDOWN, PENDING_STALE_AFTER, refusal, run_ids_before
@@ -62,6 +62,14 @@ def _item(config: FirmConfig) -> dict[str, Any]:
     return config.model_dump(exclude_none=True)
 
 
+def _not_connected(config: FirmConfig | None) -> NotConnected:
+    """Why a write that needs a connected firm was refused: Xero dropped the connection
+    (``needs_reconnect``), or the firm is not connected at all."""
+    if config is not None and config.connection == "needs_reconnect":
+        return ConnectionBroken()
+    return NotConnected()
+
+
 class ConfigRepository:
     """Reads and writes firm configs."""
 
@@ -102,15 +110,8 @@ class ConfigRepository:
             **expression.get("ExpressionAttributeValues", {}),
             ":connected": "connected",
         }
-        try:
-            self._table.update_item(Key={"firm_id": firm_id}, ConditionExpression=_CONNECTED, **expression)
-        except ClientError as exc:
-            if not is_condition_failure(exc):
-                raise
-            config = self.get(firm_id)
-            if config is not None and config.connection == "needs_reconnect":
-                raise ConnectionBroken() from None
-            raise NotConnected() from None
+        if not self._update_if(firm_id, ConditionExpression=_CONNECTED, **expression):
+            raise _not_connected(self.get(firm_id))
 
     def update_if_same_state(self, firm_id: str, sync_state_id: str | None, **values: Any) -> bool:
         """``update``, unless the firm's tenant changed since a run read ``sync_state_id``: a run
@@ -124,13 +125,7 @@ class ConfigRepository:
         else:
             condition = "sync_state_id = :sync_state_id"
             expression.setdefault("ExpressionAttributeValues", {})[":sync_state_id"] = sync_state_id
-        try:
-            self._table.update_item(Key={"firm_id": firm_id}, ConditionExpression=condition, **expression)
-        except ClientError as error:
-            if not is_condition_failure(error):
-                raise
-            return False
-        return True
+        return self._update_if(firm_id, ConditionExpression=condition, **expression)
 
     def mark_needs_reconnect(self, firm_id: str) -> bool:
         """Set ``needs_reconnect``, but only while the firm is connected (an item written before
@@ -138,21 +133,15 @@ class ConfigRepository:
 
         False when it is not: an admin who disconnected while a run was going keeps that status.
         """
-        try:
-            self._table.update_item(
-                Key={"firm_id": firm_id},
-                UpdateExpression="SET #status = :needs_reconnect",
-                ConditionExpression=(
-                    "attribute_exists(firm_id) AND (#status = :connected OR attribute_not_exists(#status))"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":needs_reconnect": "needs_reconnect", ":connected": "connected"},
-            )
-        except ClientError as error:
-            if not is_condition_failure(error):
-                raise
-            return False
-        return True
+        return self._update_if(
+            firm_id,
+            UpdateExpression="SET #status = :needs_reconnect",
+            ConditionExpression=(
+                "attribute_exists(firm_id) AND (#status = :connected OR attribute_not_exists(#status))"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={":needs_reconnect": "needs_reconnect", ":connected": "connected"},
+        )
 
     def hourly_candidates(self) -> Iterator[FirmConfig]:
         """Every firm the hourly schedule may act on (``domain.hourly``), in one scan: the firms
@@ -178,13 +167,18 @@ class ConfigRepository:
         Only on an existing config item: a firm disconnected and removed meanwhile is not brought
         back as an item holding nothing but this. False when there was none.
         """
+        return self._update_if(
+            firm_id,
+            UpdateExpression="SET tokens_refreshed_at = :at",
+            ConditionExpression="attribute_exists(firm_id)",
+            ExpressionAttributeValues={":at": iso(at)},
+        )
+
+    def _update_if(self, firm_id: str, **request: Any) -> bool:
+        """One conditional update of the firm's item: False, with nothing written, when its
+        ``ConditionExpression`` does not hold."""
         try:
-            self._table.update_item(
-                Key={"firm_id": firm_id},
-                UpdateExpression="SET tokens_refreshed_at = :at",
-                ConditionExpression="attribute_exists(firm_id)",
-                ExpressionAttributeValues={":at": iso(at)},
-            )
+            self._table.update_item(Key={"firm_id": firm_id}, **request)
         except ClientError as error:
             if not is_condition_failure(error):
                 raise
@@ -201,38 +195,16 @@ class ConfigRepository:
         SyncTooSoon with the seconds to wait.
         """
         now = clock.now()
-        try:
-            answer = self._table.update_item(
-                Key={"firm_id": firm_id},
-                UpdateExpression="SET sync_enabled = :on, run_pending = :on, manual_requested_at = :now",
-                ConditionExpression=_MANUAL_RUN_ALLOWED,
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":on": True,
-                    ":off": False,
-                    ":now": iso(now),
-                    ":connected": "connected",
-                    # ISO 8601 UTC strings of one fixed format sort as the moments they name.
-                    ":cooldown_start": iso(now - MANUAL_COOLDOWN),
-                    ":stale_start": iso(now - PENDING_STALE_AFTER),
-                    ":stale_run_id": run_ids_before(now - PENDING_STALE_AFTER),
-                },
-                ReturnValues="UPDATED_OLD",
-            )
-        except ClientError as exc:
-            if not is_condition_failure(exc):
-                raise
-            config = self.get(firm_id)
-            if config is not None and config.connection == "needs_reconnect":
-                raise ConnectionBroken() from None
-            if config is None or config.connection != "connected":
-                raise NotConnected() from None
-            missing = config.missing_setup()
-            if missing:
-                raise NotConfigured(missing) from None
-            raise refusal(config, clock.now()) from None
-        previous = answer.get("Attributes", {}).get("manual_requested_at")
-        return previous if isinstance(previous, str) else None
+        return self._claim(
+            firm_id,
+            now,
+            update="SET sync_enabled = :on, run_pending = :on, manual_requested_at = :now",
+            requested_at="manual_requested_at",
+            allowed=_MANUAL_RUN_ALLOWED,
+            cooldown=MANUAL_COOLDOWN,
+            extra_values={":stale_run_id": run_ids_before(now - PENDING_STALE_AFTER)},
+            refused=lambda config: refusal(config, clock.now()),
+        )
 
     def release_manual_run(self, firm_id: str, previous_requested_at: str | None) -> None:
         """Undo a claim whose run could not be queued, so the admin can press again at once."""
@@ -247,12 +219,43 @@ class ConfigRepository:
         Raises NotConnected / ConnectionBroken, NotConfigured naming what the setup lacks, or
         PreviewTooSoon with the seconds to wait.
         """
-        now = clock.now()
+        return self._claim(
+            firm_id,
+            clock.now(),
+            update="SET preview_pending = :on, preview_requested_at = :now",
+            requested_at="preview_requested_at",
+            allowed=_PREVIEW_ALLOWED,
+            cooldown=PREVIEW_COOLDOWN,
+            extra_values={},
+            refused=lambda config: preview_refusal(config, clock.now()),
+        )
+
+    def release_preview(self, firm_id: str, previous_requested_at: str | None) -> None:
+        """Undo a claim whose preview could not be queued, so the admin can press again at once."""
+        self.update(firm_id, preview_pending=False, preview_requested_at=previous_requested_at)
+
+    # --- What Start Sync and Preview share -----------------------------------------------------
+
+    def _claim(
+        self,
+        firm_id: str,
+        now: datetime,
+        *,
+        update: str,
+        requested_at: str,
+        allowed: str,
+        cooldown: timedelta,
+        extra_values: Mapping[str, Any],
+        refused: Callable[[FirmConfig], SyncTooSoon],
+    ) -> str | None:
+        """Set what ``update`` sets (``requested_at`` to now), in one write conditional on
+        ``allowed``; returns the previous ``requested_at``. When the condition fails, the config
+        read again says why: not connected, not configured, or ``refused`` (too soon)."""
         try:
             answer = self._table.update_item(
                 Key={"firm_id": firm_id},
-                UpdateExpression="SET preview_pending = :on, preview_requested_at = :now",
-                ConditionExpression=_PREVIEW_ALLOWED,
+                UpdateExpression=update,
+                ConditionExpression=allowed,
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":on": True,
@@ -260,8 +263,9 @@ class ConfigRepository:
                     ":now": iso(now),
                     ":connected": "connected",
                     # ISO 8601 UTC strings of one fixed format sort as the moments they name.
-                    ":cooldown_start": iso(now - PREVIEW_COOLDOWN),
+                    ":cooldown_start": iso(now - cooldown),
                     ":stale_start": iso(now - PENDING_STALE_AFTER),
+                    **extra_values,
                 },
                 ReturnValues="UPDATED_OLD",
             )
@@ -269,17 +273,11 @@ class ConfigRepository:
             if not is_condition_failure(exc):
                 raise
             config = self.get(firm_id)
-            if config is not None and config.connection == "needs_reconnect":
-                raise ConnectionBroken() from None
             if config is None or config.connection != "connected":
-                raise NotConnected() from None
+                raise _not_connected(config) from None
             missing = config.missing_setup()
             if missing:
                 raise NotConfigured(missing) from None
-            raise preview_refusal(config, clock.now()) from None
-        previous = answer.get("Attributes", {}).get("preview_requested_at")
+            raise refused(config) from None
+        previous = answer.get("Attributes", {}).get(requested_at)
         return previous if isinstance(previous, str) else None
-
-    def release_preview(self, firm_id: str, previous_requested_at: str | None) -> None:
-        """Undo a claim whose preview could not be queued, so the admin can press again at once."""
-        self.update(firm_id, preview_pending=False, preview_requested_at=previous_requested_at)

@@ -17,7 +17,7 @@ Layout (``pk`` / ``sk``); nothing here grows with the firm in one item:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -298,7 +298,7 @@ class RecordStates:
                 if item_size(item) > MAX_ITEM_BYTES and state.retry_copy is not None:
                     # A copy that alone fills an item cannot be kept: the record is retried when XPM
                     # sends it again (changed), as RECORD_TOO_LARGE records are.
-                    item = _state_item(self._firm_id, _without_copy(state))
+                    item = _state_item(self._firm_id, replace(state, retry_copy=None))
                 batch.put_item(Item=item)
             for key in deletes:
                 batch.delete_item(Key={"pk": f"STATE#{self._firm_id}", "sk": key})
@@ -412,19 +412,6 @@ class RecordStates:
         if self._cursors is None:
             raise RuntimeError("paging needs a cursor signer")
         return self._cursors
-
-
-def _without_copy(state: RecordState) -> RecordState:
-    return RecordState(
-        entity=state.entity,
-        key=state.key,
-        label=state.label,
-        problems=state.problems,
-        xpm_uuid=state.xpm_uuid,
-        web_url=state.web_url,
-        retry_copy=None,
-        seen_run=state.seen_run,
-    )
 
 
 # --- Suggested links and the unlinked clients they are found among (SPEC B6) -------------------

@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +22,8 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from xpm_sync.adapters.xero_identity import AppCredentialsUnavailable, XeroIdentityError
@@ -44,9 +46,13 @@ from xpm_sync.domain.errors import (
     XeroConsentDenied,
     XeroUnavailable,
 )
-from xpm_sync.observability import logger
+from xpm_sync.observability import logger, tracer
+from xpm_sync.runtime import usable_context
 
 ROUTE_ROOT = "/integrations/xpm"
+
+# What Lambda calls: the event and whatever context the caller passes (see xpm_sync.runtime).
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 # For the OpenAPI document: what every route may answer besides its success.
 ERROR_CONTENT = {"application/json": {"model": ErrorBody}}
@@ -229,6 +235,31 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
     app.exception_handler(AppCredentialsUnavailable)(_app_credentials)
     app.exception_handler(UnicodeDecodeError)(_not_utf8)
     app.exception_handler(Exception)(_unexpected)
+
+
+def admin_api() -> APIGatewayRestResolver:
+    """The resolver of one API function's routes: requests validated against each route's
+    signature, every exception answered as B5's error body."""
+    app = APIGatewayRestResolver(enable_validation=True)
+    install_error_handlers(app)
+    return app
+
+
+def admin_lambda_handler(app: APIGatewayRestResolver, frontend_url: Callable[[], str]) -> LambdaHandler:
+    """An API function's entry point: ``app``'s routes, for firms' admins only
+    (:func:`resolve_for_admins`), logged and traced per invocation, each answer readable by the
+    Active frontend (``frontend_url``, read at each call) and no other origin."""
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+    @tracer.capture_lambda_handler
+    def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        return with_cors(resolve_for_admins(app, event, context), frontend_url())
+
+    def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = _handle(event, usable_context(context))
+        return answer
+
+    return lambda_handler
 
 
 def _proxy_answer(response: Response[str]) -> dict[str, Any]:

@@ -260,24 +260,10 @@ class ErrorBody(_Response):
     )
 
 
-def counts_out(counts: dict[str, dict[str, int]]) -> dict[str, Counts]:
-    return {entity: Counts.model_validate(outcomes) for entity, outcomes in counts.items()}
-
-
 def run_out(run: SyncRun) -> RunOut:
-    return RunOut(
-        firm_id=run.firm_id,
-        run_id=run.run_id,
-        trigger=run.trigger,
-        status=run.status,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        counts=counts_out(run.counts),
-        xpm_calls=run.xpm_calls,
-        full_read=run.full_read,
-        entry_count=run.entry_count,
-        dry_run=run.dry_run,
-    )
+    # A run is answered as it is stored: every field the API shows, each counts map validated
+    # as Counts. Only RunOut's fields are read, so a field the store adds stays out of answers.
+    return RunOut.model_validate(run.model_dump(include=set(RunOut.model_fields)))
 
 
 # --- What one item of a page may cost (SPEC B5: every answer under 1 MB) ------------------------

@@ -396,17 +396,24 @@ class IntegrationService:
 
     # --- Start Sync and disconnect --------------------------------------------------------------
 
-    def start_sync(self, firm_id: str) -> StartSyncResponse:
+    def _queue_for(self, firm_id: str, action: str) -> SyncQueue:
+        """The queue a connected, configured firm's run goes on: the gate Start Sync and Preview
+        share before their claims. NotConnected / ConnectionBroken, or NotConfigured."""
         config = self._connected(firm_id)
-        # SPEC A6: an hourly schedule with no tenant, office or recipient could only fail and email.
+        # SPEC A6: a run (or an hourly schedule) with no tenant, office or recipient could only fail
+        # and email.
         missing = config.missing_setup()
         if missing:
             raise NotConfigured(missing)
         if self.queue is None:
-            raise RuntimeError("Start Sync needs the sync queue (SYNC_QUEUE_URL)")
+            raise RuntimeError(f"{action} needs the sync queue (SYNC_QUEUE_URL)")
+        return self.queue
+
+    def start_sync(self, firm_id: str) -> StartSyncResponse:
+        queue = self._queue_for(firm_id, "Start Sync")
         previous = self.configs.claim_manual_run(firm_id, self.clock)
         try:
-            self.queue.enqueue(firm_id, "manual")
+            queue.enqueue(firm_id, "manual")
         except Exception:
             self.configs.release_manual_run(firm_id, previous)
             raise
@@ -539,12 +546,7 @@ class IntegrationService:
         The run is saved before it is queued, as the worker reads it; a queue that refuses the
         message gives the claim back and ends the run, so none is left looking queued.
         """
-        config = self._connected(firm_id)
-        missing = config.missing_setup()
-        if missing:
-            raise NotConfigured(missing)
-        if self.queue is None:
-            raise RuntimeError("Preview needs the sync queue (SYNC_QUEUE_URL)")
+        queue = self._queue_for(firm_id, "Preview")
         previous = self.configs.claim_preview(firm_id, self.clock)
         now = self.clock.now()
         run = SyncRun(
@@ -558,7 +560,7 @@ class IntegrationService:
         )
         try:
             self.runs.save_run(run, now)
-            self.queue.enqueue_preview(firm_id, run.run_id)
+            queue.enqueue_preview(firm_id, run.run_id)
         except Exception:
             self._undo_preview(run, previous)
             raise

@@ -19,7 +19,7 @@ from xpm_sync.adapters.tls import shared_tls_context
 from xpm_sync.adapters.xero_identity import XeroIdentity
 from xpm_sync.api.service import IntegrationService
 from xpm_sync.domain.clock import SystemClock
-from xpm_sync.settings import ApiSettings, OAuthSettings, XeroSettings, load_settings
+from xpm_sync.settings import ApiSettings, FirmDataSettings, OAuthSettings, load_settings
 
 
 @lru_cache(maxsize=1)
@@ -28,26 +28,21 @@ def _xero_http() -> httpx.Client:
 
 
 def _integration_service(
-    settings: XeroSettings,
-    *,
-    active_table: str,
-    sync_log_table: str,
-    redirect_uri: str | None = None,
-    queue_url: str | None = None,
+    settings: FirmDataSettings, *, redirect_uri: str | None = None, queue_url: str | None = None
 ) -> IntegrationService:
     clock = composition.clock
 
     def identity() -> XeroIdentity:
         return composition.xero_identity(settings, SystemClock(), http=_xero_http())
 
-    sync_log = aws.table(sync_log_table)
+    sync_log = aws.table(settings.sync_log_table)
     cursors = CursorSigner(aws.table(settings.config_table))
     return IntegrationService(
         configs=ConfigRepository(aws.table(settings.config_table)),
         runs=RunLog(sync_log, cursors),
         queue=composition.sync_queue(queue_url) if queue_url else None,
         states=StateStore(aws.table(settings.config_table), clock),
-        active_for=lambda firm_id: ActiveRepository(aws.table(active_table), firm_id),
+        active_for=lambda firm_id: ActiveRepository(aws.table(settings.active_table), firm_id),
         record_states_for=lambda firm_id: RecordStates(sync_log, firm_id, cursors),
         matches_for=lambda firm_id: Matches(sync_log, firm_id, cursors),
         identity_factory=identity,
@@ -60,21 +55,11 @@ def _integration_service(
 def api_service() -> IntegrationService:
     """What the API function's routes call (SPEC B5)."""
     settings = load_settings(ApiSettings)
-    return _integration_service(
-        settings,
-        active_table=settings.active_table,
-        sync_log_table=settings.sync_log_table,
-        queue_url=settings.sync_queue_url,
-    )
+    return _integration_service(settings, queue_url=settings.sync_queue_url)
 
 
 def oauth_service() -> IntegrationService:
     """What the OAuth function's routes (connect, callback) call; Xero sends the browser back to
     ``OAUTH_REDIRECT_URI``, the Active setup page, which posts the callback (SPEC A6)."""
     settings = load_settings(OAuthSettings)
-    return _integration_service(
-        settings,
-        active_table=settings.active_table,
-        sync_log_table=settings.sync_log_table,
-        redirect_uri=settings.oauth_redirect_uri,
-    )
+    return _integration_service(settings, redirect_uri=settings.oauth_redirect_uri)

@@ -8,10 +8,18 @@ state, nor anything the caller sent.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 
 class DomainError(Exception):
-    def __init__(self, message: str) -> None:
+    # The admin's message when the raise names none: errors whose message never varies set it.
+    default_message: ClassVar[str | None] = None
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is None:
+            if self.default_message is None:
+                raise TypeError(f"{type(self).__name__} needs a message")
+            message = self.default_message
         super().__init__(message)
         self.message = message
 
@@ -23,8 +31,7 @@ class BadRequest(DomainError):
 class InvalidCursor(DomainError):
     """A paging cursor this API did not hand out, or handed out for another firm or list."""
 
-    def __init__(self, message: str = "cursor is not one this API handed out.") -> None:
-        super().__init__(message)
+    default_message = "cursor is not one this API handed out."
 
 
 class NotSignedIn(DomainError):
@@ -40,19 +47,14 @@ class NotFound(DomainError):
 
 
 class NotConnected(DomainError):
-    def __init__(self, message: str = "Connect to Xero Practice Manager first.") -> None:
-        super().__init__(message)
+    default_message = "Connect to Xero Practice Manager first."
 
 
 class ConnectionBroken(NotConnected):
     """The firm connected once, but Xero no longer accepts the connection (SPEC A8's
     ``needs_reconnect``). B5 knows one 409 code for this, ``NOT_CONNECTED``; the message says why."""
 
-    def __init__(
-        self,
-        message: str = "Xero no longer accepts this connection; connect to Xero Practice Manager again.",
-    ) -> None:
-        super().__init__(message)
+    default_message = "Xero no longer accepts this connection; connect to Xero Practice Manager again."
 
 
 class NotConfigured(DomainError):
@@ -86,8 +88,7 @@ class PreviewTooSoon(SyncTooSoon):
 class XeroUnavailable(DomainError):
     """Xero failed to answer; not the caller's mistake, and worth trying again."""
 
-    def __init__(self, message: str = "Xero did not answer; try again in a minute.") -> None:
-        super().__init__(message)
+    default_message = "Xero did not answer; try again in a minute."
 
 
 class OAuthStateInvalid(DomainError):
@@ -95,39 +96,27 @@ class OAuthStateInvalid(DomainError):
     connect, or it is malformed, used or expired (SPEC B4). The message does not say which: a
     caller probing other people's states learns nothing."""
 
-    def __init__(
-        self,
-        message: str = (
-            "This Xero sign-in does not belong to a connect you started, or it has expired. "
-            "Press Connect to Xero Practice Manager again."
-        ),
-    ) -> None:
-        super().__init__(message)
+    default_message = (
+        "This Xero sign-in does not belong to a connect you started, or it has expired. "
+        "Press Connect to Xero Practice Manager again."
+    )
 
 
 class XeroConsentDenied(DomainError):
     """Xero sent the admin back with an error instead of a code (access not allowed): nothing is
     connected and the state is used up (SPEC B5)."""
 
-    def __init__(
-        self,
-        message: str = "Access was not allowed at Xero, so nothing was connected. Connect again to retry.",
-    ) -> None:
-        super().__init__(message)
+    default_message = "Access was not allowed at Xero, so nothing was connected. Connect again to retry."
 
 
 class NoPracticeManager(DomainError):
     """The consent granted no Practice Manager tenant: its tokens are revoked, nothing is stored
     and the firm's previous connection stands (SPEC A6)."""
 
-    def __init__(
-        self,
-        message: str = (
-            "The Xero sign-in gave access to no Xero Practice Manager practice, so nothing was "
-            "connected. Connect again and allow access to your practice."
-        ),
-    ) -> None:
-        super().__init__(message)
+    default_message = (
+        "The Xero sign-in gave access to no Xero Practice Manager practice, so nothing was "
+        "connected. Connect again and allow access to your practice."
+    )
 
 
 # --- What a write to Active can meet (raised by the Active store, handled by the sync) ----------

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from xpm_sync.domain import entries as codes
 from xpm_sync.domain.active_records import StoredClient
 from xpm_sync.domain.code_ledger import ClientCodeLedger, code_key
-from xpm_sync.domain.entries import Entry
+from xpm_sync.domain.entries import Entry, EntryKind
 from xpm_sync.domain.errors import RecordGone, RecordTooLarge
 from xpm_sync.domain.mapping import changed_values, client_label, client_values, legal_name, map_client
 from xpm_sync.domain.near_match import Suggestion, find_candidate
@@ -173,27 +173,16 @@ class ClientSync:
         """Apply one record of XPM's answer (or, ``from_retry``, the copy kept of one that failed)."""
         label = client_label(record)
         if not record.uuid:
-            self._fail(
-                record,
-                label,
-                codes.CLIENT_UUID_MISSING.entry(
-                    label=label, message=f"{label} came from XPM without a UUID."
-                ),
-                retry=False,
-            )
+            self._reject(record, label, codes.CLIENT_UUID_MISSING, f"{label} came from XPM without a UUID.")
             return
         if not from_retry:
             if record.uuid in self.applied_from_list:
-                self._fail(
+                self._reject(
                     record,
                     label,
-                    codes.XPM_UUID_REPEATED.entry(
-                        label=label,
-                        xpm_uuid=record.uuid,
-                        message=f"XPM sent {label} more than once in one answer; the first copy was "
-                        "synced and this one dropped.",
-                    ),
-                    retry=False,
+                    codes.XPM_UUID_REPEATED,
+                    f"XPM sent {label} more than once in one answer; the first copy was synced and "
+                    "this one dropped.",
                 )
                 return
             self.applied_from_list.add(record.uuid)
@@ -318,30 +307,22 @@ class ClientSync:
             self._written(record, label, found, outcome)
             return
         self._wait_for_writes_to(existing.client_id)
+        write = _Write(
+            record,
+            label,
+            found,
+            written,
+            outcome,
+            self.store.update_soon("client", existing.client_id, changes),
+        )
         if "code" in changes or "xpm_uuid" in changes:
             # What links a client, or holds a code, is written before the next record is applied:
             # Active never holds two clients with one code, not even between two writes.
-            self._resolve(
-                _Write(
-                    record,
-                    label,
-                    found,
-                    written,
-                    outcome,
-                    self.store.update_soon("client", existing.client_id, changes),
-                )
-            )
+            self._resolve(write)
         else:
             # Other fields go out while the next records are applied; the outcome is counted (or the
             # record failed) when the write has answered (drain).
-            self._in_flight[existing.client_id] = _Write(
-                record,
-                label,
-                found,
-                written,
-                outcome,
-                self.store.update_soon("client", existing.client_id, changes),
-            )
+            self._in_flight[existing.client_id] = write
 
     def _wait_for_writes_to(self, client_id: str) -> None:
         """One write at a time to one client: its earlier write lands first."""
@@ -371,17 +352,13 @@ class ClientSync:
         self._synced(record, label, found)
 
     def _too_large(self, record: XpmClientRecord, label: str, *found: Entry) -> None:
-        self._fail(
+        self._reject(
             record,
             label,
+            codes.RECORD_TOO_LARGE,
+            f"{label} is too large for Active to store: it was not written. The sync tries it again "
+            "when XPM sends it changed.",
             *found,
-            codes.RECORD_TOO_LARGE.entry(
-                label=label,
-                xpm_uuid=record.uuid,
-                message=f"{label} is too large for Active to store: it was not written. The sync "
-                "tries it again when XPM sends it changed.",
-            ),
-            retry=False,
         )
 
     def _synced(self, record: XpmClientRecord, label: str, found: Iterable[Entry]) -> None:
@@ -407,6 +384,15 @@ class ClientSync:
                 message=f"{label} was deleted in Active while the sync was running; not updated.",
             ),
         )
+
+    def _reject(
+        self, record: XpmClientRecord, label: str, kind: EntryKind, message: str, *found: Entry
+    ) -> None:
+        """The record fails for what XPM sent (no UUID, sent twice, too large for Active), so no copy
+        is kept for a retry: it would fail the same way (a repeat's first copy has synced). ``kind``
+        and ``message`` say why."""
+        entry = kind.entry(label=label, xpm_uuid=record.uuid, message=message)
+        self._fail(record, label, *found, entry, retry=False)
 
     def _fail(self, record: XpmClientRecord, label: str, *found: Entry, retry: bool = True) -> None:
         """The record cannot be synced now. Unless ``retry`` is off, the copy XPM sent is kept and
