@@ -50,19 +50,29 @@ def _take_continuation(world: SyncWorld) -> SyncRequest | None:
     return SyncRequest.model_validate(json.loads(messages[0]["Body"])) if messages else None
 
 
-def _first_part(world: SyncWorld, budget: TinyBudget) -> tuple[SyncServices, RunResult]:
-    """The run's first invocation, which runs out of time and queues its continuation."""
+def _first_part(
+    world: SyncWorld, monkeypatch: pytest.MonkeyPatch, *, per_part: int
+) -> tuple[TinyBudget, SyncServices, RunResult]:
+    """The run's first invocation, which runs out of time after ``per_part`` clients and queues its
+    continuation."""
+    budget = TinyBudget(monkeypatch, per_part=per_part)
     services = sync_services(load_settings(WorkerSettings), remaining_seconds=budget.remaining_seconds)
     first = run_sync(world.firm_id, "schedule", services)
     assert first is not None
     assert first.continued
-    return services, first
+    return budget, services, first
 
 
 def assert_each_xpm_client_once(world: SyncWorld) -> None:
     """No duplicate, no lost record: one Active client per XPM client."""
     clients = world.items("client")
     assert Counter(c["xpm_uuid"] for c in clients) == Counter(c.uuid for c in world.practice.clients)
+
+
+def assert_complete_with_no_checkpoint_left(world: SyncWorld) -> None:
+    """The run in parts ended as one long run would: every XPM client once, nothing left to resume."""
+    assert_each_xpm_client_once(world)
+    assert world.config().checkpoint is None
 
 
 def _next_part_to_the_end(world: SyncWorld, budget: TinyBudget, services: SyncServices) -> RunResult:
@@ -112,15 +122,13 @@ def test_run_out_of_time_continues_in_parts_with_the_result_of_one_long_run(
         "skipped": 0,
     }
     assert run.counts["user"]["created"] + run.counts["user"]["updated"] == len(world.practice.staff)
-    assert_each_xpm_client_once(world)
-    assert world.config().checkpoint is None
+    assert_complete_with_no_checkpoint_left(world)
 
 
 def test_continuation_after_xpm_reordered_the_list_applies_everything_again_without_duplicates(
     world: SyncWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    budget = TinyBudget(monkeypatch, per_part=6)
-    services, _ = _first_part(world, budget)
+    budget, services, _ = _first_part(world, monkeypatch, per_part=6)
     world.practice.clients.reverse()  # XPM answers in another order the next time
 
     _next_part_to_the_end(world, budget, services)
@@ -153,15 +161,13 @@ def test_a_run_in_many_parts_completes_through_the_queue_and_the_worker(
     assert len(deliveries) >= 5
     [run] = world.runs()
     assert run.status == "success"
-    assert_each_xpm_client_once(world)
-    assert world.config().checkpoint is None
+    assert_complete_with_no_checkpoint_left(world)
 
 
 def test_a_request_arriving_between_parts_leaves_the_run_to_its_next_part(
     world: SyncWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    budget = TinyBudget(monkeypatch, per_part=5)
-    services, first = _first_part(world, budget)
+    budget, services, first = _first_part(world, monkeypatch, per_part=5)
     budget.new_invocation()
 
     # The next hour's message (or Start Sync) is delivered before the run's next part.
@@ -175,8 +181,7 @@ def test_a_request_arriving_between_parts_leaves_the_run_to_its_next_part(
 def test_a_continuation_lost_for_hours_no_longer_holds_up_new_runs(
     world: SyncWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    budget = TinyBudget(monkeypatch, per_part=5)
-    services, first = _first_part(world, budget)
+    budget, services, first = _first_part(world, monkeypatch, per_part=5)
     _take_continuation(world)  # the next part's message is lost
     checkpoint = world.config().checkpoint
     assert checkpoint is not None

@@ -5,33 +5,9 @@ reports exactly the records that must be delivered again."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from functions.sync_worker.app import lambda_handler as worker_handler
+from tests.fixtures.events import sqs_record
 from tests.fixtures.sync import SyncWorld
-
-
-def record(message_id: str, group: str, body: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "messageId": message_id,
-        "receiptHandle": f"r-{message_id}",
-        "body": json.dumps(body),
-        "attributes": {
-            "ApproximateReceiveCount": "1",
-            "SentTimestamp": "1700000000000",
-            "SenderId": "AIDAEXAMPLE",
-            "ApproximateFirstReceiveTimestamp": "1700000000000",
-            "MessageGroupId": group,
-            "MessageDeduplicationId": f"d-{message_id}",
-            "SequenceNumber": message_id,
-        },
-        "messageAttributes": {},
-        "md5OfBody": "0",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:ap-southeast-2:123456789012:sync.fifo",
-        "awsRegion": "ap-southeast-2",
-    }
 
 
 def test_a_batch_of_several_firms_reports_failures_per_record(world: SyncWorld) -> None:
@@ -40,9 +16,11 @@ def test_a_batch_of_several_firms_reports_failures_per_record(world: SyncWorld) 
     world.sim.faults.add("unavailable", times=None)
     event = {
         "Records": [
-            record("1", world.firm_id, {"firm_id": world.firm_id, "trigger": "schedule"}),
-            record("2", "firm-other", {"firm_id": "firm-other", "trigger": "schedule", "keep_alive": True}),
-            record("3", world.firm_id, {"firm_id": world.firm_id, "trigger": "manual"}),
+            sqs_record("1", world.firm_id, {"firm_id": world.firm_id, "trigger": "schedule"}),
+            sqs_record(
+                "2", "firm-other", {"firm_id": "firm-other", "trigger": "schedule", "keep_alive": True}
+            ),
+            sqs_record("3", world.firm_id, {"firm_id": world.firm_id, "trigger": "manual"}),
         ]
     }
 

@@ -26,12 +26,12 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pytest
 from botocore.client import BaseClient
@@ -62,8 +62,12 @@ from local.seed import TRIAL_NOTE
 from local.xpm_sim import generate_practice
 from tests.fixtures.concurrency import race
 from tests.fixtures.events import load_event
+from tests.fixtures.logs import powertools_json_log
 from tests.fixtures.simulator import SIM_CLIENT_ID
 from tests.fixtures.sync import APP_CLIENT_ID, ScaledInvocations, SyncWorld
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 pytestmark = pytest.mark.e2e
 
@@ -319,6 +323,13 @@ def redeliver_and_complete(fw: FaultWorld) -> None:
     assert_complete(fw.world)
 
 
+def assert_failed_internally_then_completed_by_the_retry(fw: FaultWorld, before: Before) -> None:
+    """An unexpected error failed the run (nothing lost or doubled); SQS's redelivery completes it."""
+    assert_invariants(fw, before=before, status="failed", codes=("INTERNAL_ERROR",))
+
+    redeliver_and_complete(fw)
+
+
 def recover(fw: FaultWorld) -> SyncRun:
     """The fault passes; the next hourly run completes the work with nothing lost or doubled."""
     fw.sim.faults.clear()
@@ -327,6 +338,20 @@ def recover(fw: FaultWorld) -> SyncRun:
     run = assert_invariants(fw, before=before, status="success")
     assert_complete(fw.world)
     return run
+
+
+def hourly_run_with(
+    fw: FaultWorld,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: Callable[Concatenate[pytest.MonkeyPatch, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> tuple[T, list[Delivery]]:
+    """One hourly run with the fault in place (what ``fault`` returns, and the deliveries); the fault
+    is gone once the run ends, so a redelivery or the next run meets none."""
+    with monkeypatch.context() as patch:
+        injected = fault(patch, *args, **kwargs)
+        return injected, fw.run_hourly()
 
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -345,18 +370,8 @@ def reliability_report() -> Iterator[None]:
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
     """What the Powertools logger writes as JSON, at DEBUG so every XPM call line is seen too."""
-    stream = io.StringIO()
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    previous = handler.setStream(stream)
-    level = logger.log_level
-    logger.setLevel(logging.DEBUG)
-    try:
+    with powertools_json_log(logging.DEBUG) as stream:
         yield stream
-    finally:
-        logger.setLevel(level)
-        if previous is not None:
-            handler.setStream(previous)
 
 
 @pytest.fixture
@@ -606,6 +621,13 @@ def test_a_truncated_staff_list_is_read_again_and_the_run_succeeds(fw: FaultWorl
 # --- tokens --------------------------------------------------------------------------------------
 
 
+def _every_refresh_refused(fw: FaultWorld, *, counted_as: str) -> None:
+    """The access token has expired at Xero, and Xero refuses every refresh (invalid_grant)."""
+    FAULT_LEDGER[counted_as] += 1
+    fw.sim.expire_access_tokens()
+    fw.fault("invalid_grant", times=None)
+
+
 @pytest.mark.parametrize("how", ["expired-at-xero", "token-expired-answer"])
 def test_an_expired_access_token_is_refreshed_once_and_the_run_succeeds(fw: FaultWorld, how: str) -> None:
     if how == "expired-at-xero":
@@ -625,9 +647,7 @@ def test_an_expired_access_token_is_refreshed_once_and_the_run_succeeds(fw: Faul
 
 
 def test_a_refused_refresh_with_no_other_writer_asks_to_reconnect(fw: FaultWorld) -> None:
-    FAULT_LEDGER["expire_access_tokens"] += 1
-    fw.sim.expire_access_tokens()
-    fw.fault("invalid_grant", times=None)
+    _every_refresh_refused(fw, counted_as="expire_access_tokens")
     before = snapshot(fw)
 
     deliveries = fw.run_hourly()
@@ -642,9 +662,7 @@ def test_a_refused_refresh_with_no_other_writer_asks_to_reconnect(fw: FaultWorld
 def test_a_firm_disconnected_during_a_run_that_meets_invalid_grant_stays_disconnected(
     fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    FAULT_LEDGER["disconnected_during_run"] += 1
-    fw.sim.expire_access_tokens()
-    fw.fault("invalid_grant", times=None)
+    _every_refresh_refused(fw, counted_as="disconnected_during_run")
     config_table = aws_clients.table(fw.world.names.config_table)
     refresh = XeroIdentity.refresh
 
@@ -676,9 +694,7 @@ def test_a_run_that_finds_the_token_secret_deleted_mid_disconnect_emails_nobody(
     fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Disconnect revokes, deletes the secret, then sets the status: a run may fall in between."""
-    FAULT_LEDGER["disconnected_during_run"] += 1
-    fw.sim.expire_access_tokens()
-    fw.fault("invalid_grant", times=None)
+    _every_refresh_refused(fw, counted_as="disconnected_during_run")
     secret_id = f"{fw.world.names.token_secret_prefix}{fw.world.firm_id}"
     refresh = XeroIdentity.refresh
 
@@ -859,26 +875,28 @@ def test_a_throttled_active_write_fails_the_run_and_the_retry_completes_it(
     fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = snapshot(fw)
-    with monkeypatch.context() as patch:
-        hits = _throttle(patch, table=fw.world.names.active_table, operation="UpdateItem", times=1)
-        deliveries = fw.run_hourly()
+    hits, deliveries = hourly_run_with(
+        fw, monkeypatch, _throttle, table=fw.world.names.active_table, operation="UpdateItem", times=1
+    )
 
     assert len(hits) == 1
     assert deliveries[0].failed, "an AWS hiccup is transient: SQS retries the run"
-    assert_invariants(fw, before=before, status="failed", codes=("INTERNAL_ERROR",))
-
-    redeliver_and_complete(fw)
+    assert_failed_internally_then_completed_by_the_retry(fw, before)
 
 
 def test_a_throttled_config_write_after_the_run_is_recorded_and_redone_without_duplicates(
     fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = snapshot(fw)
-    with monkeypatch.context() as patch:
-        hits = _throttle(
-            patch, table=fw.world.names.config_table, operation="UpdateItem", times=1, names="last_run_id"
-        )
-        deliveries = fw.run_hourly()
+    hits, deliveries = hourly_run_with(
+        fw,
+        monkeypatch,
+        _throttle,
+        table=fw.world.names.config_table,
+        operation="UpdateItem",
+        times=1,
+        names="last_run_id",
+    )
 
     assert len(hits) == 1
     assert deliveries[0].failed, "the run's state was not saved: SQS delivers it again"
@@ -922,9 +940,7 @@ def test_a_client_deleted_in_active_during_the_run_is_not_resurrected_by_that_wr
     fw.run_hourly()
     _rename_two_clients(fw)
     before = snapshot(fw)
-    with monkeypatch.context() as patch:
-        deleted = _delete_before_first_update(patch, "client")
-        fw.run_hourly()
+    deleted, _ = hourly_run_with(fw, monkeypatch, _delete_before_first_update, "client")
 
     assert len(deleted) == 1
     assert deleted[0] not in {c["client_id"] for c in fw.world.items("client")}, "the write resurrected it"
@@ -938,9 +954,7 @@ def test_a_client_deleted_in_active_during_the_run_fails_alone_and_the_others_sy
     fw.run_hourly()
     renamed = _rename_two_clients(fw)
     before = snapshot(fw)
-    with monkeypatch.context() as patch:
-        deleted = _delete_before_first_update(patch, "client")
-        deliveries = fw.run_hourly()
+    deleted, deliveries = hourly_run_with(fw, monkeypatch, _delete_before_first_update, "client")
 
     assert deliveries[0].failed == [], "one deleted record is no reason to run everything again"
     run = assert_invariants(fw, before=before, status="partial", deleted_by_active=frozenset(deleted))
@@ -977,26 +991,20 @@ def test_a_run_that_crashes_mid_list_is_retried_and_completes_without_duplicates
     fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = snapshot(fw)
-    with monkeypatch.context() as patch:
-        _stop_after(patch, 5, RuntimeError("connection reset by peer"))
-        deliveries = fw.run_hourly()
+    _, deliveries = hourly_run_with(fw, monkeypatch, _stop_after, 5, RuntimeError("connection reset by peer"))
 
     assert deliveries[0].failed
     assert (
         5 <= len([c for c in fw.world.items("client") if c.get("xpm_uuid")]) < len(fw.world.practice.clients)
     )
-    assert_invariants(fw, before=before, status="failed", codes=("INTERNAL_ERROR",))
-
-    redeliver_and_complete(fw)
+    assert_failed_internally_then_completed_by_the_retry(fw, before)
 
 
 def test_a_worker_killed_mid_list_is_redelivered_and_completes_without_duplicates(
     fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = snapshot(fw)
-    with monkeypatch.context() as patch:
-        _stop_after(patch, 5, Killed())
-        fw.run_hourly()
+    hourly_run_with(fw, monkeypatch, _stop_after, 5, Killed())
     assert fw.kills == 1
 
     fw.redeliver_failed()
@@ -1010,9 +1018,7 @@ def test_the_next_run_closes_a_run_whose_worker_was_killed(
     fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = snapshot(fw)
-    with monkeypatch.context() as patch:
-        _stop_after(patch, 5, Killed())
-        fw.run_hourly()
+    hourly_run_with(fw, monkeypatch, _stop_after, 5, Killed())
     [killed_id] = [run.run_id for run in fw.world.runs() if run.status == "running"]
 
     fw.redeliver_failed()

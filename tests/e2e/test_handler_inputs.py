@@ -12,33 +12,12 @@ from xpm_sync.adapters import aws as aws_clients
 
 from functions.sync_dispatch.app import lambda_handler as dispatch_handler
 from functions.sync_worker.app import lambda_handler as worker_handler
+from tests.fixtures.events import sqs_record
 from tests.fixtures.sync import SyncWorld
 
 
 def _sqs_event(world: SyncWorld, body: dict[str, str]) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": "m-1",
-                "receiptHandle": "r-1",
-                "body": json.dumps(body),
-                "attributes": {
-                    "ApproximateReceiveCount": "1",
-                    "SentTimestamp": "1700000000000",
-                    "SenderId": "AIDAEXAMPLE",
-                    "ApproximateFirstReceiveTimestamp": "1700000000000",
-                    "MessageGroupId": world.firm_id,
-                    "MessageDeduplicationId": "d-1",
-                    "SequenceNumber": "1",
-                },
-                "messageAttributes": {},
-                "md5OfBody": "0",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:ap-southeast-2:123456789012:sync.fifo",
-                "awsRegion": "ap-southeast-2",
-            }
-        ]
-    }
+    return {"Records": [sqs_record("m-1", world.firm_id, body)]}
 
 
 def test_worker_runs_a_full_sync_with_no_context(world: SyncWorld) -> None:

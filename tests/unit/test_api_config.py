@@ -32,14 +32,7 @@ def firm(api: ApiHarness) -> ApiHarness:
 
 
 def _body(api: ApiHarness, **changes: Any) -> dict[str, Any]:
-    body = {
-        "sync_name": "XPM Sync",
-        "tenant_id": api.sim.practices[0].tenant_id,
-        "default_office_code": "SYD",
-        "default_partner_user_id": "user-partner-1",
-        "notification_user_id": "user-admin-1",
-    }
-    body.update(changes)
+    body = api.setup_body("SYD", **({"default_partner_user_id": "user-partner-1"} | changes))
     return {k: v for k, v in body.items() if v is not _DROP}
 
 
@@ -121,7 +114,7 @@ def test_tenants_after_xero_revoked_the_grant_asks_to_reconnect(firm: ApiHarness
 
 @pytest.mark.parametrize("case", ["get_tenants", "put_config", "post_sync"])
 def test_a_firm_that_must_reconnect_is_409_not_connected(firm: ApiHarness, case: str) -> None:
-    ConfigRepository(aws.table(firm.names.config_table)).update(FIRM, status="needs_reconnect")
+    firm.update_config(status="needs_reconnect")
     body = _body(firm) if case == "put_config" else None
 
     answer = firm.call_api(case, body=body) if body else firm.call_api(case)
@@ -368,9 +361,7 @@ def test_changing_the_tenant_starts_the_next_run_with_a_full_read(firm: ApiHarne
     firm.sim.add_practice(extra)
     firm.call_api("put_config", body=_body(firm))
 
-    ConfigRepository(aws.table(firm.names.config_table)).update(
-        FIRM, last_completed_run_started_at="2026-01-01T00:00:00Z", sync_state_id="old-practice"
-    )
+    firm.update_config(last_completed_run_started_at="2026-01-01T00:00:00Z", sync_state_id="old-practice")
 
     answer = firm.call_api("put_config", body=_body(firm, tenant_id=extra.tenant_id))
 

@@ -15,7 +15,7 @@ from xpm_sync.api.caller import admin_caller, groups_of
 from xpm_sync.api.http import unreadable_json
 from xpm_sync.domain.errors import NotAnAdmin, NotSignedIn
 
-from tests.fixtures.api import ApiHarness
+from tests.fixtures.api import Answer, ApiHarness
 from tests.fixtures.events import load_event
 
 API_CASES = ["get_config", "get_tenants", "put_config", "post_sync", "get_runs", "get_run", "delete_config"]
@@ -158,12 +158,15 @@ def test_a_non_admin_is_forbidden() -> None:
         admin_caller(event)
 
 
+def assert_invalid_json(answer: Answer) -> None:
+    """SPEC B5: a body the API cannot read is a 400 INVALID_JSON."""
+    assert answer.status == 400, answer.text[:300]
+    assert answer.json["error"]["code"] == "INVALID_JSON"
+
+
 def test_a_body_that_is_not_utf8_is_400(api: ApiHarness) -> None:
     event_body = base64.b64encode(b"\xff\xfe{not text").decode()
-    answer = api.call_api("put_config", body=event_body, is_base64=True)
-
-    assert answer.status == 400
-    assert answer.json["error"]["code"] == "INVALID_JSON"
+    assert_invalid_json(api.call_api("put_config", body=event_body, is_base64=True))
 
 
 @pytest.mark.parametrize("content_type", ["multipart/form-data", "application/x-www-form-urlencoded"])
@@ -248,8 +251,7 @@ def test_a_body_the_api_cannot_read_is_400_invalid_json(
 
     answer = api.send_api(event) if function == "api" else api.send_oauth(event)
 
-    assert answer.status == 400, answer.text[:300]
-    assert answer.json["error"]["code"] == "INVALID_JSON"
+    assert_invalid_json(answer)
     assert set(answer.json) == {"error"}
     assert answer.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
     assert api.config_item() is None, "nothing was written"
@@ -270,10 +272,7 @@ def test_a_body_that_is_not_utf8_or_too_large_once_decoded_is_400(
     event = load_event("oauth", "connect", body=raw)
     event["isBase64Encoded"] = is_base64
 
-    answer = api.send_oauth(event)
-
-    assert answer.status == 400
-    assert answer.json["error"]["code"] == "INVALID_JSON"
+    assert_invalid_json(api.send_oauth(event))
 
 
 @pytest.mark.parametrize(
@@ -303,10 +302,7 @@ def test_a_hand_built_event_whose_body_value_cannot_be_written_as_json_is_400(ap
     event = load_event("oauth", "connect")
     event["body"] = nested
 
-    answer = api.send_oauth(event)
-
-    assert answer.status == 400
-    assert answer.json["error"]["code"] == "INVALID_JSON"
+    assert_invalid_json(api.send_oauth(event))
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from functions.sync_worker.app import lambda_handler as worker_handler
 from local.lambda_runtime import drain_queue
 from local.seed import seed_active_firm
 from local.xpm_sim import SimClient
-from tests.fixtures.api import FIRM, OTHER_FIRM, Answer, ApiHarness, admin_claims
+from tests.fixtures.api import FIRM, OTHER_FIRM, Answer, ApiHarness, admin_claims, every_page
 from tests.fixtures.monitoring import seed_client, suggest
 
 
@@ -94,20 +94,12 @@ def test_suggested_links_page_to_the_end(api: ApiHarness) -> None:
     for n in range(230):
         suggest(api.names, FIRM, f"x-{n:04d}", f"c-{n:04d}")
 
-    seen: list[str] = []
-    pages = 0
-    cursor: str | None = None
-    while True:
-        answer = _matches(api, **({"cursor": cursor} if cursor else {}))
-        assert answer.status == 200
-        seen += [m["xpm_uuid"] for m in answer.json["matches"]]
-        pages += 1
-        cursor = answer.json["next_cursor"]
-        if cursor is None:
-            break
+    pages = every_page(lambda query: _matches(api, **query))
 
-    assert pages == 3
-    assert seen == [f"x-{n:04d}" for n in range(230)]
+    assert len(pages) == 3
+    assert [m["xpm_uuid"] for page in pages for m in page.json["matches"]] == [
+        f"x-{n:04d}" for n in range(230)
+    ]
 
 
 def test_link_to_the_suggested_client_is_kept_for_the_next_run(suggested: ApiHarness) -> None:
@@ -241,15 +233,7 @@ def test_a_near_match_waits_for_the_admin_and_the_next_run_links_as_answered(api
     seed_client(api.names, FIRM, "trial-1", legal_name=xpm_client.name.upper(), office_code="MEL")
     api.connect()
     api.seed_user("user-admin-1")
-    saved = api.call_api(
-        "put_config",
-        body={
-            "sync_name": "XPM Sync",
-            "tenant_id": api.sim.practices[0].tenant_id,
-            "default_office_code": "MEL",
-            "notification_user_id": "user-admin-1",
-        },
-    )
+    saved = api.call_api("put_config", body=api.setup_body("MEL"))
     assert saved.status == 200, saved.text
 
     _sync_now(api)

@@ -29,24 +29,10 @@ from tests.fixtures.api import FIRM, OTHER_FIRM, Answer, ApiHarness, admin_claim
 OFFICE = "MEL"
 
 
-def _set_up(api: ApiHarness, firm_id: str = FIRM) -> None:
-    """The setup page after connecting: the office and who is emailed (SPEC A6)."""
-    api.seed_office(OFFICE, firm_id=firm_id)
-    api.seed_user("user-admin-1", firm_id=firm_id)
-    body = {
-        "sync_name": "XPM Sync",
-        "tenant_id": api.sim.practices[0].tenant_id,
-        "default_office_code": OFFICE,
-        "notification_user_id": "user-admin-1",
-    }
-    answer = api.call_api("put_config", body=body, claims=admin_claims(firm_id))
-    assert answer.status == 200, answer.text
-
-
 @pytest.fixture
 def firm(api: ApiHarness) -> ApiHarness:
     api.connect()
-    _set_up(api)
+    api.set_up(OFFICE)
     return api
 
 
@@ -56,7 +42,7 @@ def _preview(api: ApiHarness, firm_id: str = FIRM) -> Answer:
 
 def _preview_ended(api: ApiHarness) -> None:
     """What the worker does when a preview ends."""
-    ConfigRepository(aws.table(api.names.config_table)).update(FIRM, preview_pending=False)
+    api.update_config(preview_pending=False)
 
 
 def _active_items(api: ApiHarness) -> list[dict[str, Any]]:
@@ -224,7 +210,7 @@ def test_the_preview_claim_itself_refuses_a_setup_that_lost_its_tenant(firm: Api
 
 def test_preview_for_one_firm_does_not_block_another(firm: ApiHarness) -> None:
     firm.connect(OTHER_FIRM)
-    _set_up(firm, OTHER_FIRM)
+    firm.set_up(OFFICE, OTHER_FIRM)
     _preview(firm)
 
     answer = _preview(firm, OTHER_FIRM)
@@ -260,7 +246,7 @@ def test_a_preview_the_worker_runs_plans_the_first_sync_and_writes_nothing_to_ac
         boto3.resource("dynamodb").Table(api.names.active_table), FIRM, practice, office_code=OFFICE
     )
     api.connect()
-    _set_up(api)
+    api.set_up(OFFICE)
     before = _active_items(api)
 
     run_id = _preview(api).json["run_id"]

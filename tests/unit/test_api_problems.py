@@ -8,11 +8,9 @@ runs that saw it, the summary groups them by code as the email does, and a firm 
 from __future__ import annotations
 
 import pytest
-from xpm_sync.adapters import aws
-from xpm_sync.adapters.config_table import ConfigRepository
 from xpm_sync.domain.entries import CATALOGUE
 
-from tests.fixtures.api import FIRM, OTHER_FIRM, Answer, ApiHarness, admin_claims
+from tests.fixtures.api import FIRM, OTHER_FIRM, Answer, ApiHarness, admin_claims, every_page
 from tests.fixtures.monitoring import (
     FIRST_SEEN,
     LAST_SEEN,
@@ -161,19 +159,10 @@ def test_problems_page_by_record_to_the_end(api: ApiHarness) -> None:
         ],
     )
 
-    seen: list[tuple[str, str]] = []
-    pages = 0
-    cursor: str | None = None
-    while True:
-        answer = _problems(api, **({"cursor": cursor} if cursor else {}))
-        assert answer.status == 200
-        seen += [(p["label"], p["code"]) for p in answer.json["problems"]]
-        pages += 1
-        cursor = answer.json["next_cursor"]
-        if cursor is None:
-            break
+    pages = every_page(lambda query: _problems(api, **query))
+    seen = [(p["label"], p["code"]) for page in pages for p in page.json["problems"]]
 
-    assert pages == 3  # 100 records (200 problems), 100, 30
+    assert len(pages) == 3  # 100 records (200 problems), 100, 30
     assert len(seen) == len(set(seen)) == 460
 
 
@@ -229,9 +218,7 @@ def test_fixed_since_last_email_counts_what_closed_after_the_last_email(open_pro
         open_problems.names, OTHER_FIRM, [], fixed=[fixed("ABN_INVALID", "Theirs", "2026-03-02T10:00:00Z")]
     )
     never_emailed = _summary(open_problems).json["fixed_since_last_email"]
-    ConfigRepository(aws.table(open_problems.names.config_table)).update(
-        FIRM, last_notified_at="2026-03-01T09:00:00Z"
-    )
+    open_problems.update_config(last_notified_at="2026-03-01T09:00:00Z")
 
     since_the_email = _summary(open_problems).json["fixed_since_last_email"]
 

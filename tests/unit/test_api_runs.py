@@ -20,7 +20,7 @@ from xpm_sync.domain.entries import (
 )
 from xpm_sync.domain.runs import SyncRun, new_counts
 
-from tests.fixtures.api import FIRM, OTHER_FIRM, Answer, ApiHarness, admin_claims
+from tests.fixtures.api import FIRM, OTHER_FIRM, Answer, ApiHarness, admin_claims, every_page
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -83,21 +83,10 @@ def test_runs_are_listed_newest_first(api: ApiHarness, runs: list[SyncRun]) -> N
 
 
 def test_runs_page_with_a_cursor(api: ApiHarness, runs: list[SyncRun]) -> None:
-    seen: list[str] = []
-    cursor = None
-    pages = 0
-    while True:
-        query = {"limit": "2"} | ({"cursor": cursor} if cursor else {})
-        answer = api.call_api("get_runs", query=query)
-        assert answer.status == 200
-        seen += [r["run_id"] for r in answer.json["runs"]]
-        pages += 1
-        cursor = answer.json["next_cursor"]
-        if cursor is None:
-            break
+    pages = every_page(lambda cursor: api.call_api("get_runs", query={"limit": "2"} | cursor))
 
-    assert seen == [r.run_id for r in reversed(runs)]
-    assert pages == 3  # 2 + 2 + 1: no cursor leads to an empty page
+    assert [r["run_id"] for page in pages for r in page.json["runs"]] == [r.run_id for r in reversed(runs)]
+    assert len(pages) == 3  # 2 + 2 + 1: no cursor leads to an empty page
 
 
 def test_a_page_holding_exactly_the_last_runs_has_no_next_cursor(
@@ -210,17 +199,8 @@ def _entries(api: ApiHarness, run_id: str, firm_id: str = FIRM, **query: str) ->
 
 def _every_entry(api: ApiHarness, run_id: str, **query: str) -> tuple[list[dict[str, object]], int]:
     """Every entry the entries route gives, page by page from the start, and how many pages."""
-    seen: list[dict[str, object]] = []
-    pages = 0
-    cursor: str | None = None
-    while True:
-        answer = _entries(api, run_id, **query, **({"cursor": cursor} if cursor else {}))
-        assert answer.status == 200, answer.text
-        seen += answer.json["entries"]
-        pages += 1
-        cursor = answer.json["next_cursor"]
-        if cursor is None:
-            return seen, pages
+    pages = every_page(lambda cursor: _entries(api, run_id, **query, **cursor))
+    return [entry for page in pages for entry in page.json["entries"]], len(pages)
 
 
 def test_a_run_answers_at_most_100_entries_errors_first_and_a_cursor_to_the_rest(api: ApiHarness) -> None:

@@ -24,30 +24,16 @@ from local.xpm_sim import generate_practice
 from tests.fixtures.api import FIRM, LOCAL_CLIENT_ID, OTHER_FIRM, Answer, ApiHarness, admin_claims
 
 
-def _set_up(api: ApiHarness, firm_id: str = FIRM) -> None:
-    """What the setup page does after connecting: the admin picks the office and who is emailed."""
-    api.seed_office("SYD", firm_id=firm_id)
-    api.seed_user("user-admin-1", firm_id=firm_id)
-    body = {
-        "sync_name": "XPM Sync",
-        "tenant_id": api.sim.practices[0].tenant_id,
-        "default_office_code": "SYD",
-        "notification_user_id": "user-admin-1",
-    }
-    answer = api.call_api("put_config", body=body, claims=admin_claims(firm_id))
-    assert answer.status == 200, answer.text
-
-
 @pytest.fixture
 def firm(api: ApiHarness) -> ApiHarness:
     api.connect()
-    _set_up(api)
+    api.set_up("SYD")
     return api
 
 
 def _finish_run(api: ApiHarness) -> None:
     """What the worker does when a run ends."""
-    ConfigRepository(aws.table(api.names.config_table)).update(FIRM, run_pending=False)
+    api.update_config(run_pending=False)
 
 
 def test_start_sync_enables_the_schedule_and_queues_one_manual_run(firm: ApiHarness) -> None:
@@ -120,7 +106,7 @@ def test_a_run_pending_for_hours_no_longer_blocks_start_sync(firm: ApiHarness) -
 def _scheduled_run_started(api: ApiHarness, hours_ago: float) -> str:
     """What the worker does when a (scheduled) run starts."""
     run_id = new_run_id(api.clock.now() - timedelta(hours=hours_ago))
-    ConfigRepository(aws.table(api.names.config_table)).update(FIRM, running_run_id=run_id)
+    api.update_config(running_run_id=run_id)
     return run_id
 
 
@@ -140,7 +126,7 @@ def test_while_a_scheduled_run_is_running_start_sync_is_429(firm: ApiHarness) ->
 def test_when_the_running_run_ends_start_sync_works(firm: ApiHarness) -> None:
     _scheduled_run_started(firm, hours_ago=0.5)
     assert firm.call_api("post_sync").status == 429
-    ConfigRepository(aws.table(firm.names.config_table)).update(FIRM, running_run_id=None)
+    firm.update_config(running_run_id=None)
 
     assert firm.call_api("post_sync").status == 202
 
@@ -162,7 +148,7 @@ def test_start_sync_needs_a_connection(api: ApiHarness) -> None:
 
 def test_start_sync_for_one_firm_does_not_block_another(firm: ApiHarness) -> None:
     firm.connect(OTHER_FIRM)
-    _set_up(firm, OTHER_FIRM)
+    firm.set_up("SYD", OTHER_FIRM)
     firm.call_api("post_sync")
 
     answer = firm.call_api("post_sync", claims=admin_claims(OTHER_FIRM))
@@ -383,13 +369,7 @@ def test_a_put_that_loses_the_race_with_disconnect_answers_409_and_writes_nothin
         return found
 
     monkeypatch.setattr(XeroIdentity, "connections", disconnect_meanwhile)
-    body = {
-        "sync_name": "Renamed in the race",
-        "tenant_id": firm.sim.practices[0].tenant_id,
-        "default_office_code": "SYD",
-        "default_partner_user_id": "user-partner-1",
-        "notification_user_id": "user-admin-1",
-    }
+    body = firm.setup_body("SYD", sync_name="Renamed in the race", default_partner_user_id="user-partner-1")
 
     answer = firm.call_api("put_config", body=body)
 

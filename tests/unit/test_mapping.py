@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,30 +24,12 @@ from xpm_sync.domain.mapping import (
     split_address,
     split_name,
     staff_label,
-    uuid_key,
 )
-from xpm_sync.domain.partners import PeopleDirectory, ResolvedPeople
 from xpm_sync.domain.xpm_records import XpmClientRecord, XpmContact, XpmGroup, XpmStaff
 
+from tests.fixtures.mapping import resolve_people
+
 VALID_ABN = "51 824 753 556"  # the ATO's published example
-
-
-def resolve_people(
-    mapping: ClientMapping,
-    *,
-    label: str,
-    xpm_uuid: str,
-    staff_email_by_uuid: dict[str, str],
-    user_id_by_email: dict[str, str],
-    default_partner_user_id: str | None,
-) -> ResolvedPeople:
-    """SPEC A2's resolution, through the one place that does it (domain.partners)."""
-    directory = PeopleDirectory(
-        staff_email_by_uuid={uuid_key(uuid): email for uuid, email in staff_email_by_uuid.items()},
-        user_id_by_email=dict(user_id_by_email),
-        default_partner_user_id=default_partner_user_id,
-    )
-    return directory.resolve(mapping, label=label, xpm_uuid=xpm_uuid)
 
 
 def a_staff(**overrides: Any) -> XpmStaff:
@@ -118,27 +101,6 @@ def test_staff_with_a_one_word_name_is_an_error_asking_for_a_surname() -> None:
     assert "surname" in entry.message
 
 
-def test_staff_without_a_name_is_an_error() -> None:
-    mapping = map_staff(a_staff(name="   "))
-
-    assert mapping.fields is None
-    assert codes(mapping.entries) == ["STAFF_NAME_MISSING"]
-
-
-def test_staff_without_an_email_is_an_error() -> None:
-    mapping = map_staff(a_staff(email=None))
-
-    assert mapping.fields is None
-    assert codes(mapping.entries) == ["STAFF_EMAIL_MISSING"]
-
-
-def test_staff_missing_both_name_and_email_reports_both() -> None:
-    mapping = map_staff(a_staff(name=None, email=None))
-
-    assert mapping.fields is None
-    assert codes(mapping.entries) == ["STAFF_NAME_MISSING", "STAFF_EMAIL_MISSING"]
-
-
 def test_staff_entries_carry_the_xpm_uuid_and_the_staff_label() -> None:
     mapping = map_staff(a_staff(uuid="staff-9", name="Cher"))
 
@@ -151,69 +113,107 @@ def test_new_users_never_carry_role_office_or_modules() -> None:
     assert set(UserFields.model_fields) == {"first_name", "last_name", "email"}
 
 
+# --- Required elements: without one, nothing syncs and an error says which ----------------------
+@pytest.mark.parametrize(
+    ("mapper", "record", "expected_codes"),
+    [
+        pytest.param(map_staff, a_staff(name="   "), ["STAFF_NAME_MISSING"], id="staff_without_a_name"),
+        pytest.param(map_staff, a_staff(email=None), ["STAFF_EMAIL_MISSING"], id="staff_without_an_email"),
+        pytest.param(
+            map_staff,
+            a_staff(name=None, email=None),
+            ["STAFF_NAME_MISSING", "STAFF_EMAIL_MISSING"],
+            id="staff_missing_both_name_and_email_reports_both",
+        ),
+        pytest.param(map_client, a_client(name=None), ["CLIENT_NAME_MISSING"], id="client_without_a_name"),
+        pytest.param(
+            map_client, a_client(client_code=" "), ["CLIENT_CODE_MISSING"], id="client_without_a_client_code"
+        ),
+    ],
+)
+def test_a_record_missing_a_required_element_is_an_error(
+    mapper: Callable[[Any], Any], record: XpmStaff | XpmClientRecord, expected_codes: list[str]
+) -> None:
+    mapping = mapper(record)
+
+    assert mapping.fields is None
+    assert codes(mapping.entries) == expected_codes
+
+
 # --- Clients: one test per row of the A3 table -----------------------------------------------
-def test_legal_name_comes_from_name() -> None:
-    assert synced(a_client(name="Acme Pty Ltd")).legal_name == "Acme Pty Ltd"
+@pytest.mark.parametrize(
+    ("client", "field", "expected"),
+    [
+        pytest.param(
+            a_client(name="Acme Pty Ltd"), "legal_name", "Acme Pty Ltd", id="legal_name_comes_from_name"
+        ),
+        pytest.param(
+            an_individual(title="Dr"), "individual_title", "Dr", id="individual_title_comes_from_title"
+        ),
+        pytest.param(
+            a_client(email="accounts@acme.example"),
+            "email",
+            "accounts@acme.example",
+            id="email_comes_from_email",
+        ),
+        pytest.param(
+            a_client(phone="02 9999 0000"), "telephone", "02 9999 0000", id="telephone_comes_from_phone"
+        ),
+        pytest.param(a_client(fax="02 9999 0001"), "fax", "02 9999 0001", id="fax_comes_from_fax"),
+        pytest.param(a_client(client_code="ACME01"), "code", "ACME01", id="code_comes_from_client_code"),
+        pytest.param(
+            a_client(address="Level 2\n10 George St", city="Sydney", region="NSW", post_code="2000"),
+            "residential_address",
+            Address(line1="Level 2", line2="10 George St", suburb="Sydney", state="NSW", post_code="2000"),
+            id="residential_address_comes_from_address_city_region_and_post_code",
+        ),
+        pytest.param(
+            a_client(
+                postal_address="PO Box 1",
+                postal_city="Parramatta",
+                postal_region="NSW",
+                postal_post_code="2124",
+            ),
+            "postal_address",
+            Address(line1="PO Box 1", suburb="Parramatta", state="NSW", post_code="2124"),
+            id="postal_address_comes_from_the_postal_elements",
+        ),
+        pytest.param(
+            a_client(groups=(XpmGroup(name="Sydney"), XpmGroup(name="Melbourne"))),
+            "client_group",
+            "Sydney",
+            id="client_group_is_the_first_group_in_xpm_order",
+        ),
+        pytest.param(
+            a_client(groups=(XpmGroup(uuid="g1", name=" "), XpmGroup(name="Melbourne"))),
+            "client_group",
+            "Melbourne",
+            id="client_group_skips_a_group_without_a_name",
+        ),
+        pytest.param(
+            a_client(groups=()), "client_group", None, id="client_without_groups_has_no_client_group"
+        ),
+    ],
+)
+def test_a_client_field_comes_from_its_xpm_element(
+    client: XpmClientRecord, field: str, expected: Any
+) -> None:
+    assert getattr(synced(client), field) == expected
 
 
-def test_client_without_a_name_is_an_error() -> None:
-    mapping = map_client(a_client(name=None))
-
-    assert mapping.fields is None
-    assert codes(mapping.entries) == ["CLIENT_NAME_MISSING"]
-
-
-def test_individual_title_comes_from_title() -> None:
-    assert synced(an_individual(title="Dr")).individual_title == "Dr"
-
-
-def test_email_comes_from_email() -> None:
-    assert synced(a_client(email="accounts@acme.example")).email == "accounts@acme.example"
-
-
-def test_telephone_comes_from_phone() -> None:
-    assert synced(a_client(phone="02 9999 0000")).telephone == "02 9999 0000"
-
-
-def test_fax_comes_from_fax() -> None:
-    assert synced(a_client(fax="02 9999 0001")).fax == "02 9999 0001"
-
-
-def test_code_comes_from_client_code() -> None:
-    assert synced(a_client(client_code="ACME01")).code == "ACME01"
-
-
-def test_client_without_a_client_code_is_an_error() -> None:
-    mapping = map_client(a_client(client_code=" "))
-
-    assert mapping.fields is None
-    assert codes(mapping.entries) == ["CLIENT_CODE_MISSING"]
-
-
-def test_partner_is_the_account_manager_staff_uuid() -> None:
-    assert map_client(a_client(account_manager_uuid="staff-p")).partner_uuid == "staff-p"
-
-
-def test_manager_is_the_job_manager_staff_uuid() -> None:
-    assert map_client(a_client(job_manager_uuid="staff-m")).manager_uuid == "staff-m"
-
-
-def test_residential_address_comes_from_address_city_region_and_post_code() -> None:
-    client = a_client(address="Level 2\n10 George St", city="Sydney", region="NSW", post_code="2000")
-
-    assert synced(client).residential_address == Address(
-        line1="Level 2", line2="10 George St", suburb="Sydney", state="NSW", post_code="2000"
-    )
-
-
-def test_postal_address_comes_from_the_postal_elements() -> None:
-    client = a_client(
-        postal_address="PO Box 1", postal_city="Parramatta", postal_region="NSW", postal_post_code="2124"
-    )
-
-    assert synced(client).postal_address == Address(
-        line1="PO Box 1", suburb="Parramatta", state="NSW", post_code="2124"
-    )
+@pytest.mark.parametrize(
+    ("element", "attribute", "staff_uuid"),
+    [
+        pytest.param(
+            "account_manager_uuid", "partner_uuid", "staff-p", id="partner_is_the_account_manager_staff_uuid"
+        ),
+        pytest.param(
+            "job_manager_uuid", "manager_uuid", "staff-m", id="manager_is_the_job_manager_staff_uuid"
+        ),
+    ],
+)
+def test_partner_and_manager_are_xpm_staff_uuids(element: str, attribute: str, staff_uuid: str) -> None:
+    assert getattr(map_client(a_client(**{element: staff_uuid})), attribute) == staff_uuid
 
 
 def test_an_address_xpm_has_emptied_is_absent() -> None:
@@ -221,22 +221,6 @@ def test_an_address_xpm_has_emptied_is_absent() -> None:
 
     assert fields.residential_address is None
     assert fields.postal_address is None
-
-
-def test_client_group_is_the_first_group_in_xpm_order() -> None:
-    client = a_client(groups=(XpmGroup(name="Sydney"), XpmGroup(name="Melbourne")))
-
-    assert synced(client).client_group == "Sydney"
-
-
-def test_client_group_skips_a_group_without_a_name() -> None:
-    client = a_client(groups=(XpmGroup(uuid="g1", name=" "), XpmGroup(name="Melbourne")))
-
-    assert synced(client).client_group == "Melbourne"
-
-
-def test_client_without_groups_has_no_client_group() -> None:
-    assert synced(a_client(groups=())).client_group is None
 
 
 def test_abn_is_the_business_number_digits_only() -> None:
@@ -247,14 +231,39 @@ def test_abn_is_the_business_number_digits_only() -> None:
     assert mapping.entries == ()
 
 
-def test_an_invalid_abn_is_a_warning_and_still_synced() -> None:
-    mapping = map_client(a_client(business_number="51 824 753 557"))
+@pytest.mark.parametrize(
+    ("element", "xpm_value", "field", "synced_value", "code", "named"),
+    [
+        pytest.param(
+            "business_number",
+            "51 824 753 557",
+            "abn",
+            "51824753557",
+            "ABN_INVALID",
+            "51 824 753 557",
+            id="an_invalid_abn",
+        ),
+        pytest.param(
+            "business_structure",
+            "Incorporated Association",
+            "entity_type",
+            "other",
+            "BUSINESS_STRUCTURE_UNKNOWN",
+            "'Incorporated Association'",
+            id="an_unknown_business_structure_is_other",
+        ),
+    ],
+)
+def test_a_doubtful_element_is_a_warning_naming_it_and_the_client_still_syncs(
+    element: str, xpm_value: str, field: str, synced_value: str, code: str, named: str
+) -> None:
+    mapping = map_client(a_client(**{element: xpm_value}))
 
     assert mapping.fields is not None
-    assert mapping.fields.abn == "51824753557"
-    entry = the_only(mapping.entries, "ABN_INVALID")
+    assert getattr(mapping.fields, field) == synced_value
+    entry = the_only(mapping.entries, code)
     assert entry.severity == "warning"
-    assert "51 824 753 557" in entry.message
+    assert named in entry.message
 
 
 def test_a_business_number_without_digits_is_a_warning_and_leaves_the_abn_empty() -> None:
@@ -292,16 +301,6 @@ def test_entity_type_is_mapped_from_business_structure(structure: str, entity_ty
 def test_business_structure_is_matched_case_insensitively_and_trimmed() -> None:
     assert map_business_structure("  sOLE   trader ") == ("sole_trader", False)
     assert map_business_structure("DISCRETIONARY TRUST") == ("trust", False)
-
-
-def test_an_unknown_business_structure_is_other_with_a_warning_naming_it() -> None:
-    mapping = map_client(a_client(business_structure="Incorporated Association"))
-
-    assert mapping.fields is not None
-    assert mapping.fields.entity_type == "other"
-    entry = the_only(mapping.entries, "BUSINESS_STRUCTURE_UNKNOWN")
-    assert entry.severity == "warning"
-    assert "'Incorporated Association'" in entry.message
 
 
 def test_a_word_merely_containing_trust_is_not_a_trust() -> None:

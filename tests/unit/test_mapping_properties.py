@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from xpm_sync.domain.active_records import ClientFields
 from xpm_sync.domain.mapping import (
-    ClientMapping,
     abn_digits,
     is_valid_abn,
     map_business_structure,
@@ -16,10 +15,10 @@ from xpm_sync.domain.mapping import (
     map_staff,
     split_address,
     split_name,
-    uuid_key,
 )
-from xpm_sync.domain.partners import PeopleDirectory, ResolvedPeople
 from xpm_sync.domain.xpm_records import XpmClientRecord, XpmContact, XpmGroup, XpmStaff
+
+from tests.fixtures.mapping import resolve_people
 
 FAST = settings(max_examples=200, deadline=None)
 
@@ -68,24 +67,6 @@ clients = st.builds(
     contacts=st.lists(contacts, max_size=3).map(tuple),
     groups=st.lists(groups, max_size=3).map(tuple),
 )
-
-
-def resolve_people(
-    mapping: ClientMapping,
-    *,
-    label: str,
-    xpm_uuid: str,
-    staff_email_by_uuid: dict[str, str],
-    user_id_by_email: dict[str, str],
-    default_partner_user_id: str | None,
-) -> ResolvedPeople:
-    """SPEC A2's resolution, through the one place that does it (domain.partners)."""
-    directory = PeopleDirectory(
-        staff_email_by_uuid={uuid_key(uuid): email for uuid, email in staff_email_by_uuid.items()},
-        user_id_by_email=dict(user_id_by_email),
-        default_partner_user_id=default_partner_user_id,
-    )
-    return directory.resolve(mapping, label=label, xpm_uuid=xpm_uuid)
 
 
 def _strings(fields: ClientFields) -> list[str]:

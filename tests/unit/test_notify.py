@@ -32,10 +32,11 @@ from xpm_sync.domain.entries import Entry
 from xpm_sync.domain.firm import FirmConfig
 from xpm_sync.domain.notification import EMAIL_GROUPS, monitoring_url, render_email
 from xpm_sync.domain.problem_summary import ProblemSummary, summarise_problems
-from xpm_sync.domain.problems import ClosedProblem, Problem, RecordState
+from xpm_sync.domain.problems import ClosedProblem, Problem, RecordState, reconcile
 from xpm_sync.domain.runs import SyncRun, new_counts
 
 from local.stack import StackNames, create_resources
+from tests.fakes import FakeClock
 
 REGION = "ap-southeast-2"
 FROM_EMAIL = "sync@active.example"
@@ -44,17 +45,6 @@ FIRM_ID = "firm-7"
 USER_ID = "user-boss"
 USER_EMAIL = "boss@firm.example"
 TOKEN_PREFIX = "xpm-sync/test/firm/"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.moment = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        return self.moment
-
-    def advance(self, delta: timedelta) -> None:
-        self.moment += delta
 
 
 class RecordingSes:
@@ -113,12 +103,23 @@ def record_states(stack: StackNames) -> RecordStates:
 
 
 def make_notifier(
-    stack: StackNames, clock: FakeClock, *, ses: Any = None, from_email: str = FROM_EMAIL
+    stack: StackNames,
+    clock: FakeClock,
+    *,
+    ses: Any = None,
+    from_email: str = FROM_EMAIL,
+    states_for: Callable[[str], RecordStates] | None = None,
+    notify_table: Table | None = None,
 ) -> Notifier:
+    """The notifier on the stack's tables; ``states_for`` or ``notify_table`` replace the stack's."""
     return Notifier(
         active_for=lambda firm_id: ActiveRepository(table(stack.active_table), firm_id),
-        states_for=lambda firm_id: RecordStates(table(stack.sync_log_table), firm_id),
-        notify_table=table(stack.notify_table),
+        states_for=(
+            states_for
+            if states_for is not None
+            else lambda firm_id: RecordStates(table(stack.sync_log_table), firm_id)
+        ),
+        notify_table=notify_table if notify_table is not None else table(stack.notify_table),
         ses_client=ses if ses is not None else ses_client(),
         from_email=from_email,
         frontend_url=FRONTEND_URL,
@@ -215,7 +216,7 @@ def test_a_second_failing_run_within_24_hours_sends_nothing(stack: StackNames, c
     assert notifier(make_run(), partner_errors(1), config()).outcome == "sent"
 
     # When another run fails 23 hours 59 minutes later
-    clock.advance(timedelta(hours=23, minutes=59))
+    clock.advance(hours=23, minutes=59)
     result = notifier(make_run("failed", run_id="20260303T085900Z-0000ffff"), partner_errors(1), config())
 
     # Then no second email goes out
@@ -228,7 +229,7 @@ def test_24_hours_later_a_new_email_goes(stack: StackNames, clock: FakeClock) ->
     notifier = make_notifier(stack, clock)
     assert notifier(make_run(), partner_errors(1), config()).outcome == "sent"
 
-    clock.advance(timedelta(hours=24, seconds=1))
+    clock.advance(hours=24, seconds=1)
     result = notifier(make_run(run_id="20260303T090001Z-0000ffff"), partner_errors(1), config())
 
     assert result.outcome == "sent"
@@ -338,7 +339,7 @@ def test_a_release_never_deletes_a_newer_claim(stack: StackNames, clock: FakeClo
     allowance = NotifyAllowance(table(stack.notify_table), clock)
     stale = allowance.try_acquire(FIRM_ID)
     assert stale is not None
-    clock.advance(timedelta(hours=25))
+    clock.advance(hours=25)
     newer = allowance.try_acquire(FIRM_ID)
     assert newer is not None
 
@@ -354,15 +355,7 @@ def test_a_release_never_deletes_a_newer_claim(stack: StackNames, clock: FakeClo
 
 def test_a_notify_table_outage_does_not_break_the_run(stack: StackNames, clock: FakeClock) -> None:
     add_user(stack)
-    notifier = Notifier(
-        active_for=lambda firm_id: ActiveRepository(table(stack.active_table), firm_id),
-        states_for=lambda firm_id: record_states(stack),
-        notify_table=table("no-such-table"),
-        ses_client=ses_client(),
-        from_email=FROM_EMAIL,
-        frontend_url=FRONTEND_URL,
-        clock=clock,
-    )
+    notifier = make_notifier(stack, clock, notify_table=table("no-such-table"))
 
     result = notifier(make_run("failed"), partner_errors(1), config())
 
@@ -454,17 +447,9 @@ def run_problem(kind: codes.EntryKind, *, first_seen: str) -> RecordState:
 
 
 def closed(state: RecordState, closed_at: str) -> list[ClosedProblem]:
-    return [
-        ClosedProblem(
-            entity=state.entity,
-            key=state.key,
-            code=problem.code,
-            label=state.label,
-            closed_at=closed_at,
-            xpm_uuid=state.xpm_uuid,
-        )
-        for problem in state.problems
-    ]
+    """Every problem of ``state``, closed at ``closed_at`` as a run that no longer sees them closes them."""
+    _, closing = reconcile(state, None, run_id="the-closing-run", run_started_at=closed_at, now=closed_at)
+    return closing
 
 
 def save(
@@ -627,7 +612,7 @@ def test_a_second_email_the_next_day_counts_only_what_is_new_since_the_first(
     assert notifier(make_run(), [], config()).outcome == "sent"
 
     # When, the next day, run 2 fixes A, still finds B and finds C, and emails again
-    clock.advance(timedelta(hours=24, minutes=5))
+    clock.advance(hours=24, minutes=5)
     b_again = open_problem(
         codes.ABN_INVALID, "Client B (CB)", n=2, first_seen=RUN_1_STARTED, last_seen=RUN_2_STARTED, runs=2
     )
@@ -856,14 +841,8 @@ def test_the_email_never_carries_the_firms_tokens(stack: StackNames, clock: Fake
 def test_an_email_that_cannot_be_written_uses_up_nothing(stack: StackNames, clock: FakeClock) -> None:
     # Given open problems that cannot be read (the sync log table is missing)
     add_user(stack)
-    notifier = Notifier(
-        active_for=lambda firm_id: ActiveRepository(table(stack.active_table), firm_id),
-        states_for=lambda firm_id: RecordStates(table("no-such-table"), firm_id),
-        notify_table=table(stack.notify_table),
-        ses_client=ses_client(),
-        from_email=FROM_EMAIL,
-        frontend_url=FRONTEND_URL,
-        clock=clock,
+    notifier = make_notifier(
+        stack, clock, states_for=lambda firm_id: RecordStates(table("no-such-table"), firm_id)
     )
 
     # When a run fails
@@ -884,17 +863,9 @@ def test_a_firm_emailed_today_costs_no_read_of_its_open_problems(stack: StackNam
         reads.append(firm_id)
         return record_states(stack)
 
-    notifier = Notifier(
-        active_for=lambda firm_id: ActiveRepository(table(stack.active_table), firm_id),
-        states_for=states_for,
-        notify_table=table(stack.notify_table),
-        ses_client=ses_client(),
-        from_email=FROM_EMAIL,
-        frontend_url=FRONTEND_URL,
-        clock=clock,
-    )
+    notifier = make_notifier(stack, clock, states_for=states_for)
     assert notifier(make_run(), partner_errors(1), config()).outcome == "sent"
-    clock.advance(timedelta(hours=1))
+    clock.advance(hours=1)
 
     # When the next run is partial too
     result = notifier(make_run(run_id="20260302T100000Z-0000ffff"), partner_errors(1), config())

@@ -16,7 +16,6 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 from xpm_sync.adapters import aws
-from xpm_sync.adapters.config_table import ConfigRepository
 from xpm_sync.adapters.oauth_states import STATE_KEY_PREFIX
 from xpm_sync.adapters.tokens import TokenStore, TokenStoreError
 
@@ -142,6 +141,11 @@ def test_each_connect_gets_its_own_state(api: ApiHarness) -> None:
     assert first != second
 
 
+def _connected_with_the_hourly_sync_on(api: ApiHarness) -> None:
+    api.connect()
+    api.update_config(sync_enabled=True)
+
+
 @pytest.mark.parametrize("body", [None, {"sync_name": "XPM Sync"}])
 def test_connect_creates_the_config_item_with_its_b3_attributes(api: ApiHarness, body: object) -> None:
     answer = api.call_oauth("connect", claims=admin_claims(), body=body)
@@ -153,8 +157,7 @@ def test_connect_creates_the_config_item_with_its_b3_attributes(api: ApiHarness,
 
 
 def test_connect_again_leaves_status_and_schedule_as_they_are(api: ApiHarness) -> None:
-    api.connect()
-    ConfigRepository(aws.table(api.names.config_table)).update(FIRM, sync_enabled=True)
+    _connected_with_the_hourly_sync_on(api)
 
     api.start_connect()
 
@@ -491,9 +494,7 @@ def test_a_consent_without_practice_manager_is_refused_revoked_and_leaves_the_fi
     api.connect()
     api.seed_office("SYD")
     api.seed_user("user-admin-1")
-    ConfigRepository(aws.table(api.names.config_table)).update(
-        FIRM, default_office_code="SYD", notification_user_id="user-admin-1", sync_enabled=True
-    )
+    api.update_config(default_office_code="SYD", notification_user_id="user-admin-1", sync_enabled=True)
     config_before, secret_before = api.config(), api.secret()
     organisation = api.sim.add_organisation("Demo Company (AU)")
     api.sim.consent_to([organisation])
@@ -531,9 +532,8 @@ def test_several_practice_manager_tenants_preselect_none(api: ApiHarness) -> Non
 def test_a_reconnect_with_several_tenants_preselects_none_and_pauses_the_hourly_sync(
     api: ApiHarness,
 ) -> None:
-    api.connect()
+    _connected_with_the_hourly_sync_on(api)
     assert api.config()["tenant_id"] == api.sim.practices[0].tenant_id
-    ConfigRepository(aws.table(api.names.config_table)).update(FIRM, sync_enabled=True)
     api.sim.add_practice(generate_practice(seed=2, staff=3, clients=3, problem_share=0))
 
     answer = api.connect()
@@ -547,8 +547,7 @@ def test_a_reconnect_with_several_tenants_preselects_none_and_pauses_the_hourly_
 
 
 def test_a_reconnect_to_the_same_single_tenant_keeps_the_hourly_sync(api: ApiHarness) -> None:
-    api.connect()
-    ConfigRepository(aws.table(api.names.config_table)).update(FIRM, sync_enabled=True)
+    _connected_with_the_hourly_sync_on(api)
 
     api.connect()
 

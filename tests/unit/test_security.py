@@ -231,16 +231,7 @@ def test_the_api_functions_policy_allows_every_dynamodb_call_its_routes_make(
         return make_call(client, operation, params)
 
     monkeypatch.setattr(BaseClient, "_make_api_call", recording)
-    saved = api.call_api(
-        "put_config",
-        body={
-            "sync_name": "XPM Sync",
-            "tenant_id": api.sim.practices[0].tenant_id,
-            "default_office_code": "SYD",
-            "default_partner_user_id": "user-admin-1",
-            "notification_user_id": "user-admin-1",
-        },
-    )
+    saved = api.call_api("put_config", body=api.setup_body("SYD", default_partner_user_id="user-admin-1"))
     run_id = api.call_api("post_preview").json["run_id"]
     answers = [
         saved,

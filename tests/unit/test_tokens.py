@@ -31,17 +31,20 @@ from xpm_sync.adapters.tokens import (
     REFRESH_MARGIN_SECONDS,
     WRITE_RETRY_DELAYS,
     FirmDisconnected,
+    FirmTokens,
     NeedsReconnect,
     RefreshLock,
     StoredTokens,
     TokenStore,
     TokenStoreError,
 )
-from xpm_sync.adapters.xero_identity import FALLBACK_EXPIRES_IN, AppCredentials, TokenSet, XeroIdentity
+from xpm_sync.adapters.xero_identity import FALLBACK_EXPIRES_IN, TokenSet, XeroIdentity
 from xpm_sync.observability import logger
 
-from local.xpm_sim import generate_practice, start_simulator
+from local.xpm_sim import generate_practice
 from tests.fixtures.concurrency import race
+from tests.fixtures.logs import powertools_json_log
+from tests.fixtures.simulator import identity_answered_by, identity_on, running_simulator
 
 CLIENT_ID = "app-client-id"
 CLIENT_SECRET = "app-client-secret-value"
@@ -84,13 +87,9 @@ class FailingPuts:
 
 @pytest.fixture
 def sim() -> Iterator[Any]:
-    simulator = start_simulator()
-    simulator.register_app(CLIENT_ID, CLIENT_SECRET)
-    simulator.add_practice(generate_practice(1, staff=3, clients=3, problem_share=0))
-    try:
+    practice = generate_practice(1, staff=3, clients=3, problem_share=0)
+    with running_simulator(CLIENT_ID, CLIENT_SECRET, practice) as simulator:
         yield simulator
-    finally:
-        simulator.stop()
 
 
 @pytest.fixture
@@ -105,21 +104,8 @@ def secrets() -> Iterator[Any]:
 
 
 @pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
 def identity(sim: Any, http: httpx.Client, clock: SharedClock) -> XeroIdentity:
-    return XeroIdentity(
-        login_url=sim.url,
-        identity_url=sim.url,
-        api_url=sim.url,
-        credentials=AppCredentials(CLIENT_ID, CLIENT_SECRET),
-        http=http,
-        clock=clock,
-    )
+    return identity_on(sim, http, clock, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
 
 
 @pytest.fixture
@@ -141,6 +127,14 @@ def connected(store: TokenStore, sim: Any, clock: SharedClock, firm_id: str = "f
     tokens = issued(sim, clock)
     store.save(firm_id, tokens)
     return tokens
+
+
+def a_firm_in_use(store: TokenStore, sim: Any, clock: SharedClock) -> FirmTokens:
+    """A connected firm's tokens as a worker holds them once it has read the access token."""
+    connected(store, sim, clock)
+    firm = store.for_firm("firm-1")
+    firm.access_token()
+    return firm
 
 
 def secret_json(secrets: Any, firm_id: str = "firm-1") -> dict[str, Any]:
@@ -511,9 +505,7 @@ def test_a_refresh_after_the_secret_was_deleted_does_not_recreate_it(
     secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
 ) -> None:
     store, scripted, pauses = scripted_store(secrets, identity, clock)
-    connected(store, sim, clock)
-    firm = store.for_firm("firm-1")
-    firm.access_token()
+    firm = a_firm_in_use(store, sim, clock)
     creates = scripted.creates
     store.delete("firm-1")  # disconnect, while Xero still honours the grant
     clock.advance(ACCESS_LIFETIME)
@@ -549,9 +541,7 @@ def test_a_refresh_after_the_secret_was_marked_for_deletion_is_a_disconnect(
 def test_a_disconnect_seen_after_invalid_grant_is_a_disconnect(
     store: TokenStore, secrets: Any, sim: Any, clock: SharedClock
 ) -> None:
-    connected(store, sim, clock)
-    firm = store.for_firm("firm-1")
-    firm.access_token()
+    firm = a_firm_in_use(store, sim, clock)
     # What a disconnect does: revoke at Xero, then delete the secret.
     sim.revoke_all()
     store.delete("firm-1")
@@ -594,14 +584,7 @@ def test_a_refresh_answer_without_expires_in_still_stores_the_rotated_token(secr
         issued_tokens.append(f"rt-{len(issued_tokens) + 1}")
         return httpx.Response(200, json={"access_token": "at-new", "refresh_token": issued_tokens[-1]})
 
-    identity = XeroIdentity(
-        login_url="https://login.xero.test",
-        identity_url="https://identity.xero.test",
-        api_url="https://api.xero.test",
-        credentials=AppCredentials(CLIENT_ID, CLIENT_SECRET),
-        http=httpx.Client(transport=httpx.MockTransport(xero)),
-        clock=clock,
-    )
+    identity = identity_answered_by(xero, clock, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     store = TokenStore(secrets_client=secrets, prefix=PREFIX, identity=identity, clock=clock)
     now = int(clock.now().timestamp())
     store.save("firm-1", TokenSet("at-old", "rt-old", now - 60))
@@ -627,9 +610,7 @@ def test_a_refresh_answer_without_expires_in_still_stores_the_rotated_token(secr
 def test_a_token_rotated_by_another_worker_is_picked_up_after_invalid_grant(
     store: TokenStore, secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
 ) -> None:
-    connected(store, sim, clock)
-    ours = store.for_firm("firm-1")
-    ours.access_token()
+    ours = a_firm_in_use(store, sim, clock)
     theirs = store.for_firm("firm-1")
     theirs.access_token(force_refresh=True)
     # Past the old refresh token's grace and past the other worker's access token too.
@@ -648,9 +629,7 @@ def test_a_token_rotated_by_another_worker_is_picked_up_after_invalid_grant(
 def test_a_still_valid_access_token_from_another_worker_is_used_as_is(
     store: TokenStore, secrets: Any, sim: Any, clock: SharedClock
 ) -> None:
-    connected(store, sim, clock)
-    ours = store.for_firm("firm-1")
-    ours.access_token()
+    ours = a_firm_in_use(store, sim, clock)
     theirs = store.for_firm("firm-1")
     their_token = theirs.access_token(force_refresh=True)
     sim.faults.add("invalid_grant", times=1)
@@ -696,9 +675,7 @@ def test_a_firm_without_a_secret_needs_reconnect(store: TokenStore) -> None:
 
 
 def test_a_secret_deleted_mid_run_needs_reconnect(store: TokenStore, sim: Any, clock: SharedClock) -> None:
-    connected(store, sim, clock)
-    firm = store.for_firm("firm-1")
-    firm.access_token()
+    firm = a_firm_in_use(store, sim, clock)
     store.delete("firm-1")
     sim.revoke_all()
 
@@ -761,16 +738,9 @@ def test_threads_sharing_one_run_share_one_refresh(store: TokenStore, sim: Any, 
 
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
-    """What the Powertools logger writes as JSON (its handler keeps the stdout it started with)."""
-    stream = io.StringIO()
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    previous = handler.setStream(stream)
-    try:
+    """What the Powertools logger writes as JSON."""
+    with powertools_json_log() as stream:
         yield stream
-    finally:
-        if previous is not None:
-            handler.setStream(previous)
 
 
 def test_no_token_reaches_a_log_line_or_an_exception_message(

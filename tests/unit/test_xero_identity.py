@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
@@ -36,7 +35,9 @@ from xpm_sync.adapters.xero_identity import (
     user_from_id_token,
 )
 
-from local.xpm_sim import generate_practice, start_simulator
+from local.xpm_sim import generate_practice
+from tests.fakes import FakeClock
+from tests.fixtures.simulator import identity_answered_by, identity_on, running_simulator
 
 CLIENT_ID = "app-client-id"
 CLIENT_SECRET = "app-client-secret-value"
@@ -44,25 +45,10 @@ REDIRECT_URI = "https://active.example/admin/integrations/xpm/callback"
 VERIFIER = new_code_verifier()
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.moment = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        return self.moment
-
-    def advance(self, seconds: float) -> None:
-        self.moment += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def sim() -> Iterator[object]:
-    simulator = start_simulator()
-    simulator.register_app(CLIENT_ID, CLIENT_SECRET)
-    try:
+    with running_simulator(CLIENT_ID, CLIENT_SECRET) as simulator:
         yield simulator
-    finally:
-        simulator.stop()
 
 
 @pytest.fixture
@@ -71,25 +57,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as client:
-        yield client
-
-
-def identity_for(sim, http: httpx.Client, clock: FakeClock, secret: str = CLIENT_SECRET) -> XeroIdentity:
-    return XeroIdentity(
-        login_url=sim.url,
-        identity_url=sim.url,
-        api_url=sim.url,
-        credentials=AppCredentials(CLIENT_ID, secret),
-        http=http,
-        clock=clock,
-    )
-
-
-@pytest.fixture
 def identity(sim, http: httpx.Client, clock: FakeClock) -> XeroIdentity:
-    return identity_for(sim, http, clock)
+    return identity_on(sim, http, clock, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
 
 
 def authorization_code(identity: XeroIdentity, http: httpx.Client, state: str = "state-1") -> str:
@@ -120,14 +89,7 @@ def jwt(claims: object) -> str:
 
 
 def mocked(handler: Callable[[httpx.Request], httpx.Response], clock: FakeClock) -> XeroIdentity:
-    return XeroIdentity(
-        login_url="https://login.xero.test",
-        identity_url="https://identity.xero.test",
-        api_url="https://api.xero.test",
-        credentials=AppCredentials(CLIENT_ID, CLIENT_SECRET),
-        http=httpx.Client(transport=httpx.MockTransport(handler)),
-        clock=clock,
-    )
+    return identity_answered_by(handler, clock, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
 
 
 # --- authorize URL (SPEC A8) ---
@@ -218,9 +180,9 @@ def test_a_code_is_single_use(identity: XeroIdentity, http: httpx.Client) -> Non
 
 
 def test_a_wrong_client_secret_is_invalid_client(sim, http: httpx.Client, clock: FakeClock) -> None:
-    good = identity_for(sim, http, clock)
+    good = identity_on(sim, http, clock, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     code = authorization_code(good, http)
-    bad = identity_for(sim, http, clock, secret="not-the-secret")
+    bad = identity_on(sim, http, clock, client_id=CLIENT_ID, client_secret="not-the-secret")
 
     with pytest.raises(InvalidClient) as caught:
         bad.exchange_code(code=code, redirect_uri=REDIRECT_URI, code_verifier=VERIFIER)
@@ -234,7 +196,7 @@ def test_refresh_rotates_the_refresh_token(
     identity: XeroIdentity, http: httpx.Client, clock: FakeClock
 ) -> None:
     first = connect(identity, http)
-    clock.advance(60)
+    clock.advance(seconds=60)
 
     second = identity.refresh(first.refresh_token)
 

@@ -7,7 +7,7 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -333,6 +333,13 @@ def _mock_client(answers: list[httpx.Response], sleeps: Sleeps, **overrides: Any
         # A fresh response each time: one given twice would hand out a stream already consumed.
         return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
 
+    return _client_answered_by(handler, sleeps, **overrides)
+
+
+def _client_answered_by(
+    handler: Callable[[httpx.Request], httpx.Response], sleeps: Sleeps, **overrides: Any
+) -> XpmApi:
+    """An XpmApi whose every call ``handler`` answers."""
     options: dict[str, Any] = {
         "api_url": MOCK_API,
         "tenant_id": MOCK_TENANT,
@@ -758,15 +765,7 @@ def test_a_slow_drip_answer_is_cut_off_at_the_runs_reading_deadline(sleeps):
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, stream=_Stream(drip()))
 
-    client = XpmApi(
-        api_url=MOCK_API,
-        tenant_id=MOCK_TENANT,
-        tokens=StaticToken("mock-token"),
-        http=httpx.Client(transport=httpx.MockTransport(handler)),
-        sleep=sleeps,
-        budget=CallBudget(),
-        remaining_seconds=lambda: clock["left"],
-    )
+    client = _client_answered_by(handler, sleeps, remaining_seconds=lambda: clock["left"])
 
     # When the run reads it, the records that came in time are handed out, then it stops
     received: list[str] = []
@@ -802,14 +801,6 @@ def test_unlimited_time_is_no_reading_deadline(sleeps):
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, stream=_Stream(slowly()))
 
-    client = XpmApi(
-        api_url=MOCK_API,
-        tenant_id=MOCK_TENANT,
-        tokens=StaticToken("mock-token"),
-        http=httpx.Client(transport=httpx.MockTransport(handler)),
-        sleep=sleeps,
-        budget=CallBudget(),
-        remaining_seconds=lambda: math.inf,
-    )
+    client = _client_answered_by(handler, sleeps, remaining_seconds=lambda: math.inf)
 
     assert [staff.name for staff in client.list_staff()] == ["Ann Lee"]

@@ -43,6 +43,20 @@ def with_partner(firm: Firm) -> XpmStaff:
     return partner
 
 
+def synced_clients(firm: Firm, *codes: str) -> list[XpmClientRecord]:
+    """Clients with these codes, under one partner, already synced to Active by one run."""
+    partner = with_partner(firm)
+    records = [client(code, partner=partner) for code in codes]
+    firm.xpm.clients += records
+    run(firm)
+    return records
+
+
+def renumber(firm: Firm, record: XpmClientRecord, code: str) -> None:
+    """The practice gives a client a new code in XPM, now."""
+    firm.xpm.put(record.model_copy(update={"client_code": code}), at=firm.clock.now())
+
+
 def run(firm: Firm, *, trigger: str = "schedule") -> SyncRun:
     result = sync(firm, trigger=trigger)
     assert result is not None, "the run did nothing"

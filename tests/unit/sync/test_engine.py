@@ -11,7 +11,16 @@ from xpm_sync.adapters.xpm.errors import XpmTooSlow, XpmUnavailable, XpmWrongTen
 from xpm_sync.domain.firm import Checkpoint
 
 from tests.fakes import FIRM, OFFICE, START, Firm
-from tests.unit.sync.builders import client, codes_of, run, staff, sync, with_partner
+from tests.unit.sync.builders import (
+    client,
+    codes_of,
+    renumber,
+    run,
+    staff,
+    sync,
+    synced_clients,
+    with_partner,
+)
 
 
 @pytest.fixture
@@ -214,12 +223,9 @@ def test_a_client_recreated_in_xpm_with_an_archived_clients_code_takes_its_activ
 
 
 def test_codes_swapped_in_xpm_move_in_one_transaction(firm: Firm) -> None:
-    partner = with_partner(firm)
-    a, b = client("A1", partner=partner), client("B1", partner=partner)
-    firm.xpm.clients += [a, b]
-    run(firm)
-    firm.xpm.put(a.model_copy(update={"client_code": "B1"}), at=firm.clock.now())
-    firm.xpm.put(b.model_copy(update={"client_code": "A1"}), at=firm.clock.now())
+    a, b = synced_clients(firm, "A1", "B1")
+    renumber(firm, a, "B1")
+    renumber(firm, b, "A1")
 
     done = run(firm)
 
@@ -230,12 +236,9 @@ def test_codes_swapped_in_xpm_move_in_one_transaction(firm: Firm) -> None:
 
 
 def test_a_swap_active_refuses_fails_both_on_the_conflict_and_they_retry(firm: Firm) -> None:
-    partner = with_partner(firm)
-    a, b = client("A1", partner=partner), client("B1", partner=partner)
-    firm.xpm.clients += [a, b]
-    run(firm)
-    firm.xpm.put(a.model_copy(update={"client_code": "B1"}), at=firm.clock.now())
-    firm.xpm.put(b.model_copy(update={"client_code": "A1"}), at=firm.clock.now())
+    a, b = synced_clients(firm, "A1", "B1")
+    renumber(firm, a, "B1")
+    renumber(firm, b, "A1")
     firm.active.refuse_swaps = True
 
     done = run(firm)
@@ -249,13 +252,10 @@ def test_a_swap_active_refuses_fails_both_on_the_conflict_and_they_retry(firm: F
 
 
 def test_a_chain_of_renumbered_codes_settles_in_list_order(firm: Firm) -> None:
-    partner = with_partner(firm)
-    first, second = client("K1", partner=partner), client("K2", partner=partner)
-    firm.xpm.clients += [first, second]
-    run(firm)
+    first, second = synced_clients(firm, "K1", "K2")
     # K1 -> K2 comes before K2 -> K3 in the list: K1's client waits for K2's to move.
-    firm.xpm.put(first.model_copy(update={"client_code": "K2"}), at=firm.clock.now())
-    firm.xpm.put(second.model_copy(update={"client_code": "K3"}), at=firm.clock.now())
+    renumber(firm, first, "K2")
+    renumber(firm, second, "K3")
     firm.xpm.clients.sort(key=lambda c: c.uuid != first.uuid)
 
     done = run(firm)
@@ -459,17 +459,17 @@ def test_a_slow_drip_answer_checkpoints_and_two_parts_without_progress_fail_with
     assert len(firm.queue.continuations) == 2, "no loop"
 
 
-def test_thousands_of_failing_clients_keep_no_growing_item_and_cost_nothing_next_hour(firm: Firm) -> None:
+def test_ten_thousand_failing_clients_keep_no_growing_item_and_cost_nothing_next_hour(firm: Firm) -> None:
     # Given a large firm with no partners set and no default partner
     firm.xpm.staff.append(staff("Olive Owner", "owner@harbour.example"))
-    # (the config item once held their UUIDs: 2,500 of them alone are 90 KB)
-    firm.xpm.clients += [client(partner=None) for _ in range(2_500)]
+    # (the config item once held their UUIDs: 360 KB of them, near DynamoDB's item limit)
+    firm.xpm.clients += [client(partner=None) for _ in range(10_000)]
 
     first = run(firm)
     writes_after_first = sum(firm.active.writes.values())
     second = run(firm)
 
-    assert first.counts["client"]["failed"] == second.counts["client"]["failed"] == 2_500
+    assert first.counts["client"]["failed"] == second.counts["client"]["failed"] == 10_000
     assert second.xpm_calls == 2
     assert sum(firm.active.writes.values()) == writes_after_first, "the next hourly run writes nothing"
     assert len(firm.config.model_dump_json()) < 10_000, "the config item stays small"
@@ -477,7 +477,7 @@ def test_thousands_of_failing_clients_keep_no_growing_item_and_cost_nothing_next
     # When the cause is fixed in Active, the next run syncs them all with no more XPM calls
     firm.active.add_office(OFFICE, default_partner_user_id=firm.active.add_user("dp@harbour.example"))
     third = run(firm)
-    assert third.counts["client"]["created"] == 2_500
+    assert third.counts["client"]["created"] == 10_000
     assert third.xpm_calls == 2
     assert not [key for key in firm.states.states if key.startswith("client#")]
 
