@@ -46,6 +46,39 @@ def test_a_first_run_creates_every_staff_member_and_client_with_two_xpm_calls(fi
     assert all(item["office_code"] == OFFICE for item in firm.active.client_items.values())
 
 
+def test_an_active_user_is_linked_by_email_in_any_case_and_keeps_what_active_owns(firm: Firm) -> None:
+    member = staff("Mary Jane Smith", " Mary.Smith@Harbour.example ")
+    firm.xpm.staff.append(member)
+    user_id = firm.active.add_user(
+        "mary.smith@harbour.example", role="admin", office_code="SYD", modules=["tax"]
+    )
+
+    done = run(firm)
+
+    assert done.counts["user"]["updated"] == 1
+    assert list(firm.active.user_items) == [user_id], "linked, never duplicated"
+    linked = firm.active.user_items[user_id]
+    assert linked["xpm_uuid"] == member.uuid
+    assert (linked["first_name"], linked["last_name"]) == ("Mary Jane", "Smith")
+    assert (linked["role"], linked["office_code"], linked["modules"]) == ("admin", "SYD", ["tax"])
+
+
+def test_two_staff_members_with_one_email_sync_the_first_and_name_both_for_the_second(firm: Firm) -> None:
+    first = staff("Ann Able", "shared@harbour.example")
+    second = staff("Bob Baker", "SHARED@harbour.example")
+    firm.xpm.staff += [first, second]
+
+    done = run(firm)
+
+    assert done.counts["user"]["created"] == 1
+    assert done.counts["user"]["failed"] == 1
+    assert [item["xpm_uuid"] for item in firm.active.user_items.values()] == [first.uuid]
+    entry = next(e for e in firm.runs.latest_entries() if e.code == "STAFF_EMAIL_DUPLICATE")
+    assert entry.xpm_uuid == second.uuid
+    assert "Bob Baker" in entry.label
+    assert "Ann Able" in entry.message
+
+
 def test_a_client_entered_by_hand_is_linked_by_code_and_keeps_what_active_owns(firm: Firm) -> None:
     partner = with_partner(firm)
     xpm_client = client("ACME", partner=partner)
