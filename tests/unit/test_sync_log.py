@@ -4,6 +4,7 @@ on moto in process through the functions' own ``Table``."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -13,7 +14,7 @@ from xpm_sync.adapters.dynamodb import Table
 from xpm_sync.adapters.sync_log import Matches, RecordStates, RunLog
 from xpm_sync.domain import entries as codes
 from xpm_sync.domain.active_records import StoredClient
-from xpm_sync.domain.entries import EntryEntity
+from xpm_sync.domain.entries import MAX_LABEL_CHARS, EntryEntity
 from xpm_sync.domain.errors import InvalidCursor
 from xpm_sync.domain.near_match import Suggestion
 from xpm_sync.domain.problems import ClosedProblem, Problem, RecordState
@@ -198,11 +199,12 @@ def test_suggestions_keep_the_admins_answer_and_the_unlinked_snapshot_follows_th
 ) -> None:
     log_table, config_table = tables
     matches = Matches(log_table, FIRM, CursorSigner(config_table))
-    matches.suggest(
-        Suggestion(xpm_uuid="u1", label="Acme (A1)", client_id="c1", client_label="Acme", reason="name")
+    suggestion = Suggestion(
+        xpm_uuid="u1", label="Acme (A1)", client_id="c1", client_label="Acme", reason="name"
     )
+    matches.suggest(suggestion)
 
-    matches.answer("u1", "link", None)
+    matches.answer(replace(suggestion, answer="link"))
 
     assert matches.load()["u1"].answer == "link"
     trial = StoredClient("c1", {"legal_name": "Acme"})
@@ -210,3 +212,32 @@ def test_suggestions_keep_the_admins_answer_and_the_unlinked_snapshot_follows_th
     assert matches.unlinked() == [trial]
     matches.replace_unlinked([], [trial])
     assert matches.unlinked() == []
+
+
+def test_a_suggestion_between_names_past_the_item_limit_is_kept_with_its_labels_cut(
+    tables: tuple[Table, Table],
+) -> None:
+    log_table, config_table = tables
+    matches = Matches(log_table, FIRM, CursorSigner(config_table))
+    huge = "Acme " * 90_000  # 450,000 characters each: together far past DynamoDB's 400 KB
+
+    suggestion = Suggestion(xpm_uuid="u1", label=huge, client_id="c1", client_label=huge, reason="name")
+    matches.suggest(suggestion)
+    matches.answer(replace(suggestion, answer="link", client_id="c2"))
+
+    kept = matches.load()["u1"]
+    assert (kept.answer, kept.client_id) == ("link", "c2")
+    assert len(kept.label) == len(kept.client_label) == MAX_LABEL_CHARS
+    assert kept.label.startswith("Acme Acme")
+    assert kept.label.endswith("…")
+
+
+def test_a_cursor_after_the_longest_sort_key_in_any_script_is_one_the_api_takes_back(
+    tables: tuple[Table, Table],
+) -> None:
+    _, config_table = tables
+    signer = CursorSigner(config_table)
+    longest = "é" * 512  # 1,024 bytes in UTF-8: DynamoDB's limit for a sort key
+    scope = {"list": "matches", "firm": FIRM}
+
+    assert signer.decode(signer.encode(scope, longest), scope) == longest

@@ -175,15 +175,7 @@ class ConfigRepository:
         )
 
     def _update_if(self, firm_id: str, **request: Any) -> bool:
-        """One conditional update of the firm's item: False, with nothing written, when its
-        ``ConditionExpression`` does not hold."""
-        try:
-            self._table.update_item(Key={"firm_id": firm_id}, **request)
-        except ClientError as error:
-            if not is_condition_failure(error):
-                raise
-            return False
-        return True
+        return self._table.update_item_if(Key={"firm_id": firm_id}, **request)
 
     # --- Start Sync (SPEC A6; the rules: domain.start_sync) ----------------------------------
 

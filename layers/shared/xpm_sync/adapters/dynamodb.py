@@ -193,6 +193,17 @@ class Table:
     def update_item(self, **parameters: Any) -> dict[str, Any]:
         return self._call(self.client.update_item, parameters)
 
+    def update_item_if(self, **parameters: Any) -> bool:
+        """``update_item`` with a ``ConditionExpression``: False, with nothing written, when the
+        condition does not hold."""
+        try:
+            self.update_item(**parameters)
+        except ClientError as error:
+            if not is_condition_failure(error):
+                raise
+            return False
+        return True
+
     def delete_item(self, **parameters: Any) -> dict[str, Any]:
         return self._call(self.client.delete_item, parameters)
 

@@ -21,10 +21,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from xpm_sync.adapters.cursors import CursorSigner
-from xpm_sync.adapters.dynamodb import MAX_ITEM_BYTES, Table, is_condition_failure, item_size
+from xpm_sync.adapters.dynamodb import (
+    MAX_ITEM_BYTES,
+    Table,
+    item_size,
+    update_expression,
+)
 from xpm_sync.domain.active_records import StoredClient
 from xpm_sync.domain.entries import Entry, Severity
 from xpm_sync.domain.errors import InvalidCursor
@@ -465,31 +468,20 @@ class Matches:
             }
         )
 
-    def answer(
-        self, xpm_uuid: str, answer: str, client_id: str | None, client_label: str | None = None
-    ) -> bool:
-        """Keep the admin's answer (and, for a link, the Active client it names); False, with
-        nothing written, when there is no such suggestion any more (a run applied it meanwhile)."""
-        values: dict[str, Any] = {":answer": answer}
-        expression = "SET answer = :answer"
-        if client_id is not None:
-            expression += ", client_id = :client"
-            values[":client"] = client_id
-        if client_label is not None:
-            expression += ", client_label = :client_label"
-            values[":client_label"] = client_label
-        try:
-            self._table.update_item(
-                Key={"pk": self._pk, "sk": xpm_uuid},
-                UpdateExpression=expression,
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as error:
-            if not is_condition_failure(error):
-                raise
-            return False
-        return True
+    def answer(self, answered: Suggestion) -> bool:
+        """Keep the admin's answer with the Active client it names; False, with nothing written,
+        when there is no such suggestion any more (a run applied it meanwhile)."""
+        return self._table.update_item_if(
+            Key={"pk": self._pk, "sk": answered.xpm_uuid},
+            ConditionExpression="attribute_exists(pk)",
+            **update_expression(
+                {
+                    "answer": answered.answer,
+                    "client_id": answered.client_id,
+                    "client_label": answered.client_label,
+                }
+            ),
+        )
 
     def forget(self, xpm_uuids: Iterable[str]) -> None:
         with self._table.batch_writer() as batch:

@@ -63,7 +63,7 @@ from xpm_sync.api.models import (
     summary_response,
 )
 from xpm_sync.domain.clock import Clock, iso
-from xpm_sync.domain.entries import MAX_LABEL_CHARS, EntryEntity, Severity, shorten
+from xpm_sync.domain.entries import EntryEntity, Severity
 from xpm_sync.domain.errors import (
     ConnectionBroken,
     InvalidCursor,
@@ -607,21 +607,17 @@ class IntegrationService:
         if suggestion is None:
             raise NotFound(_NO_SUCH_MATCH)
         answer: MatchAnswer = request.action
-        if answer == "create":
-            answered = matches.answer(xpm_uuid, answer, None)
-            chosen = suggestion
-        else:
+        chosen = suggestion
+        if answer == "link":
             if request.client_id is None:
                 raise InvalidValue("client_id", "client_id is required to link.")
             client = self.active_for(firm_id).client(request.client_id)
             if client is None or client.xpm_uuid is not None:
                 raise InvalidValue("client_id", _NOT_UNLINKED)
-            # Cut as every label is: the name comes from Active as it is, and lands in one item.
-            client_label = shorten(client.label, MAX_LABEL_CHARS)
-            answered = matches.answer(xpm_uuid, answer, client.client_id, client_label)
-            chosen = replace(suggestion, client_id=client.client_id, client_label=client_label)
-        if not answered:
+            chosen = replace(suggestion, client_id=client.client_id, client_label=client.label)
+        answered = replace(chosen, answer=answer)
+        if not matches.answer(answered):
             # A run applied the suggestion and forgot it between the read and the write.
             raise NotFound(_NO_SUCH_MATCH)
         logger.info("xpm suggested link answered", extra={"firm_id": firm_id, "answer": answer})
-        return match_out(replace(chosen, answer=answer))
+        return match_out(answered)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from xpm_sync.domain.active_records import StoredClient
+from xpm_sync.domain.entries import MAX_LABEL_CHARS, shorten
 from xpm_sync.domain.mapping import abn_digits
 
 MatchReason = Literal["abn", "name"]
@@ -41,6 +42,11 @@ class Suggestion:
     client_label: str
     reason: MatchReason
     answer: MatchAnswer | None = None
+
+    def __post_init__(self) -> None:
+        # Cut as every label is: both names come as XPM and Active hold them, and land in one item.
+        object.__setattr__(self, "label", shorten(self.label, MAX_LABEL_CHARS))
+        object.__setattr__(self, "client_label", shorten(self.client_label, MAX_LABEL_CHARS))
 
 
 def find_candidate(
