@@ -147,7 +147,6 @@ def _queue_attributes(properties: dict[str, Any], arns: dict[str, str]) -> dict[
 
 
 @functools.cache
-@functools.cache
 def _client(region: str, service: str, endpoint_url: str | None) -> Any:
     """One client per service and endpoint (clients hold no AWS state; making one costs more than
     the calls it is made for, and a test suite creates a stack for every test), from one session

@@ -24,7 +24,7 @@ from xpm_sync.domain.entries import ABN_INVALID, MAX_LABEL_CHARS, MAX_MESSAGE_CH
 from xpm_sync.domain.runs import SyncRun
 
 from tests.fixtures.api import FIRM, OTHER_FIRM, Answer, ApiHarness, admin_claims
-from tests.fixtures.monitoring import NOW, problem, record_state, seed_client, suggest, write_states
+from tests.fixtures.monitoring import NOW, problem, record_state, suggest, write_states
 
 ONE_MB = 1_000_000
 # Each costs 12 bytes in the JSON the API writes (an escaped surrogate pair): the worst case.
@@ -185,7 +185,8 @@ def test_thousands_of_open_problems_the_longest_among_them_answer_under_1_mb_a_p
     summary = api.call_api("get_problems_summary")
 
     assert max(sizes) < ONE_MB
-    assert len(sizes) > 450 // 100, "the longest problems came fewer to a page"
+    # 100 records a page would be 5 pages: the longest records' bytes split pages further.
+    assert len(sizes) > 5, "the longest problems came fewer to a page"
     pairs = [(str(p["xpm_uuid"])[:7], p["code"]) for p in seen]
     assert len(pairs) == len(set(pairs)) == 50 * 3 + 400 * 5, "every (record, code) pair once"
     # A link longer than any XPM sends is left out rather than cut into one that leads nowhere.
@@ -270,7 +271,6 @@ def two_firms(api: ApiHarness) -> ApiHarness:
         )
         for n in range(101):
             suggest(api.names, firm_id, f"x-{n:04d}", f"c-{n:04d}")
-        seed_client(api.names, firm_id, "c-0000", legal_name="Client 0")
     return api
 
 

@@ -561,6 +561,7 @@ def test_a_retry_that_fails_before_active_matters_reads_nothing_from_active(firm
     firm.xpm.clients += [client(partner=None) for _ in range(50)]
     run(firm)
     firm.active.items_read = 0
+    firm.active.lookups.clear()
 
     # When the next hourly run retries them, still without a partner
     again = run(firm)
@@ -568,6 +569,7 @@ def test_a_retry_that_fails_before_active_matters_reads_nothing_from_active(firm
     # Then it read the firm's users and office, and no client: their records fail whatever Active holds
     assert again.counts["client"]["failed"] == 50
     assert firm.active.items_read == len(firm.active.user_items) + len(firm.active.offices_by_code)
+    assert firm.active.lookups == [], "no client looked up"
 
 
 def test_a_changed_client_still_holding_its_code_is_looked_up_once(firm: Firm) -> None:
