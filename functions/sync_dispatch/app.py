@@ -14,7 +14,6 @@ with loading():
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from xpm_sync import composition
     from xpm_sync.adapters.metrics import record_dispatch_metrics
-    from xpm_sync.composition.worker import dispatch_configs
     from xpm_sync.domain.hourly import plan_hour
     from xpm_sync.observability import logger, tracer
     from xpm_sync.runtime import usable_context
@@ -24,7 +23,7 @@ with loading():
 @tracer.capture_lambda_handler
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     # The schedule's event carries nothing the dispatch needs: any invocation means "it is time".
-    configs, queue = dispatch_configs()
+    configs, queue = composition.dispatch_configs()
     plan = plan_hour(configs.hourly_candidates(), composition.clock.now())
     queued = queue.enqueue_many(plan.sync_firm_ids, "schedule")
     keep_alives = queue.enqueue_keep_alives(plan.keep_alive_firm_ids)

@@ -41,6 +41,22 @@ def test_no_handler_imports_boto3_which_the_layer_does_not_ship() -> None:
     assert "boto3" not in render()
 
 
+@pytest.mark.parametrize(
+    ("handler", "not_loaded"),
+    [
+        # The hourly dispatcher reads configs and queues messages: it runs no sync and no API route.
+        ("sync_dispatch", ["xpm_sync.sync.engine", "xpm_sync.adapters.xpm.client", "xpm_sync.api.service"]),
+        # The worker serves no API route.
+        ("sync_worker", ["xpm_sync.api.service", "xpm_sync.api.models"]),
+    ],
+)
+def test_a_handler_loads_only_what_its_own_work_needs(handler: str, not_loaded: list[str]) -> None:
+    loaded = in_a_fresh_interpreter(
+        f"import sys, functions.{handler}.app\nprint(sorted(set({not_loaded!r}) & set(sys.modules)))"
+    )
+    assert loaded == "[]"
+
+
 @pytest.mark.parametrize("handler", HANDLERS)
 def test_a_handler_resumes_the_gc_after_its_import_and_freezes_what_it_built(handler: str) -> None:
     state = in_a_fresh_interpreter(

@@ -355,15 +355,6 @@ def problems_out(state: RecordState, *, code: str | None = None) -> list[Problem
     ]
 
 
-def problems_page(
-    states: Iterable[RecordState], *, code: str | None, next_cursor: str | None
-) -> ProblemsPage:
-    return ProblemsPage(
-        problems=[problem for state in states for problem in problems_out(state, code=code)],
-        next_cursor=next_cursor,
-    )
-
-
 def summary_response(summary: ProblemSummary) -> ProblemSummaryResponse:
     return ProblemSummaryResponse(
         groups=[

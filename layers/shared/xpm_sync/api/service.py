@@ -57,7 +57,6 @@ from xpm_sync.api.models import (
     match_out,
     matches_page,
     problems_out,
-    problems_page,
     run_detail,
     run_out,
     summary_response,
@@ -69,7 +68,6 @@ from xpm_sync.domain.errors import (
     InvalidCursor,
     InvalidValue,
     NoPracticeManager,
-    NotConfigured,
     NotConnected,
     NotFound,
     NotSignedIn,
@@ -396,21 +394,16 @@ class IntegrationService:
 
     # --- Start Sync and disconnect --------------------------------------------------------------
 
-    def _queue_for(self, firm_id: str, action: str) -> SyncQueue:
-        """The queue a connected, configured firm's run goes on: the gate Start Sync and Preview
-        share before their claims. NotConnected / ConnectionBroken, or NotConfigured."""
-        config = self._connected(firm_id)
-        # SPEC A6: a run (or an hourly schedule) with no tenant, office or recipient could only fail
-        # and email.
-        missing = config.missing_setup()
-        if missing:
-            raise NotConfigured(missing)
+    def _queue(self, action: str) -> SyncQueue:
+        """The queue Start Sync and Preview put runs on. Their claims (one conditional write each)
+        refuse a firm that is not connected or not configured (SPEC A6: a run with no tenant,
+        office or recipient could only fail and email), so nothing is read before them."""
         if self.queue is None:
             raise RuntimeError(f"{action} needs the sync queue (SYNC_QUEUE_URL)")
         return self.queue
 
     def start_sync(self, firm_id: str) -> StartSyncResponse:
-        queue = self._queue_for(firm_id, "Start Sync")
+        queue = self._queue("Start Sync")
         previous = self.configs.claim_manual_run(firm_id, self.clock)
         try:
             queue.enqueue(firm_id, "manual")
@@ -518,9 +511,10 @@ class IntegrationService:
         def page(limit: int) -> tuple[ProblemsPage, PageItems]:
             found, _, next_cursor = states.open_page(cursor=cursor, code=code, entity=entity, limit=limit)
             # A record's problems come and go together: the page is cut between records.
-            return problems_page(found, code=code, next_cursor=next_cursor), [
-                problems_out(state, code=code) for state in found
-            ]
+            per_record = [problems_out(state, code=code) for state in found]
+            return ProblemsPage(
+                problems=[problem for problems in per_record for problem in problems], next_cursor=next_cursor
+            ), per_record
 
         return _within_budget(page, PROBLEM_RECORDS_PAGE)
 
@@ -546,7 +540,7 @@ class IntegrationService:
         The run is saved before it is queued, as the worker reads it; a queue that refuses the
         message gives the claim back and ends the run, so none is left looking queued.
         """
-        queue = self._queue_for(firm_id, "Preview")
+        queue = self._queue("Preview")
         previous = self.configs.claim_preview(firm_id, self.clock)
         now = self.clock.now()
         run = SyncRun(

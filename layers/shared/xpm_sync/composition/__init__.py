@@ -3,7 +3,8 @@
 - ``xpm_sync.composition`` (this module): what the functions share: the ``clock`` (module state,
   so tests can move time: OAuth state expiry, the Start Sync cooldown, the hourly schedule's
   ages), Xero's identity, the firm token store, the sync queue.
-- ``xpm_sync.composition.worker``: the worker's and the dispatcher's services.
+- ``xpm_sync.composition.worker``: the worker's services (the dispatcher's two, the config
+  table and the queue, are here: it never loads the engine, the notifier or the XPM client).
 - ``xpm_sync.composition.api``: the two API functions' ``IntegrationService``. Kept apart so the
   worker and the dispatcher never load the API's service and models (about 5-9% of the worker's
   cold-start import).
@@ -26,7 +27,7 @@ from xpm_sync.adapters.tls import shared_tls_context
 from xpm_sync.adapters.tokens import RefreshLock, TokenStore
 from xpm_sync.adapters.xero_identity import XeroIdentity, load_app_credentials
 from xpm_sync.domain.clock import Clock, SystemClock
-from xpm_sync.settings import FrontendSettings, XeroSettings, load_settings
+from xpm_sync.settings import DispatchSettings, FrontendSettings, XeroSettings, load_settings
 
 # Xero's identity endpoints answer in well under a second; anything slower is an outage.
 IDENTITY_TIMEOUT = httpx.Timeout(15.0)
@@ -67,3 +68,9 @@ def token_store(settings: XeroSettings, clock: Clock, identity: XeroIdentity | N
 
 def sync_queue(queue_url: str) -> SyncQueue:
     return SyncQueue(aws.client("sqs"), queue_url)
+
+
+def dispatch_configs() -> tuple[ConfigRepository, SyncQueue]:
+    """The hourly dispatcher's config table and queue."""
+    settings = load_settings(DispatchSettings)
+    return ConfigRepository(aws.table(settings.config_table)), sync_queue(settings.sync_queue_url)

@@ -1,5 +1,5 @@
-"""The worker's and the dispatcher's part of the composition root (``xpm_sync.composition``): a
-run's services, an idle connection's keep-alive, the hourly schedule's tables and queue."""
+"""The worker's part of the composition root (``xpm_sync.composition``): a run's services and an
+idle connection's keep-alive."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ from xpm_sync.adapters.active_table import ActiveRepository
 from xpm_sync.adapters.config_table import ConfigRepository
 from xpm_sync.adapters.notifier import Notifier
 from xpm_sync.adapters.sync_log import Matches, RecordStates, RunLog
-from xpm_sync.adapters.sync_queue import SyncQueue
 from xpm_sync.adapters.xpm.budget import CallBudget
 from xpm_sync.adapters.xpm.client import AccessTokenSource, XpmApi
 from xpm_sync.composition import sync_queue, token_store
 from xpm_sync.domain.clock import Clock, SystemClock
-from xpm_sync.settings import DispatchSettings, WorkerSettings, load_settings
+from xpm_sync.settings import WorkerSettings
 from xpm_sync.sync.engine import SyncServices, record_connection_lost
 from xpm_sync.sync.keep_alive import KeepAlive
 
@@ -78,8 +77,3 @@ def keep_alive(settings: WorkerSettings, services: SyncServices) -> KeepAlive:
             "Xero refused to renew this firm's idle connection (unused too long, or revoked).",
         ),
     )
-
-
-def dispatch_configs() -> tuple[ConfigRepository, SyncQueue]:
-    settings = load_settings(DispatchSettings)
-    return ConfigRepository(aws.table(settings.config_table)), sync_queue(settings.sync_queue_url)
