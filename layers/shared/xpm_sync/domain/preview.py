@@ -14,25 +14,21 @@ run does not hold it, and it does not hold them (it changes no sync state).
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 
-from xpm_sync.domain.clock import parse_iso
 from xpm_sync.domain.errors import PreviewTooSoon
 from xpm_sync.domain.firm import FirmConfig
-from xpm_sync.domain.start_sync import PENDING_RETRY_SECONDS, PENDING_STALE_AFTER
+from xpm_sync.domain.start_sync import PENDING_RETRY_SECONDS, cooldown_and_pending
 
 PREVIEW_COOLDOWN = timedelta(minutes=5)
 
 
 def preview_refusal(config: FirmConfig, now: datetime) -> PreviewTooSoon:
     """Why a connected, configured firm's Preview was refused: the seconds to wait and the message."""
-    requested_at = config.preview_requested_at
-    elapsed = (now - parse_iso(requested_at)).total_seconds() if requested_at else math.inf
-    cooldown_left = (
-        max(0, math.ceil(PREVIEW_COOLDOWN.total_seconds() - elapsed)) if math.isfinite(elapsed) else 0
+    cooldown_left, pending = cooldown_and_pending(
+        config.preview_requested_at, config.preview_pending, now, PREVIEW_COOLDOWN
     )
-    if config.preview_pending and elapsed < PENDING_STALE_AFTER.total_seconds():
+    if pending:
         return PreviewTooSoon(
             max(cooldown_left, PENDING_RETRY_SECONDS),
             "A preview is already queued or running; Preview can be pressed again when it finishes.",

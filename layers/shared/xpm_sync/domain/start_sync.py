@@ -34,16 +34,22 @@ def run_ids_before(moment: datetime) -> str:
     return new_run_id(moment).rsplit("-", 1)[0]
 
 
+def cooldown_and_pending(
+    requested_at: str | None, pending: bool | None, now: datetime, cooldown: timedelta
+) -> tuple[int, bool]:
+    """The gate's state for a refused press (Start Sync's, or Preview's in ``domain.preview``):
+    the whole seconds of ``cooldown`` left since ``requested_at``, and whether a ``pending`` claim
+    still holds (it is ignored once ``PENDING_STALE_AFTER`` old)."""
+    elapsed = (now - parse_iso(requested_at)).total_seconds() if requested_at else math.inf
+    cooldown_left = max(0, math.ceil(cooldown.total_seconds() - elapsed)) if math.isfinite(elapsed) else 0
+    return cooldown_left, bool(pending) and elapsed < PENDING_STALE_AFTER.total_seconds()
+
+
 def refusal(config: FirmConfig, now: datetime) -> SyncTooSoon:
     """Why a connected firm's Start Sync was refused: the seconds to wait and the admin's message."""
-    requested_at = config.manual_requested_at
-    elapsed = math.inf
-    if isinstance(requested_at, str):
-        elapsed = (now - parse_iso(requested_at)).total_seconds()
-    cooldown_left = (
-        max(0, math.ceil(MANUAL_COOLDOWN.total_seconds() - elapsed)) if math.isfinite(elapsed) else 0
+    cooldown_left, pending = cooldown_and_pending(
+        config.manual_requested_at, config.run_pending, now, MANUAL_COOLDOWN
     )
-    pending = config.run_pending and elapsed < PENDING_STALE_AFTER.total_seconds()
     running = config.running_run_id
     if isinstance(running, str) and running >= run_ids_before(now - PENDING_STALE_AFTER):
         return SyncTooSoon(
