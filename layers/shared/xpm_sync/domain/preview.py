@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from xpm_sync.domain.errors import PreviewTooSoon
 from xpm_sync.domain.firm import FirmConfig
-from xpm_sync.domain.start_sync import PENDING_RETRY_SECONDS, cooldown_and_pending
+from xpm_sync.domain.start_sync import cooldown_and_pending, too_soon
 
 PREVIEW_COOLDOWN = timedelta(minutes=5)
 
@@ -28,11 +28,4 @@ def preview_refusal(config: FirmConfig, now: datetime) -> PreviewTooSoon:
     cooldown_left, pending = cooldown_and_pending(
         config.preview_requested_at, config.preview_pending, now, PREVIEW_COOLDOWN
     )
-    if pending:
-        return PreviewTooSoon(
-            max(cooldown_left, PENDING_RETRY_SECONDS),
-            "A preview is already queued or running; Preview can be pressed again when it finishes.",
-        )
-    # The gate reopened between the refused write and this read: asking again will succeed.
-    wait = max(cooldown_left, 1)
-    return PreviewTooSoon(wait, f"Preview was pressed less than 5 minutes ago; try again in {wait} seconds.")
+    return too_soon(PreviewTooSoon, cooldown_left, pending, what="A preview", button="Preview")

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from xpm_sync.domain.clock import parse_iso
 from xpm_sync.domain.errors import SyncTooSoon
 from xpm_sync.domain.firm import FirmConfig
 from xpm_sync.domain.runs import new_run_id
+
+TooSoon = TypeVar("TooSoon", bound=SyncTooSoon)
 
 MANUAL_COOLDOWN = timedelta(minutes=5)
 PENDING_STALE_AFTER = timedelta(hours=6)
@@ -56,11 +59,17 @@ def refusal(config: FirmConfig, now: datetime) -> SyncTooSoon:
             max(cooldown_left, PENDING_RETRY_SECONDS),
             "A sync is running; Start Sync can be pressed again when it finishes.",
         )
+    return too_soon(SyncTooSoon, cooldown_left, pending, what="A sync", button="Start Sync")
+
+
+def too_soon(error: type[TooSoon], cooldown_left: int, pending: bool, *, what: str, button: str) -> TooSoon:
+    """The refusal of a press of ``button`` (Start Sync, Preview): wait for the pending ``what``,
+    or for the cooldown."""
     if pending:
-        return SyncTooSoon(
+        return error(
             max(cooldown_left, PENDING_RETRY_SECONDS),
-            "A sync is already queued or running; Start Sync can be pressed again when it finishes.",
+            f"{what} is already queued or running; {button} can be pressed again when it finishes.",
         )
     # The gate reopened between the refused write and this read: asking again will succeed.
     wait = max(cooldown_left, 1)
-    return SyncTooSoon(wait, f"Start Sync was pressed less than 5 minutes ago; try again in {wait} seconds.")
+    return error(wait, f"{button} was pressed less than 5 minutes ago; try again in {wait} seconds.")
