@@ -37,6 +37,7 @@ from local.lambda_runtime import drain_queue
 from local.serve import DEMO_FIRM_ID, DEMO_OFFICE_CODE, ServedApi
 from local.stack import StackNames
 from local.xpm_sim import Simulator
+from tests.fixtures.monitoring import seed_client
 
 pytestmark = pytest.mark.e2e
 
@@ -78,20 +79,11 @@ def synced(served: ServedApi, aws_server: StackNames, simulator: Simulator) -> S
     problems the demo practice plants, and a suggested link (a trial client named as an XPM client
     whose code Active does not have), so their items meet the contract too."""
     practice = simulator.practices[0]
-    active_codes = {
-        item.get("code") for item in boto3.resource("dynamodb").Table(aws_server.active_table).scan()["Items"]
-    }
+    active = boto3.resource("dynamodb").Table(aws_server.active_table)
+    active_codes = {item.get("code") for item in active.scan()["Items"]}
     look_alike = next(c for c in practice.clients if c.name and c.code and c.code not in active_codes)
-    boto3.resource("dynamodb").Table(aws_server.active_table).put_item(
-        Item={
-            "pk": f"FIRM#{DEMO_FIRM_ID}",
-            "sk": "CLIENT#trial-look-alike",
-            "firm_id": DEMO_FIRM_ID,
-            "entity": "client",
-            "client_id": "trial-look-alike",
-            "legal_name": look_alike.name,
-            "office_code": DEMO_OFFICE_CODE,
-        }
+    seed_client(
+        aws_server, DEMO_FIRM_ID, "trial-look-alike", legal_name=look_alike.name, office_code=DEMO_OFFICE_CODE
     )
     with httpx.Client(timeout=15) as http:
         run_admin_flow(served.url, http)

@@ -23,7 +23,7 @@ from xpm_sync.api.models import MAX_WEB_URL_CHARS
 from xpm_sync.domain.entries import ABN_INVALID, MAX_LABEL_CHARS, MAX_MESSAGE_CHARS, PARTNER_NOT_IN_ACTIVE
 from xpm_sync.domain.runs import SyncRun
 
-from tests.fixtures.api import FIRM, OTHER_FIRM, Answer, ApiHarness, admin_claims
+from tests.fixtures.api import FIRM, OTHER_FIRM, Answer, ApiHarness, admin_claims, every_page
 from tests.fixtures.monitoring import NOW, problem, record_state, suggest, write_states
 
 ONE_MB = 1_000_000
@@ -83,17 +83,8 @@ def _page_through(
     call: Callable[[str | None], Answer], items: str
 ) -> tuple[list[dict[str, object]], list[int]]:
     """Every item of a list, page by page from the start, and each page's size in bytes."""
-    seen: list[dict[str, object]] = []
-    sizes: list[int] = []
-    cursor: str | None = None
-    while True:
-        answer = call(cursor)
-        assert answer.status == 200, answer.text[:300]
-        sizes.append(_size(answer))
-        seen += answer.json[items]
-        cursor = answer.json["next_cursor"]
-        if cursor is None:
-            return seen, sizes
+    pages = every_page(lambda query: call(query.get("cursor")))
+    return [item for page in pages for item in page.json[items]], [_size(page) for page in pages]
 
 
 def _path_call(
