@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from xpm_sync.adapters.active_table import ActiveRepository, RecordIds
+from xpm_sync.adapters.active_table import ActiveRepository, RecordIds, linked_client_id
 from xpm_sync.adapters.dynamodb import Table
 
 FIRM = "firm-writes"
@@ -184,6 +184,70 @@ def test_clients_are_found_by_xpm_uuid_and_by_code_in_any_case_through_the_templ
     assert [c.client_id for c in repo.clients_by_uuid(["u-1", "u-unknown"])] == [linked]
     assert {c.client_id for c in repo.clients_by_code(["acme", "TRIAL7"])} == {linked, by_hand}
     assert repo.clients_by_uuid([]) == []
+
+
+def count_requests(table: Table) -> Counter[str]:
+    """DynamoDB requests by operation, from any thread."""
+    calls: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def hook(model: Any, **_: Any) -> None:
+        with lock:
+            calls[model.name] += 1
+
+    table.client.meta.events.register("before-parameter-build.dynamodb", hook)
+    return calls
+
+
+def test_a_client_the_sync_created_is_found_again_by_key_100_to_a_request_with_no_index_query(
+    aws: Any,
+) -> None:
+    from xpm_sync.adapters import aws as aws_clients
+
+    first_sync = ActiveRepository(aws_clients.table(aws.active_table), FIRM)
+    assert first_sync.clients() == []  # a full read: every id it has not seen is free
+    created = {
+        f"uuid-{n}": first_sync.create("client", {"legal_name": f"C{n}", "xpm_uuid": f"uuid-{n}"})
+        for n in range(150)
+    }
+    first_sync.flush()
+
+    later_run = ActiveRepository(aws_clients.table(aws.active_table), FIRM)
+    requests = count_requests(later_run._table)
+    found = later_run.clients_by_uuid([*created, "uuid-unknown"])
+
+    assert {client.xpm_uuid: client.client_id for client in found} == created
+    assert requests == {"BatchGetItem": 2, "Query": 1}  # 151 keys; the unknown UUID asks the index
+    assert created["uuid-3"] == linked_client_id("uuid-3")
+
+
+def test_a_client_linked_by_hand_or_relinked_is_found_by_the_index_and_never_overwritten(aws: Any) -> None:
+    from xpm_sync.adapters import aws as aws_clients
+
+    table = aws_clients.table(aws.active_table)
+    first_sync = ActiveRepository(table, FIRM)
+    first_sync.clients()
+    old_home = first_sync.create("client", {"legal_name": "Acme", "code": "ACME", "xpm_uuid": "u-old"})
+    first_sync.flush()
+    # XPM's client was deleted and re-created (SPEC A2): its Active client now links the new UUID.
+    first_sync.update("client", old_home, {"xpm_uuid": "u-new"})
+    by_hand = first_sync.create("client", {"legal_name": "Trial", "code": "T1"})  # no UUID: a random id
+    first_sync.flush()
+    first_sync.update("client", by_hand, {"xpm_uuid": "u-hand"})
+
+    later_run = ActiveRepository(table, FIRM)
+    found = later_run.clients_by_uuid(["u-old", "u-new", "u-hand"])
+    assert {client.xpm_uuid: client.client_id for client in found} == {"u-new": old_home, "u-hand": by_hand}
+    # u-old's derived id is held by the relinked client: a new client for u-old takes another.
+    new_home = later_run.create("client", {"legal_name": "Acme again", "xpm_uuid": "u-old"})
+    later_run.flush()
+
+    assert old_home == linked_client_id("u-old") != new_home
+    assert stored_clients(table)[old_home]["xpm_uuid"] == "u-new"
+    assert stored_clients(table)[new_home]["xpm_uuid"] == "u-old"
+    # A run that has read neither the whole firm nor the derived key gives a random id.
+    unread = ActiveRepository(table, FIRM).create("client", {"legal_name": "Beta", "xpm_uuid": "u-beta"})
+    assert unread != linked_client_id("u-beta")
 
 
 def test_a_record_over_dynamodbs_item_limit_is_refused_before_it_is_written(table: Table) -> None:

@@ -140,10 +140,12 @@ def test_bench_measures_the_real_path_at_a_tiny_size(monkeypatch: pytest.MonkeyP
     assert [sum(run["counts"]["client"].values()) for run in day] == [1, 1]
     assert all(run["sim_xpm_endpoints"] == {"staff.api/list": 1, "client.api/list": 1} for run in day)
     assert incremental["active_writes"] == changed == 2
-    # By key: each changed client found by its XPM UUID, one index query each (it already holds its
-    # code: no lookup by code), on top of users and offices.
+    # By key: the changed clients, which the first sync created, found under the ids it derived from
+    # their XPM UUIDs in one BatchGetItem: no index query, and no lookup by code (each already holds
+    # its code), on top of users and offices.
     assert incremental["active_items_read"] == users + offices + changed
-    assert incremental["active_requests"]["Query"] == rerun["active_requests"]["Query"] + changed
+    assert incremental["active_requests"]["Query"] == rerun["active_requests"]["Query"]
+    assert incremental["active_requests"]["BatchGetItem"] == 1
     assert baseline["items"] == first["active_writes"]
     assert baseline["bytes"] > 0
     assert dispatch["queued"] == dispatch["messages_on_queue"] == 15

@@ -242,6 +242,61 @@ def test_items_that_no_send_gets_through_fail_the_write_instead_of_looping() -> 
     assert sum(waits) < 10
 
 
+class UnhurriedReader:
+    """A DynamoDB client whose BatchGetItem answers at most ``per_send`` of the keys asked for,
+    after ``stalls`` answers that read nothing; the rest comes back unprocessed. Keys whose ``sk``
+    is in ``missing`` name no item."""
+
+    def __init__(
+        self, *, per_send: int = 100, stalls: int = 0, missing: frozenset[str] = frozenset()
+    ) -> None:
+        self.per_send = per_send
+        self.stalls = stalls
+        self.missing = missing
+        self.asked: list[int] = []
+
+    def batch_get_item(self, *, RequestItems: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        request = RequestItems["items"]
+        assert request["ConsistentRead"] is True
+        keys = request["Keys"]
+        self.asked.append(len(keys))
+        if self.stalls > 0:
+            self.stalls -= 1
+            return {"Responses": {"items": []}, "UnprocessedKeys": {"items": {"Keys": keys}}}
+        answered, rest = keys[: self.per_send], keys[self.per_send :]
+        found = [
+            dict(key, name={"S": f"item {key['sk']['S']}"})
+            for key in answered
+            if key["sk"]["S"] not in self.missing
+        ]
+        return {"Responses": {"items": found}, "UnprocessedKeys": {"items": {"Keys": rest}} if rest else {}}
+
+
+def test_items_are_read_by_key_100_to_a_request_and_unprocessed_keys_are_asked_for_again() -> None:
+    client, waits = UnhurriedReader(per_send=60, stalls=1, missing=frozenset({"7"})), list[float]()
+    table = Table(client, "items", sleep=waits.append)
+
+    found = table.get_items([{"pk": "p", "sk": str(number)} for number in range(250)])
+
+    assert sorted(int(item["sk"]) for item in found) == [n for n in range(250) if n != 7]  # each once
+    assert found[0] == {"pk": "p", "sk": found[0]["sk"], "name": f"item {found[0]['sk']}"}
+    assert client.asked[:4] == [100, 100, 40, 100]  # the stalled send, then 60 + 40 of the first 100
+    assert max(client.asked) <= 100
+    assert len(waits) == 3  # after the stall and after each partly answered send (the last 50 fit)
+    assert table.get_items([]) == []
+
+
+def test_keys_that_no_send_gets_through_fail_the_read_instead_of_looping() -> None:
+    client = UnhurriedReader(stalls=1_000)
+
+    with pytest.raises(UnprocessedItems, match="2 keys"):
+        Table(client, "items", sleep=lambda _: None).get_items(
+            [{"pk": "p", "sk": "1"}, {"pk": "p", "sk": "2"}]
+        )
+
+    assert len(client.asked) == 8
+
+
 def test_every_table_of_one_environment_shares_one_dynamodb_client(table: Table) -> None:
     # One client to make at a cold start instead of one per table.
     aws.clear_clients()

@@ -1,8 +1,11 @@
 """The Active table (SPEC B3), as far as the sync and the setup page may touch it.
 
 Reads are by key: one partition query per entity for a full read (``pk=FIRM#{firm_id}``, ``sk``
-prefix), and for an incremental run only the clients its XPM answer concerns, through the
-``by_xpm_uuid`` and ``by_code`` indexes (template.yaml), never a scan. Writes touch only the synced
+prefix), and for an incremental run only the clients its XPM answer concerns, never a scan. A
+client the sync creates takes an id derived from its XPM UUID (``linked_client_id``), so a later
+run finds it by key, 100 to a BatchGetItem; a client linked otherwise (entered by hand, created
+before ids were derived, relinked) is found through the ``by_xpm_uuid`` index (template.yaml), a
+query each, and codes through ``by_code``. Writes touch only the synced
 attributes: new records in batches of PutItem, existing ones with an UpdateItem that SETs changed
 values and REMOVEs emptied ones, so every attribute Active owns (role, notes, modules, ...) survives.
 An item DynamoDB would refuse for its size is refused here first (``RecordTooLarge``), so it never
@@ -39,6 +42,13 @@ from xpm_sync.domain.errors import RecordGone, RecordTooLarge
 _TRANSACTION_REFUSED = frozenset({"TransactionCanceledException", "TransactionConflictException"})
 WRITER_THREADS = 4  # BatchWriteItem requests in flight at once; twice as many may wait (bounded memory)
 LOOKUP_THREADS = 8  # index queries in flight at once while an incremental run looks records up
+# Names the ids of clients the sync creates (uuid5 of the XPM UUID): fixed, or no id is found again.
+_LINKED_CLIENT_IDS = uuid.UUID("1f04abb6-e495-4989-ad4f-73316a7ea81f")
+
+
+def linked_client_id(xpm_uuid: str) -> str:
+    """The id the sync gives the Active client it creates for this XPM client, when it is free."""
+    return str(uuid.uuid5(_LINKED_CLIENT_IDS, xpm_uuid))
 
 
 class BatchWrites:
@@ -133,6 +143,11 @@ class ActiveRepository:
         self._writers = writers
         self._updates: ThreadPoolExecutor | None = None
         self._ids = RecordIds()
+        # Client ids this repository has seen held, or read free: a derived id is given to a new
+        # client only when it is known free, so a relinked client under it is never overwritten.
+        self._client_ids_held: set[str] = set()
+        self._client_ids_free: set[str] = set()
+        self._every_client_read = False
 
     def _query(self, prefix: str) -> Iterator[dict[str, Any]]:
         return self._table.query_items(
@@ -188,15 +203,28 @@ class ActiveRepository:
 
     def clients(self) -> list[StoredClient]:
         """Every client of the firm: the first sync and the daily full read only."""
-        return [StoredClient.from_item(item) for item in self._query("CLIENT#")]
+        found = [StoredClient.from_item(item) for item in self._query("CLIENT#")]
+        self._client_ids_held.update(client.client_id for client in found)
+        self._every_client_read = True
+        return found
 
     def client(self, client_id: str) -> StoredClient | None:
         item = self._item(f"CLIENT#{client_id}")
         return StoredClient.from_item(item) if item is not None else None
 
     def clients_by_uuid(self, xpm_uuids: Collection[str]) -> list[StoredClient]:
-        """The clients linked to these XPM UUIDs (by the ``by_xpm_uuid`` index)."""
-        return self._by_index("by_xpm_uuid", "xpm_uuid", xpm_uuids)
+        """The clients linked to these XPM UUIDs: by key where the sync created them, by the
+        ``by_xpm_uuid`` index for the others."""
+        uuid_of = {linked_client_id(xpm_uuid): xpm_uuid for xpm_uuid in xpm_uuids if xpm_uuid}
+        held = [
+            StoredClient.from_item(item)
+            for item in self._table.get_items([{"pk": self._pk, "sk": f"CLIENT#{id_}"} for id_ in uuid_of])
+        ]
+        self._client_ids_held.update(client.client_id for client in held)
+        self._client_ids_free.update(uuid_of.keys() - self._client_ids_held)
+        linked = [client for client in held if client.xpm_uuid == uuid_of[client.client_id]]
+        elsewhere = set(uuid_of.values()) - {client.xpm_uuid for client in linked}
+        return linked + self._by_index("by_xpm_uuid", "xpm_uuid", elsewhere)
 
     def clients_by_code(self, codes: Collection[str]) -> list[StoredClient]:
         """The clients holding these codes (by the ``by_code`` index), as written or in upper or
@@ -226,9 +254,10 @@ class ActiveRepository:
         return [StoredClient.from_item(item) for item in unique.values()]
 
     def create(self, entity: str, values: SyncedValues, **owned_at_creation: str) -> str:
-        """A new record with a fresh id; ``owned_at_creation`` are Active attributes set once
-        (a client's ``office_code``) that the sync never changes afterwards."""
-        record_id = self._ids.new()
+        """A new record with a fresh id (a client linked to XPM: its derived id, if known free);
+        ``owned_at_creation`` are Active attributes set once (a client's ``office_code``) that the
+        sync never changes afterwards."""
+        record_id = self._new_id(entity, values.get("xpm_uuid"))
         item: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
         item.update(owned_at_creation)
         item.update(
@@ -242,11 +271,23 @@ class ActiveRepository:
         )
         if item_size(item) > MAX_ITEM_BYTES:
             raise RecordTooLarge(f"a new {entity} of {item_size(item)} bytes")
-        # New records go out 25 to a request; the fresh uuid4 in the key means nothing can be
-        # overwritten, so no condition is needed (nor any order between requests). ``flush``
-        # before the run is recorded.
+        # New records go out 25 to a request; the key is a fresh uuid4, or an id this run read free
+        # (Active's own records never take derived ids), so nothing can be overwritten and no
+        # condition is needed (nor any order between requests). ``flush`` before the run is recorded.
         self._new_records.put(item)
         return record_id
+
+    def _new_id(self, entity: str, xpm_uuid: object) -> str:
+        if entity == "client" and isinstance(xpm_uuid, str) and xpm_uuid:
+            derived = linked_client_id(xpm_uuid)
+            free = derived in self._client_ids_free or (
+                self._every_client_read and derived not in self._client_ids_held
+            )
+            if free:
+                self._client_ids_free.discard(derived)
+                self._client_ids_held.add(derived)
+                return derived
+        return self._ids.new()
 
     def flush(self) -> None:
         """Write the new records still buffered and wait for them (BatchWrites.flush), and for

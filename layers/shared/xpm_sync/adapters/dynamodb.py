@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError
 # DynamoDB's number type, as boto3 defines it: 38 digits, and anything inexact is an error.
 _NUMBERS = Context(Emin=-128, Emax=126, prec=38, traps=[Clamped, Overflow, Inexact, Rounded, Underflow])
 BATCH_SIZE = 25  # DynamoDB's most per BatchWriteItem
+GET_BATCH_SIZE = 100  # DynamoDB's most keys per BatchGetItem
 _STALLED_SENDS = 8  # sends in a row that write nothing before a batch gives up (up to ~9 s of backoff)
 
 # Request parameters that hold items, keys or values, and answer fields that do.
@@ -166,7 +167,8 @@ def _value_size(value: Any) -> int:
 
 
 class UnprocessedItems(Exception):
-    """DynamoDB kept leaving some items of a batch unprocessed (throttling outlasted the backoff)."""
+    """DynamoDB kept leaving some items (or keys) of a batch unprocessed (throttling outlasted the
+    backoff)."""
 
 
 class Table:
@@ -233,6 +235,33 @@ class Table:
                 return
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def get_items(self, keys: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The items under these keys that exist, read consistently, 100 keys to a BatchGetItem, in
+        no particular order; keys DynamoDB leaves unprocessed are asked for again as
+        :meth:`write_requests` sends items again."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(keys), GET_BATCH_SIZE):
+            pending = [to_item(key) for key in keys[start : start + GET_BATCH_SIZE]]
+            stalled = 0
+            while pending:
+                answer = self.client.batch_get_item(
+                    RequestItems={self.name: {"Keys": pending, "ConsistentRead": True}}
+                )
+                items = answer.get("Responses", {}).get(self.name, [])
+                found.extend(from_item(item) for item in items)
+                unprocessed = answer.get("UnprocessedKeys", {}).get(self.name, {}).get("Keys", [])
+                stalled = stalled + 1 if not items and len(unprocessed) == len(pending) else 0
+                pending = list(unprocessed)
+                if pending:
+                    self._back_off(stalled, f"{len(pending)} keys of {self.name} were still unprocessed")
+        return found
+
+    def _back_off(self, stalled: int, what: str) -> None:
+        # Jittered, growing waits between sends, as AWS advises for unprocessed batches.
+        if stalled >= _STALLED_SENDS:
+            raise UnprocessedItems(f"{what} after retries")
+        self._sleep(random.uniform(0, min(2.0, 0.05 * 2 ** (stalled + 1))))  # noqa: S311 - jitter
+
     def transact_updates(self, updates: Sequence[Mapping[str, Any]]) -> None:
         """UpdateItems on this table in one transaction: all are written or none. Each update
         takes ``update_item``'s parameters; the transaction's own errors are ``ClientError``
@@ -261,13 +290,8 @@ class Table:
             unprocessed = answer.get("UnprocessedItems", {}).get(self.name, [])
             stalled = stalled + 1 if len(unprocessed) == len(pending) else 0
             pending = list(unprocessed)
-            if not pending:
-                return
-            if stalled >= _STALLED_SENDS:
-                raise UnprocessedItems(
-                    f"{len(pending)} items to {self.name} were still unprocessed after retries"
-                )
-            self._sleep(random.uniform(0, min(2.0, 0.05 * 2 ** (stalled + 1))))  # noqa: S311 - jitter
+            if pending:
+                self._back_off(stalled, f"{len(pending)} items to {self.name} were still unprocessed")
 
 
 class BatchWriter:
