@@ -51,6 +51,7 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoResult
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.sqs.models import DEDUPLICATION_TIME_IN_SECONDS, Message, Queue
 
 from local.stack import MotoServer
@@ -340,7 +341,20 @@ def _add_message_deduplicated_by_index(self: Queue, message: Message) -> None:
         self._messages_lock.notify_all()
 
 
+_moto_backend_for_host = DomainDispatcherApplication.get_backend_for_host
+
+
+def _backend_for_host_once(self: DomainDispatcherApplication, host: str | None) -> Any:
+    # moto lists its package directory (and stats each entry) to route every request; the answer
+    # depends on the host alone.
+    known: dict[str | None, Any] = self.__dict__.setdefault("_bench_backend_by_host", {})
+    if host not in known:
+        known[host] = _moto_backend_for_host(self, host)
+    return known[host]
+
+
 def install_fast_paths() -> None:
+    DomainDispatcherApplication.get_backend_for_host = _backend_for_host_once  # type: ignore[method-assign]
     DynamoResult.execute_result = _fast_execute_result  # type: ignore[method-assign,assignment]
     Table.query = _query_by_key  # type: ignore[method-assign]
     Table.all_items = _all_items  # type: ignore[method-assign]
@@ -354,6 +368,7 @@ def install_fast_paths() -> None:
 def main() -> None:
     if "--moto-serializer" not in sys.argv:
         install_fast_paths()
+
     server = MotoServer()
     server.start()
     print(f"MOTO_URL {server.url}", flush=True)
