@@ -39,7 +39,6 @@ from botocore.exceptions import ClientError
 from moto.ses.models import ses_backends
 from xpm_sync import composition
 from xpm_sync.adapters import aws as aws_clients
-from xpm_sync.adapters.active_table import ActiveRepository
 from xpm_sync.adapters.config_table import ConfigRepository
 from xpm_sync.adapters.tokens import TokenStore
 from xpm_sync.adapters.xero_identity import XeroIdentity
@@ -911,18 +910,32 @@ def test_a_throttled_config_write_after_the_run_is_recorded_and_redone_without_d
     assert fw.world.config().last_run_id == second.run_id
 
 
-def _delete_before_first_update(monkeypatch: pytest.MonkeyPatch, entity: str) -> list[str]:
-    """An admin deletes the record in Active just before the run writes its change."""
-    original = ActiveRepository.update
+def _delete_before_first_update(monkeypatch: pytest.MonkeyPatch, entity: str, active_table: str) -> list[str]:
+    """An admin deletes the record in Active just before the run's write of its change reaches
+    DynamoDB (an UpdateItem, or the first update of a TransactWriteItems)."""
+    original = BaseClient._make_api_call
     deleted: list[str] = []
+    prefix = f"{entity.upper()}#"
 
-    def update(self: ActiveRepository, kind: str, record_id: str, changes: Any) -> None:
-        if kind == entity and not deleted:
-            deleted.append(record_id)
-            self._table.delete_item(Key={"pk": f"FIRM#{self.firm_id}", "sk": f"{kind.upper()}#{record_id}"})
-        original(self, kind, record_id, changes)
+    def call(self: Any, operation_name: str, params: dict[str, Any]) -> Any:
+        updates = (
+            [params]
+            if operation_name == "UpdateItem"
+            else [item["Update"] for item in params.get("TransactItems", []) if "Update" in item]
+            if operation_name == "TransactWriteItems"
+            else []
+        )
+        keys = [
+            update["Key"]
+            for update in updates
+            if update["TableName"] == active_table and update["Key"]["sk"]["S"].startswith(prefix)
+        ]
+        if self.meta.service_model.service_name == "dynamodb" and keys and not deleted:
+            deleted.append(keys[0]["sk"]["S"].removeprefix(prefix))
+            original(self, "DeleteItem", {"TableName": updates[0]["TableName"], "Key": keys[0]})
+        return original(self, operation_name, params)
 
-    monkeypatch.setattr(ActiveRepository, "update", update)
+    monkeypatch.setattr(BaseClient, "_make_api_call", call)
     FAULT_LEDGER["conditional_check_failed"] += 1
     return deleted
 
@@ -940,7 +953,9 @@ def test_a_client_deleted_in_active_during_the_run_is_not_resurrected_by_that_wr
     fw.run_hourly()
     _rename_two_clients(fw)
     before = snapshot(fw)
-    deleted, _ = hourly_run_with(fw, monkeypatch, _delete_before_first_update, "client")
+    deleted, _ = hourly_run_with(
+        fw, monkeypatch, _delete_before_first_update, "client", fw.world.names.active_table
+    )
 
     assert len(deleted) == 1
     assert deleted[0] not in {c["client_id"] for c in fw.world.items("client")}, "the write resurrected it"
@@ -954,7 +969,9 @@ def test_a_client_deleted_in_active_during_the_run_fails_alone_and_the_others_sy
     fw.run_hourly()
     renamed = _rename_two_clients(fw)
     before = snapshot(fw)
-    deleted, deliveries = hourly_run_with(fw, monkeypatch, _delete_before_first_update, "client")
+    deleted, deliveries = hourly_run_with(
+        fw, monkeypatch, _delete_before_first_update, "client", fw.world.names.active_table
+    )
 
     assert deliveries[0].failed == [], "one deleted record is no reason to run everything again"
     run = assert_invariants(fw, before=before, status="partial", deleted_by_active=frozenset(deleted))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from xpm_sync.adapters.active_table import ActiveRepository, RecordIds, linked_client_id
-from xpm_sync.adapters.dynamodb import Table
+from xpm_sync.adapters.dynamodb import Table, update_expression
 
 FIRM = "firm-writes"
 
@@ -144,6 +144,76 @@ def test_codes_are_not_swapped_when_one_client_is_gone(table: Any) -> None:
     stored = stored_clients(table)
     assert list(stored) == [one]
     assert stored[one]["code"] == "C00000", "nothing is written"
+
+
+def rename_all(repo: ActiveRepository, ids: list[str]) -> list[Any]:
+    return [
+        repo.update_soon("client", client_id, {"legal_name": f"Renamed {client_id}"}) for client_id in ids
+    ]
+
+
+def test_updates_sent_on_go_out_100_to_a_transaction_and_touch_nothing_else(table: Table) -> None:
+    repo = ActiveRepository(table, FIRM)
+    ids = create_clients(repo, 250)
+    repo.flush()
+    table.update_item(
+        Key={"pk": f"FIRM#{FIRM}", "sk": f"CLIENT#{ids[7]}"}, **update_expression({"notes": "Active's"})
+    )
+    requests = count_requests(table)
+
+    answers = rename_all(repo, ids)
+    repo.flush()
+
+    assert [answer.result() for answer in answers] == [None] * 250
+    assert requests == {"TransactWriteItems": 3}  # 100 + 100 + 50, no UpdateItem
+    stored = stored_clients(table)
+    assert all(stored[client_id]["legal_name"] == f"Renamed {client_id}" for client_id in ids)
+    assert stored[ids[7]]["notes"] == "Active's"
+    assert [thread.name for thread in threading.enumerate() if thread.name.startswith("active-updates")] == []
+
+
+def test_a_refused_transaction_is_written_again_one_update_at_a_time(table: Table) -> None:
+    from xpm_sync.domain.errors import RecordGone
+
+    repo = ActiveRepository(table, FIRM)
+    ids = create_clients(repo, 5)
+    repo.flush()
+    table.delete_item(Key={"pk": f"FIRM#{FIRM}", "sk": f"CLIENT#{ids[2]}"})  # deleted in Active meanwhile
+    requests = count_requests(table)
+
+    answers = rename_all(repo, ids)
+    repo.flush()
+
+    with pytest.raises(RecordGone):
+        answers[2].result()
+    assert [answers[n].result() for n in (0, 1, 3, 4)] == [None] * 4
+    assert requests == {"TransactWriteItems": 1, "UpdateItem": 5}
+    stored = stored_clients(table)
+    assert ids[2] not in stored, "a client Active deleted is never written back"
+    assert {stored[n]["legal_name"] for n in stored} == {f"Renamed {n}" for n in stored}
+
+
+def test_asking_for_an_update_sends_it_and_a_failed_transaction_fails_each_of_its_updates(
+    table: Table,
+) -> None:
+    repo = ActiveRepository(table, FIRM)
+    ids = create_clients(repo, 3)
+    repo.flush()
+
+    assert repo.update_soon("client", ids[0], {"legal_name": "Asked for"}).result(timeout=30) is None
+    assert stored_clients(table)[ids[0]]["legal_name"] == "Asked for"
+
+    def unavailable(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "InternalServerError", "Message": "down"}}, "TransactWriteItems")
+
+    table.client.meta.events.register("provide-client-params.dynamodb.TransactWriteItems", unavailable)
+    answers = rename_all(repo, ids)
+    repo.flush()
+
+    for answer in answers:
+        with pytest.raises(ClientError, match="InternalServerError"):
+            answer.result()
+    assert stored_clients(table)[ids[1]]["legal_name"] == "Client 1"
 
 
 def test_record_ids_are_distinct_uuid4s_drawn_a_batch_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:

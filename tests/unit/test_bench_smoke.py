@@ -14,6 +14,7 @@ import boto3
 import pytest
 from boto3.dynamodb.conditions import Attr, Key
 from moto import mock_aws
+from moto.dynamodb import models as moto_dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.sqs.models import Queue, sqs_backends
@@ -45,6 +46,8 @@ from bench.moto_process import (
     _moto_query,
     _put_item,
     _query_by_key,
+    _TablesCopiedByReference,
+    _transact_write_items,
     _update_item,
     _ValueIndex,
 )
@@ -146,6 +149,9 @@ def test_bench_measures_the_real_path_at_a_tiny_size(monkeypatch: pytest.MonkeyP
     assert incremental["active_items_read"] == users + offices + changed
     assert incremental["active_requests"]["Query"] == rerun["active_requests"]["Query"]
     assert incremental["active_requests"]["BatchGetItem"] == 1
+    # Their updates go out together, each on its own condition, in one transaction.
+    assert incremental["active_requests"]["TransactWriteItems"] == 1
+    assert "UpdateItem" not in incremental["active_requests"]
     assert baseline["items"] == first["active_writes"]
     assert baseline["bytes"] > 0
     assert dispatch["queued"] == dispatch["messages_on_queue"] == 15
@@ -383,6 +389,66 @@ def test_bench_moto_reads_by_key_answer_as_moto_does(monkeypatch: pytest.MonkeyP
     moto_answers = _moto_answers(None)
     assert _moto_answers(monkeypatch) == moto_answers
     assert [len(answer) for answer in moto_answers] == [10, 10, 30, 3, 0, 2, 2]
+
+
+def _transaction_outcomes(monkeypatch: pytest.MonkeyPatch | None) -> list[Any]:
+    """Transactions of updates as the sync sends them (a code moved, a name set, each on a
+    condition), one that succeeds and one that fails on its last update, then what the table and
+    its code index hold, on moto in process."""
+    if monkeypatch is not None:
+        _install_fast_reads(monkeypatch)
+        monkeypatch.setattr(DynamoDBBackend, "transact_write_items", _transact_write_items)
+        monkeypatch.setattr(moto_dynamodb_models, "copy", _TablesCopiedByReference())
+    outcomes: list[Any] = []
+    with mock_aws():
+        table = _table_with_code_index()
+        for number in range(6):
+            table.put_item(Item={"pk": "FIRM#A", "sk": f"CLIENT#{number}", "code": f"C{number}"})
+        client = boto3.client("dynamodb", region_name="eu-west-1")
+
+        def update(number: int, code: str, *, condition: str = "attribute_exists(pk)") -> dict[str, Any]:
+            return {
+                "Update": {
+                    "TableName": "t",
+                    "Key": {"pk": {"S": "FIRM#A"}, "sk": {"S": f"CLIENT#{number}"}},
+                    "UpdateExpression": "SET code = :code, #name = :name",
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": {"#name": "name"},
+                    "ExpressionAttributeValues": {":code": {"S": code}, ":name": {"S": f"N{number}"}},
+                }
+            }
+
+        def by_code(code: str) -> list[str]:
+            answer = table.query(
+                IndexName="by_code", KeyConditionExpression=Key("pk").eq("FIRM#A") & Key("code").eq(code)
+            )
+            return sorted(item["sk"] for item in answer["Items"])
+
+        assert by_code("C0") == ["CLIENT#0"]  # the bench's index map is built before the writes
+        client.transact_write_items(TransactItems=[update(0, "X0"), update(1, "X1")])
+        try:
+            client.transact_write_items(
+                TransactItems=[update(2, "X2"), update(3, "C0"), update(9, "X9")]  # CLIENT#9 does not exist
+            )
+        except client.exceptions.TransactionCanceledException as error:
+            outcomes.append([reason.get("Code") for reason in error.response["CancellationReasons"]])
+        outcomes.append(
+            sorted((item["sk"], item["code"], item.get("name")) for item in table.scan()["Items"])
+        )
+        outcomes.append([by_code(code) for code in ("C0", "C2", "C3", "X0", "X1", "X2")])
+    return outcomes
+
+
+def test_bench_moto_transactions_answer_and_roll_back_as_moto_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench's transactions (moto_process: the items they name are copied, not their tables)
+    answer, write and roll back as moto's own, index maps included."""
+    moto_outcomes = _transaction_outcomes(None)
+    assert _transaction_outcomes(monkeypatch) == moto_outcomes
+    reasons, items, index = moto_outcomes
+    assert reasons == ["None", "None", "ConditionalCheckFailed"]
+    assert ("CLIENT#2", "C2", None) in items  # rolled back
+    assert ("CLIENT#0", "X0", "N0") in items  # kept
+    assert index == [[], ["CLIENT#2"], ["CLIENT#3"], ["CLIENT#0"], ["CLIENT#1"], []]
 
 
 def test_bench_moto_index_lookups_hold_under_concurrent_writes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,11 @@ takes a batch of other records down with it.
 
 New records' batches are written by a few threads while the run maps the next records
 (``BatchWrites``): a first sync of a large practice is thousands of BatchWriteItem calls, each
-mostly waiting on the network, and the mapping is CPU.
+mostly waiting on the network, and the mapping is CPU. Updates an incremental run sends on
+(``update_soon``) go out up to 100 to a TransactWriteItems, each with its own condition, so 500
+changed clients are 5 requests, not 500 (a request's own cost, in Lambda's CPU and in latency,
+is most of a small update's); a transaction DynamoDB refuses is written again one update at a time,
+so each record gets its own answer.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -40,6 +44,10 @@ from xpm_sync.domain.active_records import Office, StoredClient, StoredUser, Syn
 from xpm_sync.domain.errors import RecordGone, RecordTooLarge
 
 _TRANSACTION_REFUSED = frozenset({"TransactionCanceledException", "TransactionConflictException"})
+# Why DynamoDB may refuse a transaction of updates that one at a time might pass (or fail alone).
+_UPDATES_REFUSED_TOGETHER = _TRANSACTION_REFUSED | {"ValidationException"}
+UPDATES_PER_TRANSACTION = 100  # DynamoDB's most items per TransactWriteItems
+_TRANSACTION_BYTES = 2 * 1024 * 1024  # changes sent in one transaction, well under its 4 MB
 WRITER_THREADS = 4  # BatchWriteItem requests in flight at once; twice as many may wait (bounded memory)
 LOOKUP_THREADS = 8  # index queries in flight at once while an incremental run looks records up
 # Names the ids of clients the sync creates (uuid5 of the XPM UUID): fixed, or no id is found again.
@@ -128,6 +136,26 @@ class RecordIds:
         return str(uuid.UUID(bytes=drawn, version=4))
 
 
+class _QueuedUpdate(Future[None]):
+    """An update waiting for its transaction; asking for its outcome sends what is waiting, so
+    nobody waits on an update that was never sent."""
+
+    def __init__(self, send_queued: Callable[[], None]) -> None:
+        super().__init__()
+        self._send_queued = send_queued
+
+    def result(self, timeout: float | None = None) -> None:
+        self._send_queued()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._send_queued()
+        return super().exception(timeout)
+
+
+_Update = tuple[str, str, SyncedValues, _QueuedUpdate]
+
+
 class OfficeGone(Exception):
     """The office was deleted between the check and the write."""
 
@@ -142,6 +170,9 @@ class ActiveRepository:
         self._new_records = BatchWrites(table, writers=writers)
         self._writers = writers
         self._updates: ThreadPoolExecutor | None = None
+        self._queued: list[_Update] = []
+        self._queued_bytes = 0
+        self._queue_lock = threading.Lock()
         self._ids = RecordIds()
         # Client ids this repository has seen held, or read free: a derived id is given to a new
         # client only when it is known free, so a relinked client under it is never overwritten.
@@ -295,31 +326,86 @@ class ActiveRepository:
         try:
             self._new_records.flush()
         finally:
+            self._send_queued()
             if self._updates is not None:
                 self._updates.shutdown(wait=True)
                 self._updates = None
 
     def update_soon(self, entity: str, record_id: str, changes: SyncedValues) -> Future[None]:
-        """:meth:`update` on one of a few writer threads, while the caller goes on: an incremental
-        run's updates each mostly wait on the network. The future raises what ``update`` would."""
+        """:meth:`update`, sent with up to 99 others in one transaction by one of a few writer
+        threads while the caller goes on (an incremental run's updates each mostly wait on the
+        network). The future raises what ``update`` would; asking for it sends its transaction."""
+        answer = _QueuedUpdate(self._send_queued)
+        size = item_size(changes)
+        if not update_expression(changes):
+            answer.set_result(None)
+        elif size > MAX_ITEM_BYTES:
+            answer.set_exception(RecordTooLarge(f"changes of {size} bytes to {entity} {record_id}"))
+        else:
+            with self._queue_lock:
+                if self._queued_bytes + size > _TRANSACTION_BYTES:
+                    self._send_queued_locked()
+                self._queued.append((entity, record_id, changes, answer))
+                self._queued_bytes += size
+                if len(self._queued) >= UPDATES_PER_TRANSACTION:
+                    self._send_queued_locked()
+        return answer
+
+    def _send_queued(self) -> None:
+        with self._queue_lock:
+            self._send_queued_locked()
+
+    def _send_queued_locked(self) -> None:
+        batch, self._queued, self._queued_bytes = self._queued, [], 0
+        if not batch:
+            return
         if self._updates is None:
             self._updates = ThreadPoolExecutor(max_workers=self._writers, thread_name_prefix="active-updates")
-        return self._updates.submit(self.update, entity, record_id, changes)
+        self._updates.submit(self._write_together, batch)
+
+    def _write_together(self, batch: list[_Update]) -> None:
+        # Every answer is set, whatever happens: the run waits on each.
+        if len(batch) > 1:
+            requests = [
+                self._update_request(entity, record_id, changes) for entity, record_id, changes, _ in batch
+            ]
+            try:
+                self._table.transact_updates(requests)
+            except Exception as error:
+                if not (isinstance(error, ClientError) and error_code(error) in _UPDATES_REFUSED_TOGETHER):
+                    for *_, answer in batch:
+                        answer.set_exception(error)
+                    return
+                # A record gone, one too large, or a write of Active's to one of them at the same
+                # moment: one at a time, each record gets its own answer.
+            else:
+                for *_, answer in batch:
+                    answer.set_result(None)
+                return
+        for entity, record_id, changes, answer in batch:
+            try:
+                self.update(entity, record_id, changes)
+            except Exception as error:
+                answer.set_exception(error)
+            else:
+                answer.set_result(None)
+
+    def _update_request(self, entity: str, record_id: str, changes: SyncedValues) -> dict[str, Any]:
+        return {
+            "Key": {"pk": self._pk, "sk": f"{entity.upper()}#{record_id}"},
+            # Never resurrect a record Active deleted while the run was going.
+            "ConditionExpression": "attribute_exists(pk)",
+            **update_expression(changes),
+        }
 
     def update(self, entity: str, record_id: str, changes: SyncedValues) -> None:
         """SET the changed synced values and REMOVE the ones XPM emptied; nothing else."""
-        expression = update_expression(changes)
-        if not expression:
+        if not update_expression(changes):
             return
         if item_size(changes) > MAX_ITEM_BYTES:
             raise RecordTooLarge(f"changes of {item_size(changes)} bytes to {entity} {record_id}")
         try:
-            self._table.update_item(
-                Key={"pk": self._pk, "sk": f"{entity.upper()}#{record_id}"},
-                # Never resurrect a record Active deleted while the run was going.
-                ConditionExpression="attribute_exists(pk)",
-                **expression,
-            )
+            self._table.update_item(**self._update_request(entity, record_id, changes))
         except ClientError as error:
             if _is_size_refusal(error):
                 # The item with Active's own attributes passes the limit: refused, as a new one is.
