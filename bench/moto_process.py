@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import copy
 import inspect
 import json
 import sys
@@ -47,6 +48,7 @@ from typing import Any
 
 from moto.core.responses import ActionContext
 from moto.core.utils import camelcase_to_underscores
+from moto.dynamodb import models as moto_dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
@@ -293,6 +295,51 @@ def _update_item(
             _written(table, *keys)
 
 
+_moto_transact_write_items = DynamoDBBackend.transact_write_items
+_in_transaction = threading.local()
+
+
+class _TablesCopiedByReference:
+    """``copy`` as moto's DynamoDB models see it: within a transaction (``_transact_write_items``)
+    a table's deep copy is the table itself; anything else is copied as before."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(copy, name)
+
+    @staticmethod
+    def deepcopy(value: Any, *args: Any) -> Any:
+        if isinstance(value, Table) and getattr(_in_transaction, "active", False):
+            return value
+        return copy.deepcopy(value, *args)
+
+
+def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    # moto deep-copies each table a transaction names, to put it back if the transaction fails:
+    # seconds per transaction beside a 50,000-item partition. Only the items the transaction names
+    # can change, so those are copied instead, and put back (and re-placed in the index maps) if
+    # it fails; moto still runs the transaction itself.
+    saved: list[tuple[Table, Any, Any, Any]] = []
+    for entry in transact_items:
+        _, operation = next(iter(entry.items()))
+        table = self.tables.get(operation.get("TableName"))
+        keys = _keys(table, operation.get("Key") or operation.get("Item") or {}) if table else None
+        if table is not None and keys is not None and keys[1] is not None:
+            saved.append((table, *keys, copy.deepcopy(table.items.get(keys[0], {}).get(keys[1]))))
+    _in_transaction.active = True
+    try:
+        _moto_transact_write_items(self, transact_items)
+    except Exception:
+        for table, hash_key, range_key, item in reversed(saved):
+            if item is None:
+                table.items.get(hash_key, {}).pop(range_key, None)
+            else:
+                table.items[hash_key][range_key] = item
+            _written(table, hash_key, range_key)
+        raise
+    finally:
+        _in_transaction.active = False
+
+
 class _QueueAttributes(Mapping[str, Any]):
     """``Queue.attributes`` as moto computes it, one attribute at a time, when asked for."""
 
@@ -361,6 +408,8 @@ def install_fast_paths() -> None:
     Table.put_item = _put_item  # type: ignore[method-assign]
     Table.delete_item = _delete_item  # type: ignore[method-assign]
     DynamoDBBackend.update_item = _update_item  # type: ignore[method-assign]
+    DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    moto_dynamodb_models.copy = _TablesCopiedByReference()  # type: ignore[attr-defined,assignment]
     Queue.attributes = property(_lazy_queue_attributes)  # type: ignore[assignment,method-assign]
     Queue.add_message = _add_message_deduplicated_by_index  # type: ignore[method-assign]
 
