@@ -15,6 +15,7 @@ from xpm_sync.domain.mapping import (
     map_staff,
     split_address,
     split_name,
+    structure_key,
 )
 from xpm_sync.domain.xpm_records import XpmClientRecord, XpmContact, XpmGroup, XpmStaff
 
@@ -175,7 +176,10 @@ def test_split_name_rejoins_to_the_trimmed_name(name: str) -> None:
 def test_any_business_structure_text_maps_to_an_entity_type_or_is_empty(text: str) -> None:
     entity_type, warn = map_business_structure(text)
 
-    assert (entity_type is None) == (not text.strip())
+    # Empty once compared (SPEC A3): blank, or only separators and a parenthesised part ("_", "-",
+    # "(none)"), which name no structure either: an error, not "other".
+    assert (entity_type is None) == (not structure_key(text))
+    assert entity_type is not None or not any(char.isalnum() for char in re.sub(r"\([^)]*\)", "", text))
     assert warn == (entity_type == "other")
 
 
