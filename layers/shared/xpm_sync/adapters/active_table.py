@@ -5,9 +5,10 @@ prefix), and for an incremental run only the clients its XPM answer concerns, ne
 client the sync creates takes an id derived from its XPM UUID (``linked_client_id``), so a later
 run finds it by key, 100 to a BatchGetItem; a client linked otherwise (entered by hand, created
 before ids were derived, relinked) is found through the ``by_xpm_uuid`` index (template.yaml), a
-query each, and codes through ``by_code``. Writes touch only the synced
-attributes: new records in batches of PutItem, existing ones with an UpdateItem that SETs changed
-values and REMOVEs emptied ones, so every attribute Active owns (role, notes, modules, ...) survives.
+query each, and codes through ``by_code``. Writes touch only the synced attributes: new records in
+batches of PutItem, existing ones with an update that SETs changed values and REMOVEs emptied ones
+(only if the record still exists), so every attribute Active owns (role, notes, modules, ...)
+survives.
 An item DynamoDB would refuse for its size is refused here first (``RecordTooLarge``), so it never
 takes a batch of other records down with it.
 
