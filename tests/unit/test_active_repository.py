@@ -216,6 +216,28 @@ def test_asking_for_an_update_sends_it_and_a_failed_transaction_fails_each_of_it
     assert stored_clients(table)[ids[1]]["legal_name"] == "Client 1"
 
 
+def test_updates_no_thread_could_take_are_failed_not_left_waiting(
+    table: Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    repo = ActiveRepository(table, FIRM)
+    ids = create_clients(repo, 100)
+    repo.flush()
+
+    def no_thread(*_: Any, **__: Any) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", no_thread)
+    answers = rename_all(repo, ids[:99])
+    with pytest.raises(RuntimeError):
+        repo.update_soon("client", ids[99], {"legal_name": "The hundredth"})  # the transaction is due
+
+    assert all(isinstance(answer.exception(timeout=5), RuntimeError) for answer in answers)
+    repo.flush()
+    assert stored_clients(table)[ids[0]]["legal_name"] == "Client 0"
+
+
 def test_record_ids_are_distinct_uuid4s_drawn_a_batch_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     draws: list[int] = []
     real_urandom = os.urandom

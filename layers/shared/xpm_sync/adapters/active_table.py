@@ -182,9 +182,12 @@ class ActiveRepository:
         self._every_client_read = False
 
     def _query(self, prefix: str) -> Iterator[dict[str, Any]]:
+        # Consistent: a full read tells which derived ids are free, and a client this firm's run
+        # created a moment before (a run's earlier part) must be seen.
         return self._table.query_items(
             KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
             ExpressionAttributeValues={":pk": self._pk, ":prefix": prefix},
+            ConsistentRead=True,
         )
 
     def _item(self, sk: str) -> dict[str, Any] | None:
@@ -360,9 +363,17 @@ class ActiveRepository:
         batch, self._queued, self._queued_bytes = self._queued, [], 0
         if not batch:
             return
-        if self._updates is None:
-            self._updates = ThreadPoolExecutor(max_workers=self._writers, thread_name_prefix="active-updates")
-        self._updates.submit(self._write_together, batch)
+        try:
+            if self._updates is None:
+                self._updates = ThreadPoolExecutor(
+                    max_workers=self._writers, thread_name_prefix="active-updates"
+                )
+            self._updates.submit(self._write_together, batch)
+        except Exception as error:
+            # No thread will answer them (none could start): nobody may wait on them for ever.
+            for *_, answer in batch:
+                answer.set_exception(error)
+            raise
 
     def _write_together(self, batch: list[_Update]) -> None:
         # Every answer is set, whatever happens: the run waits on each.
