@@ -313,6 +313,12 @@ class _TablesCopiedByReference:
         return copy.deepcopy(value, *args)
 
 
+def _stored(table: Table, hash_key: Any, range_key: Any) -> Any:
+    if range_key is None:
+        return table.items.get(hash_key)
+    return table.items.get(hash_key, {}).get(range_key)
+
+
 def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
     # moto deep-copies each table a transaction names, to put it back if the transaction fails:
     # seconds per transaction beside a 50,000-item partition. Only the items the transaction names
@@ -323,14 +329,19 @@ def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, 
         _, operation = next(iter(entry.items()))
         table = self.tables.get(operation.get("TableName"))
         keys = _keys(table, operation.get("Key") or operation.get("Item") or {}) if table else None
-        if table is not None and keys is not None and keys[1] is not None:
-            saved.append((table, *keys, copy.deepcopy(table.items.get(keys[0], {}).get(keys[1]))))
+        if table is not None and keys is not None:
+            saved.append((table, *keys, copy.deepcopy(_stored(table, *keys))))
     _in_transaction.active = True
     try:
         _moto_transact_write_items(self, transact_items)
     except Exception:
         for table, hash_key, range_key, item in reversed(saved):
-            if item is None:
+            if range_key is None:  # a table keyed by its hash key alone: items[hash] is the item
+                if item is None:
+                    table.items.pop(hash_key, None)
+                else:
+                    table.items[hash_key] = item
+            elif item is None:
                 table.items.get(hash_key, {}).pop(range_key, None)
             else:
                 table.items[hash_key][range_key] = item

@@ -436,6 +436,35 @@ def _transaction_outcomes(monkeypatch: pytest.MonkeyPatch | None) -> list[Any]:
             sorted((item["sk"], item["code"], item.get("name")) for item in table.scan()["Items"])
         )
         outcomes.append([by_code(code) for code in ("C0", "C2", "C3", "X0", "X1", "X2")])
+
+        # A table keyed by its hash key alone (moto keeps its items one level shallower).
+        client.create_table(
+            TableName="h",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        )
+        client.put_item(TableName="h", Item={"id": {"S": "a"}, "v": {"N": "0"}})
+        bump = {"UpdateExpression": "SET v = :one", "ExpressionAttributeValues": {":one": {"N": "1"}}}
+        try:
+            client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": "h",
+                            "Key": {"id": {"S": key}},
+                            "ConditionExpression": "attribute_exists(id)",
+                            **bump,
+                        }
+                    }
+                    for key in ("a", "missing")
+                ]
+            )
+        except client.exceptions.TransactionCanceledException as error:
+            outcomes.append([reason.get("Code") for reason in error.response["CancellationReasons"]])
+        outcomes.append(
+            sorted((item["id"]["S"], item["v"]["N"]) for item in client.scan(TableName="h")["Items"])
+        )
     return outcomes
 
 
@@ -444,7 +473,9 @@ def test_bench_moto_transactions_answer_and_roll_back_as_moto_does(monkeypatch: 
     answer, write and roll back as moto's own, index maps included."""
     moto_outcomes = _transaction_outcomes(None)
     assert _transaction_outcomes(monkeypatch) == moto_outcomes
-    reasons, items, index = moto_outcomes
+    reasons, items, index, hash_only_reasons, hash_only_items = moto_outcomes
+    assert hash_only_reasons == ["None", "ConditionalCheckFailed"]
+    assert hash_only_items == [("a", "0")]  # rolled back
     assert reasons == ["None", "None", "ConditionalCheckFailed"]
     assert ("CLIENT#2", "C2", None) in items  # rolled back
     assert ("CLIENT#0", "X0", "N0") in items  # kept
