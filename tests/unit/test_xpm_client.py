@@ -700,10 +700,15 @@ def test_budget_concurrency_wait_and_refusal():
     with pytest.raises(XpmRateLimited) as caught:
         budget.acquire(max_wait=0)
     assert caught.value.problem == "concurrent"
-    started = time.monotonic()
-    threading.Timer(0.1, budget.release).start()
-    budget.acquire(max_wait=5)
-    assert time.monotonic() - started < 2
+    released = threading.Event()
+
+    def release() -> None:
+        released.set()
+        budget.release()
+
+    threading.Timer(0.1, release).start()
+    budget.acquire(max_wait=5)  # waits for the slot (it would raise if the wait ran out)
+    assert released.is_set()
     assert budget.in_flight == 2
 
 
