@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +42,22 @@ class FakeClock:
         self.moment += timedelta(**delta)
 
 
+class _AskedUpdate(Future[None]):
+    """A queued update: asking for its outcome writes what is queued (the real store sends it)."""
+
+    def __init__(self, write_queued: Callable[[], None]) -> None:
+        super().__init__()
+        self._write_queued = write_queued
+
+    def result(self, timeout: float | None = None) -> None:
+        self._write_queued()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._write_queued()
+        return super().exception(timeout)
+
+
 @dataclass
 class FakeActive:
     """One firm's Active records: items as dicts, by id."""
@@ -55,6 +71,7 @@ class FakeActive:
     writes: Counter[str] = field(default_factory=Counter)
     refuse_swaps: bool = False
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _queued: list[tuple[str, str, SyncedValues, Future[None]]] = field(default_factory=list)
 
     # --- seeding, as Admin Centre would ------------------------------------------------------------
 
@@ -135,14 +152,22 @@ class FakeActive:
         self.writes["update"] += 1
 
     def update_soon(self, entity: str, record_id: str, changes: SyncedValues) -> Future[None]:
-        answer: Future[None] = Future()
-        try:
-            self.update(entity, record_id, changes)
-        except Exception as error:
-            answer.set_exception(error)
-        else:
-            answer.set_result(None)
+        # As the real store: queued, written when anyone asks for an outcome or at ``flush``
+        # (a transaction's worth at a time); one client never has two updates waiting.
+        assert all(queued[:2] != (entity, record_id) for queued in self._queued), "two writes to one record"
+        answer = _AskedUpdate(self._write_queued)
+        self._queued.append((entity, record_id, changes, answer))
         return answer
+
+    def _write_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        for entity, record_id, changes, answer in queued:
+            try:
+                self.update(entity, record_id, changes)
+            except Exception as error:
+                answer.set_exception(error)
+            else:
+                answer.set_result(None)
 
     def set_codes(self, entity: str, codes: list[tuple[str, str]]) -> bool:
         if self.refuse_swaps or any(record_id not in self.client_items for record_id, _ in codes):
@@ -153,7 +178,7 @@ class FakeActive:
         return True
 
     def flush(self) -> None:
-        return None
+        self._write_queued()
 
     # --- invariants a test checks after a run ------------------------------------------------------
 
