@@ -137,7 +137,7 @@ class RecordIds:
         return str(uuid.UUID(bytes=drawn, version=4))
 
 
-class _QueuedUpdate(Future[None]):
+class QueuedUpdate(Future[None]):
     """An update waiting for its transaction; asking for its outcome sends what is waiting, so
     nobody waits on an update that was never sent."""
 
@@ -154,7 +154,7 @@ class _QueuedUpdate(Future[None]):
         return super().exception(timeout)
 
 
-_Update = tuple[str, str, SyncedValues, _QueuedUpdate]
+_Update = tuple[str, str, SyncedValues, QueuedUpdate]
 
 
 class OfficeGone(Exception):
@@ -339,12 +339,12 @@ class ActiveRepository:
         """:meth:`update`, sent with up to 99 others in one transaction by one of a few writer
         threads while the caller goes on (an incremental run's updates each mostly wait on the
         network). The future raises what ``update`` would; asking for it sends its transaction."""
-        answer = _QueuedUpdate(self._send_queued)
+        answer = QueuedUpdate(self._send_queued)
         size = item_size(changes)
-        if not update_expression(changes):
+        if not changes:
             answer.set_result(None)
         elif size > MAX_ITEM_BYTES:
-            answer.set_exception(RecordTooLarge(f"changes of {size} bytes to {entity} {record_id}"))
+            answer.set_exception(_too_large(entity, record_id, size))
         else:
             with self._queue_lock:
                 if self._queued_bytes + size > _TRANSACTION_BYTES:
@@ -412,10 +412,10 @@ class ActiveRepository:
 
     def update(self, entity: str, record_id: str, changes: SyncedValues) -> None:
         """SET the changed synced values and REMOVE the ones XPM emptied; nothing else."""
-        if not update_expression(changes):
+        if not changes:
             return
-        if item_size(changes) > MAX_ITEM_BYTES:
-            raise RecordTooLarge(f"changes of {item_size(changes)} bytes to {entity} {record_id}")
+        if (size := item_size(changes)) > MAX_ITEM_BYTES:
+            raise _too_large(entity, record_id, size)
         try:
             self._table.update_item(**self._update_request(entity, record_id, changes))
         except ClientError as error:
@@ -454,6 +454,10 @@ def _raise_first_failure(writes: Iterable[Future[None]]) -> None:
         error = write.exception()
         if error is not None:
             raise error
+
+
+def _too_large(entity: str, record_id: str, size: int) -> RecordTooLarge:
+    return RecordTooLarge(f"changes of {size} bytes to {entity} {record_id}")
 
 
 def _is_size_refusal(error: ClientError) -> bool:

@@ -489,8 +489,6 @@ class ClientSync:
             if not self.ledger.holds_first_claim(uuid, fields.code):
                 return
             moves.append((member, fields.code))
-        for member, _ in moves:
-            self._wait_for_writes_to(member.client_id)  # one transaction may not meet another's item
         if len(moves) > MAX_CODES_SWAPPED_AT_ONCE or not (
             self.dry_run
             or self.store.set_codes("client", [(member.client_id, code) for member, code in moves])
