@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from xpm_sync.adapters.active_table import QueuedUpdate
 from xpm_sync.adapters.dynamodb import MAX_ITEM_BYTES, item_size
 from xpm_sync.adapters.notifier import NotifyResult
 from xpm_sync.domain.active_records import Office, StoredClient, StoredUser, SyncedValues
@@ -40,22 +41,6 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.moment += timedelta(**delta)
-
-
-class _AskedUpdate(Future[None]):
-    """A queued update: asking for its outcome writes what is queued (the real store sends it)."""
-
-    def __init__(self, write_queued: Callable[[], None]) -> None:
-        super().__init__()
-        self._write_queued = write_queued
-
-    def result(self, timeout: float | None = None) -> None:
-        self._write_queued()
-        return super().result(timeout)
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._write_queued()
-        return super().exception(timeout)
 
 
 @dataclass
@@ -155,7 +140,7 @@ class FakeActive:
         # As the real store: queued, written when anyone asks for an outcome or at ``flush``
         # (a transaction's worth at a time); one client never has two updates waiting.
         assert all(queued[:2] != (entity, record_id) for queued in self._queued), "two writes to one record"
-        answer = _AskedUpdate(self._write_queued)
+        answer = QueuedUpdate(self._write_queued)
         self._queued.append((entity, record_id, changes, answer))
         return answer
 
