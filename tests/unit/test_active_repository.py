@@ -296,7 +296,8 @@ def test_a_client_the_sync_created_is_found_again_by_key_100_to_a_request_with_n
 ) -> None:
     from xpm_sync.adapters import aws as aws_clients
 
-    first_sync = ActiveRepository(aws_clients.table(aws.active_table), FIRM)
+    table = aws_clients.table(aws.active_table)
+    first_sync = ActiveRepository(table, FIRM)
     assert first_sync.clients() == []  # a full read: every id it has not seen is free
     created = {
         f"uuid-{n}": first_sync.create("client", {"legal_name": f"C{n}", "xpm_uuid": f"uuid-{n}"})
@@ -304,8 +305,8 @@ def test_a_client_the_sync_created_is_found_again_by_key_100_to_a_request_with_n
     }
     first_sync.flush()
 
-    later_run = ActiveRepository(aws_clients.table(aws.active_table), FIRM)
-    requests = count_requests(later_run._table)
+    later_run = ActiveRepository(table, FIRM)
+    requests = count_requests(table)
     found = later_run.clients_by_uuid([*created, "uuid-unknown"])
 
     assert {client.xpm_uuid: client.client_id for client in found} == created
