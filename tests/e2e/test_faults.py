@@ -932,7 +932,7 @@ def _delete_before_first_update(monkeypatch: pytest.MonkeyPatch, entity: str, ac
         ]
         if self.meta.service_model.service_name == "dynamodb" and keys and not deleted:
             deleted.append(keys[0]["sk"]["S"].removeprefix(prefix))
-            original(self, "DeleteItem", {"TableName": updates[0]["TableName"], "Key": keys[0]})
+            original(self, "DeleteItem", {"TableName": active_table, "Key": keys[0]})
         return original(self, operation_name, params)
 
     monkeypatch.setattr(BaseClient, "_make_api_call", call)

@@ -406,13 +406,13 @@ def _transaction_outcomes(monkeypatch: pytest.MonkeyPatch | None) -> list[Any]:
             table.put_item(Item={"pk": "FIRM#A", "sk": f"CLIENT#{number}", "code": f"C{number}"})
         client = boto3.client("dynamodb", region_name="eu-west-1")
 
-        def update(number: int, code: str, *, condition: str = "attribute_exists(pk)") -> dict[str, Any]:
+        def update(number: int, code: str) -> dict[str, Any]:
             return {
                 "Update": {
                     "TableName": "t",
                     "Key": {"pk": {"S": "FIRM#A"}, "sk": {"S": f"CLIENT#{number}"}},
                     "UpdateExpression": "SET code = :code, #name = :name",
-                    "ConditionExpression": condition,
+                    "ConditionExpression": "attribute_exists(pk)",
                     "ExpressionAttributeNames": {"#name": "name"},
                     "ExpressionAttributeValues": {":code": {"S": code}, ":name": {"S": f"N{number}"}},
                 }
