@@ -85,6 +85,10 @@ FAILING_LABELS = {
 }
 
 
+def _spread(values: list[float]) -> float:
+    return max(values) - min(values)
+
+
 def import_split(libraries: dict[str, Any]) -> str:
     """The worker's import split into its libraries and the project's own modules, in words."""
     packages = ", ".join(libraries["packages"])
@@ -94,7 +98,10 @@ def import_split(libraries: dict[str, Any]) -> str:
         f"loads from outside the project, alone and in the same order (from {packages} "
         "and the standard library), "
         f"{libraries['cpu_ms']:.0f} ms; so the project's own modules, with the library work they cause, "
-        f"{libraries['project_cpu_ms']:.0f} ms (median of the turns' differences)."
+        f"{libraries['project_cpu_ms']:.0f} ms (median of the turns' differences; each side's turns "
+        f"spread over {_spread(libraries['handler_runs_cpu_ms']):.0f} and "
+        f"{_spread(libraries['runs_cpu_ms']):.0f} ms, so this difference is rough: the import's trace "
+        "times the project's modules in one interpreter)."
     )
     if libraries["not_loaded"] or libraries["loaded_besides"]:
         text += (
@@ -348,11 +355,9 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
     worker = next((i for i in results.get("imports", ()) if i["module"] == WORKER_MODULE), None)
     if worker is None:  # not measured in this invocation (--only)
         return targets
-    libraries = results.get("worker_libraries")
     split = (
-        f" (in CPU time, the project's own modules are {libraries['project_cpu_ms']:.0f} ms of "
-        f"{libraries['handler_cpu_ms']:.0f} ms; its libraries alone {libraries['cpu_ms']:.0f} ms)"
-        if libraries
+        f" (in that import's trace, the project's own modules took {worker['project_ms']:.0f} ms)"
+        if "project_ms" in worker
         else ""
     )
     floor = results.get("stack_floor")

@@ -37,6 +37,7 @@ from bench.harness import (
     measure_sync,
     modules_loaded_by,
     parse_importtime,
+    project_self_ms,
 )
 from bench.moto_process import (
     _add_message_deduplicated_by_index,
@@ -74,6 +75,19 @@ def test_importtime_sums_the_handlers_top_level_imports() -> None:
     assert total == 212.1  # functions + functions.sync_worker + functions.sync_worker.app, in ms
     assert heaviest[0] == ("boto3", 200.3)
     assert [name for name, _ in heaviest] == ["boto3", "json"]  # not site's own imports
+
+
+def test_the_projects_share_of_an_import_is_its_own_modules_self_time() -> None:
+    trace = """\
+import time: self [us] | cumulative | imported package
+import time:      2000 |       2000 |       pydantic
+import time:      7000 |       9000 |     xpm_sync.domain.firm
+import time:       300 |        300 |     xpm_sync_extras
+import time:      1000 |      10300 |   xpm_sync
+import time:      4000 |      14300 | app
+"""
+    # app, xpm_sync and xpm_sync.domain.firm; not pydantic, which firm imported, nor a look-alike.
+    assert project_self_ms(trace) == 12.0
 
 
 def test_loaded_modules_come_in_the_order_their_imports_began(tmp_path: Path) -> None:
