@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from xpm_sync.adapters.active_table import QueuedUpdate
+from xpm_sync.adapters.active_table import QueuedUpdate, write_each
 from xpm_sync.adapters.dynamodb import MAX_ITEM_BYTES, item_size
 from xpm_sync.adapters.notifier import NotifyResult
 from xpm_sync.domain.active_records import Office, StoredClient, StoredUser, SyncedValues
@@ -146,13 +146,7 @@ class FakeActive:
 
     def _write_queued(self) -> None:
         queued, self._queued = self._queued, []
-        for entity, record_id, changes, answer in queued:
-            try:
-                self.update(entity, record_id, changes)
-            except Exception as error:
-                answer.set_exception(error)
-            else:
-                answer.set_result(None)
+        write_each(queued, self.update)
 
     def set_codes(self, entity: str, codes: list[tuple[str, str]]) -> bool:
         if self.refuse_swaps or any(record_id not in self.client_items for record_id, _ in codes):

@@ -157,6 +157,20 @@ class QueuedUpdate(Future[None]):
 _Update = tuple[str, str, SyncedValues, QueuedUpdate]
 
 
+def write_each(
+    updates: Iterable[tuple[str, str, SyncedValues, Future[None]]],
+    update: Callable[[str, str, SyncedValues], None],
+) -> None:
+    """Write queued updates one at a time, each answered with its own outcome."""
+    for entity, record_id, changes, answer in updates:
+        try:
+            update(entity, record_id, changes)
+        except Exception as error:
+            answer.set_exception(error)
+        else:
+            answer.set_result(None)
+
+
 class OfficeGone(Exception):
     """The office was deleted between the check and the write."""
 
@@ -394,13 +408,7 @@ class ActiveRepository:
                 for *_, answer in batch:
                     answer.set_result(None)
                 return
-        for entity, record_id, changes, answer in batch:
-            try:
-                self.update(entity, record_id, changes)
-            except Exception as error:
-                answer.set_exception(error)
-            else:
-                answer.set_result(None)
+        write_each(batch, self.update)
 
     def _update_request(self, entity: str, record_id: str, changes: SyncedValues) -> dict[str, Any]:
         return {
