@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from xpm_sync.adapters.active_table import ActiveRepository, RecordIds, linked_client_id
+from xpm_sync.adapters.active_table import ActiveRepository, OfficeGone, RecordIds, linked_client_id
 from xpm_sync.adapters.dynamodb import Table, update_expression
 
 FIRM = "firm-writes"
@@ -144,6 +144,18 @@ def test_codes_are_not_swapped_when_one_client_is_gone(table: Any) -> None:
     stored = stored_clients(table)
     assert list(stored) == [one]
     assert stored[one]["code"] == "C00000", "nothing is written"
+
+
+def test_a_default_partner_is_set_on_an_office_and_never_creates_one(table: Table) -> None:
+    repo = ActiveRepository(table, FIRM)
+    table.put_item(Item={"pk": f"FIRM#{FIRM}", "sk": "OFFICE#HQ", "code": "HQ", "name": "Head office"})
+
+    repo.set_default_partner("HQ", "user-1")
+    with pytest.raises(OfficeGone):
+        repo.set_default_partner("GONE", "user-1")  # deleted between the setup page's check and the write
+
+    assert repo.default_partner("HQ") == "user-1"
+    assert table.get_item(Key={"pk": f"FIRM#{FIRM}", "sk": "OFFICE#GONE"}).get("Item") is None
 
 
 def rename_all(repo: ActiveRepository, ids: list[str]) -> list[Any]:

@@ -225,16 +225,12 @@ class ActiveRepository:
     def set_default_partner(self, office_code: str, user_id: str | None) -> None:
         """The office's Default Partner (SPEC A2: the setup page writes the same attribute as
         Admin Centre -> Office); ``None`` clears it. Never creates an office."""
-        try:
-            self._table.update_item(
-                Key={"pk": self._pk, "sk": f"OFFICE#{office_code}"},
-                ConditionExpression="attribute_exists(pk)",
-                **update_expression({"default_partner_user_id": user_id}),
-            )
-        except ClientError as exc:
-            if is_condition_failure(exc):
-                raise OfficeGone(office_code) from None
-            raise
+        if not self._table.update_item_if(
+            Key={"pk": self._pk, "sk": f"OFFICE#{office_code}"},
+            ConditionExpression="attribute_exists(pk)",
+            **update_expression({"default_partner_user_id": user_id}),
+        ):
+            raise OfficeGone(office_code)
 
     def offices(self) -> dict[str, Office]:
         return {
