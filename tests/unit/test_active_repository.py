@@ -1,5 +1,6 @@
-"""New Active records are written 25 to a request by a few threads: nothing lost, nothing left
-running, and a failed write reported."""
+"""The Active repository on DynamoDB (moto): new records written 25 to a request by a few threads,
+updates 100 to a transaction, clients found by their derived key or through the indexes; nothing
+lost, nothing overwritten, nothing left running, and a failed write reported."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import os
 import threading
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from xpm_sync.adapters import aws as aws_clients
 from xpm_sync.adapters.active_table import ActiveRepository, OfficeGone, RecordIds, linked_client_id
 from xpm_sync.adapters.dynamodb import Table, update_expression
+from xpm_sync.domain.errors import RecordGone, RecordTooLarge
 
 FIRM = "firm-writes"
 
@@ -42,8 +46,8 @@ def count_batch_writes(table: Any, fail_call: int | None = None) -> Counter[str]
     return calls
 
 
-def writer_threads() -> list[str]:
-    return [thread.name for thread in threading.enumerate() if thread.name.startswith("active-writes")]
+def writer_threads(prefix: str = "active-writes") -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith(prefix)]
 
 
 def create_clients(repo: ActiveRepository, count: int) -> list[str]:
@@ -181,12 +185,10 @@ def test_updates_sent_on_go_out_100_to_a_transaction_and_touch_nothing_else(tabl
     stored = stored_clients(table)
     assert all(stored[client_id]["legal_name"] == f"Renamed {client_id}" for client_id in ids)
     assert stored[ids[7]]["notes"] == "Active's"
-    assert [thread.name for thread in threading.enumerate() if thread.name.startswith("active-updates")] == []
+    assert writer_threads("active-updates") == []
 
 
 def test_a_refused_transaction_is_written_again_one_update_at_a_time(table: Table) -> None:
-    from xpm_sync.domain.errors import RecordGone
-
     repo = ActiveRepository(table, FIRM)
     ids = create_clients(repo, 5)
     repo.flush()
@@ -231,8 +233,6 @@ def test_asking_for_an_update_sends_it_and_a_failed_transaction_fails_each_of_it
 def test_updates_no_thread_could_take_are_failed_not_left_waiting(
     table: Table, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     repo = ActiveRepository(table, FIRM)
     ids = create_clients(repo, 100)
     repo.flush()
@@ -274,8 +274,6 @@ def test_record_ids_are_distinct_uuid4s_drawn_a_batch_at_a_time(monkeypatch: pyt
 def test_clients_are_found_by_xpm_uuid_and_by_code_in_any_case_through_the_templates_indexes(
     aws: Any,
 ) -> None:
-    from xpm_sync.adapters import aws as aws_clients
-
     repo = ActiveRepository(aws_clients.table(aws.active_table), FIRM)
     other_firm = ActiveRepository(aws_clients.table(aws.active_table), "another-firm")
     linked = repo.create("client", {"legal_name": "Acme", "code": "ACME", "xpm_uuid": "u-1"})
@@ -306,8 +304,6 @@ def count_requests(table: Table) -> Counter[str]:
 def test_a_client_the_sync_created_is_found_again_by_key_100_to_a_request_with_no_index_query(
     aws: Any,
 ) -> None:
-    from xpm_sync.adapters import aws as aws_clients
-
     table = aws_clients.table(aws.active_table)
     first_sync = ActiveRepository(table, FIRM)
     assert first_sync.clients() == []  # a full read: every id it has not seen is free
@@ -327,8 +323,6 @@ def test_a_client_the_sync_created_is_found_again_by_key_100_to_a_request_with_n
 
 
 def test_a_client_linked_by_hand_or_relinked_is_found_by_the_index_and_never_overwritten(aws: Any) -> None:
-    from xpm_sync.adapters import aws as aws_clients
-
     table = aws_clients.table(aws.active_table)
     first_sync = ActiveRepository(table, FIRM)
     first_sync.clients()
@@ -356,8 +350,6 @@ def test_a_client_linked_by_hand_or_relinked_is_found_by_the_index_and_never_ove
 
 
 def test_a_record_over_dynamodbs_item_limit_is_refused_before_it_is_written(table: Table) -> None:
-    from xpm_sync.domain.errors import RecordTooLarge
-
     repo = ActiveRepository(table, FIRM)
     repo.create("client", {"legal_name": "Fine", "code": "OK1"})
 
