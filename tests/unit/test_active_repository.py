@@ -18,6 +18,8 @@ from xpm_sync.adapters.active_table import ActiveRepository, OfficeGone, RecordI
 from xpm_sync.adapters.dynamodb import Table, update_expression
 from xpm_sync.domain.errors import RecordGone, RecordTooLarge
 
+from tests.fixtures.aws import count_requests
+
 FIRM = "firm-writes"
 
 
@@ -286,19 +288,6 @@ def test_clients_are_found_by_xpm_uuid_and_by_code_in_any_case_through_the_templ
     assert [c.client_id for c in repo.clients_by_uuid(["u-1", "u-unknown"])] == [linked]
     assert {c.client_id for c in repo.clients_by_code(["acme", "TRIAL7"])} == {linked, by_hand}
     assert repo.clients_by_uuid([]) == []
-
-
-def count_requests(table: Table) -> Counter[str]:
-    """DynamoDB requests by operation, from any thread."""
-    calls: Counter[str] = Counter()
-    lock = threading.Lock()
-
-    def hook(model: Any, **_: Any) -> None:
-        with lock:
-            calls[model.name] += 1
-
-    table.client.meta.events.register("before-parameter-build.dynamodb", hook)
-    return calls
 
 
 def test_a_client_the_sync_created_is_found_again_by_key_100_to_a_request_with_no_index_query(

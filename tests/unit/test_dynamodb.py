@@ -4,7 +4,6 @@ Table resource gives them, batches go 25 to a request, and unprocessed items are
 from __future__ import annotations
 
 import decimal
-from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +19,8 @@ from xpm_sync.adapters.dynamodb import (
     is_condition_failure,
     to_attribute,
 )
+
+from tests.fixtures.aws import count_requests
 
 REGION = "ap-southeast-2"
 
@@ -42,18 +43,6 @@ EVERY_KIND = {
 @pytest.fixture
 def table(pk_sk_table: Table) -> Table:
     return pk_sk_table
-
-
-def count_requests(table: Table) -> Counter[str]:
-    counts: Counter[str] = Counter()
-
-    def hook(params: dict[str, Any], model: Any, **_: Any) -> None:
-        counts[model.name] += 1
-        if model.name == "BatchWriteItem":
-            counts["items"] += len(params["RequestItems"]["items"])
-
-    table.client.meta.events.register("provide-client-params.dynamodb.*", hook)
-    return counts
 
 
 def as_boto3_gives_it(value: Any) -> Any:
