@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 import socket
@@ -361,6 +362,31 @@ def _too_many(problem: str, retry_after: str | None = None) -> httpx.Response:
 
 def _ok(body: bytes = STAFF_XML) -> httpx.Response:
     return httpx.Response(200, content=body, headers={"Content-Type": "text/xml"})
+
+
+def _answered_with_encoding(body: bytes, sleeps: Sleeps) -> XpmApi:
+    """An XpmApi whose calls get ``body`` as sent on the wire, labelled gzip."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Type": "text/xml", "Content-Encoding": "gzip"}
+        return httpx.Response(200, headers=headers, stream=httpx.ByteStream(body))
+
+    return _client_answered_by(handler, sleeps)
+
+
+def test_a_gzip_answer_is_read_as_the_xml_it_encodes(sleeps):
+    client = _answered_with_encoding(gzip.compress(STAFF_XML), sleeps)
+
+    assert [staff.email for staff in client.list_staff()] == ["ann@example.com"]
+
+
+def test_an_answer_that_is_not_the_gzip_it_claims_is_a_bad_response_not_a_crash(sleeps):
+    client = _answered_with_encoding(STAFF_XML, sleeps)
+
+    with pytest.raises(XpmBadResponse, match="could not be decoded"):
+        client.list_staff()
+    assert client.calls == 1
+    assert sleeps.calls == []
 
 
 def test_a_list_that_answers_500_with_a_not_found_description_is_still_retried(sleeps):

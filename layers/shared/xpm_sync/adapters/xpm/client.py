@@ -465,6 +465,12 @@ def _chunks_of(response: httpx.Response) -> Iterator[bytes]:
         raise _BodyInterrupted(
             f"XPM connection failed while reading the answer ({type(exc).__name__})"
         ) from exc
+    except httpx.DecodingError as exc:
+        # Content-Encoding said gzip (or another coding) and the bytes were not: the answer is
+        # unusable as sent, and asking again would most likely bring the same bytes.
+        raise XpmBadResponse(
+            f"XPM's answer could not be decoded as its Content-Encoding says ({type(exc).__name__})"
+        ) from exc
 
 
 class _NoChunkInTime(Exception):
