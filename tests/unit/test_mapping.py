@@ -303,6 +303,28 @@ def test_business_structure_is_matched_case_insensitively_and_trimmed() -> None:
     assert map_business_structure("DISCRETIONARY TRUST") == ("trust", False)
 
 
+@pytest.mark.parametrize(
+    ("structure", "entity_type"),
+    [
+        ("SoleTrader", "sole_trader"),
+        ("Soletrader", "sole_trader"),
+        ("SOLETRADER", "sole_trader"),
+        ("SuperFund", "super_fund"),
+        ("Self Managed Super Fund", "super_fund"),
+        ("SelfManagedSuperFund", "super_fund"),
+        ("Self-Managed Superannuation Fund", "super_fund"),
+        ("Self\u2013Managed Superannuation Fund", "super_fund"),
+        ("S.M.S.F", "super_fund"),
+        ("Pty. Ltd.", "company"),
+        ("Trust \u2014 Unit", "trust"),
+    ],
+)
+def test_business_structure_run_together_or_dashed_any_way_is_still_recognised(
+    structure: str, entity_type: str
+) -> None:
+    assert map_business_structure(structure) == (entity_type, False)
+
+
 def test_a_word_merely_containing_trust_is_not_a_trust() -> None:
     assert map_business_structure("Trustee Company") == ("other", True)
     assert map_business_structure("Antitrust") == ("other", True)

@@ -39,11 +39,18 @@ _ENTITY_TYPES: dict[str, EntityType] = {
     "superannuation fund": "super_fund",
     "super fund": "super_fund",
     "self managed superannuation fund": "super_fund",
+    "self managed super fund": "super_fund",
     "smsf": "super_fund",
+}
+# The same names with their spaces taken out: a name run together in one case ("Soletrader",
+# "SELFMANAGEDSUPERFUND", "S.M.S.F") has no capital to split it at.
+_ENTITY_TYPES_RUN_TOGETHER: dict[str, EntityType] = {
+    key.replace(" ", ""): entity_type for key, entity_type in _ENTITY_TYPES.items()
 }
 _PARENTHESISED = re.compile(r"\([^)]*\)")
 _RUN_TOGETHER = re.compile(r"(?<=[a-z])(?=[A-Z][a-z])")
-_SEPARATORS = re.compile(r"[-_.]")
+# Hyphens as people type them, Unicode dashes included (a word processor's "Self–Managed").
+_SEPARATORS = re.compile(r"[-_.\u2010-\u2015\u2212]")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _NOT_AN_ASCII_DIGIT = re.compile(r"[^0-9]")
 _ABN_WEIGHTS = (10, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)
@@ -119,8 +126,9 @@ def map_business_structure(text: str) -> tuple[EntityType | None, bool]:
     key = structure_key(text)
     if not key:
         return None, False
-    if key in _ENTITY_TYPES:
-        return _ENTITY_TYPES[key], False
+    entity_type = _ENTITY_TYPES.get(key) or _ENTITY_TYPES_RUN_TOGETHER.get(key.replace(" ", ""))
+    if entity_type is not None:
+        return entity_type, False
     words = key.split()
     # "Discretionary Trust", "Trust - Unit", "Unit Trust": a trust whatever the practice calls it.
     if words[0] == "trust" or words[-1] == "trust":
