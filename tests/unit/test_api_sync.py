@@ -15,7 +15,7 @@ import boto3
 import pytest
 from xpm_sync.adapters import aws
 from xpm_sync.adapters.config_table import ConfigRepository
-from xpm_sync.adapters.xero_identity import XeroIdentity
+from xpm_sync.adapters.xero_identity import AccessDenied, XeroIdentity
 from xpm_sync.domain.clock import SystemClock
 from xpm_sync.domain.errors import NotConfigured
 from xpm_sync.domain.runs import new_run_id
@@ -380,6 +380,32 @@ def test_a_put_that_loses_the_race_with_disconnect_answers_409_and_writes_nothin
     assert config["status"] == "disconnected"
     assert config["sync_name"] == before["sync_name"]
     assert "default_partner_user_id" not in firm.active("OFFICE#SYD")
+
+
+@pytest.mark.parametrize("route", ["get_tenants", "put_config"])
+def test_a_request_whose_tokens_xero_refuses_while_disconnect_completes_leaves_the_firm_disconnected(
+    firm: ApiHarness, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    """The probe of 2026-12-07: Disconnect revoked the tokens while GET tenants (or PUT) was asking
+    Xero with them; Xero's refusal then marked the firm needs_reconnect over Disconnect's outcome."""
+    firm.seed_user("user-partner-1")
+    disconnected: list[Answer] = []
+
+    def refused_after_disconnect(identity: XeroIdentity, access_token: str) -> Any:
+        if not disconnected:
+            disconnected.append(firm.call_api("delete_config"))
+        raise AccessDenied("HTTP 401 from the connections endpoint")
+
+    monkeypatch.setattr(XeroIdentity, "connections", refused_after_disconnect)
+    body = firm.setup_body("SYD", default_partner_user_id="user-partner-1") if route == "put_config" else None
+
+    answer = firm.call_api(route, body=body)
+
+    assert [a.status for a in disconnected] == [200]
+    assert answer.status == 409, answer.text
+    assert answer.json["error"]["code"] == "NOT_CONNECTED"
+    config = firm.config()
+    assert (config["status"], config["sync_enabled"]) == ("disconnected", False)
 
 
 def test_reconnecting_after_disconnect_works(firm: ApiHarness) -> None:

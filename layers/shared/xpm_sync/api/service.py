@@ -337,7 +337,10 @@ class IntegrationService:
                 # A token Xero revoked early looks valid by its expiry: refresh once before giving up.
                 return identity.connections(firm_tokens.access_token(force_refresh=True))
         except (NeedsReconnect, AccessDenied):
-            self.configs.update(firm_id, status="needs_reconnect")
+            # Conditional, like the worker's: a Disconnect that answered while Xero was refusing
+            # these tokens (it revoked them) keeps its outcome (SPEC A6).
+            if not self.configs.mark_needs_reconnect(firm_id):
+                raise NotConnected() from None
             raise ConnectionBroken() from None
         except XeroIdentityError as exc:
             logger.warning("xpm connections failed", extra={"firm_id": firm_id, "detail": str(exc)})
