@@ -266,6 +266,29 @@ def test_a_preview_the_worker_runs_plans_the_first_sync_and_writes_nothing_to_ac
     assert "last_completed_run_started_at" not in config, "no sync state changed"
 
 
+def test_a_preview_never_shows_as_the_firms_last_run(api: ApiHarness) -> None:
+    """The probe of 2026-12-07: GET config's last_run was the newest run item, so a queued (then a
+    finished) preview took the place of the firm's real last run."""
+    practice = api.sim.practices[0]
+    seed_active_firm(
+        boto3.resource("dynamodb").Table(api.names.active_table), FIRM, practice, office_code=OFFICE
+    )
+    api.connect()
+    api.set_up(OFFICE)
+    assert api.call_api("post_sync").status == 202
+    drain_queue(aws.client("sqs"), api.names.queue_url, worker_handler)
+    before = api.call_api("get_config").json
+    assert before["last_run"]["dry_run"] is False
+
+    _preview(api)
+    queued = api.call_api("get_config").json
+    drain_queue(aws.client("sqs"), api.names.queue_url, worker_handler)
+    finished = api.call_api("get_config").json
+
+    assert queued == before
+    assert finished == before
+
+
 # --- The gate's rule (domain.preview) ------------------------------------------------------------
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

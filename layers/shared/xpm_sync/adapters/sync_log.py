@@ -205,6 +205,21 @@ class RunLog:
         next_cursor = self._signer().encode(scope, page.next_after) if page.next_after else None
         return runs, next_cursor
 
+    def latest_sync(self, firm_id: str) -> SyncRun | None:
+        """The newest run that is not a preview, finished or not: a dry run changes no sync state
+        (SPEC B6), so it is never the firm's last run."""
+        page = query_page(
+            self._table,
+            pk=f"FIRM#{firm_id}",
+            prefix="RUN#",
+            after=None,
+            limit=1,
+            newest_first=True,
+            filter_expression="attribute_not_exists(dry_run) OR dry_run = :not_dry",
+            filter_values={":not_dry": False},
+        )
+        return SyncRun.model_validate(plain(page.items[0])) if page.items else None
+
 
 # --- Per-record state: open problems and retry copies (SPEC A7, B6) ------------------------------
 

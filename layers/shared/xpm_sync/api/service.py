@@ -309,12 +309,11 @@ class IntegrationService:
 
     def get_config(self, firm_id: str) -> ConfigResponse:
         config = self.configs.get_or_new(firm_id)
-        # The newest run, finished or not, so the page shows a run in progress too.
-        latest, _ = self.runs.list_runs(firm_id, limit=1)
         return config_response(
             config,
             default_partner_user_id=self.active_for(firm_id).default_partner(config.default_office_code),
-            last_run=latest[0] if latest else None,
+            # Finished or not, so the page shows a run in progress too; never a preview.
+            last_run=self.runs.latest_sync(firm_id),
         )
 
     def _connected(self, firm_id: str) -> FirmConfig:
