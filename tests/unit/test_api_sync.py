@@ -84,6 +84,9 @@ def test_after_five_minutes_and_a_finished_run_start_sync_works_again(firm: ApiH
     answer = firm.call_api("post_sync")
 
     assert answer.status == 202
+    # The config's clock moved 5 minutes and SQS's did not: as when the cooldown, kept to the
+    # second, reopens just before SQS's 5-minute deduplication window closes. The run is queued.
+    assert firm.queued() == [{"firm_id": FIRM, "trigger": "manual"}] * 2
 
 
 def test_while_a_run_is_pending_start_sync_stays_429_after_five_minutes(firm: ApiHarness) -> None:

@@ -32,10 +32,23 @@ class SyncQueue:
         return json.dumps({"firm_id": firm_id, "trigger": trigger}, sort_keys=True)
 
     def enqueue(self, firm_id: str, trigger: Trigger) -> None:
-        # Content-based deduplication drops an identical message within 5 minutes: a double
-        # click or a repeated schedule delivery queues one run, not two.
+        # Content-based deduplication drops an identical message within 5 minutes: a repeated
+        # schedule delivery queues one run, not two.
         self._sqs.send_message(
             QueueUrl=self._url, MessageBody=self._body(firm_id, trigger), MessageGroupId=firm_id
+        )
+
+    def enqueue_manual(self, firm_id: str) -> None:
+        """Queue the run of one Start Sync the config's claim let through (a double click never
+        gets here). Each names its own deduplication id: the claim's 5-minute cooldown, kept to the
+        second, can reopen a moment before SQS's 5-minute window closes, and with the body's id
+        SQS would drop the message while the firm waits, run pending, for a run never queued.
+        A retry of this one send keeps its id, so it is still dropped once."""
+        self._sqs.send_message(
+            QueueUrl=self._url,
+            MessageBody=self._body(firm_id, "manual"),
+            MessageGroupId=firm_id,
+            MessageDeduplicationId=f"manual.{secrets.token_hex(16)}",
         )
 
     def enqueue_continuation(self, firm_id: str, trigger: Trigger, run_id: str) -> None:

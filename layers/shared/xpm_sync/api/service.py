@@ -408,7 +408,7 @@ class IntegrationService:
         queue = self._queue("Start Sync")
         previous = self.configs.claim_manual_run(firm_id, self.clock)
         try:
-            queue.enqueue(firm_id, "manual")
+            queue.enqueue_manual(firm_id)
         except Exception:
             self.configs.release_manual_run(firm_id, previous)
             raise
