@@ -332,17 +332,42 @@ def test_an_unknown_or_malformed_state_is_refused(api: ApiHarness, state: str) -
 
 
 @pytest.mark.parametrize(
+    "body",
+    [
+        {"code": "c"},
+        {"code": "c", "state": None},
+        {"code": "c", "state": 42},
+        {"code": "c", "state": ["s" * 43]},
+        {"error": "access_denied"},
+        {},
+    ],
+)
+def test_a_callback_without_a_state_is_refused_as_any_state_not_issued_to_the_caller(
+    api: ApiHarness, body: dict[str, Any]
+) -> None:
+    # SPEC B4/B5: the callback's one answer for a state that is not the caller's is 400
+    # OAUTH_STATE_INVALID; no state at all (or one that is not text) is no different. Until
+    # 2026-12-07 these were 422 INVALID_FIELD naming state, an answer B5 does not list.
+    sent = api.start_connect()
+
+    answer = api.call_oauth("callback", claims=admin_claims(), body=body)
+
+    _assert_refused(answer, 400, "OAUTH_STATE_INVALID")
+    _assert_nothing_stored(api)
+    assert not api.sim.calls_to("/connect/token")
+    assert api.callback(api.consent(sent)).status == 200, "the admin's own state is still good"
+
+
+@pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"code": "c"}, "state"),
-        ({"code": "c", "state": 42}, "state"),
         ({"state": "s" * 43}, "code"),
         ({"code": "", "state": "s" * 43}, "code"),
         ({"code": "c" * 2049, "state": "s" * 43}, "code"),
         ({"code": ["c"], "state": "s" * 43}, "code"),
     ],
 )
-def test_a_callback_body_without_a_usable_code_or_state_names_the_field(
+def test_a_callback_body_without_a_usable_code_names_the_field(
     api: ApiHarness, body: dict[str, Any], field: str
 ) -> None:
     api.start_connect()

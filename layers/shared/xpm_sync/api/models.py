@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from xpm_sync.domain.entries import MAX_LABEL_CHARS, MAX_MESSAGE_CHARS, Entry, EntryEntity, Severity, shorten
 from xpm_sync.domain.firm import ConnectionStatus, FirmConfig
@@ -63,6 +63,15 @@ class CallbackRequest(_Request):
     error: XeroErrorCode | None = Field(
         default=None, description="Xero's error instead of a code (access_denied: the admin refused)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_state_is_a_state_not_issued(cls, body: object) -> object:
+        # No state, or one that is not text, is a state not issued to the caller: the state store
+        # refuses it with 400 OAUTH_STATE_INVALID like any other (SPEC B4), not a 422 about the body.
+        if isinstance(body, dict) and not isinstance(body.get("state"), str):
+            return {**body, "state": ""}
+        return body
 
 
 class ConfigBody(_Request):

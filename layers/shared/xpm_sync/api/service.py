@@ -209,6 +209,8 @@ class IntegrationService:
         revoked there. The code, the state and the tokens are never logged.
         """
         user_sub = _bound_user(caller)
+        if not request.state:
+            raise self._state_refused(caller)
         if request.error is None and request.code is None:
             raise InvalidValue("code", "code is required (or error, when Xero sent one).")
         if self.redirect_uri is None:
@@ -284,8 +286,12 @@ class IntegrationService:
         try:
             return self.states.consume(state, firm_id=caller.firm_id, user_sub=user_sub)
         except InvalidState:
-            logger.warning("xpm callback state refused", extra={"firm_id": caller.firm_id})
-            raise OAuthStateInvalid() from None
+            raise self._state_refused(caller) from None
+
+    @staticmethod
+    def _state_refused(caller: Caller) -> OAuthStateInvalid:
+        logger.warning("xpm callback state refused", extra={"firm_id": caller.firm_id})
+        return OAuthStateInvalid()
 
     def _stored_grant(self, firm_id: str) -> StoredTokens | None:
         """The tokens a reconnect replaces, read before they are overwritten. Best effort: a
