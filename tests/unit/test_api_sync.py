@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from xpm_sync.adapters import aws
 from xpm_sync.adapters.config_table import ConfigRepository
@@ -311,6 +312,27 @@ def test_disconnect_when_xero_refuses_the_apps_credentials_still_disconnects(fir
     answer = firm.call_api("delete_config")
 
     assert answer.status == 200
+    assert answer.json["status"] == "disconnected"
+    assert firm.secret() is None
+    assert firm.config()["sync_enabled"] is False
+
+
+def test_disconnect_when_xero_refuses_the_revocation_request_for_good_still_disconnects(
+    firm: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe of 2026-12-07: a 4xx such as unsupported_token_type answered 502 to every retry,
+    and the firm stayed connected (schedule off) with its tokens kept alive by the keep-alive."""
+    answered = httpx.Response(400, json={"error": "unsupported_token_type"})
+    send = XeroIdentity._send
+
+    def revocation_refused(identity: XeroIdentity, method: str, url: str, **request: Any) -> httpx.Response:
+        return answered if url.endswith("/connect/revocation") else send(identity, method, url, **request)
+
+    monkeypatch.setattr(XeroIdentity, "_send", revocation_refused)
+
+    answer = firm.call_api("delete_config")
+
+    assert answer.status == 200, answer.text
     assert answer.json["status"] == "disconnected"
     assert firm.secret() is None
     assert firm.config()["sync_enabled"] is False

@@ -25,6 +25,7 @@ from xpm_sync.adapters.xero_identity import (
     Connection,
     InvalidClient,
     InvalidGrant,
+    RevocationRefused,
     TokenSet,
     XeroIdentity,
     XeroIdentityError,
@@ -239,6 +240,26 @@ def test_revoke_refused_is_an_error(clock: FakeClock) -> None:
 
     with pytest.raises(InvalidGrant):
         identity.revoke("rt-1")
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(400, {"error": "unsupported_token_type"}), (400, {"error": "invalid_request"}), (404, None)],
+)
+def test_a_revocation_request_refused_for_good_says_so(clock: FakeClock, status: int, body: object) -> None:
+    identity = mocked(lambda request: httpx.Response(status, json=body), clock)
+
+    with pytest.raises(RevocationRefused, match=str(status)):
+        identity.revoke("rt-1")
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 503])
+def test_a_revocation_worth_trying_again_is_not_refused_for_good(clock: FakeClock, status: int) -> None:
+    identity = mocked(lambda request: httpx.Response(status), clock)
+
+    with pytest.raises(XeroIdentityError) as caught:
+        identity.revoke("rt-1")
+    assert not isinstance(caught.value, RevocationRefused)
 
 
 @pytest.mark.parametrize("status", [200, 201, 203])

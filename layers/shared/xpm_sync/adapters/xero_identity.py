@@ -95,6 +95,11 @@ class InvalidClient(XeroIdentityError):
     """Xero does not accept the app's client id and secret."""
 
 
+class RevocationRefused(XeroIdentityError):
+    """The revocation endpoint refused the request itself (a 4xx that is neither about the token
+    nor the app, nor a "try later"): sent again, it would be refused again."""
+
+
 class AppCredentialsUnavailable(XeroIdentityError):
     """The app's own credentials secret could not be read or is not in its shape: an operator's fix,
     nothing Xero said."""
@@ -184,7 +189,10 @@ class XeroIdentity:
             auth=self._basic_auth(),
         )
         if not response.is_success:
-            raise _identity_error("revocation", response)
+            error = _identity_error("revocation", response)
+            if type(error) is XeroIdentityError and _refused_for_good(response.status_code):
+                raise RevocationRefused(str(error))
+            raise error
 
     def connections(self, access_token: str) -> list[Connection]:
         response = self._send(
@@ -297,6 +305,11 @@ def _error_code(response: httpx.Response) -> str | None:
         return None
     code = body.get("error") if isinstance(body, dict) else None
     return code if isinstance(code, str) and _ERROR_CODE.match(code) else None
+
+
+def _refused_for_good(status: int) -> bool:
+    # 408 and 429 ask for a later try; every other 4xx would answer the same request the same way.
+    return 400 <= status < 500 and status not in (408, 429)
 
 
 def _identity_error(what: str, response: httpx.Response) -> XeroIdentityError:

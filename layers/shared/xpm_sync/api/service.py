@@ -24,6 +24,7 @@ from xpm_sync.adapters.xero_identity import (
     Connection,
     InvalidClient,
     InvalidGrant,
+    RevocationRefused,
     XeroIdentity,
     XeroIdentityError,
     new_code_verifier,
@@ -426,9 +427,10 @@ class IntegrationService:
 
         The schedule stops first, whatever Xero answers. When Xero cannot be reached the tokens are
         kept, so that the admin's retry can still revoke them (a grant left alive at Xero is what
-        disconnect promises to end). When Xero no longer accepts the app's own credentials no retry
-        could revoke, so the disconnect goes on: our copy of the refresh token is the only one, and
-        once deleted the grant serves nobody and expires at Xero after 60 days unused.
+        disconnect promises to end). When Xero no longer accepts the app's own credentials, or
+        refuses the revocation request itself, no retry could revoke, so the disconnect goes on:
+        our copy of the refresh token is the only one, and once deleted the grant serves nobody and
+        expires at Xero after 60 days unused.
 
         Disconnect wins every race (SPEC A6): the last write sets the status, ``sync_enabled`` and
         ``run_pending`` together, so a Start Sync that claimed a run while Xero was slow to revoke
@@ -444,9 +446,10 @@ class IntegrationService:
                 self.identity.revoke(stored.refresh_token)
             except InvalidGrant:
                 pass  # already revoked at Xero (or expired): exactly the state disconnect wants
-            except InvalidClient as exc:
+            except (InvalidClient, RevocationRefused) as exc:
+                # No retry could revoke: the admin's Disconnect must not be stuck behind it.
                 logger.error(
-                    "xpm revoke refused the app's credentials; tokens deleted without revoking",
+                    "xpm revoke refused for good; tokens deleted without revoking",
                     extra={"firm_id": firm_id, "detail": str(exc)},
                 )
             except XeroIdentityError as exc:

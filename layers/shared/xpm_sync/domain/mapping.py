@@ -49,7 +49,7 @@ _ENTITY_TYPES_RUN_TOGETHER: dict[str, EntityType] = {
 }
 _PARENTHESISED = re.compile(r"\([^)]*\)")
 _RUN_TOGETHER = re.compile(r"(?<=[a-z])(?=[A-Z][a-z])")
-# Hyphens as people type them, Unicode dashes included (a word processor's "Self–Managed").
+# Hyphens as people type them, Unicode dashes included (a word processor turns "-" into an en dash).
 _SEPARATORS = re.compile(r"[-_.\u2010-\u2015\u2212]")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _NOT_AN_ASCII_DIGIT = re.compile(r"[^0-9]")
