@@ -13,9 +13,18 @@ from xpm_sync.coldstart import loading
 with loading():
     from typing import Annotated, Any
 
+    from aws_lambda_powertools.event_handler import Response
+    from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
     from aws_lambda_powertools.event_handler.openapi.params import Path, Query
     from xpm_sync.api.caller import admin_caller
-    from xpm_sync.api.http import ROUTE_ROOT, admin_api, admin_lambda_handler, documented
+    from xpm_sync.api.http import (
+        ROUTE_ROOT,
+        admin_api,
+        admin_lambda_handler,
+        documented,
+        domain_error_response,
+        invalid_request_response,
+    )
     from xpm_sync.api.models import (
         ConfigBody,
         ConfigResponse,
@@ -34,6 +43,7 @@ with loading():
     from xpm_sync.composition import frontend_url
     from xpm_sync.composition.api import api_service
     from xpm_sync.domain.entries import EntryEntity, Severity
+    from xpm_sync.domain.errors import DomainError
 
 app = admin_api()
 
@@ -73,6 +83,19 @@ def list_tenants() -> TenantsResponse:
 )
 def save_config(body: ConfigBody) -> ConfigResponse:
     return api_service().save_config(_firm_id(), body)
+
+
+@app.exception_handler(RequestValidationError)
+def invalid_request(error: RequestValidationError) -> Response[str]:
+    """A body with bad values is 422, except on a PUT for a firm that is not connected: the setup
+    needs a connection first, and B5 answers that with 409 NOT_CONNECTED whatever the body holds."""
+    answer = invalid_request_response(error)
+    if answer.status_code == 422 and app.current_event.http_method == "PUT":
+        try:
+            api_service().require_connection(_firm_id())
+        except DomainError as refusal:
+            return domain_error_response(refusal)
+    return answer
 
 
 @app.post(

@@ -356,6 +356,30 @@ def test_put_needs_a_connection(api: ApiHarness) -> None:
     assert api.active("OFFICE#SYD").get("default_partner_user_id") is None
 
 
+@pytest.mark.parametrize("body", [{}, {"sync_name": "Only a name"}, {"sync_name": 42, "tenant_id": None}])
+def test_put_needs_a_connection_whatever_the_body_holds(api: ApiHarness, body: Any) -> None:
+    # The probe of 2026-12-07: the body's 422 came before the connection's 409.
+    answer = api.call_api("put_config", body=body)
+
+    assert answer.status == 409, answer.text
+    assert answer.json["error"]["code"] == "NOT_CONNECTED"
+    assert api.config_item() is None
+
+
+def test_put_with_a_body_that_is_not_json_is_400_connected_or_not(api: ApiHarness) -> None:
+    answer = api.call_api("put_config", body="{not json")
+
+    assert answer.status == 400
+    assert answer.json["error"]["code"] == "INVALID_JSON"
+
+
+def test_a_connected_firms_put_with_missing_values_is_still_422_naming_the_field(firm: ApiHarness) -> None:
+    answer = firm.call_api("put_config", body={"sync_name": "Only a name"})
+
+    assert answer.status == 422
+    assert answer.json["error"]["field"] == "tenant_id"
+
+
 def test_changing_the_tenant_starts_the_next_run_with_a_full_read(firm: ApiHarness) -> None:
     extra = generate_practice(seed=9, staff=2, clients=2, problem_share=0)
     firm.sim.add_practice(extra)

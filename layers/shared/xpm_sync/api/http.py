@@ -176,7 +176,7 @@ def http_answer(error: DomainError) -> tuple[int, str]:
     return 400, "BAD_REQUEST"
 
 
-def _api_error(error: DomainError) -> Response[str]:
+def domain_error_response(error: DomainError) -> Response[str]:
     status, code = http_answer(error)
     if isinstance(error, SyncTooSoon):
         return error_response(status, code, error.message, retry_after=error.retry_after)
@@ -185,7 +185,7 @@ def _api_error(error: DomainError) -> Response[str]:
     return error_response(status, code, error.message)
 
 
-def _invalid_request(error: RequestValidationError) -> Response[str]:
+def invalid_request_response(error: RequestValidationError) -> Response[str]:
     return _validation_response(list(error.errors()))
 
 
@@ -203,7 +203,7 @@ def _service_error(error: ServiceError) -> Response[str]:
 
 def _xero(error: XeroIdentityError) -> Response[str]:
     logger.warning("xero call failed", extra={"detail": str(error)})
-    return _api_error(XeroUnavailable())
+    return domain_error_response(XeroUnavailable())
 
 
 def _app_credentials(error: AppCredentialsUnavailable) -> Response[str]:
@@ -226,8 +226,8 @@ def _unexpected(error: Exception) -> Response[str]:
 
 def install_error_handlers(app: APIGatewayRestResolver) -> None:
     """Register every exception -> HTTP mapping on a resolver (each API function calls this once)."""
-    app.exception_handler(DomainError)(_api_error)
-    app.exception_handler(RequestValidationError)(_invalid_request)
+    app.exception_handler(DomainError)(domain_error_response)
+    app.exception_handler(RequestValidationError)(invalid_request_response)
     app.exception_handler(RequestUnsupportedContentType)(_unsupported)
     app.not_found(_no_route)
     app.exception_handler(ServiceError)(_service_error)
@@ -430,7 +430,7 @@ def resolve_for_admins(app: APIGatewayRestResolver, event: dict[str, Any], conte
     try:
         admin_caller(event)
     except DomainError as error:
-        return _proxy_answer(_api_error(error))
+        return _proxy_answer(domain_error_response(error))
     prepared = _with_json_body(event)
     if isinstance(prepared, Response):
         return _proxy_answer(prepared)

@@ -323,6 +323,10 @@ class IntegrationService:
             last_run=self.runs.latest_sync(firm_id),
         )
 
+    def require_connection(self, firm_id: str) -> None:
+        """NotConnected (or ConnectionBroken) unless the firm is connected (SPEC B5's 409)."""
+        self._connected(firm_id)
+
     def _connected(self, firm_id: str) -> FirmConfig:
         """The firm's config when it is connected; else NotConnected (SPEC B5), ConnectionBroken
         when the connection broke (``needs_reconnect``)."""
