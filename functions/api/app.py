@@ -85,7 +85,6 @@ def save_config(body: ConfigBody) -> ConfigResponse:
     return api_service().save_config(_firm_id(), body)
 
 
-@app.exception_handler(RequestValidationError)
 def invalid_request(error: RequestValidationError) -> Response[str]:
     """A body with bad values is 422, except on a PUT for a firm that is not connected: the setup
     needs a connection first, and B5 answers that with 409 NOT_CONNECTED whatever the body holds."""
@@ -96,6 +95,9 @@ def invalid_request(error: RequestValidationError) -> Response[str]:
         except DomainError as refusal:
             return domain_error_response(refusal)
     return answer
+
+
+app.exception_handler(RequestValidationError)(invalid_request)
 
 
 @app.post(
