@@ -60,7 +60,9 @@ def test_the_admin_setup_flow_over_http(
     ("method", "path", "content", "status", "code"),
     [
         ("PUT", "/integrations/xpm", b"{not json", 400, "INVALID_JSON"),
-        ("PUT", "/integrations/xpm", b'{"sync_name": 1}', 422, "INVALID_FIELD"),
+        ("POST", "/integrations/xpm/connect", b'{"sync_name": 1}', 422, "INVALID_FIELD"),
+        # The served firm is not connected: that comes before what the body holds (SPEC B5).
+        ("PUT", "/integrations/xpm", b'{"sync_name": 1}', 409, "NOT_CONNECTED"),
         ("GET", "/integrations/xpm/runs?limit=1000", b"", 422, "INVALID_FIELD"),
         ("GET", "/integrations/xpm/runs?cursor=nope", b"", 400, "INVALID_CURSOR"),
         ("GET", "/integrations/xpm/runs/20260101T000000Z-deadbeef", b"", 404, "NOT_FOUND"),
