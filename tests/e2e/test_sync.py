@@ -6,8 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from xpm_sync.adapters import aws as aws_clients
 from xpm_sync.adapters.active_table import ActiveRepository
+from xpm_sync.adapters.sync_log import RecordStates
+from xpm_sync.composition import worker as worker_composition
 from xpm_sync.domain.mapping import normalise_email
+from xpm_sync.domain.problem_summary import summarise_problems
 
 from local.seed import TRIAL_NOTE
 from local.xpm_sim import SimClient
@@ -496,3 +500,45 @@ def test_dispatcher_queues_only_enabled_connected_firms(world: SyncWorld) -> Non
     # tests/e2e/test_keep_alive.py), which runs nothing.
     runs = [body["firm_id"] for d in deliveries for body in d.bodies if not body.get("keep_alive")]
     assert runs == [world.firm_id]
+
+
+class _OneSecond:
+    """The worker's clocks (one per invocation) for runs that all fall within one second, each
+    moment later than the last."""
+
+    at = datetime.now(UTC).replace(microsecond=0)
+    ticks = 0
+
+    def now(self) -> datetime:
+        _OneSecond.ticks += 1
+        return self.at + timedelta(microseconds=_OneSecond.ticks)
+
+
+def test_what_a_run_fixes_and_finds_in_the_same_second_as_the_last_email_counts_as_fixed_and_new(
+    world: SyncWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe of 2026-12-07: times kept to the second put a run that fixed a problem in the very
+    second of the last email among what that email had told, so fixed_since_last_email said 0."""
+    monkeypatch.setattr(worker_composition, "SystemClock", _OneSecond)
+    fixed, broken = world.clean_clients()[:2]
+    outsider = world.practice.staff[-1]
+    assert outsider.uuid not in world.firm.partner_user_ids
+    world.practice.update_staff(outsider.uuid, Name="Cher")  # so the sync never creates the user
+    world.practice.update_client(fixed.uuid, AccountManager=outsider.uuid)
+    world.run_hourly()
+    assert world.last_run().status == "partial"
+    assert world.open_problems()[f"client#{fixed.uuid}"] == {"PARTNER_NOT_IN_ACTIVE"}
+    assert len(world.emails()) == 1
+    emailed_at = world.config().last_notified_at
+
+    world.add_active_user((outsider.email or "").upper())
+    world.practice.update_client(broken.uuid, BusinessStructure="")
+    world.run_hourly()
+
+    states = RecordStates(aws_clients.table(world.names.sync_log_table), world.firm_id)
+    summary = summarise_problems(
+        states.every_open(), states.fixed_after(emailed_at), last_emailed_at=emailed_at
+    )
+    assert summary.fixed_since_last_email == 1
+    assert states.fixed_since(emailed_at) == 1
+    assert [(group.code, group.count) for group in summary.new] == [("BUSINESS_STRUCTURE_MISSING", 1)]

@@ -241,6 +241,7 @@ def _state_item(firm_id: str, state: RecordState) -> dict[str, Any]:
                 "first_seen": p.first_seen,
                 "last_seen": p.last_seen,
                 "runs": p.runs,
+                **({"opened_at": p.opened_at} if p.opened_at is not None else {}),
             }
             for p in state.problems
         ],
@@ -268,6 +269,7 @@ def _state_of(item: Mapping[str, Any]) -> RecordState:
                 first_seen=str(p["first_seen"]),
                 last_seen=str(p["last_seen"]),
                 runs=int(p["runs"]),
+                opened_at=p.get("opened_at"),
             )
             for p in item.get("problems", [])
         ),

@@ -20,5 +20,11 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_precise(moment: datetime) -> str:
+    """ISO 8601 UTC to the microsecond, for the moments that divide what one email told from what
+    the next will (a problem opened or closed, an email sent): two runs can fall in one second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)

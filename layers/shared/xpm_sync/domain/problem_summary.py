@@ -101,7 +101,7 @@ def summarise_problems(
                 problem.code, _Tally(problem.code, problem.severity, problem.suggestion, run_level)
             )
             tally.add(state.label, problem.severity, run_level)
-            if since is None or parse_iso(problem.first_seen) > since:
+            if since is None or parse_iso(problem.opened_at or problem.first_seen) > since:
                 tally = new.setdefault(
                     problem.code, _Tally(problem.code, problem.severity, problem.suggestion, run_level)
                 )

@@ -29,6 +29,10 @@ class Problem:
     first_seen: str  # the start time of the first run that reported it (ISO 8601 UTC)
     last_seen: str  # ... and of the latest
     runs: int  # how many runs reported it
+    # When the sync first recorded it (iso_precise): what is new since an email is told from this,
+    # since run start times, to the second, cannot order two runs in one second. None for problems
+    # recorded before it was kept; their first_seen stands in.
+    opened_at: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +114,7 @@ def reconcile(
             first_seen=earlier.first_seen if earlier is not None else run_started_at,
             last_seen=run_started_at,
             runs=earlier.runs + 1 if earlier is not None else 1,
+            opened_at=earlier.opened_at if earlier is not None else now,
         )
     label = sighting.label if sighting is not None else (prior.label if prior is not None else "")
     entity = sighting.entity if sighting is not None else (prior.entity if prior else "run")

@@ -42,7 +42,7 @@ from xpm_sync.adapters.xpm.errors import (
     XpmWrongTenant,
 )
 from xpm_sync.domain import entries as codes
-from xpm_sync.domain.clock import Clock, iso, parse_iso
+from xpm_sync.domain.clock import Clock, iso, iso_precise, parse_iso
 from xpm_sync.domain.entries import Entry, EntryKind
 from xpm_sync.domain.faults import failed_run_fault
 from xpm_sync.domain.firm import Checkpoint, FirmConfig, full_read_due
@@ -619,7 +619,7 @@ def _save_states(services: SyncServices, part: _Run, now: datetime, *, complete:
     puts: list[RecordState] = []
     deletes: list[str] = []
     fixed = []
-    now_text = iso(now)
+    now_text = iso_precise(now)
     for key, sighting in part.findings.sightings.items():
         state, closed = reconcile(
             part.states.get(key), sighting, run_id=run.run_id, run_started_at=run.started_at, now=now_text
@@ -757,7 +757,8 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
             result = services.notifier(run, findings.entries, config)
             findings.entries.extend(result.entries)
             if result.outcome == "sent":
-                services.config.update(config.firm_id, last_notified_at=iso(finished))
+                # The moment its problems were opened and closed at: they are all in this email.
+                services.config.update(config.firm_id, last_notified_at=iso_precise(finished))
     run.entry_count = services.runs.add_entries(run, findings.unwritten(), finished, start=run.entry_count)
     services.runs.save_run(run, finished)
     if part.dry_run:
