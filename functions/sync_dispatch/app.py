@@ -17,6 +17,7 @@ with loading():
     from xpm_sync.domain.hourly import plan_hour
     from xpm_sync.observability import logger, tracer
     from xpm_sync.runtime import usable_context
+    from xpm_sync.sync.keep_alive import due_by_stored_tokens
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
@@ -24,7 +25,17 @@ with loading():
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     # The schedule's event carries nothing the dispatch needs: any invocation means "it is time".
     configs, queue = composition.dispatch_configs()
-    plan = plan_hour(configs.hourly_candidates(), composition.clock.now())
+    now = composition.clock.now()
+    plan = plan_hour(configs.hourly_candidates(), now)
+    if plan.idle_without_recorded_refresh:
+        tokens = composition.dispatch_token_reader()
+        if tokens is None:
+            logger.warning(
+                "idle connections with no recorded refresh left unjudged: TOKEN_SECRET_PREFIX is not set",
+                extra={"firms": len(plan.idle_without_recorded_refresh)},
+            )
+        else:
+            plan.keep_alive_firm_ids += due_by_stored_tokens(plan.idle_without_recorded_refresh, tokens, now)
     queued = queue.enqueue_many(plan.sync_firm_ids, "schedule")
     keep_alives = queue.enqueue_keep_alives(plan.keep_alive_firm_ids)
     record_dispatch_metrics(

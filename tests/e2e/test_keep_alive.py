@@ -158,3 +158,28 @@ def test_a_firm_that_syncs_hourly_gets_its_run_and_no_keep_alive(world: SyncWorl
     assert delivery.bodies == [{"firm_id": world.firm_id, "trigger": "schedule"}]
     assert world.last_run().status == "success"
     assert world.config().tokens_refreshed_at is not None
+
+
+def test_a_config_that_records_no_refresh_is_kept_alive_by_its_stored_tokens_age(world: SyncWorld) -> None:
+    # Given a firm that pressed Later, whose config says neither when it connected nor when its
+    # tokens were refreshed (a config written as SPEC B3 lists it), and whose stored access token
+    # expired 31 days ago
+    aws_clients.table(world.names.config_table).update_item(
+        Key={"firm_id": world.firm_id},
+        UpdateExpression="SET sync_enabled = :off REMOVE connected_at, tokens_refreshed_at",
+        ExpressionAttributeValues={":off": False},
+    )
+    secrets = aws_clients.client("secretsmanager")
+    secret_id = f"{world.names.token_secret_prefix}{world.firm_id}"
+    stored = json.loads(secrets.get_secret_value(SecretId=secret_id)["SecretString"])
+    month_old = int((datetime.now(UTC) - timedelta(days=31)).timestamp())
+    secrets.put_secret_value(SecretId=secret_id, SecretString=json.dumps({**stored, "expires_at": month_old}))
+
+    # When the hourly schedule fires
+    deliveries = world.run_hourly()
+
+    # Then its tokens are refreshed, and the next hour leaves them alone
+    assert [(d.bodies, d.failed) for d in deliveries] == [([KEEP_ALIVE_BODY], [])]
+    assert stored_refresh_token(world) != stored["refresh_token"]
+    assert world.config().tokens_refreshed_at is not None
+    assert world.run_hourly() == []

@@ -176,3 +176,40 @@ def test_the_dispatch_reads_the_config_table_once(stack: StackNames, dynamodb_ca
 
     # Then one scan (one page for so small a table) served all three, and nothing else was read
     assert dynamodb_calls == Counter({"Scan": 1})
+
+
+def put_tokens(stack: StackNames, firm_id: str, *, expires_at: datetime) -> None:
+    aws_clients.client("secretsmanager").create_secret(
+        Name=f"{stack.token_secret_prefix}{firm_id}",
+        SecretString=json.dumps(
+            {"access_token": "at", "refresh_token": "rt", "expires_at": int(expires_at.timestamp())}
+        ),
+    )
+
+
+def test_firms_with_only_the_b3_attributes_get_exactly_their_b1_messages(stack: StackNames) -> None:
+    """The probe of 2026-12-07: a connected firm that pressed Later, with nothing in its config saying
+    when its tokens were refreshed, got a keep-alive on a guess every hour."""
+    put_firm(stack, "enabled", sync_enabled=True, connected_at=None)
+    put_firm(stack, "later", sync_enabled=False, connected_at=None)
+    put_firm(stack, "later-fresh-tokens", sync_enabled=False, connected_at=None)
+    put_tokens(stack, "later-fresh-tokens", expires_at=NOW + timedelta(minutes=20))
+
+    dispatch()
+
+    assert [json.loads(m["Body"]) for m in queued_messages(stack)] == [
+        {"firm_id": "enabled", "trigger": "schedule"}
+    ]
+
+
+def test_an_idle_connection_whose_config_records_no_refresh_is_kept_alive_by_its_tokens_age(
+    stack: StackNames,
+) -> None:
+    put_firm(stack, "idle", sync_enabled=False, connected_at=None)
+    put_tokens(stack, "idle", expires_at=NOW - timedelta(days=31))
+
+    dispatch()
+
+    assert [json.loads(m["Body"]) for m in queued_messages(stack)] == [
+        {"firm_id": "idle", "keep_alive": True, "trigger": "schedule"}
+    ]

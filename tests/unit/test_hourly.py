@@ -81,9 +81,16 @@ def test_tokens_never_refreshed_count_from_when_the_firm_connected() -> None:
     assert not due_for_keep_alive(firm(sync_enabled=False, connected_at=ago(timedelta(days=29))), NOW)
 
 
-def test_a_connection_with_no_recorded_age_is_kept_alive() -> None:
-    # Written before connected_at existed: older than 30 days, and one refresh records the age.
-    assert due_for_keep_alive(firm(sync_enabled=False, connected_at=None), NOW)
+def test_a_connection_with_no_recorded_refresh_is_judged_by_its_stored_tokens_expiry() -> None:
+    # A config written by hand (or before these attributes existed): nothing is queued on a guess
+    # (SPEC B1), the stored access token's expiry says when the tokens were last refreshed.
+    config = firm(sync_enabled=False, connected_at=None)
+
+    assert not due_for_keep_alive(config, NOW)
+    stale = int((NOW - timedelta(days=31)).timestamp())
+    fresh = int((NOW - timedelta(days=29)).timestamp())
+    assert due_for_keep_alive(config, NOW, stored_expires_at=stale)
+    assert not due_for_keep_alive(config, NOW, stored_expires_at=fresh)
 
 
 def test_a_firm_that_syncs_hourly_needs_no_keep_alive() -> None:

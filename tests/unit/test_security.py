@@ -53,7 +53,8 @@ TABLE_ACCESS: dict[str, dict[str, set[str]]] = {
 }
 # Function -> Secrets Manager actions on the firms' token secrets (None: no token secret at all).
 TOKEN_SECRET_ACTIONS: dict[str, set[str] | None] = {
-    "SyncDispatchFunction": None,
+    # Reads the expiry of an idle connection's tokens whose config records no refresh.
+    "SyncDispatchFunction": {"secretsmanager:GetSecretValue"},
     # Refresh tokens rotate on every use: read and write back, never create or delete.
     "SyncWorkerFunction": {
         "secretsmanager:GetSecretValue",
@@ -75,6 +76,8 @@ TOKEN_SECRET_ACTIONS: dict[str, set[str] | None] = {
         "secretsmanager:DescribeSecret",
     },
 }
+# The functions that call Xero with the app's credentials; the dispatcher never does.
+READS_APP_SECRET = {"SyncWorkerFunction", "OAuthFunction", "ApiFunction"}
 SINGLE_WRITES = {"dynamodb:UpdateItem": "update", "dynamodb:PutItem": "put"}
 SENDS_EMAIL = {"SyncWorkerFunction"}
 SENDS_TO_QUEUE = {"SyncDispatchFunction", "SyncWorkerFunction", "ApiFunction"}
@@ -290,13 +293,16 @@ def test_each_function_reaches_only_the_firm_token_secrets_and_the_app_secret(
         assert "APP_SECRET_ID" not in env
         return
     by_sid = {s["Sid"]: s for s in statements}
-    assert set(by_sid) == {"FirmTokens", "XeroAppSecret"}
+    assert set(by_sid) == {"FirmTokens", "XeroAppSecret"} if name in READS_APP_SECRET else {"FirmTokens"}
 
     tokens_arn, tokens_vars = _sub(by_sid["FirmTokens"]["Resource"])
     assert _actions(by_sid["FirmTokens"]) == expected
     assert tokens_arn.endswith(":secret:${Prefix}*")
     # The prefix the policy opens is exactly the prefix the code builds secret names from.
     assert tokens_vars["Prefix"] == env["TOKEN_SECRET_PREFIX"]
+    if name not in READS_APP_SECRET:
+        assert "APP_SECRET_ID" not in env
+        return
 
     app_arn, app_vars = _sub(by_sid["XeroAppSecret"]["Resource"])
     assert _actions(by_sid["XeroAppSecret"]) == {"secretsmanager:GetSecretValue"}, (

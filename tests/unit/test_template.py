@@ -247,10 +247,16 @@ class TestFunctions:
         env_refs = referenced_resources(function_environment(template, name), resources) - {"XpmApi"}
         assert env_refs == FUNCTION_RESOURCES[name]
 
-    def test_the_dispatcher_only_reads_config(self, template):
+    def test_the_dispatcher_reads_config_and_token_secrets_and_writes_only_to_the_queue(self, template):
         policies = template["Resources"]["SyncDispatchFunction"]["Properties"]["Policies"]
 
-        assert [next(iter(policy)) for policy in policies] == ["DynamoDBReadPolicy", "SQSSendMessagePolicy"]
+        assert [next(iter(policy)) for policy in policies] == [
+            "DynamoDBReadPolicy",
+            "SQSSendMessagePolicy",
+            "Statement",
+        ]
+        [statement] = policies[2]["Statement"]
+        assert statement["Action"] == "secretsmanager:GetSecretValue"
 
     @pytest.mark.parametrize("name", sorted(FUNCTION_RESOURCES))
     def test_no_custom_statement_grants_every_resource_or_action(self, template, name):

@@ -32,6 +32,8 @@ class XeroSettings(_Settings):
 class DispatchSettings(_Settings):
     config_table: str = Field(alias="CONFIG_TABLE")
     sync_queue_url: str = Field(alias="SYNC_QUEUE_URL")
+    # Read-only: the age of an idle connection whose config records no refresh (domain.hourly).
+    token_secret_prefix: str | None = Field(None, alias="TOKEN_SECRET_PREFIX")
 
 
 class FrontendSettings(_Settings):

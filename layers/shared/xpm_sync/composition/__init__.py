@@ -74,3 +74,17 @@ def dispatch_configs() -> tuple[ConfigRepository, SyncQueue]:
     """The hourly dispatcher's config table and queue."""
     settings = load_settings(DispatchSettings)
     return ConfigRepository(aws.table(settings.config_table)), sync_queue(settings.sync_queue_url)
+
+
+def dispatch_token_reader() -> TokenStore | None:
+    """The dispatcher's read-only view of the firms' stored tokens (it never refreshes: no Xero
+    identity); None when it is not told where they are."""
+    settings = load_settings(DispatchSettings)
+    if settings.token_secret_prefix is None:
+        return None
+    return TokenStore(
+        secrets_client=aws.client("secretsmanager"),
+        prefix=settings.token_secret_prefix,
+        identity=None,
+        clock=clock,
+    )

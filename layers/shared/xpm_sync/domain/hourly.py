@@ -5,7 +5,10 @@
   ``FirmConfig.can_sync``).
 - A connected firm whose sync is not enabled (Later, or paused) and whose tokens were not refreshed
   for 30 days gets a keep-alive message, so its connection never expires unused: Xero drops a
-  refresh token unused for 60 days (SPEC A6, A8).
+  refresh token unused for 60 days (SPEC A6, A8). The config records when the tokens were last
+  refreshed (or stored at connect); for a config that records neither, the stored access token's
+  expiry says it, and nothing is queued on a guess (SPEC B1: the hourly messages are the enabled
+  firms' runs, and only a connection known to be idle adds one).
 - Connected, enabled firms with no completed run for 3 hours are counted: the operators' signal
   that runs are not getting through (SPEC A5 uses the same 3 hours for the firm's email).
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from xpm_sync.domain.clock import parse_iso
 from xpm_sync.domain.firm import FirmConfig
@@ -22,6 +25,8 @@ from xpm_sync.domain.firm import FirmConfig
 # Half of Xero's 60 days: a keep-alive that fails for a while (Xero down, an outage of ours) is
 # retried every hour for a month before the refresh token would expire.
 KEEP_ALIVE_AFTER = timedelta(days=30)
+# Xero's access tokens live 30 minutes from the refresh that issued them (SPEC A8).
+ACCESS_TOKEN_LIFETIME = timedelta(minutes=30)
 NO_COMPLETED_RUN_AFTER = timedelta(hours=3)
 
 
@@ -31,6 +36,8 @@ class HourlyPlan:
 
     sync_firm_ids: list[str] = field(default_factory=list)
     keep_alive_firm_ids: list[str] = field(default_factory=list)
+    # Idle connections whose config records no refresh: judged by their stored tokens' expiry.
+    idle_without_recorded_refresh: list[FirmConfig] = field(default_factory=list)
     firms_without_completed_run: int = 0
 
 
@@ -47,12 +54,35 @@ def _older_than(moment: str | None, age: timedelta, now: datetime) -> bool:
     return moment is None or now - parse_iso(moment) >= age
 
 
-def due_for_keep_alive(config: FirmConfig, now: datetime) -> bool:
-    """A connected firm that does not sync hourly, whose tokens were last refreshed (or, never
-    refreshed since, stored at connect) 30 days ago or more."""
-    if config.sync_enabled or config.connection != "connected":
+def idle_connection(config: FirmConfig) -> bool:
+    """A connected firm that does not sync hourly: nothing else uses its tokens."""
+    return not config.sync_enabled and config.connection == "connected"
+
+
+def refresh_unrecorded(config: FirmConfig) -> bool:
+    """An idle connection whose config says neither when its tokens were refreshed nor when it
+    connected (a config written by hand, or before these attributes existed)."""
+    return idle_connection(config) and not (config.tokens_refreshed_at or config.connected_at)
+
+
+def last_refresh(config: FirmConfig, *, stored_expires_at: int | None = None) -> datetime | None:
+    """When the firm's tokens were last refreshed: as its config records it (or, never refreshed
+    since, when it connected); else from the stored access token's expiry; None when nothing says."""
+    recorded = config.tokens_refreshed_at or config.connected_at
+    if recorded is not None:
+        return parse_iso(recorded)
+    if stored_expires_at is not None:
+        return datetime.fromtimestamp(stored_expires_at, UTC) - ACCESS_TOKEN_LIFETIME
+    return None
+
+
+def due_for_keep_alive(config: FirmConfig, now: datetime, *, stored_expires_at: int | None = None) -> bool:
+    """An idle connection whose tokens were last refreshed 30 days ago or more
+    (``stored_expires_at``: the stored tokens' ``expires_at``, for a config that records no refresh)."""
+    if not idle_connection(config):
         return False
-    return _older_than(config.tokens_refreshed_at or config.connected_at, KEEP_ALIVE_AFTER, now)
+    refreshed = last_refresh(config, stored_expires_at=stored_expires_at)
+    return refreshed is not None and now - refreshed >= KEEP_ALIVE_AFTER
 
 
 def without_completed_run(config: FirmConfig, now: datetime) -> bool:
@@ -79,6 +109,8 @@ def plan_hour(configs: Iterable[FirmConfig], now: datetime) -> HourlyPlan:
             plan.sync_firm_ids.append(config.firm_id)
         elif due_for_keep_alive(config, now):
             plan.keep_alive_firm_ids.append(config.firm_id)
+        elif refresh_unrecorded(config):
+            plan.idle_without_recorded_refresh.append(config)
         if without_completed_run(config, now):
             plan.firms_without_completed_run += 1
     return plan

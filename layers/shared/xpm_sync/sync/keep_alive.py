@@ -16,14 +16,17 @@ hands it here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from xpm_sync.adapters.config_table import ConfigRepository
 from xpm_sync.adapters.tokens import FirmDisconnected, NeedsReconnect, TokenStore
 from xpm_sync.domain.clock import Clock
-from xpm_sync.domain.hourly import due_for_keep_alive
+from xpm_sync.domain.firm import FirmConfig
+from xpm_sync.domain.hourly import due_for_keep_alive, refresh_unrecorded
 from xpm_sync.observability import logger
 
 KeepAliveOutcome = Literal["refreshed", "not_due", "needs_reconnect", "disconnected"]
@@ -41,7 +44,7 @@ class KeepAlive:
         config = self.configs.get(firm_id)
         # Judged again on delivery: the admin may have pressed Start Sync (its runs refresh the
         # tokens) or disconnected since the dispatch, or this is a second delivery of the message.
-        if config is None or not due_for_keep_alive(config, self.clock.now()):
+        if config is None or not keep_alive_due(config, self.tokens, self.clock.now()):
             logger.info("keep-alive no longer due; nothing refreshed", extra={"firm_id": firm_id})
             return "not_due"
         try:
@@ -59,3 +62,21 @@ class KeepAlive:
             return "needs_reconnect"
         logger.info("refreshed the tokens of an idle connection", extra={"firm_id": firm_id})
         return "refreshed"
+
+
+def keep_alive_due(config: FirmConfig, tokens: TokenStore, now: datetime) -> bool:
+    """``domain.hourly.due_for_keep_alive``, reading the stored tokens' expiry only for a config
+    that records no refresh (no stored tokens: nothing to keep alive)."""
+    if not refresh_unrecorded(config):
+        return due_for_keep_alive(config, now)
+    stored = tokens.load(config.firm_id)
+    return stored is not None and due_for_keep_alive(config, now, stored_expires_at=stored.expires_at)
+
+
+def due_by_stored_tokens(configs: Iterable[FirmConfig], tokens: TokenStore, now: datetime) -> list[str]:
+    """The dispatcher's judgement of the idle connections whose config records no refresh: one
+    secret read each, eight at a time (there are none once every firm has refreshed once)."""
+    listed = list(configs)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        due = list(pool.map(lambda config: keep_alive_due(config, tokens, now), listed))
+    return [config.firm_id for config, is_due in zip(listed, due, strict=True) if is_due]
