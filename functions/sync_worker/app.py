@@ -13,6 +13,7 @@ from xpm_sync.coldstart import loading
 
 # The GC is paused while the handler's modules load: xpm_sync.coldstart.
 with loading():
+    import json
     from typing import Any
 
     from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
@@ -58,9 +59,38 @@ def _handler_for(context: LambdaContext) -> Any:
     return handle
 
 
+def _firm_of(body: object) -> str | None:
+    try:
+        request = json.loads(body) if isinstance(body, str) else None
+    except ValueError:
+        return None
+    firm_id = request.get("firm_id") if isinstance(request, dict) else None
+    return firm_id if isinstance(firm_id, str) and firm_id else None
+
+
+def _grouped_by_firm(records: list[Any]) -> list[Any]:
+    """Each record in the message group of the firm its body names (as the queue's senders set it),
+    or alone when it names none: a record that can never run holds up no other firm's run, whatever
+    group the event says it came in."""
+    grouped = []
+    for record in records:
+        if not isinstance(record, dict):
+            grouped.append(record)
+            continue
+        group = _firm_of(record.get("body")) or f"unreadable:{record.get('messageId')}"
+        attributes = {**(record.get("attributes") or {}), "MessageGroupId": group}
+        grouped.append({**record, "attributes": attributes})
+    return grouped
+
+
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def _handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not records:
+        # Lambda never sends an empty batch; a caller that does gets the empty answer, not an error.
+        return {"batchItemFailures": []}
+    event = {**event, "Records": _grouped_by_firm(records)}
     # skip_group_on_error: a failed firm's later messages wait; other firms carry on.
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
     # Failed records are reported as such even when every record failed (SPEC B1), rather than

@@ -168,3 +168,35 @@ def test_an_enabled_firm_with_no_status_and_no_practice_is_queued_and_the_worker
     assert [d.failed for d in deliveries] == [[]]
     assert len(world.runs()) == runs_before
     assert world.sim.calls_to("/practicemanager/") == []
+
+
+def test_a_record_that_can_never_run_holds_up_no_other_firms_record_whatever_its_group(
+    world: SyncWorld,
+) -> None:
+    # Given a batch built by a caller that gave every record one message group: first a body that
+    # names no firm, then the world firm's run (the probe of 2026-12-07: the second was failed too)
+    unreadable = sqs_record("m-1", "group-1", {})
+    unreadable["body"] = "not json"
+    runnable = sqs_record("m-2", "group-1", {"firm_id": world.firm_id, "trigger": "manual"})
+    event = {"Records": [unreadable, runnable]}
+
+    answer = worker_handler(event, None)
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    assert world.last_run().status == "success"
+
+
+def test_a_firms_later_record_still_waits_behind_its_failed_one(world: SyncWorld) -> None:
+    world.sim.faults.add("unavailable", times=None)
+    body = {"firm_id": world.firm_id, "trigger": "schedule"}
+    event = {"Records": [sqs_record("m-1", world.firm_id, body), sqs_record("m-2", world.firm_id, body)]}
+
+    answer = worker_handler(event, None)
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}, {"itemIdentifier": "m-2"}]}
+    assert len(world.runs()) == 1
+
+
+def test_an_event_with_no_records_is_answered_with_no_failures() -> None:
+    assert worker_handler({"Records": []}, None) == {"batchItemFailures": []}
+    assert worker_handler({}, None) == {"batchItemFailures": []}
