@@ -217,6 +217,10 @@ class FakeMatches:
     def replace_unlinked(self, now_unlinked: Iterable[StoredClient], before: Iterable[StoredClient]) -> None:
         self.unlinked_clients = list(now_unlinked)
 
+    def drop_unlinked(self, client_ids: Iterable[str]) -> None:
+        dropped = set(client_ids)
+        self.unlinked_clients = [c for c in self.unlinked_clients if c.client_id not in dropped]
+
     def answer(self, xpm_uuid: str, answer: str) -> None:
         known = self.suggestions[xpm_uuid]
         self.suggestions[xpm_uuid] = Suggestion(

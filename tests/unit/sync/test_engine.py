@@ -582,3 +582,30 @@ def test_a_changed_client_still_holding_its_code_is_looked_up_once(firm: Firm) -
     run(firm)
 
     assert firm.active.lookups == ["uuid"], "found by its UUID, holding its code: no holder to look for"
+
+
+def test_a_client_linked_since_the_full_read_is_never_suggested_for_a_look_alike(firm: Firm) -> None:
+    """The probe of 2026-12-07: incremental runs suggested links among the clients the last full read
+    found unlinked, including those linked since; the look-alike waited for an answer that could
+    only be refused."""
+    partner = with_partner(firm)
+    trial_id = firm.active.add_client(legal_name="Harbour Trading")  # entered by hand, no code
+    run(firm)  # the first sync: it is unlinked, and no XPM client looks like it yet
+    first = client("HT01", partner=partner, name="Harbour Trading")
+    firm.xpm.put(first, at=firm.clock.now())
+    run(firm)  # the look-alike is suggested, and the admin links it
+    assert firm.matches.suggestions[first.uuid].client_id == trial_id
+    firm.matches.answer(first.uuid, "link")
+    run(firm)
+    assert firm.active.client_items[trial_id]["code"] == "HT01"
+
+    # When another XPM client with the same name arrives in an incremental run
+    again = client("HT02", partner=partner, name="Harbour Trading")
+    firm.xpm.put(again, at=firm.clock.now())
+    later = run(firm)
+
+    # Then it is created: the linked client is no look-alike any more, nor listed as unlinked
+    assert later.full_read is False
+    assert later.counts["client"]["created"] == 1
+    assert again.uuid not in firm.matches.suggestions
+    assert trial_id not in {c.client_id for c in firm.matches.unlinked_clients}

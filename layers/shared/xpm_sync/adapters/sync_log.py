@@ -546,3 +546,9 @@ class Matches:
                     )
             for client_id in previous.keys() - current.keys():
                 batch.delete_item(Key={"pk": f"UNLINKED#{self._firm_id}", "sk": client_id})
+
+    def drop_unlinked(self, client_ids: Iterable[str]) -> None:
+        """Clients found linked (or gone) since the last full read: no longer look-alike candidates."""
+        with self._table.batch_writer() as batch:
+            for client_id in set(client_ids):
+                batch.delete_item(Key={"pk": f"UNLINKED#{self._firm_id}", "sk": client_id})

@@ -25,7 +25,7 @@ from xpm_sync.domain.code_ledger import ClientCodeLedger, code_key
 from xpm_sync.domain.entries import Entry, EntryKind
 from xpm_sync.domain.errors import RecordGone, RecordTooLarge
 from xpm_sync.domain.mapping import changed_values, client_label, client_values, legal_name, map_client
-from xpm_sync.domain.near_match import Suggestion, find_candidate
+from xpm_sync.domain.near_match import MatchReason, Suggestion, find_candidate
 from xpm_sync.domain.partners import PeopleDirectory
 from xpm_sync.domain.xpm_records import XpmClientRecord
 from xpm_sync.sync.findings import RunFindings
@@ -103,6 +103,8 @@ class ClientSync:
     suggestions: dict[str, Suggestion] = field(default_factory=dict)
     # Active clients with no link to XPM, where suggested links are found (SPEC B6).
     unlinked: dict[str, StoredClient] = field(default_factory=dict)
+    # Of those, the ones this run linked or found linked (or gone): the stored list drops them.
+    no_longer_unlinked: set[str] = field(default_factory=set)
     dry_run: bool = False
     index: ClientIndex = field(default_factory=ClientIndex)
     ledger: ClientCodeLedger[XpmClientRecord] = field(default_factory=ClientCodeLedger)
@@ -302,7 +304,7 @@ class ClientSync:
         )
         written = existing.with_changes(changes)
         self.index.replace(existing, written)
-        self.unlinked.pop(existing.client_id, None)
+        self._now_linked(existing.client_id)
         if not changes or self.dry_run:
             self._written(record, label, found, outcome)
             return
@@ -527,9 +529,33 @@ class ClientSync:
                 self._deleted_meanwhile(record, label, linked)
                 return
             self.index.replace(linked, linked.with_changes(changes))
-            self.unlinked.pop(linked.client_id, None)
+            self._now_linked(linked.client_id)
             self.counts["updated"] += 1
         self._synced(record, label, [])
+
+    def _now_linked(self, client_id: str) -> None:
+        if self.unlinked.pop(client_id, None) is not None:
+            self.no_longer_unlinked.add(client_id)
+
+    def _look_alike(self, *, abn: str | None, name: str | None) -> tuple[StoredClient, MatchReason] | None:
+        """The unlinked Active client this record may be (``find_candidate``). On an incremental run
+        the unlinked clients are the last full read's: a candidate is read again before it is
+        suggested, and passed over when it has been linked, deleted or renamed since."""
+        while True:
+            found = find_candidate(abn=abn, name=name, unlinked=self.unlinked.values())
+            if found is None or self.index.complete:
+                return found
+            listed, _ = found
+            current = self.store.client(listed.client_id)
+            del self.unlinked[listed.client_id]
+            if current is None or current.xpm_uuid:
+                self.no_longer_unlinked.add(listed.client_id)
+                continue
+            if (current.legal_name, current.abn) == (listed.legal_name, listed.abn):
+                self.unlinked[listed.client_id] = listed
+                return found
+            # Changed since the full read: judged again as it is now.
+            self.unlinked[listed.client_id] = current
 
     def _suggested_link(self, record: XpmClientRecord, label: str) -> StoredClient | Entry | None:
         """For a client about to be created: the Active client the admin said it is (link), None
@@ -542,9 +568,7 @@ class ClientSync:
             if target is not None and not target.xpm_uuid:
                 return target
         fields = map_client(record).fields
-        candidate = find_candidate(
-            abn=fields.abn if fields else None, name=legal_name(record), unlinked=self.unlinked.values()
-        )
+        candidate = self._look_alike(abn=fields.abn if fields else None, name=legal_name(record))
         if candidate is None:
             return None
         client, reason = candidate

@@ -458,9 +458,18 @@ def _sync_with(
         # A client waiting for a code cannot wait across invocations: it fails for now and is
         # retried next run, by when its code's holder has moved.
         clients.settle()
+        _drop_linked_from_unlinked(part, clients, matches)
         raise
+    _drop_linked_from_unlinked(part, clients, matches)
     if clients.settled_suggestions and not part.dry_run:
         matches.forget(clients.settled_suggestions)
+
+
+def _drop_linked_from_unlinked(part: _Run, clients: ClientSync, matches: MatchStore) -> None:
+    """The stored unlinked clients (the full read's) lose those this part linked or found linked."""
+    if clients.no_longer_unlinked and not part.dry_run:
+        matches.drop_unlinked(clients.no_longer_unlinked)
+        clients.no_longer_unlinked.clear()
 
 
 def _check_connection_owner(part: _Run, in_staff_list: Callable[[str], bool]) -> None:
