@@ -609,3 +609,36 @@ def test_a_client_linked_since_the_full_read_is_never_suggested_for_a_look_alike
     assert later.counts["client"]["created"] == 1
     assert again.uuid not in firm.matches.suggestions
     assert trial_id not in {c.client_id for c in firm.matches.unlinked_clients}
+
+
+def test_a_staff_member_re_created_in_xpm_with_the_same_email_takes_the_active_user_back(firm: Firm) -> None:
+    """The probe of 2026-12-07: the new staff member failed with USER_LINKED_TO_OTHER_STAFF every
+    run, the user left linked to a UUID XPM no longer lists."""
+    leaver = staff("Sam Staff", "sam@harbour.example")
+    firm.xpm.staff.append(leaver)
+    run(firm)
+    [user_id] = [uid for uid, item in firm.active.user_items.items() if item.get("xpm_uuid") == leaver.uuid]
+
+    firm.xpm.staff.remove(leaver)
+    returner = staff("Sam Staff", "SAM@harbour.example")
+    firm.xpm.staff.append(returner)
+    done = run(firm)
+
+    assert done.status == "success"
+    assert done.counts["user"]["updated"] == 1
+    assert firm.active.user_items[user_id]["xpm_uuid"] == returner.uuid
+    assert codes_of(firm)[-1:] == ["USER_RELINKED"]
+
+
+def test_a_user_linked_to_a_staff_member_xpm_still_lists_is_not_taken_by_another(firm: Firm) -> None:
+    first = staff("Sam Staff", "sam@harbour.example")
+    firm.xpm.staff.append(first)
+    run(firm)
+    firm.xpm.staff.remove(first)
+    firm.xpm.staff.append(first.model_copy(update={"email": "samuel@harbour.example"}))
+    firm.xpm.staff.append(staff("Sam Other", "sam@harbour.example"))
+
+    done = run(firm)
+
+    assert done.status == "partial"
+    assert "USER_LINKED_TO_OTHER_STAFF" in codes_of(firm)

@@ -118,6 +118,15 @@ USER_LINKED_TO_OTHER_STAFF = _kind(
     "Check which XPM staff member should own this email, and correct the other one in XPM.",
 )
 
+USER_RELINKED = _kind(
+    "USER_RELINKED",
+    "warning",
+    "user",
+    "The Active user with this staff member's email was linked to an XPM staff member that XPM no "
+    "longer lists (removed and added again, say): it now follows this one, instead of failing.",
+    "Nothing to do if the staff member was re-created in XPM on purpose.",
+)
+
 USER_DELETED_DURING_RUN = _kind(
     "USER_DELETED_DURING_RUN",
     "error",

@@ -35,6 +35,7 @@ class UserSync:
         self._counts = counts
         self._findings = findings
         self._dry_run = dry_run
+        self._listed: set[str] = set()
         stored = store.users()
         self._by_uuid = {user.xpm_uuid: user for user in stored if user.xpm_uuid}
         self._by_email: dict[str, StoredUser] = {}
@@ -47,6 +48,9 @@ class UserSync:
 
     def sync(self, staff_list: Iterable[XpmStaff]) -> PeopleDirectory:
         """Sync every staff member; the directory the clients' partners resolve through."""
+        staff_list = list(staff_list)
+        # The whole staff list, every run: a user linked to a UUID not in it follows its email.
+        self._listed = {uuid_key(staff.uuid) for staff in staff_list if staff.uuid}
         first_with_email: dict[str, XpmStaff] = {}
         seen: set[str] = set()
         for staff in staff_list:
@@ -100,7 +104,23 @@ class UserSync:
             )
             return
         existing = self._by_uuid.get(staff.uuid) or self._by_email.get(email_key)
-        if existing is not None and existing.xpm_uuid and existing.xpm_uuid != staff.uuid:
+        relinked: tuple[Entry, ...] = ()
+        if (
+            existing is not None
+            and existing.xpm_uuid
+            and existing.xpm_uuid != staff.uuid
+            and uuid_key(existing.xpm_uuid) not in self._listed
+        ):
+            relinked = (
+                codes.USER_RELINKED.entry(
+                    label=label,
+                    message=f"The Active user {existing.email} followed a staff member XPM no longer "
+                    f"lists; it now follows {label}.",
+                    xpm_uuid=staff.uuid,
+                    entity="user",
+                ),
+            )
+        elif existing is not None and existing.xpm_uuid and existing.xpm_uuid != staff.uuid:
             self._fail(
                 staff,
                 label,
@@ -130,7 +150,7 @@ class UserSync:
             return
         self._counts[outcome] += 1
         self.directory.user_id_by_email[email_key] = user_id
-        self._findings.report("user", xpm_uuid=staff.uuid, label=label, entries=found)
+        self._findings.report("user", xpm_uuid=staff.uuid, label=label, entries=(*found, *relinked))
 
     def _write(self, existing: StoredUser | None, desired: dict[str, object]) -> tuple[str, str]:
         if existing is None:
