@@ -642,3 +642,23 @@ def test_a_user_linked_to_a_staff_member_xpm_still_lists_is_not_taken_by_another
 
     assert done.status == "partial"
     assert "USER_LINKED_TO_OTHER_STAFF" in codes_of(firm)
+
+
+def test_a_shared_code_stays_with_the_first_client_when_both_wait_for_a_retry(firm: Firm) -> None:
+    """The probe of 2026-12-07: retries ran in UUID order, so the client that lost the code could
+    take it from the first (by XPM's order) while that one waited for its partner."""
+    with_partner(firm)
+    outsider = staff("Cher", "cher@harbour.example")  # one word: never an Active user
+    firm.xpm.staff.append(outsider)
+    first = client("SAME", partner=outsider, name="First Co", uuid="zz-first")
+    second = client("SAME", partner=firm.xpm.staff[0], name="Second Co", uuid="aa-second")
+    firm.xpm.clients += [first, second]
+    run(firm)
+    assert firm.active.client_items == {}, "the first waits for its partner, the second for the code"
+
+    firm.active.add_user("cher@harbour.example")
+    run(firm)  # both retried from their copies: neither changed in XPM
+
+    [created] = firm.active.client_items.values()
+    assert (created["xpm_uuid"], created["code"]) == (first.uuid, "SAME")
+    assert codes_of(firm)[-1:] == ["CLIENT_CODE_DUPLICATE"]

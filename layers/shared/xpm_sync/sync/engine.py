@@ -553,10 +553,17 @@ def _apply_list(xpm: XpmSource, services: SyncServices, part: _Run, clients: Cli
 
 def _retry_clients(services: SyncServices, part: _Run, clients: ClientSync) -> None:
     """Apply again, from the copy XPM last sent, each client that failed in an earlier run and was
-    not in this run's answer (SPEC A7): no XPM call; Active read by key."""
+    not in this run's answer (SPEC A7): no XPM call; Active read by key.
+
+    A client that lost its code to another XPM client goes after the rest: the first (by XPM's
+    order) keeps a shared code (SPEC A4), and it may be waiting for a retry itself (its partner
+    missing, say), so it must not find the code taken by the one that lost it."""
     due = [
         state
-        for key, state in sorted(part.states.items())
+        for _, key, state in sorted(
+            (codes.CLIENT_CODE_DUPLICATE.code in state.codes, key, state)
+            for key, state in part.states.items()
+        )
         if state.retry_copy is not None
         and state.seen_run != part.run.run_id
         and key not in part.findings.sightings
