@@ -388,6 +388,8 @@ def test_a_preview_plans_the_first_sync_and_writes_nothing(firm: Firm) -> None:
         "linked": 1,
     }
     assert planned.counts["user"]["created"] == 1
+    # The partner user with_partner added in Active, matched by email: linked, as clients are.
+    assert (planned.counts["user"]["linked"], planned.counts["user"]["updated"]) == (1, 0)
     assert set(codes_of(firm)) == {"NEAR_MATCH", "PARTNER_MISSING"}
     assert ({k: dict(v) for k, v in firm.active.client_items.items()}, firm.active.user_items) == before
     assert firm.states.states == {}

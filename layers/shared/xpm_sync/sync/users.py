@@ -161,6 +161,8 @@ class UserSync:
         changes = changed_values(existing.synced, desired)
         if not changes:
             return "unchanged", existing.user_id
-        if not self._dry_run:
-            self._store.update("user", existing.user_id, changes)
+        if self._dry_run:
+            # A preview counts the Active users it would link to XPM apart (SPEC B6), as clients.
+            return ("linked" if existing.xpm_uuid != desired["xpm_uuid"] else "updated"), existing.user_id
+        self._store.update("user", existing.user_id, changes)
         return "updated", existing.user_id
