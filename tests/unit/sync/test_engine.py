@@ -664,3 +664,21 @@ def test_a_shared_code_stays_with_the_first_client_when_both_wait_for_a_retry(fi
     [created] = firm.active.client_items.values()
     assert (created["xpm_uuid"], created["code"]) == (first.uuid, "SAME")
     assert codes_of(firm)[-1:] == ["CLIENT_CODE_DUPLICATE"]
+
+
+def test_a_firm_that_never_completed_a_run_and_whose_connect_time_is_unknown_hears_after_3_hours(
+    firm: Firm,
+) -> None:
+    """SPEC A5's "no completed run for 3 hours", for a config that does not say when the firm
+    connected (one written as B3 lists it): counted from the first run of the failing streak."""
+    with_partner(firm)
+    firm.configs.configs[FIRM] = firm.configs.configs[FIRM].model_copy(update={"connected_at": None})
+    firm.xpm.break_after = (0, XpmUnavailable("down"))
+    firm.xpm.clients.append(client())
+
+    assert run(firm).status == "failed"
+    assert firm.notifier.sent == []
+    firm.clock.advance(hours=3)
+    assert run(firm).status == "failed"  # the second in a row, 4 hours after the first
+
+    assert len(firm.notifier.sent) == 1

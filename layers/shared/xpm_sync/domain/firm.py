@@ -70,6 +70,9 @@ class FirmConfig(BaseModel):
     # Self-clearing run failures (XPM unavailable, rate limited) since the last completed run: the
     # notification waits for the third (SPEC A5).
     transient_failures_in_a_row: int = 0
+    # The start of the first of those runs: for a firm that never completed a run and whose config
+    # does not say when it connected, where "no completed run for 3 hours" is counted from.
+    transient_failures_since: str | None = None
     # Whose fault the last run's failure was ("firm": its admin fixes it; none when it completed):
     # the hourly count of firms without a completed run is the operators', not the firms' own.
     last_failure_owner: Literal["firm", "system"] | None = None

@@ -292,12 +292,14 @@ def should_notify(
     last_completed_run_started_at: str | None,
     connected_at: str | None,
     now: datetime,
+    failing_since: str | None = None,
 ) -> bool:
     """Whether a finished run is worth an email (the 24-hour cap is applied after, by the notifier).
 
     Record errors and problems only the admin can fix are told at once. A self-clearing failure
     is told from the third such run in a row (``failures_in_a_row`` counts this one), or once the
-    firm has had no completed run for 3 hours.
+    firm has had no completed run for 3 hours: counted from its last completed run, else from when
+    it connected, else from the first run of this streak of failures (``failing_since``).
     """
     if status not in ("failed", "partial"):
         return False
@@ -305,5 +307,5 @@ def should_notify(
         return True
     if failures_in_a_row >= PERSISTS_AFTER_RUNS:
         return True
-    since = last_completed_run_started_at or connected_at
+    since = last_completed_run_started_at or connected_at or failing_since
     return since is not None and now - parse_iso(since) >= PERSISTS_AFTER

@@ -661,6 +661,13 @@ def _save_states(services: SyncServices, part: _Run, now: datetime, *, complete:
     services.states_for(run.firm_id).write(puts, deletes, fixed, now)
 
 
+def _failing_since(config: FirmConfig, run: SyncRun, failures_in_a_row: int) -> str | None:
+    """When the streak of self-clearing failures this run belongs to began (None: not failing)."""
+    if failures_in_a_row == 0:
+        return None
+    return (config.transient_failures_since if failures_in_a_row > 1 else None) or run.started_at
+
+
 def _failures_in_a_row(config: FirmConfig, failure: _RunFailure | None) -> int:
     """Self-clearing failures in a row, this run's included (SPEC A5: the third is emailed)."""
     if failure is None or failure.kind.code not in SELF_CLEARING_FAILURES:
@@ -767,6 +774,7 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
                 last_completed_run_started_at=config.last_completed_run_started_at,
                 connected_at=config.connected_at,
                 now=finished,
+                failing_since=_failing_since(config, run, failures_in_a_row),
             )
         ):
             # The notification's own problems (no notification user, say) belong in this run's log.
@@ -810,6 +818,7 @@ def _record_end(services: SyncServices, part: _Run, completed: bool, failures_in
     run_codes = [entry.code for entry in part.run_entries()]
     state: dict[str, Any] = {
         "transient_failures_in_a_row": failures_in_a_row,
+        "transient_failures_since": _failing_since(config, run, failures_in_a_row),
         "last_failure_owner": failed_run_fault(run.status, run_codes),
     }
     if completed:
