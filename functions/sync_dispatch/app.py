@@ -27,6 +27,8 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     configs, queue = composition.dispatch_configs()
     now = composition.clock.now()
     plan = plan_hour(configs.hourly_candidates(), now)
+    # The runs first: nothing about an idle connection's tokens may keep them from being queued.
+    queued = queue.enqueue_many(plan.sync_firm_ids, "schedule")
     if plan.idle_without_recorded_refresh:
         tokens = composition.dispatch_token_reader()
         if tokens is None:
@@ -36,7 +38,6 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
             )
         else:
             plan.keep_alive_firm_ids += due_by_stored_tokens(plan.idle_without_recorded_refresh, tokens, now)
-    queued = queue.enqueue_many(plan.sync_firm_ids, "schedule")
     keep_alives = queue.enqueue_keep_alives(plan.keep_alive_firm_ids)
     record_dispatch_metrics(
         firms_queued=queued,

@@ -213,3 +213,22 @@ def test_an_idle_connection_whose_config_records_no_refresh_is_kept_alive_by_its
     assert [json.loads(m["Body"]) for m in queued_messages(stack)] == [
         {"firm_id": "idle", "keep_alive": True, "trigger": "schedule"}
     ]
+
+
+def test_a_token_secret_that_cannot_be_read_keeps_no_firm_from_its_run(stack: StackNames) -> None:
+    # Given an enabled firm, and an idle one whose config records no refresh and whose secret is
+    # scheduled for deletion (Secrets Manager refuses to read it)
+    put_firm(stack, "enabled", sync_enabled=True)
+    put_firm(stack, "idle-unreadable", sync_enabled=False, connected_at=None)
+    put_tokens(stack, "idle-unreadable", expires_at=NOW - timedelta(days=31))
+    aws_clients.client("secretsmanager").delete_secret(
+        SecretId=f"{stack.token_secret_prefix}idle-unreadable", RecoveryWindowInDays=7
+    )
+
+    answer = dispatch()
+
+    # Then the enabled firm's run is queued, and the unreadable one is left for the next hour
+    assert answer == {"queued": 1}
+    assert [json.loads(m["Body"]) for m in queued_messages(stack)] == [
+        {"firm_id": "enabled", "trigger": "schedule"}
+    ]

@@ -293,7 +293,7 @@ def test_each_function_reaches_only_the_firm_token_secrets_and_the_app_secret(
         assert "APP_SECRET_ID" not in env
         return
     by_sid = {s["Sid"]: s for s in statements}
-    assert set(by_sid) == {"FirmTokens", "XeroAppSecret"} if name in READS_APP_SECRET else {"FirmTokens"}
+    assert set(by_sid) == ({"FirmTokens", "XeroAppSecret"} if name in READS_APP_SECRET else {"FirmTokens"})
 
     tokens_arn, tokens_vars = _sub(by_sid["FirmTokens"]["Resource"])
     assert _actions(by_sid["FirmTokens"]) == expected

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Literal
 
 from xpm_sync.adapters.config_table import ConfigRepository
-from xpm_sync.adapters.tokens import FirmDisconnected, NeedsReconnect, TokenStore
+from xpm_sync.adapters.tokens import FirmDisconnected, NeedsReconnect, TokenStore, TokenStoreError
 from xpm_sync.domain.clock import Clock
 from xpm_sync.domain.firm import FirmConfig
 from xpm_sync.domain.hourly import due_for_keep_alive, refresh_unrecorded
@@ -75,8 +75,20 @@ def keep_alive_due(config: FirmConfig, tokens: TokenStore, now: datetime) -> boo
 
 def due_by_stored_tokens(configs: Iterable[FirmConfig], tokens: TokenStore, now: datetime) -> list[str]:
     """The dispatcher's judgement of the idle connections whose config records no refresh: one
-    secret read each, eight at a time (there are none once every firm has refreshed once)."""
+    secret read each, eight at a time (there are none once every firm has refreshed once). A
+    secret that cannot be read leaves its firm unjudged this hour; the others go on."""
+
+    def judged(config: FirmConfig) -> bool:
+        try:
+            return keep_alive_due(config, tokens, now)
+        except TokenStoreError as exc:
+            logger.warning(
+                "idle connection left unjudged: its tokens could not be read",
+                extra={"firm_id": config.firm_id, "detail": str(exc)},
+            )
+            return False
+
     listed = list(configs)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        due = list(pool.map(lambda config: keep_alive_due(config, tokens, now), listed))
+        due = list(pool.map(judged, listed))
     return [config.firm_id for config, is_due in zip(listed, due, strict=True) if is_due]
