@@ -18,6 +18,9 @@ from xpm_sync.domain.near_match import name_key
         ("Acme Holdings", "AcmeHoldings"),
         ("  Acme   Holdings  ", "acme holdings"),
         ("Kelly & Co", "Kelly and Company"),
+        ("Acme Pty.Limited", "Acme Pty Ltd"),
+        ("Smith-and-Jones", "Smith & Jones"),
+        ("Smith/Company", "Smith Co"),
     ],
 )
 def test_names_alike_but_for_case_punctuation_spacing_and_the_suffix_match(xpm: str, active: str) -> None:

@@ -96,8 +96,8 @@ class InvalidClient(XeroIdentityError):
 
 
 class RevocationRefused(XeroIdentityError):
-    """The revocation endpoint refused the request itself (a 4xx that is neither about the token
-    nor the app, nor a "try later"): sent again, it would be refused again."""
+    """The revocation endpoint refused the request itself (a 400 with an OAuth error that is
+    neither about the token nor the app): sent again, it would be refused again."""
 
 
 class AppCredentialsUnavailable(XeroIdentityError):
@@ -190,7 +190,7 @@ class XeroIdentity:
         )
         if not response.is_success:
             error = _identity_error("revocation", response)
-            if type(error) is XeroIdentityError and _refused_for_good(response.status_code):
+            if type(error) is XeroIdentityError and _refused_for_good(response):
                 raise RevocationRefused(str(error))
             raise error
 
@@ -307,9 +307,10 @@ def _error_code(response: httpx.Response) -> str | None:
     return code if isinstance(code, str) and _ERROR_CODE.match(code) else None
 
 
-def _refused_for_good(status: int) -> bool:
-    # 408 and 429 ask for a later try; every other 4xx would answer the same request the same way.
-    return 400 <= status < 500 and status not in (408, 429)
+def _refused_for_good(response: httpx.Response) -> bool:
+    # RFC 7009's own refusal: a 400 naming an OAuth error. Anything else (a gateway's 403, a 404 from
+    # a wrong URL, a 429) may pass, so the tokens are kept for the admin's retry.
+    return response.status_code == 400 and _error_code(response) is not None
 
 
 def _identity_error(what: str, response: httpx.Response) -> XeroIdentityError:

@@ -20,19 +20,19 @@ from xpm_sync.domain.mapping import abn_digits
 MatchReason = Literal["abn", "name"]
 MatchAnswer = Literal["link", "create"]
 
-_PUNCTUATION = re.compile(r"[^\w\s]+")
+_NOT_A_WORD = re.compile(r"[^\w]+")
 _SAME_WORD = {"limited": "ltd", "proprietary": "pty", "company": "co", "and": "&"}
 
 
 def name_key(name: str | None) -> str:
     """A name as compared for a suggestion: "Smith & Sons Pty. Limited" -> "smith&sonsptyltd".
 
-    Punctuation goes without leaving a gap ("A.B.", "O'Brien", "Smith-Jones") and so does spacing
-    ("AcmeHoldings"), after the suffix's words are made alike.
+    The words are made alike ("Pty.Limited", "Smith-and-Jones"), then joined with no gap, so
+    punctuation and spacing count for nothing ("A.B.", "O'Brien", "AcmeHoldings").
     """
     if not name:
         return ""
-    words = _PUNCTUATION.sub("", name.casefold().replace("&", " and ")).split()
+    words = _NOT_A_WORD.sub(" ", name.casefold().replace("&", " and ")).split()
     return "".join(_SAME_WORD.get(word, word) for word in words)
 
 
