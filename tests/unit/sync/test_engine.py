@@ -682,3 +682,21 @@ def test_a_firm_that_never_completed_a_run_and_whose_connect_time_is_unknown_hea
     assert run(firm).status == "failed"  # the second in a row, 4 hours after the first
 
     assert len(firm.notifier.sent) == 1
+
+
+def test_a_client_waiting_on_its_suggested_link_costs_no_active_read_an_hour(firm: Firm) -> None:
+    # Given an XPM client suggested as the look-alike of a client entered by hand (the first sync)
+    partner = with_partner(firm)
+    look_alike = client("HT01", partner=partner, name="Harbour Trading")
+    firm.xpm.clients.append(look_alike)
+    firm.active.add_client(legal_name="Harbour Trading")
+    run(firm)
+    assert look_alike.uuid in firm.matches.suggestions
+    firm.active.items_read = 0
+
+    # When the next hourly runs retry it while the admin has not answered
+    later = run(firm)
+
+    # Then it still waits, and the run read nothing from Active but the users and the office
+    assert later.counts["client"]["skipped"] == 1
+    assert firm.active.items_read == len(firm.active.user_items) + len(firm.active.offices_by_code)

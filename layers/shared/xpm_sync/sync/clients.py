@@ -105,6 +105,8 @@ class ClientSync:
     unlinked: dict[str, StoredClient] = field(default_factory=dict)
     # Of those, the ones this run linked or found linked (or gone): the stored list drops them.
     no_longer_unlinked: set[str] = field(default_factory=set)
+    # ... and the ones read again this run and found still unlinked, as listed.
+    _checked_unlinked: set[str] = field(default_factory=set)
     dry_run: bool = False
     index: ClientIndex = field(default_factory=ClientIndex)
     ledger: ClientCodeLedger[XpmClientRecord] = field(default_factory=ClientCodeLedger)
@@ -537,15 +539,23 @@ class ClientSync:
         if self.unlinked.pop(client_id, None) is not None:
             self.no_longer_unlinked.add(client_id)
 
-    def _look_alike(self, *, abn: str | None, name: str | None) -> tuple[StoredClient, MatchReason] | None:
+    def _look_alike(
+        self, *, abn: str | None, name: str | None, already: Suggestion | None
+    ) -> tuple[StoredClient, MatchReason] | None:
         """The unlinked Active client this record may be (``find_candidate``). On an incremental run
-        the unlinked clients are the last full read's: a candidate is read again before it is
-        suggested, and passed over when it has been linked, deleted or renamed since."""
+        the unlinked clients are the last full read's: a candidate is read again before it is first
+        suggested (once a run), and passed over when it has been linked, deleted or renamed since.
+        One the record already waits on (``already``) is not read again: links the sync makes take
+        clients off the list as they happen, and the daily full read rebuilds it."""
         while True:
             found = find_candidate(abn=abn, name=name, unlinked=self.unlinked.values())
             if found is None or self.index.complete:
                 return found
             listed, _ = found
+            if listed.client_id in self._checked_unlinked or (
+                already is not None and already.client_id == listed.client_id
+            ):
+                return found
             current = self.store.client(listed.client_id)
             del self.unlinked[listed.client_id]
             if current is None or current.xpm_uuid:
@@ -553,6 +563,7 @@ class ClientSync:
                 continue
             if (current.legal_name, current.abn) == (listed.legal_name, listed.abn):
                 self.unlinked[listed.client_id] = listed
+                self._checked_unlinked.add(listed.client_id)
                 return found
             # Changed since the full read: judged again as it is now.
             self.unlinked[listed.client_id] = current
@@ -568,7 +579,9 @@ class ClientSync:
             if target is not None and not target.xpm_uuid:
                 return target
         fields = map_client(record).fields
-        candidate = self._look_alike(abn=fields.abn if fields else None, name=legal_name(record))
+        candidate = self._look_alike(
+            abn=fields.abn if fields else None, name=legal_name(record), already=suggestion
+        )
         if candidate is None:
             return None
         client, reason = candidate
