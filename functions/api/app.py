@@ -44,6 +44,7 @@ with loading():
     from xpm_sync.composition.api import api_service
     from xpm_sync.domain.entries import EntryEntity, Severity
     from xpm_sync.domain.errors import DomainError
+    from xpm_sync.observability import logger
 
 app = admin_api()
 
@@ -94,6 +95,9 @@ def invalid_request(error: RequestValidationError) -> Response[str]:
             api_service().require_connection(_firm_id())
         except DomainError as refusal:
             return domain_error_response(refusal)
+        except Exception:
+            # The connection could not be checked (DynamoDB failing): the body's own answer stands.
+            logger.exception("connection check failed while answering an invalid PUT body")
     return answer
 
 

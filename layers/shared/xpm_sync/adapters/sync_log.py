@@ -208,17 +208,16 @@ class RunLog:
     def latest_sync(self, firm_id: str) -> SyncRun | None:
         """The newest run that is not a preview, finished or not: a dry run changes no sync state
         (SPEC B6), so it is never the firm's last run."""
-        page = query_page(
-            self._table,
-            pk=f"FIRM#{firm_id}",
-            prefix="RUN#",
-            after=None,
-            limit=1,
-            newest_first=True,
-            filter_expression="attribute_not_exists(dry_run) OR dry_run = :not_dry",
-            filter_values={":not_dry": False},
+        newest_first = self._table.query_items(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :runs)",
+            FilterExpression="attribute_not_exists(dry_run) OR dry_run = :not_dry",
+            ExpressionAttributeValues={":pk": f"FIRM#{firm_id}", ":runs": "RUN#", ":not_dry": False},
+            ScanIndexForward=False,
+            # Pages of a few runs, read only until the first that is not a preview.
+            Limit=10,
         )
-        return SyncRun.model_validate(plain(page.items[0])) if page.items else None
+        latest = next(iter(newest_first), None)
+        return SyncRun.model_validate(plain(latest)) if latest is not None else None
 
 
 # --- Per-record state: open problems and retry copies (SPEC A7, B6) ------------------------------
