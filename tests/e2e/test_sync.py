@@ -509,6 +509,10 @@ class _OneSecond:
     at = datetime.now(UTC).replace(microsecond=0)
     ticks = 0
 
+    @classmethod
+    def start_now(cls) -> None:
+        cls.at, cls.ticks = datetime.now(UTC).replace(microsecond=0), 0
+
     def now(self) -> datetime:
         _OneSecond.ticks += 1
         return self.at + timedelta(microseconds=_OneSecond.ticks)
@@ -519,6 +523,7 @@ def test_what_a_run_fixes_and_finds_in_the_same_second_as_the_last_email_counts_
 ) -> None:
     """The probe of 2026-12-07: times kept to the second put a run that fixed a problem in the very
     second of the last email among what that email had told, so fixed_since_last_email said 0."""
+    _OneSecond.start_now()
     monkeypatch.setattr(worker_composition, "SystemClock", _OneSecond)
     fixed, broken = world.clean_clients()[:2]
     outsider = world.practice.staff[-1]

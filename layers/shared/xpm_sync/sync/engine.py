@@ -760,6 +760,7 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
     run.full_read = part.full_read
     completed = failure is None
     failures_in_a_row = _failures_in_a_row(config, failure)
+    failing_since = _failing_since(config, run, failures_in_a_row)
     if not part.dry_run:
         # A run's own problems close at the next run that does not report them (SPEC B6).
         findings.sightings[RUN_KEY] = run_level_sighting(part.run_entries())
@@ -774,7 +775,7 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
                 last_completed_run_started_at=config.last_completed_run_started_at,
                 connected_at=config.connected_at,
                 now=finished,
-                failing_since=_failing_since(config, run, failures_in_a_row),
+                failing_since=failing_since,
             )
         ):
             # The notification's own problems (no notification user, say) belong in this run's log.
@@ -788,7 +789,7 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
     if part.dry_run:
         services.config.update(config.firm_id, preview_pending=False)
     else:
-        _record_end(services, part, completed, failures_in_a_row)
+        _record_end(services, part, completed, failures_in_a_row, failing_since)
     record_run_metrics(run, seconds, [entry.code for entry in part.run_entries()])
     logger.info(
         "sync run finished",
@@ -808,7 +809,9 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
     return RunResult(run=run, entries=findings.entries, transient=failure is not None and failure.transient)
 
 
-def _record_end(services: SyncServices, part: _Run, completed: bool, failures_in_a_row: int) -> None:
+def _record_end(
+    services: SyncServices, part: _Run, completed: bool, failures_in_a_row: int, failing_since: str | None
+) -> None:
     """The run's bookkeeping always; its incremental state only if the firm's tenant is still the
     one the run read (SPEC A6: a tenant change in flight starts the next run afresh)."""
     run, config = part.run, part.config
@@ -818,7 +821,7 @@ def _record_end(services: SyncServices, part: _Run, completed: bool, failures_in
     run_codes = [entry.code for entry in part.run_entries()]
     state: dict[str, Any] = {
         "transient_failures_in_a_row": failures_in_a_row,
-        "transient_failures_since": _failing_since(config, run, failures_in_a_row),
+        "transient_failures_since": failing_since,
         "last_failure_owner": failed_run_fault(run.status, run_codes),
     }
     if completed:

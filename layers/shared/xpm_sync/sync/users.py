@@ -105,12 +105,17 @@ class UserSync:
             return
         existing = self._by_uuid.get(staff.uuid) or self._by_email.get(email_key)
         relinked: tuple[Entry, ...] = ()
-        if (
-            existing is not None
-            and existing.xpm_uuid
-            and existing.xpm_uuid != staff.uuid
-            and uuid_key(existing.xpm_uuid) not in self._listed
-        ):
+        if existing is not None and existing.xpm_uuid and existing.xpm_uuid != staff.uuid:
+            if uuid_key(existing.xpm_uuid) in self._listed:
+                self._fail(
+                    staff,
+                    label,
+                    codes.USER_LINKED_TO_OTHER_STAFF,
+                    f"The Active user {existing.email} is already linked to another XPM staff member, "
+                    f"so {label} was not synced.",
+                    *found,
+                )
+                return
             relinked = (
                 codes.USER_RELINKED.entry(
                     label=label,
@@ -120,16 +125,6 @@ class UserSync:
                     entity="user",
                 ),
             )
-        elif existing is not None and existing.xpm_uuid and existing.xpm_uuid != staff.uuid:
-            self._fail(
-                staff,
-                label,
-                codes.USER_LINKED_TO_OTHER_STAFF,
-                f"The Active user {existing.email} is already linked to another XPM staff member, "
-                f"so {label} was not synced.",
-                *found,
-            )
-            return
         desired = user_values(fields, xpm_uuid=staff.uuid)
         try:
             outcome, user_id = self._write(existing, desired)
