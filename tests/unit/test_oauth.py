@@ -77,7 +77,9 @@ def test_connect_answers_an_authorize_url_with_a_state_bound_to_the_firm_and_the
     assert 590 <= int(stored["expires_at"]) - int(api.clock.now().timestamp()) <= 600
     # The state itself is never stored, only its hash.
     assert all(query["state"] not in str(item) for item in api.config_items())
-    assert api.config()["sync_name"] == "Head office sync"
+    # The name waits with the state for a consent that connects the firm.
+    assert stored["sync_name"] == "Head office sync"
+    assert "sync_name" not in api.config()
 
 
 def test_every_authorize_request_carries_a_pkce_s256_challenge_whose_verifier_stays_on_the_server(
@@ -177,10 +179,31 @@ def test_the_callback_ensures_sync_enabled_exists(api: ApiHarness) -> None:
     assert api.config()["sync_enabled"] is False
 
 
+def test_the_sync_name_given_with_connect_is_kept_once_the_consent_connects_the_firm(api: ApiHarness) -> None:
+    answer = api.callback(api.consent(api.start_connect(sync_name="Head office sync")))
+
+    assert answer.status == 200, answer.text
+    assert answer.json["sync_name"] == "Head office sync"
+    assert api.config()["sync_name"] == "Head office sync"
+
+
 def test_connect_without_a_body_keeps_the_sync_name(api: ApiHarness) -> None:
-    api.start_connect(sync_name="Named once")
-    answer = api.call_oauth("connect", claims=admin_claims(), body=None)
-    assert answer.status == 200
+    api.callback(api.consent(api.start_connect(sync_name="Named once")))
+
+    authorize_url = api.call_oauth("connect", claims=admin_claims(), body=None).json["authorize_url"]
+    answer = api.callback(api.consent(authorize_url))
+
+    assert answer.status == 200, answer.text
+    assert api.config()["sync_name"] == "Named once"
+
+
+def test_a_refused_consent_leaves_the_sync_name_as_it_was(api: ApiHarness) -> None:
+    api.callback(api.consent(api.start_connect(sync_name="Named once")))
+    api.sim.faults.add("deny_consent")
+
+    answer = api.callback(api.consent(api.start_connect(sync_name="Renamed")))
+
+    _assert_refused(answer, 400, "XERO_CONSENT_DENIED")
     assert api.config()["sync_name"] == "Named once"
 
 
@@ -524,7 +547,8 @@ def test_a_consent_without_practice_manager_is_refused_revoked_and_leaves_the_fi
     organisation = api.sim.add_organisation("Demo Company (AU)")
     api.sim.consent_to([organisation])
 
-    answer = api.callback(api.consent(api.start_connect()))
+    # A new name sent with the refused consent is not kept either.
+    answer = api.callback(api.consent(api.start_connect(sync_name="Renamed sync")))
 
     _assert_refused(answer, 422, "NO_PRACTICE_MANAGER")
     assert api.config() == config_before

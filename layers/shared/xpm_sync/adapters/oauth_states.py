@@ -5,7 +5,8 @@ the firm and the user (``sub``) it was issued to: a consent phished from another
 admin, carrying the attacker's state, comes back to the victim's browser and session, never to the
 attacker's (RFC 9700 §4.7). Each value is 32 random bytes; only its SHA-256 is stored (as the Config
 table item ``oauth-state#<hash>``), so a leaked table backup cannot be replayed. The item also keeps
-the PKCE code verifier of that connect, which never leaves the server.
+the PKCE code verifier of that connect, which never leaves the server, and the sync name the admin
+gave with it, which only a consent that connects the firm applies.
 
 Consuming is one conditional delete that matches the firm, the user and the expiry together: a
 state presented by anyone else, or too late, is refused and left as it was (nobody can burn another
@@ -46,6 +47,7 @@ class OAuthState:
     firm_id: str
     user_sub: str
     code_verifier: str = field(repr=False)
+    sync_name: str | None = None
 
 
 def _key(state: str) -> str:
@@ -59,10 +61,12 @@ class StateStore:
         self._table = table
         self._clock = clock
 
-    def issue(self, firm_id: str, user_sub: str, code_verifier: str) -> str:
-        """A fresh state for this firm's admin; the connect's PKCE verifier is kept with it."""
+    def issue(self, firm_id: str, user_sub: str, code_verifier: str, *, sync_name: str | None = None) -> str:
+        """A fresh state for this firm's admin; the connect's PKCE verifier and sync name are kept
+        with it."""
         state = secrets.token_urlsafe(_STATE_BYTES)
         expires_at = int((self._clock.now() + STATE_TTL).timestamp())
+        named = {"sync_name": sync_name} if sync_name else {}
         self._table.put_item(
             Item={
                 "firm_id": _key(state),
@@ -71,6 +75,7 @@ class StateStore:
                 "user_sub": user_sub,
                 "code_verifier": code_verifier,
                 "expires_at": expires_at,
+                **named,
             },
             # 256 random bits never collide; the condition just makes an overwrite impossible.
             ConditionExpression="attribute_not_exists(firm_id)",
@@ -100,8 +105,15 @@ class StateStore:
             if is_condition_failure(exc):
                 raise InvalidState("state is unknown, used, expired or someone else's") from None
             raise
-        verifier = (answer.get("Attributes") or {}).get("code_verifier")
+        stored = answer.get("Attributes") or {}
+        verifier = stored.get("code_verifier")
         if not isinstance(verifier, str) or not verifier:
             # Issued before PKCE: the code it brings back could not be exchanged anyway.
             raise InvalidState("state item has no PKCE verifier")
-        return OAuthState(firm_id=firm_id, user_sub=user_sub, code_verifier=verifier)
+        sync_name = stored.get("sync_name")
+        return OAuthState(
+            firm_id=firm_id,
+            user_sub=user_sub,
+            code_verifier=verifier,
+            sync_name=sync_name if isinstance(sync_name, str) and sync_name else None,
+        )

@@ -189,12 +189,14 @@ class IntegrationService:
         # Read the app's credentials before writing anything: a secret that cannot be read is a 500
         # that leaves no state behind.
         identity = self.identity
-        # The firm's config item exists from the first connect with its B3 attributes; a name given
-        # now is kept, and an absent one leaves the stored name alone.
-        named = {"sync_name": request.sync_name} if request is not None and request.sync_name else {}
-        self.configs.update(caller.firm_id, defaults=NEW_CONFIG_DEFAULTS, **named)
+        # The firm's config item exists from the first connect with its B3 attributes. A name given
+        # now waits with the state: only a consent that connects the firm applies it, so a refused
+        # one leaves the firm as it was (SPEC A6); an absent one leaves the stored name alone.
+        self.configs.update(caller.firm_id, defaults=NEW_CONFIG_DEFAULTS)
         code_verifier = new_code_verifier()
-        state = self.states.issue(caller.firm_id, user_sub, code_verifier)
+        state = self.states.issue(
+            caller.firm_id, user_sub, code_verifier, sync_name=request.sync_name if request else None
+        )
         logger.info("xpm connect started", extra={"firm_id": caller.firm_id})
         return ConnectResponse(
             authorize_url=identity.authorize_url(
@@ -261,9 +263,11 @@ class IntegrationService:
         tenant = _preselected_tenant(connections)
         # Without a tenant the hourly sync could only fail: it waits for the admin's Start Sync.
         paused = {} if tenant is not None else {"sync_enabled": False}
+        named = {"sync_name": grant.sync_name} if grant.sync_name else {}
         self.configs.update(
             grant.firm_id,
             defaults=NEW_CONFIG_DEFAULTS,
+            **named,
             status="connected",
             connected_by_name=user.name,
             connected_by_email=user.email,
