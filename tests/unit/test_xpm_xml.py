@@ -128,10 +128,16 @@ def test_staff_links_take_the_uuid_child_then_id_then_plain_text():
     assert client.account_manager_uuid == "staff-plain"
     assert client.job_manager_uuid is None
 
-    name_only = one_client(UUID="c", AccountManager="<Name>No Id</Name>", JobManager="<UUID />")
+    # A link with something in it but no identifier is set (it resolves to nobody); an empty one
+    # is unset (SPEC A2, A3).
+    name_only = one_client(UUID="c", AccountManager="<UUID /><Name>No Id</Name>", JobManager="<UUID />")
     (client,) = xml.iter_clients([clients_doc(name_only)])
-    assert client.account_manager_uuid is None
+    assert client.account_manager_uuid == "No Id"
     assert client.job_manager_uuid is None
+
+    email_only = one_client(UUID="c", JobManager="<UUID> </UUID><Email>max@firm.example</Email>")
+    (client,) = xml.iter_clients([clients_doc(email_only)])
+    assert client.job_manager_uuid == "max@firm.example"
 
 
 def test_contacts_and_groups_keep_document_order():

@@ -263,7 +263,10 @@ def flag_of(elem: Element | None, default: bool = False) -> bool:
 def staff_ref_of(elem: Element | None) -> str | None:
     """A staff link: ``<AccountManager><UUID>..</UUID><Name>..</Name></AccountManager>``.
 
-    Older answers carry an ``ID`` child or the identifier as plain text; both are accepted.
+    Older answers carry an ``ID`` child or the identifier as plain text; both are accepted. A link
+    that carries something (a Name) but no identifier is set, yet can match no staff member: it is
+    handed on as what it carries, so the sync reports a Partner it cannot resolve instead of taking
+    the default partner (SPEC A2). A link with nothing in it is unset.
     """
     if elem is None:
         return None
@@ -274,7 +277,8 @@ def staff_ref_of(elem: Element | None) -> str | None:
             return value
     if not children:
         return text_of(elem)
-    return None
+    named = text_of(children.get("Name"))
+    return named if named is not None else next((v for c in children.values() if (v := text_of(c))), None)
 
 
 def _uuid(fields: dict[str, Element]) -> str:
