@@ -6,6 +6,7 @@ refuses, an outage. Each test is named after the SPEC rule it proves."""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from xpm_sync.composition import worker as worker_composition
 from functions.sync_dispatch.app import lambda_handler as dispatch_handler
 from functions.sync_worker.app import lambda_handler as worker_handler
 from local.lambda_runtime import Delivery, LocalContext, drain_queue, scheduled_event
+from local.xpm_sim.model import SimClient
 from tests.fixtures.sync import ScaledInvocations, SyncWorld
 
 pytestmark = pytest.mark.e2e
@@ -303,6 +305,53 @@ def test_every_client_sent_three_times_makes_no_duplicate(world: SyncWorld) -> N
     assert first.counts["client"]["failed"] == 2 * len(clean)
     assert {e.code for e in world.entries(first)} == {"XPM_UUID_REPEATED"}
     assert world.awaiting_retry() == set()
+
+
+# --- SPEC A4: keys DynamoDB refuses (found by a probe, 2026-12-07) ----------------------------------
+
+
+@pytest.mark.parametrize("incremental", [False, True], ids=["first sync", "hourly run"])
+def test_a_code_or_uuid_longer_than_dynamodbs_keys_fails_that_record_alone(
+    world: SyncWorld, incremental: bool
+) -> None:
+    # Given a client whose Client Code is 300 emoji (1,200 bytes: past the by_code index's 1,024),
+    # and a client whose UUID is 1,100 characters with no partner (its problem would be keyed by it)
+    clean = world.clean_clients()
+    long_code, template = clean[1], clean[5]
+    if incremental:
+        world.run_hourly()
+        assert world.last_run().status == "success", world.entries()
+        code_before = world.client_by_uuid(long_code.uuid)["code"]
+    world.practice.update_client(long_code.uuid, ClientCode="\U0001f389" * 300)
+    long_uuid = SimClient(
+        uuid="U" * 1100, elements=copy.deepcopy(template.elements), account_manager_uuid=None
+    )
+    long_uuid.elements["ClientCode"] = "LONGID1"
+    world.practice.add_client(long_uuid)
+
+    # When the run goes
+    deliveries = world.run_hourly()
+
+    # Then the run completes, partial: each of the two is an error entry alone, the others sync
+    assert not any(d.failed for d in deliveries)
+    run = world.last_run()
+    assert run.status == "partial", world.entries(run)
+    assert sorted((e.code, e.xpm_uuid) for e in world.entries(run)) == [
+        ("CLIENT_CODE_TOO_LONG", long_code.uuid),
+        ("CLIENT_UUID_MISSING", None),
+    ]
+    assert run.counts["client"]["failed"] == 2
+    if incremental:
+        # Linked already, it keeps what it had
+        assert synced_uuids(world) == without(world, long_uuid.uuid)
+        assert world.client_by_uuid(long_code.uuid)["code"] == code_before
+    else:
+        assert synced_uuids(world) == without(world, long_code.uuid, long_uuid.uuid)
+
+    # And once XPM's code is short again, the client syncs under it
+    world.practice.update_client(long_code.uuid, ClientCode="PARTY1")
+    world.run_hourly()
+    assert world.client_by_uuid(long_code.uuid)["code"] == "PARTY1"
 
 
 # --- SPEC A4, issue 18 item 3: a record too large for DynamoDB ------------------------------------

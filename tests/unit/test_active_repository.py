@@ -288,6 +288,9 @@ def test_clients_are_found_by_xpm_uuid_and_by_code_in_any_case_through_the_templ
     assert [c.client_id for c in repo.clients_by_uuid(["u-1", "u-unknown"])] == [linked]
     assert {c.client_id for c in repo.clients_by_code(["acme", "TRIAL7"])} == {linked, by_hand}
     assert repo.clients_by_uuid([]) == []
+    # A value longer than an index key (1,024 bytes) is held by no item: nothing found, no error
+    assert {c.client_id for c in repo.clients_by_code(["ACME", "ß" * 600])} == {linked}
+    assert repo.clients_by_uuid(["u" * 1100]) == []
 
 
 def test_a_client_the_sync_created_is_found_again_by_key_100_to_a_request_with_no_index_query(

@@ -140,6 +140,18 @@ def test_a_record_missing_a_required_element_is_an_error(
     assert codes(mapping.entries) == expected_codes
 
 
+def test_a_client_code_longer_than_the_code_index_holds_is_an_error() -> None:
+    # Active finds clients by code through an index whose key DynamoDB caps at 1,024 bytes.
+    too_long = map_client(a_client(client_code="\U0001f389" * 257))  # 1,028 bytes
+    fits = map_client(a_client(client_code="\U0001f389" * 256))
+
+    assert too_long.fields is None
+    assert codes(too_long.entries) == ["CLIENT_CODE_TOO_LONG"]
+    assert "1,028 bytes" in too_long.entries[0].message
+    assert fits.fields is not None
+    assert fits.fields.code == "\U0001f389" * 256
+
+
 # --- Clients: one test per row of the A3 table -----------------------------------------------
 @pytest.mark.parametrize(
     ("client", "field", "expected"),

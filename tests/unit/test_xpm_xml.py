@@ -309,6 +309,14 @@ def test_a_record_without_uuid_is_handed_on_for_the_sync_to_report_alone():
     assert second.uuid == "c-2"
 
 
+def test_a_uuid_too_long_to_be_one_is_handed_on_as_none():
+    # It would key the record's state and index entries, which DynamoDB refuses past 1,024 bytes.
+    doc = clients_doc(one_client(UUID="U" * 257, Name="Long Id") + one_client(UUID="u" * 256, Name="Fits"))
+    assert [client.uuid for client in xml.iter_clients([doc])] == ["", "u" * 256]
+    staff = STAFF.replace(b"<UUID>s-1</UUID>", b"<UUID>" + "é".encode() * 129 + b"</UUID>")
+    assert [member.uuid for member in xml.iter_staff([staff])] == [""]
+
+
 def test_a_web_link_xpm_sends_is_kept():
     (client,) = xml.iter_clients(
         [clients_doc(one_client(UUID="c-1", WebUrl="https://practicemanager.xero.com/Client/c-1"))]

@@ -47,6 +47,7 @@ from xpm_sync.domain.errors import RecordGone, RecordTooLarge
 _TRANSACTION_REFUSED = frozenset({"TransactionCanceledException", "TransactionConflictException"})
 # Why DynamoDB may refuse a transaction of updates that one at a time might pass (or fail alone).
 _UPDATES_REFUSED_TOGETHER = _TRANSACTION_REFUSED | {"ValidationException"}
+MAX_INDEX_KEY_BYTES = 1024  # DynamoDB's longest sort key, of a table or of an index
 UPDATES_PER_TRANSACTION = 100  # DynamoDB's most items per TransactWriteItems
 _TRANSACTION_BYTES = 2 * 1024 * 1024  # changes sent in one transaction, well under its 4 MB
 WRITER_THREADS = 4  # BatchWriteItem requests in flight at once; twice as many may wait (bounded memory)
@@ -289,7 +290,9 @@ class ActiveRepository:
                 )
             )
 
-        wanted = [value for value in values if value]
+        # A value longer than an index key can be is held by no item, and DynamoDB would refuse
+        # the query (and with it the run) rather than answer nothing.
+        wanted = [value for value in values if value and len(value.encode("utf-8")) <= MAX_INDEX_KEY_BYTES]
         if len(wanted) <= 1:
             found = [item for value in wanted for item in lookup(value)]
         else:

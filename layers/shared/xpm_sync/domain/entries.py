@@ -203,6 +203,14 @@ CLIENT_CODE_MISSING = _kind(
     "An XPM client has no Client Code; client codes identify clients in both systems.",
     "Enter a Client Code for this client in XPM.",
 )
+CLIENT_CODE_TOO_LONG = _kind(
+    "CLIENT_CODE_TOO_LONG",
+    "error",
+    "client",
+    "An XPM client's Client Code is longer than Active can find clients by (1,024 bytes); the "
+    "client was not synced, and the others were.",
+    "Shorten the Client Code in XPM; the next sync picks it up.",
+)
 CLIENT_CODE_DUPLICATE = _kind(
     "CLIENT_CODE_DUPLICATE",
     "error",

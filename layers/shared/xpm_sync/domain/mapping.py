@@ -54,6 +54,8 @@ _SEPARATORS = re.compile(r"[-_.\u2010-\u2015\u2212]")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _NOT_AN_ASCII_DIGIT = re.compile(r"[^0-9]")
 _ABN_WEIGHTS = (10, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)
+# Active finds clients by code through an index (SPEC B3), whose key DynamoDB caps at 1,024 bytes.
+MAX_CLIENT_CODE_BYTES = 1024
 
 
 # --- Helpers ---------------------------------------------------------------------------------
@@ -249,6 +251,11 @@ def map_client(client: XpmClientRecord) -> ClientMapping:
     code = _text(client.client_code)
     if code is None:
         problem(entries.CLIENT_CODE_MISSING, f"The client {label} has no Client Code in XPM.")
+    elif len(code.encode("utf-8")) > MAX_CLIENT_CODE_BYTES:
+        problem(
+            entries.CLIENT_CODE_TOO_LONG,
+            f"The client {label} has a Client Code of {len(code.encode('utf-8')):,} bytes in XPM.",
+        )
 
     structure = _text(client.business_structure)
     entity_type, unknown_structure = map_business_structure(structure or "")

@@ -36,6 +36,8 @@ MAX_TEXT_CHARS = 1_000_000
 MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
 # XPM nests a handful of levels; deep nesting only serves to exhaust the stack.
 MAX_DEPTH = 64
+# XPM's UUIDs are 36 characters; this leaves room for any identifier a record could carry.
+MAX_UUID_BYTES = 256
 # A single huge chunk would otherwise be parsed in one go, queueing every record it contains
 # before the first is handed out.
 _FEED_SLICE = 64 * 1024
@@ -283,7 +285,10 @@ def staff_ref_of(elem: Element | None) -> str | None:
 
 def _uuid(fields: dict[str, Element]) -> str:
     # A record without a UUID is handed on as such ("" ): the sync reports it, alone (SPEC A4).
-    return text_of(fields.get("UUID")) or ""
+    # So is one whose UUID is too long to be one: it would key the record's state and index
+    # entries, which DynamoDB refuses past 1,024 bytes, and take the whole run down with it.
+    value = text_of(fields.get("UUID")) or ""
+    return value if len(value.encode("utf-8")) <= MAX_UUID_BYTES else ""
 
 
 def parse_staff(elem: Element) -> XpmStaff:
