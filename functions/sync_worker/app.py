@@ -43,13 +43,19 @@ def _handler_for(context: LambdaContext) -> Any:
             # An idle connection's tokens are refreshed and nothing runs (SPEC A6); a failure
             # that may pass is raised, so SQS delivers the record again.
             return refresh_idle_connection(request.firm_id)
-        result = run_sync(
-            request.firm_id,
-            request.trigger,
-            services,
-            resume_run_id=request.resume_run_id,
-            dry_run_id=request.run_id if request.dry_run else None,
-        )
+        try:
+            result = run_sync(
+                request.firm_id,
+                request.trigger,
+                services,
+                resume_run_id=request.resume_run_id,
+                dry_run_id=request.run_id if request.dry_run else None,
+            )
+        except Exception:
+            # The run could not even record how it ended (it stays running until the firm's next run
+            # closes it): the operator's one trace of why. SQS delivers the record again.
+            logger.exception("sync run could not record its end", extra={"firm_id": request.firm_id})
+            raise
         if result is None:
             return None
         if result.transient:

@@ -4,11 +4,14 @@ minimal scheduled event; and XPM edge answers that must not stop a firm's sync."
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from xpm_sync.adapters import aws as aws_clients
+from xpm_sync.sync import engine
 
 from functions.sync_dispatch.app import lambda_handler as dispatch_handler
 from functions.sync_worker.app import lambda_handler as worker_handler
@@ -183,6 +186,34 @@ def test_a_record_that_can_never_run_holds_up_no_other_firms_record_whatever_its
     answer = worker_handler(event, None)
 
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    assert world.last_run().status == "success"
+
+
+def test_a_run_that_cannot_record_its_end_is_logged_retried_and_closed_by_the_next(
+    world: SyncWorld, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the sync log refuses the run's last writes (the probe of 2026-12-07: a key DynamoDB
+    # refused escaped as the run ended, with no log line, and the run stayed running)
+    def refused(*_: object, **__: object) -> None:
+        raise RuntimeError("the sync log refused the run's end")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(engine, "_finish", refused)
+        answer = worker_handler(_sqs_event(world, {"firm_id": world.firm_id, "trigger": "schedule"}), None)
+
+    # Then SQS gets the record back, and CloudWatch says which firm's run and why
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    (record,) = [r for r in caplog.records if r.getMessage() == "sync run could not record its end"]
+    assert record.levelno == logging.ERROR
+    assert getattr(record, "firm_id", None) == world.firm_id
+    assert record.exc_info is not None
+    assert "the sync log refused the run's end" in str(record.exc_info[1])
+    stuck = world.last_run()
+    assert stuck.status == "running"
+
+    # And the next delivery closes it and syncs
+    worker_handler(_sqs_event(world, {"firm_id": world.firm_id, "trigger": "schedule"}), None)
+    assert {run.run_id: run.status for run in world.runs()}[stuck.run_id] == "failed"
     assert world.last_run().status == "success"
 
 
