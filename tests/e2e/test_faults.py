@@ -1257,6 +1257,7 @@ def test_a_tenant_change_during_a_run_leaves_the_new_tenant_a_first_full_read(
     FAULT_LEDGER["tenant_change_during_run"] += 1
     world = fw.world
     fw.run_hourly()
+    completed_before = world.config().last_completed_run_started_at
     second = generate_practice(11, staff=4, clients=20, problem_share=0, tenant_name="Second Practice")
     for client in second.clients:
         client.elements["ClientCode"] = f"B{client.elements['ClientCode']}"  # codes of its own
@@ -1282,7 +1283,7 @@ def test_a_tenant_change_during_a_run_leaves_the_new_tenant_a_first_full_read(
     assert_invariants(fw, before=before, status="success")
     config = world.config()
     assert config.tenant_id == second.tenant_id
-    assert config.last_completed_run_started_at is None, "the old tenant's incremental state was kept"
+    assert config.last_completed_run_started_at == completed_before, "the old tenant's run wrote its end"
     assert config.last_full_read_started_at is None
 
     # And the new tenant's first run reads every client and syncs all of them

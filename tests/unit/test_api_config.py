@@ -385,13 +385,19 @@ def test_changing_the_tenant_starts_the_next_run_with_a_full_read(firm: ApiHarne
     firm.sim.add_practice(extra)
     firm.call_api("put_config", body=_body(firm))
 
-    firm.update_config(last_completed_run_started_at="2026-01-01T00:00:00Z", sync_state_id="old-practice")
+    firm.update_config(
+        last_completed_run_started_at="2026-01-01T00:00:00Z",
+        last_full_read_started_at="2026-01-01T00:00:00Z",
+        sync_state_id="old-practice",
+    )
 
     answer = firm.call_api("put_config", body=_body(firm, tenant_id=extra.tenant_id))
 
     assert answer.status == 200
     config = firm.config()
     assert config["tenant_id"] == extra.tenant_id
-    assert "last_completed_run_started_at" not in config
+    assert "last_full_read_started_at" not in config
+    # That run did complete: SPEC A5's "no completed run for 3 hours" still counts from it.
+    assert config["last_completed_run_started_at"] == "2026-01-01T00:00:00Z"
     # A run still going on the old practice can no longer write its state (SPEC A6).
     assert config["sync_state_id"] not in (None, "old-practice")

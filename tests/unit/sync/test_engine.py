@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from xpm_sync.adapters.xpm.errors import XpmTooSlow, XpmUnavailable, XpmWrongTenant
-from xpm_sync.domain.firm import Checkpoint
+from xpm_sync.domain.firm import Checkpoint, tenant_change
 
 from tests.fakes import FIRM, OFFICE, START, Firm
 from tests.unit.sync.builders import (
@@ -435,6 +435,27 @@ def test_a_transient_outage_emails_only_from_the_third_failure_in_a_row(firm: Fi
         assert len(firm.notifier.sent) == (1 if attempt == 3 else 0), attempt
 
 
+def test_a_passing_outage_right_after_a_tenant_change_waits_like_any_other(firm: Firm) -> None:
+    # Given a firm connected a month ago whose run completed; then the admin picks another tenant
+    partner = with_partner(firm)
+    firm.xpm.clients.append(client(partner=partner))
+    firm.configs.update(FIRM, connected_at="2026-02-01T00:00:00Z")
+    run(firm)
+    firm.configs.update(FIRM, tenant_id="tenant-2", **tenant_change(firm.config, "tenant-2"))
+    firm.xpm.break_after = (0, XpmUnavailable("down"))
+
+    # When XPM is down for the next run (the probe of 2026-12-07: it emailed at once, counting the
+    # 3 hours from the connection, the completed run having been forgotten with the old tenant)
+    done = run(firm)
+
+    # Then nobody is emailed yet, and the run after it still reads every client of the new tenant
+    assert done.status == "failed"
+    assert firm.notifier.sent == []
+    firm.xpm.break_after = None
+    run(firm)
+    assert firm.xpm.client_lists_asked == [None, None, None]
+
+
 def test_a_wrong_tenant_answer_asks_the_admin_to_reconnect(firm: Firm) -> None:
     firm.xpm.break_after = (0, XpmWrongTenant("403"))
     firm.xpm.clients.append(client())
@@ -454,9 +475,7 @@ def test_a_tenant_change_during_a_run_keeps_the_runs_state_off_the_new_tenant(fi
     original_list = firm.xpm.iter_clients
 
     def change_tenant_mid_list(**kwargs: Any) -> Any:
-        firm.configs.update(
-            FIRM, tenant_id="tenant-2", sync_state_id="fresh", last_completed_run_started_at=None
-        )
+        firm.configs.update(FIRM, tenant_id="tenant-2", **tenant_change(firm.config, "tenant-2"))
         return original_list(**kwargs)
 
     firm.xpm.iter_clients = change_tenant_mid_list  # type: ignore[method-assign]
@@ -464,7 +483,8 @@ def test_a_tenant_change_during_a_run_keeps_the_runs_state_off_the_new_tenant(fi
 
     run_sync(FIRM, "schedule", services)
 
-    assert firm.config.last_completed_run_started_at is None, "the new tenant's first run reads every client"
+    assert firm.config.last_full_read_started_at is None, "the new tenant's first run reads every client"
+    assert firm.config.last_completed_run_started_at is None, "the run's end wrote no state"
     assert firm.config.last_run_id is not None
 
 

@@ -115,11 +115,15 @@ class FirmConfig(BaseModel):
 def tenant_change(current: FirmConfig, tenant_id: str | None) -> dict[str, Any]:
     """What a change of tenant resets (``{}`` when the tenant stays): incremental state belongs to
     one practice, so the new one starts with a full read, and a run still going on the old one
-    cannot write its state over the reset (its ``sync_state_id`` no longer matches)."""
+    cannot write its state over the reset (its ``sync_state_id`` no longer matches).
+
+    The last completed run stays on record: it did complete, and SPEC A5's "no completed run for 3
+    hours" counts from it, so a passing outage right after the change waits like any other. It
+    anchors no read of the new practice: ``full_read_due`` asks for a full read until one completes.
+    """
     if current.tenant_id is None or current.tenant_id == tenant_id:
         return {}
     return {
-        "last_completed_run_started_at": None,
         "last_full_read_started_at": None,
         # A run interrupted mid-practice must not resume on another practice's client list.
         "checkpoint": None,
