@@ -19,7 +19,9 @@ GATEWAY_FAULTS = frozenset(
 CONTENT_FAULTS = frozenset(
     {"slow", "drip", "status_error", "truncated", "malformed", "xxe", "billion_laughs", "oversized"}
 )
-IDENTITY_FAULTS = frozenset({"invalid_grant", "deny_consent"})
+# ``lose_answer``: the token endpoint carries the request out (a refresh rotates the grant), then
+# hangs up before answering, as a connection lost on the way back does.
+IDENTITY_FAULTS = frozenset({"invalid_grant", "deny_consent", "lose_answer"})
 FAULT_KINDS = GATEWAY_FAULTS | CONTENT_FAULTS | IDENTITY_FAULTS
 
 XPM_PREFIX = "/practicemanager/"
@@ -48,7 +50,7 @@ class Fault:
             return self.path in path
         # Without a path, generic faults hit XPM calls only, so that a test breaking XPM does not
         # also break the token refresh the client makes on its way there.
-        if self.kind == "invalid_grant":
+        if self.kind in ("invalid_grant", "lose_answer"):
             return path == "/connect/token"
         if self.kind == "deny_consent":
             return path == "/identity/connect/authorize"

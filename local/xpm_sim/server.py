@@ -424,7 +424,7 @@ class Simulator:
         client_id, _, secret = decoded.partition(":")
         return client_id, secret
 
-    def _token(self, handler: BaseHTTPRequestHandler, body: bytes) -> _Answer:
+    def _token(self, handler: BaseHTTPRequestHandler, body: bytes) -> _Answer | None:
         form = dict(parse_qsl(body.decode("utf-8", "replace")))
         try:
             client_id = self.identity.check_client(*self._basic(handler))
@@ -445,6 +445,8 @@ class Simulator:
                 raise IdentityError("unsupported_grant_type")
         except IdentityError as error:
             return _json(error.status, {"error": error.error})
+        if self.faults.take("/connect/token", frozenset({"lose_answer"})) is not None:
+            return None  # done at Xero, never heard of by the caller
         return _json(200, tokens, {"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     def _revocation(self, handler: BaseHTTPRequestHandler, body: bytes) -> _Answer:

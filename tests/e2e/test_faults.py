@@ -755,6 +755,25 @@ def test_xero_identity_failing_during_a_refresh_is_xpm_unavailable_and_sqs_retri
     redeliver_and_complete(fw)
 
 
+def test_a_refresh_whose_answer_is_lost_on_the_way_back_costs_the_firm_nothing(fw: FaultWorld) -> None:
+    # Given Xero rotates the grant on the run's refresh, and its answer never arrives (the probe of
+    # 2026-12-07: the run failed for SQS to retry after 90 minutes, when Xero no longer honoured
+    # the old refresh token, and the firm had to reconnect)
+    fw.sim.expire_access_tokens()
+    fw.fault("lose_answer", times=1)
+    before = snapshot(fw)
+
+    # When the hourly run goes
+    deliveries = fw.run_hourly()
+
+    # Then the refresh is asked again at once with the stored token, and the run completes
+    assert deliveries[0].failed == []
+    assert fw.world.config().status == "connected"
+    assert_invariants(fw, before=before, status="success")
+    assert len(fw.sim.calls_to("/connect/token")) == 2
+    assert fw.secret()["refresh_token"] not in before.secret_values, "the rotated grant is stored"
+
+
 def test_xero_refusing_the_apps_own_credentials_is_an_operator_entry_not_retried(fw: FaultWorld) -> None:
     FAULT_LEDGER["app_credentials_refused"] += 1
     fw.sim.expire_access_tokens()

@@ -38,7 +38,7 @@ from xpm_sync.adapters.tokens import (
     TokenStore,
     TokenStoreError,
 )
-from xpm_sync.adapters.xero_identity import FALLBACK_EXPIRES_IN, TokenSet, XeroIdentity
+from xpm_sync.adapters.xero_identity import FALLBACK_EXPIRES_IN, TokenSet, XeroIdentity, XeroIdentityError
 from xpm_sync.observability import logger
 
 from local.xpm_sim import generate_practice
@@ -638,6 +638,64 @@ def test_a_still_valid_access_token_from_another_worker_is_used_as_is(
     assert ours.access_token(force_refresh=True) == their_token
     assert token_calls(sim) == calls + 1
     assert ours.refreshed == 0
+
+
+# --- a refresh whose answer never came (SPEC A8: the old token works 30 more minutes) ---
+
+
+def test_a_refresh_whose_answer_was_lost_is_asked_again_at_once_and_the_grant_lives(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    # Given Xero rotates the grant on the refresh, but its answer never arrives (the probe of
+    # 2026-12-07: SQS tried again only after 90 minutes, when the old token was no longer honoured)
+    pauses: list[float] = []
+    store = TokenStore(
+        secrets_client=secrets, prefix=PREFIX, identity=identity, clock=clock, sleep=pauses.append
+    )
+    connected(store, sim, clock)
+    clock.advance(ACCESS_LIFETIME)
+    sim.faults.add("lose_answer", times=1)
+
+    access_token = store.for_firm("firm-1").access_token()
+
+    # Then the refresh is asked again at once, with the same token, and the new grant is stored
+    assert token_calls(sim) == 2
+    assert len(pauses) == 1
+    assert 0.5 <= pauses[0] <= 1.0
+    assert works_at_xero(identity, access_token)
+    assert secret_json(secrets)["access_token"] == access_token
+    clock.advance(ACCESS_LIFETIME)
+    assert works_at_xero(identity, store.for_firm("firm-1").access_token())
+
+
+def test_a_refresh_xero_never_answers_is_given_up_within_seconds_and_the_grant_is_kept(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    pauses: list[float] = []
+    store = TokenStore(
+        secrets_client=secrets, prefix=PREFIX, identity=identity, clock=clock, sleep=pauses.append
+    )
+    tokens = connected(store, sim, clock)
+    clock.advance(ACCESS_LIFETIME)
+    sim.faults.add("unavailable", times=None, path="/connect/token")
+
+    with pytest.raises(XeroIdentityError):
+        store.for_firm("firm-1").access_token()
+
+    assert token_calls(sim) == 3
+    assert sum(pauses) <= 4.0
+    assert secret_json(secrets)["refresh_token"] == tokens.refresh_token
+
+
+def test_a_refused_refresh_is_not_asked_again(store: TokenStore, sim: Any, clock: SharedClock) -> None:
+    connected(store, sim, clock)
+    clock.advance(ACCESS_LIFETIME)
+    sim.faults.add("invalid_grant", times=None)
+
+    with pytest.raises(NeedsReconnect):
+        store.for_firm("firm-1").access_token()
+
+    assert token_calls(sim) == 1
 
 
 def test_a_revoked_grant_needs_reconnect(store: TokenStore, sim: Any, clock: SharedClock) -> None:

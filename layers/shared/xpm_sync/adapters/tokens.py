@@ -6,7 +6,9 @@ between the two then costs nothing. A refresh refused with ``invalid_grant`` may
 worker rotated the token first, so the secret is read again once before the firm is told to
 reconnect. Token values are never logged nor put in exception messages.
 
-The write after a refresh is retried in-process on errors that pass (throttling, 5xx, a dropped
+A refresh whose answer never came (a timeout, a dropped connection, a 5xx) is asked again at once,
+with the same refresh token: Xero may have rotated the grant and honours the old token for 30
+minutes only. The write after a refresh is retried in-process on errors that pass (throttling, 5xx, a dropped
 connection): a failed run is retried by SQS only after the queue's visibility timeout, long after
 the old refresh token's 30 minutes, so losing that write costs the firm a reconnect. That write
 only ever updates the secret: a disconnect deletes it while a run may be refreshing, and the run
@@ -38,7 +40,7 @@ from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from xpm_sync.adapters.config_table import ConfigRepository
 from xpm_sync.adapters.dynamodb import Table, is_condition_failure
-from xpm_sync.adapters.xero_identity import InvalidGrant, TokenSet, XeroIdentity
+from xpm_sync.adapters.xero_identity import IdentityUnreachable, InvalidGrant, TokenSet, XeroIdentity
 from xpm_sync.domain.clock import Clock
 from xpm_sync.observability import logger
 
@@ -55,6 +57,14 @@ _TOKEN_KEYS = ("access_token", "refresh_token", "expires_at")
 # Pauses between attempts at storing a rotated refresh token (each jittered down to half): five
 # attempts within about 4 seconds of sleep, on top of botocore's own retries of each attempt.
 WRITE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+
+# Pauses before asking for a refresh again when Xero's answer did not come (each jittered down to
+# half). Xero may have rotated the grant all the same and honours the old refresh token for only
+# 30 minutes, while SQS would deliver the run again only after the queue's visibility timeout
+# (90 minutes): asked again now, with the same token, the grant survives a lost answer.
+REFRESH_RETRY_DELAYS = (1.0, 3.0)
+# No new attempt starts this late into the refresh lease, so two functions never refresh at once.
+REFRESH_RETRY_WITHIN_SECONDS = 15.0
 
 # Secrets Manager error codes that say "try again": throttling and the service's own failures.
 # Any 5xx or 429 answer counts too, whatever its code.
@@ -128,7 +138,9 @@ class TokenStore:
         lock: RefreshLock | None = None,
         identity_factory: Callable[[], XeroIdentity] | None = None,
         configs: ConfigRepository | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._monotonic = monotonic
         self._secrets = secrets_client
         self._prefix = prefix
         self._identity = identity
@@ -192,7 +204,21 @@ class TokenStore:
             self._identity = self._identity_factory()
         if self._identity is None:
             raise TypeError("this TokenStore was built without a XeroIdentity, so it cannot refresh")
-        return self._identity.refresh(refresh_token)
+        started = self._monotonic()
+        for attempt, delay in enumerate((*REFRESH_RETRY_DELAYS, None), start=1):
+            try:
+                return self._identity.refresh(refresh_token)
+            except IdentityUnreachable as exc:
+                pause = delay * random.uniform(0.5, 1.0) if delay is not None else None  # noqa: S311
+                if pause is None or self._monotonic() - started + pause > REFRESH_RETRY_WITHIN_SECONDS:
+                    raise
+                # The message names the exception's type or Xero's status, never a token.
+                logger.warning(
+                    "refreshing tokens got no answer; asking again",
+                    extra={"attempt": attempt, "error": str(exc), "pause": round(pause, 2)},
+                )
+                self._sleep(pause)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _read(self, firm_id: str, *, gone_is_disconnect: bool = False) -> _Secret | None:
         """The secret, or None when there is none (or nothing usable in it).

@@ -91,6 +91,11 @@ class InvalidGrant(XeroIdentityError):
     """The code or refresh token was refused (used, expired, revoked or rotated away)."""
 
 
+class IdentityUnreachable(XeroIdentityError):
+    """No answer came (a timeout, a dropped connection), or one that may pass (a 5xx, a 429): the
+    request may have been carried out at Xero all the same."""
+
+
 class InvalidClient(XeroIdentityError):
     """Xero does not accept the app's client id and secret."""
 
@@ -274,7 +279,7 @@ class XeroIdentity:
         except httpx.HTTPError as exc:
             # Only the exception's type: httpx messages can quote the request, and the request
             # carries a code or token in its body or headers.
-            raise XeroIdentityError(f"Xero {what} request failed: {type(exc).__name__}") from None
+            raise IdentityUnreachable(f"Xero {what} request failed: {type(exc).__name__}") from None
 
 
 def _seconds(value: Any) -> int | None:
@@ -320,6 +325,8 @@ def _identity_error(what: str, response: httpx.Response) -> XeroIdentityError:
         return InvalidGrant(message)
     if code in ("invalid_client", "unauthorized_client"):
         return InvalidClient(message)
+    if response.status_code >= 500 or response.status_code == 429:
+        return IdentityUnreachable(message)
     return XeroIdentityError(message)
 
 
