@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from xpm_sync.adapters.tokens import (
     LOCK_KEY_PREFIX,
     LOCK_LEASE_SECONDS,
     REFRESH_MARGIN_SECONDS,
+    SAVE_LEASE_WAIT_SECONDS,
     WRITE_RETRY_DELAYS,
     FirmDisconnected,
     FirmTokens,
@@ -899,6 +901,47 @@ def test_a_function_that_finds_the_tokens_refreshed_under_the_lease_uses_them(
     assert "Item" not in lease_table.get_item(Key={"firm_id": f"{LOCK_KEY_PREFIX}firm-1"})
 
 
+def test_a_reconnect_landing_during_a_refresh_of_the_old_grant_is_never_overwritten_by_it(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock, lease_table: Any
+) -> None:
+    # Given a run refreshing the firm's grant, and the admin's reconnect storing a new grant while
+    # Xero is answering that refresh (the probe of 2026-12-07: the run then wrote its rotated old
+    # grant over the new one, which the reconnect had just revoked as the one it replaced)
+    run_store, callback_store = (_locked_store(secrets, identity, clock, lease_table) for _ in range(2))
+    first = connected(run_store, sim, clock)
+    clock.advance(ACCESS_LIFETIME)
+    refreshing, reconnecting = threading.Event(), threading.Event()
+    original_refresh = identity.refresh
+
+    def slow_refresh(refresh_token: str) -> TokenSet:
+        refreshing.set()
+        assert reconnecting.wait(5)
+        time.sleep(0.3)  # the reconnect is waiting for the lease meanwhile
+        return original_refresh(refresh_token)
+
+    identity.refresh = slow_refresh  # type: ignore[method-assign]
+    new_grant = issued(sim, clock)
+    replaced: list[StoredTokens | None] = []
+
+    def reconnect() -> None:
+        assert refreshing.wait(5)
+        reconnecting.set()
+        replaced.append(callback_store.save("firm-1", new_grant))
+
+    callback = threading.Thread(target=reconnect)
+    callback.start()
+    run_store.for_firm("firm-1").access_token()
+    callback.join(10)
+
+    # Then the new grant is what the secret holds, and what it replaced is the run's rotated grant
+    # (the one the callback revokes), not the token the run started from
+    assert secret_json(secrets)["refresh_token"] == new_grant.refresh_token
+    rotated = replaced[0]
+    assert rotated is not None
+    assert rotated.refresh_token not in (new_grant.refresh_token, first.refresh_token)
+    assert token_calls(sim) == 1
+
+
 def test_a_lease_left_by_a_function_that_died_is_taken_once_it_runs_out(
     secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock, lease_table: Any
 ) -> None:
@@ -909,6 +952,25 @@ def test_a_lease_left_by_a_function_that_died_is_taken_once_it_runs_out(
     lease_table.put_item(Item={"firm_id": f"{LOCK_KEY_PREFIX}firm-1", "owner": "gone", "expires_at": now - 1})
 
     assert works_at_xero(identity, store.for_firm("firm-1").access_token())
+
+
+def test_a_new_grant_waits_for_the_lease_only_so_long_then_is_stored_without_it(
+    secrets: Any, sim: Any, clock: SharedClock, lease_table: Any
+) -> None:
+    # The callback answers behind API Gateway's 29-second limit: a lease that does not come
+    # within SAVE_LEASE_WAIT_SECONDS (its holder most likely died) does not cost the admin the grant.
+    now = int(clock.now().timestamp())
+    lease = {"firm_id": f"{LOCK_KEY_PREFIX}firm-1", "owner": "other", "expires_at": now + LOCK_LEASE_SECONDS}
+    lease_table.put_item(Item=lease)
+    ticks = iter(range(1000))
+    lock = RefreshLock(lease_table, clock, sleep=lambda _: None, monotonic=lambda: float(next(ticks)))
+    store = TokenStore(secrets_client=secrets, prefix=PREFIX, identity=None, clock=clock, lock=lock)
+    tokens = issued(sim, clock)
+
+    assert store.save("firm-1", tokens) is None
+
+    assert secret_json(secrets)["refresh_token"] == tokens.refresh_token
+    assert next(ticks) <= SAVE_LEASE_WAIT_SECONDS + 2, "it gave up waiting after SAVE_LEASE_WAIT_SECONDS"
 
 
 def test_a_lease_held_is_waited_for_and_never_taken_from_its_holder(

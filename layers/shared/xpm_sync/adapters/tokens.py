@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -92,6 +92,8 @@ _GONE_CODES = frozenset({"ResourceNotFoundException", "InvalidRequestException"}
 LOCK_KEY_PREFIX = "TOKENLOCK#"
 LOCK_LEASE_SECONDS = 30
 LOCK_POLL_SECONDS = 0.2
+# A new grant (the callback, behind API Gateway's 29-second limit) waits this long for the lease.
+SAVE_LEASE_WAIT_SECONDS = 10.0
 
 
 class NeedsReconnect(Exception):
@@ -153,15 +155,37 @@ class TokenStore:
     def secret_id(self, firm_id: str) -> str:
         return f"{self._prefix}{firm_id}"
 
-    def save(self, firm_id: str, tokens: TokenSet) -> None:
-        """Store a new grant (after connect), keeping any other keys the secret already holds."""
-        current = self._read(firm_id)
-        self._write(
-            firm_id,
-            StoredTokens(tokens.access_token, tokens.refresh_token, tokens.expires_at),
-            current.extra if current else {},
-        )
+    def save(self, firm_id: str, tokens: TokenSet) -> StoredTokens | None:
+        """Store a new grant (after connect), keeping any other keys the secret already holds; the
+        tokens it replaces are returned (None if the firm had none), for the caller to revoke.
+
+        Under the refresh lease: a refresh of the old grant running meanwhile either ends first
+        (and the tokens it rotated are the ones replaced) or starts after and finds the new grant,
+        so it can never write the old grant over the new one.
+        """
+        with self._leased(firm_id, wait_seconds=SAVE_LEASE_WAIT_SECONDS):
+            current = self._read(firm_id)
+            self._write(
+                firm_id,
+                StoredTokens(tokens.access_token, tokens.refresh_token, tokens.expires_at),
+                current.extra if current else {},
+            )
         self._note_refreshed(firm_id)
+        return current.tokens if current else None
+
+    @contextmanager
+    def _leased(self, firm_id: str, *, wait_seconds: float) -> Iterator[None]:
+        """The refresh lease if it comes within ``wait_seconds``; else on without it (a holder that
+        slow has most likely died, and its lease runs out anyway), said in the log."""
+        with ExitStack() as lease:
+            if self._lock is not None:
+                try:
+                    lease.enter_context(self._lock.held(firm_id, wait_seconds=wait_seconds))
+                except TokenStoreError:
+                    logger.warning(
+                        "token refresh lease not free; storing without it", extra={"firm_id": firm_id}
+                    )
+            yield
 
     def load(self, firm_id: str) -> StoredTokens | None:
         secret = self._read(firm_id)
@@ -430,9 +454,9 @@ class RefreshLock:
         self._monotonic = monotonic
 
     @contextmanager
-    def held(self, firm_id: str) -> Iterator[None]:
+    def held(self, firm_id: str, *, wait_seconds: float = LOCK_LEASE_SECONDS + 5) -> Iterator[None]:
         owner = uuid.uuid4().hex
-        deadline = self._monotonic() + LOCK_LEASE_SECONDS + 5
+        deadline = self._monotonic() + wait_seconds
         while not self._take(firm_id, owner):
             if self._monotonic() >= deadline:
                 raise TokenStoreError(f"the token refresh lease of firm {firm_id} was never released")

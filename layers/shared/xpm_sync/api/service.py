@@ -18,7 +18,7 @@ from xpm_sync.adapters.config_table import NEW_CONFIG_DEFAULTS, ConfigRepository
 from xpm_sync.adapters.oauth_states import InvalidState, OAuthState, StateStore
 from xpm_sync.adapters.sync_log import ENTRIES_PAGE, Matches, RecordStates, RunLog
 from xpm_sync.adapters.sync_queue import SyncQueue
-from xpm_sync.adapters.tokens import NeedsReconnect, StoredTokens, TokenStore, TokenStoreError
+from xpm_sync.adapters.tokens import NeedsReconnect, TokenStore
 from xpm_sync.adapters.xero_identity import (
     AccessDenied,
     Connection,
@@ -252,9 +252,8 @@ class IntegrationService:
             self._revoke_quietly(token_set.refresh_token, grant.firm_id, "a grant without Practice Manager")
             raise NoPracticeManager()
 
-        replaced = self._stored_grant(grant.firm_id)
         try:
-            self.tokens.save(grant.firm_id, token_set)
+            replaced = self.tokens.save(grant.firm_id, token_set)
         except Exception:
             self._revoke_quietly(token_set.refresh_token, grant.firm_id, "a grant that could not be stored")
             raise
@@ -297,17 +296,6 @@ class IntegrationService:
     def _state_refused(caller: Caller) -> OAuthStateInvalid:
         logger.warning("xpm callback state refused", extra={"firm_id": caller.firm_id})
         return OAuthStateInvalid()
-
-    def _stored_grant(self, firm_id: str) -> StoredTokens | None:
-        """The tokens a reconnect replaces, read before they are overwritten. Best effort: a
-        secret that cannot be read only means the old grant cannot be revoked."""
-        try:
-            return self.tokens.load(firm_id)
-        except TokenStoreError as exc:
-            logger.warning(
-                "xpm replaced grant could not be read", extra={"firm_id": firm_id, "detail": str(exc)}
-            )
-            return None
 
     def _revoke_quietly(self, refresh_token: str, firm_id: str, what: str) -> None:
         """End a grant at Xero that nobody will use (best effort: the answer never depends on it)."""
