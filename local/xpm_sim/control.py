@@ -15,7 +15,8 @@ GATEWAY_FAULTS = frozenset(
     {"drop", "unavailable", "server_error", "rate_limit", "token_expired", "wrong_tenant"}
 )
 # Faults that replace (or delay) an authorised XPM answer. ``drip``: the right answer, sent
-# ``bytes`` at a time (default 64 KB) with ``every`` seconds between (default 2).
+# ``bytes`` at a time (default 64 KB) with ``every`` seconds between (default 2); with
+# ``part="headers"`` the status line and headers drip so, and the body follows at once.
 CONTENT_FAULTS = frozenset(
     {"slow", "drip", "status_error", "truncated", "malformed", "xxe", "billion_laughs", "oversized"}
 )

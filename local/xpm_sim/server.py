@@ -73,6 +73,8 @@ class _Answer:
     headers: dict[str, str] | None = None
     # Fault ``drip``: the body goes out (bytes, seconds): so many bytes at a time, so long apart.
     drip: tuple[int, float] | None = None
+    # ``drip`` with ``part="headers"``: the status line and headers drip instead, then the body.
+    drip_headers: bool = False
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Answer:
@@ -283,6 +285,9 @@ class Simulator:
             handler.close_connection = True
 
     def _write(self, handler: BaseHTTPRequestHandler, answer: _Answer) -> None:
+        if answer.drip is not None and answer.drip_headers:
+            self._write_headers_drip(handler, answer, *answer.drip)
+            return
         handler.send_response(answer.status)
         handler.send_header("Content-Type", answer.content_type)
         for name, value in (answer.headers or {}).items():
@@ -313,6 +318,27 @@ class Simulator:
     @staticmethod
     def _chunk(handler: BaseHTTPRequestHandler, data: bytes) -> None:
         handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _write_headers_drip(
+        self, handler: BaseHTTPRequestHandler, answer: _Answer, size: int, every: float
+    ) -> None:
+        """The status line and headers ``size`` bytes every ``every`` seconds (each read of them
+        comes well inside a per-read timeout), then the body at once."""
+        body = answer.body if isinstance(answer.body, bytes) else "".join(answer.body).encode("utf-8")
+        lines = [f"{handler.protocol_version} {answer.status} {handler.responses[answer.status][0]}"]
+        fields = {
+            "Content-Type": answer.content_type,
+            **(answer.headers or {}),
+            "Content-Length": str(len(body)),
+        }
+        lines += [f"{name}: {value}" for name, value in fields.items()]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        for start in range(0, len(head), size):
+            if start:
+                time.sleep(every)
+            handler.wfile.write(head[start : start + size])
+            handler.wfile.flush()
+        handler.wfile.write(body)
 
     def _write_drip(
         self, handler: BaseHTTPRequestHandler, body: bytes | Iterable[str], size: int, every: float
@@ -534,6 +560,7 @@ class Simulator:
                         int(fault.params.get("bytes", _CHUNK)),
                         float(fault.params.get("every", 2.0)),
                     )
+                    answer.drip_headers = fault.params.get("part") == "headers"
                 return answer
             return self._xpm_answer(tenant.practice, path, query, fault)
         finally:

@@ -1234,6 +1234,28 @@ def test_a_drip_too_slow_for_any_record_fails_with_xpm_too_slow_instead_of_loopi
     recover(fw)
 
 
+def test_headers_that_drip_past_the_reading_deadline_never_outlive_the_invocation(
+    fw: FaultWorld, scaled: ScaledInvocations
+) -> None:
+    # Given the client list's status line and headers drip, 16 bytes every half second: each read
+    # well inside the per-read timeout, the whole past the part's reading deadline (the probe of
+    # 2026-12-07: the deadline held for the body only, and the invocation was outlived by minutes)
+    fw.fault("drip", times=None, path="client.api/list", part="headers", bytes=16, every=0.5)
+    before = snapshot(fw)
+
+    # When the hourly run goes, in invocations of two minutes (on a clock 20 times the wall's)
+    deliveries = _run_hourly_scaled(fw, scaled)
+
+    # Then each part stops at its deadline; two that applied nothing fail the run with XPM_TOO_SLOW
+    assert len(deliveries) == 2
+    assert not any(d.failed for d in deliveries)
+    assert min(scaled.left_at_return) > 0, f"an invocation was outlived: {scaled.left_at_return}"
+    assert_invariants(fw, before=before, status="failed", codes=("XPM_TOO_SLOW",))
+
+    # And once XPM answers at its usual pace, the next hourly run completes the work
+    recover(fw)
+
+
 def test_a_wrong_tenant_answer_asks_to_reconnect_and_is_not_retried(fw: FaultWorld) -> None:
     # Given the practice no longer lets this connection in (the gateway's 403 on every call)
     fw.fault("wrong_tenant", times=None)

@@ -812,6 +812,54 @@ def test_a_slow_drip_answer_is_cut_off_at_the_runs_reading_deadline(sleeps):
     assert clock["left"] > 0, "the read stopped before the invocation's end, leaving time to checkpoint"
 
 
+def test_a_status_line_and_headers_that_drip_are_cut_off_at_the_reading_deadline(sleeps):
+    # Given an answer whose headers take 40 pieces of five seconds of the invocation each (the probe
+    # of 2026-12-07: only the body was held to the deadline, so the headers could outlive the run)
+    clock = {"left": 100.0}
+    pieces = {"sent": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        for _ in range(40):
+            time.sleep(0.05)
+            clock["left"] -= 5.0
+            pieces["sent"] += 1
+        return httpx.Response(200, content=STAFF_XML)
+
+    client = _client_answered_by(handler, sleeps, remaining_seconds=lambda: clock["left"])
+    started = time.monotonic()
+
+    # When the run asks for the staff list, it stops waiting at the reading deadline
+    with pytest.raises(XpmTooSlow):
+        client.list_staff()
+
+    assert time.monotonic() - started < 1.5, "it did not wait for the whole answer"
+    assert clock["left"] > 0, "time is left to record why"
+    assert client.calls == 1
+
+
+def test_an_error_body_that_drips_is_read_only_until_the_reading_deadline(sleeps):
+    # A 404 whose description trickles in: the status alone speaks once the time for reading is up.
+    clock = {"left": 100.0}
+
+    def trickle() -> Iterator[bytes]:
+        for _ in range(40):
+            time.sleep(0.05)
+            clock["left"] -= 5.0
+            yield b" "
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, stream=_Stream(trickle()))
+
+    client = _client_answered_by(handler, sleeps, remaining_seconds=lambda: clock["left"])
+    started = time.monotonic()
+
+    with pytest.raises(XpmBadResponse, match="HTTP 404"):
+        client.list_staff()
+
+    assert time.monotonic() - started < 1.5
+    assert clock["left"] > 0
+
+
 class _Stream(httpx.SyncByteStream):
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks

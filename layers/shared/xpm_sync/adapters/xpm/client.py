@@ -45,6 +45,8 @@ SAFETY_MARGIN_SECONDS = 15.0
 # needs the rest to apply what it read and write its checkpoint. Less than the engine's own
 # checkpoint margin, so a list that keeps coming is stopped by the engine between two records.
 READ_DEADLINE_MARGIN_SECONDS = 45.0
+# The least time a call's status line and headers are waited for, deadline or not (one read's).
+MIN_ANSWER_WAIT_SECONDS = 1.0
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 30.0
 # XPM sends Retry-After with every 429; if it is ever missing, a minute is the limit's own window.
@@ -230,7 +232,11 @@ class XpmApi:
                 request = self._http.build_request(
                     "GET", url, params=params, headers=self._headers(token), timeout=self._request_timeout()
                 )
-                response = self._http.send(request, stream=True)
+                response = self._send(request)
+            except XpmTooSlow:
+                self._budget.release()
+                self._count_call()
+                raise
             except httpx.TransportError as exc:
                 self._budget.release()
                 if not isinstance(exc, _NOT_SENT):
@@ -269,6 +275,24 @@ class XpmApi:
             failures += 1  # 5xx, the one status left
             self._back_off(failures, f"HTTP {status} from {path}")
 
+    def _send(self, request: httpx.Request) -> httpx.Response:
+        """The answer's status and headers, as soon as they are in; with a deadline, no later than
+        the run's time for reading (SPEC A7): a server can drip them a few bytes at a time, each
+        within the per-read timeout, so the request waits on a helper thread, as the body does."""
+        if self._read_time_left() is None:
+            return self._http.send(request, stream=True)
+        # Past the reading deadline a call still gets a moment for its status, as one read did
+        # before: a quick 429, 401 or 403 still says what it says.
+        grace_ends = time.monotonic() + MIN_ANSWER_WAIT_SECONDS
+
+        def time_left() -> float:
+            return max(self._read_time_left() or 0.0, grace_ends - time.monotonic())
+
+        try:
+            return _PendingAnswer(self._http, request).result(time_left=time_left)
+        except _NoChunkInTime:
+            raise XpmTooSlow("XPM had not begun to answer when the run's time for reading ran out") from None
+
     def _failure(self, response: httpx.Response, path: str) -> Exception:
         """The error a non-200 answer that is not retried stands for."""
         status = response.status_code
@@ -286,11 +310,12 @@ class XpmApi:
         # ``xpm_only``: XPM's own error only, not a gateway's `Detail` or `message`.
         try:
             body = b""
-            for chunk in response.iter_bytes():
+            for chunk in self._body(response):
                 body += chunk
                 if len(body) > _ERROR_BODY_LIMIT:
                     return None
-        except httpx.HTTPError:
+        except (httpx.HTTPError, _BodyInterrupted, XpmTooSlow, XpmBadResponse):
+            # No description in time (or none readable): the status alone speaks for the answer.
             return None
         if body.lstrip().startswith(b"{"):
             return _json_error_description(body, _XPM_JSON_KEYS if xpm_only else _JSON_DESCRIPTION_KEYS)
@@ -524,6 +549,53 @@ class _ChunkReader:
 
     def stop(self) -> None:
         self._stopped.set()
+
+
+_WAIT_SLICE_SECONDS = 0.25
+
+
+class _PendingAnswer:
+    """Sends a request on a daemon thread, so the caller can stop waiting for the status line and
+    headers at its deadline whatever the socket does. An answer that comes after the caller gave up
+    is closed by the thread; an error is raised in the caller's thread."""
+
+    def __init__(self, http: httpx.Client, request: httpx.Request) -> None:
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._abandoned = False
+        self._response: httpx.Response | None = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._send, args=(http, request), name="xpm-send", daemon=True).start()
+
+    def _send(self, http: httpx.Client, request: httpx.Request) -> None:
+        try:
+            response = http.send(request, stream=True)
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            with self._lock:
+                self._error = exc
+        else:
+            with self._lock:
+                if self._abandoned:
+                    response.close()
+                    return
+                self._response = response
+        self._done.set()
+
+    def result(self, *, time_left: Callable[[], float | None]) -> httpx.Response:
+        """The answer; raises what sending raised, or _NoChunkInTime once ``time_left`` runs out
+        first (asked again every moment: the clock it reads is the invocation's)."""
+        while not self._done.is_set():
+            left = time_left()
+            if left is not None and left <= 0:
+                break
+            self._done.wait(_WAIT_SLICE_SECONDS if left is None else min(left, _WAIT_SLICE_SECONDS))
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            if self._response is None:
+                self._abandoned = True
+                raise _NoChunkInTime()
+            return self._response
 
 
 _CUT_SHORT = (xml.XpmTruncatedResponse, _BodyInterrupted)
