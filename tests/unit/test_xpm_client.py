@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from email.utils import format_datetime
 from typing import Any
 
 import httpx
@@ -284,6 +285,18 @@ def test_a_minute_limit_that_persists_after_one_window_is_not_waited_out_again(s
     assert sleeps.calls == [60.0]
     assert client.calls == 2
     assert caught.value.problem == "minute"
+
+
+def test_a_retry_after_given_as_an_http_date_is_waited_until_that_moment(sleeps):
+    # RFC 9110 lets Retry-After be a date; it was taken as missing (a flat minute).
+    when = datetime.now(UTC) + timedelta(seconds=20)
+    client = _mock_client(
+        [_too_many("minute", retry_after=format_datetime(when, usegmt=True)), _ok()], sleeps
+    )
+
+    assert client.list_staff()
+    [waited] = sleeps.calls
+    assert 17.0 <= waited <= 20.0
 
 
 def test_rate_limit_waits_that_add_up_to_the_cap_are_all_waited_out(sleeps):

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Protocol, TypeVar
 
@@ -471,13 +472,20 @@ def _jittered_delay(failures: int) -> float:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header; ``None`` when it is missing or not a number."""
+    """Seconds from a ``Retry-After`` header, given as seconds or as an HTTP date (RFC 9110 10.2.3);
+    ``None`` when it is missing or neither."""
     if value is None:
         return None
     try:
         seconds = float(value.strip())
     except ValueError:
-        return None
+        try:
+            moment = parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:  # "-0000": UTC, as HTTP dates are
+            moment = moment.replace(tzinfo=UTC)
+        seconds = (moment - datetime.now(UTC)).total_seconds()
     if not math.isfinite(seconds):
         return None
     return max(seconds, 0.0)
