@@ -52,9 +52,10 @@ def _handler_for(context: LambdaContext) -> Any:
                 dry_run_id=request.run_id if request.dry_run else None,
             )
         except Exception:
-            # The run could not even record how it ended (it stays running until the firm's next run
-            # closes it): the operator's one trace of why. SQS delivers the record again.
-            logger.exception("sync run could not record its end", extra={"firm_id": request.firm_id})
+            # The run stopped without recording how it ended (a run it started stays running until
+            # the firm's next run closes it): the operator's one trace of why. SQS delivers the
+            # record again.
+            logger.exception("sync run stopped without recording its end", extra={"firm_id": request.firm_id})
             raise
         if result is None:
             return None

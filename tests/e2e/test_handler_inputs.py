@@ -203,7 +203,7 @@ def test_a_run_that_cannot_record_its_end_is_logged_retried_and_closed_by_the_ne
 
     # Then SQS gets the record back, and CloudWatch says which firm's run and why
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
-    (record,) = [r for r in caplog.records if r.getMessage() == "sync run could not record its end"]
+    (record,) = [r for r in caplog.records if r.getMessage() == "sync run stopped without recording its end"]
     assert record.levelno == logging.ERROR
     assert getattr(record, "firm_id", None) == world.firm_id
     assert record.exc_info is not None

@@ -125,6 +125,16 @@ def test_an_enabled_firm_that_completed_a_run_within_3_hours_is_not_counted() ->
     assert not without_completed_run(config, NOW)
 
 
+def test_a_firm_reconnected_since_its_last_completed_run_counts_from_the_reconnect() -> None:
+    reconnected = firm(
+        sync_enabled=True,
+        last_completed_run_started_at=ago(timedelta(days=30)),
+        connected_at=ago(timedelta(hours=1)),
+    )
+
+    assert not without_completed_run(reconnected, NOW)
+
+
 def test_a_firm_that_never_completed_a_run_counts_from_when_it_connected() -> None:
     assert without_completed_run(firm(sync_enabled=True, connected_at=ago(timedelta(hours=4))), NOW)
     assert not without_completed_run(firm(sync_enabled=True, connected_at=ago(timedelta(hours=2))), NOW)

@@ -4,10 +4,12 @@ simulator over HTTP."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from xpm_sync.adapters.xpm.errors import XpmTooSlow, XpmUnavailable, XpmWrongTenant
+from xpm_sync.domain.clock import iso
 from xpm_sync.domain.firm import Checkpoint, tenant_change
 
 from tests.fakes import FIRM, OFFICE, START, Firm
@@ -454,6 +456,26 @@ def test_a_passing_outage_right_after_a_tenant_change_waits_like_any_other(firm:
     firm.xpm.break_after = None
     run(firm)
     assert firm.xpm.client_lists_asked == [None, None, None]
+
+
+def test_a_passing_outage_right_after_a_reconnect_waits_even_when_the_last_run_is_weeks_old(
+    firm: Firm,
+) -> None:
+    # Given a firm whose last completed run is weeks old (it needed a reconnect), reconnected now
+    partner = with_partner(firm)
+    firm.xpm.clients.append(client(partner=partner))
+    run(firm)
+    weeks_ago = iso(START - timedelta(days=30))
+    firm.configs.update(FIRM, last_completed_run_started_at=weeks_ago, connected_at=iso(START))
+    firm.xpm.break_after = (0, XpmUnavailable("down"))
+
+    # When XPM is down for the first run after it (the review of 2026-12-07: the weeks-old run
+    # made the 3 hours long past, and the admin was emailed at once)
+    done = run(firm)
+
+    # Then the 3 hours count from the reconnect: nobody is emailed yet
+    assert done.status == "failed"
+    assert firm.notifier.sent == []
 
 
 def test_a_wrong_tenant_answer_asks_the_admin_to_reconnect(firm: Firm) -> None:

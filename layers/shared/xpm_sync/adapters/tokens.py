@@ -63,8 +63,14 @@ WRITE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 # 30 minutes, while SQS would deliver the run again only after the queue's visibility timeout
 # (90 minutes): asked again now, with the same token, the grant survives a lost answer.
 REFRESH_RETRY_DELAYS = (1.0, 3.0)
-# No new attempt starts this late into the refresh lease, so two functions never refresh at once.
-REFRESH_RETRY_WITHIN_SECONDS = 15.0
+# Every attempt at a refresh, pauses included, ends within this much of the first: the refresh
+# lease (30 s) must also cover reading the secret before and storing the tokens after (with its
+# retries, about 4 s), or a second function could take the lease and refresh at the same time.
+REFRESH_BUDGET_SECONDS = 20.0
+# The least time worth a new attempt (one read of Xero's answer).
+REFRESH_ATTEMPT_MIN_SECONDS = 3.0
+# One attempt's read timeout, the identity client's own.
+REFRESH_ATTEMPT_MAX_SECONDS = 15.0
 
 # Secrets Manager error codes that say "try again": throttling and the service's own failures.
 # Any 5xx or 429 answer counts too, whatever its code.
@@ -181,7 +187,7 @@ class TokenStore:
             if self._lock is not None:
                 try:
                     lease.enter_context(self._lock.held(firm_id, wait_seconds=wait_seconds))
-                except TokenStoreError:
+                except (TokenStoreError, ClientError, BotocoreConnectionError, HTTPClientError):
                     logger.warning(
                         "token refresh lease not free; storing without it", extra={"firm_id": firm_id}
                     )
@@ -228,13 +234,14 @@ class TokenStore:
             self._identity = self._identity_factory()
         if self._identity is None:
             raise TypeError("this TokenStore was built without a XeroIdentity, so it cannot refresh")
-        started = self._monotonic()
+        ends = self._monotonic() + REFRESH_BUDGET_SECONDS
         for attempt, delay in enumerate((*REFRESH_RETRY_DELAYS, None), start=1):
+            timeout = min(REFRESH_ATTEMPT_MAX_SECONDS, ends - self._monotonic())
             try:
-                return self._identity.refresh(refresh_token)
+                return self._identity.refresh(refresh_token, timeout=timeout)
             except IdentityUnreachable as exc:
                 pause = delay * random.uniform(0.5, 1.0) if delay is not None else None  # noqa: S311
-                if pause is None or self._monotonic() - started + pause > REFRESH_RETRY_WITHIN_SECONDS:
+                if pause is None or ends - self._monotonic() - pause < REFRESH_ATTEMPT_MIN_SECONDS:
                     raise
                 # The message names the exception's type or Xero's status, never a token.
                 logger.warning(
@@ -394,7 +401,7 @@ class FirmTokens:
             fresh = self._store._refresh(secret.tokens.refresh_token)
         except InvalidGrant:
             return self._recover(secret)
-        return self._keep(fresh, secret.extra)
+        return self._keep(fresh, secret.extra, refreshed_from=secret.tokens.refresh_token)
 
     def _recover(self, stale: _Secret) -> str:
         """After ``invalid_grant``: use the secret's token if another worker rotated it meanwhile."""
@@ -416,9 +423,20 @@ class FirmTokens:
             fresh = self._store._refresh(reread.tokens.refresh_token)
         except InvalidGrant:
             raise NeedsReconnect(f"Xero refused the refresh token of firm {self._firm_id}") from None
-        return self._keep(fresh, reread.extra)
+        return self._keep(fresh, reread.extra, refreshed_from=reread.tokens.refresh_token)
 
-    def _keep(self, fresh: TokenSet, extra: dict[str, Any]) -> str:
+    def _keep(self, fresh: TokenSet, extra: dict[str, Any], *, refreshed_from: str) -> str:
+        # A reconnect that stored a new grant while Xero answered this refresh (one that could not
+        # wait for the lease) has replaced, and revoked, the grant just refreshed: the new grant is
+        # the firm's, and must not be written over.
+        on_record = self._store._read(self._firm_id, gone_is_disconnect=True)
+        if on_record is not None and on_record.tokens.refresh_token != refreshed_from:
+            logger.info(
+                "a new grant was stored during the refresh; using it", extra={"firm_id": self._firm_id}
+            )
+            self._secret = on_record
+            self._refreshed_at = self._store._now()
+            return on_record.tokens.access_token
         tokens = StoredTokens(fresh.access_token, fresh.refresh_token, fresh.expires_at)
         # Stored first: if this write fails, the new access token is never used and the old
         # refresh token (still honoured for 30 minutes) remains the one on record.

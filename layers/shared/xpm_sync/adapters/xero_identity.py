@@ -182,8 +182,12 @@ class XeroIdentity:
             }
         )
 
-    def refresh(self, refresh_token: str) -> TokenSet:
-        return self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token})
+    def refresh(self, refresh_token: str, *, timeout: float | None = None) -> TokenSet:
+        """New tokens for the refresh token; ``timeout``, when given, bounds each read of the answer
+        (instead of the client's own timeout)."""
+        return self._token_request(
+            {"grant_type": "refresh_token", "refresh_token": refresh_token}, timeout=timeout
+        )
 
     def revoke(self, refresh_token: str) -> None:
         response = self._send(
@@ -233,13 +237,14 @@ class XeroIdentity:
     def _basic_auth(self) -> httpx.BasicAuth:
         return httpx.BasicAuth(self._credentials.client_id, self._credentials.client_secret)
 
-    def _token_request(self, form: dict[str, str]) -> TokenSet:
+    def _token_request(self, form: dict[str, str], *, timeout: float | None = None) -> TokenSet:
         response = self._send(
             "POST",
             f"{self._identity_url}/connect/token",
             what="token",
             data=form,
             auth=self._basic_auth(),
+            **({"timeout": timeout} if timeout is not None else {}),
         )
         if not response.is_success:
             raise _identity_error("token", response)

@@ -28,3 +28,9 @@ def iso_precise(moment: datetime) -> str:
 
 def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def latest(*moments: str | None) -> str | None:
+    """The latest of these ISO 8601 moments; None when none is given."""
+    given = [moment for moment in moments if moment]
+    return max(given, key=parse_iso) if given else None

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from xpm_sync.domain.clock import parse_iso
+from xpm_sync.domain.clock import latest, parse_iso
 from xpm_sync.domain.firm import FirmConfig
 
 # Half of Xero's 60 days: a keep-alive that fails for a while (Xero down, an outage of ours) is
@@ -87,7 +87,7 @@ def due_for_keep_alive(config: FirmConfig, now: datetime, *, stored_expires_at: 
 
 def without_completed_run(config: FirmConfig, now: datetime) -> bool:
     """A connected, enabled firm whose last completed run (success or partial) began 3 hours ago or
-    more; one that never completed one counts from when it connected.
+    more; counted from when it connected instead when that is later (a reconnect starts afresh).
 
     A firm whose setup names no practice or default office is left out: its runs can only fail with
     SYNC_NOT_CONFIGURED, which its admin fixes, not an operator. So is a firm whose last run failed
@@ -98,7 +98,7 @@ def without_completed_run(config: FirmConfig, now: datetime) -> bool:
     if not config.tenant_id or not config.default_office_code or config.last_failure_owner == "firm":
         return False
     return _older_than(
-        config.last_completed_run_started_at or config.connected_at, NO_COMPLETED_RUN_AFTER, now
+        latest(config.last_completed_run_started_at, config.connected_at), NO_COMPLETED_RUN_AFTER, now
     )
 
 

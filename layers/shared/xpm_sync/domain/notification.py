@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from xpm_sync.domain.clock import parse_iso
+from xpm_sync.domain.clock import latest, parse_iso
 from xpm_sync.domain.entries import Entry, shorten
 from xpm_sync.domain.firm import FirmConfig
 from xpm_sync.domain.problem_summary import FixedGroup, ProblemGroup, ProblemSummary
@@ -298,8 +298,9 @@ def should_notify(
 
     Record errors and problems only the admin can fix are told at once. A self-clearing failure
     is told from the third such run in a row (``failures_in_a_row`` counts this one), or once the
-    firm has had no completed run for 3 hours: counted from its last completed run, else from when
-    it connected, else from the first run of this streak of failures (``failing_since``).
+    firm has had no completed run for 3 hours: counted from its last completed run or from when it
+    connected, whichever is later (a reconnect starts afresh), else from the first run of this
+    streak of failures (``failing_since``).
     """
     if status not in ("failed", "partial"):
         return False
@@ -307,5 +308,5 @@ def should_notify(
         return True
     if failures_in_a_row >= PERSISTS_AFTER_RUNS:
         return True
-    since = last_completed_run_started_at or connected_at or failing_since
+    since = latest(last_completed_run_started_at, connected_at) or failing_since
     return since is not None and now - parse_iso(since) >= PERSISTS_AFTER
