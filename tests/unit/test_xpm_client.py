@@ -850,6 +850,28 @@ def test_a_status_line_and_headers_that_drip_are_cut_off_at_the_reading_deadline
     assert client.calls == 1
 
 
+def test_an_answer_that_comes_after_the_caller_gave_up_is_closed(sleeps):
+    closed = threading.Event()
+
+    class Tracked(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield STAFF_XML
+
+        def close(self) -> None:
+            closed.set()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        time.sleep(1.5)  # past the one second a call gets once the reading deadline has passed
+        return httpx.Response(200, stream=Tracked())
+
+    client = _client_answered_by(handler, sleeps, remaining_seconds=lambda: 40.0)  # nothing left to read
+
+    with pytest.raises(XpmTooSlow):
+        client.list_staff()
+
+    assert closed.wait(3), "the late answer's connection was left open"
+
+
 def test_an_error_body_that_drips_is_read_only_until_the_reading_deadline(sleeps):
     # A 404 whose description trickles in: the status alone speaks once the time for reading is up.
     clock = {"left": 100.0}
