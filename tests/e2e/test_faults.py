@@ -665,12 +665,12 @@ def test_a_firm_disconnected_during_a_run_that_meets_invalid_grant_stays_disconn
     config_table = aws_clients.table(fw.world.names.config_table)
     refresh = XeroIdentity.refresh
 
-    def disconnect_then_refresh(self: XeroIdentity, refresh_token: str) -> Any:
+    def disconnect_then_refresh(self: XeroIdentity, refresh_token: str, **options: Any) -> Any:
         # The admin presses Disconnect while the run is going on; the run's refresh then fails.
         ConfigRepository(config_table).update(
             fw.world.firm_id, status="disconnected", sync_enabled=False, run_pending=False
         )
-        return refresh(self, refresh_token)
+        return refresh(self, refresh_token, **options)
 
     monkeypatch.setattr(XeroIdentity, "refresh", disconnect_then_refresh)
     before = snapshot(fw)
@@ -697,10 +697,10 @@ def test_a_run_that_finds_the_token_secret_deleted_mid_disconnect_emails_nobody(
     secret_id = f"{fw.world.names.token_secret_prefix}{fw.world.firm_id}"
     refresh = XeroIdentity.refresh
 
-    def delete_then_refresh(self: XeroIdentity, refresh_token: str) -> Any:
+    def delete_then_refresh(self: XeroIdentity, refresh_token: str, **options: Any) -> Any:
         secrets = aws_clients.client("secretsmanager")
         secrets.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True)
-        return refresh(self, refresh_token)
+        return refresh(self, refresh_token, **options)
 
     monkeypatch.setattr(XeroIdentity, "refresh", delete_then_refresh)
 
