@@ -895,6 +895,33 @@ def test_an_error_body_that_drips_is_read_only_until_the_reading_deadline(sleeps
     assert clock["left"] > 0
 
 
+def test_an_answer_still_flowing_at_the_reading_deadline_is_cut_off_there(sleeps):
+    # The bytes come as fast as they are read, while the invocation's time runs out as the run
+    # works through them: pieces already read ahead must not carry the run past its deadline.
+    checks = {"left": 100.0}
+
+    def remaining() -> float:
+        time.sleep(0.002)  # the run's own work between two pieces: the reader keeps ahead
+        checks["left"] -= 5.0  # every look at the clock costs the run five seconds
+        return checks["left"]
+
+    pieces = [b"<Response><Status>OK</Status><Clients>"] + [
+        f"<Client><UUID>u{i}</UUID><Name>C{i}</Name></Client>".encode() for i in range(200)
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=_Stream(iter(pieces)))
+
+    client = _client_answered_by(handler, sleeps, remaining_seconds=remaining)
+    received: list[str] = []
+
+    with pytest.raises(XpmTooSlow):
+        for record in client.iter_clients():
+            received.append(record.uuid)
+
+    assert len(received) < 20
+
+
 class _Stream(httpx.SyncByteStream):
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks

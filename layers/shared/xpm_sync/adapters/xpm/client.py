@@ -198,7 +198,11 @@ class XpmApi:
         try:
             while True:
                 left = self._read_time_left()
-                chunk = reader.next_chunk(timeout=max(0.0, left if left is not None else 0.0))
+                if left is not None and left <= 0:
+                    # Past the deadline even while bytes keep coming: chunks read ahead and waiting
+                    # would otherwise be handed out (and more read) for as long as the answer flows.
+                    raise _NoChunkInTime()
+                chunk = reader.next_chunk(timeout=left if left is not None else 0.0)
                 if chunk is None:
                     return
                 yield chunk
