@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from xpm_sync.adapters.active_table import QueuedUpdate, write_each
+from xpm_sync.adapters.active_table import QueuedUpdate, code_spellings, write_each
 from xpm_sync.adapters.dynamodb import MAX_ITEM_BYTES, item_size
 from xpm_sync.adapters.notifier import NotifyResult
 from xpm_sync.domain.active_records import Office, StoredClient, StoredUser, SyncedValues
@@ -108,7 +108,7 @@ class FakeActive:
 
     def clients_by_code(self, codes: Collection[str]) -> list[StoredClient]:
         self.lookups.append("code")
-        spellings = {spelling for code in codes for spelling in (code, code.upper(), code.lower())}
+        spellings = {spelling for code in codes for spelling in code_spellings(code)}
         found = [item for item in self.client_items.values() if item.get("code") in spellings]
         self.items_read += len(found)
         return [StoredClient.from_item(item) for item in found]

@@ -288,6 +288,12 @@ def test_clients_are_found_by_xpm_uuid_and_by_code_in_any_case_through_the_templ
     assert [c.client_id for c in repo.clients_by_uuid(["u-1", "u-unknown"])] == [linked]
     assert {c.client_id for c in repo.clients_by_code(["acme", "TRIAL7"])} == {linked, by_hand}
     assert repo.clients_by_uuid([]) == []
+    # A code typed by hand capitalised or in title case is found too
+    capitalised = repo.create("client", {"legal_name": "Abc", "code": "Abc01"})
+    titled = repo.create("client", {"legal_name": "Smith", "code": "Smith-Jones"})
+    repo.flush()
+    found = {c.client_id for c in repo.clients_by_code(["ABC01", "SMITH-JONES"])}
+    assert found == {capitalised, titled}
     # A value longer than an index key (1,024 bytes) is held by no item: nothing found, no error
     assert {c.client_id for c in repo.clients_by_code(["ACME", "ß" * 600])} == {linked}
     assert repo.clients_by_uuid(["u" * 1100]) == []

@@ -337,6 +337,63 @@ def test_a_look_alike_of_an_unlinked_active_client_waits_for_the_admins_answer(f
     assert xpm_client.uuid not in firm.matches.suggestions
 
 
+def test_a_suggested_link_goes_once_the_full_read_no_longer_finds_its_record(firm: Firm) -> None:
+    # Given a look-alike waiting for the admin's answer, then deleted in XPM (the probe of
+    # 2026-12-07: its suggestion stayed for ever, offered and answerable, with nothing to apply it)
+    partner = with_partner(firm)
+    look_alike = client(partner=partner, name="Look Alike Pty Ltd")
+    firm.xpm.clients.append(look_alike)
+    firm.active.add_client(legal_name="Look Alike Pty Ltd")
+    run(firm)
+    assert look_alike.uuid in firm.matches.suggestions
+    firm.xpm.clients.remove(look_alike)
+
+    # When hourly runs go, it waits (they read only what changed); the daily full read drops it
+    run(firm)
+    assert look_alike.uuid in firm.matches.suggestions
+    firm.configs.update(FIRM, last_full_read_started_at=None)
+    assert run(firm).full_read
+
+    assert look_alike.uuid not in firm.matches.suggestions
+    assert firm.states.open_codes() == {}
+
+
+def test_an_hourly_run_links_a_client_entered_by_hand_with_the_code_capitalised(firm: Firm) -> None:
+    # Given a firm synced once, then a client entered by hand as "Abc01", and XPM's "ABC01" new
+    # (the probe of 2026-12-07: the hourly run tried "ABC01" and "abc01" only, and duplicated it)
+    partner = with_partner(firm)
+    run(firm)
+    by_hand = firm.active.add_client(code="Abc01", legal_name="Abc Trading")
+    xpm_client = client("ABC01", partner=partner, name="ABC Trading Pty Ltd")
+    firm.xpm.clients.append(xpm_client)
+    firm.xpm.modified[xpm_client.uuid] = firm.clock.now()
+
+    done = run(firm)
+
+    assert not done.full_read
+    assert [item["client_id"] for item in firm.active.clients_with(xpm_uuid=xpm_client.uuid)] == [by_hand]
+    assert len(firm.active.client_items) == 1
+
+
+def test_a_client_entered_by_hand_beside_a_linked_one_with_its_code_takes_nothing_from_it(
+    firm: Firm,
+) -> None:
+    # Given two Active clients with one code, case aside: "AbC01" entered by hand (met first by the
+    # full read) and "ABC01" linked to XPM (the probe of 2026-12-07: the linked one failed every
+    # daily full read with CLIENT_CODE_TAKEN, and was retried clean an hour later)
+    partner = with_partner(firm)
+    xpm_client = client("ABC01", partner=partner)
+    firm.xpm.clients.append(xpm_client)
+    firm.active.add_client(code="AbC01", legal_name="By Hand")
+    linked = firm.active.add_client(code="ABC01", legal_name=xpm_client.name, xpm_uuid=xpm_client.uuid)
+
+    done = run(firm)
+
+    assert done.full_read
+    assert done.status == "success", codes_of(firm)
+    assert firm.active.client_items[linked]["code"] == "ABC01"
+
+
 def test_an_answer_of_create_makes_a_new_client_beside_the_look_alike(firm: Firm) -> None:
     partner = with_partner(firm)
     xpm_client = client("X1", partner=partner, business_number="51 824 753 556")
@@ -396,6 +453,8 @@ def test_a_preview_plans_the_first_sync_and_writes_nothing(firm: Firm) -> None:
     assert ({k: dict(v) for k, v in firm.active.client_items.items()}, firm.active.user_items) == before
     assert firm.states.states == {}
     assert firm.states.writes == 0
+    # Its look-alike is reported, not kept as a suggestion awaiting an answer (the probe of 2026-12-07)
+    assert firm.matches.suggestions == {}
     assert firm.config.last_completed_run_started_at is None
     assert firm.notifier.sent == []
 

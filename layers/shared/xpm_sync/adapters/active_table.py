@@ -56,6 +56,13 @@ LOOKUP_THREADS = 8  # index queries in flight at once while an incremental run l
 _LINKED_CLIENT_IDS = uuid.UUID("1f04abb6-e495-4989-ad4f-73316a7ea81f")
 
 
+def code_spellings(code: str) -> set[str]:
+    """The spellings of a code an index lookup tries: as sent, upper case, lower case, capitalised
+    and title case, the ways a code is typed by hand. The index matches exactly, so other mixes of
+    case are found only by the daily full read, which ignores case."""
+    return {code, code.upper(), code.lower(), code.capitalize(), code.title()}
+
+
 def linked_client_id(xpm_uuid: str) -> str:
     """The id the sync gives the Active client it creates for this XPM client, when it is free."""
     return str(uuid.uuid5(_LINKED_CLIENT_IDS, xpm_uuid))
@@ -273,9 +280,9 @@ class ActiveRepository:
         return linked + self._by_index("by_xpm_uuid", "xpm_uuid", elsewhere)
 
     def clients_by_code(self, codes: Collection[str]) -> list[StoredClient]:
-        """The clients holding these codes (by the ``by_code`` index), as written or in upper or
-        lower case: the sync compares codes in any case, a client entered by hand may differ."""
-        spellings = {spelling for code in codes for spelling in (code, code.upper(), code.lower())}
+        """The clients holding these codes (by the ``by_code`` index), in each of ``code_spellings``:
+        the sync compares codes in any case, and a client entered by hand may differ."""
+        spellings = {spelling for code in codes for spelling in code_spellings(code)}
         return self._by_index("by_code", "code", spellings)
 
     def _by_index(self, index: str, attribute: str, values: Collection[str]) -> list[StoredClient]:

@@ -229,7 +229,16 @@ class ClientSync:
         fields = mapping.fields
         existing = self.index.by_uuid.get(record.uuid)
         holder = self.index.holder_of(fields.code)
-        if holder is not None and existing is not None and holder.client_id == existing.client_id:
+        if (
+            holder is not None
+            and existing is not None
+            and (
+                holder.client_id == existing.client_id
+                or code_key(existing.code or "") == code_key(fields.code)
+            )
+        ):
+            # The linked client has the code already (case aside): a client entered by hand beside it
+            # with the same code takes nothing from it, whichever of the two the index met first.
             holder = None
         if (
             may_wait
@@ -595,7 +604,9 @@ class ClientSync:
         known = self.suggestions.get(record.uuid)
         if known is None or (known.client_id, known.reason) != (client.client_id, reason):
             # A new suggestion awaits a new answer: one given for another client does not carry over.
-            self.matches.suggest(suggested)
+            # A preview only reports it (SPEC B6: a dry run changes no sync state).
+            if not self.dry_run:
+                self.matches.suggest(suggested)
             self.suggestions[record.uuid] = suggested
         same = "ABN" if reason == "abn" else "name"
         return codes.NEAR_MATCH.entry(

@@ -647,6 +647,7 @@ def _save_states(services: SyncServices, part: _Run, now: datetime, *, complete:
         elif key in part.states:
             deletes.append(key)
             del part.states[key]
+    unlisted_clients: list[str] = []
     if complete:
         for key, state in list(part.states.items()):
             gone = state.entity == "user" or (state.entity == "client" and part.full_read)
@@ -656,9 +657,14 @@ def _save_states(services: SyncServices, part: _Run, now: datetime, *, complete:
             fixed.extend(closed)
             deletes.append(key)
             del part.states[key]
+            if state.entity == "client" and state.xpm_uuid:
+                unlisted_clients.append(state.xpm_uuid)
     part.findings.sightings.clear()
     part.findings.had_state = set(part.states)
     services.states_for(run.firm_id).write(puts, deletes, fixed, now)
+    if unlisted_clients:
+        # A record XPM no longer lists waits for no answer: its suggested link goes with its state.
+        services.matches_for(run.firm_id).forget(unlisted_clients)
 
 
 def _failing_since(config: FirmConfig, run: SyncRun, failures_in_a_row: int) -> str | None:
