@@ -453,8 +453,8 @@ def test_a_preview_plans_the_first_sync_and_writes_nothing(firm: Firm) -> None:
     assert ({k: dict(v) for k, v in firm.active.client_items.items()}, firm.active.user_items) == before
     assert firm.states.states == {}
     assert firm.states.writes == 0
-    # Its look-alike is reported, not kept as a suggestion awaiting an answer (the probe of 2026-12-07)
-    assert firm.matches.suggestions == {}
+    # Its look-alike waits as a suggestion, for the admin to answer before the first sync
+    assert [s.reason for s in firm.matches.suggestions.values()] == ["name"]
     assert firm.config.last_completed_run_started_at is None
     assert firm.notifier.sent == []
 

@@ -604,9 +604,8 @@ class ClientSync:
         known = self.suggestions.get(record.uuid)
         if known is None or (known.client_id, known.reason) != (client.client_id, reason):
             # A new suggestion awaits a new answer: one given for another client does not carry over.
-            # A preview only reports it (SPEC B6: a dry run changes no sync state).
-            if not self.dry_run:
-                self.matches.suggest(suggested)
+            # A preview keeps it too: the admin answers it before the first sync (issue 22).
+            self.matches.suggest(suggested)
             self.suggestions[record.uuid] = suggested
         same = "ABN" if reason == "abn" else "name"
         return codes.NEAR_MATCH.entry(
