@@ -1212,15 +1212,27 @@ def test_a_slow_drip_answer_is_checkpointed_within_the_invocation_and_continued(
     assert fw.world.config().checkpoint is None
 
 
+@pytest.mark.parametrize(
+    "drip",
+    [
+        # 1 KB of the body a second: no client of ~16 KB arrives whole before the deadline
+        {"bytes": 1024, "every": 1.0},
+        # The status line and headers, 16 bytes every half second: each read well inside the
+        # per-read timeout, the whole past the part's reading deadline (the probe of 2026-12-07:
+        # the deadline held for the body only, and the invocation was outlived by minutes)
+        {"part": "headers", "bytes": 16, "every": 0.5},
+    ],
+    ids=["body", "headers"],
+)
 def test_a_drip_too_slow_for_any_record_fails_with_xpm_too_slow_instead_of_looping(
-    fw: FaultWorld, scaled: ScaledInvocations
+    fw: FaultWorld, scaled: ScaledInvocations, drip: dict[str, Any]
 ) -> None:
-    # Given a client list that drips 1 KB a second: no client arrives whole before the deadline
+    # Given a client list that drips so slowly that nothing of it can be applied in a part
     _pad_clients(fw, 16 * 1024)
-    fw.fault("drip", times=None, path="client.api/list", bytes=1024, every=1.0)
+    fw.fault("drip", times=None, path="client.api/list", **drip)
     before = snapshot(fw)
 
-    # When the hourly run goes
+    # When the hourly run goes, in invocations of two minutes (on a clock 20 times the wall's)
     deliveries = _run_hourly_scaled(fw, scaled)
 
     # Then two parts apply nothing and the run fails with XPM_TOO_SLOW, not retried by SQS
@@ -1229,28 +1241,6 @@ def test_a_drip_too_slow_for_any_record_fails_with_xpm_too_slow_instead_of_loopi
     assert min(scaled.left_at_return) > 0, f"an invocation was outlived: {scaled.left_at_return}"
     assert_invariants(fw, before=before, status="failed", codes=("XPM_TOO_SLOW",))
     assert fw.world.config().checkpoint is None
-
-    # And once XPM answers at its usual pace, the next hourly run completes the work
-    recover(fw)
-
-
-def test_headers_that_drip_past_the_reading_deadline_never_outlive_the_invocation(
-    fw: FaultWorld, scaled: ScaledInvocations
-) -> None:
-    # Given the client list's status line and headers drip, 16 bytes every half second: each read
-    # well inside the per-read timeout, the whole past the part's reading deadline (the probe of
-    # 2026-12-07: the deadline held for the body only, and the invocation was outlived by minutes)
-    fw.fault("drip", times=None, path="client.api/list", part="headers", bytes=16, every=0.5)
-    before = snapshot(fw)
-
-    # When the hourly run goes, in invocations of two minutes (on a clock 20 times the wall's)
-    deliveries = _run_hourly_scaled(fw, scaled)
-
-    # Then each part stops at its deadline; two that applied nothing fail the run with XPM_TOO_SLOW
-    assert len(deliveries) == 2
-    assert not any(d.failed for d in deliveries)
-    assert min(scaled.left_at_return) > 0, f"an invocation was outlived: {scaled.left_at_return}"
-    assert_invariants(fw, before=before, status="failed", codes=("XPM_TOO_SLOW",))
 
     # And once XPM answers at its usual pace, the next hourly run completes the work
     recover(fw)

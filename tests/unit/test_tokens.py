@@ -653,15 +653,23 @@ def test_a_still_valid_access_token_from_another_worker_is_used_as_is(
 # --- a refresh whose answer never came (SPEC A8: the old token works 30 more minutes) ---
 
 
+def store_noting_pauses(
+    secrets: Any, identity: XeroIdentity, clock: SharedClock
+) -> tuple[TokenStore, list[float]]:
+    """A store whose pauses between attempts are noted, not slept."""
+    pauses: list[float] = []
+    store = TokenStore(
+        secrets_client=secrets, prefix=PREFIX, identity=identity, clock=clock, sleep=pauses.append
+    )
+    return store, pauses
+
+
 def test_a_refresh_whose_answer_was_lost_is_asked_again_at_once_and_the_grant_lives(
     secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
 ) -> None:
     # Given Xero rotates the grant on the refresh, but its answer never arrives (the probe of
     # 2026-12-07: SQS tried again only after 90 minutes, when the old token was no longer honoured)
-    pauses: list[float] = []
-    store = TokenStore(
-        secrets_client=secrets, prefix=PREFIX, identity=identity, clock=clock, sleep=pauses.append
-    )
+    store, pauses = store_noting_pauses(secrets, identity, clock)
     connected(store, sim, clock)
     clock.advance(ACCESS_LIFETIME)
     sim.faults.add("lose_answer", times=1)
@@ -681,10 +689,7 @@ def test_a_refresh_whose_answer_was_lost_is_asked_again_at_once_and_the_grant_li
 def test_a_refresh_xero_never_answers_is_given_up_within_seconds_and_the_grant_is_kept(
     secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
 ) -> None:
-    pauses: list[float] = []
-    store = TokenStore(
-        secrets_client=secrets, prefix=PREFIX, identity=identity, clock=clock, sleep=pauses.append
-    )
+    store, pauses = store_noting_pauses(secrets, identity, clock)
     tokens = connected(store, sim, clock)
     clock.advance(ACCESS_LIFETIME)
     sim.faults.add("unavailable", times=None, path="/connect/token")

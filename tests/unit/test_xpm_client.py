@@ -797,9 +797,7 @@ def test_budget_registry_is_per_tenant():
 def test_a_slow_drip_answer_is_cut_off_at_the_runs_reading_deadline(sleeps):
     # Given a client list that arrives one small piece at a time, each within the read timeout
     clock = {"left": 300.0}
-    pieces = [b"<Response><Status>OK</Status><Clients>"] + [
-        f"<Client><UUID>u{i}</UUID><Name>C{i}</Name></Client>".encode() for i in range(50)
-    ]
+    pieces = client_list_pieces(50)
 
     def drip() -> Iterator[bytes]:
         for piece in pieces:
@@ -812,14 +810,7 @@ def test_a_slow_drip_answer_is_cut_off_at_the_runs_reading_deadline(sleeps):
     client = _client_answered_by(handler, sleeps, remaining_seconds=lambda: clock["left"])
 
     # When the run reads it, the records that came in time are handed out, then it stops
-    received: list[str] = []
-
-    def read_all() -> None:
-        for record in client.iter_clients():
-            received.append(record.uuid)
-
-    with pytest.raises(XpmTooSlow):
-        read_all()
+    received = uuids_read_until_too_slow(client)
 
     assert 20 <= len(received) < 50
     assert clock["left"] > 0, "the read stopped before the invocation's end, leaving time to checkpoint"
@@ -905,14 +896,26 @@ def test_an_answer_still_flowing_at_the_reading_deadline_is_cut_off_there(sleeps
         checks["left"] -= 5.0  # every look at the clock costs the run five seconds
         return checks["left"]
 
-    pieces = [b"<Response><Status>OK</Status><Clients>"] + [
-        f"<Client><UUID>u{i}</UUID><Name>C{i}</Name></Client>".encode() for i in range(200)
-    ]
+    pieces = client_list_pieces(200)
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, stream=_Stream(iter(pieces)))
 
     client = _client_answered_by(handler, sleeps, remaining_seconds=remaining)
+    received = uuids_read_until_too_slow(client)
+
+    assert len(received) < 20
+
+
+def client_list_pieces(clients: int) -> list[bytes]:
+    """A client list as the pieces a drip sends: the opening, then one client a piece."""
+    return [b"<Response><Status>OK</Status><Clients>"] + [
+        f"<Client><UUID>u{i}</UUID><Name>C{i}</Name></Client>".encode() for i in range(clients)
+    ]
+
+
+def uuids_read_until_too_slow(client: XpmApi) -> list[str]:
+    """The clients handed out before the reading deadline stopped the list (XpmTooSlow)."""
     received: list[str] = []
 
     def read_all() -> None:
@@ -921,8 +924,7 @@ def test_an_answer_still_flowing_at_the_reading_deadline_is_cut_off_there(sleeps
 
     with pytest.raises(XpmTooSlow):
         read_all()
-
-    assert len(received) < 20
+    return received
 
 
 class _Stream(httpx.SyncByteStream):

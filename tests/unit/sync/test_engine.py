@@ -365,8 +365,7 @@ def test_an_hourly_run_links_a_client_entered_by_hand_with_the_code_capitalised(
     run(firm)
     by_hand = firm.active.add_client(code="Abc01", legal_name="Abc Trading")
     xpm_client = client("ABC01", partner=partner, name="ABC Trading Pty Ltd")
-    firm.xpm.clients.append(xpm_client)
-    firm.xpm.modified[xpm_client.uuid] = firm.clock.now()
+    firm.xpm.put(xpm_client, at=firm.clock.now())
 
     done = run(firm)
 
