@@ -22,8 +22,7 @@ def tables(results: dict[str, Any]) -> str:
     machine = results["machine"]
     lines = [
         f"Run of {results['date']} on `{machine['platform']}`, {machine['cpu_count']} CPUs, Python "
-        f"{machine['python']}; load average at start {machine['load_average_at_start']} (the machine "
-        "was shared with other jobs).",
+        f"{machine['python']}; load average at start {machine['load_average_at_start']}.",
         "",
         "| clients | run | wall s | worker CPU s | moto CPU s | records/s | XPM calls | token refreshes "
         "| Active writes | Active items read | Active requests | peak RSS MB |",
