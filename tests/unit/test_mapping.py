@@ -329,6 +329,11 @@ def test_business_structure_is_matched_case_insensitively_and_trimmed() -> None:
         ("S.M.S.F", "super_fund"),
         ("Pty. Ltd.", "company"),
         ("Trust \u2014 Unit", "trust"),
+        # The probe of 2026-12-07: words parted by a comma, a slash or a colon fell to "other"
+        ("Trust, Discretionary", "trust"),
+        ("Family Trust,", "trust"),
+        ("Trust/Unit", "trust"),
+        ("Trust: Unit", "trust"),
     ],
 )
 def test_business_structure_run_together_or_dashed_any_way_is_still_recognised(
@@ -347,7 +352,16 @@ def test_an_empty_business_structure_is_an_error() -> None:
 
     assert mapping.fields is None
     assert codes(mapping.entries) == ["BUSINESS_STRUCTURE_MISSING"]
+    assert "has no Business Structure in XPM" in mapping.entries[0].message
     assert map_business_structure("") == (None, False)
+
+
+def test_a_business_structure_that_names_none_is_an_error_quoting_what_xpm_sent() -> None:
+    mapping = map_client(a_client(business_structure="(Company)"))
+
+    assert mapping.fields is None
+    assert codes(mapping.entries) == ["BUSINESS_STRUCTURE_MISSING"]
+    assert "Business Structure of '(Company)' in XPM, which names none" in mapping.entries[0].message
 
 
 def test_individual_names_come_from_first_name_and_last_name() -> None:

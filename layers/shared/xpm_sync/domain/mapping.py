@@ -49,8 +49,9 @@ _ENTITY_TYPES_RUN_TOGETHER: dict[str, EntityType] = {
 }
 _PARENTHESISED = re.compile(r"\([^)]*\)")
 _RUN_TOGETHER = re.compile(r"(?<=[a-z])(?=[A-Z][a-z])")
-# Hyphens as people type them, Unicode dashes included (a word processor turns "-" into an en dash).
-_SEPARATORS = re.compile(r"[-_.\u2010-\u2015\u2212]")
+# Hyphens as people type them, Unicode dashes included (a word processor turns "-" into an en dash),
+# and the other marks that part words in a practice's own names ("Trust, Discretionary", "Trust/Unit").
+_SEPARATORS = re.compile(r"[-_.,/:;\u2010-\u2015\u2212]")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _NOT_AN_ASCII_DIGIT = re.compile(r"[^0-9]")
 _ABN_WEIGHTS = (10, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)
@@ -113,7 +114,8 @@ def address(
 
 def structure_key(text: str) -> str:
     """BusinessStructure as compared (SPEC A3): a parenthesised part dropped, a word run together
-    split ("SoleTrader"), hyphens, underscores and dots as spaces, runs of spaces collapsed, any case."""
+    split ("SoleTrader"), hyphens, underscores, dots (and commas, slashes, colons) as spaces, runs of
+    spaces collapsed, any case."""
     text = _PARENTHESISED.sub(" ", text)
     text = _RUN_TOGETHER.sub(" ", text)
     text = _SEPARATORS.sub(" ", text)
@@ -260,7 +262,12 @@ def map_client(client: XpmClientRecord) -> ClientMapping:
     structure = _text(client.business_structure)
     entity_type, unknown_structure = map_business_structure(structure or "")
     if entity_type is None:
-        problem(entries.BUSINESS_STRUCTURE_MISSING, f"The client {label} has no Business Structure in XPM.")
+        problem(
+            entries.BUSINESS_STRUCTURE_MISSING,
+            f"The client {label} has no Business Structure in XPM."
+            if structure is None
+            else f"The client {label} has a Business Structure of '{structure}' in XPM, which names none.",
+        )
     elif unknown_structure:
         problem(
             entries.BUSINESS_STRUCTURE_UNKNOWN,
