@@ -815,6 +815,8 @@ def test_only_a_run_that_must_refresh_needs_the_apps_own_credentials(fw: FaultWo
     run = assert_invariants(fw, before=before, status="failed", codes=("XERO_APP_CREDENTIALS_INVALID",))
     [entry] = [e for e in fw.world.entries(run) if e.entity == "run"]
     assert "could not be read" in entry.message
+    # The secret's name is the operator's, in the log; the admin's entry does not show it
+    assert fw.world.names.app_secret_id not in entry.message + entry.suggestion
     assert fw.world.config().status == "connected", "the firm's connection is not at fault"
 
 

@@ -353,6 +353,10 @@ def test_a_record_over_dynamodbs_item_limit_is_refused_before_it_is_written(tabl
 
     with pytest.raises(RecordTooLarge):
         repo.create("client", {"legal_name": "N" * 450_000, "code": "BIG"})
+    # A preview asks the same question of a record it only plans (SPEC B6), and writes nothing
+    repo.check_fits("client", {"legal_name": "Fine too", "code": "OK2"})
+    with pytest.raises(RecordTooLarge):
+        repo.check_fits("user", {"first_name": "N" * 450_000, "email": "n@harbour.example"})
     repo.flush()
 
     assert [item["code"] for item in stored_clients(table).values()] == ["OK1"]

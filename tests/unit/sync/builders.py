@@ -69,5 +69,25 @@ def sync(firm: Firm, *, trigger: str = "schedule", **kwargs: Any) -> RunResult |
     return result
 
 
+def preview(firm: Firm) -> SyncRun:
+    """A dry run queued as POST preview queues it (SPEC B6), then run: the run it recorded."""
+    return dry_run(firm).run
+
+
+def dry_run(firm: Firm) -> RunResult:
+    queued = SyncRun(
+        firm_id=FIRM,
+        run_id=f"{firm.clock.now():%Y%m%dT%H%M%S%fZ}-preview",
+        trigger="manual",
+        status="running",
+        started_at=f"{firm.clock.now():%Y-%m-%dT%H:%M:%SZ}",
+        dry_run=True,
+    )
+    firm.runs.save_run(queued, firm.clock.now())
+    result = sync(firm, dry_run_id=queued.run_id)
+    assert result is not None, "the preview did nothing"
+    return result
+
+
 def codes_of(firm: Firm) -> list[str]:
     return [entry.code for entry in firm.runs.latest_entries()]

@@ -4,6 +4,7 @@ simulator over HTTP."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -11,11 +12,15 @@ import pytest
 from xpm_sync.adapters.xpm.errors import XpmTooSlow, XpmUnavailable, XpmWrongTenant
 from xpm_sync.domain.clock import iso
 from xpm_sync.domain.firm import Checkpoint, tenant_change
+from xpm_sync.sync.engine import RunResult
 
 from tests.fakes import FIRM, OFFICE, START, Firm
+from tests.fixtures.logs import powertools_json_log
 from tests.unit.sync.builders import (
     client,
     codes_of,
+    dry_run,
+    preview,
     renumber,
     run,
     staff,
@@ -418,23 +423,9 @@ def test_a_preview_plans_the_first_sync_and_writes_nothing(firm: Firm) -> None:
     firm.active.add_client(legal_name="Look-Alike")
     firm.xpm.clients.append(client(partner=None))
     before = {k: dict(v) for k, v in firm.active.client_items.items()}, dict(firm.active.user_items)
-    queued = firm.runs
-    from xpm_sync.domain.runs import SyncRun
 
-    preview = SyncRun(
-        firm_id=FIRM,
-        run_id="20260302T090000000000Z-prev",
-        trigger="manual",
-        status="running",
-        started_at="2026-03-02T09:00:00Z",
-        dry_run=True,
-    )
-    queued.save_run(preview, START)
+    planned = preview(firm)
 
-    result = sync(firm, dry_run_id=preview.run_id)
-
-    assert result is not None
-    planned = result.run
     assert planned.dry_run is True
     assert planned.status == "partial"
     assert planned.counts["client"] == {
@@ -456,6 +447,59 @@ def test_a_preview_plans_the_first_sync_and_writes_nothing(firm: Firm) -> None:
     assert [s.reason for s in firm.matches.suggestions.values()] == ["name"]
     assert firm.config.last_completed_run_started_at is None
     assert firm.notifier.sent == []
+
+
+def test_a_preview_reports_oversized_records_and_counts_a_link_to_an_archived_client_as_linked(
+    firm: Firm,
+) -> None:
+    """The probe of 2026-12-07: the size check ran only on writes, which a preview never makes, and a
+    hand-made client linked to an archived XPM client by its code was counted ``updated``."""
+    # Given a staff member and a client too large for Active, and a client entered by hand whose
+    # code an archived XPM client holds
+    partner = with_partner(firm)
+    huge_staff = staff("N" * 450_000 + " Smith")
+    firm.xpm.staff.append(huge_staff)
+    huge = client(partner=partner, name="N" * 450_000)
+    archived = client("ARCH", partner=partner, is_archived=True)
+    firm.xpm.clients += [huge, archived, client(partner=partner)]
+    firm.active.add_client(code="ARCH", legal_name="Archived By Hand")
+
+    # When the admin previews the first sync, and then runs it
+    planned = preview(firm)
+    planned_entries = {(e.code, e.entity, e.xpm_uuid) for e in firm.runs.latest_entries()}
+    done = run(firm)
+
+    # Then the preview reports what the run did, and counts the link apart
+    assert planned_entries == {(e.code, e.entity, e.xpm_uuid) for e in firm.runs.latest_entries()}
+    assert ("RECORD_TOO_LARGE", "client", huge.uuid) in planned_entries
+    assert ("RECORD_TOO_LARGE", "user", huge_staff.uuid) in planned_entries
+    assert planned.counts["client"] == {**done.counts["client"], "updated": 0, "linked": 1}
+    assert done.counts["client"]["updated"] == 1
+    assert planned.counts["user"]["failed"] == done.counts["user"]["failed"] == 1
+
+
+def test_a_preview_that_meets_an_outage_is_not_delivered_again_nor_counted_by_the_operators(
+    firm: Firm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The probe of 2026-12-07: a preview failed by XPM asked SQS for a retry, which held the firm's
+    message group (Start Sync and the hourly run too) for the queue's 90-minute visibility timeout,
+    only to be ignored as stale; and its planned records and failure went to the run metrics."""
+    firm.xpm.clients.append(client(partner=with_partner(firm)))
+    firm.xpm.break_after = (0, XpmUnavailable("down"))
+
+    capsys.readouterr()
+    result = dry_run(firm)
+    metrics = capsys.readouterr().out  # the EMF documents are printed, not logged
+
+    assert result.run.status == "failed"
+    assert [e.code for e in firm.runs.latest_entries()] == ["XPM_UNAVAILABLE"]
+    assert result.transient is False, "SQS is not asked to deliver the preview again"
+    assert '"_aws"' not in metrics, "no run metrics for a preview"
+    # A real run meeting the same outage is still delivered again, and counted
+    real = sync(firm)
+    assert real is not None
+    assert real.transient is True
+    assert '"XpmUnavailableRuns":[1.0]' in capsys.readouterr().out
 
 
 def test_a_connection_owner_no_longer_in_xpms_staff_list_is_a_run_level_warning(firm: Firm) -> None:
@@ -656,6 +700,59 @@ def test_a_run_in_parts_judges_its_own_problems_on_the_whole_run(firm: Firm) -> 
     assert last.run.status == "success"
     assert firm.states.states["run"].codes == {"CONNECTION_OWNER_NOT_IN_XPM"}
     assert [e.code for e in firm.runs.latest_entries()] == ["CONNECTION_OWNER_NOT_IN_XPM"]
+
+
+def test_each_part_of_a_run_keeps_its_own_entries_and_the_failure_that_ended_it(firm: Firm) -> None:
+    """The probe of 2026-12-07: a continuation skipped as many of its own entries as earlier parts
+    had written, so its record errors, and the run-level entry saying why the run failed, were lost."""
+    # Given clients missing their partner (and no default partner), one before the list's first
+    # stop for time and two before its second, then XPM down in the third part
+    partner = with_partner(firm)
+    missing = [client(partner=None) for _ in range(3)]
+    firm.xpm.clients += [missing[0], client(partner=partner), client(partner=partner), missing[1], missing[2]]
+    firm.xpm.clients += [client(partner=partner), client(partner=partner)]
+    resume_run_id = None
+    parts: list[RunResult] = []
+    for stop in ((3, XpmTooSlow("drip")), (5, XpmTooSlow("drip")), (6, XpmUnavailable("down"))):
+        firm.xpm.break_after = stop
+        result = sync(firm, resume_run_id=resume_run_id)
+        assert result is not None
+        parts.append(result)
+        resume_run_id = result.run.run_id
+    part = parts[-1]
+
+    # Then the run's log holds every failing client once, and the failure that ended the run
+    assert part.run.status == "failed"
+    entries = firm.runs.latest_entries()
+    assert [(e.code, e.xpm_uuid) for e in entries if e.entity == "client"] == [
+        ("PARTNER_MISSING", record.uuid) for record in missing
+    ]
+    assert [e.code for e in entries if e.entity == "run"] == ["XPM_UNAVAILABLE"]
+    assert part.run.entry_count == len(entries) == 4
+
+
+def test_operators_read_each_entry_of_the_run_as_a_json_line(firm: Firm) -> None:
+    """SPEC A5: admins read the error log in Sync Monitoring, operators the same in CloudWatch Logs.
+    The probe of 2026-12-07 found only the number of entries logged."""
+    # Given a client with no partner and no default partner, and a connection owner gone from XPM
+    firm.configs.update(FIRM, connected_by_email="gone@harbour.example")
+    lost = client(partner=None, name="Harbour Bakery")
+    firm.xpm.clients.append(lost)
+
+    # When the run goes
+    with powertools_json_log() as log:
+        done = run(firm)
+
+    # Then each of its entries is one JSON line, with what Sync Monitoring shows and whose run it is
+    logged = [json.loads(line) for line in log.getvalue().splitlines()]
+    entries = [line for line in logged if line.get("message") == "sync run entry"]
+    stored = firm.runs.latest_entries()
+    assert len(entries) == len(stored) == 2
+    for line, entry in zip(entries, stored, strict=True):
+        assert line["firm_id"] == FIRM
+        assert line["run_id"] == done.run_id
+        assert line["entry"] == entry.model_dump(exclude_none=True)
+    assert {line["entry"]["code"] for line in entries} == {"PARTNER_MISSING", "CONNECTION_OWNER_NOT_IN_XPM"}
 
 
 def test_a_retry_that_fails_before_active_matters_reads_nothing_from_active(firm: Firm) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -313,6 +313,21 @@ class ActiveRepository:
         ``owned_at_creation`` are Active attributes set once (a client's ``office_code``) that the
         sync never changes afterwards."""
         record_id = self._new_id(entity, values.get("xpm_uuid"))
+        item = self._fitting_item(entity, record_id, values, owned_at_creation)
+        # New records go out 25 to a request; the key is a fresh uuid4, or an id this run read free
+        # (Active's own records never take derived ids), so nothing can be overwritten and no
+        # condition is needed (nor any order between requests). ``flush`` before the run is recorded.
+        self._new_records.put(item)
+        return record_id
+
+    def check_fits(self, entity: str, values: SyncedValues) -> None:
+        """Raises ``RecordTooLarge`` when a record holding ``values`` could not be stored: a dry run
+        plans writes it never makes, and reports what the real run would (SPEC B6)."""
+        self._fitting_item(entity, str(uuid.UUID(int=0)), values, {})
+
+    def _fitting_item(
+        self, entity: str, record_id: str, values: SyncedValues, owned_at_creation: Mapping[str, str]
+    ) -> dict[str, Any]:
         item: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
         item.update(owned_at_creation)
         item.update(
@@ -326,11 +341,7 @@ class ActiveRepository:
         )
         if item_size(item) > MAX_ITEM_BYTES:
             raise RecordTooLarge(f"a new {entity} of {item_size(item)} bytes")
-        # New records go out 25 to a request; the key is a fresh uuid4, or an id this run read free
-        # (Active's own records never take derived ids), so nothing can be overwritten and no
-        # condition is needed (nor any order between requests). ``flush`` before the run is recorded.
-        self._new_records.put(item)
-        return record_id
+        return item
 
     def _new_id(self, entity: str, xpm_uuid: object) -> str:
         if entity == "client" and isinstance(xpm_uuid, str) and xpm_uuid:

@@ -298,11 +298,11 @@ class ClientSync:
     ) -> None:
         if existing is None:
             try:
-                client_id = (
-                    f"planned-{record.uuid}"
-                    if self.dry_run
-                    else self.store.create("client", desired, office_code=self.default_office_code)
-                )
+                if self.dry_run:
+                    self.store.check_fits("client", desired)
+                    client_id = f"planned-{record.uuid}"
+                else:
+                    client_id = self.store.create("client", desired, office_code=self.default_office_code)
             except RecordTooLarge:
                 self._too_large(record, label, *found)
                 return
@@ -314,6 +314,12 @@ class ClientSync:
             "linked" if linked and self.dry_run else "updated" if changes or code_written else "unchanged"
         )
         written = existing.with_changes(changes)
+        if changes and self.dry_run:
+            try:
+                self.store.check_fits("client", written.synced)
+            except RecordTooLarge:
+                self._too_large(record, label, *found)
+                return
         self.index.replace(existing, written)
         self._now_linked(existing.client_id)
         if not changes or self.dry_run:
@@ -541,7 +547,8 @@ class ClientSync:
                 return
             self.index.replace(linked, linked.with_changes(changes))
             self._now_linked(linked.client_id)
-            self.counts["updated"] += 1
+            # A preview counts the clients it would link to XPM apart (SPEC B6).
+            self.counts["linked" if self.dry_run and "xpm_uuid" in changes else "updated"] += 1
         self._synced(record, label, [])
 
     def _now_linked(self, client_id: str) -> None:

@@ -239,7 +239,6 @@ def _start(
         )
         return None
     part = _Run(run=unfinished, config=config, resume=checkpoint)
-    part.findings.written = unfinished.entry_count
     part.earlier_run_entries = list(checkpoint.run_entries)
     return part
 
@@ -610,7 +609,7 @@ def _suspend(services: SyncServices, part: _Run, checkpoint: Checkpoint) -> RunR
     _save_states(services, part, now, complete=False)
     run.xpm_calls += part.xpm_calls
     run.full_read = part.full_read
-    run.entry_count = services.runs.add_entries(run, part.findings.unwritten(), now, start=run.entry_count)
+    _write_entries(services, run, part.findings.entries, now)
     services.runs.save_run(run, now)
     saved = checkpoint.model_copy(update={"saved_at": iso(now), "run_entries": part.run_entries()})
     services.config.update(part.config.firm_id, checkpoint=saved.model_dump())
@@ -712,10 +711,12 @@ def _identity_failure(error: XeroIdentityError) -> _RunFailure:
             codes.XPM_NEEDS_RECONNECT, "Xero no longer accepts this firm's connection.", reconnect=True
         )
     if isinstance(error, AppCredentialsUnavailable):
+        # The secret's name and the AWS error are the operator's, in this log line; the entry an
+        # admin reads says what failed, not where the deployment keeps its secrets.
         logger.error("the app's credentials secret could not be used", extra={"error": str(error)})
         return _RunFailure(
             codes.XERO_APP_CREDENTIALS_INVALID,
-            f"This integration's app credentials could not be read while renewing access: {error}",
+            "This integration's app credentials could not be read while renewing access.",
         )
     if isinstance(error, InvalidClient):
         # The app's own client id and secret: every firm is affected and only an operator can fix it,
@@ -785,18 +786,21 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
             )
         ):
             # The notification's own problems (no notification user, say) belong in this run's log.
-            result = services.notifier(run, findings.entries, config)
+            result = services.notifier(run, [*part.earlier_run_entries, *findings.entries], config)
             findings.entries.extend(result.entries)
             if result.outcome == "sent":
                 # The moment its problems were opened and closed at: they are all in this email.
                 services.config.update(config.firm_id, last_notified_at=iso_precise(finished))
-    run.entry_count = services.runs.add_entries(run, findings.unwritten(), finished, start=run.entry_count)
+    _write_entries(services, run, findings.entries, finished)
     services.runs.save_run(run, finished)
     if part.dry_run:
         services.config.update(config.firm_id, preview_pending=False)
     else:
         _record_end(services, part, completed, failures_in_a_row, failing_since)
-    record_run_metrics(run, seconds, [entry.code for entry in part.run_entries()])
+    if not part.dry_run:
+        # A preview is no sync: its planned records and its failures stay off the operators'
+        # dashboard and alarms.
+        record_run_metrics(run, seconds, [entry.code for entry in part.run_entries()])
     logger.info(
         "sync run finished",
         extra={
@@ -812,7 +816,27 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
             "duration_ms": round(seconds * 1000),
         },
     )
-    return RunResult(run=run, entries=findings.entries, transient=failure is not None and failure.transient)
+    # A preview is never delivered again: SQS would hold the firm's message group (its real runs
+    # included) for the queue's visibility timeout, only to find the preview ended. The admin asks again.
+    transient = failure is not None and failure.transient and not part.dry_run
+    return RunResult(run=run, entries=findings.entries, transient=transient)
+
+
+def _write_entries(services: SyncServices, run: SyncRun, entries: list[Entry], now: datetime) -> None:
+    """This part's entries join the run's log after those of earlier parts, and each is one JSON line
+    in the function's log: operators read the same error log in CloudWatch Logs (SPEC A5)."""
+    run.entry_count = services.runs.add_entries(run, entries, now, start=run.entry_count)
+    for entry in entries:
+        logger.info(
+            "sync run entry",
+            extra={
+                "firm_id": run.firm_id,
+                "run_id": run.run_id,
+                "dry_run": run.dry_run,
+                # nested: an entry's "message" is not the log line's (Logs Insights: entry.code)
+                "entry": entry.model_dump(exclude_none=True),
+            },
+        )
 
 
 def _record_end(

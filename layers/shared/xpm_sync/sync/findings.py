@@ -17,8 +17,6 @@ class RunFindings:
     sightings: dict[str, Sighting] = field(default_factory=dict)
     # keys of the records whose state existed before the run: a clean sighting of those closes it
     had_state: set[str] = field(default_factory=set)
-    # entries already written to the sync log by an earlier part of the run
-    written: int = 0
 
     def report(
         self,
@@ -55,6 +53,3 @@ class RunFindings:
 
     def run_level(self, entry: Entry) -> None:
         self.entries.append(entry)
-
-    def unwritten(self) -> list[Entry]:
-        return self.entries[self.written :]

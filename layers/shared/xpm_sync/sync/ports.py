@@ -78,6 +78,9 @@ class ActiveStore(Protocol):
 
     def create(self, entity: str, values: SyncedValues, **owned_at_creation: str) -> str: ...
 
+    def check_fits(self, entity: str, values: SyncedValues) -> None:
+        """Raises ``RecordTooLarge`` when a record holding ``values`` could not be stored."""
+
     def update(self, entity: str, record_id: str, changes: SyncedValues) -> None: ...
 
     def update_soon(self, entity: str, record_id: str, changes: SyncedValues) -> Future[None]:

@@ -149,14 +149,15 @@ class UserSync:
 
     def _write(self, existing: StoredUser | None, desired: dict[str, object]) -> tuple[str, str]:
         if existing is None:
-            user_id = (
-                f"planned-{desired['xpm_uuid']}" if self._dry_run else self._store.create("user", desired)
-            )
-            return "created", user_id
+            if not self._dry_run:
+                return "created", self._store.create("user", desired)
+            self._store.check_fits("user", desired)
+            return "created", f"planned-{desired['xpm_uuid']}"
         changes = changed_values(existing.synced, desired)
         if not changes:
             return "unchanged", existing.user_id
         if self._dry_run:
+            self._store.check_fits("user", {**existing.synced, **changes})
             # A preview counts the Active users it would link to XPM apart (SPEC B6), as clients.
             return ("linked" if existing.xpm_uuid != desired["xpm_uuid"] else "updated"), existing.user_id
         self._store.update("user", existing.user_id, changes)
