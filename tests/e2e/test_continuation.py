@@ -16,7 +16,11 @@ from xpm_sync.settings import WorkerSettings, load_settings
 from xpm_sync.sync import clients as client_sync
 from xpm_sync.sync.engine import RunResult, SyncServices, run_sync
 
+from functions.api.app import lambda_handler as api_handler
 from functions.sync_worker import app as worker_app
+from local.lambda_runtime import LocalContext
+from local.xpm_sim import generate_practice
+from tests.fixtures.events import load_event
 from tests.fixtures.sync import SyncWorld
 
 
@@ -228,3 +232,59 @@ def test_a_client_waiting_for_a_code_when_the_part_ends_is_retried_next_run(
     assert taker.uuid not in world.awaiting_retry()
     codes = [c.get("code") for c in world.items("client")]
     assert len(codes) == len(set(codes))
+
+
+def _api(world: SyncWorld, case: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+    """The admin's request through the API function."""
+    event = load_event("api", case, claims={"custom:firm_id": world.firm_id}, body=body)
+    answer = api_handler(event, LocalContext("ApiFunction"))
+    return int(answer["statusCode"]), json.loads(answer.get("body") or "{}")
+
+
+def _second_practice(world: SyncWorld) -> str:
+    second = generate_practice(11, staff=4, clients=20, problem_share=0, tenant_name="Second Practice")
+    for client in second.clients:
+        client.elements["ClientCode"] = f"B{client.elements['ClientCode']}"  # codes of its own
+    world.sim.add_practice(second)
+    return second.tenant_id
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [("disconnect", "XPM_NEEDS_RECONNECT"), ("tenant", "SYNC_SETUP_CHANGED")],
+)
+def test_a_part_dropped_after_a_disconnect_or_tenant_change_ends_its_run_and_frees_start_sync(
+    world: SyncWorld, monkeypatch: pytest.MonkeyPatch, change: str, code: str
+) -> None:
+    """The probe of 2026-12-07: the dropped part left its run 'running' and Start Sync answered 429
+    "a sync is running" for six hours, after a reconnect too (the hourly sync, turned off, never came
+    to close it)."""
+    # Given a run between two parts, its next part queued
+    budget, services, first = _first_part(world, monkeypatch, per_part=5)
+
+    # When the admin disconnects (or picks another practice), and then the next part is delivered
+    if change == "disconnect":
+        assert _api(world, "delete_config")[0] == 200
+    else:
+        body = {
+            "sync_name": "XPM sync",
+            "tenant_id": _second_practice(world),
+            "default_office_code": world.firm.office_code,
+            "notification_user_id": world.firm.admin_user_id,
+        }
+        assert _api(world, "put_config", body)[0] == 200
+    request = _take_continuation(world)
+    assert request is not None
+    budget.new_invocation()
+    assert run_sync(request.firm_id, request.trigger, services, resume_run_id=request.resume_run_id) is None
+
+    # Then the run is ended, saying why, and nothing holds the firm's next Start Sync
+    [run] = world.runs()
+    assert run.run_id == first.run.run_id
+    assert run.status == "failed"
+    assert [e.code for e in world.entries(run) if e.entity == "run"] == [code]
+    config = world.config()
+    assert (config.running_run_id, config.checkpoint) == (None, None)
+    if change == "tenant":
+        status, answer = _api(world, "post_sync")
+        assert status == 202, answer

@@ -369,6 +369,14 @@ SYNC_NOT_CONFIGURED = _kind(
     "The integration has no XPM practice or default office chosen yet.",
     "Finish the setup in Admin Centre -> Integrations -> Xero Practice Manager.",
 )
+SYNC_SETUP_CHANGED = _kind(
+    "SYNC_SETUP_CHANGED",
+    "warning",
+    "run",
+    "The integration was reconnected or given another XPM practice between two parts of this run, "
+    "so the run stopped there.",
+    "Nothing to do: the next run reads every client of the practice now chosen.",
+)
 DEFAULT_OFFICE_MISSING = _kind(
     "DEFAULT_OFFICE_MISSING",
     "error",

@@ -179,6 +179,17 @@ def run_sync(
             services.config.update(firm_id, run_pending=False)
         if dry_run_id is not None:
             _abandon_preview(firm_id, dry_run_id, services)
+        if config is not None and resume_run_id is not None:
+            _end_dropped_part(
+                config,
+                resume_run_id,
+                services,
+                codes.XPM_NEEDS_RECONNECT.entry(
+                    label="Sync run",
+                    message="The integration was disconnected, or Xero stopped accepting its connection, "
+                    "between two parts of this run: it stopped there.",
+                ),
+            )
         return None
     part = _start(config, trigger, services, resume_run_id, dry_run_id)
     if part is None:
@@ -237,6 +248,19 @@ def _start(
         logger.warning(
             "stale continuation ignored", extra={"firm_id": config.firm_id, "run_id": resume_run_id}
         )
+        if checkpoint is None or checkpoint.run_id == resume_run_id:
+            # The checkpoint went with a reconnect or a tenant change (SPEC A6): the run cannot go
+            # on against another practice, so it ends here.
+            _end_dropped_part(
+                config,
+                resume_run_id,
+                services,
+                codes.SYNC_SETUP_CHANGED.entry(
+                    label="Sync run",
+                    message="The XPM connection or practice changed between two parts of this run: "
+                    "it stopped there, and the next run reads every client of the practice now chosen.",
+                ),
+            )
         return None
     part = _Run(run=unfinished, config=config, resume=checkpoint)
     part.earlier_run_entries = list(checkpoint.run_entries)
@@ -284,6 +308,24 @@ def _abandon_preview(firm_id: str, run_id: str, services: SyncServices) -> None:
         codes.XPM_NEEDS_RECONNECT.entry(
             label="Sync run", message="The integration is not connected any more; the preview did not run."
         ),
+    )
+
+
+def _end_dropped_part(config: FirmConfig, run_id: str, services: SyncServices, why: Entry) -> None:
+    """A run's next part that cannot go on ends the run: left running, it would hold Start Sync
+    ("a sync is running") for hours, and show a run going on that nothing will finish."""
+    if not _end_unfinished(config.firm_id, run_id, services, why):
+        return
+    cleared: dict[str, Any] = {}
+    if config.running_run_id == run_id:
+        cleared["running_run_id"] = None
+    if config.checkpoint is not None and config.checkpoint.run_id == run_id:
+        cleared["checkpoint"] = None
+    if cleared:
+        services.config.update(config.firm_id, **cleared)
+    logger.warning(
+        "a run's next part could not go on; the run is ended",
+        extra={"firm_id": config.firm_id, "run_id": run_id, "code": why.code},
     )
 
 
