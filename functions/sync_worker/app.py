@@ -20,6 +20,8 @@ with loading():
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
+    from xpm_sync.adapters.sync_queue import retry_delay
+    from xpm_sync.composition import sync_queue
     from xpm_sync.composition.worker import keep_alive, sync_services
     from xpm_sync.domain.runs import SyncRequest
     from xpm_sync.observability import logger, tracer
@@ -103,9 +105,33 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
     # Failed records are reported as such even when every record failed (SPEC B1), rather than
     # raised as one error for the invocation: SQS keeps exactly the same records either way.
     processor.raise_on_entire_batch_failure = False
-    return process_partial_response(
+    answer = process_partial_response(
         event=event, record_handler=_handler_for(context), processor=processor, context=context
     )
+    _deliver_failed_sooner(event["Records"], answer)
+    return answer
+
+
+def _deliver_failed_sooner(records: list[Any], answer: PartialItemFailureResponse) -> None:
+    """Failed records (and those of their firm skipped after them) come back in minutes, not after
+    the queue's 90-minute visibility timeout, which would hold the firm's message group, Start Sync's
+    run included. A record whose timeout cannot be changed keeps the queue's."""
+    failed = {item["itemIdentifier"] for item in answer["batchItemFailures"]}
+    if not failed:
+        return
+    queue = sync_queue(load_settings(WorkerSettings).sync_queue_url)
+    for record in records:
+        if not isinstance(record, dict) or record.get("messageId") not in failed:
+            continue
+        received = str((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
+        seconds = retry_delay(int(received) if received.isdigit() else 1)
+        try:
+            queue.deliver_again_in(str(record.get("receiptHandle")), seconds)
+        except Exception as error:  # the queue's own timeout still brings it back
+            logger.warning(
+                "a failed record keeps the queue's visibility timeout",
+                extra={"message_id": record.get("messageId"), "error": type(error).__name__},
+            )
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:

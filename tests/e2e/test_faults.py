@@ -33,6 +33,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import moto.core.utils as moto_core_utils
+import moto.sqs.models as moto_sqs
 import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
@@ -419,6 +421,34 @@ def test_xpm_down_fails_the_run_and_sqs_retries_it_until_it_completes(fw: FaultW
 
     fw.sim.faults.clear()
     redeliver_and_complete(fw)
+
+
+def test_a_run_failed_by_a_passing_outage_comes_back_in_minutes_with_the_start_sync_behind_it(
+    fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe of 2026-12-07: a failed record stayed invisible for the queue's 90-minute timeout,
+    and held the firm's message group: Start Sync answered 202 and nothing ran for an hour and a half."""
+    fw.fault("unavailable", times=None, path="client.api/list")
+    assert fw.run_hourly()[0].failed
+    fw.sim.faults.clear()
+    composition.sync_queue(fw.world.names.queue_url).enqueue_manual(fw.world.firm_id)  # Start Sync, behind it
+
+    # moto's SQS clock, moved on past the failed record's new visibility timeout
+    later = {"seconds": 0.0}
+    now_millis = moto_core_utils.unix_time_millis
+    monkeypatch.setattr(moto_sqs, "unix_time_millis", lambda: now_millis() + later["seconds"] * 1000)
+    later["seconds"] = 290
+    assert fw.drain() == [], "not yet: five minutes"
+    later["seconds"] = 310
+    deliveries = fw.drain()
+
+    assert [d.failed for d in deliveries] == [[]], "both delivered, in the firm's order, and both ran"
+    runs = sorted(fw.world.runs(), key=lambda run: run.run_id)
+    assert [(r.trigger, r.status) for r in runs] == [
+        ("schedule", "failed"),
+        ("schedule", "success"),
+        ("manual", "success"),
+    ]
 
 
 def test_a_brief_xpm_outage_is_retried_inside_the_run(fw: FaultWorld) -> None:

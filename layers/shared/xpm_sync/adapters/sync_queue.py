@@ -15,6 +15,18 @@ from xpm_sync.domain.runs import Trigger
 _BATCH = 10  # SQS's maximum per SendMessageBatch
 T = TypeVar("T")
 
+# When SQS delivers a failed record again, by how many times it was received (the third failure
+# is the queue's last: maxReceiveCount 3, then the dead-letter queue). The queue's own visibility
+# timeout, 90 minutes (six times the worker's timeout, as Lambda's SQS event source wants), would
+# hold the firm's message group for that long: Start Sync's run and the next hourly run would
+# wait behind a passing XPM outage for an hour and a half.
+RETRY_DELAYS_SECONDS = (300, 1200, 3600)
+
+
+def retry_delay(receive_count: int) -> int:
+    """Seconds until a record that failed on its ``receive_count``-th delivery is delivered again."""
+    return RETRY_DELAYS_SECONDS[min(max(receive_count, 1), len(RETRY_DELAYS_SECONDS)) - 1]
+
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
@@ -70,6 +82,12 @@ class SyncQueue:
         )
         self._sqs.send_message(
             QueueUrl=self._url, MessageBody=body, MessageGroupId=firm_id, MessageDeduplicationId=run_id
+        )
+
+    def deliver_again_in(self, receipt_handle: str, seconds: int) -> None:
+        """A record the worker failed is delivered again in ``seconds``, not the queue's timeout."""
+        self._sqs.change_message_visibility(
+            QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
         )
 
     def enqueue_many(self, firm_ids: Iterable[str], trigger: Trigger, *, workers: int = 8) -> int:
