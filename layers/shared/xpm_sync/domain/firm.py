@@ -8,7 +8,7 @@ state kept per record lives in the sync log table, SPEC B3)."""
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -131,8 +131,15 @@ def tenant_change(current: FirmConfig, tenant_id: str | None) -> dict[str, Any]:
     }
 
 
+# Hourly runs start a few seconds after the hour, later or sooner from one hour to the next: with
+# no slack, the run a day later could start a second short of 24 hours, and the full read slip to
+# the next hour, day after day (some days would have none).
+FULL_READ_SLACK = timedelta(minutes=30)
+
+
 def full_read_due(config: FirmConfig, now: datetime, *, every_hours: float = 24) -> bool:
     """SPEC A7: the first run, and one run a day, read every client."""
     if not config.last_completed_run_started_at or not config.last_full_read_started_at:
         return True
-    return (now - parse_iso(config.last_full_read_started_at)).total_seconds() >= every_hours * 3600
+    since = now - parse_iso(config.last_full_read_started_at)
+    return since >= timedelta(hours=every_hours) - FULL_READ_SLACK
