@@ -327,11 +327,15 @@ class FakeRuns:
         return self.entries.get(self.latest().run_id, [])
 
 
+@dataclass
 class FakeTokens:
+    refreshes: int = 0
+
     def for_firm(self, firm_id: str) -> FakeTokens:
         return self
 
     def access_token(self, *, force_refresh: bool = False) -> str:
+        self.refreshes += force_refresh
         return "access-token"
 
 
@@ -368,6 +372,7 @@ class Firm:
     runs: FakeRuns = field(default_factory=FakeRuns)
     queue: FakeQueue = field(default_factory=FakeQueue)
     notifier: FakeNotifier = field(default_factory=FakeNotifier)
+    tokens: FakeTokens = field(default_factory=FakeTokens)
     clock: FakeClock = field(default_factory=FakeClock)
     seconds_left: float = float("inf")
 
@@ -391,7 +396,7 @@ class Firm:
             active_for=lambda firm_id: self.active,
             states_for=lambda firm_id: self.states,
             matches_for=lambda firm_id: self.matches,
-            tokens=FakeTokens(),
+            tokens=self.tokens,
             xpm_factory=lambda tenant_id, tokens: self.xpm.connect(),
             clock=self.clock,
             queue=self.queue,

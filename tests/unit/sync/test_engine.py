@@ -165,6 +165,25 @@ def test_a_failed_client_is_retried_from_its_copy_until_a_fix_in_active_lets_it_
     assert "PARTNER_NOT_IN_ACTIVE" in [problem.code for problem in firm.states.fixed]
 
 
+def test_hourly_runs_starting_a_little_sooner_or_later_in_their_hour_still_read_everything_daily(
+    firm: Firm,
+) -> None:
+    """The probe of 2026-12-07: the full read was due only 24 hours to the second after the last,
+    so a run starting a second sooner in its hour a day later let it slip an hour, day after day."""
+    firm.xpm.clients.append(client(partner=with_partner(firm)))
+    starts_in_hour = [12, 3, 9, 2, 11, 5]  # seconds after the hour, as the schedule delivers them
+    full_reads = []
+    for day in range(6):
+        for hour in range(24):
+            firm.clock.moment = START + timedelta(days=day, hours=hour, seconds=starts_in_hour[day])
+            result = sync(firm)
+            assert result is not None
+            if result.run.full_read:
+                full_reads.append((day, hour))
+
+    assert full_reads == [(day, 0) for day in range(6)], "one a day, at the same hour"
+
+
 def test_the_full_read_drops_retries_of_records_xpm_no_longer_lists(firm: Firm) -> None:
     firm.xpm.clients.append(client(partner=None))  # no partner, no default partner
     run(firm)
@@ -612,6 +631,34 @@ def test_a_tenant_change_during_a_run_keeps_the_runs_state_off_the_new_tenant(fi
     assert firm.config.last_run_id is not None
 
 
+def test_a_tenant_change_during_a_part_that_stops_for_time_ends_the_run_there(firm: Firm) -> None:
+    """The probe of 2026-12-07: the part's checkpoint was written over the tenant change's reset, so
+    the continuation read the new practice with the old one's window and retried the old one's
+    kept copies, creating its clients in Active after the switch."""
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner) for _ in range(4)]
+    firm.xpm.break_after = (2, XpmTooSlow("drip"))
+    original_list = firm.xpm.iter_clients
+
+    def change_tenant_mid_list(**kwargs: Any) -> Any:
+        firm.configs.update(FIRM, tenant_id="tenant-2", **tenant_change(firm.config, "tenant-2"))
+        return original_list(**kwargs)
+
+    firm.xpm.iter_clients = change_tenant_mid_list  # type: ignore[method-assign]
+    firm.configs.update(FIRM, run_pending=True)  # Start Sync pressed
+
+    result = sync(firm, trigger="manual")
+
+    assert result is not None
+    assert not result.continued
+    assert firm.queue.continuations == [], "no next part for the old practice"
+    assert result.run.status == "failed"
+    assert [e.code for e in firm.runs.latest_entries() if e.entity == "run"] == ["SYNC_SETUP_CHANGED"]
+    assert firm.config.checkpoint is None
+    assert (firm.config.running_run_id, firm.config.run_pending) == (None, False)
+    assert firm.config.last_full_read_started_at is None, "the new tenant's first run reads every client"
+
+
 def test_a_slow_drip_answer_checkpoints_and_two_parts_without_progress_fail_with_xpm_too_slow(
     firm: Firm,
 ) -> None:
@@ -659,6 +706,22 @@ def test_ten_thousand_failing_clients_keep_no_growing_item_and_cost_nothing_next
     assert third.counts["client"]["created"] == 10_000
     assert third.xpm_calls == 2
     assert not [key for key in firm.states.states if key.startswith("client#")]
+
+
+def test_a_run_that_stops_before_xpm_keeps_a_month_old_connection_alive(firm: Firm) -> None:
+    """The probe of 2026-12-07: an enabled firm whose every run stopped before XPM (its default
+    office deleted) never touched its tokens, and the schedule keeps alive only firms that do not
+    sync hourly: after 60 days Xero would drop the connection (SPEC A6, A8)."""
+    firm.active.offices_by_code.clear()  # the default office deleted in Active
+    firm.configs.update(FIRM, tokens_refreshed_at=iso(firm.clock.now() - timedelta(days=29)))
+
+    first = run(firm)
+    firm.configs.update(FIRM, tokens_refreshed_at=iso(firm.clock.now() - timedelta(days=30)))
+    second = run(firm)
+
+    assert [r.status for r in (first, second)] == ["failed", "failed"]
+    assert codes_of(firm) == ["DEFAULT_OFFICE_MISSING"]
+    assert firm.tokens.refreshes == 1, "refreshed once its tokens were 30 days old, not before"
 
 
 def test_a_run_records_whose_fault_its_failure_was_for_the_operators_count(firm: Firm) -> None:

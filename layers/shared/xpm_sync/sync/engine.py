@@ -46,6 +46,7 @@ from xpm_sync.domain.clock import Clock, iso, iso_precise, parse_iso
 from xpm_sync.domain.entries import Entry, EntryKind
 from xpm_sync.domain.faults import failed_run_fault
 from xpm_sync.domain.firm import Checkpoint, FirmConfig, full_read_due
+from xpm_sync.domain.hourly import KEEP_ALIVE_AFTER, last_refresh
 from xpm_sync.domain.notification import SELF_CLEARING_FAILURES, should_notify
 from xpm_sync.domain.problems import RUN_KEY, RecordState, reconcile, run_level_sighting
 from xpm_sync.domain.runs import SyncRun, Trigger, new_counts, new_run_id
@@ -251,16 +252,7 @@ def _start(
         if checkpoint is None or checkpoint.run_id == resume_run_id:
             # The checkpoint went with a reconnect or a tenant change (SPEC A6): the run cannot go
             # on against another practice, so it ends here.
-            _end_dropped_part(
-                config,
-                resume_run_id,
-                services,
-                codes.SYNC_SETUP_CHANGED.entry(
-                    label="Sync run",
-                    message="The XPM connection or practice changed between two parts of this run: "
-                    "it stopped there, and the next run reads every client of the practice now chosen.",
-                ),
-            )
+            _end_dropped_part(config, resume_run_id, services, _SETUP_CHANGED)
         return None
     part = _Run(run=unfinished, config=config, resume=checkpoint)
     part.earlier_run_entries = list(checkpoint.run_entries)
@@ -311,6 +303,13 @@ def _abandon_preview(firm_id: str, run_id: str, services: SyncServices) -> None:
     )
 
 
+_SETUP_CHANGED = codes.SYNC_SETUP_CHANGED.entry(
+    label="Sync run",
+    message="The XPM connection or practice changed between two parts of this run: it stopped there, "
+    "and the next run reads every client of the practice now chosen.",
+)
+
+
 def _end_dropped_part(config: FirmConfig, run_id: str, services: SyncServices, why: Entry) -> None:
     """A run's next part that cannot go on ends the run: left running, it would hold Start Sync
     ("a sync is running") for hours, and show a run going on that nothing will finish."""
@@ -318,7 +317,8 @@ def _end_dropped_part(config: FirmConfig, run_id: str, services: SyncServices, w
         return
     cleared: dict[str, Any] = {}
     if config.running_run_id == run_id:
-        cleared["running_run_id"] = None
+        # A Start Sync is refused while a run goes on, so a pending manual run can only be this one.
+        cleared.update(running_run_id=None, run_pending=False)
     if config.checkpoint is not None and config.checkpoint.run_id == run_id:
         cleared["checkpoint"] = None
     if cleared:
@@ -406,11 +406,13 @@ def _sync(services: SyncServices, part: _Run) -> None:
         part.states = services.states_for(config.firm_id).load(with_copies=not part.full_read)
         part.findings.had_state = set(part.states)
     if not config.tenant_id or not config.default_office_code:
+        _keep_connection_alive(services, part)
         raise _RunFailure(codes.SYNC_NOT_CONFIGURED, "No XPM practice or default office is chosen yet.")
     store = services.active_for(config.firm_id)
     part.store = store
     office = store.offices().get(config.default_office_code)
     if office is None:
+        _keep_connection_alive(services, part)
         raise _RunFailure(
             codes.DEFAULT_OFFICE_MISSING,
             f"The default office {config.default_office_code} does not exist in Active.",
@@ -433,6 +435,28 @@ def _sync(services: SyncServices, part: _Run) -> None:
         part.xpm_calls += xpm.calls
         xpm.close()
         store.flush()  # whatever happened, the records this part created are written
+
+
+def _keep_connection_alive(services: SyncServices, part: _Run) -> None:
+    """SPEC A6: a connection never expires unused. A run that stops before it reaches XPM (setup to
+    finish, a default office deleted) uses no token, and the schedule keeps alive only firms that
+    do not sync hourly: once the tokens are 30 days old, such a run refreshes them itself. A refresh
+    Xero refuses is the run's failure (the firm must reconnect); one Xero cannot answer now waits for
+    the next hour."""
+    if part.dry_run:
+        return
+    refreshed = last_refresh(part.config)
+    if refreshed is None or services.clock.now() - refreshed < KEEP_ALIVE_AFTER:
+        return
+    try:
+        services.tokens.for_firm(part.config.firm_id).access_token(force_refresh=True)
+    except (NeedsReconnect, FirmDisconnected):
+        raise
+    except Exception as error:  # the run's own failure stands; the next hour tries again
+        logger.warning(
+            "could not refresh the tokens of a run that stopped before XPM",
+            extra={"firm_id": part.config.firm_id, "error": type(error).__name__},
+        )
 
 
 def _choose_read(services: SyncServices, part: _Run) -> None:
@@ -654,7 +678,16 @@ def _suspend(services: SyncServices, part: _Run, checkpoint: Checkpoint) -> RunR
     _write_entries(services, run, part.findings.entries, now)
     services.runs.save_run(run, now)
     saved = checkpoint.model_copy(update={"saved_at": iso(now), "run_entries": part.run_entries()})
-    services.config.update(part.config.firm_id, checkpoint=saved.model_dump())
+    if not services.config.update_if_same_state(
+        part.config.firm_id, part.config.sync_state_id, checkpoint=saved.model_dump()
+    ):
+        # Another practice was chosen (or the firm reconnected) while this part went on: its
+        # checkpoint would carry the old practice's place and read window into the new one.
+        _end_dropped_part(
+            services.config.get(part.config.firm_id) or part.config, run.run_id, services, _SETUP_CHANGED
+        )
+        ended = services.runs.get_run(run.firm_id, run.run_id) or run
+        return RunResult(run=ended, entries=part.findings.entries)
     services.queue.enqueue_continuation(part.config.firm_id, run.trigger, run.run_id)
     logger.info(
         "sync run continues in a new invocation",
