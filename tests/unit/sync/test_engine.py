@@ -818,6 +818,25 @@ def test_operators_read_each_entry_of_the_run_as_a_json_line(firm: Firm) -> None
     assert {line["entry"]["code"] for line in entries} == {"PARTNER_MISSING", "CONNECTION_OWNER_NOT_IN_XPM"}
 
 
+def test_a_record_a_run_meets_in_two_of_its_parts_counts_one_run_for_its_problem(firm: Firm) -> None:
+    """The probe of 2026-12-07: a problem's ``runs`` (SPEC B6: how many runs reported it) counted one
+    run twice when a later part met the record again (a reordered list, or a UUID either side of a
+    part's end)."""
+    partner = with_partner(firm)
+    failing = client(partner=None)
+    firm.xpm.clients += [failing, client(partner=partner), client(partner=partner), failing]
+    firm.xpm.break_after = (2, XpmTooSlow("drip"))
+    first = sync(firm)
+    assert first is not None
+    assert first.continued
+    firm.xpm.break_after = None
+
+    sync(firm, resume_run_id=first.run.run_id)
+
+    [problem] = firm.states.states[f"client#{failing.uuid}"].problems
+    assert (problem.code, problem.runs) == ("PARTNER_MISSING", 1)
+
+
 def test_a_retry_that_fails_before_active_matters_reads_nothing_from_active(firm: Firm) -> None:
     # Given clients failing on a missing partner (no default partner), kept for their retry
     firm.xpm.clients += [client(partner=None) for _ in range(50)]

@@ -101,6 +101,9 @@ def reconcile(
     """The record's state after this run saw it (``sighting``) or found it gone (``None``), and the
     problems this closes."""
     before = {problem.code: problem for problem in prior.problems} if prior is not None else {}
+    # Seen again by the run that already counted it (a later part of it: a list XPM reordered, a
+    # record sent either side of a part's end): one run, counted once.
+    this_run_again = prior is not None and prior.seen_run == run_id
     problems: dict[str, Problem] = {}
     for entry in sighting.entries if sighting is not None else ():
         if entry.code in problems:
@@ -113,7 +116,7 @@ def reconcile(
             suggestion=entry.suggestion,
             first_seen=earlier.first_seen if earlier is not None else run_started_at,
             last_seen=run_started_at,
-            runs=earlier.runs + 1 if earlier is not None else 1,
+            runs=earlier.runs + (0 if this_run_again else 1) if earlier is not None else 1,
             opened_at=earlier.opened_at if earlier is not None else now,
         )
     label = sighting.label if sighting is not None else (prior.label if prior is not None else "")
