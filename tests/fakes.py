@@ -18,7 +18,9 @@ from typing import Any
 from xpm_sync.adapters.active_table import QueuedUpdate, code_spellings, write_each
 from xpm_sync.adapters.dynamodb import MAX_ITEM_BYTES, item_size
 from xpm_sync.adapters.notifier import NotifyResult
+from xpm_sync.adapters.tokens import NeedsReconnect
 from xpm_sync.domain.active_records import Office, StoredClient, StoredUser, SyncedValues
+from xpm_sync.domain.clock import iso
 from xpm_sync.domain.code_ledger import code_key
 from xpm_sync.domain.entries import Entry
 from xpm_sync.domain.errors import RecordGone, RecordTooLarge
@@ -329,13 +331,22 @@ class FakeRuns:
 
 @dataclass
 class FakeTokens:
+    """A firm's tokens: a refresh is recorded in the config, as the token store records it."""
+
+    configs: FakeConfigs
+    clock: FakeClock
     refreshes: int = 0
+    refused: bool = False  # Xero refuses the refresh token (revoked, or 60 days unused)
 
     def for_firm(self, firm_id: str) -> FakeTokens:
         return self
 
     def access_token(self, *, force_refresh: bool = False) -> str:
-        self.refreshes += force_refresh
+        if force_refresh:
+            if self.refused:
+                raise NeedsReconnect("invalid_grant")
+            self.refreshes += 1
+            self.configs.update(FIRM, tokens_refreshed_at=iso(self.clock.now()))
         return "access-token"
 
 
@@ -372,11 +383,12 @@ class Firm:
     runs: FakeRuns = field(default_factory=FakeRuns)
     queue: FakeQueue = field(default_factory=FakeQueue)
     notifier: FakeNotifier = field(default_factory=FakeNotifier)
-    tokens: FakeTokens = field(default_factory=FakeTokens)
     clock: FakeClock = field(default_factory=FakeClock)
     seconds_left: float = float("inf")
+    tokens: FakeTokens = field(init=False)
 
     def __post_init__(self) -> None:
+        self.tokens = FakeTokens(self.configs, self.clock)
         self.active.add_office(OFFICE)
         self.configs.configs[FIRM] = FirmConfig(
             firm_id=FIRM,

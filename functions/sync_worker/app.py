@@ -113,19 +113,20 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
 
 
 def _deliver_failed_sooner(records: list[Any], answer: PartialItemFailureResponse) -> None:
-    """Failed records (and those of their firm skipped after them) come back in minutes, not after
-    the queue's 90-minute visibility timeout, which would hold the firm's message group, Start Sync's
-    run included. A record whose timeout cannot be changed keeps the queue's."""
+    """A failed record (or one of its firm skipped after it) comes back in minutes the first time,
+    and goes to the dead-letter queue at once the last time, instead of holding the firm's message
+    group, Start Sync's run included, for the queue's 90-minute visibility timeout
+    (``sync_queue.retry_delay``). A record whose timeout cannot be changed keeps the queue's."""
     failed = {item["itemIdentifier"] for item in answer["batchItemFailures"]}
-    if not failed:
-        return
-    queue = sync_queue(load_settings(WorkerSettings).sync_queue_url)
     for record in records:
         if not isinstance(record, dict) or record.get("messageId") not in failed:
             continue
         received = str((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
         seconds = retry_delay(int(received) if received.isdigit() else 1)
+        if seconds is None:
+            continue
         try:
+            queue = sync_queue(load_settings(WorkerSettings).sync_queue_url)
             queue.deliver_again_in(str(record.get("receiptHandle")), seconds)
         except Exception as error:  # the queue's own timeout still brings it back
             logger.warning(

@@ -423,6 +423,15 @@ def test_xpm_down_fails_the_run_and_sqs_retries_it_until_it_completes(fw: FaultW
     redeliver_and_complete(fw)
 
 
+class SqsClock:
+    """moto's SQS clock, moved on by ``seconds``: visibility timeouts run out without waiting."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.seconds = 0.0
+        now_millis = moto_core_utils.unix_time_millis
+        monkeypatch.setattr(moto_sqs, "unix_time_millis", lambda: now_millis() + self.seconds * 1000)
+
+
 def test_a_run_failed_by_a_passing_outage_comes_back_in_minutes_with_the_start_sync_behind_it(
     fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -433,13 +442,10 @@ def test_a_run_failed_by_a_passing_outage_comes_back_in_minutes_with_the_start_s
     fw.sim.faults.clear()
     composition.sync_queue(fw.world.names.queue_url).enqueue_manual(fw.world.firm_id)  # Start Sync, behind it
 
-    # moto's SQS clock, moved on past the failed record's new visibility timeout
-    later = {"seconds": 0.0}
-    now_millis = moto_core_utils.unix_time_millis
-    monkeypatch.setattr(moto_sqs, "unix_time_millis", lambda: now_millis() + later["seconds"] * 1000)
-    later["seconds"] = 290
+    sqs_clock = SqsClock(monkeypatch)
+    sqs_clock.seconds = 290
     assert fw.drain() == [], "not yet: five minutes"
-    later["seconds"] = 310
+    sqs_clock.seconds = 310
     deliveries = fw.drain()
 
     assert [d.failed for d in deliveries] == [[]], "both delivered, in the firm's order, and both ran"
@@ -449,6 +455,32 @@ def test_a_run_failed_by_a_passing_outage_comes_back_in_minutes_with_the_start_s
         ("schedule", "success"),
         ("manual", "success"),
     ]
+
+
+def test_an_outage_that_persists_keeps_the_queues_pace_and_its_last_failure_frees_the_firm_at_once(
+    fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the first retry comes sooner: failures that persist keep the queue's 90 minutes (SPEC A5's
+    third run in a row means hours, and so do the alarms); the last goes to the dead-letter queue at
+    once, instead of holding the firm's message group for nothing (the review of 2026-12-07)."""
+    fw.fault("unavailable", times=None, path="client.api/list")
+    sqs_clock = SqsClock(monkeypatch)
+    assert fw.run_hourly()[0].failed
+    sqs_clock.seconds = 310
+    assert [d.failed != [] for d in fw.drain()] == [True], "the second delivery, five minutes on"
+    sqs_clock.seconds = 310 + 3600
+    assert fw.drain() == [], "the third waits the queue's own timeout"
+    sqs_clock.seconds = 310 + 5400 + 10
+    assert [d.failed != [] for d in fw.drain()] == [True], "the third delivery, the last"
+
+    # Then the record is in the dead-letter queue at once, and a Start Sync behind it runs now
+    fw.sim.faults.clear()
+    composition.sync_queue(fw.world.names.queue_url).enqueue_manual(fw.world.firm_id)
+    deliveries = fw.drain()
+    assert [d.failed for d in deliveries] == [[]]
+    assert sorted(fw.world.runs(), key=lambda run: run.run_id)[-1].trigger == "manual"
+    dead = fw.sqs.receive_message(QueueUrl=fw.world.names.dlq_url, MaxNumberOfMessages=10)
+    assert len(dead.get("Messages", [])) == 1
 
 
 def test_a_brief_xpm_outage_is_retried_inside_the_run(fw: FaultWorld) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from xpm_sync.adapters.sync_queue import FIRST_RETRY_AFTER_SECONDS, MAX_RECEIVES, retry_delay
 from xpm_sync.settings import ApiSettings, DispatchSettings, OAuthSettings, WorkerSettings
 
 from local.stack import TABLES, create_resources, load_template
@@ -362,3 +363,15 @@ class TestFixtures:
         assert os.environ["AWS_ENDPOINT_URL"] == moto_server.url
         tables = boto3.client("dynamodb").list_tables()["TableNames"]
         assert aws_server.active_table in tables
+
+
+def test_the_workers_last_delivery_is_the_queues_max_receive_count() -> None:
+    """``sync_queue.retry_delay`` sends a record to the dead-letter queue at once on its last
+    delivery, and lets SQS bring the others back: it must know the count the queue's redrive uses."""
+    redrive = load_template()["Resources"]["SyncQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["maxReceiveCount"] == MAX_RECEIVES
+    assert [retry_delay(count) for count in range(1, MAX_RECEIVES + 1)] == [
+        FIRST_RETRY_AFTER_SECONDS,
+        *[None] * (MAX_RECEIVES - 2),
+        0,
+    ]

@@ -647,16 +647,39 @@ def test_a_tenant_change_during_a_part_that_stops_for_time_ends_the_run_there(fi
     firm.xpm.iter_clients = change_tenant_mid_list  # type: ignore[method-assign]
     firm.configs.update(FIRM, run_pending=True)  # Start Sync pressed
 
-    result = sync(firm, trigger="manual")
+    with powertools_json_log() as log:
+        result = sync(firm, trigger="manual")
 
     assert result is not None
     assert not result.continued
     assert firm.queue.continuations == [], "no next part for the old practice"
     assert result.run.status == "failed"
     assert [e.code for e in firm.runs.latest_entries() if e.entity == "run"] == ["SYNC_SETUP_CHANGED"]
+    logged = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert [line["entry"]["code"] for line in logged if line["message"] == "sync run entry"] == [
+        "SYNC_SETUP_CHANGED"
+    ], "logged for the operators as it is stored"
     assert firm.config.checkpoint is None
     assert (firm.config.running_run_id, firm.config.run_pending) == (None, False)
     assert firm.config.last_full_read_started_at is None, "the new tenant's first run reads every client"
+
+
+def test_a_continuation_of_an_ended_run_frees_what_still_names_it(firm: Firm) -> None:
+    """The review of 2026-12-07: a run whose end was recorded but whose config update then failed
+    kept running_run_id and its checkpoint; the redelivered part, finding the run ended, left them,
+    and Start Sync answered 429 for hours."""
+    firm.xpm.clients += [client(partner=with_partner(firm)) for _ in range(4)]
+    firm.xpm.break_after = (2, XpmTooSlow("drip"))
+    first = sync(firm)
+    assert first is not None
+    assert first.continued
+    ended = first.run.model_copy(update={"status": "failed"})
+    firm.runs.save_run(ended, firm.clock.now())  # its end recorded, the config's update lost
+
+    assert sync(firm, resume_run_id=first.run.run_id) is None
+
+    assert (firm.config.running_run_id, firm.config.checkpoint) == (None, None)
+    assert firm.runs.runs[first.run.run_id].status == "failed"
 
 
 def test_a_slow_drip_answer_checkpoints_and_two_parts_without_progress_fail_with_xpm_too_slow(
@@ -714,14 +737,23 @@ def test_a_run_that_stops_before_xpm_keeps_a_month_old_connection_alive(firm: Fi
     sync hourly: after 60 days Xero would drop the connection (SPEC A6, A8)."""
     firm.active.offices_by_code.clear()  # the default office deleted in Active
     firm.configs.update(FIRM, tokens_refreshed_at=iso(firm.clock.now() - timedelta(days=29)))
+    run(firm)
+    assert firm.tokens.refreshes == 0, "not before 30 days"
+    firm.clock.advance(days=1)
 
-    first = run(firm)
-    firm.configs.update(FIRM, tokens_refreshed_at=iso(firm.clock.now() - timedelta(days=30)))
-    second = run(firm)
+    runs = [run(firm) for _ in range(3)]
+    preview(firm)
 
-    assert [r.status for r in (first, second)] == ["failed", "failed"]
+    assert [r.status for r in runs] == ["failed"] * 3
     assert codes_of(firm) == ["DEFAULT_OFFICE_MISSING"]
-    assert firm.tokens.refreshes == 1, "refreshed once its tokens were 30 days old, not before"
+    assert firm.tokens.refreshes == 1, "once: the refresh is recorded, and a preview refreshes nothing"
+
+    # A refresh Xero refuses is the run's failure: the firm must reconnect
+    firm.clock.advance(days=31)
+    firm.tokens.refused = True
+    assert run(firm).status == "failed"
+    assert codes_of(firm) == ["XPM_NEEDS_RECONNECT"]
+    assert firm.config.status == "needs_reconnect"
 
 
 def test_a_run_records_whose_fault_its_failure_was_for_the_operators_count(firm: Firm) -> None:

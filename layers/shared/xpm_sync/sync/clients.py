@@ -315,6 +315,8 @@ class ClientSync:
         )
         written = existing.with_changes(changes)
         if changes and self.dry_run:
+            # The synced values only: Active's own attributes are not read, so a client that only
+            # they push over the limit is planned as updated (the run would say RECORD_TOO_LARGE).
             try:
                 self.store.check_fits("client", written.synced)
             except RecordTooLarge:

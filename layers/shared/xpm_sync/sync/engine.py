@@ -313,20 +313,22 @@ _SETUP_CHANGED = codes.SYNC_SETUP_CHANGED.entry(
 def _end_dropped_part(config: FirmConfig, run_id: str, services: SyncServices, why: Entry) -> None:
     """A run's next part that cannot go on ends the run: left running, it would hold Start Sync
     ("a sync is running") for hours, and show a run going on that nothing will finish."""
-    if not _end_unfinished(config.firm_id, run_id, services, why):
-        return
+    if _end_unfinished(config.firm_id, run_id, services, why):
+        logger.warning(
+            "a run's next part could not go on; the run is ended",
+            extra={"firm_id": config.firm_id, "run_id": run_id, "code": why.code},
+        )
+    # Even when the run had ended (its end recorded, and then the config's update failed), what
+    # still names it would hold Start Sync and the hourly runs.
     cleared: dict[str, Any] = {}
     if config.running_run_id == run_id:
-        # A Start Sync is refused while a run goes on, so a pending manual run can only be this one.
+        # As at a run's end (_record_end): the manual run pending, if any, was this one or is
+        # queued behind it and no longer needs the gate.
         cleared.update(running_run_id=None, run_pending=False)
     if config.checkpoint is not None and config.checkpoint.run_id == run_id:
         cleared["checkpoint"] = None
     if cleared:
         services.config.update(config.firm_id, **cleared)
-    logger.warning(
-        "a run's next part could not go on; the run is ended",
-        extra={"firm_id": config.firm_id, "run_id": run_id, "code": why.code},
-    )
 
 
 def _end_unfinished(firm_id: str, run_id: str, services: SyncServices, why: Entry) -> bool:
@@ -337,7 +339,7 @@ def _end_unfinished(firm_id: str, run_id: str, services: SyncServices, why: Entr
     now = services.clock.now()
     unfinished.status = "failed"
     unfinished.finished_at = iso(now)
-    unfinished.entry_count = services.runs.add_entries(unfinished, [why], now, start=unfinished.entry_count)
+    _write_entries(services, unfinished, [why], now)
     services.runs.save_run(unfinished, now)
     return True
 
