@@ -198,7 +198,7 @@ def add_firm(bench: Bench, size: int, *, staff: int = STAFF, failing_share: floa
     """A practice of ``size`` clients in the simulator, the firm seeded in Active and connected.
 
     With ``failing_share``, that share of its clients (spread evenly) has no partner in XPM, and
-    the firm's default office no Default Partner: each of them fails (CLIENT_PARTNER_MISSING) until
+    the firm's default office no Default Partner: each of them fails (PARTNER_MISSING) until
     one is set (``set_default_partner``)."""
     label = "failing" if failing_share else "practice"
     practice = generate_practice(

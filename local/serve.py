@@ -5,7 +5,7 @@ handlers read: the resource template and path parameters, query strings and head
 forms, the body, and ``requestContext.authorizer.claims`` from a local dev login (every request
 is signed in as one admin, as every route needs in AWS). ``python -m local.serve`` (``make
 serve``) runs it on the whole local stack: moto server, the XPM simulator, the template's
-resources and a seeded demo firm.
+resources, a seeded demo firm, and the worker, which runs what Start Sync and preview queue.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +28,8 @@ import boto3
 
 from functions.api.app import lambda_handler as api_handler
 from functions.oauth.app import lambda_handler as oauth_handler
-from local.lambda_runtime import Handler, LocalContext
+from functions.sync_worker.app import lambda_handler as worker_handler
+from local.lambda_runtime import Handler, LocalContext, drain_queue
 from local.seed import seed_active_firm, user_item
 from local.stack import MotoServer, create_resources, function_environment
 from local.xpm_sim import Practice, generate_practice, start_simulator
@@ -49,8 +50,14 @@ RESOURCES = (
     "/integrations/xpm/callback",
     "/integrations/xpm/tenants",
     "/integrations/xpm/sync",
+    "/integrations/xpm/preview",
     "/integrations/xpm/runs",
     "/integrations/xpm/runs/{run_id}",
+    "/integrations/xpm/runs/{run_id}/entries",
+    "/integrations/xpm/problems",
+    "/integrations/xpm/problems/summary",
+    "/integrations/xpm/matches",
+    "/integrations/xpm/matches/{xpm_uuid}",
 )
 
 
@@ -303,10 +310,35 @@ def _examples(url: str) -> str:
             f'"tenant_id": "<from tenants>", "default_office_code": "{DEMO_OFFICE_CODE}", '
             f'"notification_user_id": "{DEMO_ADMIN_USER_ID}"}}\'',
             f"  curl -s -X POST {base}/sync",
+            "  # the local worker runs it within seconds, as Lambda's SQS event source would:",
             f"  curl -s '{base}/runs?limit=5'",
+            f"  curl -s {base}/problems/summary",
             f"  curl -s -X DELETE {base}",
         ]
     )
+
+
+def run_worker(queue_url: str, *, every_seconds: float = 2.0) -> Callable[[], None]:
+    """The worker as Lambda's SQS event source runs it: the runs Start Sync and preview queue are
+    delivered to ``functions/sync_worker`` as they arrive. Returns the function that stops it."""
+    stopping = threading.Event()
+    sqs = boto3.client("sqs")
+
+    def deliver() -> None:
+        while not stopping.wait(every_seconds):
+            try:
+                drain_queue(sqs, queue_url, worker_handler)
+            except Exception as error:  # a local convenience: say so, and keep serving
+                print(f"worker: {type(error).__name__}: {error}", flush=True)
+
+    thread = threading.Thread(target=deliver, name="local-worker", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        stopping.set()
+        thread.join(timeout=30)
+
+    return stop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {**aws_env, **function_environment(names, xero_url=sim.url)}
         served = serve_api(args.host, args.port, env=env)
         stack.callback(served.stop)
+        stack.callback(run_worker(names.queue_url))
         print(f"moto server (AWS)    {moto.url}")
         print(f"Xero/XPM simulator   {sim.url}")
         print(f"xpm-sync API         {served.url}   (Ctrl-C to stop)\n")

@@ -29,7 +29,7 @@ HEADER = """\
 # Entry codes
 
 <!-- Generated from layers/shared/xpm_sync/domain/entries.py by scripts/entry_catalogue.py: do not edit.
-     Regenerate with `PYTHONPATH=layers/shared python -m scripts.entry_catalogue --write`. -->
+     Regenerate with `make docs`. -->
 
 Every problem a sync run meets is recorded as an entry in the run's error log (SPEC A5), shown in
 Sync Monitoring and logged as JSON in CloudWatch Logs. An `error` means the record (or, at run

@@ -20,7 +20,6 @@ with loading():
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
-    from xpm_sync.adapters.sync_queue import retry_delay
     from xpm_sync.composition import sync_queue
     from xpm_sync.composition.worker import keep_alive, sync_services
     from xpm_sync.domain.runs import SyncRequest
@@ -40,7 +39,7 @@ def _handler_for(context: LambdaContext) -> Any:
     refresh_idle_connection = keep_alive(settings, services)
 
     def handle(record: SQSRecord) -> str | None:
-        request = SyncRequest.model_validate_json(record.body)
+        request = _request_of(record)
         if request.keep_alive:
             # An idle connection's tokens are refreshed and nothing runs (SPEC A6); a failure
             # that may pass is raised, so SQS delivers the record again.
@@ -66,6 +65,19 @@ def _handler_for(context: LambdaContext) -> Any:
         return result.run.status
 
     return handle
+
+
+def _request_of(record: SQSRecord) -> SyncRequest:
+    try:
+        return SyncRequest.model_validate_json(record.body)
+    except ValueError as error:
+        # It can never run: the operator's one trace of why it went back to SQS (and, after its
+        # last delivery, to the dead-letter queue).
+        logger.error(
+            "sync message that cannot be read",
+            extra={"message_id": record.message_id, "error": type(error).__name__},
+        )
+        raise
 
 
 def _firm_of(body: object) -> str | None:
@@ -108,31 +120,13 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
     answer = process_partial_response(
         event=event, record_handler=_handler_for(context), processor=processor, context=context
     )
-    _deliver_failed_sooner(event["Records"], answer)
+    if answer["batchItemFailures"]:
+        # A failed record comes back in minutes the first time and goes to the DLQ at once the last
+        # time, instead of holding the firm's message group (Start Sync's run included) for the
+        # queue's 90-minute visibility timeout.
+        failed = {str(item["itemIdentifier"]) for item in answer["batchItemFailures"]}
+        sync_queue(load_settings(WorkerSettings).sync_queue_url).pace_failed(event["Records"], failed)
     return answer
-
-
-def _deliver_failed_sooner(records: list[Any], answer: PartialItemFailureResponse) -> None:
-    """A failed record (or one of its firm skipped after it) comes back in minutes the first time,
-    and goes to the dead-letter queue at once the last time, instead of holding the firm's message
-    group, Start Sync's run included, for the queue's 90-minute visibility timeout
-    (``sync_queue.retry_delay``). A record whose timeout cannot be changed keeps the queue's."""
-    failed = {item["itemIdentifier"] for item in answer["batchItemFailures"]}
-    for record in records:
-        if not isinstance(record, dict) or record.get("messageId") not in failed:
-            continue
-        received = str((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
-        seconds = retry_delay(int(received) if received.isdigit() else 1)
-        if seconds is None:
-            continue
-        try:
-            queue = sync_queue(load_settings(WorkerSettings).sync_queue_url)
-            queue.deliver_again_in(str(record.get("receiptHandle")), seconds)
-        except Exception as error:  # the queue's own timeout still brings it back
-            logger.warning(
-                "a failed record keeps the queue's visibility timeout",
-                extra={"message_id": record.get("messageId"), "error": type(error).__name__},
-            )
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:

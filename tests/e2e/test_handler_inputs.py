@@ -16,6 +16,7 @@ from xpm_sync.sync import engine
 from functions.sync_dispatch.app import lambda_handler as dispatch_handler
 from functions.sync_worker.app import lambda_handler as worker_handler
 from tests.fixtures.events import sqs_record
+from tests.fixtures.logs import powertools_json_log
 from tests.fixtures.sync import SyncWorld
 
 
@@ -130,7 +131,7 @@ def test_a_disconnected_firm_is_not_synced(world: SyncWorld) -> None:
     assert world.items("client") == [c for c in world.items("client") if not c.get("xpm_uuid")]
 
 
-def test_a_body_that_can_never_run_is_reported_failed_not_raised(world: SyncWorld) -> None:
+def test_a_body_that_can_never_run_is_reported_failed_not_raised_and_logged(world: SyncWorld) -> None:
     for body in (
         "not json",
         json.dumps({"firm_id": world.firm_id, "trigger": "cron"}),
@@ -138,10 +139,17 @@ def test_a_body_that_can_never_run_is_reported_failed_not_raised(world: SyncWorl
     ):
         event = _sqs_event(world, {"firm_id": world.firm_id, "trigger": "manual"})
         event["Records"][0]["body"] = body
+        event["Records"][0]["attributes"]["ApproximateReceiveCount"] = "\u00b3"  # a digit, not decimal
 
-        answer = worker_handler(event, None)
+        with powertools_json_log() as log:
+            answer = worker_handler(event, None)
 
         assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}, body
+        # The probe of 2026-12-07: nothing said why such a record went back to SQS, then the DLQ
+        logged = [json.loads(line) for line in log.getvalue().splitlines()]
+        assert [(line["message"], line["message_id"]) for line in logged if line["level"] == "ERROR"] == [
+            ("sync message that cannot be read", "m-1")
+        ], body
     assert world.runs() == []
 
 

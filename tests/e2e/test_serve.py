@@ -4,6 +4,7 @@ SPEC A6 as the Active frontend drives it, and B5's answers to a browser's mistak
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import boto3
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from local.admin_flow import run_admin_flow
-from local.serve import DEMO_FIRM_ID, ServedApi
+from local.serve import DEMO_FIRM_ID, ServedApi, run_worker
 from local.stack import StackNames
 
 pytestmark = pytest.mark.e2e
@@ -99,3 +100,31 @@ def test_the_preflight_allows_only_the_frontend(served: ServedApi, http: httpx.C
 
     assert response.status_code == 204
     assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:5173"
+
+
+def test_make_serve_runs_what_start_sync_queues_and_serves_every_b5_route(
+    served: ServedApi, http: httpx.Client, aws_server: StackNames
+) -> None:
+    """The newcomer's probe of 2026-12-07: `make serve` queued Start Sync's run and never ran it,
+    and the routes of issues 19 to 22 (entries, problems, preview, matches) were not served."""
+    run_admin_flow(served.url, http)
+    base = f"{served.url}/integrations/xpm"
+    stop = run_worker(aws_server.queue_url, every_seconds=0.1)
+    try:
+        for _ in range(100):
+            runs = http.get(f"{base}/runs").json()["runs"]
+            if runs and runs[0]["status"] != "running":
+                break
+            time.sleep(0.1)
+    finally:
+        stop()
+
+    [run] = runs
+    assert run["trigger"] == "manual"
+    assert run["status"] in ("success", "partial")
+    assert http.get(f"{base}/runs/{run['run_id']}/entries").status_code == 200
+    assert http.get(f"{base}/problems").status_code == 200
+    assert http.get(f"{base}/problems/summary").status_code == 200
+    assert http.get(f"{base}/matches").status_code == 200
+    unknown = http.post(f"{base}/matches/not-a-suggestion", json={"action": "create"})
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "NOT_FOUND")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Any, TypeVar
 
 from xpm_sync.domain.runs import Trigger
+from xpm_sync.observability import logger
 
 _BATCH = 10  # SQS's maximum per SendMessageBatch
 T = TypeVar("T")
@@ -96,6 +97,24 @@ class SyncQueue:
         self._sqs.change_message_visibility(
             QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
         )
+
+    def pace_failed(self, records: Iterable[Any], failed_ids: Collection[str]) -> None:
+        """The records of an SQS event the worker failed (``failed_ids``, their message ids) come
+        back at ``retry_delay``'s pace; a record whose timeout cannot be changed keeps the queue's."""
+        for record in records:
+            if not isinstance(record, dict) or record.get("messageId") not in failed_ids:
+                continue
+            received = str((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
+            seconds = retry_delay(int(received) if received.isascii() and received.isdigit() else 1)
+            if seconds is None:
+                continue
+            try:
+                self.deliver_again_in(str(record.get("receiptHandle")), seconds)
+            except Exception as error:  # the queue's own timeout still brings it back
+                logger.warning(
+                    "a failed record keeps the queue's visibility timeout",
+                    extra={"message_id": record.get("messageId"), "error": type(error).__name__},
+                )
 
     def enqueue_many(self, firm_ids: Iterable[str], trigger: Trigger, *, workers: int = 8) -> int:
         """Queue one message per firm, ten per request, several requests at once. Returns the count."""
