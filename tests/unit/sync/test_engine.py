@@ -14,7 +14,7 @@ from xpm_sync.domain.clock import iso
 from xpm_sync.domain.firm import Checkpoint, tenant_change
 from xpm_sync.sync.engine import RunResult
 
-from tests.fakes import FIRM, OFFICE, START, Firm
+from tests.fakes import FIRM, OFFICE, START, FakeXpm, Firm
 from tests.fixtures.logs import powertools_json_log
 from tests.unit.sync.builders import (
     client,
@@ -533,6 +533,30 @@ def test_a_connection_owner_no_longer_in_xpms_staff_list_is_a_run_level_warning(
     run(firm)
     assert codes_of(firm) == []
     assert "run" not in firm.states.states, "the run-level problem closed at the next run without it"
+
+
+def test_a_run_that_stops_before_a_run_level_check_leaves_its_problem_open_as_it_was(firm: Firm) -> None:
+    """The probe of 2026-12-07: a run failed at the staff list closed CONNECTION_OWNER_NOT_IN_XPM
+    (counted fixed) without looking, and the next run opened it again as new."""
+    firm.configs.update(FIRM, connected_by_email="gone@harbour.example")
+    first = run(firm)
+    [opened] = firm.states.states["run"].problems
+
+    def xpm_down() -> list[Any]:
+        raise XpmUnavailable("down")
+
+    firm.xpm.list_staff = xpm_down  # type: ignore[method-assign]
+    assert run(firm).status == "failed"
+    firm.xpm.list_staff = FakeXpm.list_staff.__get__(firm.xpm)  # type: ignore[method-assign]
+    still = {p.code: p for p in firm.states.states["run"].problems}["CONNECTION_OWNER_NOT_IN_XPM"]
+    assert still == opened, "neither seen again nor closed"
+    assert "CONNECTION_OWNER_NOT_IN_XPM" not in [closed.code for closed in firm.states.fixed]
+
+    third = run(firm)
+    [again] = firm.states.states["run"].problems
+    assert (again.code, again.first_seen, again.runs) == (opened.code, first.started_at, 2)
+    assert third.status == "success"
+    assert [closed.code for closed in firm.states.fixed] == ["XPM_UNAVAILABLE"]
 
 
 def test_a_default_partner_who_is_no_longer_a_user_is_a_run_level_error(firm: Firm) -> None:

@@ -12,7 +12,7 @@ Nothing here grows with the firm: a state holds one record's few problems and on
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 
 from xpm_sync.domain.entries import Entry, EntryEntity, Severity
@@ -96,10 +96,17 @@ class Sighting(RecordRef):
 
 
 def reconcile(
-    prior: RecordState | None, sighting: Sighting | None, *, run_id: str, run_started_at: str, now: str
+    prior: RecordState | None,
+    sighting: Sighting | None,
+    *,
+    run_id: str,
+    run_started_at: str,
+    now: str,
+    unjudged: Collection[str] = (),
 ) -> tuple[RecordState | None, list[ClosedProblem]]:
     """The record's state after this run saw it (``sighting``) or found it gone (``None``), and the
-    problems this closes."""
+    problems this closes. A problem whose code is ``unjudged`` (the run stopped before it could
+    look) stays as it was: neither seen again nor closed."""
     before = {problem.code: problem for problem in prior.problems} if prior is not None else {}
     # Seen again by the run that already counted it (a later part of it: a list XPM reordered, a
     # record sent either side of a part's end): one run, counted once.
@@ -119,6 +126,9 @@ def reconcile(
             runs=earlier.runs + (0 if this_run_again else 1) if earlier is not None else 1,
             opened_at=earlier.opened_at if earlier is not None else now,
         )
+    for code, earlier in before.items():
+        if code in unjudged and code not in problems:
+            problems[code] = earlier
     label = sighting.label if sighting is not None else (prior.label if prior is not None else "")
     entity = sighting.entity if sighting is not None else (prior.entity if prior else "run")
     key = sighting.key if sighting is not None else (prior.key if prior else RUN_KEY)

@@ -150,6 +150,9 @@ class _Run:
     store: ActiveStore | None = None
     # Run-level entries earlier parts of the run reported (their log is written already).
     earlier_run_entries: list[Entry] = field(default_factory=list)
+    # The run-level conditions this run looked at (RUN_CONDITIONS): one it stopped before looking at
+    # stays open as it was, rather than closing, only to open again as new at the next run.
+    judged: set[str] = field(default_factory=set)
 
     def run_entries(self) -> list[Entry]:
         """Every run-level entry of the whole run so far, earlier parts' included."""
@@ -256,6 +259,7 @@ def _start(
         return None
     part = _Run(run=unfinished, config=config, resume=checkpoint)
     part.earlier_run_entries = list(checkpoint.run_entries)
+    part.judged.update(RUN_CONDITIONS)  # the first part looked, and carried what it found
     return part
 
 
@@ -302,6 +306,10 @@ def _abandon_preview(firm_id: str, run_id: str, services: SyncServices) -> None:
         ),
     )
 
+
+# Run-level problems that are conditions a run checks on its way (not why it stopped): a run that
+# stopped before checking one has not seen it cleared.
+RUN_CONDITIONS = frozenset({codes.CONNECTION_OWNER_NOT_IN_XPM.code, codes.DEFAULT_PARTNER_NOT_IN_ACTIVE.code})
 
 _SETUP_CHANGED = codes.SYNC_SETUP_CHANGED.entry(
     label="Sync run",
@@ -420,6 +428,7 @@ def _sync(services: SyncServices, part: _Run) -> None:
             f"The default office {config.default_office_code} does not exist in Active.",
         )
     default_partner = office.default_partner_user_id or None
+    part.judged.add(codes.DEFAULT_PARTNER_NOT_IN_ACTIVE.code)
     if default_partner is not None and not store.user_exists(default_partner):
         if part.resume is None:  # reported once per run, by its first part
             part.findings.run_level(
@@ -542,6 +551,7 @@ def _drop_linked_from_unlinked(part: _Run, clients: ClientSync, matches: MatchSt
 def _check_connection_owner(part: _Run, in_staff_list: Callable[[str], bool]) -> None:
     """SPEC A6: the connection belongs to the Xero user who allowed access; when they are no longer
     in XPM's staff list, the connection will break."""
+    part.judged.add(codes.CONNECTION_OWNER_NOT_IN_XPM.code)
     owner = part.config.connected_by_email
     if owner and not in_staff_list(owner):
         part.findings.run_level(
@@ -714,7 +724,12 @@ def _save_states(services: SyncServices, part: _Run, now: datetime, *, complete:
     now_text = iso_precise(now)
     for key, sighting in part.findings.sightings.items():
         state, closed = reconcile(
-            part.states.get(key), sighting, run_id=run.run_id, run_started_at=run.started_at, now=now_text
+            part.states.get(key),
+            sighting,
+            run_id=run.run_id,
+            run_started_at=run.started_at,
+            now=now_text,
+            unjudged=RUN_CONDITIONS - part.judged if key == RUN_KEY else (),
         )
         fixed.extend(closed)
         if state is not None:
