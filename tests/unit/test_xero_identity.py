@@ -421,6 +421,40 @@ def test_connections_with_a_rejected_access_token_is_access_denied(clock: FakeCl
     assert "secret-access-token" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(403, text="<html>Access denied</html>"),
+        httpx.Response(
+            403, json={"Title": "Forbidden", "Status": 403, "Detail": "AuthenticationUnsuccessful"}
+        ),
+    ],
+)
+def test_a_403_from_connections_may_pass_and_asks_for_no_reconnect(
+    clock: FakeClock, answer: httpx.Response
+) -> None:
+    """The probe of 2026-12-07: a 403 (a gateway's, undocumented here) was taken as Xero refusing the
+    token, and the firm went to needs_reconnect for good."""
+    identity = mocked(lambda request: answer, clock)
+
+    with pytest.raises(XeroIdentityError) as caught:
+        identity.connections("at-1")
+    assert not isinstance(caught.value, AccessDenied)
+
+
+def test_a_practice_listed_by_two_connections_is_one_tenant(clock: FakeClock) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json=[
+                {"id": "c1", "tenantId": "t-pm", "tenantType": "PRACTICEMANAGER", "tenantName": "Harbour"},
+                {"id": "c2", "tenantId": "t-pm", "tenantType": "PRACTICEMANAGER", "tenantName": "Harbour"},
+            ],
+        )
+
+    assert mocked(handler, clock).connections("at-1") == [Connection("t-pm", "Harbour", "PRACTICEMANAGER")]
+
+
 # --- failures carry no token text ---
 
 

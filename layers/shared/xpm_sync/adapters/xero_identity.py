@@ -111,7 +111,7 @@ class AppCredentialsUnavailable(XeroIdentityError):
 
 
 class AccessDenied(XeroIdentityError):
-    """The connections endpoint refused the access token (401/403): refresh, or reconnect."""
+    """The connections endpoint refused the access token (401): refresh, or reconnect."""
 
 
 def load_app_credentials(secrets_client: Any, secret_id: str) -> AppCredentials:
@@ -210,7 +210,10 @@ class XeroIdentity:
             what="connections",
             headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
         )
-        if response.status_code in (401, 403):
+        # Only 401 is Xero refusing the token (its documented answer here). A 403 on an endpoint
+        # that names no tenant is a gateway's or a firewall's, and may pass: taken as a refusal,
+        # it would send the firm to needs_reconnect for good.
+        if response.status_code == 401:
             raise AccessDenied(f"Xero connections answered {response.status_code}")
         if not response.is_success:
             raise _identity_error("connections", response)
@@ -224,6 +227,8 @@ class XeroIdentity:
             tenant_id = item.get("tenantId")
             if not isinstance(tenant_id, str) or not tenant_id:
                 raise XeroIdentityError("Xero connections answered a tenant without a tenantId")
+            if any(known.tenant_id == tenant_id for known in found):
+                continue  # one practice, however many connections list it (SPEC A6 preselects it)
             name = item.get("tenantName")
             found.append(
                 Connection(
