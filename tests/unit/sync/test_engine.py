@@ -688,6 +688,29 @@ def test_a_tenant_change_during_a_part_that_stops_for_time_ends_the_run_there(fi
     assert firm.config.last_full_read_started_at is None, "the new tenant's first run reads every client"
 
 
+def test_a_run_ended_without_its_next_part_is_the_latest_run_for_the_run_level_problems(
+    firm: Firm,
+) -> None:
+    """The probe of 2026-12-07: a run ended because its next part was dropped left the run-level
+    problems as the run before had them (SPEC B6: they are the latest run's)."""
+    firm.xpm.clients += [client(partner=with_partner(firm)) for _ in range(4)]
+    firm.xpm.break_after = (0, XpmUnavailable("down"))
+    run(firm)
+    assert firm.states.states["run"].codes == {"XPM_UNAVAILABLE"}
+    firm.xpm.break_after = (2, XpmTooSlow("drip"))
+    first = sync(firm)
+    assert first is not None
+    assert first.continued
+
+    # When another practice is chosen, and the next part is dropped
+    firm.configs.update(FIRM, tenant_id="tenant-2", **tenant_change(firm.config, "tenant-2"))
+    assert sync(firm, resume_run_id=first.run.run_id) is None
+
+    # Then the outage closed (this run reached XPM), and why this run ended is open till the next
+    assert firm.states.states["run"].codes == {"SYNC_SETUP_CHANGED"}
+    assert [closed.code for closed in firm.states.fixed] == ["XPM_UNAVAILABLE"]
+
+
 def test_a_continuation_of_an_ended_run_frees_what_still_names_it(firm: Firm) -> None:
     """The review of 2026-12-07: a run whose end was recorded but whose config update then failed
     kept running_run_id and its checkpoint; the redelivered part, finding the run ended, left them,

@@ -326,6 +326,7 @@ def _end_dropped_part(config: FirmConfig, run_id: str, services: SyncServices, w
             "a run's next part could not go on; the run is ended",
             extra={"firm_id": config.firm_id, "run_id": run_id, "code": why.code},
         )
+        _record_run_level_problems(config, run_id, services, why)
     # Even when the run had ended (its end recorded, and then the config's update failed), what
     # still names it would hold Start Sync and the hourly runs.
     cleared: dict[str, Any] = {}
@@ -337,6 +338,33 @@ def _end_dropped_part(config: FirmConfig, run_id: str, services: SyncServices, w
         cleared["checkpoint"] = None
     if cleared:
         services.config.update(config.firm_id, **cleared)
+
+
+def _record_run_level_problems(config: FirmConfig, run_id: str, services: SyncServices, why: Entry) -> None:
+    """SPEC B6: a run-level problem is the latest run's. A run ended without its next part reports
+    what its earlier parts found (the checkpoint carries it) and why it ended; the checks it could
+    not finish keep their problems as they were."""
+    ended = services.runs.get_run(config.firm_id, run_id)
+    if ended is None:
+        return
+    checkpoint = (
+        config.checkpoint if config.checkpoint is not None and config.checkpoint.run_id == run_id else None
+    )
+    entries = [*(checkpoint.run_entries if checkpoint is not None else ()), why]
+    states = services.states_for(config.firm_id)
+    prior = states.load(with_copies=False).get(RUN_KEY)
+    now = services.clock.now()
+    state, closed = reconcile(
+        prior,
+        run_level_sighting(entries),
+        run_id=run_id,
+        run_started_at=ended.started_at,
+        now=iso_precise(now),
+        unjudged=RUN_CONDITIONS,
+    )
+    states.write(
+        [state] if state is not None else [], [RUN_KEY] if state is None and prior else [], closed, now
+    )
 
 
 def _end_unfinished(firm_id: str, run_id: str, services: SyncServices, why: Entry) -> bool:
