@@ -182,6 +182,9 @@ class FakeStates:
     def load(self, *, with_copies: bool = True) -> dict[str, RecordState]:
         return dict(self.states)
 
+    def get(self, key: str) -> RecordState | None:
+        return self.states.get(key)
+
     def write(
         self,
         puts: Iterable[RecordState],

@@ -234,9 +234,12 @@ def test_a_client_waiting_for_a_code_when_the_part_ends_is_retried_next_run(
     assert len(codes) == len(set(codes))
 
 
-def _api(world: SyncWorld, case: str, body: Any = None) -> tuple[int, dict[str, Any]]:
-    """The admin's request through the API function."""
-    event = load_event("api", case, claims={"custom:firm_id": world.firm_id}, body=body)
+def _api(
+    world: SyncWorld, case: str, body: Any = None, query: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """The admin's request through the API function (the sample event's query, unless given)."""
+    extra: dict[str, Any] = {} if query is None else {"query": query}
+    event = load_event("api", case, claims={"custom:firm_id": world.firm_id}, body=body, **extra)
     answer = api_handler(event, LocalContext("ApiFunction"))
     return int(answer["statusCode"]), json.loads(answer.get("body") or "{}")
 
@@ -286,5 +289,11 @@ def test_a_part_dropped_after_a_disconnect_or_tenant_change_ends_its_run_and_fre
     config = world.config()
     assert (config.running_run_id, config.checkpoint) == (None, None)
     if change == "tenant":
+        # and it is the latest run for the run-level problems (SPEC B6)
+        status, answer = _api(world, "get_problems", query={"entity": "run"})
+        assert status == 200, answer
+        assert [(p["entity"], p["code"]) for p in answer["problems"] if p["entity"] == "run"] == [
+            ("run", code)
+        ]
         status, answer = _api(world, "post_sync")
         assert status == 202, answer

@@ -302,6 +302,11 @@ class RecordStates:
             request["ExpressionAttributeNames"] = {"#entity": "entity"}
         return {str(item["sk"]): _state_of(item) for item in self._table.query_items(**request)}
 
+    def get(self, key: str) -> RecordState | None:
+        """One record's open state (``RUN_KEY`` for the run-level problems), or None."""
+        item = self._table.get_item(Key={"pk": f"STATE#{self._firm_id}", "sk": key}).get("Item")
+        return _state_of(item) if item else None
+
     def write(
         self,
         puts: Iterable[RecordState],

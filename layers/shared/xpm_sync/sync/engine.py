@@ -184,16 +184,7 @@ def run_sync(
         if dry_run_id is not None:
             _abandon_preview(firm_id, dry_run_id, services)
         if config is not None and resume_run_id is not None:
-            _end_dropped_part(
-                config,
-                resume_run_id,
-                services,
-                codes.XPM_NEEDS_RECONNECT.entry(
-                    label="Sync run",
-                    message="The integration was disconnected, or Xero stopped accepting its connection, "
-                    "between two parts of this run: it stopped there.",
-                ),
-            )
+            _end_dropped_part(config, resume_run_id, services, _CONNECTION_GONE)
         return None
     part = _start(config, trigger, services, resume_run_id, dry_run_id)
     if part is None:
@@ -290,7 +281,7 @@ def _close_interrupted(firm_id: str, run_id: str, services: SyncServices) -> Non
             message="This run stopped before it finished (its worker was stopped); the next run carried on.",
         ),
     )
-    if closed:
+    if closed is not None:
         logger.warning("closed a run whose worker was stopped", extra={"firm_id": firm_id, "run_id": run_id})
 
 
@@ -311,22 +302,30 @@ def _abandon_preview(firm_id: str, run_id: str, services: SyncServices) -> None:
 # stopped before checking one has not seen it cleared.
 RUN_CONDITIONS = frozenset({codes.CONNECTION_OWNER_NOT_IN_XPM.code, codes.DEFAULT_PARTNER_NOT_IN_ACTIVE.code})
 
+# Why a run whose next part cannot go on ended (_end_dropped_part).
 _SETUP_CHANGED = codes.SYNC_SETUP_CHANGED.entry(
     label="Sync run",
     message="The XPM connection or practice changed between two parts of this run: it stopped there, "
     "and the next run reads every client of the practice now chosen.",
 )
+_CONNECTION_GONE = codes.XPM_NEEDS_RECONNECT.entry(
+    label="Sync run",
+    message="The integration was disconnected, or Xero stopped accepting its connection, between two "
+    "parts of this run: it stopped there.",
+)
 
 
-def _end_dropped_part(config: FirmConfig, run_id: str, services: SyncServices, why: Entry) -> None:
+def _end_dropped_part(config: FirmConfig, run_id: str, services: SyncServices, why: Entry) -> SyncRun | None:
     """A run's next part that cannot go on ends the run: left running, it would hold Start Sync
-    ("a sync is running") for hours, and show a run going on that nothing will finish."""
-    if _end_unfinished(config.firm_id, run_id, services, why):
+    ("a sync is running") for hours, and show a run going on that nothing will finish. Returns the
+    run so ended (None when it had ended already)."""
+    ended = _end_unfinished(config.firm_id, run_id, services, why)
+    if ended is not None:
         logger.warning(
             "a run's next part could not go on; the run is ended",
             extra={"firm_id": config.firm_id, "run_id": run_id, "code": why.code},
         )
-        _record_run_level_problems(config, run_id, services, why)
+        _record_run_level_problems(config, ended, services, why)
     # Even when the run had ended (its end recorded, and then the config's update failed), what
     # still names it would hold Start Sync and the hourly runs.
     cleared: dict[str, Any] = {}
@@ -338,26 +337,24 @@ def _end_dropped_part(config: FirmConfig, run_id: str, services: SyncServices, w
         cleared["checkpoint"] = None
     if cleared:
         services.config.update(config.firm_id, **cleared)
+    return ended
 
 
-def _record_run_level_problems(config: FirmConfig, run_id: str, services: SyncServices, why: Entry) -> None:
+def _record_run_level_problems(
+    config: FirmConfig, ended: SyncRun, services: SyncServices, why: Entry
+) -> None:
     """SPEC B6: a run-level problem is the latest run's. A run ended without its next part reports
     what its earlier parts found (the checkpoint carries it) and why it ended; the checks it could
     not finish keep their problems as they were."""
-    ended = services.runs.get_run(config.firm_id, run_id)
-    if ended is None:
-        return
-    checkpoint = (
-        config.checkpoint if config.checkpoint is not None and config.checkpoint.run_id == run_id else None
-    )
-    entries = [*(checkpoint.run_entries if checkpoint is not None else ()), why]
+    checkpoint = config.checkpoint
+    carried = checkpoint.run_entries if checkpoint is not None and checkpoint.run_id == ended.run_id else []
     states = services.states_for(config.firm_id)
-    prior = states.load(with_copies=False).get(RUN_KEY)
+    prior = states.get(RUN_KEY)
     now = services.clock.now()
     state, closed = reconcile(
         prior,
-        run_level_sighting(entries),
-        run_id=run_id,
+        run_level_sighting([*carried, why]),
+        run_id=ended.run_id,
         run_started_at=ended.started_at,
         now=iso_precise(now),
         unjudged=RUN_CONDITIONS,
@@ -367,17 +364,18 @@ def _record_run_level_problems(config: FirmConfig, run_id: str, services: SyncSe
     )
 
 
-def _end_unfinished(firm_id: str, run_id: str, services: SyncServices, why: Entry) -> bool:
-    """End as failed a run still marked running, with the entry saying why; False if it had ended."""
+def _end_unfinished(firm_id: str, run_id: str, services: SyncServices, why: Entry) -> SyncRun | None:
+    """End as failed a run still marked running, with the entry saying why; the run so ended, or
+    None if it had ended."""
     unfinished = services.runs.get_run(firm_id, run_id)
     if unfinished is None or unfinished.status != "running":
-        return False
+        return None
     now = services.clock.now()
     unfinished.status = "failed"
     unfinished.finished_at = iso(now)
     _write_entries(services, unfinished, [why], now)
     services.runs.save_run(unfinished, now)
-    return True
+    return unfinished
 
 
 def record_connection_lost(
@@ -723,11 +721,9 @@ def _suspend(services: SyncServices, part: _Run, checkpoint: Checkpoint) -> RunR
     ):
         # Another practice was chosen (or the firm reconnected) while this part went on: its
         # checkpoint would carry the old practice's place and read window into the new one.
-        _end_dropped_part(
-            services.config.get(part.config.firm_id) or part.config, run.run_id, services, _SETUP_CHANGED
-        )
-        ended = services.runs.get_run(run.firm_id, run.run_id) or run
-        return RunResult(run=ended, entries=part.findings.entries)
+        current = services.config.get(part.config.firm_id) or part.config
+        ended = _end_dropped_part(current, run.run_id, services, _SETUP_CHANGED)
+        return RunResult(run=ended or run, entries=part.findings.entries)
     services.queue.enqueue_continuation(part.config.firm_id, run.trigger, run.run_id)
     logger.info(
         "sync run continues in a new invocation",

@@ -109,6 +109,8 @@ class StateStore(Protocol):
 
     def load(self, *, with_copies: bool = True) -> dict[str, RecordState]: ...
 
+    def get(self, key: str) -> RecordState | None: ...
+
     def write(
         self,
         puts: Iterable[RecordState],
