@@ -167,6 +167,17 @@ def test_put_saves_the_setup_and_writes_the_default_partner_on_the_office(firm: 
     assert config["notification_user_id"] == "user-admin-1"
 
 
+def test_put_takes_the_tenant_id_in_any_case_and_keeps_xeros_spelling(firm: ApiHarness) -> None:
+    tenant_id = firm.sim.practices[0].tenant_id
+    typed = tenant_id.upper() if tenant_id != tenant_id.upper() else tenant_id.lower()
+
+    answer = firm.call_api("put_config", body=_body(firm, tenant_id=typed))
+
+    assert answer.status == 200, answer.json
+    assert answer.json["tenant_id"] == tenant_id
+    assert firm.config()["tenant_id"] == tenant_id
+
+
 def test_put_is_later_it_queues_nothing_and_does_not_enable_the_schedule(firm: ApiHarness) -> None:
     firm.call_api("put_config", body=_body(firm))
 

@@ -608,6 +608,8 @@ def test_names_split_at_the_last_run_of_whitespace(name: str, expected: tuple[st
 
 def test_address_splits_on_every_kind_of_line_break() -> None:
     assert split_address("a\r\nb\rc") == ("a", "b", "c")
+    assert split_address("Level 2\u2028Suite 4\u202910 George St") == ("Level 2", "Suite 4", "10 George St")
+    assert split_address("Unit 1\x8510 George St") == ("Unit 1", "10 George St", None)
 
 
 def test_address_lines_are_trimmed_and_blank_lines_dropped() -> None:

@@ -474,6 +474,26 @@ def test_another_error_from_xero_is_reported_without_echoing_it(api: ApiHarness)
     _assert_nothing_stored(api)
 
 
+def test_an_empty_error_from_xero_is_a_refused_consent_and_burns_the_state(api: ApiHarness) -> None:
+    state = _query(api.start_connect())["state"]
+
+    answer = api.callback({"error": "", "state": state})
+
+    _assert_refused(answer, 400, "XERO_CONSENT_DENIED")
+    _assert_nothing_stored(api)
+    replay = api.callback({"code": "anything", "state": state})
+    _assert_refused(replay, 400, "OAUTH_STATE_INVALID")
+
+
+def test_an_empty_error_beside_xeros_code_is_no_error(api: ApiHarness) -> None:
+    sent_back = api.consent(api.start_connect())
+
+    answer = api.callback({**sent_back, "error": ""})
+
+    assert answer.status == 200, answer.json
+    assert answer.json["status"] == "connected"
+
+
 def test_a_failed_code_exchange_is_502_and_stores_nothing(api: ApiHarness) -> None:
     sent_back = api.consent(api.start_connect())
     api.sim.faults.add("invalid_grant")

@@ -51,7 +51,7 @@ class ConnectResponse(_Response):
 # Xero's own values are short; the bounds only stop junk. The state is checked by the state store
 # (a malformed one is OAUTH_STATE_INVALID, like any other state that is not the caller's).
 AuthorizationCode = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=2048)]
-XeroErrorCode = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256)]
+XeroErrorCode = Annotated[str, StringConstraints(strict=True, max_length=256)]
 
 
 class CallbackRequest(_Request):
@@ -70,7 +70,11 @@ class CallbackRequest(_Request):
         # No state, or one that is not text, is a state not issued to the caller: the state store
         # refuses it with 400 OAUTH_STATE_INVALID like any other (SPEC B4), not a 422 about the body.
         if isinstance(body, dict) and not isinstance(body.get("state"), str):
-            return {**body, "state": ""}
+            body = {**body, "state": ""}
+        # A page that posts every parameter of the URL sends an empty ``error`` beside Xero's code
+        # when there was none; an empty ``error`` alone is still Xero answering with an error.
+        if isinstance(body, dict) and body.get("error") == "" and body.get("code"):
+            body = {k: v for k, v in body.items() if k != "error"}
         return body
 
 

@@ -372,7 +372,10 @@ class IntegrationService:
         ):
             if user_id is not None and not active.user_exists(user_id):
                 raise InvalidValue(field, f"{field} is not a user of this firm in Active.")
-        tenant = next((c for c in self._connections(firm_id) if c.tenant_id == body.tenant_id), None)
+        # Tenant ids are GUIDs: one typed in another case names the same connection, and the
+        # config keeps Xero's spelling (the xero-tenant-id header and tenant changes compare it).
+        wanted = body.tenant_id.casefold()
+        tenant = next((c for c in self._connections(firm_id) if c.tenant_id.casefold() == wanted), None)
         if tenant is None:
             raise InvalidValue(
                 "tenant_id", "tenant_id is not one of the firm's Practice Manager connections."

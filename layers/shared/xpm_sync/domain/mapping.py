@@ -52,7 +52,9 @@ _RUN_TOGETHER = re.compile(r"(?<=[a-z])(?=[A-Z][a-z])")
 # Hyphens as people type them, Unicode dashes included (a word processor turns "-" into an en dash),
 # and the other marks that part words in a practice's own names ("Trust, Discretionary", "Trust/Unit").
 _SEPARATORS = re.compile(r"[-_.,/:;\u2010-\u2015\u2212]")
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# Unicode's mandatory line breaks: CR, LF and CRLF (XML turns each line break into LF), and NEL,
+# the line and paragraph separators that text pasted from a word processor can carry.
+_LINE_BREAK = re.compile("\r\n|[\n\r\v\f\x85\u2028\u2029]")
 _NOT_AN_ASCII_DIGIT = re.compile(r"[^0-9]")
 _ABN_WEIGHTS = (10, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)
 # Active finds clients by code through an index (SPEC B3), whose key DynamoDB caps at 1,024 bytes.
