@@ -17,6 +17,8 @@ GATEWAY_FAULTS = frozenset(
 # Faults that replace (or delay) an authorised XPM answer. ``drip``: the right answer, sent
 # ``bytes`` at a time (default 64 KB) with ``every`` seconds between (default 2); with
 # ``part="headers"`` the status line and headers drip so, and the body follows at once.
+# ``oversized``: ``mb`` megabytes of text in the one record's Name, or with ``place="header"`` in
+# an element outside any record.
 CONTENT_FAULTS = frozenset(
     {"slow", "drip", "status_error", "truncated", "malformed", "xxe", "billion_laughs", "oversized"}
 )

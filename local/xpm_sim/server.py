@@ -620,10 +620,9 @@ class Simulator:
             return _Answer(200, b"upstream connect error or disconnect/reset before headers", _XML)
         open_list = f"<{wrapper}>" if wrapper else ""
         close_list = f"</{wrapper}>" if wrapper else ""
-        head = (
-            f'<Response api-method="{method}"><Status>OK</Status>'
-            f"{open_list}<{item}><UUID>{uuidlib.uuid4()}</UUID>"
-        )
+        status = f'<Response api-method="{method}"><Status>OK</Status>'
+        record = f"{open_list}<{item}><UUID>{uuidlib.uuid4()}</UUID>"
+        head = status + record
         tail = f"</{item}>{close_list}</Response>"
         if fault.kind == "xxe":
             doctype = '<!DOCTYPE Response [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
@@ -634,22 +633,27 @@ class Simulator:
             ]
             doctype = "<!DOCTYPE Response [" + "".join(entities) + "]>"
             return _xml(f'<?xml version="1.0"?>{doctype}{head}<Name>&lol9;</Name>{tail}')
-        megabytes = float(fault.params.get("mb", 5))
-        return _Answer(200, _oversized(head, tail, int(megabytes * 1024 * 1024)), _XML)
+        size = int(float(fault.params.get("mb", 5)) * 1024 * 1024)
+        if fault.params.get("place") == "header":
+            # Outside any record: a broken or hostile answer as a whole.
+            return _Answer(200, _oversized(status + "<Detail>", "</Detail>", size, then=record + tail), _XML)
+        # In a record's Name: that record fails alone, as too large for Active.
+        return _Answer(200, _oversized(head + "<Name>", "</Name>", size, then=tail), _XML)
 
 
 def _granted(grant: Grant, tenant_id: str) -> bool:
     return grant.tenant_ids is None or tenant_id in grant.tenant_ids
 
 
-def _oversized(head: str, tail: str, size: int) -> Iterator[str]:
-    yield head + "<Name>"
+def _oversized(opening: str, closing: str, size: int, *, then: str) -> Iterator[str]:
+    """``size`` characters of text between ``opening`` and ``closing``, streamed; ``then`` ends it."""
+    yield opening
     block = "A" * _CHUNK
     left = size
     while left > 0:
         yield block[: min(left, _CHUNK)]
         left -= _CHUNK
-    yield "</Name>" + tail
+    yield closing + then
 
 
 def _truncate(answer: _Answer) -> _Answer:

@@ -643,7 +643,7 @@ PASSWD_LINES = [
         ("xxe", "client.api/list", {}, True),
         ("billion_laughs", "staff.api/list", {}, False),
         ("billion_laughs", "client.api/list", {}, False),
-        ("oversized", "client.api/list", {"mb": 1.5}, False),
+        ("oversized", "client.api/list", {"mb": 1.5, "place": "header"}, False),
     ],
 )
 def test_a_bad_or_hostile_answer_is_refused_and_nothing_from_it_is_stored(
@@ -1216,6 +1216,35 @@ def test_an_oversized_record_fails_alone_and_its_batch_is_written_and_counted_tr
 
     # And once XPM sends it with a usable Name, the next run completes the work
     world.practice.update_client(huge.uuid, Name="Back To Normal Pty Ltd")
+    recover(fw)
+
+
+def test_a_value_too_long_to_read_fails_its_record_alone_and_a_long_note_fails_nothing(
+    fw: FaultWorld,
+) -> None:
+    """The probe of 2026-12-07 (evening): one text past the reader's 1,000,000-character limit,
+    even in an element the sync never reads, failed the whole run, every run."""
+    # Given one client whose Name, and another whose Notes, run past the reader's limit
+    FAULT_LEDGER["value_too_long_to_read"] += 1
+    world = fw.world
+    long_name, long_note = world.clean_clients()[3], world.clean_clients()[9]
+    world.practice.update_client(long_name.uuid, Name="N" * 1_100_000)
+    world.practice.update_client(long_note.uuid, Notes="a pasted email thread " * 60_000)
+    before = snapshot(fw)
+
+    # When the hourly run goes
+    deliveries = fw.run_hourly()
+
+    # Then the first fails alone as too large; the second, and every other client, is written
+    assert deliveries[0].failed == [], "the same record would come back: not worth an SQS retry"
+    run = assert_invariants(fw, before=before, status="partial")
+    assert [(e.code, e.xpm_uuid) for e in world.entries(run)] == [("RECORD_TOO_LARGE", long_name.uuid)]
+    linked = {c["xpm_uuid"] for c in world.items("client") if c.get("xpm_uuid")}
+    assert linked == {c.uuid for c in world.practice.clients} - {long_name.uuid}
+    assert "pasted email thread" not in str(world.client_by_uuid(long_note.uuid))
+
+    # And once XPM sends a usable Name, the next run completes the work
+    world.practice.update_client(long_name.uuid, Name="Back To Normal Pty Ltd")
     recover(fw)
 
 

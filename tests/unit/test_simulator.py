@@ -442,6 +442,7 @@ def test_slow_fault_delays_the_answer(simulator, sim_practice, http):
         ("xxe", {}),
         ("billion_laughs", {}),
         ("oversized", {"mb": 1}),
+        ("oversized", {"mb": 1, "place": "header"}),
     ],
 )
 def test_content_faults(simulator, sim_practice, http, kind, params):

@@ -532,13 +532,29 @@ def test_truncated_client_list_after_records_is_not_retried(make_client, sim):
 
 @pytest.mark.parametrize(
     ("kind", "params"),
-    [("malformed", {}), ("xxe", {}), ("billion_laughs", {}), ("oversized", {"mb": 2})],
+    [
+        ("malformed", {}),
+        ("xxe", {}),
+        ("billion_laughs", {}),
+        ("oversized", {"mb": 2, "place": "header"}),
+    ],
 )
 def test_hostile_or_broken_xml_is_refused_without_retry(make_client, sim, kind, params):
     sim.faults.add(kind, **params)
     client = make_client()
     with pytest.raises(XpmBadResponse):
         list(client.iter_clients())
+    assert client.calls == 1
+
+
+def test_a_record_with_a_value_too_long_to_read_is_handed_on_flagged(make_client, sim):
+    sim.faults.add("oversized", mb=2)
+    client = make_client()
+
+    [record] = list(client.iter_clients())
+
+    assert record.oversized
+    assert record.name is None
     assert client.calls == 1
 
 

@@ -325,8 +325,8 @@ def test_a_web_link_xpm_sends_is_kept():
     assert client.web_url == "https://practicemanager.xero.com/Client/c-1"
 
 
-def test_oversized_element_is_refused_while_streaming():
-    head = b"<Response><Status>OK</Status><Clients><Client><UUID>c</UUID><Notes>"
+def test_an_oversized_element_outside_a_record_is_refused_while_streaming():
+    head = b"<Response><Status>OK</Status><ErrorDescription>"
     fed: list[int] = []
 
     def chunks() -> Iterator[bytes]:
@@ -339,6 +339,72 @@ def test_oversized_element_is_refused_while_streaming():
         list(xml.iter_clients(chunks(), max_text_chars=1_000_000))
     # Refused as soon as the limit was passed, not after reading the whole 6.5 MB.
     assert len(fed) <= 17
+
+
+def test_a_long_note_the_sync_never_reads_is_cut_off_and_the_client_read():
+    """The probe of 2026-12-07 (evening): a 1,000,001-character note failed every full read."""
+    note = b"<Client><UUID>c-2</UUID><Name>Noted Ltd</Name><Notes><Note><Text>"
+
+    def chunks() -> Iterator[bytes]:
+        yield b"<Response><Status>OK</Status><Clients><Client><UUID>c-1</UUID></Client>" + note
+        for _ in range(100):
+            yield b"x" * 65536
+        yield b"</Text></Note></Notes></Client><Client><UUID>c-3</UUID></Client></Clients></Response>"
+
+    tracemalloc.start()
+    try:
+        clients = list(xml.iter_clients(chunks(), max_text_chars=1_000_000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert [(c.uuid, c.name, c.oversized) for c in clients] == [
+        ("c-1", None, False),
+        ("c-2", "Noted Ltd", False),
+        ("c-3", None, False),
+    ]
+    assert peak < 4_000_000, "the 6.5 MB note is not held: it is cut off at the limit"
+
+
+@pytest.mark.parametrize(
+    "oversized",
+    [
+        "<Name>{big}</Name>",
+        "<Address>{big}</Address>",
+        "<AccountManager><Name>{big}</Name></AccountManager>",
+        "<Contacts><Contact><Salutation>{big}</Salutation></Contact></Contacts>",
+        "<Groups><Group><Name>{big}</Name></Group></Groups>",
+    ],
+)
+def test_a_client_with_a_value_too_long_to_read_is_flagged_alone(oversized: str) -> None:
+    big = "y" * 2_001
+    doc = clients_doc(
+        one_client(UUID="c-1", ClientCode="ONE"),
+        f"<Client><UUID>c-2</UUID><ClientCode>TWO</ClientCode>{oversized.format(big=big)}</Client>",
+        one_client(UUID="c-3", ClientCode="THREE"),
+    )
+
+    clients = list(xml.iter_clients([doc], max_text_chars=2_000))
+
+    assert [(c.uuid, c.client_code, c.oversized) for c in clients] == [
+        ("c-1", "ONE", False),
+        ("c-2", "TWO", True),
+        ("c-3", "THREE", False),
+    ]
+    assert big[:100] not in clients[1].model_dump_json()
+
+
+def test_a_staff_member_with_a_value_too_long_to_read_is_flagged_alone() -> None:
+    doc = (
+        "<Response><Status>OK</Status><StaffList>"
+        "<Staff><UUID>s-1</UUID><Name>Ann Able</Name></Staff>"
+        f"<Staff><UUID>s-2</UUID><Email>{'e' * 2_001}</Email></Staff>"
+        "</StaffList></Response>"
+    ).encode()
+
+    staff = list(xml.iter_staff([doc], max_text_chars=2_000))
+
+    assert [(s.uuid, s.email, s.oversized) for s in staff] == [("s-1", None, False), ("s-2", None, True)]
 
 
 def test_oversized_document_is_refused():

@@ -228,6 +228,27 @@ def test_one_record_too_large_for_active_fails_alone_and_the_others_are_written(
     assert firm.states.states[f"client#{huge.uuid}"].retry_copy is None
 
 
+def test_records_with_a_value_too_long_to_read_fail_alone_as_too_large(firm: Firm) -> None:
+    """The XML reader cuts off a value past its limit and flags the record (the probe of
+    2026-12-07, evening: such a value failed the whole run, every run)."""
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner), client(partner=partner)]
+    cut_off = client("CUT", partner=partner, oversized=True)
+    firm.xpm.clients.insert(1, cut_off)
+    cut_off_staff = staff("Long Email").model_copy(update={"email": None, "oversized": True})
+    firm.xpm.staff.append(cut_off_staff)
+
+    done = run(firm)
+
+    assert done.status == "partial"
+    assert done.counts["client"]["created"] == 2
+    assert done.counts["client"]["failed"] == 1
+    assert done.counts["user"]["failed"] == 1
+    failed = {(e.code, e.xpm_uuid) for e in firm.runs.latest_entries()}
+    assert failed == {("RECORD_TOO_LARGE", cut_off.uuid), ("RECORD_TOO_LARGE", cut_off_staff.uuid)}
+    assert firm.states.states[f"client#{cut_off.uuid}"].retry_copy is None
+
+
 def test_a_client_without_a_uuid_is_an_error_of_its_own(firm: Firm) -> None:
     partner = with_partner(firm)
     firm.xpm.clients += [client(partner=partner), client(partner=partner, uuid=""), client(partner=partner)]
@@ -279,6 +300,102 @@ def test_a_client_recreated_in_xpm_with_an_archived_clients_code_takes_its_activ
     assert relinked[0].severity == "warning"
     assert old.uuid in relinked[0].message
     assert done.status == "success"
+
+
+def test_a_code_changed_before_archiving_follows_and_frees_the_old_code(firm: Firm) -> None:
+    """The probe of 2026-12-07 (evening): the archived client kept its old code in Active, so the
+    next client given that code took the archived client's Active record as a re-creation, and a
+    client moved onto it failed CLIENT_CODE_TAKEN every run."""
+    partner = with_partner(firm)
+    old, mover = client("ACME", partner=partner), client("BETA", partner=partner)
+    firm.xpm.clients += [old, mover]
+    run(firm)
+    [old_id] = [cid for cid, item in firm.active.client_items.items() if item["xpm_uuid"] == old.uuid]
+    firm.xpm.put(old.model_copy(update={"client_code": "ACME-OLD", "is_archived": True}), at=firm.clock.now())
+
+    run(firm)
+
+    assert firm.active.client_items[old_id]["code"] == "ACME-OLD"
+    assert firm.active.client_items[old_id]["xpm_archived"] is True
+    newcomer = client("ACME", partner=partner, name="Unrelated Newco Pty Ltd")
+    firm.xpm.put(newcomer, at=firm.clock.now())
+    renumber(firm, mover, "ACME-2")
+    done = run(firm)
+
+    assert done.status == "success", codes_of(firm)
+    assert "CLIENT_RELINKED" not in codes_of(firm)
+    assert firm.active.client_items[old_id]["xpm_uuid"] == old.uuid
+    assert firm.active.clients_with(xpm_uuid=newcomer.uuid)[0]["code"] == "ACME"
+    firm.active.assert_no_two_clients_share_a_code_or_uuid()
+
+
+def test_a_client_moved_onto_the_code_an_archived_client_gave_up_takes_it(firm: Firm) -> None:
+    partner = with_partner(firm)
+    old, mover = client("ACME", partner=partner), client("BETA", partner=partner)
+    firm.xpm.clients += [old, mover]
+    run(firm)
+    # One hour's changes, the mover listed first: it waits for the archived client's code.
+    renumber(firm, mover, "ACME")
+    firm.xpm.put(old.model_copy(update={"client_code": "ACME-OLD", "is_archived": True}), at=firm.clock.now())
+    assert [c.uuid for c in firm.xpm.clients] == [mover.uuid, old.uuid]
+
+    done = run(firm)
+
+    assert done.status == "success", codes_of(firm)
+    assert firm.active.clients_with(xpm_uuid=mover.uuid)[0]["code"] == "ACME"
+    assert firm.active.clients_with(xpm_uuid=old.uuid)[0]["code"] == "ACME-OLD"
+    firm.active.assert_no_two_clients_share_a_code_or_uuid()
+
+
+def test_a_new_client_listed_before_an_archived_one_that_gave_up_its_code_waits_for_it(
+    firm: Firm,
+) -> None:
+    partner = with_partner(firm)
+    old = client("ACME", partner=partner)
+    firm.xpm.clients.append(old)
+    run(firm)
+    firm.xpm.put(old.model_copy(update={"is_archived": True}), at=firm.clock.now())
+    run(firm)
+    # Archived under ACME; then given another code in XPM, and a new client takes ACME.
+    newcomer = client("ACME", partner=partner, name="Unrelated Newco Pty Ltd")
+    firm.xpm.clients = [newcomer, old.model_copy(update={"client_code": "ACME-OLD", "is_archived": True})]
+    firm.xpm.modified = {c.uuid: firm.clock.now() for c in firm.xpm.clients}
+
+    done = run(firm)
+
+    assert done.status == "success", codes_of(firm)
+    assert "CLIENT_RELINKED" not in codes_of(firm)
+    assert firm.active.clients_with(xpm_uuid=old.uuid)[0]["code"] == "ACME-OLD"
+    assert firm.active.clients_with(xpm_uuid=newcomer.uuid)[0]["code"] == "ACME"
+
+
+def test_codes_swapped_with_a_client_archived_at_the_same_time_move_in_one_transaction(firm: Firm) -> None:
+    live, leaving = synced_clients(firm, "A1", "B1")
+    renumber(firm, live, "B1")
+    firm.xpm.put(leaving.model_copy(update={"client_code": "A1", "is_archived": True}), at=firm.clock.now())
+
+    done = run(firm)
+
+    assert done.status == "success", codes_of(firm)
+    assert firm.active.writes["transaction"] == 1
+    assert firm.active.clients_with(xpm_uuid=live.uuid)[0]["code"] == "B1"
+    archived = firm.active.clients_with(xpm_uuid=leaving.uuid)[0]
+    assert (archived["code"], archived["xpm_archived"]) == ("A1", True)
+
+
+def test_an_archived_client_keeps_its_code_when_another_client_holds_the_new_one(firm: Firm) -> None:
+    partner = with_partner(firm)
+    old, other = client("ACME", partner=partner), client("TAKEN", partner=partner)
+    firm.xpm.clients += [old, other]
+    run(firm)
+    firm.xpm.put(old.model_copy(update={"client_code": "TAKEN", "is_archived": True}), at=firm.clock.now())
+
+    done = run(firm)
+
+    assert done.status == "success", codes_of(firm)
+    assert firm.active.clients_with(xpm_uuid=old.uuid)[0]["code"] == "ACME"
+    assert firm.active.clients_with(xpm_uuid=old.uuid)[0]["xpm_archived"] is True
+    firm.active.assert_no_two_clients_share_a_code_or_uuid()
 
 
 def test_codes_swapped_in_xpm_move_in_one_transaction(firm: Firm) -> None:
@@ -994,14 +1111,44 @@ def test_a_user_linked_to_a_staff_member_xpm_still_lists_is_not_taken_by_another
     first = staff("Sam Staff", "sam@harbour.example")
     firm.xpm.staff.append(first)
     run(firm)
-    firm.xpm.staff.remove(first)
-    firm.xpm.staff.append(first.model_copy(update={"email": "samuel@harbour.example"}))
-    firm.xpm.staff.append(staff("Sam Other", "sam@harbour.example"))
+    [user_id] = list(firm.active.user_items)
+    # XPM sent the staff member without an email: the user keeps it, and still follows them.
+    firm.xpm.staff = [first.model_copy(update={"email": None}), staff("Sam Other", "sam@harbour.example")]
 
     done = run(firm)
 
     assert done.status == "partial"
-    assert "USER_LINKED_TO_OTHER_STAFF" in codes_of(firm)
+    assert codes_of(firm) == ["STAFF_EMAIL_MISSING", "USER_LINKED_TO_OTHER_STAFF"]
+    assert list(firm.active.user_items) == [user_id]
+    assert firm.active.user_items[user_id]["xpm_uuid"] == first.uuid
+
+
+@pytest.mark.parametrize("newcomer_listed_first", [False, True])
+def test_an_email_given_up_in_xpm_goes_to_the_staff_member_who_now_has_it(
+    firm: Firm, newcomer_listed_first: bool
+) -> None:
+    """The probe of 2026-12-07 (evening): Mary changed her email and a newcomer got her old one. The
+    newcomer failed with USER_LINKED_TO_OTHER_STAFF, and a client whose Partner is the newcomer was
+    given Mary as its partner through the email she no longer has."""
+    mary = staff("Mary Smith", "mary@harbour.example", uuid="staff-mary")
+    firm.xpm.staff.append(mary)
+    run(firm)
+    [marys_user] = list(firm.active.user_items)
+
+    moved = mary.model_copy(update={"email": "mary.smith@harbour.example"})
+    newcomer = staff("Mary Jones", "mary@harbour.example", uuid="staff-jones")
+    firm.xpm.staff = [newcomer, moved] if newcomer_listed_first else [moved, newcomer]
+    firm.xpm.put(client("JONES", partner=newcomer), at=firm.clock.now())
+    done = run(firm)
+
+    assert done.status == "success", codes_of(firm)
+    assert done.counts["user"] == {**done.counts["user"], "created": 1, "updated": 1, "failed": 0}
+    assert firm.active.user_items[marys_user]["email"] == "mary.smith@harbour.example"
+    assert firm.active.user_items[marys_user]["xpm_uuid"] == mary.uuid
+    [jones_user] = [uid for uid, item in firm.active.user_items.items() if item["xpm_uuid"] == newcomer.uuid]
+    assert firm.active.user_items[jones_user]["email"] == "mary@harbour.example"
+    [jones_client] = firm.active.client_items.values()
+    assert jones_client["partner_user_id"] == jones_user
 
 
 def test_a_shared_code_stays_with_the_first_client_when_both_wait_for_a_retry(firm: Firm) -> None:

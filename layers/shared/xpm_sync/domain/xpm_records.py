@@ -10,7 +10,11 @@ A client record is also the copy the sync keeps of a record that failed, to retr
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+# A value the sync uses was too long to read (the XML reader cut it off): the record fails alone
+# (RECORD_TOO_LARGE). Never part of a kept copy, since such a record is not retried.
+Oversized = Field(default=False, exclude=True)
 
 
 class XpmModel(BaseModel):
@@ -23,6 +27,7 @@ class XpmStaff(XpmModel):
     email: str | None = None
     phone: str | None = None
     mobile: str | None = None
+    oversized: bool = Oversized
 
 
 class XpmContact(XpmModel):
@@ -68,3 +73,4 @@ class XpmClientRecord(XpmModel):
     groups: tuple[XpmGroup, ...] = ()
     # XPM's page for the client, when the answer carries one: Sync Monitoring links to it.
     web_url: str | None = None
+    oversized: bool = Oversized

@@ -24,7 +24,14 @@ from xpm_sync.domain.active_records import StoredClient
 from xpm_sync.domain.code_ledger import ClientCodeLedger, code_key
 from xpm_sync.domain.entries import Entry, EntryKind
 from xpm_sync.domain.errors import RecordGone, RecordTooLarge
-from xpm_sync.domain.mapping import changed_values, client_label, client_values, legal_name, map_client
+from xpm_sync.domain.mapping import (
+    MAX_CLIENT_CODE_BYTES,
+    changed_values,
+    client_label,
+    client_values,
+    legal_name,
+    map_client,
+)
 from xpm_sync.domain.near_match import MatchReason, Suggestion, find_candidate
 from xpm_sync.domain.partners import PeopleDirectory
 from xpm_sync.domain.xpm_records import XpmClientRecord
@@ -192,6 +199,9 @@ class ClientSync:
             self.applied_from_list.add(record.uuid)
         self.ledger.seen(record.uuid)
         self.ledger.unwait(record.uuid)  # a record XPM sends again replaces the one waiting
+        if record.oversized:
+            self._too_large(record, label)
+            return
         self._apply(record, may_wait=True)
         self._wake(record.uuid)
 
@@ -203,7 +213,7 @@ class ClientSync:
             self._synced(record, label, [])
             return
         if record.is_archived or record.is_deleted:
-            self._archive(record, label)
+            self._archive(record, label, may_wait=may_wait, code_written=code_written)
             return
         mapping = map_client(record)
         found = list(mapping.entries)
@@ -240,16 +250,11 @@ class ClientSync:
             # The linked client has the code already (case aside): a client entered by hand beside it
             # with the same code takes nothing from it, whichever of the two the index met first.
             holder = None
-        if (
-            may_wait
-            and holder is not None
-            and holder.xpm_uuid
-            and not holder.archived_in_xpm
-            and self.ledger.must_wait_for(holder.xpm_uuid)
-        ):
-            # The holder is yet to be applied in this run and may give the code up. This client
-            # keeps its claim against later clients of the list (SPEC A4), but not against the
-            # holder: one that keeps the code keeps syncing (ClientCodeLedger.claim).
+        if may_wait and holder is not None and holder.xpm_uuid and self.ledger.must_wait_for(holder.xpm_uuid):
+            # The holder is yet to be applied in this run and may give the code up (an archived
+            # one too: archived under another code, it was no re-creation). This client keeps its
+            # claim against later clients of the list (SPEC A4), but not against the holder: one
+            # that keeps the code keeps syncing (ClientCodeLedger.claim).
             self.ledger.wait(record.uuid, record, holder.xpm_uuid)
             return
         linked = False
@@ -459,11 +464,12 @@ class ClientSync:
                 message=f"The client code {code} is used by both {holder.label} and {label} in XPM; "
                 f"only {holder.label} is synced.",
             )
+        archived = ", archived in XPM," if holder.archived_in_xpm else ""
         return codes.CLIENT_CODE_TAKEN.entry(
             label=label,
             xpm_uuid=record.uuid,
-            message=f"{label} changed its code to {code} in XPM, but the Active client {holder.label} "
-            "already has that code.",
+            message=f"{label} changed its code to {code} in XPM, but the Active client {holder.label}"
+            f"{archived} already has that code.",
         )
 
     @staticmethod
@@ -503,11 +509,16 @@ class ClientSync:
         If the transaction cannot be made, they stay waiting and fail on their conflicts."""
         moves: list[tuple[StoredClient, str]] = []
         for uuid, record in ring:
-            member, fields = self.index.by_uuid.get(uuid), map_client(record).fields
-            if member is None or fields is None:
-                return  # only linked clients whose record maps hold and wait for codes
+            member = self.index.by_uuid.get(uuid)
+            if member is None:
+                return  # only linked clients hold and wait for codes
+            if record.is_archived or record.is_deleted:
+                # An archived client claims nothing in XPM's list: it takes its code if free.
+                moves.append((member, (record.client_code or "").strip()))
+                continue
+            fields = map_client(record).fields
             # An earlier client of the list with the same code wins it (SPEC A4): no swap then.
-            if not self.ledger.holds_first_claim(uuid, fields.code):
+            if fields is None or not self.ledger.holds_first_claim(uuid, fields.code):
                 return
             moves.append((member, fields.code))
         if len(moves) > MAX_CODES_SWAPPED_AT_ONCE or not (
@@ -526,10 +537,24 @@ class ClientSync:
 
     # --- archived, deleted and suggested (SPEC A3, B6) ---------------------------------------------
 
-    def _archive(self, record: XpmClientRecord, label: str) -> None:
-        """Archived or deleted in XPM: never created, a linked client marked, nothing deleted."""
+    def _archive(
+        self, record: XpmClientRecord, label: str, *, may_wait: bool, code_written: bool = False
+    ) -> None:
+        """Archived or deleted in XPM: never created, a linked client marked, nothing deleted.
+
+        A linked client's code follows XPM's (SPEC A4) when no other client holds the new one:
+        a practice often changes a code to free it before archiving, and a stale code would make
+        the next client given it look like the archived one re-created (CLIENT_RELINKED). Like a
+        live client, it waits for a holder yet to be applied in this run, which may move away."""
         linked = self.index.by_uuid.get(record.uuid)
         changes: dict[str, object] = {"xpm_archived": True}
+        if linked is not None:
+            code, holder_uuid = self._archived_code(record, linked)
+            if holder_uuid is not None and may_wait:
+                self.ledger.wait(record.uuid, record, holder_uuid)
+                return
+            if code is not None:
+                changes["code"] = code
         if linked is None and record.client_code:
             # A client entered by hand with this code is the same client (SPEC A2): link it too.
             holder = self.index.holder_of(record.client_code)
@@ -538,7 +563,7 @@ class ClientSync:
         if linked is None:
             self.counts["skipped"] += 1
         elif not changed_values(linked.synced, changes):
-            self.counts["unchanged"] += 1
+            self.counts["updated" if code_written else "unchanged"] += 1
         else:
             self._wait_for_writes_to(linked.client_id)
             try:
@@ -552,6 +577,20 @@ class ClientSync:
             # A preview counts the clients it would link to XPM apart (SPEC B6).
             self.counts["linked" if self.dry_run and "xpm_uuid" in changes else "updated"] += 1
         self._synced(record, label, [])
+
+    def _archived_code(self, record: XpmClientRecord, linked: StoredClient) -> tuple[str | None, str | None]:
+        """The code an archived record's linked client takes now: XPM's, unless unchanged,
+        unusable as a code, or held by another Active client (the archived one then keeps its
+        own). When that holder is yet to be applied in this run, its UUID: it may give it up."""
+        code = (record.client_code or "").strip()
+        if not code or code == linked.code or len(code.encode("utf-8")) > MAX_CLIENT_CODE_BYTES:
+            return None, None
+        holder = self.index.holder_of(code)
+        if holder is None or holder.client_id == linked.client_id:
+            return code, None
+        if holder.xpm_uuid and self.ledger.must_wait_for(holder.xpm_uuid):
+            return None, holder.xpm_uuid
+        return None, None
 
     def _now_linked(self, client_id: str) -> None:
         if self.unlinked.pop(client_id, None) is not None:

@@ -3,6 +3,10 @@
 The staff list is read whole every run, so the firm's users are too (a few hundred at most). The
 first staff member with an email keeps it; a later one with the same email is an error, as is a
 staff record XPM sent twice or without a UUID. Only the synced attributes are written.
+
+Staff already linked to a user are synced before the others: when one changes their email and a
+new staff member is given the old one, the linked user takes its new email first, so the old one
+names nobody and the newcomer gets a user of their own, whatever order XPM lists them in.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class UserSync:
         self._listed = {uuid_key(staff.uuid) for staff in staff_list if staff.uuid}
         first_with_email: dict[str, XpmStaff] = {}
         seen: set[str] = set()
+        mapped: list[tuple[XpmStaff, str, UserFields, tuple[Entry, ...], str]] = []
         for staff in staff_list:
             label = staff_label(staff)
             if not staff.uuid:
@@ -67,6 +72,9 @@ class UserSync:
                 )
                 continue
             seen.add(staff.uuid)
+            if staff.oversized:
+                self._fail(staff, label, codes.RECORD_TOO_LARGE, f"{label} is too large for Active to store.")
+                continue
             if staff.email:
                 self.directory.staff_email_by_uuid[uuid_key(staff.uuid)] = staff.email
             mapping = map_staff(staff)
@@ -75,8 +83,12 @@ class UserSync:
                 self._findings.report("user", xpm_uuid=staff.uuid, label=label, entries=mapping.entries)
                 continue
             email_key = normalise_email(mapping.fields.email)
-            earlier = first_with_email.setdefault(email_key, staff)
-            self._sync_one(staff, label, mapping.fields, mapping.entries, email_key, earlier)
+            # XPM's order decides which of two staff with one email keeps it.
+            first_with_email.setdefault(email_key, staff)
+            mapped.append((staff, label, mapping.fields, mapping.entries, email_key))
+        linked_first = sorted(mapped, key=lambda one: one[0].uuid not in self._by_uuid)
+        for staff, label, fields, found, email_key in linked_first:
+            self._sync_one(staff, label, fields, found, email_key, first_with_email[email_key])
         return self.directory
 
     def _fail(self, staff: XpmStaff, label: str, kind: EntryKind, message: str, *found: Entry) -> None:
@@ -144,8 +156,21 @@ class UserSync:
             )
             return
         self._counts[outcome] += 1
+        if existing is not None and existing.email:
+            self._forget_old_email(existing, email_key)
         self.directory.user_id_by_email[email_key] = user_id
         self._findings.report("user", xpm_uuid=staff.uuid, label=label, entries=(*found, *relinked))
+
+    def _forget_old_email(self, user: StoredUser, email_key: str) -> None:
+        """A user whose email the sync just changed no longer answers to the old one: no later
+        staff member matches it by that email, and no client's Partner resolves to it."""
+        old_key = normalise_email(user.email or "")
+        if old_key == email_key:
+            return
+        if self._by_email.get(old_key) is user:
+            del self._by_email[old_key]
+        if self.directory.user_id_by_email.get(old_key) == user.user_id:
+            del self.directory.user_id_by_email[old_key]
 
     def _write(self, existing: StoredUser | None, desired: dict[str, object]) -> tuple[str, str]:
         if existing is None:

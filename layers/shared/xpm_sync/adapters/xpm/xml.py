@@ -29,9 +29,13 @@ STAFF_PATH = ("Response", "StaffList", "Staff")
 CLIENTS_PATH = ("Response", "Clients", "Client")
 CLIENT_PATH = ("Response", "Client")
 
-# No XPM value comes near 1 MB; a text node that large is a broken or hostile answer, and refusing
-# it while it streams in keeps memory bounded even when the rest of the document is fine.
+# No value the sync uses comes near 1 MB. Inside a record, a text node past this is cut off where
+# it passes it and its element flagged (``OVERSIZED``): the record alone fails if the sync uses that
+# element, and a long note it never reads costs nothing. Outside a record it is a broken or hostile
+# answer. Either way memory stays bounded while the rest of the document streams in.
 MAX_TEXT_CHARS = 1_000_000
+# Set by the reader on an element whose text passed MAX_TEXT_CHARS (XPM's own attributes are dropped).
+OVERSIZED = "oversized"
 # 50,000 detailed clients are roughly 100-150 MB of XML; anything far past that is not an answer.
 MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
 # XPM nests a handful of levels; deep nesting only serves to exhaust the stack.
@@ -83,6 +87,7 @@ class _Target:
         self._max_text_chars = max_text_chars
         self._path: list[str] = []
         self._builder: TreeBuilder | None = None
+        self._open: list[Element] = []
         self._text_chars = 0
         self._header_text: list[str] = []
         self.records: deque[Element] = deque()
@@ -106,12 +111,18 @@ class _Target:
             self._builder = TreeBuilder()
         if self._builder is not None:
             # Attributes are never used by XPM records; dropping them keeps hostile ones out of memory.
-            self._builder.start(name, {})
+            self._open.append(self._builder.start(name, {}))
 
     def data(self, text: str) -> None:
+        already = self._text_chars
         self._text_chars += len(text)
         if self._text_chars > self._max_text_chars:
-            raise XpmBadResponse(f"XPM answer has an element over {self._max_text_chars} characters")
+            if self._builder is None or not self._open:
+                raise XpmBadResponse(f"XPM answer has an element over {self._max_text_chars} characters")
+            if already <= self._max_text_chars:
+                self._open[-1].set(OVERSIZED, "1")
+                self._builder.data(text[: self._max_text_chars - already])
+            return
         if self._builder is not None:
             self._builder.data(text)
         elif len(self._path) == 2:
@@ -123,6 +134,7 @@ class _Target:
         self._text_chars = 0
         if self._builder is not None:
             self._builder.end(name)
+            self._open.pop()
             if depth == self._record_depth:
                 self.records.append(self._builder.close())
                 self._builder = None
@@ -243,8 +255,13 @@ def _children(elem: Element) -> dict[str, Element]:
     return found
 
 
+def is_oversized(elem: Element | None) -> bool:
+    return elem is not None and elem.get(OVERSIZED) is not None
+
+
 def text_of(elem: Element | None) -> str | None:
-    if elem is None or elem.text is None:
+    """The element's text, trimmed; None when empty, or cut off for being oversized (unusable)."""
+    if elem is None or elem.text is None or is_oversized(elem):
         return None
     value = elem.text.strip()
     return value or None
@@ -291,6 +308,22 @@ def _uuid(fields: dict[str, Element]) -> str:
     return value if len(value.encode("utf-8")) <= MAX_UUID_BYTES else ""
 
 
+_STAFF_FIELDS = ("UUID", "Name", "Email", "Phone", "Mobile")
+_CLIENT_FIELDS = (
+    "UUID", "Name", "Title", "FirstName", "LastName", "Email", "Phone", "Fax", "ClientCode",
+    "Address", "City", "Region", "PostCode", "PostalAddress", "PostalCity", "PostalRegion",
+    "PostalPostCode", "BusinessNumber", "BusinessStructure", "IsArchived", "IsDeleted", "IsProspect",
+    "WebUrl",
+)  # fmt: skip
+
+
+def _uses_oversized(fields: dict[str, Element], used: Iterable[str], *subtrees: Element) -> bool:
+    """Whether an element the sync reads (``used`` fields, or anything in ``subtrees``) was cut off."""
+    return any(is_oversized(fields.get(tag)) for tag in used) or any(
+        is_oversized(node) for tree in subtrees for node in tree.iter()
+    )
+
+
 def parse_staff(elem: Element) -> XpmStaff:
     fields = _children(elem)
     return XpmStaff(
@@ -299,6 +332,7 @@ def parse_staff(elem: Element) -> XpmStaff:
         email=text_of(fields.get("Email")),
         phone=text_of(fields.get("Phone")),
         mobile=text_of(fields.get("Mobile")),
+        oversized=_uses_oversized(fields, _STAFF_FIELDS),
     )
 
 
@@ -328,6 +362,7 @@ def parse_client(elem: Element) -> XpmClientRecord:
     groups = fields.get("Groups")
     contact_elems = [] if contacts is None else [c for c in contacts if c.tag == "Contact"]
     group_elems = [] if groups is None else [g for g in groups if g.tag == "Group"]
+    staff_links = [link for tag in ("AccountManager", "JobManager") if (link := fields.get(tag)) is not None]
     return XpmClientRecord(
         uuid=_uuid(fields),
         name=text("Name"),
@@ -357,4 +392,5 @@ def parse_client(elem: Element) -> XpmClientRecord:
         contacts=tuple(_parse_contact(c) for c in contact_elems),
         groups=tuple(_parse_group(g) for g in group_elems),
         web_url=text("WebUrl"),
+        oversized=_uses_oversized(fields, _CLIENT_FIELDS, *staff_links, *contact_elems, *group_elems),
     )
