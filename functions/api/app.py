@@ -80,7 +80,7 @@ def list_tenants() -> TenantsResponse:
 @app.put(
     BASE,
     summary="Save the setup (Later)",
-    responses=documented(200, ConfigResponse, "Saved", 400, 401, 403, 409, 415, 422, 502),
+    responses=documented(200, ConfigResponse, "Saved", 400, 401, 403, 409, 422, 502),
 )
 def save_config(body: ConfigBody) -> ConfigResponse:
     return api_service().save_config(_firm_id(), body)
@@ -200,7 +200,7 @@ def matches(cursor: Cursor = None) -> MatchesPage:
 @app.post(
     f"{BASE}/matches/<xpm_uuid>",
     summary="Answer a suggested link: link to an Active client, or create a new one",
-    responses=documented(200, MatchOut, "The suggested link with its answer", 400, 401, 403, 404, 415, 422),
+    responses=documented(200, MatchOut, "The suggested link with its answer", 400, 401, 403, 404, 422),
 )
 def answer_match(
     xpm_uuid: Annotated[str, Path(description="xpm_uuid from the matches list")], body: MatchAnswerRequest

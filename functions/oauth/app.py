@@ -27,7 +27,7 @@ app = admin_api()
 @app.post(
     f"{ROUTE_ROOT}/connect",
     summary="Start connecting to Xero Practice Manager",
-    responses=documented(200, ConnectResponse, "Where to send the browser", 400, 401, 403, 415, 422),
+    responses=documented(200, ConnectResponse, "Where to send the browser", 400, 401, 403, 422),
 )
 def connect(body: Annotated[ConnectRequest | None, Body()] = None) -> ConnectResponse:
     return oauth_service().start_connect(admin_caller(app.current_event.raw_event), body)
@@ -44,7 +44,7 @@ def connect(body: Annotated[ConnectRequest | None, Body()] = None) -> ConnectRes
         "are revoked and the firm's previous connection stands. 502 XERO_UNAVAILABLE: the code "
         "exchange or the connections call failed at Xero."
     ),
-    responses=documented(200, ConfigResponse, "Connected: the config", 400, 401, 403, 415, 422, 502),
+    responses=documented(200, ConfigResponse, "Connected: the config", 400, 401, 403, 422, 502),
 )
 def callback(body: Annotated[CallbackRequest, Body()]) -> ConfigResponse:
     return oauth_service().complete_callback(admin_caller(app.current_event.raw_event), body)

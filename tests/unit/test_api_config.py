@@ -274,11 +274,17 @@ def test_put_with_a_body_that_is_not_json_is_400(firm: ApiHarness, body: str | N
     assert answer.json["error"]["code"] == "INVALID_JSON"
 
 
-def test_put_with_a_json_array_names_the_body(firm: ApiHarness) -> None:
-    answer = firm.call_api("put_config", body=[1, 2])
+@pytest.mark.parametrize("body", [[1, 2], "null", "42"])
+def test_put_with_json_that_is_not_an_object_names_the_body(firm: ApiHarness, body: Any) -> None:
+    # JSON null was a 400 INVALID_JSON, as if no body had come (the probe of 2026-12-07, evening).
+    answer = firm.call_api("put_config", body=body)
 
     assert answer.status == 422
-    assert answer.json["error"]["field"] == "body"
+    assert answer.json["error"] == {
+        "code": "INVALID_FIELD",
+        "message": "body must be a JSON object.",
+        "field": "body",
+    }
 
 
 def test_put_with_an_array_of_a_valid_config_saves_nothing(firm: ApiHarness) -> None:
@@ -345,13 +351,26 @@ def test_put_reads_a_body_given_as_the_json_value_itself(firm: ApiHarness) -> No
 @pytest.mark.parametrize(
     "content_type", ["text/csv", "application/x-www-form-urlencoded", "multipart/form-data"]
 )
-def test_put_with_a_body_that_is_not_json_by_type_is_415(firm: ApiHarness, content_type: str) -> None:
+def test_put_reads_a_json_body_whatever_type_labels_it(firm: ApiHarness, content_type: str) -> None:
+    """SPEC B5 judges the body, not its label (this was 415, which B5 does not know)."""
+    answer = firm.call_api(
+        "put_config", body=_body(firm, sync_name="Labelled"), headers={"Content-Type": content_type}
+    )
+
+    assert answer.status == 200, answer.json
+    assert firm.config()["sync_name"] == "Labelled"
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/csv"])
+def test_put_with_a_body_that_is_not_json_whatever_its_type_is_400(
+    firm: ApiHarness, content_type: str
+) -> None:
     before = firm.config()
 
-    answer = firm.call_api("put_config", body=_body(firm), headers={"Content-Type": content_type})
+    answer = firm.call_api("put_config", body="a=1&b=2", headers={"Content-Type": content_type})
 
-    assert answer.status == 415
-    assert answer.json["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+    assert answer.status == 400
+    assert answer.json["error"]["code"] == "INVALID_JSON"
     assert firm.config() == before
 
 
@@ -367,9 +386,20 @@ def test_put_needs_a_connection(api: ApiHarness) -> None:
     assert api.active("OFFICE#SYD").get("default_partner_user_id") is None
 
 
-@pytest.mark.parametrize("body", [{}, {"sync_name": "Only a name"}, {"sync_name": 42, "tenant_id": None}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"sync_name": "Only a name"},
+        {"sync_name": 42, "tenant_id": None},
+        [],
+        [{"sync_name": "x"}],
+        "null",
+    ],
+)
 def test_put_needs_a_connection_whatever_the_body_holds(api: ApiHarness, body: Any) -> None:
-    # The probe of 2026-12-07: the body's 422 came before the connection's 409.
+    # The probes of 2026-12-07: the body's 422 came before the connection's 409 (for an array, until
+    # the evening's).
     answer = api.call_api("put_config", body=body)
 
     assert answer.status == 409, answer.text

@@ -84,11 +84,13 @@ def test_an_unknown_route_is_404_in_the_error_shape(api: ApiHarness) -> None:
     assert answer.json == {"error": {"code": "NOT_FOUND", "message": "No such route."}}
 
 
-def test_a_wrong_content_type_is_415_not_500(api: ApiHarness) -> None:
+def test_a_content_type_decides_nothing_the_body_does(api: ApiHarness) -> None:
+    """SPEC B5 answers a body that is not JSON with 400, whatever it is labelled (this answered 415
+    before the probe of 2026-12-07, evening; 415 is not in the contract)."""
     answer = api.call_api("put_config", headers={"Content-Type": "text/csv"})
 
-    assert answer.status == 415
-    assert answer.json["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+    assert answer.status == 409, "JSON labelled text/csv is read: the firm is not connected"
+    assert answer.json["error"]["code"] == "NOT_CONNECTED"
 
 
 def test_every_answer_lets_the_frontend_origin_read_it(api: ApiHarness) -> None:
@@ -170,11 +172,8 @@ def test_a_body_that_is_not_utf8_is_400(api: ApiHarness) -> None:
 
 
 @pytest.mark.parametrize("content_type", ["multipart/form-data", "application/x-www-form-urlencoded"])
-def test_a_form_body_is_415_not_500(api: ApiHarness, content_type: str) -> None:
-    answer = api.call_api("put_config", body="a=1", headers={"Content-Type": content_type})
-
-    assert answer.status == 415
-    assert answer.json["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+def test_a_form_body_is_400_not_500(api: ApiHarness, content_type: str) -> None:
+    assert_invalid_json(api.call_api("put_config", body="a=1", headers={"Content-Type": content_type}))
 
 
 @pytest.mark.parametrize("prefix", ["/Prod", "/v1"])

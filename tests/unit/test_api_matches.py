@@ -146,6 +146,26 @@ def test_an_answer_can_be_changed_until_a_run_applies_it(suggested: ApiHarness) 
     assert _stored(suggested, "x-1").answer == "create"
 
 
+def test_create_after_linking_another_client_shows_the_suggestion_as_the_run_made_it(
+    suggested: ApiHarness,
+) -> None:
+    """The probe of 2026-12-07 (evening): the other client stayed on the match, with a reason it
+    does not share."""
+    _answer(suggested, "x-1", {"action": "link", "client_id": "c-3"})
+
+    answer = _answer(suggested, "x-1", {"action": "create"})
+
+    assert answer.status == 200, answer.text
+    assert (answer.json["client_id"], answer.json["client_label"]) == ("c-1", "Acme Pty Ltd")
+    assert answer.json["reason"] == "name"
+    listed = next(m for m in _matches(suggested).json["matches"] if m["xpm_uuid"] == "x-1")
+    assert (listed["client_id"], listed["answer"]) == ("c-1", "create")
+    again = _answer(suggested, "x-1", {"action": "link", "client_id": "c-3"})
+    assert again.json["client_id"] == "c-3"
+    assert _answer(suggested, "x-1", {"action": "link", "client_id": "c-1"}).json["client_id"] == "c-1"
+    assert _stored(suggested, "x-1").suggested_client_id is None
+
+
 @pytest.mark.parametrize("xpm_uuid", ["x-unknown", "x-9", "x" * 1100])
 def test_a_uuid_with_no_suggestion_of_the_firm_is_404(suggested: ApiHarness, xpm_uuid: str) -> None:
     answer = _answer(suggested, xpm_uuid, {"action": "create"})

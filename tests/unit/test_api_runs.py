@@ -89,6 +89,22 @@ def test_runs_page_with_a_cursor(api: ApiHarness, runs: list[SyncRun]) -> None:
     assert len(pages) == 3  # 2 + 2 + 1: no cursor leads to an empty page
 
 
+def test_runs_page_for_a_firm_with_a_long_id(api: ApiHarness) -> None:
+    """The probe of 2026-12-07 (evening): past 512 characters the API refused its own cursor."""
+    firm_id = "firm-" + "é" * 400
+    log = RunLog(aws.table(api.names.sync_log_table))
+    saved = [_run(firm_id, hour) for hour in range(3)]
+    for run in saved:
+        log.save_run(run, START)
+
+    pages = every_page(
+        lambda cursor: api.call_api("get_runs", claims=admin_claims(firm_id), query={"limit": "1"} | cursor)
+    )
+
+    assert all(page.status == 200 for page in pages), [page.text for page in pages]
+    assert [r["run_id"] for page in pages for r in page.json["runs"]] == [r.run_id for r in reversed(saved)]
+
+
 def test_a_page_holding_exactly_the_last_runs_has_no_next_cursor(
     api: ApiHarness, runs: list[SyncRun]
 ) -> None:

@@ -277,6 +277,21 @@ def test_after_disconnect_the_routes_that_need_a_connection_answer_409(firm: Api
         assert answer.json["error"]["code"] == "NOT_CONNECTED"
 
 
+@pytest.mark.parametrize("body", [[1], "{not json", "{}"])
+def test_routes_that_read_no_body_ignore_the_one_sent(firm: ApiHarness, body: Any) -> None:
+    """The probe of 2026-12-07 (evening): GET and DELETE with an array body answered 422, and the
+    firm stayed connected; Start Sync of a disconnected firm with one answered 422, not 409."""
+    assert firm.call_api("get_config", body=body).status == 200
+
+    disconnected = firm.call_api("delete_config", body=body)
+
+    assert disconnected.status == 200, disconnected.text
+    assert firm.config()["status"] == "disconnected"
+    for case in ("post_sync", "post_preview"):
+        answer = firm.call_api(case, body=body)
+        assert (answer.status, answer.json["error"]["code"]) == (409, "NOT_CONNECTED"), case
+
+
 def test_disconnect_when_xero_already_revoked_the_grant_still_succeeds(firm: ApiHarness) -> None:
     firm.sim.revoke_all()
 

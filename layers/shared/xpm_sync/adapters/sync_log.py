@@ -450,7 +450,13 @@ def _suggestion_of(item: Mapping[str, Any]) -> Suggestion:
         client_label=str(item.get("client_label", "")),
         reason=item["reason"],
         answer=answer if answer in ("link", "create") else None,
+        suggested_client_id=_text_or_none(item.get("suggested_client_id")),
+        suggested_client_label=_text_or_none(item.get("suggested_client_label")),
     )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return str(value) if value else None
 
 
 class Matches:
@@ -500,6 +506,8 @@ class Matches:
                     "answer": answered.answer,
                     "client_id": answered.client_id,
                     "client_label": answered.client_label,
+                    "suggested_client_id": answered.suggested_client_id,
+                    "suggested_client_label": answered.suggested_client_label,
                 }
             ),
         )

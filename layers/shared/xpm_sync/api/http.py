@@ -71,7 +71,6 @@ _ERROR_DESCRIPTIONS = {
         "Start Sync or Preview before the setup names a tenant, a default office and a notification "
         "user (NOT_CONFIGURED, naming the missing fields)"
     ),
-    415: "The body is not application/json",
     422: "A field is missing, of the wrong type, or names something that does not exist",
     429: (
         "Start Sync (SYNC_TOO_SOON) or Preview (PREVIEW_TOO_SOON) pressed too soon; retry_after says "
@@ -190,7 +189,9 @@ def invalid_request_response(error: RequestValidationError) -> Response[str]:
 
 
 def _unsupported(_: Exception | None = None) -> Response[str]:
-    return error_response(415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as application/json.")
+    # Bodies reach Powertools labelled application/json (_with_json_body); should one not, it is a
+    # body the API cannot read, which SPEC B5 answers with 400 whatever its type claims.
+    return error_response(400, "INVALID_JSON", "The request body must be JSON.")
 
 
 def _no_route(_: NotFoundError) -> Response[str]:
@@ -291,13 +292,6 @@ def _routed(event: Mapping[str, Any]) -> dict[str, Any]:
     return {**event, "path": path, "httpMethod": method.upper()}
 
 
-# What may carry a JSON body: application/json (and +json types), and text/plain, which browsers'
-# fetch() sends for a string body unless told otherwise. Media types are case-insensitive.
-def _is_json_media_type(content_type: str) -> bool:
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type in ("", "application/json", "text/plain") or media_type.endswith("+json")
-
-
 # SPEC B5: what the API reads of a body. Powertools parses JSON with the standard library, which
 # recurses once per nesting level (a RecursionError ~1,000 levels down escapes the resolver) and
 # refuses integers of more than 4,300 digits with a ValueError inside a route (a 500); neither may
@@ -385,14 +379,25 @@ def _body_text(event: Mapping[str, Any]) -> str | Response[str] | None:
         return error_response(400, "INVALID_JSON", _NOT_UTF8)
 
 
+# Methods whose requests carry no body in this API: what one sends is ignored, not judged.
+_BODILESS_METHODS = frozenset({"GET", "DELETE", "HEAD", "OPTIONS"})
+# What a JSON value that is not an object is handed to Powertools as: a route that reads a body
+# refuses it as any non-object (422 naming the body), and a route that reads none ignores it.
+_NOT_AN_OBJECT = "0"
+
+
 def _with_json_body(event: dict[str, Any]) -> dict[str, Any] | Response[str]:
     """The event with its body as JSON text for Powertools to validate, or the answer refusing it.
 
     API Gateway sends the body as text, or as base64 with ``isBase64Encoded``; a hand-built event
     may carry the JSON value itself. A body the API cannot read is refused here, before Powertools
-    parses it (SPEC B5). Powertools would take the first item of a JSON array for the object a
-    route expects, so an array is refused here too.
+    parses it (SPEC B5), whatever its Content-Type says: SPEC B5 answers a body that is not JSON
+    with 400, so the type a client labels it with decides nothing. Powertools would take the first
+    item of a JSON array for the object a route expects, and a JSON ``null`` for no body at all,
+    so both reach it as a plain non-object value.
     """
+    if str(event.get("httpMethod", "")).upper() in _BODILESS_METHODS:
+        return {**event, "body": None, "isBase64Encoded": False}
     body = _body_text(event)
     if isinstance(body, Response):
         return body
@@ -401,9 +406,6 @@ def _with_json_body(event: dict[str, Any]) -> dict[str, Any] | Response[str]:
         return prepared
     headers = {str(k): v for k, v in (event.get("headers") or {}).items()}
     multi_headers = {str(k): v for k, v in (event.get("multiValueHeaders") or {}).items()}
-    content_types_sent = [str(v) for k, v in headers.items() if k.lower() == "content-type"]
-    if not all(_is_json_media_type(value) for value in content_types_sent):
-        return _unsupported()
     problem = unreadable_json(body)
     if problem is not None:
         return error_response(400, "INVALID_JSON", problem)
@@ -416,8 +418,8 @@ def _with_json_body(event: dict[str, Any]) -> dict[str, Any] | Response[str]:
         parsed = json.loads(body)
     except ValueError:
         return prepared  # Powertools answers the malformed body (400)
-    if isinstance(parsed, list):
-        return error_response(422, "INVALID_FIELD", "body must be a JSON object.", field="body")
+    if parsed is None or isinstance(parsed, list):
+        prepared["body"] = _NOT_AN_OBJECT
     return prepared
 
 

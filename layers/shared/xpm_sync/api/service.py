@@ -66,7 +66,6 @@ from xpm_sync.domain.clock import Clock, iso
 from xpm_sync.domain.entries import EntryEntity, Severity
 from xpm_sync.domain.errors import (
     ConnectionBroken,
-    InvalidCursor,
     InvalidValue,
     NoPracticeManager,
     NotConnected,
@@ -83,7 +82,6 @@ from xpm_sync.domain.runs import SyncRun, new_counts, new_run_id
 from xpm_sync.observability import logger
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_MAX_CURSOR_LENGTH = 512
 # A suggestion is kept under its XPM UUID as a sort key, which DynamoDB caps at 1,024 bytes: a
 # longer one names no suggestion (and asking DynamoDB would be its error, not the caller's 404).
 _MAX_SORT_KEY_BYTES = 1024
@@ -464,8 +462,7 @@ class IntegrationService:
     # --- Runs (Sync Monitoring) -----------------------------------------------------------------
 
     def list_runs(self, firm_id: str, *, limit: int, cursor: str | None) -> RunsPage:
-        if cursor is not None and len(cursor) > _MAX_CURSOR_LENGTH:
-            raise InvalidCursor()
+        # The signer refuses a cursor of the wrong length or shape (400) before it is read.
         page, next_cursor = self.runs.list_runs(firm_id, limit=limit, cursor=cursor or None)
         return RunsPage(runs=[run_out(run) for run in page], next_cursor=next_cursor)
 
@@ -611,14 +608,29 @@ class IntegrationService:
         if suggestion is None:
             raise NotFound(_NO_SUCH_MATCH)
         answer: MatchAnswer = request.action
-        chosen = suggestion
+        # The client the run suggested, whatever an earlier answer linked instead.
+        suggested = replace(
+            suggestion,
+            client_id=suggestion.suggested_client_id or suggestion.client_id,
+            client_label=suggestion.suggested_client_label or suggestion.client_label,
+            suggested_client_id=None,
+            suggested_client_label=None,
+        )
+        chosen = suggested
         if answer == "link":
             if request.client_id is None:
                 raise InvalidValue("client_id", "client_id is required to link.")
             client = self.active_for(firm_id).client(request.client_id)
             if client is None or client.xpm_uuid is not None:
                 raise InvalidValue("client_id", _NOT_UNLINKED)
-            chosen = replace(suggestion, client_id=client.client_id, client_label=client.label)
+            if client.client_id != suggested.client_id:
+                chosen = replace(
+                    suggested,
+                    client_id=client.client_id,
+                    client_label=client.label,
+                    suggested_client_id=suggested.client_id,
+                    suggested_client_label=suggested.client_label,
+                )
         answered = replace(chosen, answer=answer)
         if not matches.answer(answered):
             # A run applied the suggestion and forgot it between the read and the write.

@@ -46,6 +46,10 @@ class Suggestion:
     client_label: str
     reason: MatchReason
     answer: MatchAnswer | None = None
+    # The client the run suggested, kept while the admin's answer links another: answering
+    # "create" afterwards shows the suggestion as the run made it, not the other client.
+    suggested_client_id: str | None = None
+    suggested_client_label: str | None = None
 
     def __post_init__(self) -> None:
         # Cut as every label is: both names come as XPM and Active hold them, and land in one item.
