@@ -22,7 +22,7 @@ from xpm_sync.adapters.tokens import NeedsReconnect
 from xpm_sync.domain.active_records import Office, StoredClient, StoredUser, SyncedValues
 from xpm_sync.domain.clock import iso
 from xpm_sync.domain.code_ledger import code_key
-from xpm_sync.domain.entries import Entry
+from xpm_sync.domain.entries import NOTIFICATION_USER_INVALID, Entry
 from xpm_sync.domain.errors import RecordGone, RecordTooLarge
 from xpm_sync.domain.firm import FirmConfig
 from xpm_sync.domain.near_match import Suggestion
@@ -251,7 +251,7 @@ class FakeXpm:
     calls: int = 0
     client_lists_asked: list[datetime | None] = field(default_factory=list)
     # Stops the client list after this many records with this error (a slow or broken answer).
-    break_after: tuple[int, Exception] | None = None
+    break_after: tuple[int, BaseException] | None = None
 
     def list_staff(self) -> list[XpmStaff]:
         self.calls += 1
@@ -363,9 +363,20 @@ class FakeQueue:
 
 @dataclass
 class FakeNotifier:
+    """Sends every email it is asked for; with ``no_recipient``, finds nobody to send it to, as the
+    real one does for a notification user that is gone (and says so in an entry)."""
+
     sent: list[SyncRun] = field(default_factory=list)
+    asked: list[SyncRun] = field(default_factory=list)
+    no_recipient: bool = False
 
     def __call__(self, run: SyncRun, entries: list[Entry], config: FirmConfig) -> NotifyResult:
+        self.asked.append(run)
+        if self.no_recipient:
+            entry = NOTIFICATION_USER_INVALID.entry(
+                label="Notification user", message="The notification user no longer exists in Active."
+            )
+            return NotifyResult("no_recipient", [entry])
         self.sent.append(run)
         return NotifyResult("sent")
 

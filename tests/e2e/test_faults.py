@@ -1425,7 +1425,7 @@ def test_a_tenant_change_during_a_run_leaves_the_new_tenant_a_first_full_read(
 # --- notification email --------------------------------------------------------------------------
 
 
-def test_ses_failing_leaves_the_failed_run_recorded_and_the_allowance_unspent(
+def test_ses_failing_leaves_the_run_recorded_and_the_allowance_unspent(
     fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = BaseClient._make_api_call
@@ -1441,14 +1441,18 @@ def test_ses_failing_leaves_the_failed_run_recorded_and_the_allowance_unspent(
 
     monkeypatch.setattr(BaseClient, "_make_api_call", call)
     FAULT_LEDGER["ses_failure"] += 1
-    # A failure only XPM's answer explains is emailed at once (a self-clearing one would wait).
-    fw.fault("status_error", times=None, path="client.api/list", description="Invalid request")
+    # A record error is emailed at once (a failure of XPM's or ours would wait until it persists).
+    broken = fw.world.clean_clients()[2]
+    fw.world.practice.update_client(broken.uuid, BusinessStructure=None)
     before = snapshot(fw)
 
     fw.run_hourly()
 
-    assert refused, "the failed run tried to email"
-    assert_invariants(fw, before=before, status="failed", codes=("XPM_BAD_RESPONSE",))
+    assert refused, "the partial run tried to email"
+    run = assert_invariants(fw, before=before, status="partial")
+    assert [(e.code, e.xpm_uuid) for e in fw.world.entries(run)] == [
+        ("BUSINESS_STRUCTURE_MISSING", broken.uuid)
+    ]
     notify = aws_clients.table(fw.world.names.notify_table)
     assert "Item" not in notify.get_item(Key={"firm_id": fw.world.firm_id}), "the allowance was given back"
 

@@ -5,13 +5,15 @@ simulator over HTTP."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from xpm_sync.adapters.xpm.errors import XpmTooSlow, XpmUnavailable, XpmWrongTenant
+from xpm_sync.adapters.xpm.errors import XpmBadResponse, XpmTooSlow, XpmUnavailable, XpmWrongTenant
 from xpm_sync.domain.clock import iso
+from xpm_sync.domain.faults import FIRM_PROBLEM_CODES, SYSTEM_FAULT_CODES
 from xpm_sync.domain.firm import Checkpoint, tenant_change
+from xpm_sync.domain.notification import should_notify
 from xpm_sync.sync.engine import RunResult
 
 from tests.fakes import FIRM, OFFICE, START, FakeXpm, Firm
@@ -411,6 +413,27 @@ def test_codes_swapped_in_xpm_move_in_one_transaction(firm: Firm) -> None:
     assert firm.active.clients_with(xpm_uuid=b.uuid)[0]["code"] == "A1"
 
 
+def test_codes_swapped_while_one_side_waits_for_a_retry_settle_when_it_is_fixed(firm: Firm) -> None:
+    """The probe of 2026-12-07 (evening): the listed client's wait was settled before the retries
+    ran, so both failed CLIENT_CODE_DUPLICATE, every run while the fixed one stayed in the window."""
+    a, b = synced_clients(firm, "A1", "B1")
+    firm.xpm.put(a.model_copy(update={"business_structure": None}), at=firm.clock.now())
+    run(firm)  # a fails, and waits for a retry
+    firm.xpm.put(a.model_copy(update={"business_structure": None, "client_code": "B1"}), at=firm.clock.now())
+    renumber(firm, b, "A1")
+    run(firm)  # a still fails; b waits for a's code, which a never gives up: b fails for now
+    run(firm)
+
+    # The practice fixes a: XPM sends it again, and b (a retry, or sent again in the window)
+    firm.xpm.put(a.model_copy(update={"client_code": "B1"}), at=firm.clock.now())
+    done = run(firm)
+
+    assert done.status == "success", codes_of(firm)
+    assert firm.active.clients_with(xpm_uuid=a.uuid)[0]["code"] == "B1"
+    assert firm.active.clients_with(xpm_uuid=b.uuid)[0]["code"] == "A1"
+    firm.active.assert_no_two_clients_share_a_code_or_uuid()
+
+
 def test_a_swap_active_refuses_fails_both_on_the_conflict_and_they_retry(firm: Firm) -> None:
     a, b = synced_clients(firm, "A1", "B1")
     renumber(firm, a, "B1")
@@ -697,6 +720,115 @@ def test_a_transient_outage_emails_only_from_the_third_failure_in_a_row(firm: Fi
         done = run(firm)
         assert done.status == "failed"
         assert len(firm.notifier.sent) == (1 if attempt == 3 else 0), attempt
+
+
+def test_an_answer_xpm_keeps_sending_unreadable_is_told_only_once_it_persists(firm: Firm) -> None:
+    """The probe of 2026-12-07 (evening): failures only XPM or an operator can clear (an answer
+    that cannot be read, the app's own credentials) emailed the admin at the first run."""
+    with_partner(firm)
+    run(firm)
+    firm.xpm.break_after = (0, XpmBadResponse("XPM answered ERROR: An error has occurred"))
+    firm.xpm.clients.append(client())
+
+    for attempt in range(1, 4):
+        done = run(firm)
+        assert done.status == "failed"
+        assert len(firm.notifier.sent) == (1 if attempt == 3 else 0), attempt
+
+
+@pytest.mark.parametrize("code", sorted(SYSTEM_FAULT_CODES))
+def test_a_system_fault_waits_and_a_firm_problem_is_told_at_once(code: str) -> None:
+    now = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    recent = "2026-03-02T11:00:00Z"
+
+    def told(failure: str, in_a_row: int) -> bool:
+        return should_notify(
+            "failed",
+            failure,
+            failures_in_a_row=in_a_row,
+            last_completed_run_started_at=recent,
+            connected_at=None,
+            now=now,
+        )
+
+    assert not told(code, 1)
+    assert told(code, 3)
+    assert all(told(firm_code, 1) for firm_code in FIRM_PROBLEM_CODES)
+
+
+class _WorkerStopped(BaseException):
+    """What the runtime does to a worker past its timeout: nothing of the run's own code runs."""
+
+
+def test_runs_stopped_by_the_runtime_count_as_failures_in_a_row_and_are_told_from_the_third(
+    firm: Firm,
+) -> None:
+    """The probe of 2026-12-07 (evening): runs killed hour after hour never led to an email, and
+    their INTERNAL_ERROR never became an open problem."""
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner) for _ in range(3)]
+    run(firm)
+    firm.xpm.break_after = (1, _WorkerStopped())
+
+    told = []
+    for _ in range(4):  # within the hour: "no completed run for 3 hours" does not come into it
+        with pytest.raises(_WorkerStopped):
+            sync(firm)
+        told.append(len(firm.notifier.sent))
+    firm.xpm.break_after = None
+    done = run(firm)
+
+    # Each start closes the run before it: the third closed is the third failure in a row.
+    assert told == [0, 0, 0, 1]
+    closed = [r for r in firm.runs.runs.values() if r.status == "failed"]
+    assert len(closed) == 4
+    assert done.status == "success"
+    assert firm.config.transient_failures_in_a_row == 0
+    assert firm.states.open_codes().get("run") is None, "closed by the run that completed"
+    assert any(p.code == "INTERNAL_ERROR" for p in firm.states.fixed), "and counted as fixed"
+
+
+def test_a_killed_run_between_two_outages_keeps_the_count_going(firm: Firm) -> None:
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner) for _ in range(3)]
+    run(firm)
+    firm.xpm.break_after = (1, XpmUnavailable("down"))
+    sync(firm)
+    firm.xpm.break_after = (1, _WorkerStopped())
+    with pytest.raises(_WorkerStopped):
+        sync(firm)
+    firm.xpm.break_after = (1, XpmUnavailable("down"))
+
+    done = run(firm)
+
+    assert done.status == "failed"
+    assert firm.config.transient_failures_in_a_row == 3
+    assert len(firm.notifier.sent) == 1, "the third self-clearing failure in a row"
+    assert firm.states.open_codes()["run"] == {"XPM_UNAVAILABLE"}
+
+
+def test_a_notification_user_that_is_gone_is_an_open_problem_until_an_email_finds_one(firm: Firm) -> None:
+    """The probe of 2026-12-07 (evening): NOTIFICATION_USER_INVALID was in the run's log only."""
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner), client(partner=partner, business_structure=None)]
+    firm.notifier.no_recipient = True
+
+    first = run(firm)
+
+    assert first.status == "partial"
+    assert firm.states.open_codes()["run"] == {"NOTIFICATION_USER_INVALID"}
+    # A run with nothing to tell did not look for the user: the problem stays as it was.
+    firm.xpm.put(
+        firm.xpm.clients[1].model_copy(update={"business_structure": "Company"}), at=firm.clock.now()
+    )
+    assert run(firm).status == "success"
+    assert firm.states.open_codes()["run"] == {"NOTIFICATION_USER_INVALID"}
+    # The next run to tell the admin finds the user chosen again: closed.
+    firm.notifier.no_recipient = False
+    firm.xpm.put(firm.xpm.clients[1].model_copy(update={"business_structure": None}), at=firm.clock.now())
+    assert run(firm).status == "partial"
+    assert "run" not in firm.states.open_codes()
+    assert len(firm.notifier.sent) == 1
 
 
 def test_a_passing_outage_right_after_a_tenant_change_waits_like_any_other(firm: Firm) -> None:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from xpm_sync.domain.clock import latest, parse_iso
 from xpm_sync.domain.entries import Entry, shorten
+from xpm_sync.domain.faults import SYSTEM_FAULT_CODES
 from xpm_sync.domain.firm import FirmConfig
 from xpm_sync.domain.problem_summary import FixedGroup, ProblemGroup, ProblemSummary
 from xpm_sync.domain.runs import OUTCOMES, SyncRun
@@ -277,9 +278,10 @@ def render_email(
 
 # --- When to email (SPEC A5) ---------------------------------------------------------------------
 
-# Run-level failures that can clear by themselves: XPM down or timing out, a rate limit, an
-# unexpected error the next run does not meet. The admin hears of them only when they persist.
-SELF_CLEARING_FAILURES = frozenset({"XPM_UNAVAILABLE", "XPM_RATE_LIMITED", "XPM_TOO_SLOW", "INTERNAL_ERROR"})
+# Run-level failures the admin cannot fix, which clear by themselves or by an operator's hand: XPM
+# down, timing out or answering what cannot be read, a rate limit, an unexpected error, the app's
+# own credentials (domain.faults' system faults). The admin hears of them only when they persist.
+SELF_CLEARING_FAILURES = SYSTEM_FAULT_CODES
 PERSISTS_AFTER_RUNS = 3
 PERSISTS_AFTER = timedelta(hours=3)
 

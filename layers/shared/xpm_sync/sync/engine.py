@@ -228,7 +228,7 @@ def _start(
             started_at=iso(now),
         )
         if config.running_run_id:
-            _close_interrupted(config.firm_id, config.running_run_id, services)
+            config = _close_interrupted(config, config.running_run_id, services)
         services.runs.save_run(run, now)
         services.config.update(config.firm_id, running_run_id=run.run_id, checkpoint=None)
         return _Run(run=run, config=config)
@@ -266,23 +266,46 @@ def _continuing(config: FirmConfig, now: datetime) -> bool:
     return now - parse_iso(checkpoint.saved_at) < CONTINUATION_LOST_AFTER
 
 
-def _close_interrupted(firm_id: str, run_id: str, services: SyncServices) -> None:
-    """Mark failed a run whose worker was stopped (timeout, out of memory) before it could end.
+def _close_interrupted(config: FirmConfig, run_id: str, services: SyncServices) -> FirmConfig:
+    """Mark failed a run whose worker was stopped (timeout, out of memory) before it could end,
+    and end it as any failed run ends (SPEC A5, B6): its run-level problem recorded, counted among
+    the self-clearing failures in a row, the admin emailed once they persist. Returns the config
+    as the run starting now must see it.
 
     Nothing it did is lost: records it wrote are matched by XPM UUID, and since it never
     completed, the next incremental read starts from before it began.
     """
-    closed = _end_unfinished(
-        firm_id,
-        run_id,
-        services,
-        codes.INTERNAL_ERROR.entry(
-            label="Sync run",
-            message="This run stopped before it finished (its worker was stopped); the next run carried on.",
-        ),
+    why = codes.INTERNAL_ERROR.entry(
+        label="Sync run",
+        message="This run stopped before it finished (its worker was stopped); the next run carried on.",
     )
-    if closed is not None:
-        logger.warning("closed a run whose worker was stopped", extra={"firm_id": firm_id, "run_id": run_id})
+    closed = _end_unfinished(config.firm_id, run_id, services, why)
+    if closed is None:
+        return config
+    logger.warning(
+        "closed a run whose worker was stopped", extra={"firm_id": config.firm_id, "run_id": run_id}
+    )
+    _record_run_level_problems(config, closed, services, why)
+    now = services.clock.now()
+    failures_in_a_row = config.transient_failures_in_a_row + 1
+    failing_since = _failing_since(config, closed, failures_in_a_row)
+    bookkeeping: dict[str, Any] = {
+        "transient_failures_in_a_row": failures_in_a_row,
+        "transient_failures_since": failing_since,
+        "last_failure_owner": failed_run_fault(closed.status, [why.code]),
+    }
+    if not services.config.update_if_same_state(config.firm_id, config.sync_state_id, **bookkeeping):
+        return config
+    config = config.model_copy(update=bookkeeping)
+    told = _notify_if_due(services, closed, config, why.code, failures_in_a_row, failing_since, [why], now)
+    if told.entries:
+        _write_entries(services, closed, list(told.entries), now)
+        services.runs.save_run(closed, now)
+    if told.asked:
+        _record_run_level_problems(config, closed, services, why, *told.entries, notify_judged=True)
+    if told.sent_at is not None:
+        config = config.model_copy(update={"last_notified_at": told.sent_at})
+    return config
 
 
 def _abandon_preview(firm_id: str, run_id: str, services: SyncServices) -> None:
@@ -301,6 +324,8 @@ def _abandon_preview(firm_id: str, run_id: str, services: SyncServices) -> None:
 # Run-level problems that are conditions a run checks on its way (not why it stopped): a run that
 # stopped before checking one has not seen it cleared.
 RUN_CONDITIONS = frozenset({codes.CONNECTION_OWNER_NOT_IN_XPM.code, codes.DEFAULT_PARTNER_NOT_IN_ACTIVE.code})
+# Looked at only when a run has to email the admin: a run that did not keeps it as it was.
+_NOTIFY_CONDITION = codes.NOTIFICATION_USER_INVALID.code
 
 # Why a run whose next part cannot go on ended (_end_dropped_part).
 _SETUP_CHANGED = codes.SYNC_SETUP_CHANGED.entry(
@@ -341,11 +366,17 @@ def _end_dropped_part(config: FirmConfig, run_id: str, services: SyncServices, w
 
 
 def _record_run_level_problems(
-    config: FirmConfig, ended: SyncRun, services: SyncServices, why: Entry
+    config: FirmConfig,
+    ended: SyncRun,
+    services: SyncServices,
+    why: Entry,
+    *more: Entry,
+    notify_judged: bool = False,
 ) -> None:
-    """SPEC B6: a run-level problem is the latest run's. A run ended without its next part reports
-    what its earlier parts found (the checkpoint carries it) and why it ended; the checks it could
-    not finish keep their problems as they were."""
+    """SPEC B6: a run-level problem is the latest run's. A run ended without its next part (or
+    stopped by the runtime) reports what its earlier parts found (the checkpoint carries it), why
+    it ended, and ``more``: what telling the admin found, when it was told (``notify_judged``). The
+    checks it could not finish keep their problems as they were."""
     checkpoint = config.checkpoint
     carried = checkpoint.run_entries if checkpoint is not None and checkpoint.run_id == ended.run_id else []
     states = services.states_for(config.firm_id)
@@ -353,11 +384,11 @@ def _record_run_level_problems(
     now = services.clock.now()
     state, closed = reconcile(
         prior,
-        run_level_sighting([*carried, why]),
+        run_level_sighting([*carried, why, *more]),
         run_id=ended.run_id,
         run_started_at=ended.started_at,
         now=iso_precise(now),
-        unjudged=RUN_CONDITIONS,
+        unjudged=RUN_CONDITIONS | (set() if notify_judged else {_NOTIFY_CONDITION}),
     )
     states.write(
         [state] if state is not None else [], [RUN_KEY] if state is None and prior else [], closed, now
@@ -552,10 +583,11 @@ def _sync_with(
     try:
         if part.resume is None or part.resume.phase == "list":
             _stream_clients(xpm, services, part, clients)
-            clients.settle()
         if not part.full_read:
+            # Before the list's waiters settle: a client of the list may be waiting for the code of
+            # one only a retry applies (codes swapped while one of the two was failing).
             _retry_clients(services, part, clients)
-            clients.settle()
+        clients.settle()
     except _OutOfTime:
         # A client waiting for a code cannot wait across invocations: it fails for now and is
         # retried next run, by when its code's holder has moved.
@@ -670,6 +702,8 @@ def _retry_clients(services: SyncServices, part: _Run, clients: ClientSync) -> N
         if state.retry_copy is not None
         and state.seen_run != part.run.run_id
         and key not in part.findings.sightings
+        # XPM's answer sent it (it may still be waiting for a code): its copy there is newer.
+        and state.xpm_uuid not in clients.applied_from_list
     ]
     for batch in (due[start : start + LOOKUP_BATCH] for start in range(0, len(due), LOOKUP_BATCH)):
         records = [XpmClientRecord.model_validate_json(state.retry_copy or "") for state in batch]
@@ -753,7 +787,7 @@ def _save_states(services: SyncServices, part: _Run, now: datetime, *, complete:
             run_id=run.run_id,
             run_started_at=run.started_at,
             now=now_text,
-            unjudged=RUN_CONDITIONS - part.judged if key == RUN_KEY else (),
+            unjudged=(RUN_CONDITIONS | {_NOTIFY_CONDITION}) - part.judged if key == RUN_KEY else (),
         )
         fixed.extend(closed)
         if state is not None:
@@ -888,25 +922,24 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
         # A run's own problems close at the next run that does not report them (SPEC B6).
         findings.sightings[RUN_KEY] = run_level_sighting(part.run_entries())
         _save_states(services, part, finished, complete=completed)
-        if (
-            not disconnected
-            and services.notifier is not None
-            and should_notify(
-                run.status,
+        if not disconnected:
+            told = _notify_if_due(
+                services,
+                run,
+                config,
                 failure.kind.code if failure is not None else None,
-                failures_in_a_row=failures_in_a_row,
-                last_completed_run_started_at=config.last_completed_run_started_at,
-                connected_at=config.connected_at,
-                now=finished,
-                failing_since=failing_since,
+                failures_in_a_row,
+                failing_since,
+                [*part.earlier_run_entries, *findings.entries],
+                finished,
             )
-        ):
-            # The notification's own problems (no notification user, say) belong in this run's log.
-            result = services.notifier(run, [*part.earlier_run_entries, *findings.entries], config)
-            findings.entries.extend(result.entries)
-            if result.outcome == "sent":
-                # The moment its problems were opened and closed at: they are all in this email.
-                services.config.update(config.firm_id, last_notified_at=iso_precise(finished))
+            if told.asked:
+                # The notification's own problems (no notification user, say) belong in this run's
+                # log, and among its open problems (SPEC B6), judged now that it was asked.
+                findings.entries.extend(told.entries)
+                part.judged.add(_NOTIFY_CONDITION)
+                findings.sightings[RUN_KEY] = run_level_sighting(part.run_entries())
+                _save_states(services, part, finished, complete=False)
     _write_entries(services, run, findings.entries, finished)
     services.runs.save_run(run, finished)
     if part.dry_run:
@@ -936,6 +969,45 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
     # included) for the queue's visibility timeout, only to find the preview ended. The admin asks again.
     transient = failure is not None and failure.transient and not part.dry_run
     return RunResult(run=run, entries=findings.entries, transient=transient)
+
+
+@dataclass(frozen=True)
+class _Told:
+    """What telling the admin about a run came to."""
+
+    asked: bool = False  # the run was one to email about, and the notifier was asked
+    entries: tuple[Entry, ...] = ()  # its own problems (no notification user, say)
+    sent_at: str | None = None  # when the email went, if it did
+
+
+def _notify_if_due(
+    services: SyncServices,
+    run: SyncRun,
+    config: FirmConfig,
+    failure_code: str | None,
+    failures_in_a_row: int,
+    failing_since: str | None,
+    entries: list[Entry],
+    now: datetime,
+) -> _Told:
+    """Email the firm's admin about a run when SPEC A5 says this one is to be told about."""
+    if services.notifier is None or not should_notify(
+        run.status,
+        failure_code,
+        failures_in_a_row=failures_in_a_row,
+        last_completed_run_started_at=config.last_completed_run_started_at,
+        connected_at=config.connected_at,
+        now=now,
+        failing_since=failing_since,
+    ):
+        return _Told()
+    result = services.notifier(run, entries, config)
+    if result.outcome != "sent":
+        return _Told(asked=True, entries=tuple(result.entries))
+    # The moment its problems were opened and closed at: they are all in this email.
+    sent_at = iso_precise(now)
+    services.config.update(config.firm_id, last_notified_at=sent_at)
+    return _Told(asked=True, entries=tuple(result.entries), sent_at=sent_at)
 
 
 def _write_entries(services: SyncServices, run: SyncRun, entries: list[Entry], now: datetime) -> None:
