@@ -300,8 +300,9 @@ class FakeConfigs:
         self.update(firm_id, **values)
         return True
 
-    def mark_needs_reconnect(self, firm_id: str) -> bool:
-        if self.configs[firm_id].connection != "connected":
+    def mark_needs_reconnect(self, firm_id: str, *, grant_id: str | None) -> bool:
+        config = self.configs[firm_id]
+        if config.connection != "connected" or config.grant_id != grant_id:
             return False
         self.update(firm_id, status="needs_reconnect")
         return True
@@ -369,9 +370,13 @@ class FakeNotifier:
     sent: list[SyncRun] = field(default_factory=list)
     asked: list[SyncRun] = field(default_factory=list)
     no_recipient: bool = False
+    # Fails before it could look anybody up, as the real one does when Active cannot be read.
+    broken: bool = False
 
     def __call__(self, run: SyncRun, entries: list[Entry], config: FirmConfig) -> NotifyResult:
         self.asked.append(run)
+        if self.broken:
+            return NotifyResult("error")
         if self.no_recipient:
             entry = NOTIFICATION_USER_INVALID.entry(
                 label="Notification user", message="The notification user no longer exists in Active."

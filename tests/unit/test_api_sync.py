@@ -7,6 +7,7 @@ later) or Disconnect; then exactly the promised runs are queued and synced recor
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import timedelta
 from typing import Any
@@ -292,6 +293,15 @@ def test_routes_that_read_no_body_ignore_the_one_sent(firm: ApiHarness, body: An
         assert (answer.status, answer.json["error"]["code"]) == (409, "NOT_CONNECTED"), case
 
 
+def test_a_body_the_api_cannot_read_is_400_on_every_route(firm: ApiHarness) -> None:
+    """SPEC B5 refuses such a body whatever the route: Disconnect with one does not disconnect."""
+    unreadable = base64.b64encode(b"\xff\xfe{not text").decode()
+    for case in ("get_config", "delete_config", "post_sync"):
+        answer = firm.call_api(case, body=unreadable, is_base64=True)
+        assert (answer.status, answer.json["error"]["code"]) == (400, "INVALID_JSON"), case
+    assert firm.config()["status"] == "connected"
+
+
 def test_disconnect_when_xero_already_revoked_the_grant_still_succeeds(firm: ApiHarness) -> None:
     firm.sim.revoke_all()
 
@@ -368,7 +378,8 @@ def test_disconnect_wins_over_a_start_sync_that_lands_while_xero_revokes(
     firm: ApiHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 18: with Xero slow to revoke, Start Sync's claim landed after Disconnect stopped the
-    schedule and before it set the status; the firm ended disconnected with the schedule on."""
+    schedule and before it set the status; the firm ended disconnected with the schedule on. Since
+    the probe of 2026-12-07 (evening) the status is set before Xero is asked: the claim is refused."""
     landed: list[Answer] = []
     revoke = XeroIdentity.revoke
 
@@ -380,7 +391,9 @@ def test_disconnect_wins_over_a_start_sync_that_lands_while_xero_revokes(
 
     answer = firm.call_api("delete_config")
 
-    assert [a.status for a in landed] == [202], "the race is replayed: Start Sync landed mid-disconnect"
+    assert [(a.status, a.json["error"]["code"]) for a in landed] == [(409, "NOT_CONNECTED")], (
+        "Start Sync landed mid-disconnect"
+    )
     assert answer.status == 200
     assert (answer.json["status"], answer.json["sync_enabled"], answer.json["run_pending"]) == (
         "disconnected",
@@ -391,6 +404,28 @@ def test_disconnect_wins_over_a_start_sync_that_lands_while_xero_revokes(
     assert (config["status"], config["sync_enabled"], config["run_pending"]) == ("disconnected", False, False)
     monkeypatch.setattr(XeroIdentity, "revoke", revoke)
     assert firm.call_api("post_sync").json["error"]["code"] == "NOT_CONNECTED"
+
+
+def test_disconnect_reads_disconnected_before_xero_is_asked_to_revoke(
+    firm: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe of 2026-12-07 (evening): a run meeting the grant Disconnect had just revoked
+    found the firm still connected, marked it needs_reconnect and emailed the admin."""
+    seen: list[str] = []
+    revoke = XeroIdentity.revoke
+
+    def revoke_and_look(identity: XeroIdentity, refresh_token: str) -> None:
+        seen.append(firm.config()["status"])
+        revoke(identity, refresh_token)
+
+    monkeypatch.setattr(XeroIdentity, "revoke", revoke_and_look)
+
+    assert firm.call_api("delete_config").status == 200
+
+    assert seen == ["disconnected"]
+    assert not ConfigRepository(aws.table(firm.names.config_table)).mark_needs_reconnect(
+        FIRM, grant_id=firm.config().get("grant_id")
+    ), "a run finding the grant refused now leaves the firm disconnected"
 
 
 def test_a_put_that_loses_the_race_with_disconnect_answers_409_and_writes_nothing(

@@ -16,8 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 from xpm_sync.adapters import aws
+from xpm_sync.adapters.config_table import ConfigRepository
 from xpm_sync.adapters.oauth_states import STATE_KEY_PREFIX
-from xpm_sync.adapters.tokens import TokenStore, TokenStoreError
+from xpm_sync.adapters.tokens import LOCK_KEY_PREFIX, TokenStore, TokenStoreError
 
 from local.xpm_sim import generate_practice
 from local.xpm_sim.identity import s256
@@ -621,6 +622,48 @@ def test_a_reconnect_to_the_same_single_tenant_keeps_the_hourly_sync(api: ApiHar
     api.connect()
 
     assert api.config()["sync_enabled"] is True
+
+
+def test_a_reconnect_that_brings_another_single_practice_preselects_it_and_pauses(api: ApiHarness) -> None:
+    """The probe of 2026-12-07 (evening): another Xero user reconnected with one other practice,
+    and the hourly sync filled Active with its clients with nobody choosing it."""
+    api.connect()
+    api.set_up("SYD")
+    assert api.call_api("post_sync").status == 202
+    other = generate_practice(seed=2, staff=3, clients=3, problem_share=0)
+    api.sim.add_practice(other)
+    api.sim.consent_to([other.tenant_id])
+
+    answer = api.connect()
+
+    assert (answer.json["tenant_id"], answer.json["sync_enabled"]) == (other.tenant_id, False)
+    api.update_config(run_pending=False, manual_requested_at=None)  # past Start Sync's cooldown
+    assert api.call_api("post_sync").status == 202, "the admin's Start Sync confirms it"
+
+
+def test_the_config_is_written_under_the_grants_lease_and_disconnect_holds_it(
+    api: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe of 2026-12-07 (evening): two connects, or a connect and a Disconnect, finishing
+    together left the config describing one grant and the secret holding another (or none). Each
+    now holds the grant's lease from storing the grant to describing it, and Disconnect throughout."""
+    lease = {"firm_id": f"{LOCK_KEY_PREFIX}{FIRM}"}
+    held_when: dict[str, bool] = {}
+    config_table = boto3.resource("dynamodb").Table(api.names.config_table)
+    write = ConfigRepository.update
+
+    def update(repository: ConfigRepository, firm_id: str, **values: Any) -> None:
+        if values.get("status") in ("connected", "disconnected"):
+            held_when[values["status"]] = "Item" in config_table.get_item(Key=lease)
+        write(repository, firm_id, **values)
+
+    monkeypatch.setattr(ConfigRepository, "update", update)
+
+    api.connect()
+    assert api.call_api("delete_config").status == 200
+
+    assert held_when == {"connected": True, "disconnected": True}
+    assert "Item" not in config_table.get_item(Key=lease), "given back"
 
 
 def test_a_reconnect_revokes_the_grant_it_replaces(api: ApiHarness) -> None:

@@ -394,17 +394,38 @@ def test_a_client_with_a_value_too_long_to_read_is_flagged_alone(oversized: str)
     assert big[:100] not in clients[1].model_dump_json()
 
 
+@pytest.mark.parametrize(
+    "unread",
+    [
+        "<Contacts><Contact><Name>Al</Name><Position>{big}</Position></Contact></Contacts>",
+        "<Groups><Group><Name>First</Name></Group><Group><Name>{big}</Name></Group></Groups>",
+        "<AccountManager><UUID>s-1</UUID><Phone>{big}</Phone></AccountManager>",
+    ],
+)
+def test_a_value_too_long_to_read_where_the_sync_reads_nothing_flags_nothing(unread: str) -> None:
+    """A review of the evening's change: any cut-off node of a contact or group failed the client."""
+    doc = clients_doc(
+        f"<Client><UUID>c-1</UUID><ClientCode>ONE</ClientCode>{unread.format(big='z' * 2_001)}</Client>"
+    )
+
+    [client] = list(xml.iter_clients([doc], max_text_chars=2_000))
+
+    assert (client.uuid, client.client_code, client.oversized) == ("c-1", "ONE", False)
+
+
 def test_a_staff_member_with_a_value_too_long_to_read_is_flagged_alone() -> None:
     doc = (
         "<Response><Status>OK</Status><StaffList>"
-        "<Staff><UUID>s-1</UUID><Name>Ann Able</Name></Staff>"
+        f"<Staff><UUID>s-1</UUID><Name>Ann Able</Name><Phone>{'9' * 2_001}</Phone></Staff>"
         f"<Staff><UUID>s-2</UUID><Email>{'e' * 2_001}</Email></Staff>"
         "</StaffList></Response>"
     ).encode()
 
     staff = list(xml.iter_staff([doc], max_text_chars=2_000))
 
-    assert [(s.uuid, s.email, s.oversized) for s in staff] == [("s-1", None, False), ("s-2", None, True)]
+    # A phone the sync never maps fails nothing (a review of the evening's change: it failed the
+    # staff member, and every client they partner with it).
+    assert [(s.uuid, s.name, s.oversized) for s in staff] == [("s-1", "Ann Able", False), ("s-2", None, True)]
 
 
 def test_oversized_document_is_refused():

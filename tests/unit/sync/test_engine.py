@@ -5,6 +5,7 @@ simulator over HTTP."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from xpm_sync.domain.clock import iso
 from xpm_sync.domain.faults import FIRM_PROBLEM_CODES, SYSTEM_FAULT_CODES
 from xpm_sync.domain.firm import Checkpoint, tenant_change
 from xpm_sync.domain.notification import should_notify
+from xpm_sync.domain.xpm_records import XpmClientRecord
 from xpm_sync.sync.engine import RunResult
 
 from tests.fakes import FIRM, OFFICE, START, FakeXpm, Firm
@@ -383,6 +385,26 @@ def test_codes_swapped_with_a_client_archived_at_the_same_time_move_in_one_trans
     assert firm.active.clients_with(xpm_uuid=live.uuid)[0]["code"] == "B1"
     archived = firm.active.clients_with(xpm_uuid=leaving.uuid)[0]
     assert (archived["code"], archived["xpm_archived"]) == ("A1", True)
+
+
+def test_a_swap_with_an_archived_client_never_leaves_a_code_free_for_a_newcomer(firm: Firm) -> None:
+    """A review of the evening's change: the swap let each code go one client at a time, so the
+    code the archived client took was free to the newcomer, and two clients shared it."""
+    partner = with_partner(firm)
+    archived, live = client("K1", partner=partner), client("K5", partner=partner)
+    firm.xpm.clients += [archived, live]
+    run(firm)
+    firm.xpm.put(archived.model_copy(update={"is_archived": True}), at=firm.clock.now())
+    run(firm)
+    firm.xpm.put(live.model_copy(update={"client_code": "K1"}), at=firm.clock.now())
+    firm.xpm.put(archived.model_copy(update={"is_archived": True, "client_code": "K5"}), at=firm.clock.now())
+    firm.xpm.put(client("K5", partner=partner, name="Newco Pty Ltd"), at=firm.clock.now())
+
+    done = run(firm)
+
+    assert done.status == "success", codes_of(firm)
+    firm.active.assert_no_two_clients_share_a_code_or_uuid()
+    assert firm.active.clients_with(xpm_uuid=live.uuid)[0]["code"] == "K1"
 
 
 def test_an_archived_client_keeps_its_code_when_another_client_holds_the_new_one(firm: Firm) -> None:
@@ -823,6 +845,13 @@ def test_a_notification_user_that_is_gone_is_an_open_problem_until_an_email_find
     )
     assert run(firm).status == "success"
     assert firm.states.open_codes()["run"] == {"NOTIFICATION_USER_INVALID"}
+    # A run whose email failed before looking the user up judged nothing either.
+    firm.notifier.broken = True
+    firm.xpm.put(firm.xpm.clients[1].model_copy(update={"business_structure": None}), at=firm.clock.now())
+    assert run(firm).status == "partial"
+    assert "NOTIFICATION_USER_INVALID" in firm.states.open_codes()["run"]
+    assert not any(p.code == "NOTIFICATION_USER_INVALID" for p in firm.states.fixed)
+    firm.notifier.broken = False
     # The next run to tell the admin finds the user chosen again: closed.
     firm.notifier.no_recipient = False
     firm.xpm.put(firm.xpm.clients[1].model_copy(update={"business_structure": None}), at=firm.clock.now())
@@ -882,6 +911,46 @@ def test_a_wrong_tenant_answer_asks_the_admin_to_reconnect(firm: Firm) -> None:
     assert firm.config.status == "needs_reconnect"
     assert "XPM_WRONG_TENANT" in codes_of(firm)
     assert len(firm.notifier.sent) == 1
+
+
+class _ReconnectingXpm(FakeXpm):
+    """XPM refusing the run's grant because the admin connected again (another practice) while
+    the run went on: the callback wrote a new grant's config before the run's next call."""
+
+    firm: Firm | None = None
+
+    def iter_clients(self, *, modified_since: datetime | None = None) -> Iterator[XpmClientRecord]:
+        assert self.firm is not None
+        self.firm.configs.update(FIRM, grant_id="grant-2", tenant_id="tenant-2", sync_enabled=False)
+        raise XpmWrongTenant("403")
+
+
+def test_a_grant_replaced_while_the_run_went_on_is_not_marked_for_reconnecting(firm: Firm) -> None:
+    """The probe of 2026-12-07 (evening): the old grant's refusal marked the new connection
+    needs_reconnect seconds after the admin made it, stopped the schedule and emailed them."""
+    firm.configs.update(FIRM, grant_id="grant-1")
+    firm.xpm = _ReconnectingXpm(staff=firm.xpm.staff)
+    firm.xpm.firm = firm
+
+    done = run(firm)
+
+    assert done.status == "failed"
+    assert firm.config.status == "connected"
+    assert firm.notifier.sent == []
+    [entry] = [e for e in firm.runs.latest_entries() if e.code == "XPM_WRONG_TENANT"]
+    assert "connected to Xero again while this run went on" in entry.message
+
+
+def test_a_run_queued_before_the_sync_was_paused_does_not_run(firm: Firm) -> None:
+    """The probe of 2026-12-07 (evening): Start Sync, then a reconnect that brought several
+    practices (pausing the sync): the queued run failed SYNC_NOT_CONFIGURED and emailed."""
+    firm.configs.update(FIRM, sync_enabled=False, run_pending=True, tenant_id=None)
+
+    assert sync(firm, trigger="manual") is None
+
+    assert firm.runs.runs == {}
+    assert firm.config.run_pending is False
+    assert firm.notifier.asked == []
 
 
 def test_a_tenant_change_during_a_run_keeps_the_runs_state_off_the_new_tenant(firm: Firm) -> None:
@@ -1091,6 +1160,50 @@ def test_a_run_in_parts_judges_its_own_problems_on_the_whole_run(firm: Firm) -> 
     assert last.run.status == "success"
     assert firm.states.states["run"].codes == {"CONNECTION_OWNER_NOT_IN_XPM"}
     assert [e.code for e in firm.runs.latest_entries()] == ["CONNECTION_OWNER_NOT_IN_XPM"]
+
+
+def test_a_suggestion_settled_in_a_part_that_stops_for_time_is_forgotten(firm: Firm) -> None:
+    """The probe of 2026-12-07 (evening): only the run's last part forgot the suggestions it
+    settled; one settled in an earlier part stayed offered until the next full read."""
+    partner = with_partner(firm)
+    firm.active.add_client(legal_name="Harbour Bakery Pty Ltd", code="HAND1")
+    look_alike = client("X1", partner=partner, name="Harbour Bakery Pty Ltd")
+    other = client("X2", partner=partner)
+    firm.xpm.clients += [look_alike, other]
+    run(firm)
+    assert look_alike.uuid in firm.matches.suggestions
+    firm.xpm.put(look_alike.model_copy(update={"is_archived": True}), at=firm.clock.now())
+    firm.xpm.put(other.model_copy(update={"phone": "1"}), at=firm.clock.now())
+    firm.xpm.break_after = (1, XpmTooSlow("drip"))
+
+    first = sync(firm)
+
+    assert first is not None
+    assert first.continued
+    assert look_alike.uuid not in firm.matches.suggestions
+
+
+def test_a_client_entered_by_hand_with_a_synced_clients_code_takes_it_when_that_one_moves(
+    firm: Firm,
+) -> None:
+    """The probe of 2026-12-07 (evening): the run's index kept one client per code, so when the
+    synced holder moved away the hand-made one was forgotten, and XPM's new client with that code
+    was created beside it (A2: a client made by hand is linked, never duplicated)."""
+    partner = with_partner(firm)
+    old = client("K1", partner=partner)
+    firm.xpm.clients.append(old)
+    run(firm)
+    hand_made = firm.active.add_client(legal_name="Hand Typed", code="K1", notes="typed")
+    renumber(firm, old, "K2")
+    newcomer = client("K1", partner=partner)
+    firm.xpm.put(newcomer, at=firm.clock.now())
+
+    done = run(firm)
+
+    assert done.counts["client"]["created"] == 0
+    assert firm.active.client_items[hand_made]["xpm_uuid"] == newcomer.uuid
+    assert firm.active.client_items[hand_made]["notes"] == "typed"
+    firm.active.assert_no_two_clients_share_a_code_or_uuid()
 
 
 def test_each_part_of_a_run_keeps_its_own_entries_and_the_failure_that_ended_it(firm: Firm) -> None:

@@ -127,20 +127,27 @@ class ConfigRepository:
             expression.setdefault("ExpressionAttributeValues", {})[":sync_state_id"] = sync_state_id
         return self._update_if(firm_id, ConditionExpression=condition, **expression)
 
-    def mark_needs_reconnect(self, firm_id: str) -> bool:
-        """Set ``needs_reconnect``, but only while the firm is connected (an item written before
-        status existed counts as connected, as in :meth:`FirmConfig.connection`).
+    def mark_needs_reconnect(self, firm_id: str, *, grant_id: str | None) -> bool:
+        """Set ``needs_reconnect``, but only while the firm is still connected by the grant that
+        was refused: connected (an item written before status existed counts as connected, as in
+        :meth:`FirmConfig.connection`) with ``grant_id``, as the refused caller read it.
 
-        False when it is not: an admin who disconnected while a run was going keeps that status.
+        False when it is not: an admin who disconnected while a run was going keeps that status,
+        and one who reconnected meanwhile keeps the new connection (SPEC A6).
         """
+        same_grant = "grant_id = :grant_id" if grant_id is not None else "attribute_not_exists(grant_id)"
+        values: dict[str, Any] = {":needs_reconnect": "needs_reconnect", ":connected": "connected"}
+        if grant_id is not None:
+            values[":grant_id"] = grant_id
         return self._update_if(
             firm_id,
             UpdateExpression="SET #status = :needs_reconnect",
             ConditionExpression=(
                 "attribute_exists(firm_id) AND (#status = :connected OR attribute_not_exists(#status))"
+                f" AND {same_grant}"
             ),
             ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={":needs_reconnect": "needs_reconnect", ":connected": "connected"},
+            ExpressionAttributeValues=values,
         )
 
     def hourly_candidates(self) -> Iterator[FirmConfig]:

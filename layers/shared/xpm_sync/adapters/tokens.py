@@ -161,13 +161,17 @@ class TokenStore:
     def secret_id(self, firm_id: str) -> str:
         return f"{self._prefix}{firm_id}"
 
-    def save(self, firm_id: str, tokens: TokenSet) -> StoredTokens | None:
+    def save(
+        self, firm_id: str, tokens: TokenSet, *, then: Callable[[], None] | None = None
+    ) -> StoredTokens | None:
         """Store a new grant (after connect), keeping any other keys the secret already holds; the
         tokens it replaces are returned (None if the firm had none), for the caller to revoke.
 
         Under the refresh lease: a refresh of the old grant running meanwhile either ends first
         (and the tokens it rotated are the ones replaced) or starts after and finds the new grant,
-        so it can never write the old grant over the new one.
+        so it can never write the old grant over the new one. ``then`` runs under the same lease,
+        after the write: what describes the grant (the firm's config) is written by the connect
+        that stored it, never by one whose grant another connect (or a Disconnect) replaced.
         """
         with self._leased(firm_id, wait_seconds=SAVE_LEASE_WAIT_SECONDS):
             current = self._read(firm_id)
@@ -176,8 +180,16 @@ class TokenStore:
                 StoredTokens(tokens.access_token, tokens.refresh_token, tokens.expires_at),
                 current.extra if current else {},
             )
+            if then is not None:
+                then()
         self._note_refreshed(firm_id)
         return current.tokens if current else None
+
+    @contextmanager
+    def exclusive(self, firm_id: str) -> Iterator[None]:
+        """The firm's grant held against refreshes and connects while it is ended (Disconnect)."""
+        with self._leased(firm_id, wait_seconds=SAVE_LEASE_WAIT_SECONDS):
+            yield
 
     @contextmanager
     def _leased(self, firm_id: str, *, wait_seconds: float) -> Iterator[None]:

@@ -379,7 +379,7 @@ def _body_text(event: Mapping[str, Any]) -> str | Response[str] | None:
         return error_response(400, "INVALID_JSON", _NOT_UTF8)
 
 
-# Methods whose requests carry no body in this API: what one sends is ignored, not judged.
+# Methods whose requests carry no body in this API: one sent is checked readable, then ignored.
 _BODILESS_METHODS = frozenset({"GET", "DELETE", "HEAD", "OPTIONS"})
 # What a JSON value that is not an object is handed to Powertools as: a route that reads a body
 # refuses it as any non-object (422 naming the body), and a route that reads none ignores it.
@@ -396,8 +396,6 @@ def _with_json_body(event: dict[str, Any]) -> dict[str, Any] | Response[str]:
     item of a JSON array for the object a route expects, and a JSON ``null`` for no body at all,
     so both reach it as a plain non-object value.
     """
-    if str(event.get("httpMethod", "")).upper() in _BODILESS_METHODS:
-        return {**event, "body": None, "isBase64Encoded": False}
     body = _body_text(event)
     if isinstance(body, Response):
         return body
@@ -409,6 +407,9 @@ def _with_json_body(event: dict[str, Any]) -> dict[str, Any] | Response[str]:
     problem = unreadable_json(body)
     if problem is not None:
         return error_response(400, "INVALID_JSON", problem)
+    if str(event.get("httpMethod", "")).upper() in _BODILESS_METHODS:
+        # Read (SPEC B5 refuses a body the API cannot read on any route), then ignored.
+        return {**prepared, "body": None}
     # Every header of the event names the body's type as Powertools expects it.
     prepared["headers"] = {k: v for k, v in headers.items() if k.lower() != "content-type"}
     prepared["headers"]["Content-Type"] = content_types.APPLICATION_JSON

@@ -7,6 +7,7 @@ Handlers parse and shape; this decides. Every failure a caller can cause is an
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -250,30 +251,43 @@ class IntegrationService:
             self._revoke_quietly(token_set.refresh_token, grant.firm_id, "a grant without Practice Manager")
             raise NoPracticeManager()
 
+        user = user_from_id_token(token_set.id_token)
+        tenant = _preselected_tenant(connections)
+
+        def describe_the_grant() -> None:
+            # Under the grant's lease, with the tokens just stored: two connects finishing together,
+            # or a Disconnect, never leave the config describing one grant and the secret another.
+            current = self.configs.get_or_new(grant.firm_id)
+            # Without a tenant the hourly sync could only fail, and with another practice than the
+            # one the admin chose it would fill Active with clients nobody asked for: either way
+            # it waits for the admin's Start Sync (SPEC A6).
+            switched = (
+                tenant is not None
+                and current.tenant_id is not None
+                and tenant.tenant_id.casefold() != current.tenant_id.casefold()
+            )
+            paused = {"sync_enabled": False} if tenant is None or switched else {}
+            named = {"sync_name": grant.sync_name} if grant.sync_name else {}
+            self.configs.update(
+                grant.firm_id,
+                defaults=NEW_CONFIG_DEFAULTS,
+                **named,
+                status="connected",
+                connected_by_name=user.name,
+                connected_by_email=user.email,
+                connected_at=iso(self.clock.now()),
+                grant_id=secrets.token_hex(8),
+                tenant_id=tenant.tenant_id if tenant else None,
+                tenant_name=tenant.tenant_name if tenant else None,
+                **paused,
+                **tenant_change(current, tenant.tenant_id if tenant else None),
+            )
+
         try:
-            replaced = self.tokens.save(grant.firm_id, token_set)
+            replaced = self.tokens.save(grant.firm_id, token_set, then=describe_the_grant)
         except Exception:
             self._revoke_quietly(token_set.refresh_token, grant.firm_id, "a grant that could not be stored")
             raise
-        user = user_from_id_token(token_set.id_token)
-        current = self.configs.get_or_new(grant.firm_id)
-        tenant = _preselected_tenant(connections)
-        # Without a tenant the hourly sync could only fail: it waits for the admin's Start Sync.
-        paused = {} if tenant is not None else {"sync_enabled": False}
-        named = {"sync_name": grant.sync_name} if grant.sync_name else {}
-        self.configs.update(
-            grant.firm_id,
-            defaults=NEW_CONFIG_DEFAULTS,
-            **named,
-            status="connected",
-            connected_by_name=user.name,
-            connected_by_email=user.email,
-            connected_at=iso(self.clock.now()),
-            tenant_id=tenant.tenant_id if tenant else None,
-            tenant_name=tenant.tenant_name if tenant else None,
-            **paused,
-            **tenant_change(current, tenant.tenant_id if tenant else None),
-        )
         if replaced is not None and replaced.refresh_token != token_set.refresh_token:
             # SPEC A6: no grant of the firm's stays alive unseen. After the new tokens are stored,
             # so a failure here costs at most a grant Xero drops after 60 days unused.
@@ -327,7 +341,8 @@ class IntegrationService:
             raise NotConnected()
         return config
 
-    def _connections(self, firm_id: str) -> list[Connection]:
+    def _connections(self, config: FirmConfig) -> list[Connection]:
+        firm_id = config.firm_id
         firm_tokens = self.tokens.for_firm(firm_id)
         identity = self.identity
         try:
@@ -339,7 +354,7 @@ class IntegrationService:
         except (NeedsReconnect, AccessDenied):
             # Conditional, like the worker's: a Disconnect that answered while Xero was refusing
             # these tokens (it revoked them) keeps its outcome (SPEC A6).
-            if not self.configs.mark_needs_reconnect(firm_id):
+            if not self.configs.mark_needs_reconnect(firm_id, grant_id=config.grant_id):
                 raise NotConnected() from None
             raise ConnectionBroken() from None
         except XeroIdentityError as exc:
@@ -347,9 +362,9 @@ class IntegrationService:
             raise XeroUnavailable() from None
 
     def list_tenants(self, firm_id: str) -> TenantsResponse:
-        self._connected(firm_id)
+        config = self._connected(firm_id)
         tenants = [
-            Tenant(tenant_id=c.tenant_id, tenant_name=c.tenant_name) for c in self._connections(firm_id)
+            Tenant(tenant_id=c.tenant_id, tenant_name=c.tenant_name) for c in self._connections(config)
         ]
         return TenantsResponse(tenants=tenants)
 
@@ -373,7 +388,7 @@ class IntegrationService:
         # Tenant ids are GUIDs: one typed in another case names the same connection, and the
         # config keeps Xero's spelling (the xero-tenant-id header and tenant changes compare it).
         wanted = body.tenant_id.casefold()
-        tenant = next((c for c in self._connections(firm_id) if c.tenant_id.casefold() == wanted), None)
+        tenant = next((c for c in self._connections(current) if c.tenant_id.casefold() == wanted), None)
         if tenant is None:
             raise InvalidValue(
                 "tenant_id", "tenant_id is not one of the firm's Practice Manager connections."
@@ -422,21 +437,32 @@ class IntegrationService:
     def disconnect(self, firm_id: str) -> ConfigResponse:
         """Stop the schedule, revoke at Xero, delete the tokens; every synced record stays.
 
-        The schedule stops first, whatever Xero answers. When Xero cannot be reached the tokens are
-        kept, so that the admin's retry can still revoke them (a grant left alive at Xero is what
-        disconnect promises to end). When Xero no longer accepts the app's own credentials, or
-        refuses the revocation request itself, no retry could revoke, so the disconnect goes on:
+        The schedule stops and the firm reads disconnected first, whatever Xero answers. When Xero
+        cannot be reached the tokens are kept, so that the admin's retry can still revoke them (a
+        grant left alive at Xero is what disconnect promises to end). When Xero no longer accepts
+        the app's own credentials, or refuses the revocation request itself, no retry could revoke,
+        so the disconnect goes on:
         our copy of the refresh token is the only one, and once deleted the grant serves nobody and
         expires at Xero after 60 days unused.
 
-        Disconnect wins every race (SPEC A6): the last write sets the status, ``sync_enabled`` and
-        ``run_pending`` together, so a Start Sync that claimed a run while Xero was slow to revoke
-        is undone, and from then on Start Sync's and PUT's writes, conditional on a connected firm,
-        are refused.
+        Disconnect wins every race (SPEC A6): it holds the grant's lease, so a connect finishing
+        meanwhile stores its grant and describes it before or after, never half across it; and
+        the last write sets the status, ``sync_enabled`` and ``run_pending`` together, so a Start
+        Sync that claimed a run while Xero was slow to revoke is undone, and from then on Start
+        Sync's and PUT's writes, conditional on a connected firm, are refused.
         """
+        with self.tokens.exclusive(firm_id):
+            self._end_connection(firm_id)
+        logger.info("xpm disconnected", extra={"firm_id": firm_id})
+        return self.get_config(firm_id)
+
+    def _end_connection(self, firm_id: str) -> None:
         config = self.configs.get(firm_id)
-        if config is not None and (config.sync_enabled or config.run_pending):
-            self.configs.update(firm_id, sync_enabled=False, run_pending=False)
+        ended = "not_connected" if config is None or config.connection == "not_connected" else "disconnected"
+        if config is not None:
+            # Before Xero is asked to revoke: a run that meets the revoked grant meanwhile finds
+            # the firm disconnected, not a connection to renew, and emails nobody about it.
+            self.configs.update(firm_id, status=ended, sync_enabled=False, run_pending=False)
         stored = self.tokens.load(firm_id)
         if stored is not None:
             try:
@@ -454,10 +480,7 @@ class IntegrationService:
                 raise XeroUnavailable() from None
         self.tokens.delete(firm_id)
         if config is not None:
-            ended = "not_connected" if config.connection == "not_connected" else "disconnected"
             self.configs.update(firm_id, status=ended, sync_enabled=False, run_pending=False)
-        logger.info("xpm disconnected", extra={"firm_id": firm_id})
-        return self.get_config(firm_id)
 
     # --- Runs (Sync Monitoring) -----------------------------------------------------------------
 

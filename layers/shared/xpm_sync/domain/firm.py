@@ -67,6 +67,9 @@ class FirmConfig(BaseModel):
     # A fresh value at every tenant change: a run that began under another value must not write
     # its incremental state over the reset (SPEC A6).
     sync_state_id: str | None = None
+    # Which of the firm's grants the config describes: new at every connect, so a caller that met
+    # a refused grant marks the firm for reconnecting only if no connect has replaced it since.
+    grant_id: str | None = None
     # Self-clearing run failures (XPM unavailable, rate limited) since the last completed run: the
     # notification waits for the third (SPEC A5).
     transient_failures_in_a_row: int = 0

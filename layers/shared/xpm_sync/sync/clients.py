@@ -45,46 +45,71 @@ MAX_CODES_SWAPPED_AT_ONCE = 100
 @dataclass
 class ClientIndex:
     """The firm's Active clients as this run knows them: all of them after a full load, else those
-    looked up so far. Kept on what Active holds after each write of the run."""
+    looked up so far. Kept on what Active holds after each write of the run.
+
+    Active may hold two clients with one code (one entered by hand beside a synced one): each code
+    keeps every client known with it, in the order met, and the first is its holder; when that
+    one moves away, the next holds it, never forgotten."""
 
     by_uuid: dict[str, StoredClient] = field(default_factory=dict)
-    by_code: dict[str, StoredClient] = field(default_factory=dict)
     by_id: dict[str, StoredClient] = field(default_factory=dict)
     looked_up_uuids: set[str] = field(default_factory=set)
     looked_up_codes: set[str] = field(default_factory=set)
     complete: bool = False
+    # code_key -> client_id -> the client, in the order met: the first holds the code.
+    _with_code: dict[str, dict[str, StoredClient]] = field(default_factory=dict)
 
     def remember(self, client: StoredClient) -> None:
         self.by_id[client.client_id] = client
         if client.xpm_uuid:
             self.by_uuid[client.xpm_uuid] = client
         if client.code:
-            self.by_code.setdefault(code_key(client.code), client)
+            self._with_code.setdefault(code_key(client.code), {}).setdefault(client.client_id, client)
 
     def replace(self, old: StoredClient, new: StoredClient) -> None:
-        """``old`` became ``new`` in Active: a code or UUID it moved away from is free again."""
+        """``old`` became ``new`` in Active: a code or UUID it moved away from is free again (or
+        held by the next client known with it)."""
         if old.xpm_uuid and self.by_uuid.get(old.xpm_uuid) is old and old.xpm_uuid != new.xpm_uuid:
             del self.by_uuid[old.xpm_uuid]
-        if old.code and self.by_code.get(code_key(old.code)) is old:
-            del self.by_code[code_key(old.code)]
+        same_code = bool(old.code and new.code and code_key(old.code) == code_key(new.code))
+        if old.code and not same_code:
+            self._let_go(old)
         self.by_id[new.client_id] = new
         if new.xpm_uuid:
             self.by_uuid[new.xpm_uuid] = new
         if new.code:
-            key = code_key(new.code)
-            current = self.by_code.get(key)
-            if current is None or current.client_id == new.client_id:
-                self.by_code[key] = new
+            # Kept in its place when the code stays: the holder stays the holder.
+            self._with_code.setdefault(code_key(new.code), {})[new.client_id] = new
+
+    def move_codes(self, moves: Sequence[tuple[StoredClient, str]]) -> None:
+        """Clients that took each other's codes at once (a swap): every code they gave up is let go
+        before any is taken, so none is free to another client on the way."""
+        for member, _ in moves:
+            self._let_go(member)
+        for member, code in moves:
+            moved = member.with_changes({"code": code})
+            self.replace(member.with_changes({"code": None}), moved)
+            # Active gave it the code: it holds it, ahead of any client entered by hand with it.
+            known = self._with_code[code_key(code)]
+            self._with_code[code_key(code)] = {moved.client_id: moved, **known}
 
     def forget(self, client: StoredClient) -> None:
         self.by_id.pop(client.client_id, None)
         if client.xpm_uuid and self.by_uuid.get(client.xpm_uuid) is client:
             del self.by_uuid[client.xpm_uuid]
-        if client.code and self.by_code.get(code_key(client.code)) is client:
-            del self.by_code[code_key(client.code)]
+        self._let_go(client)
 
     def holder_of(self, code: str) -> StoredClient | None:
-        return self.by_code.get(code_key(code))
+        known = self._with_code.get(code_key(code))
+        return next(iter(known.values()), None) if known else None
+
+    def _let_go(self, client: StoredClient) -> None:
+        if not client.code:
+            return
+        key = code_key(client.code)
+        known = self._with_code.get(key)
+        if known is not None and known.pop(client.client_id, None) is not None and not known:
+            del self._with_code[key]
 
 
 @dataclass(frozen=True)
@@ -527,8 +552,7 @@ class ClientSync:
         ):
             self.ledger.swap_refused([uuid for uuid, _ in ring])
             return
-        for member, code in moves:
-            self.index.replace(member, member.with_changes({"code": code}))
+        self.index.move_codes(moves)
         for uuid, _ in ring:
             self.ledger.unwait(uuid)
         for uuid, record in ring:

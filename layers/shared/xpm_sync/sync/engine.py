@@ -186,6 +186,14 @@ def run_sync(
         if config is not None and resume_run_id is not None:
             _end_dropped_part(config, resume_run_id, services, _CONNECTION_GONE)
         return None
+    if not config.sync_enabled and resume_run_id is None and dry_run_id is None:
+        # Paused since this run was queued: a reconnect left no practice chosen, or another one
+        # than the admin's (SPEC A6). The admin's Start Sync runs it; this one would only fail, or
+        # sync a practice nobody chose.
+        logger.info("the firm's sync is paused; the queued run is dropped", extra={"firm_id": firm_id})
+        if config.run_pending:
+            services.config.update(firm_id, run_pending=False)
+        return None
     part = _start(config, trigger, services, resume_run_id, dry_run_id)
     if part is None:
         return None
@@ -592,8 +600,13 @@ def _sync_with(
         # A client waiting for a code cannot wait across invocations: it fails for now and is
         # retried next run, by when its code's holder has moved.
         clients.settle()
-        _drop_linked_from_unlinked(part, clients, matches)
+        _end_of_part(part, clients, matches)
         raise
+    _end_of_part(part, clients, matches)
+
+
+def _end_of_part(part: _Run, clients: ClientSync, matches: MatchStore) -> None:
+    """What this part settled leaves the stored lists: clients it linked, suggestions answered."""
     _drop_linked_from_unlinked(part, clients, matches)
     if clients.settled_suggestions and not part.dry_run:
         matches.forget(clients.settled_suggestions)
@@ -895,21 +908,29 @@ def _status(run: SyncRun, run_entries: list[Entry], failure: _RunFailure | None)
 def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, seconds: float) -> RunResult:
     run, config, findings = part.run, part.config, part.findings
     finished = services.clock.now()
-    # Set before anything else is written, so that a firm disconnected while this run went on is
-    # neither marked for reconnecting again nor emailed about it.
+    # Set before anything else is written, so that a firm disconnected (or connected again) while
+    # this run went on is neither marked for reconnecting nor emailed about it.
     disconnected = failure is not None and (
         failure.disconnected
         or (
             failure.reconnect
             and not part.dry_run
-            and not services.config.mark_needs_reconnect(config.firm_id)
+            and not services.config.mark_needs_reconnect(config.firm_id, grant_id=config.grant_id)
         )
     )
     if failure is not None:
         message = failure.message
         if disconnected and not failure.disconnected:
-            logger.info("firm disconnected during the run", extra={"firm_id": config.firm_id})
-            message += " The integration was disconnected while this run went on; it stays disconnected."
+            now_config = services.config.get(config.firm_id)
+            if now_config is not None and now_config.connection == "connected":
+                logger.info("firm connected again during the run", extra={"firm_id": config.firm_id})
+                message += (
+                    " The integration was connected to Xero again while this run went on: the new "
+                    "connection stands, and the next run uses it."
+                )
+            else:
+                logger.info("firm disconnected during the run", extra={"firm_id": config.firm_id})
+                message += " The integration was disconnected while this run went on; it stays disconnected."
         findings.run_level(failure.kind.entry(label="Sync run", message=message))
     run.status = _status(run, part.run_entries(), failure)  # type: ignore[assignment]
     run.finished_at = iso(finished)
@@ -971,11 +992,15 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
     return RunResult(run=run, entries=findings.entries, transient=transient)
 
 
+# The notifier's outcomes that looked the notification user up (an error may have come first).
+_RECIPIENT_LOOKED_UP = frozenset({"sent", "suppressed", "no_recipient"})
+
+
 @dataclass(frozen=True)
 class _Told:
     """What telling the admin about a run came to."""
 
-    asked: bool = False  # the run was one to email about, and the notifier was asked
+    asked: bool = False  # the notifier was asked, and looked the notification user up
     entries: tuple[Entry, ...] = ()  # its own problems (no notification user, say)
     sent_at: str | None = None  # when the email went, if it did
 
@@ -1003,7 +1028,7 @@ def _notify_if_due(
         return _Told()
     result = services.notifier(run, entries, config)
     if result.outcome != "sent":
-        return _Told(asked=True, entries=tuple(result.entries))
+        return _Told(asked=result.outcome in _RECIPIENT_LOOKED_UP, entries=tuple(result.entries))
     # The moment its problems were opened and closed at: they are all in this email.
     sent_at = iso_precise(now)
     services.config.update(config.firm_id, last_notified_at=sent_at)

@@ -308,20 +308,36 @@ def _uuid(fields: dict[str, Element]) -> str:
     return value if len(value.encode("utf-8")) <= MAX_UUID_BYTES else ""
 
 
-_STAFF_FIELDS = ("UUID", "Name", "Email", "Phone", "Mobile")
+# The elements the sync maps (SPEC A3, A4): a value cut off in any other fails nothing.
+_STAFF_FIELDS = ("UUID", "Name", "Email")
 _CLIENT_FIELDS = (
     "UUID", "Name", "Title", "FirstName", "LastName", "Email", "Phone", "Fax", "ClientCode",
     "Address", "City", "Region", "PostCode", "PostalAddress", "PostalCity", "PostalRegion",
     "PostalPostCode", "BusinessNumber", "BusinessStructure", "IsArchived", "IsDeleted", "IsProspect",
     "WebUrl",
 )  # fmt: skip
+_STAFF_LINK_FIELDS = ("UUID", "ID", "Name")
+_CONTACT_FIELDS = ("UUID", "Name", "Salutation", "IsPrimary", "IsDeleted")
 
 
-def _uses_oversized(fields: dict[str, Element], used: Iterable[str], *subtrees: Element) -> bool:
-    """Whether an element the sync reads (``used`` fields, or anything in ``subtrees``) was cut off."""
-    return any(is_oversized(fields.get(tag)) for tag in used) or any(
-        is_oversized(node) for tree in subtrees for node in tree.iter()
-    )
+def _uses_oversized(element: Element | None, used: Iterable[str], *, itself: bool = False) -> bool:
+    """Whether a value the sync reads of ``element`` (its ``used`` children, and with ``itself``
+    its own text) was cut off."""
+    if element is None:
+        return False
+    fields = _children(element)
+    return (itself and is_oversized(element)) or any(is_oversized(fields.get(tag)) for tag in used)
+
+
+def _first_group_oversized(groups: Iterable[Element]) -> bool:
+    """The client's group is the first group with a name (SPEC A3): whether that name was cut off."""
+    for group in groups:
+        name = _children(group).get("Name")
+        if is_oversized(name):
+            return True
+        if text_of(name) is not None:
+            return False
+    return False
 
 
 def parse_staff(elem: Element) -> XpmStaff:
@@ -332,7 +348,7 @@ def parse_staff(elem: Element) -> XpmStaff:
         email=text_of(fields.get("Email")),
         phone=text_of(fields.get("Phone")),
         mobile=text_of(fields.get("Mobile")),
-        oversized=_uses_oversized(fields, _STAFF_FIELDS),
+        oversized=_uses_oversized(elem, _STAFF_FIELDS),
     )
 
 
@@ -392,5 +408,8 @@ def parse_client(elem: Element) -> XpmClientRecord:
         contacts=tuple(_parse_contact(c) for c in contact_elems),
         groups=tuple(_parse_group(g) for g in group_elems),
         web_url=text("WebUrl"),
-        oversized=_uses_oversized(fields, _CLIENT_FIELDS, *staff_links, *contact_elems, *group_elems),
+        oversized=_uses_oversized(elem, _CLIENT_FIELDS)
+        or any(_uses_oversized(link, _STAFF_LINK_FIELDS, itself=True) for link in staff_links)
+        or any(_uses_oversized(contact, _CONTACT_FIELDS) for contact in contact_elems)
+        or _first_group_oversized(group_elems),
     )
