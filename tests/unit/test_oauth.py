@@ -641,6 +641,28 @@ def test_a_reconnect_that_brings_another_single_practice_preselects_it_and_pause
     assert api.call_api("post_sync").status == 202, "the admin's Start Sync confirms it"
 
 
+def test_a_reconnect_whose_config_cannot_be_written_keeps_the_grant_it_stored(
+    api: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review of 2026-12-07 (evening): the new grant, already in the secret, was revoked as if
+    never stored, and the firm broke; the replaced one stayed alive."""
+    api.connect()
+    write = ConfigRepository.update
+
+    def refuse_the_connected_write(repository: ConfigRepository, firm_id: str, **values: Any) -> None:
+        if values.get("status") == "connected":
+            raise TokenStoreError("DynamoDB is throttling")
+        write(repository, firm_id, **values)
+
+    monkeypatch.setattr(ConfigRepository, "update", refuse_the_connected_write)
+    answer = api.callback(api.consent(api.start_connect()))
+    monkeypatch.setattr(ConfigRepository, "update", write)
+
+    assert answer.status == 500
+    assert [grant.revoked for grant in api.sim.identity.grants] == [False, False]
+    assert api.call_api("get_tenants").status == 200, "the stored grant works"
+
+
 def test_the_config_is_written_under_the_grants_lease_and_disconnect_holds_it(
     api: ApiHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1206,6 +1206,29 @@ def test_a_client_entered_by_hand_with_a_synced_clients_code_takes_it_when_that_
     firm.active.assert_no_two_clients_share_a_code_or_uuid()
 
 
+@pytest.mark.parametrize("hand_made_read_first", [False, True])
+def test_a_synced_client_holds_its_code_ahead_of_one_entered_by_hand_with_it(
+    firm: Firm, hand_made_read_first: bool
+) -> None:
+    """A review of 2026-12-07 (evening): when Active answered the hand-made client first, a new XPM
+    client with the synced one's code was linked to it: two XPM clients synced on one code."""
+    partner = with_partner(firm)
+    synced = client("K1", partner=partner)
+    firm.xpm.clients.append(synced)
+    run(firm)
+    firm.active.add_client(code="K1", legal_name="Hand Made Ltd")
+    if hand_made_read_first:
+        firm.active.client_items = dict(reversed(list(firm.active.client_items.items())))
+    second = client("K1", partner=partner, name="Second Co Pty Ltd")
+    firm.xpm.put(second, at=firm.clock.now())
+
+    done = run(firm)
+
+    assert done.status == "partial"
+    assert codes_of(firm) == ["CLIENT_CODE_DUPLICATE"]
+    assert firm.active.clients_with(xpm_uuid=second.uuid) == []
+
+
 def test_each_part_of_a_run_keeps_its_own_entries_and_the_failure_that_ended_it(firm: Firm) -> None:
     """The probe of 2026-12-07: a continuation skipped as many of its own entries as earlier parts
     had written, so its record errors, and the run-level entry saying why the run failed, were lost."""

@@ -407,18 +407,18 @@ def _with_json_body(event: dict[str, Any]) -> dict[str, Any] | Response[str]:
     problem = unreadable_json(body)
     if problem is not None:
         return error_response(400, "INVALID_JSON", problem)
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        # SPEC B5 refuses a body that is not JSON on every route, whether it reads one or not.
+        return error_response(400, "INVALID_JSON", _UNREADABLE)
     if str(event.get("httpMethod", "")).upper() in _BODILESS_METHODS:
-        # Read (SPEC B5 refuses a body the API cannot read on any route), then ignored.
-        return {**prepared, "body": None}
+        return {**prepared, "body": None}  # read, and ignored: the route takes none
     # Every header of the event names the body's type as Powertools expects it.
     prepared["headers"] = {k: v for k, v in headers.items() if k.lower() != "content-type"}
     prepared["headers"]["Content-Type"] = content_types.APPLICATION_JSON
     prepared["multiValueHeaders"] = {k: v for k, v in multi_headers.items() if k.lower() != "content-type"}
     prepared["multiValueHeaders"]["Content-Type"] = [content_types.APPLICATION_JSON]
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return prepared  # Powertools answers the malformed body (400)
     if parsed is None or isinstance(parsed, list):
         prepared["body"] = _NOT_AN_OBJECT
     return prepared

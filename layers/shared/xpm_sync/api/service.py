@@ -254,9 +254,12 @@ class IntegrationService:
         user = user_from_id_token(token_set.id_token)
         tenant = _preselected_tenant(connections)
 
+        stored: list[bool] = []
+
         def describe_the_grant() -> None:
             # Under the grant's lease, with the tokens just stored: two connects finishing together,
             # or a Disconnect, never leave the config describing one grant and the secret another.
+            stored.append(True)
             current = self.configs.get_or_new(grant.firm_id)
             # Without a tenant the hourly sync could only fail, and with another practice than the
             # one the admin chose it would fill Active with clients nobody asked for: either way
@@ -286,7 +289,12 @@ class IntegrationService:
         try:
             replaced = self.tokens.save(grant.firm_id, token_set, then=describe_the_grant)
         except Exception:
-            self._revoke_quietly(token_set.refresh_token, grant.firm_id, "a grant that could not be stored")
+            # A grant that never reached the secret serves nobody: ended at Xero. One that did is
+            # the firm's now, whatever the config could not record (the old one then stays too).
+            if not stored:
+                self._revoke_quietly(
+                    token_set.refresh_token, grant.firm_id, "a grant that could not be stored"
+                )
             raise
         if replaced is not None and replaced.refresh_token != token_set.refresh_token:
             # SPEC A6: no grant of the firm's stays alive unseen. After the new tokens are stored,
@@ -445,42 +453,54 @@ class IntegrationService:
         our copy of the refresh token is the only one, and once deleted the grant serves nobody and
         expires at Xero after 60 days unused.
 
-        Disconnect wins every race (SPEC A6): it holds the grant's lease, so a connect finishing
-        meanwhile stores its grant and describes it before or after, never half across it; and
-        the last write sets the status, ``sync_enabled`` and ``run_pending`` together, so a Start
-        Sync that claimed a run while Xero was slow to revoke is undone, and from then on Start
-        Sync's and PUT's writes, conditional on a connected firm, are refused.
+        Disconnect wins every race (SPEC A6). The firm reads disconnected before Xero is asked,
+        so a run meeting the revoked grant meanwhile finds it so (and emails nobody); if Xero cannot
+        be reached, it reads as before (with the schedule stopped), so the admin tries again. The
+        end (the secret deleted, the status written) holds the grant's lease: a connect that stored
+        a new grant while Xero was revoking the old one is revoked too, never half described. The
+        last write sets the status, ``sync_enabled`` and ``run_pending`` together, so a Start Sync
+        that claimed a run meanwhile is undone, and from then on Start Sync's and PUT's writes,
+        conditional on a connected firm, are refused.
         """
-        with self.tokens.exclusive(firm_id):
-            self._end_connection(firm_id)
-        logger.info("xpm disconnected", extra={"firm_id": firm_id})
-        return self.get_config(firm_id)
-
-    def _end_connection(self, firm_id: str) -> None:
         config = self.configs.get(firm_id)
         ended = "not_connected" if config is None or config.connection == "not_connected" else "disconnected"
         if config is not None:
-            # Before Xero is asked to revoke: a run that meets the revoked grant meanwhile finds
-            # the firm disconnected, not a connection to renew, and emails nobody about it.
             self.configs.update(firm_id, status=ended, sync_enabled=False, run_pending=False)
         stored = self.tokens.load(firm_id)
-        if stored is not None:
-            try:
-                self.identity.revoke(stored.refresh_token)
-            except InvalidGrant:
-                pass  # already revoked at Xero (or expired): exactly the state disconnect wants
-            except (InvalidClient, RevocationRefused) as exc:
-                # No retry could revoke: the admin's Disconnect must not be stuck behind it.
-                logger.error(
-                    "xpm revoke refused for good; tokens deleted without revoking",
-                    extra={"firm_id": firm_id, "detail": str(exc)},
-                )
-            except XeroIdentityError as exc:
-                logger.warning("xpm revoke failed", extra={"firm_id": firm_id, "detail": str(exc)})
-                raise XeroUnavailable() from None
-        self.tokens.delete(firm_id)
-        if config is not None:
-            self.configs.update(firm_id, status=ended, sync_enabled=False, run_pending=False)
+        try:
+            if stored is not None:
+                self._revoke_for_disconnect(firm_id, stored.refresh_token)
+        except XeroUnavailable:
+            if config is not None:
+                self.configs.update(firm_id, status=config.connection)
+            raise
+        with self.tokens.exclusive(firm_id):
+            now_stored = self.tokens.load(firm_id)
+            if now_stored is not None and (
+                stored is None or now_stored.refresh_token != stored.refresh_token
+            ):
+                # A connect landed while Xero revoked: Disconnect wins, so its grant ends too.
+                self._revoke_quietly(now_stored.refresh_token, firm_id, "a grant stored during disconnect")
+            self.tokens.delete(firm_id)
+            if config is not None:
+                self.configs.update(firm_id, status=ended, sync_enabled=False, run_pending=False)
+        logger.info("xpm disconnected", extra={"firm_id": firm_id})
+        return self.get_config(firm_id)
+
+    def _revoke_for_disconnect(self, firm_id: str, refresh_token: str) -> None:
+        try:
+            self.identity.revoke(refresh_token)
+        except InvalidGrant:
+            pass  # already revoked at Xero (or expired): exactly the state disconnect wants
+        except (InvalidClient, RevocationRefused) as exc:
+            # No retry could revoke: the admin's Disconnect must not be stuck behind it.
+            logger.error(
+                "xpm revoke refused for good; tokens deleted without revoking",
+                extra={"firm_id": firm_id, "detail": str(exc)},
+            )
+        except XeroIdentityError as exc:
+            logger.warning("xpm revoke failed", extra={"firm_id": firm_id, "detail": str(exc)})
+            raise XeroUnavailable() from None
 
     # --- Runs (Sync Monitoring) -----------------------------------------------------------------
 

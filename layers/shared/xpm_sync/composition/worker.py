@@ -70,10 +70,11 @@ def keep_alive(settings: WorkerSettings, services: SyncServices) -> KeepAlive:
         configs=ConfigRepository(aws.table(settings.config_table)),
         tokens=token_store(settings, composition.clock),
         clock=composition.clock,
-        report_refused=lambda firm_id: record_connection_lost(
-            firm_id,
+        report_refused=lambda config: record_connection_lost(
+            config.firm_id,
             "schedule",
             services,
             "Xero refused to renew this firm's idle connection (unused too long, or revoked).",
+            grant_id=config.grant_id,
         ),
     )

@@ -48,7 +48,7 @@ class ClientIndex:
     looked up so far. Kept on what Active holds after each write of the run.
 
     Active may hold two clients with one code (one entered by hand beside a synced one): each code
-    keeps every client known with it, in the order met, and the first is its holder; when that
+    keeps every client known with it, synced ones first, and the first is its holder; when that
     one moves away, the next holds it, never forgotten."""
 
     by_uuid: dict[str, StoredClient] = field(default_factory=dict)
@@ -64,7 +64,13 @@ class ClientIndex:
         if client.xpm_uuid:
             self.by_uuid[client.xpm_uuid] = client
         if client.code:
-            self._with_code.setdefault(code_key(client.code), {}).setdefault(client.client_id, client)
+            known = self._with_code.setdefault(code_key(client.code), {})
+            known.setdefault(client.client_id, client)
+            holder = next(iter(known.values()))
+            if client.xpm_uuid and not holder.xpm_uuid:
+                # Whatever order Active answered in, a synced client holds its code ahead of one
+                # entered by hand with it (which takes it only once the synced one moves away).
+                self._with_code[code_key(client.code)] = {client.client_id: client, **known}
 
     def replace(self, old: StoredClient, new: StoredClient) -> None:
         """``old`` became ``new`` in Active: a code or UUID it moved away from is free again (or

@@ -418,13 +418,14 @@ def _end_unfinished(firm_id: str, run_id: str, services: SyncServices, why: Entr
 
 
 def record_connection_lost(
-    firm_id: str, trigger: Trigger, services: SyncServices, message: str
+    firm_id: str, trigger: Trigger, services: SyncServices, message: str, *, grant_id: str | None
 ) -> RunResult | None:
     """A connection Xero no longer accepts, found outside a run (an idle connection's keep-alive
     refresh refused): recorded as a failed run with its run-level entry, the firm marked
-    ``needs_reconnect`` and its admin emailed, as a run finding it would (SPEC A8)."""
+    ``needs_reconnect`` and its admin emailed, as a run finding it would (SPEC A8). ``grant_id``
+    names the grant refused: one the admin has replaced since is nothing to record."""
     config = services.config.get(firm_id)
-    if config is None or not config.can_sync():
+    if config is None or not config.can_sync() or config.grant_id != grant_id:
         return None
     now = services.clock.now()
     run = SyncRun(
@@ -993,7 +994,7 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
 
 
 # The notifier's outcomes that looked the notification user up (an error may have come first).
-_RECIPIENT_LOOKED_UP = frozenset({"sent", "suppressed", "no_recipient"})
+_RECIPIENT_LOOKED_UP = frozenset({"sent", "suppressed", "no_recipient", "send_failed"})
 
 
 @dataclass(frozen=True)

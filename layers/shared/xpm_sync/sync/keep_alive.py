@@ -37,8 +37,9 @@ class KeepAlive:
     configs: ConfigRepository
     tokens: TokenStore
     clock: Clock
-    # Records the refusal as a failed run (sync.engine.record_connection_lost), given the firm id.
-    report_refused: Callable[[str], object]
+    # Records the refusal as a failed run (sync.engine.record_connection_lost), given the config
+    # read before the refresh: it names the grant Xero refused.
+    report_refused: Callable[[FirmConfig], object]
 
     def __call__(self, firm_id: str) -> KeepAliveOutcome:
         config = self.configs.get(firm_id)
@@ -58,7 +59,7 @@ class KeepAlive:
                 "Xero refused to refresh an idle connection; the firm must reconnect",
                 extra={"firm_id": firm_id},
             )
-            self.report_refused(firm_id)
+            self.report_refused(config)
             return "needs_reconnect"
         logger.info("refreshed the tokens of an idle connection", extra={"firm_id": firm_id})
         return "refreshed"
