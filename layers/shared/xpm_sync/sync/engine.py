@@ -957,11 +957,14 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
             )
             if told.asked:
                 # The notification's own problems (no notification user, say) belong in this run's
-                # log, and among its open problems (SPEC B6), judged now that it was asked.
+                # log, and among its open problems (SPEC B6), judged now that it was asked: the
+                # run-level state is written again when that opens or closes one.
                 findings.entries.extend(told.entries)
                 part.judged.add(_NOTIFY_CONDITION)
-                findings.sightings[RUN_KEY] = run_level_sighting(part.run_entries())
-                _save_states(services, part, finished, complete=False)
+                written = part.states.get(RUN_KEY)
+                if told.entries or (written is not None and _NOTIFY_CONDITION in written.codes):
+                    findings.sightings[RUN_KEY] = run_level_sighting(part.run_entries())
+                    _save_states(services, part, finished, complete=False)
     _write_entries(services, run, findings.entries, finished)
     services.runs.save_run(run, finished)
     if part.dry_run:
