@@ -17,7 +17,7 @@ import httpx
 import pytest
 from xpm_sync.adapters import aws
 from xpm_sync.adapters.config_table import ConfigRepository
-from xpm_sync.adapters.xero_identity import AccessDenied, XeroIdentity
+from xpm_sync.adapters.xero_identity import AccessDenied, IdentityUnreachable, XeroIdentity
 from xpm_sync.domain.clock import SystemClock
 from xpm_sync.domain.errors import NotConfigured
 from xpm_sync.domain.runs import new_run_id
@@ -293,7 +293,7 @@ def test_routes_that_read_no_body_ignore_the_one_sent(firm: ApiHarness, body: An
         assert (answer.status, answer.json["error"]["code"]) == (409, "NOT_CONNECTED"), case
 
 
-@pytest.mark.parametrize("body", ["not utf-8", "{not json", "hello", '"abc', "[" * 70])
+@pytest.mark.parametrize("body", ["not utf-8", "{not json", "hello", '"abc', "[" * 70, "NaN", "-Infinity"])
 def test_a_body_the_api_cannot_read_is_400_on_every_route(firm: ApiHarness, body: str) -> None:
     """SPEC B5 refuses such a body whatever the route: Disconnect with one does not disconnect."""
     sent = base64.b64encode(b"\xff\xfe{not text").decode() if body == "not utf-8" else body
@@ -312,9 +312,11 @@ def test_disconnect_when_xero_already_revoked_the_grant_still_succeeds(firm: Api
     assert firm.secret() is None
 
 
-def test_disconnect_when_xero_is_down_stops_the_schedule_and_keeps_the_tokens_for_a_retry(
+def test_a_disconnect_xero_cannot_complete_leaves_the_firm_as_it_was_for_a_retry(
     firm: ApiHarness,
 ) -> None:
+    """Reviews of 2026-12-07 (evening): it read disconnected with the grant alive at Xero (nothing
+    asked for the retry that would end it), then connected with its schedule silently off."""
     firm.call_api("post_sync")
     firm.sim.faults.add("unavailable", path="/connect/revocation")
 
@@ -323,10 +325,7 @@ def test_disconnect_when_xero_is_down_stops_the_schedule_and_keeps_the_tokens_fo
     assert answer.status == 502
     assert answer.json["error"]["code"] == "XERO_UNAVAILABLE"
     assert firm.secret() is not None
-    assert firm.config()["sync_enabled"] is False  # no hourly run while the admin retries
-    # Still reads connected, so the admin tries again (a review of 2026-12-07: it read disconnected
-    # with the grant alive at Xero, and nothing asked for the retry that would end it).
-    assert firm.config()["status"] == "connected"
+    assert (firm.config()["status"], firm.config()["sync_enabled"]) == ("connected", True)
     assert firm.call_api("delete_config").status == 200
     assert firm.secret() is None
     assert firm.config()["status"] == "disconnected"
@@ -355,6 +354,64 @@ def test_a_connect_stored_while_disconnect_revokes_is_ended_too(
     assert [a.status for a in landed] == [200]
     assert firm.config()["status"] == "disconnected"
     assert firm.secret() is None
+    assert all(grant.revoked for grant in firm.sim.identity.grants)
+
+
+def test_a_failed_disconnect_leaves_a_connect_that_landed_meanwhile_as_it_is(
+    firm: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review of 2026-12-07 (evening): undoing the failed Disconnect wrote the status it had
+    read before (needs_reconnect) over the connect that finished while Xero was being asked."""
+    firm.update_config(status="needs_reconnect")
+    sent_back = firm.consent(firm.start_connect())
+    started: list[bool] = []
+    revoke = XeroIdentity.revoke
+
+    def unreachable(identity: XeroIdentity, refresh_token: str) -> None:
+        if not started:
+            started.append(True)
+            assert firm.callback(sent_back).status == 200
+        raise IdentityUnreachable("Xero did not answer")
+
+    monkeypatch.setattr(XeroIdentity, "revoke", unreachable)
+
+    answer = firm.call_api("delete_config")
+
+    assert answer.status == 502
+    config = firm.config()
+    assert config["status"] == "connected"
+    assert firm.secret() is not None
+    monkeypatch.setattr(XeroIdentity, "revoke", revoke)
+    assert firm.call_api("get_tenants").status == 200, "the new connection works"
+
+
+def test_a_connect_stored_while_disconnect_revokes_and_xero_then_unreachable_is_kept_for_a_retry(
+    firm: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review of 2026-12-07 (evening): the second revoke's failure was swallowed and the secret
+    deleted, leaving the new grant alive at Xero with nobody holding it."""
+    sent_back = firm.consent(firm.start_connect())
+    revoke = XeroIdentity.revoke
+    calls: list[str] = []
+
+    def first_then_unreachable(identity: XeroIdentity, refresh_token: str) -> None:
+        calls.append(refresh_token)
+        if len(calls) == 1:
+            assert firm.callback(sent_back).status == 200  # the other tab, during the revoke
+            return revoke(identity, refresh_token)
+        if len(calls) == 2:
+            return revoke(identity, refresh_token)  # the callback's own revoke of the grant it replaced
+        raise IdentityUnreachable("Xero did not answer")
+
+    monkeypatch.setattr(XeroIdentity, "revoke", first_then_unreachable)
+
+    answer = firm.call_api("delete_config")
+
+    assert answer.status == 502
+    assert firm.secret() is not None
+    assert [grant.revoked for grant in firm.sim.identity.grants] == [True, False]
+    monkeypatch.setattr(XeroIdentity, "revoke", revoke)
+    assert firm.call_api("delete_config").status == 200
     assert all(grant.revoked for grant in firm.sim.identity.grants)
 
 

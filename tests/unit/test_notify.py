@@ -18,11 +18,12 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from moto import mock_aws
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models.table import Table as MotoTable
 from moto.ses.models import ses_backends
+from xpm_sync.adapters import aws
 from xpm_sync.adapters.active_table import ActiveRepository
 from xpm_sync.adapters.dynamodb import Table
 from xpm_sync.adapters.notifier import Notifier, NotifyAllowance, NotifyResult
@@ -334,6 +335,37 @@ def test_a_send_that_never_reaches_ses_leaves_the_allowance_free(stack: StackNam
     assert allowance_item(stack) is None
 
 
+class SilentSes:
+    """An SES client that took the request and whose answer never came back."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def send_email(self, **kwargs: Any) -> Any:
+        self.calls += 1
+        raise ReadTimeoutError(endpoint_url=f"https://email.{REGION}.amazonaws.com")
+
+
+def test_a_send_whose_answer_never_came_keeps_the_allowance(stack: StackNames, clock: FakeClock) -> None:
+    """The probe of 2026-12-07 (evening): SES may have sent it; giving the allowance back let the
+    next hour's run send a second email (SPEC A5: one in 24 hours)."""
+    add_user(stack)
+    silent = SilentSes()
+
+    result = make_notifier(stack, clock, ses=silent)(make_run(), partner_errors(1), config())
+
+    assert result.outcome == "send_failed"
+    assert silent.calls == 1
+    assert allowance_item(stack) is not None
+    assert make_notifier(stack, clock)(make_run(), partner_errors(1), config()).outcome == "suppressed"
+
+
+def test_the_ses_client_sends_once_and_never_retries_by_itself() -> None:
+    """SendEmail is not idempotent: an SDK retry after a lost answer would be a second email."""
+    assert aws.client("ses").meta.config.retries["total_max_attempts"] == 1
+    assert aws.client("dynamodb").meta.config.retries["total_max_attempts"] > 1
+
+
 def test_a_release_never_deletes_a_newer_claim(stack: StackNames, clock: FakeClock) -> None:
     # Given a worker whose claim expired while its send hung, and another worker's newer claim
     allowance = NotifyAllowance(table(stack.notify_table), clock)
@@ -521,6 +553,27 @@ def test_the_summary_groups_open_problems_by_code_with_counts_the_fix_and_five_e
     assert summary.new_since_last_email == 2
     assert summary.fixed_since_last_email == 1
     assert [(g.code, g.count, g.examples) for g in summary.fixed] == [("PARTNER_MISSING", 1, ("Fixed (FX)",))]
+
+
+def test_a_problem_fixed_several_times_is_one_fix_and_none_while_it_is_open_again() -> None:
+    """The probe of 2026-12-07 (evening): each closing counted as a fix, and a problem broken again
+    still counted: "Fixed since then: 3 problems" for one record that is open now."""
+    flapping = open_problem(codes.BUSINESS_STRUCTURE_MISSING, "Flapping (FL)", n=1, first_seen=RUN_1_STARTED)
+    settled = open_problem(codes.PARTNER_MISSING, "Settled (ST)", n=2, first_seen=RUN_1_STARTED)
+    fixed = [
+        *closed(flapping, RUN_1_EMAILED),
+        *closed(flapping, RUN_2_STARTED),
+        *closed(settled, RUN_1_EMAILED),
+        *closed(settled, RUN_2_FINISHED),
+    ]
+
+    summary = summarise_problems([flapping], fixed, last_emailed_at=RUN_1_STARTED)
+
+    assert summary.open == 1
+    assert summary.fixed_since_last_email == 1
+    assert [(g.code, g.count, g.examples) for g in summary.fixed] == [
+        ("PARTNER_MISSING", 1, ("Settled (ST)",))
+    ]
 
 
 def test_the_email_leads_with_what_is_new_and_what_was_fixed_then_the_open_problems_by_code(
@@ -759,6 +812,22 @@ def test_the_html_escapes_everything() -> None:
     assert "Smith &amp; Jones &lt;Accountants&gt;" in email.html
     assert "<script>" not in email.html
     assert label in email.text  # plain text stays as written
+
+
+def test_unicode_line_breaks_and_direction_overrides_in_data_never_reach_the_email() -> None:
+    """The probe of 2026-12-07 (evening): a client name could start a forged line of its own, or
+    reverse how the rest of its line reads."""
+    label = "Evil\u202e Pty\u2028How to fix: call 0400 000 000\x85 (EV1)"
+    states = [open_problem(codes.ABN_INVALID, label, n=1, first_seen=RUN_1_STARTED)]
+    summary = summarise_problems(states, [], last_emailed_at=None)
+
+    email = render_email(
+        make_run(), [abn_warning()], config(), summary, firm_name="Firm\u2028Two\u2066", monitoring_url="x"
+    )
+
+    for part in (email.subject, email.text, email.html):
+        assert not any(mark in part for mark in ("\u202e", "\u2028", "\x85", "\u2066"))
+    assert not any(line.startswith("How to fix: call") for line in email.text.splitlines())
 
 
 def test_the_subject_is_one_line() -> None:

@@ -644,8 +644,8 @@ def test_a_reconnect_that_brings_another_single_practice_preselects_it_and_pause
 def test_a_reconnect_whose_config_cannot_be_written_keeps_the_grant_it_stored(
     api: ApiHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A review of 2026-12-07 (evening): the new grant, already in the secret, was revoked as if
-    never stored, and the firm broke; the replaced one stayed alive."""
+    """Reviews of 2026-12-07 (evening): the new grant, already in the secret, was revoked as if
+    never stored, and the firm broke; then the replaced one stayed alive, stored nowhere."""
     api.connect()
     write = ConfigRepository.update
 
@@ -659,7 +659,7 @@ def test_a_reconnect_whose_config_cannot_be_written_keeps_the_grant_it_stored(
     monkeypatch.setattr(ConfigRepository, "update", write)
 
     assert answer.status == 500
-    assert [grant.revoked for grant in api.sim.identity.grants] == [False, False]
+    assert [grant.revoked for grant in api.sim.identity.grants] == [True, False], "the replaced one ends"
     assert api.call_api("get_tenants").status == 200, "the stored grant works"
 
 

@@ -782,6 +782,20 @@ class _WorkerStopped(BaseException):
     """What the runtime does to a worker past its timeout: nothing of the run's own code runs."""
 
 
+def test_a_notification_user_still_gone_counts_every_run_that_looked(firm: Firm) -> None:
+    """A review of 2026-12-07 (evening): the run's first write kept the problem unjudged and marked
+    it seen, so the write after the email counted it for no run: it stayed at 1."""
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner, business_structure=None)]
+    firm.notifier.no_recipient = True
+
+    for _ in range(3):
+        assert run(firm).status == "partial"
+
+    [problem] = firm.states.states["run"].problems
+    assert (problem.code, problem.runs) == ("NOTIFICATION_USER_INVALID", 3)
+
+
 def test_runs_stopped_by_the_runtime_count_as_failures_in_a_row_and_are_told_from_the_third(
     firm: Firm,
 ) -> None:
@@ -858,6 +872,11 @@ def test_a_notification_user_that_is_gone_is_an_open_problem_until_an_email_find
     assert run(firm).status == "partial"
     assert "run" not in firm.states.open_codes()
     assert len(firm.notifier.sent) == 1
+    # ...closed just after that email, so the next one counts it fixed (it was closed at the
+    # email's own moment, which the next email's "fixed since then" leaves out).
+    [fix] = [p for p in firm.states.fixed if p.code == "NOTIFICATION_USER_INVALID"]
+    assert firm.config.last_notified_at is not None
+    assert fix.closed_at > firm.config.last_notified_at
 
 
 def test_a_passing_outage_right_after_a_tenant_change_waits_like_any_other(firm: Firm) -> None:

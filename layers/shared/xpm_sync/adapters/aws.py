@@ -29,12 +29,18 @@ def _key(kind: str, service: str) -> tuple[str, str, str | None, str | None]:
     return (kind, service, os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_DEFAULT_REGION"))
 
 
-def _where() -> dict[str, Any]:
+# SES's SendEmail is not idempotent: a request retried after an answer that never came can send a
+# second email (SPEC A5 allows one in 24 hours). The notifier sends once and judges what it gets.
+_ONCE = Config(retries={"mode": "standard", "total_max_attempts": 1})
+_RETRIES_BY_SERVICE = {"ses": _ONCE}
+
+
+def _where(service: str) -> dict[str, Any]:
     # Read per client, not once per session, so the cache key and the client always agree.
     return {
         "region_name": os.environ.get("AWS_DEFAULT_REGION"),
         "endpoint_url": os.environ.get("AWS_ENDPOINT_URL") or None,
-        "config": _RETRIES,
+        "config": _RETRIES_BY_SERVICE.get(service, _RETRIES),
     }
 
 
@@ -53,7 +59,7 @@ def client(service: str) -> Any:
 def _client_locked(service: str) -> Any:
     key = _key("client", service)
     if key not in _clients:
-        _clients[key] = _shared_session().create_client(service, **_where())
+        _clients[key] = _shared_session().create_client(service, **_where(service))
     return _clients[key]
 
 

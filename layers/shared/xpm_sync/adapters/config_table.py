@@ -113,6 +113,25 @@ class ConfigRepository:
         if not self._update_if(firm_id, ConditionExpression=_CONNECTED, **expression):
             raise _not_connected(self.get(firm_id))
 
+    def undo_disconnect(self, firm_id: str, *, grant_id: str | None, **values: Any) -> bool:
+        """Put ``values`` back after a Disconnect that could not finish, only while the firm still
+        reads as that Disconnect left it (disconnected, with ``grant_id``): a connect or a mark
+        that landed meanwhile stands. False, with nothing written, when one did."""
+        expression = update_expression(values)
+        same_grant = "grant_id = :grant_id" if grant_id is not None else "attribute_not_exists(grant_id)"
+        expression["ExpressionAttributeNames"] = {
+            **expression["ExpressionAttributeNames"],
+            "#status": "status",
+        }
+        expression["ExpressionAttributeValues"] = {
+            **expression.get("ExpressionAttributeValues", {}),
+            ":disconnected": "disconnected",
+            **({":grant_id": grant_id} if grant_id is not None else {}),
+        }
+        return self._update_if(
+            firm_id, ConditionExpression=f"#status = :disconnected AND {same_grant}", **expression
+        )
+
     def update_if_same_state(self, firm_id: str, sync_state_id: str | None, **values: Any) -> bool:
         """``update``, unless the firm's tenant changed since a run read ``sync_state_id``: a run
         on the old practice must not write its incremental state over the reset (SPEC A6).

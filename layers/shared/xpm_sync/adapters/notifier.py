@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
 from xpm_sync.adapters.active_table import ActiveRepository
 from xpm_sync.adapters.dynamodb import Table, is_condition_failure
@@ -31,10 +31,13 @@ from xpm_sync.domain.entries import Entry
 from xpm_sync.domain.firm import FirmConfig
 from xpm_sync.domain.notification import RenderedEmail, monitoring_url, render_email
 from xpm_sync.domain.problem_summary import summarise_problems
+from xpm_sync.domain.problems import RecordState
 from xpm_sync.domain.runs import SyncRun
 from xpm_sync.observability import logger
 
 ALLOWANCE_WINDOW = timedelta(hours=24)
+# A send whose request reached SES but whose answer did not: whether SES sent it is unknown.
+_SENT_MAYBE = (ReadTimeoutError, ConnectionClosedError)
 
 NotifyOutcome = Literal[
     "sent",  # the email went out and holds the firm's allowance for 24 hours
@@ -123,6 +126,18 @@ class _NoRecipient(Exception):
         self.message = message
 
 
+def _reached(states: Iterable[RecordState]) -> Iterator[RecordState]:
+    """The open problems an email tells of, but for a notification user it has found: the email
+    itself reaches them (the run closes that problem once it is sent)."""
+    for state in states:
+        if state.entity == "run" and codes.NOTIFICATION_USER_INVALID.code in state.codes:
+            kept = tuple(p for p in state.problems if p.code != codes.NOTIFICATION_USER_INVALID.code)
+            if not kept:
+                continue
+            state = replace(state, problems=kept)
+        yield state
+
+
 class Notifier:
     """The engine's notifier: emails the notification user about a failed or partial run that the
     policy (``domain.notification.should_notify``) says is worth it.
@@ -185,7 +200,16 @@ class Notifier:
             return NotifyResult("error")
         try:
             self._send(recipient, email)
-        except Exception:  # any failure to send gives the allowance back, then is logged
+        except _SENT_MAYBE:
+            # SES had the request and no answer came back: it may have sent the email, so the
+            # allowance stays used (SPEC A5: at most one email in 24 hours), and the SDK does not
+            # send it again (composition: no retries on SES).
+            logger.exception(
+                "SES may have sent the failure notification; its allowance is kept",
+                extra={"firm_id": config.firm_id},
+            )
+            return NotifyResult("send_failed")
+        except Exception:  # a send SES refused, or that never reached it, gives the allowance back
             logger.exception("SES did not send the failure notification", extra={"firm_id": config.firm_id})
             self._allowance.release(claim)
             return NotifyResult("send_failed")
@@ -196,7 +220,7 @@ class Notifier:
         email (the engine saved this run's states before calling, so they include its findings)."""
         states = self._states_for(config.firm_id)
         summary = summarise_problems(
-            states.every_open(),
+            _reached(states.every_open()),
             states.fixed_after(config.last_notified_at),
             last_emailed_at=config.last_notified_at,
         )

@@ -102,6 +102,15 @@ LOCK_POLL_SECONDS = 0.2
 SAVE_LEASE_WAIT_SECONDS = 10.0
 
 
+class GrantNotDescribed(Exception):
+    """A new grant was stored, and what describes it (``TokenStore.save``'s ``then``) failed: the
+    grant it replaced, no longer stored anywhere, is ``replaced`` (for the caller to end)."""
+
+    def __init__(self, replaced: StoredTokens | None) -> None:
+        super().__init__("the new grant was stored but could not be described")
+        self.replaced = replaced
+
+
 class NeedsReconnect(Exception):
     """The firm must connect to Xero again: no stored tokens, or the refresh token is dead."""
 
@@ -181,7 +190,10 @@ class TokenStore:
                 current.extra if current else {},
             )
             if then is not None:
-                then()
+                try:
+                    then()
+                except Exception as exc:
+                    raise GrantNotDescribed(current.tokens if current else None) from exc
         self._note_refreshed(firm_id)
         return current.tokens if current else None
 

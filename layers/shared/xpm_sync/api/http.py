@@ -379,6 +379,11 @@ def _body_text(event: Mapping[str, Any]) -> str | Response[str] | None:
         return error_response(400, "INVALID_JSON", _NOT_UTF8)
 
 
+def _not_json(constant: str) -> Any:
+    # Python reads NaN and Infinity, which JSON (RFC 8259) does not have.
+    raise ValueError(f"{constant} is not JSON")
+
+
 # Methods whose requests carry no body in this API: one sent is checked readable, then ignored.
 _BODILESS_METHODS = frozenset({"GET", "DELETE", "HEAD", "OPTIONS"})
 # What a JSON value that is not an object is handed to Powertools as: a route that reads a body
@@ -408,7 +413,7 @@ def _with_json_body(event: dict[str, Any]) -> dict[str, Any] | Response[str]:
     if problem is not None:
         return error_response(400, "INVALID_JSON", problem)
     try:
-        parsed = json.loads(body)
+        parsed = json.loads(body, parse_constant=_not_json)
     except ValueError:
         # SPEC B5 refuses a body that is not JSON on every route, whether it reads one or not.
         return error_response(400, "INVALID_JSON", _UNREADABLE)

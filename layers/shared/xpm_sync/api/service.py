@@ -19,7 +19,7 @@ from xpm_sync.adapters.config_table import NEW_CONFIG_DEFAULTS, ConfigRepository
 from xpm_sync.adapters.oauth_states import InvalidState, OAuthState, StateStore
 from xpm_sync.adapters.sync_log import ENTRIES_PAGE, Matches, RecordStates, RunLog
 from xpm_sync.adapters.sync_queue import SyncQueue
-from xpm_sync.adapters.tokens import NeedsReconnect, TokenStore
+from xpm_sync.adapters.tokens import GrantNotDescribed, NeedsReconnect, TokenStore
 from xpm_sync.adapters.xero_identity import (
     AccessDenied,
     Connection,
@@ -288,10 +288,16 @@ class IntegrationService:
 
         try:
             replaced = self.tokens.save(grant.firm_id, token_set, then=describe_the_grant)
+        except GrantNotDescribed as exc:
+            # The new grant is the firm's now, whatever the config could not record: the one it
+            # replaced is stored nowhere, so it ends at Xero (SPEC A6), and the admin tries again.
+            if exc.replaced is not None and exc.replaced.refresh_token != token_set.refresh_token:
+                self._revoke_quietly(exc.replaced.refresh_token, grant.firm_id, "the replaced grant")
+            raise
         except Exception:
-            # A grant that never reached the secret serves nobody: ended at Xero. One that did is
-            # the firm's now, whatever the config could not record (the old one then stays too).
-            if not stored:
+            # A grant that never reached the secret serves nobody: ended at Xero. A write whose
+            # answer was lost may have landed: a grant the secret holds is kept.
+            if not stored and not self._holds(grant.firm_id, token_set.refresh_token):
                 self._revoke_quietly(
                     token_set.refresh_token, grant.firm_id, "a grant that could not be stored"
                 )
@@ -471,21 +477,42 @@ class IntegrationService:
             if stored is not None:
                 self._revoke_for_disconnect(firm_id, stored.refresh_token)
         except XeroUnavailable:
-            if config is not None:
-                self.configs.update(firm_id, status=config.connection)
+            self._undo_disconnect(config)
             raise
         with self.tokens.exclusive(firm_id):
             now_stored = self.tokens.load(firm_id)
             if now_stored is not None and (
                 stored is None or now_stored.refresh_token != stored.refresh_token
             ):
-                # A connect landed while Xero revoked: Disconnect wins, so its grant ends too.
-                self._revoke_quietly(now_stored.refresh_token, firm_id, "a grant stored during disconnect")
+                # A connect landed while Xero revoked: Disconnect wins, so its grant ends too; if
+                # Xero cannot be asked, it stays stored (and the firm as that connect left it) for
+                # the admin's retry, never alive at Xero with nobody holding it.
+                self._revoke_for_disconnect(firm_id, now_stored.refresh_token)
             self.tokens.delete(firm_id)
             if config is not None:
                 self.configs.update(firm_id, status=ended, sync_enabled=False, run_pending=False)
         logger.info("xpm disconnected", extra={"firm_id": firm_id})
         return self.get_config(firm_id)
+
+    def _holds(self, firm_id: str, refresh_token: str) -> bool:
+        try:
+            held = self.tokens.load(firm_id)
+        except Exception:
+            return False
+        return held is not None and held.refresh_token == refresh_token
+
+    def _undo_disconnect(self, config: FirmConfig | None) -> None:
+        """Xero could not be reached: the firm reads as before, for the admin to try again (unless
+        a connect or a refused grant has changed it meanwhile)."""
+        if config is None:
+            return
+        if not self.configs.undo_disconnect(
+            config.firm_id,
+            grant_id=config.grant_id,
+            status=config.connection,
+            sync_enabled=config.sync_enabled,
+        ):
+            logger.info("the firm changed during a failed disconnect", extra={"firm_id": config.firm_id})
 
     def _revoke_for_disconnect(self, firm_id: str, refresh_token: str) -> None:
         try:

@@ -36,7 +36,10 @@ DEFAULT_SYNC_NAME = "Xero Practice Manager sync"
 _TOKEN_LIKE = re.compile(
     r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+|\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# Control characters, Unicode's other line breaks (NEL, line and paragraph separators: a client
+# name must not start a line of its own), and the bidirectional embeddings, overrides and isolates
+# (one left open in a name would reverse how the rest of its line reads).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
 
 
 @dataclass(frozen=True)

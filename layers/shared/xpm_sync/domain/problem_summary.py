@@ -5,9 +5,10 @@ admin needs is that cause once, with how many records it blocks, a few of them b
 fix. The summary groups the open problems by code, and beside them what is new since the last
 email and what has been fixed since then. The email and the summary route read the same thing.
 
-The inputs are streamed once and never held: the summary keeps a handful of numbers and at most
-``EXAMPLES_PER_GROUP`` labels per code, so a firm with thousands of open problems costs no more
-memory than a firm with three.
+The open problems are streamed once and never held: the summary keeps a handful of numbers and at
+most ``EXAMPLES_PER_GROUP`` labels per code, so a firm with thousands of open problems costs no more
+memory than a firm with three. The problems fixed since the last email are held, one per record and
+code (a problem fixed, broken and fixed again is one fix; one broken again is no fix at all).
 """
 
 from __future__ import annotations
@@ -92,11 +93,14 @@ def summarise_problems(
     fixed since (``fixed``: the problems closed after it, as ``RecordStates.fixed_after`` reads
     them). A firm never emailed has everything new."""
     since = parse_iso(last_emailed_at) if last_emailed_at is not None else None
+    # One fix per (record, code), its last closing: B6's problem is the pair, not each closing.
+    fixes = {(closed.key, closed.code): closed for closed in fixed}
     groups: dict[str, _Tally] = {}
     new: dict[str, _Tally] = {}
     for state in open_states:
         run_level = state.entity == "run"
         for problem in state.problems:
+            fixes.pop((state.key, problem.code), None)  # open again: not fixed
             tally = groups.setdefault(
                 problem.code, _Tally(problem.code, problem.severity, problem.suggestion, run_level)
             )
@@ -107,7 +111,7 @@ def summarise_problems(
                 )
                 tally.add(state.label, problem.severity, run_level)
     fixed_by_code: dict[str, _Tally] = {}
-    for closed in fixed:
+    for closed in fixes.values():
         # The fixed items keep no severity or suggestion: the fix is done, only the count matters.
         tally = fixed_by_code.setdefault(closed.code, _Tally(closed.code, "warning", "", run_level=False))
         tally.add(closed.label, "warning", run_level=False)

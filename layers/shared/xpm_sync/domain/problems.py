@@ -123,7 +123,10 @@ def reconcile(
             suggestion=entry.suggestion,
             first_seen=earlier.first_seen if earlier is not None else run_started_at,
             last_seen=run_started_at,
-            runs=earlier.runs + (0 if this_run_again else 1) if earlier is not None else 1,
+            # A problem an earlier write of this run only kept (unjudged then) was not counted yet.
+            runs=earlier.runs + (0 if this_run_again and earlier.last_seen == run_started_at else 1)
+            if earlier is not None
+            else 1,
             opened_at=earlier.opened_at if earlier is not None else now,
         )
     for code, earlier in before.items():

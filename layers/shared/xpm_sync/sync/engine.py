@@ -964,7 +964,9 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
                 written = part.states.get(RUN_KEY)
                 if told.entries or (written is not None and _NOTIFY_CONDITION in written.codes):
                     findings.sightings[RUN_KEY] = run_level_sighting(part.run_entries())
-                    _save_states(services, part, finished, complete=False)
+                    # Just after the email: a notification user it found was fixed after it, so the
+                    # next email counts that fix (the email's own moment counts as before it).
+                    _save_states(services, part, finished + timedelta(microseconds=1), complete=False)
     _write_entries(services, run, findings.entries, finished)
     services.runs.save_run(run, finished)
     if part.dry_run:
