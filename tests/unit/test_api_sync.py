@@ -415,6 +415,30 @@ def test_a_connect_stored_while_disconnect_revokes_and_xero_then_unreachable_is_
     assert all(grant.revoked for grant in firm.sim.identity.grants)
 
 
+def test_a_failed_disconnect_leaves_a_disconnect_that_succeeded_meanwhile_as_it_is(
+    firm: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review of 2026-12-07 (evening): the first Disconnect, failing after a second had answered
+    200, put the firm back to connected with its tokens deleted."""
+    revoke = XeroIdentity.revoke
+    calls: list[str] = []
+
+    def second_disconnect_then_unreachable(identity: XeroIdentity, refresh_token: str) -> None:
+        calls.append(refresh_token)
+        if len(calls) == 1:
+            assert firm.call_api("delete_config").status == 200  # the other tab's Disconnect
+            raise IdentityUnreachable("Xero did not answer")
+        revoke(identity, refresh_token)
+
+    monkeypatch.setattr(XeroIdentity, "revoke", second_disconnect_then_unreachable)
+
+    assert firm.call_api("delete_config").status == 502
+
+    assert firm.config()["status"] == "disconnected"
+    assert firm.secret() is None
+    assert firm.call_api("post_sync").status == 409
+
+
 def test_disconnect_when_xero_refuses_the_apps_credentials_still_disconnects(firm: ApiHarness) -> None:
     boto3.client("secretsmanager").put_secret_value(
         SecretId=firm.names.app_secret_id,

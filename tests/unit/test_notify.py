@@ -576,6 +576,21 @@ def test_a_problem_fixed_several_times_is_one_fix_and_none_while_it_is_open_agai
     ]
 
 
+def test_a_hidden_problem_open_again_is_still_no_fix() -> None:
+    """A review of 2026-12-07 (evening): the email hid the notification user's problem it reached,
+    and so counted its earlier closing as a fix while it was open again."""
+    reached = run_problem(codes.NOTIFICATION_USER_INVALID, first_seen=RUN_1_STARTED)
+
+    summary = summarise_problems(
+        [reached],
+        closed(reached, RUN_2_STARTED),
+        last_emailed_at=RUN_1_STARTED,
+        hidden={codes.NOTIFICATION_USER_INVALID.code},
+    )
+
+    assert (summary.open, summary.fixed_since_last_email) == (0, 0)
+
+
 def test_the_email_leads_with_what_is_new_and_what_was_fixed_then_the_open_problems_by_code(
     stack: StackNames, clock: FakeClock
 ) -> None:

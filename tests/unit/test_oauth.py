@@ -663,6 +663,27 @@ def test_a_reconnect_whose_config_cannot_be_written_keeps_the_grant_it_stored(
     assert api.call_api("get_tenants").status == 200, "the stored grant works"
 
 
+def test_a_reconnect_whose_secret_write_landed_without_an_answer_keeps_it_and_ends_the_old(
+    api: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reviews of 2026-12-07 (evening): the grant that landed was revoked (the firm broke), then
+    kept while the one it replaced stayed alive, stored nowhere."""
+    api.connect()
+    write = TokenStore._write
+
+    def lands_then_fails(store: TokenStore, *args: Any, **kwargs: Any) -> None:
+        write(store, *args, **kwargs)
+        raise TokenStoreError("the answer was lost")
+
+    monkeypatch.setattr(TokenStore, "_write", lands_then_fails)
+    answer = api.callback(api.consent(api.start_connect()))
+    monkeypatch.setattr(TokenStore, "_write", write)
+
+    assert answer.status == 500
+    assert [grant.revoked for grant in api.sim.identity.grants] == [True, False]
+    assert api.call_api("get_tenants").status == 200
+
+
 def test_the_config_is_written_under_the_grants_lease_and_disconnect_holds_it(
     api: ApiHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

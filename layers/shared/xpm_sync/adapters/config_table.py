@@ -113,23 +113,24 @@ class ConfigRepository:
         if not self._update_if(firm_id, ConditionExpression=_CONNECTED, **expression):
             raise _not_connected(self.get(firm_id))
 
-    def undo_disconnect(self, firm_id: str, *, grant_id: str | None, **values: Any) -> bool:
+    def undo_disconnect(self, firm_id: str, *, attempt: str, **values: Any) -> bool:
         """Put ``values`` back after a Disconnect that could not finish, only while the firm still
-        reads as that Disconnect left it (disconnected, with ``grant_id``): a connect or a mark
-        that landed meanwhile stands. False, with nothing written, when one did."""
-        expression = update_expression(values)
-        same_grant = "grant_id = :grant_id" if grant_id is not None else "attribute_not_exists(grant_id)"
+        reads as that Disconnect (``attempt``, its ``disconnect_attempt``) left it: a connect, a
+        mark, or another Disconnect that landed meanwhile stands. False, with nothing written, when
+        one did."""
+        expression = update_expression({**values, "disconnect_attempt": None})
         expression["ExpressionAttributeNames"] = {
             **expression["ExpressionAttributeNames"],
             "#status": "status",
+            "#attempt": "disconnect_attempt",
         }
         expression["ExpressionAttributeValues"] = {
             **expression.get("ExpressionAttributeValues", {}),
             ":disconnected": "disconnected",
-            **({":grant_id": grant_id} if grant_id is not None else {}),
+            ":attempt": attempt,
         }
         return self._update_if(
-            firm_id, ConditionExpression=f"#status = :disconnected AND {same_grant}", **expression
+            firm_id, ConditionExpression="#status = :disconnected AND #attempt = :attempt", **expression
         )
 
     def update_if_same_state(self, firm_id: str, sync_state_id: str | None, **values: Any) -> bool:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -31,7 +31,6 @@ from xpm_sync.domain.entries import Entry
 from xpm_sync.domain.firm import FirmConfig
 from xpm_sync.domain.notification import RenderedEmail, monitoring_url, render_email
 from xpm_sync.domain.problem_summary import summarise_problems
-from xpm_sync.domain.problems import RecordState
 from xpm_sync.domain.runs import SyncRun
 from xpm_sync.observability import logger
 
@@ -126,18 +125,6 @@ class _NoRecipient(Exception):
         self.message = message
 
 
-def _reached(states: Iterable[RecordState]) -> Iterator[RecordState]:
-    """The open problems an email tells of, but for a notification user it has found: the email
-    itself reaches them (the run closes that problem once it is sent)."""
-    for state in states:
-        if state.entity == "run" and codes.NOTIFICATION_USER_INVALID.code in state.codes:
-            kept = tuple(p for p in state.problems if p.code != codes.NOTIFICATION_USER_INVALID.code)
-            if not kept:
-                continue
-            state = replace(state, problems=kept)
-        yield state
-
-
 class Notifier:
     """The engine's notifier: emails the notification user about a failed or partial run that the
     policy (``domain.notification.should_notify``) says is worth it.
@@ -220,9 +207,12 @@ class Notifier:
         email (the engine saved this run's states before calling, so they include its findings)."""
         states = self._states_for(config.firm_id)
         summary = summarise_problems(
-            _reached(states.every_open()),
+            states.every_open(),
             states.fixed_after(config.last_notified_at),
             last_emailed_at=config.last_notified_at,
+            # The email reaches the notification user: that problem is moot in it (the run
+            # closes it once the email is sent).
+            hidden={codes.NOTIFICATION_USER_INVALID.code},
         )
         return render_email(
             run,

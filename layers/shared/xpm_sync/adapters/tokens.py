@@ -111,6 +111,15 @@ class GrantNotDescribed(Exception):
         self.replaced = replaced
 
 
+class GrantMaybeStored(Exception):
+    """Writing a new grant failed, perhaps after it landed (an answer lost): the caller looks. The
+    grant it would replace is ``replaced``, which ends if the new one did land."""
+
+    def __init__(self, replaced: StoredTokens | None) -> None:
+        super().__init__("the new grant's write failed")
+        self.replaced = replaced
+
+
 class NeedsReconnect(Exception):
     """The firm must connect to Xero again: no stored tokens, or the refresh token is dead."""
 
@@ -184,11 +193,14 @@ class TokenStore:
         """
         with self._leased(firm_id, wait_seconds=SAVE_LEASE_WAIT_SECONDS):
             current = self._read(firm_id)
-            self._write(
-                firm_id,
-                StoredTokens(tokens.access_token, tokens.refresh_token, tokens.expires_at),
-                current.extra if current else {},
-            )
+            try:
+                self._write(
+                    firm_id,
+                    StoredTokens(tokens.access_token, tokens.refresh_token, tokens.expires_at),
+                    current.extra if current else {},
+                )
+            except Exception as exc:
+                raise GrantMaybeStored(current.tokens if current else None) from exc
             if then is not None:
                 try:
                     then()

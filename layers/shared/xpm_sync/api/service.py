@@ -19,7 +19,7 @@ from xpm_sync.adapters.config_table import NEW_CONFIG_DEFAULTS, ConfigRepository
 from xpm_sync.adapters.oauth_states import InvalidState, OAuthState, StateStore
 from xpm_sync.adapters.sync_log import ENTRIES_PAGE, Matches, RecordStates, RunLog
 from xpm_sync.adapters.sync_queue import SyncQueue
-from xpm_sync.adapters.tokens import GrantNotDescribed, NeedsReconnect, TokenStore
+from xpm_sync.adapters.tokens import GrantMaybeStored, GrantNotDescribed, NeedsReconnect, TokenStore
 from xpm_sync.adapters.xero_identity import (
     AccessDenied,
     Connection,
@@ -294,10 +294,20 @@ class IntegrationService:
             if exc.replaced is not None and exc.replaced.refresh_token != token_set.refresh_token:
                 self._revoke_quietly(exc.replaced.refresh_token, grant.firm_id, "the replaced grant")
             raise
+        except GrantMaybeStored as exc:
+            # A write whose answer was lost may have landed: a grant the secret holds is kept, and
+            # the one it replaced ends; one that did not land serves nobody and ends.
+            if self._holds(grant.firm_id, token_set.refresh_token):
+                if exc.replaced is not None and exc.replaced.refresh_token != token_set.refresh_token:
+                    self._revoke_quietly(exc.replaced.refresh_token, grant.firm_id, "the replaced grant")
+            else:
+                self._revoke_quietly(
+                    token_set.refresh_token, grant.firm_id, "a grant that could not be stored"
+                )
+            raise
         except Exception:
-            # A grant that never reached the secret serves nobody: ended at Xero. A write whose
-            # answer was lost may have landed: a grant the secret holds is kept.
-            if not stored and not self._holds(grant.firm_id, token_set.refresh_token):
+            # A grant that never reached the secret (its old copy unreadable, say) serves nobody.
+            if not stored:
                 self._revoke_quietly(
                     token_set.refresh_token, grant.firm_id, "a grant that could not be stored"
                 )
@@ -470,14 +480,17 @@ class IntegrationService:
         """
         config = self.configs.get(firm_id)
         ended = "not_connected" if config is None or config.connection == "not_connected" else "disconnected"
+        attempt = secrets.token_hex(8)
         if config is not None:
-            self.configs.update(firm_id, status=ended, sync_enabled=False, run_pending=False)
+            self.configs.update(
+                firm_id, status=ended, sync_enabled=False, run_pending=False, disconnect_attempt=attempt
+            )
         stored = self.tokens.load(firm_id)
         try:
             if stored is not None:
                 self._revoke_for_disconnect(firm_id, stored.refresh_token)
         except XeroUnavailable:
-            self._undo_disconnect(config)
+            self._undo_disconnect(config, attempt)
             raise
         with self.tokens.exclusive(firm_id):
             now_stored = self.tokens.load(firm_id)
@@ -501,16 +514,17 @@ class IntegrationService:
             return False
         return held is not None and held.refresh_token == refresh_token
 
-    def _undo_disconnect(self, config: FirmConfig | None) -> None:
+    def _undo_disconnect(self, config: FirmConfig | None, attempt: str) -> None:
         """Xero could not be reached: the firm reads as before, for the admin to try again (unless
-        a connect or a refused grant has changed it meanwhile)."""
+        a connect, a refused grant or another Disconnect has changed it meanwhile)."""
         if config is None:
             return
         if not self.configs.undo_disconnect(
             config.firm_id,
-            grant_id=config.grant_id,
+            attempt=attempt,
             status=config.connection,
             sync_enabled=config.sync_enabled,
+            run_pending=config.run_pending,
         ):
             logger.info("the firm changed during a failed disconnect", extra={"firm_id": config.firm_id})
 

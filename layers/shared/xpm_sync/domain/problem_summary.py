@@ -13,7 +13,7 @@ code (a problem fixed, broken and fixed again is one fix; one broken again is no
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from xpm_sync.domain.clock import parse_iso
@@ -88,10 +88,12 @@ def summarise_problems(
     fixed: Iterable[ClosedProblem],
     *,
     last_emailed_at: str | None,
+    hidden: Collection[str] = (),
 ) -> ProblemSummary:
     """The firm's open problems grouped by code, what is new since ``last_emailed_at`` and what was
     fixed since (``fixed``: the problems closed after it, as ``RecordStates.fixed_after`` reads
-    them). A firm never emailed has everything new."""
+    them). A firm never emailed has everything new. Problems of a ``hidden`` code are not shown,
+    but still open: an earlier fix of one is no fix."""
     since = parse_iso(last_emailed_at) if last_emailed_at is not None else None
     # One fix per (record, code), its last closing: B6's problem is the pair, not each closing.
     fixes = {(closed.key, closed.code): closed for closed in fixed}
@@ -101,6 +103,8 @@ def summarise_problems(
         run_level = state.entity == "run"
         for problem in state.problems:
             fixes.pop((state.key, problem.code), None)  # open again: not fixed
+            if problem.code in hidden:
+                continue
             tally = groups.setdefault(
                 problem.code, _Tally(problem.code, problem.severity, problem.suggestion, run_level)
             )
