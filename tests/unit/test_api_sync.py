@@ -439,6 +439,51 @@ def test_a_failed_disconnect_leaves_a_disconnect_that_succeeded_meanwhile_as_it_
     assert firm.call_api("post_sync").status == 409
 
 
+def test_two_disconnects_xero_cannot_complete_leave_the_firm_as_it_was(
+    firm: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review of 2026-12-07 (evening): the second's undo removed the first's attempt, so the
+    first could not put the firm back: disconnected, with its grant alive and stored."""
+    calls: list[str] = []
+
+    def unreachable(identity: XeroIdentity, refresh_token: str) -> None:
+        calls.append(refresh_token)
+        if len(calls) == 1:
+            assert firm.call_api("delete_config").status == 502  # the other tab, meanwhile
+        raise IdentityUnreachable("Xero did not answer")
+
+    monkeypatch.setattr(XeroIdentity, "revoke", unreachable)
+    before = firm.config()
+
+    assert firm.call_api("delete_config").status == 502
+
+    config = firm.config()
+    assert (config["status"], config["sync_enabled"]) == ("connected", before["sync_enabled"])
+    assert "disconnect_attempt" not in config
+    assert firm.secret() is not None
+
+
+def test_a_failed_disconnect_does_not_put_back_a_pending_run_it_may_have_dropped(
+    firm: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review of 2026-12-07 (evening): the queued run was dropped while the firm read
+    disconnected, and the undo marked it pending again: Start Sync refused for hours."""
+    assert firm.call_api("post_sync").status == 202
+    firm.sim.faults.add("unavailable", path="/connect/revocation")
+
+    assert firm.call_api("delete_config").status == 502
+
+    assert firm.config()["run_pending"] is False
+
+
+def test_a_disconnect_that_ends_leaves_no_attempt_behind(firm: ApiHarness) -> None:
+    """A review of 2026-12-07 (evening): a later failed Disconnect overlapping it could match the
+    attempt left on the item, and put the firm back to connected with no tokens."""
+    assert firm.call_api("delete_config").status == 200
+
+    assert "disconnect_attempt" not in firm.config()
+
+
 def test_disconnect_when_xero_refuses_the_apps_credentials_still_disconnects(firm: ApiHarness) -> None:
     boto3.client("secretsmanager").put_secret_value(
         SecretId=firm.names.app_secret_id,

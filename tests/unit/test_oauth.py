@@ -684,6 +684,32 @@ def test_a_reconnect_whose_secret_write_landed_without_an_answer_keeps_it_and_en
     assert api.call_api("get_tenants").status == 200
 
 
+def test_a_reconnect_that_cannot_tell_whether_its_grant_landed_ends_neither(
+    api: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review of 2026-12-07 (evening): with the secret unreadable after a write whose answer was
+    lost, the new grant was revoked though it had landed: the firm broke, the old grant lived on."""
+    api.connect()
+    write, load = TokenStore._write, TokenStore.load
+
+    def lands_then_fails(store: TokenStore, *args: Any, **kwargs: Any) -> None:
+        write(store, *args, **kwargs)
+        monkeypatch.setattr(TokenStore, "load", unreadable)
+        raise TokenStoreError("the answer was lost")
+
+    def unreadable(store: TokenStore, firm_id: str) -> None:
+        raise TokenStoreError("Secrets Manager is not answering")
+
+    monkeypatch.setattr(TokenStore, "_write", lands_then_fails)
+    answer = api.callback(api.consent(api.start_connect()))
+    monkeypatch.setattr(TokenStore, "_write", write)
+    monkeypatch.setattr(TokenStore, "load", load)
+
+    assert answer.status == 500
+    assert [grant.revoked for grant in api.sim.identity.grants] == [False, False]
+    assert api.call_api("get_tenants").status == 200
+
+
 def test_the_config_is_written_under_the_grants_lease_and_disconnect_holds_it(
     api: ApiHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -118,7 +118,7 @@ class ConfigRepository:
         reads as that Disconnect (``attempt``, its ``disconnect_attempt``) left it: a connect, a
         mark, or another Disconnect that landed meanwhile stands. False, with nothing written, when
         one did."""
-        expression = update_expression({**values, "disconnect_attempt": None})
+        expression = update_expression(values)
         expression["ExpressionAttributeNames"] = {
             **expression["ExpressionAttributeNames"],
             "#status": "status",

@@ -297,7 +297,12 @@ class IntegrationService:
         except GrantMaybeStored as exc:
             # A write whose answer was lost may have landed: a grant the secret holds is kept, and
             # the one it replaced ends; one that did not land serves nobody and ends.
-            if self._holds(grant.firm_id, token_set.refresh_token):
+            holds = self._holds(grant.firm_id, token_set.refresh_token)
+            if holds is None:
+                # Nobody can tell which grant is the firm's: neither is ended, for the admin's retry
+                # (a reconnect) to replace whichever is stored.
+                logger.error("a new grant may or may not be stored", extra={"firm_id": grant.firm_id})
+            elif holds:
                 if exc.replaced is not None and exc.replaced.refresh_token != token_set.refresh_token:
                     self._revoke_quietly(exc.replaced.refresh_token, grant.firm_id, "the replaced grant")
             else:
@@ -503,15 +508,18 @@ class IntegrationService:
                 self._revoke_for_disconnect(firm_id, now_stored.refresh_token)
             self.tokens.delete(firm_id)
             if config is not None:
-                self.configs.update(firm_id, status=ended, sync_enabled=False, run_pending=False)
+                self.configs.update(
+                    firm_id, status=ended, sync_enabled=False, run_pending=False, disconnect_attempt=None
+                )
         logger.info("xpm disconnected", extra={"firm_id": firm_id})
         return self.get_config(firm_id)
 
-    def _holds(self, firm_id: str, refresh_token: str) -> bool:
+    def _holds(self, firm_id: str, refresh_token: str) -> bool | None:
+        """Whether the firm's secret holds this grant; None when the secret cannot be read."""
         try:
             held = self.tokens.load(firm_id)
         except Exception:
-            return False
+            return None
         return held is not None and held.refresh_token == refresh_token
 
     def _undo_disconnect(self, config: FirmConfig | None, attempt: str) -> None:
@@ -519,12 +527,14 @@ class IntegrationService:
         a connect, a refused grant or another Disconnect has changed it meanwhile)."""
         if config is None:
             return
+        # As this attempt read it, another Disconnect's attempt included (so that one can still
+        # undo its own); not run_pending, whose run may have been dropped meanwhile.
         if not self.configs.undo_disconnect(
             config.firm_id,
             attempt=attempt,
             status=config.connection,
             sync_enabled=config.sync_enabled,
-            run_pending=config.run_pending,
+            disconnect_attempt=config.disconnect_attempt,
         ):
             logger.info("the firm changed during a failed disconnect", extra={"firm_id": config.firm_id})
 

@@ -70,6 +70,9 @@ class FirmConfig(BaseModel):
     # Which of the firm's grants the config describes: new at every connect, so a caller that met
     # a refused grant marks the firm for reconnecting only if no connect has replaced it since.
     grant_id: str | None = None
+    # Set by a Disconnect until it ends: one Xero could not complete puts the firm back only as
+    # that attempt left it (api.service.IntegrationService.disconnect).
+    disconnect_attempt: str | None = None
     # Self-clearing run failures (XPM unavailable, rate limited) since the last completed run: the
     # notification waits for the third (SPEC A5).
     transient_failures_in_a_row: int = 0
