@@ -52,6 +52,24 @@ def synced_clients(firm: Firm, *codes: str) -> list[XpmClientRecord]:
     return records
 
 
+def archive(firm: Firm, record: XpmClientRecord, **changes: Any) -> XpmClientRecord:
+    """The practice archives a client in XPM now (with ``changes`` made at the same time)."""
+    archived = record.model_copy(update={"is_archived": True, **changes})
+    firm.xpm.put(archived, at=firm.clock.now())
+    return archived
+
+
+def synced_then_archived(firm: Firm, code: str) -> tuple[XpmStaff, XpmClientRecord]:
+    """A client synced to Active, then archived in XPM and marked so by the next run; its partner."""
+    partner = with_partner(firm)
+    record = client(code, partner=partner)
+    firm.xpm.clients.append(record)
+    run(firm)
+    archive(firm, record)
+    run(firm)
+    return partner, record
+
+
 def renumber(firm: Firm, record: XpmClientRecord, code: str) -> None:
     """The practice gives a client a new code in XPM, now."""
     firm.xpm.put(record.model_copy(update={"client_code": code}), at=firm.clock.now())

@@ -21,6 +21,7 @@ from xpm_sync.sync.engine import RunResult
 from tests.fakes import FIRM, OFFICE, START, FakeXpm, Firm
 from tests.fixtures.logs import powertools_json_log
 from tests.unit.sync.builders import (
+    archive,
     client,
     codes_of,
     dry_run,
@@ -30,6 +31,7 @@ from tests.unit.sync.builders import (
     staff,
     sync,
     synced_clients,
+    synced_then_archived,
     with_partner,
 )
 
@@ -283,12 +285,7 @@ def test_prospects_are_skipped_without_an_entry_and_a_linked_one_is_left_as_it_i
 def test_a_client_recreated_in_xpm_with_an_archived_clients_code_takes_its_active_client_back(
     firm: Firm,
 ) -> None:
-    partner = with_partner(firm)
-    old = client("ACME", partner=partner)
-    firm.xpm.clients.append(old)
-    run(firm)
-    firm.xpm.put(old.model_copy(update={"is_archived": True}), at=firm.clock.now())
-    run(firm)
+    partner, old = synced_then_archived(firm, "ACME")
     recreated = client("ACME", partner=partner, name="Acme Holdings Pty Ltd")
     firm.xpm.put(recreated, at=firm.clock.now())
 
@@ -315,7 +312,7 @@ def test_a_code_changed_before_archiving_follows_and_frees_the_old_code(firm: Fi
     firm.xpm.clients += [old, mover]
     run(firm)
     [old_id] = [cid for cid, item in firm.active.client_items.items() if item["xpm_uuid"] == old.uuid]
-    firm.xpm.put(old.model_copy(update={"client_code": "ACME-OLD", "is_archived": True}), at=firm.clock.now())
+    archive(firm, old, client_code="ACME-OLD")
 
     run(firm)
 
@@ -340,7 +337,7 @@ def test_a_client_moved_onto_the_code_an_archived_client_gave_up_takes_it(firm: 
     run(firm)
     # One hour's changes, the mover listed first: it waits for the archived client's code.
     renumber(firm, mover, "ACME")
-    firm.xpm.put(old.model_copy(update={"client_code": "ACME-OLD", "is_archived": True}), at=firm.clock.now())
+    archive(firm, old, client_code="ACME-OLD")
     assert [c.uuid for c in firm.xpm.clients] == [mover.uuid, old.uuid]
 
     done = run(firm)
@@ -354,12 +351,7 @@ def test_a_client_moved_onto_the_code_an_archived_client_gave_up_takes_it(firm: 
 def test_a_new_client_listed_before_an_archived_one_that_gave_up_its_code_waits_for_it(
     firm: Firm,
 ) -> None:
-    partner = with_partner(firm)
-    old = client("ACME", partner=partner)
-    firm.xpm.clients.append(old)
-    run(firm)
-    firm.xpm.put(old.model_copy(update={"is_archived": True}), at=firm.clock.now())
-    run(firm)
+    partner, old = synced_then_archived(firm, "ACME")
     # Archived under ACME; then given another code in XPM, and a new client takes ACME.
     newcomer = client("ACME", partner=partner, name="Unrelated Newco Pty Ltd")
     firm.xpm.clients = [newcomer, old.model_copy(update={"client_code": "ACME-OLD", "is_archived": True})]
@@ -376,7 +368,7 @@ def test_a_new_client_listed_before_an_archived_one_that_gave_up_its_code_waits_
 def test_codes_swapped_with_a_client_archived_at_the_same_time_move_in_one_transaction(firm: Firm) -> None:
     live, leaving = synced_clients(firm, "A1", "B1")
     renumber(firm, live, "B1")
-    firm.xpm.put(leaving.model_copy(update={"client_code": "A1", "is_archived": True}), at=firm.clock.now())
+    archive(firm, leaving, client_code="A1")
 
     done = run(firm)
 
@@ -394,10 +386,10 @@ def test_a_swap_with_an_archived_client_never_leaves_a_code_free_for_a_newcomer(
     archived, live = client("K1", partner=partner), client("K5", partner=partner)
     firm.xpm.clients += [archived, live]
     run(firm)
-    firm.xpm.put(archived.model_copy(update={"is_archived": True}), at=firm.clock.now())
+    archive(firm, archived)
     run(firm)
     firm.xpm.put(live.model_copy(update={"client_code": "K1"}), at=firm.clock.now())
-    firm.xpm.put(archived.model_copy(update={"is_archived": True, "client_code": "K5"}), at=firm.clock.now())
+    archive(firm, archived, client_code="K5")
     firm.xpm.put(client("K5", partner=partner, name="Newco Pty Ltd"), at=firm.clock.now())
 
     done = run(firm)
@@ -412,7 +404,7 @@ def test_an_archived_client_keeps_its_code_when_another_client_holds_the_new_one
     old, other = client("ACME", partner=partner), client("TAKEN", partner=partner)
     firm.xpm.clients += [old, other]
     run(firm)
-    firm.xpm.put(old.model_copy(update={"client_code": "TAKEN", "is_archived": True}), at=firm.clock.now())
+    archive(firm, old, client_code="TAKEN")
 
     done = run(firm)
 
@@ -1191,7 +1183,7 @@ def test_a_suggestion_settled_in_a_part_that_stops_for_time_is_forgotten(firm: F
     firm.xpm.clients += [look_alike, other]
     run(firm)
     assert look_alike.uuid in firm.matches.suggestions
-    firm.xpm.put(look_alike.model_copy(update={"is_archived": True}), at=firm.clock.now())
+    archive(firm, look_alike)
     firm.xpm.put(other.model_copy(update={"phone": "1"}), at=firm.clock.now())
     firm.xpm.break_after = (1, XpmTooSlow("drip"))
 

@@ -102,22 +102,17 @@ LOCK_POLL_SECONDS = 0.2
 SAVE_LEASE_WAIT_SECONDS = 10.0
 
 
-class GrantNotDescribed(Exception):
-    """A new grant was stored, and what describes it (``TokenStore.save``'s ``then``) failed: the
-    grant it replaced, no longer stored anywhere, is ``replaced`` (for the caller to end)."""
+class GrantNotSaved(Exception):
+    """``TokenStore.save`` failed once the new grant's write began. ``stored``: the secret holds
+    the new grant (True: what describes it, ``then``, failed; None: the write failed, perhaps after
+    it landed, its answer lost). ``replaced``: the grant it replaced, or would have."""
 
-    def __init__(self, replaced: StoredTokens | None) -> None:
-        super().__init__("the new grant was stored but could not be described")
+    def __init__(self, replaced: StoredTokens | None, *, stored: bool | None) -> None:
+        super().__init__(
+            "the new grant was stored but not described" if stored else "the new grant's write failed"
+        )
         self.replaced = replaced
-
-
-class GrantMaybeStored(Exception):
-    """Writing a new grant failed, perhaps after it landed (an answer lost): the caller looks. The
-    grant it would replace is ``replaced``, which ends if the new one did land."""
-
-    def __init__(self, replaced: StoredTokens | None) -> None:
-        super().__init__("the new grant's write failed")
-        self.replaced = replaced
+        self.stored = stored
 
 
 class NeedsReconnect(Exception):
@@ -200,12 +195,12 @@ class TokenStore:
                     current.extra if current else {},
                 )
             except Exception as exc:
-                raise GrantMaybeStored(current.tokens if current else None) from exc
+                raise GrantNotSaved(current.tokens if current else None, stored=None) from exc
             if then is not None:
                 try:
                     then()
                 except Exception as exc:
-                    raise GrantNotDescribed(current.tokens if current else None) from exc
+                    raise GrantNotSaved(current.tokens if current else None, stored=True) from exc
         self._note_refreshed(firm_id)
         return current.tokens if current else None
 

@@ -19,7 +19,7 @@ from xpm_sync.adapters.config_table import NEW_CONFIG_DEFAULTS, ConfigRepository
 from xpm_sync.adapters.oauth_states import InvalidState, OAuthState, StateStore
 from xpm_sync.adapters.sync_log import ENTRIES_PAGE, Matches, RecordStates, RunLog
 from xpm_sync.adapters.sync_queue import SyncQueue
-from xpm_sync.adapters.tokens import GrantMaybeStored, GrantNotDescribed, NeedsReconnect, TokenStore
+from xpm_sync.adapters.tokens import GrantNotSaved, NeedsReconnect, StoredTokens, TokenStore
 from xpm_sync.adapters.xero_identity import (
     AccessDenied,
     Connection,
@@ -254,12 +254,9 @@ class IntegrationService:
         user = user_from_id_token(token_set.id_token)
         tenant = _preselected_tenant(connections)
 
-        stored: list[bool] = []
-
         def describe_the_grant() -> None:
             # Under the grant's lease, with the tokens just stored: two connects finishing together,
             # or a Disconnect, never leave the config describing one grant and the secret another.
-            stored.append(True)
             current = self.configs.get_or_new(grant.firm_id)
             # Without a tenant the hourly sync could only fail, and with another practice than the
             # one the admin chose it would fill Active with clients nobody asked for: either way
@@ -288,39 +285,28 @@ class IntegrationService:
 
         try:
             replaced = self.tokens.save(grant.firm_id, token_set, then=describe_the_grant)
-        except GrantNotDescribed as exc:
-            # The new grant is the firm's now, whatever the config could not record: the one it
-            # replaced is stored nowhere, so it ends at Xero (SPEC A6), and the admin tries again.
-            if exc.replaced is not None and exc.replaced.refresh_token != token_set.refresh_token:
-                self._revoke_quietly(exc.replaced.refresh_token, grant.firm_id, "the replaced grant")
-            raise
-        except GrantMaybeStored as exc:
-            # A write whose answer was lost may have landed: a grant the secret holds is kept, and
-            # the one it replaced ends; one that did not land serves nobody and ends.
-            holds = self._holds(grant.firm_id, token_set.refresh_token)
-            if holds is None:
+        except GrantNotSaved as exc:
+            # A write whose answer was lost may have landed: the secret says whether it did.
+            stored = (
+                exc.stored if exc.stored is not None else self._holds(grant.firm_id, token_set.refresh_token)
+            )
+            if stored is None:
                 # Nobody can tell which grant is the firm's: neither is ended, for the admin's retry
                 # (a reconnect) to replace whichever is stored.
                 logger.error("a new grant may or may not be stored", extra={"firm_id": grant.firm_id})
-            elif holds:
-                if exc.replaced is not None and exc.replaced.refresh_token != token_set.refresh_token:
-                    self._revoke_quietly(exc.replaced.refresh_token, grant.firm_id, "the replaced grant")
+            elif stored:
+                # The firm's now, whatever the config could not record; the admin tries again.
+                self._end_replaced(grant.firm_id, exc.replaced, token_set.refresh_token)
             else:
                 self._revoke_quietly(
                     token_set.refresh_token, grant.firm_id, "a grant that could not be stored"
                 )
             raise
         except Exception:
-            # A grant that never reached the secret (its old copy unreadable, say) serves nobody.
-            if not stored:
-                self._revoke_quietly(
-                    token_set.refresh_token, grant.firm_id, "a grant that could not be stored"
-                )
+            # The grant never reached the secret (its old copy unreadable, say): it serves nobody.
+            self._revoke_quietly(token_set.refresh_token, grant.firm_id, "a grant that could not be stored")
             raise
-        if replaced is not None and replaced.refresh_token != token_set.refresh_token:
-            # SPEC A6: no grant of the firm's stays alive unseen. After the new tokens are stored,
-            # so a failure here costs at most a grant Xero drops after 60 days unused.
-            self._revoke_quietly(replaced.refresh_token, grant.firm_id, "the replaced grant")
+        self._end_replaced(grant.firm_id, replaced, token_set.refresh_token)
         logger.info(
             "xpm connected",
             extra={"firm_id": grant.firm_id, "tenants": len(connections), "preselected": tenant is not None},
@@ -466,21 +452,19 @@ class IntegrationService:
     def disconnect(self, firm_id: str) -> ConfigResponse:
         """Stop the schedule, revoke at Xero, delete the tokens; every synced record stays.
 
-        The schedule stops and the firm reads disconnected first, whatever Xero answers. When Xero
-        cannot be reached the tokens are kept, so that the admin's retry can still revoke them (a
-        grant left alive at Xero is what disconnect promises to end). When Xero no longer accepts
-        the app's own credentials, or refuses the revocation request itself, no retry could revoke,
-        so the disconnect goes on:
-        our copy of the refresh token is the only one, and once deleted the grant serves nobody and
-        expires at Xero after 60 days unused.
+        When Xero cannot be reached the tokens are kept, so that the admin's retry can still
+        revoke them (a grant left alive at Xero is what disconnect promises to end). When Xero no
+        longer accepts the app's own credentials, or refuses the revocation request itself, no
+        retry could revoke, so the disconnect goes on: our copy of the refresh token is the only
+        one, and once deleted the grant serves nobody and expires at Xero after 60 days unused.
 
-        Disconnect wins every race (SPEC A6). The firm reads disconnected before Xero is asked,
-        so a run meeting the revoked grant meanwhile finds it so (and emails nobody); if Xero cannot
-        be reached, it reads as before (with the schedule stopped), so the admin tries again. The
-        end (the secret deleted, the status written) holds the grant's lease: a connect that stored
-        a new grant while Xero was revoking the old one is revoked too, never half described. The
-        last write sets the status, ``sync_enabled`` and ``run_pending`` together, so a Start Sync
-        that claimed a run meanwhile is undone, and from then on Start Sync's and PUT's writes,
+        Disconnect wins every race (SPEC A6). The firm reads disconnected before Xero is asked, so
+        a run meeting the revoked grant meanwhile finds it so (and emails nobody); if Xero cannot
+        be reached, it reads as before (its schedule too), so the admin tries again. The end (the
+        secret deleted, the status written) holds the grant's lease: a connect that stored a new
+        grant while Xero was revoking the old one is revoked too, never half described. The last
+        write sets the status, ``sync_enabled`` and ``run_pending`` together, so a Start Sync that
+        claimed a run meanwhile is undone, and from then on Start Sync's and PUT's writes,
         conditional on a connected firm, are refused.
         """
         config = self.configs.get(firm_id)
@@ -513,6 +497,12 @@ class IntegrationService:
                 )
         logger.info("xpm disconnected", extra={"firm_id": firm_id})
         return self.get_config(firm_id)
+
+    def _end_replaced(self, firm_id: str, replaced: StoredTokens | None, new_refresh_token: str) -> None:
+        """SPEC A6: no grant of the firm's stays alive unseen. Called once the new tokens are
+        stored, so a failure here costs at most a grant Xero drops after 60 days unused."""
+        if replaced is not None and replaced.refresh_token != new_refresh_token:
+            self._revoke_quietly(replaced.refresh_token, firm_id, "the replaced grant")
 
     def _holds(self, firm_id: str, refresh_token: str) -> bool | None:
         """Whether the firm's secret holds this grant; None when the secret cannot be read."""
