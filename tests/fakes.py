@@ -345,8 +345,8 @@ class FakeTokens:
     def for_firm(self, firm_id: str) -> FakeTokens:
         return self
 
-    def access_token(self, *, force_refresh: bool = False) -> str:
-        if force_refresh:
+    def access_token(self, *, force_refresh: bool = False, refused: str | None = None) -> str:
+        if force_refresh or refused is not None:
             if self.refused:
                 raise NeedsReconnect("invalid_grant")
             self.refreshes += 1

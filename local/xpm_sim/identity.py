@@ -246,6 +246,12 @@ class Identity:
             for record in self._access.values():
                 record.expires_at = min(record.expires_at, now)
 
+    def expire_access_token(self, token: str, now: datetime) -> None:
+        with self._lock:
+            record = self._access.get(token)
+            if record is not None:
+                record.expires_at = min(record.expires_at, now)
+
     def check_access(self, token: str | None, now: datetime) -> tuple[str, Grant | None]:
         with self._lock:
             record = self._access.get(token or "")

@@ -364,6 +364,10 @@ class Simulator:
             if fault.kind == "slow":
                 time.sleep(float(fault.params.get("seconds", 1.0)))
             else:
+                if fault.kind == "token_expired":
+                    # As at Xero: the token refused as expired stays so for every later call.
+                    _, _, token = handler.headers.get("Authorization", "").partition(" ")
+                    self.identity.expire_access_token(token.strip(), self.now())
                 return self._gateway_fault(fault, path)
         command = handler.command
         if path == "/identity/connect/authorize" and command == "GET":

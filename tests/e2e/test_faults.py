@@ -87,7 +87,7 @@ CHECKS: Counter[str] = Counter()
 class StaticToken:
     token: str = field(repr=False)
 
-    def access_token(self, *, force_refresh: bool = False) -> str:
+    def access_token(self, *, force_refresh: bool = False, refused: str | None = None) -> str:
         return self.token
 
 
@@ -702,6 +702,25 @@ def test_an_expired_access_token_is_refreshed_once_and_the_run_succeeds(fw: Faul
 
     assert len(fw.sim.calls_to("/connect/token")) == 1
     assert fw.secret()["refresh_token"] not in before.secret_values, "the rotated token is stored"
+    assert fw.world.config().status == "connected"
+    assert_invariants(fw, before=before, status="success")
+    assert_complete(fw.world)
+
+
+def test_a_token_xero_ends_just_after_the_run_refreshed_it_is_refreshed_again(fw: FaultWorld) -> None:
+    # Given the run must refresh at its first call, and Xero then ends the new token early, at the
+    # client list (the probe of 2026-12-07, late: a refresh younger than 30 s was not repeated, the
+    # refused token was sent again, and the firm was asked to reconnect)
+    FAULT_LEDGER["expire_access_tokens"] += 1
+    fw.sim.expire_access_tokens()
+    fw.fault("token_expired", times=1, path="client.api/list")
+    before = snapshot(fw)
+
+    # When the hourly run goes
+    fw.run_hourly()
+
+    # Then it refreshes once more and syncs; the firm stays connected
+    assert len(fw.sim.calls_to("/connect/token")) == 2
     assert fw.world.config().status == "connected"
     assert_invariants(fw, before=before, status="success")
     assert_complete(fw.world)

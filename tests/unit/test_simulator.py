@@ -411,6 +411,9 @@ def test_gateway_faults(simulator, sim_practice, http):
     assert http.get(CLIENTS, headers=headers).status_code == 500
     simulator.faults.add("token_expired", times=2)
     assert [http.get(STAFF, headers=headers).json()["Detail"] for _ in range(2)] == ["TokenExpired"] * 2
+    # As at Xero, the token refused as expired stays expired; a new one is served.
+    assert http.get(STAFF, headers=headers).status_code == 401
+    headers = xpm_headers(simulator.issue_tokens(SIM_CLIENT_ID), sim_practice)
     assert http.get(STAFF, headers=headers).status_code == 200
 
     simulator.faults.add("drop")

@@ -302,17 +302,35 @@ def test_force_refresh_refreshes_a_token_with_time_left(
     assert firm.refreshed == 1
 
 
-def test_concurrent_forced_refreshes_after_one_401_spend_one_rotation(
-    store: TokenStore, sim: Any, clock: SharedClock
+def test_callers_refused_the_same_token_share_one_refresh(
+    store: TokenStore, sim: Any, clock: SharedClock, identity: XeroIdentity
 ) -> None:
-    connected(store, sim, clock)
-    firm = store.for_firm("firm-1")
+    # Two of a run's XPM calls met the same 401: the second must not spend another rotation.
+    firm = a_firm_in_use(store, sim, clock)
+    refused = firm.access_token()
 
-    first = firm.access_token(force_refresh=True)
-    second = firm.access_token(force_refresh=True)
+    first = firm.access_token(refused=refused)
+    second = firm.access_token(refused=refused)
 
-    assert first == second
+    assert first == second != refused
     assert firm.refreshed == 1
+    assert works_at_xero(identity, second)
+
+
+def test_a_token_refused_moments_after_its_refresh_is_refreshed_again(
+    store: TokenStore, sim: Any, clock: SharedClock, identity: XeroIdentity
+) -> None:
+    # Xero may end an access token early (a TokenExpired a minute into a run that has just
+    # refreshed): the token's youth does not make the 401 wrong, and one more refresh fixes it.
+    firm = a_firm_in_use(store, sim, clock)
+    young = firm.access_token(force_refresh=True)
+    sim.expire_access_tokens()
+
+    replacement = firm.access_token(refused=young)
+
+    assert replacement != young
+    assert firm.refreshed == 2
+    assert works_at_xero(identity, replacement)
 
 
 def test_one_run_reads_the_secret_once(store: TokenStore, secrets: Any, sim: Any, clock: SharedClock) -> None:

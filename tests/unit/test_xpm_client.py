@@ -46,8 +46,8 @@ class SimTokens:
         self.issued.append(token)
         return token
 
-    def access_token(self, *, force_refresh: bool = False) -> str:
-        if force_refresh:
+    def access_token(self, *, force_refresh: bool = False, refused: str | None = None) -> str:
+        if force_refresh or refused == self._current:
             self.forced += 1
             self._current = self._new()
         return self._current
@@ -57,7 +57,7 @@ class StaticToken:
     def __init__(self, token: str) -> None:
         self.token = token
 
-    def access_token(self, *, force_refresh: bool = False) -> str:
+    def access_token(self, *, force_refresh: bool = False, refused: str | None = None) -> str:
         return self.token
 
 

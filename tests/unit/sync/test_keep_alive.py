@@ -25,7 +25,7 @@ class _RefusedTokens:
     def load(self, firm_id: str) -> None:
         return None
 
-    def access_token(self, *, force_refresh: bool = False) -> str:
+    def access_token(self, *, force_refresh: bool = False, refused: str | None = None) -> str:
         if callable(self._then):
             self._then()
         raise NeedsReconnect("invalid_grant")

@@ -48,10 +48,6 @@ from xpm_sync.observability import logger
 # (large client lists take a while to stream) and small clock skew does not matter.
 REFRESH_MARGIN_SECONDS = 120
 
-# After a forced refresh another caller of the same instance that saw the same 401 also asks for
-# one; a token this young was not the problem, and each refresh spends a rotation.
-FORCED_REFRESH_DEBOUNCE_SECONDS = 30
-
 _TOKEN_KEYS = ("access_token", "refresh_token", "expires_at")
 
 # Pauses between attempts at storing a rotated refresh token (each jittered down to half): five
@@ -382,25 +378,28 @@ class FirmTokens:
         self._firm_id = firm_id
         self._lock = threading.Lock()
         self._secret: _Secret | None = None
-        self._refreshed_at: int | None = None
         self.refreshed = 0
 
     @property
     def firm_id(self) -> str:
         return self._firm_id
 
-    def access_token(self, *, force_refresh: bool = False) -> str:
+    def access_token(self, *, force_refresh: bool = False, refused: str | None = None) -> str:
+        """A token to call Xero with, refreshed when it is about to expire.
+
+        ``refused`` is a token Xero just refused (a 401): another is got, unless another caller of
+        this instance has already replaced it (callers that saw the same 401 share one refresh;
+        each refresh spends a rotation). However young the refused token, it is replaced: Xero
+        may end one early. ``force_refresh`` refreshes whatever is left (the keep-alive)."""
         with self._lock:
             secret = self._current()
-            now = self._store._now()
-            if force_refresh and not self._just_refreshed(now):
+            if refused is not None:
+                if secret.tokens.access_token != refused:
+                    return secret.tokens.access_token
                 return self._refresh(secret)
-            if secret.tokens.expires_at - now >= REFRESH_MARGIN_SECONDS:
-                return secret.tokens.access_token
-            return self._refresh(secret)
-
-    def _just_refreshed(self, now: int) -> bool:
-        return self._refreshed_at is not None and now - self._refreshed_at < FORCED_REFRESH_DEBOUNCE_SECONDS
+            if force_refresh or secret.tokens.expires_at - self._store._now() < REFRESH_MARGIN_SECONDS:
+                return self._refresh(secret)
+            return secret.tokens.access_token
 
     def _current(self) -> _Secret:
         if self._secret is None:
@@ -421,7 +420,6 @@ class FirmTokens:
             if current.tokens.refresh_token != secret.tokens.refresh_token:
                 # Another function refreshed while this one waited: its tokens are the new ones.
                 self._secret = current
-                self._refreshed_at = self._store._now()
                 if current.tokens.expires_at - self._store._now() >= REFRESH_MARGIN_SECONDS:
                     logger.info("using tokens another function refreshed", extra={"firm_id": self._firm_id})
                     return current.tokens.access_token
@@ -466,7 +464,6 @@ class FirmTokens:
                 "a new grant was stored during the refresh; using it", extra={"firm_id": self._firm_id}
             )
             self._secret = on_record
-            self._refreshed_at = self._store._now()
             return on_record.tokens.access_token
         tokens = StoredTokens(fresh.access_token, fresh.refresh_token, fresh.expires_at)
         # Stored first: if this write fails, the new access token is never used and the old
@@ -474,7 +471,6 @@ class FirmTokens:
         self._store._update(self._firm_id, tokens, extra)
         self._store._note_refreshed(self._firm_id)
         self._secret = _Secret(tokens, extra)
-        self._refreshed_at = self._store._now()
         self.refreshed += 1
         logger.info(
             "refreshed tokens for firm", extra={"firm_id": self._firm_id, "expires_at": tokens.expires_at}

@@ -361,11 +361,12 @@ class IntegrationService:
         firm_tokens = self.tokens.for_firm(firm_id)
         identity = self.identity
         try:
+            token = firm_tokens.access_token()
             try:
-                return identity.connections(firm_tokens.access_token())
+                return identity.connections(token)
             except AccessDenied:
                 # A token Xero revoked early looks valid by its expiry: refresh once before giving up.
-                return identity.connections(firm_tokens.access_token(force_refresh=True))
+                return identity.connections(firm_tokens.access_token(refused=token))
         except (NeedsReconnect, AccessDenied):
             # Conditional, like the worker's: a Disconnect that answered while Xero was refusing
             # these tokens (it revoked them) keeps its outcome (SPEC A6).

@@ -49,7 +49,7 @@ class Continuations(Protocol):
 
 
 class AccessTokens(Protocol):
-    def access_token(self, *, force_refresh: bool = False) -> str: ...
+    def access_token(self, *, force_refresh: bool = False, refused: str | None = None) -> str: ...
 
 
 class FirmTokenSource(Protocol):

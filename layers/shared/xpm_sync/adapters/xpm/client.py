@@ -68,7 +68,7 @@ _T = TypeVar("_T")
 
 
 class AccessTokenSource(Protocol):
-    def access_token(self, *, force_refresh: bool = False) -> str: ...
+    def access_token(self, *, force_refresh: bool = False, refused: str | None = None) -> str: ...
 
 
 class _BodyInterrupted(XpmUnavailable):
@@ -271,7 +271,7 @@ class XpmApi:
                         "expired or been revoked"
                     )
                 refreshed = True
-                token = self._tokens.access_token(force_refresh=True)
+                token = self._tokens.access_token(refused=token)
                 continue
             if status == 429:
                 failures += 1
