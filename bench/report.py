@@ -181,6 +181,7 @@ def failing_table(failing: dict[str, Any]) -> str:
 
 
 FIRMS_PER_HOUR = 10_000
+DEFAULT_RESERVED_CONCURRENCY = int(load_template()["Parameters"]["WorkerReservedConcurrency"]["Default"])
 
 
 def capacity_tables(results: dict[str, Any], worker_memory_mb: int) -> str:
@@ -206,17 +207,24 @@ def capacity_tables(results: dict[str, Any], worker_memory_mb: int) -> str:
     lines += [
         "",
         f"**Reserved concurrency.** {FIRMS_PER_HOUR:,} firms an hour is λ = {arrivals_per_second:.2f} "
-        "firms/s; by Little's law the busy workers are λ x d, with d a no-change hour:",
+        "firms/s; by Little's law the busy workers are λ x d, with d a no-change hour. The dispatcher "
+        "queues them all at once, though, at the top of the hour: with the template's default "
+        f"{DEFAULT_RESERVED_CONCURRENCY} workers (its reserved concurrency, which also caps the queue's "
+        "event source) the hour's queue drains in N x d / 5, and a Start Sync pressed meanwhile "
+        "waits about that long at most:",
         "",
-        "| every firm has | d: moto wall / Lambda CPU | workers, moto wall | workers, Lambda CPU only |",
-        "|---:|---:|---:|---:|",
+        "| every firm has | d: moto wall / Lambda CPU | workers, moto wall | workers, Lambda CPU only "
+        f"| the hour drains in ({DEFAULT_RESERVED_CONCURRENCY} workers, moto wall) |",
+        "|---:|---:|---:|---:|---:|",
     ]
     for size, figures in results["sizes"].items():
         rerun = figures["runs"]["rerun"]
         lambda_cpu = rerun["cpu_seconds"] * cpu_scale
+        drain_minutes = FIRMS_PER_HOUR * rerun["seconds"] / DEFAULT_RESERVED_CONCURRENCY / 60
         lines.append(
             f"| {int(size):,} clients | {rerun['seconds']:.1f} s / {lambda_cpu:.1f} s "
-            f"| {arrivals_per_second * rerun['seconds']:.1f} | {arrivals_per_second * lambda_cpu:.1f} |"
+            f"| {arrivals_per_second * rerun['seconds']:.1f} | {arrivals_per_second * lambda_cpu:.1f} "
+            f"| {drain_minutes:.0f} min |"
         )
     return "\n".join(lines)
 

@@ -20,6 +20,15 @@ with loading():
     from xpm_sync.sync.keep_alive import due_by_stored_tokens
 
 
+# Firms named in one log line at most: the count says the rest.
+_FIRMS_LOGGED = 100
+
+
+class DispatchIncomplete(Exception):
+    """SQS refused some of the hour's messages: the invocation fails (an alarm, and Lambda's own
+    retries of the schedule's event, whose repeats SQS drops as duplicates) once all else is sent."""
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 @tracer.capture_lambda_handler
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
@@ -28,7 +37,7 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     now = composition.clock.now()
     plan = plan_hour(configs.hourly_candidates(), now)
     # The runs first: nothing about an idle connection's tokens may keep them from being queued.
-    queued = queue.enqueue_many(plan.sync_firm_ids, "schedule")
+    runs = queue.enqueue_many(plan.sync_firm_ids, "schedule")
     if plan.idle_without_recorded_refresh:
         tokens = composition.dispatch_token_reader()
         if tokens is None:
@@ -40,19 +49,35 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
             plan.keep_alive_firm_ids += due_by_stored_tokens(plan.idle_without_recorded_refresh, tokens, now)
     keep_alives = queue.enqueue_keep_alives(plan.keep_alive_firm_ids)
     record_dispatch_metrics(
-        firms_queued=queued,
-        keep_alives_queued=keep_alives,
+        firms_queued=runs.count,
+        keep_alives_queued=keep_alives.count,
         firms_without_completed_run=plan.firms_without_completed_run,
     )
     logger.info(
         "queued hourly syncs",
         extra={
-            "firms": queued,
-            "keep_alives": keep_alives,
+            "firms": runs.count,
+            "keep_alives": keep_alives.count,
             "firms_without_completed_run": plan.firms_without_completed_run,
         },
     )
-    return {"queued": queued}
+    _report_left_out(plan.unreadable_firm_ids, refused=runs.refused + keep_alives.refused)
+    return {"queued": runs.count}
+
+
+def _report_left_out(unreadable: list[str], *, refused: list[str]) -> None:
+    """Tell the operators which firms this hour left out, and fail the invocation if SQS refused any."""
+    if unreadable:
+        logger.error(
+            "configs holding a date that cannot be read: left out of what needed it",
+            extra={"firms": unreadable[:_FIRMS_LOGGED], "count": len(unreadable)},
+        )
+    if refused:
+        logger.error(
+            "SQS refused these firms' hourly messages",
+            extra={"firms": refused[:_FIRMS_LOGGED], "count": len(refused)},
+        )
+        raise DispatchIncomplete(f"SQS refused {len(refused)} of the hour's messages")
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, int]:

@@ -33,13 +33,18 @@ class TransientRunFailure(Exception):
     """The run failed in a way a later delivery may not: let SQS retry the record."""
 
 
-def _handler_for(context: LambdaContext) -> Any:
+def _handler_for(context: LambdaContext, unreadable: set[str]) -> Any:
+    """The handler of one record; the ids of records that can never run are added to ``unreadable``."""
     settings = load_settings(WorkerSettings)
     services = sync_services(settings, remaining_seconds=remaining_seconds(context))
     refresh_idle_connection = keep_alive(settings, services)
 
     def handle(record: SQSRecord) -> str | None:
-        request = _request_of(record)
+        try:
+            request = _request_of(record)
+        except ValueError:
+            unreadable.add(record.message_id)
+            raise
         if request.keep_alive:
             # An idle connection's tokens are refreshed and nothing runs (SPEC A6); a failure
             # that may pass is raised, so SQS delivers the record again.
@@ -83,7 +88,7 @@ def _request_of(record: SQSRecord) -> SyncRequest:
 def _firm_of(body: object) -> str | None:
     try:
         request = json.loads(body) if isinstance(body, str) else None
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deep for the reader: it names no firm
         return None
     firm_id = request.get("firm_id") if isinstance(request, dict) else None
     return firm_id if isinstance(firm_id, str) and firm_id else None
@@ -117,15 +122,17 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
     # Failed records are reported as such even when every record failed (SPEC B1), rather than
     # raised as one error for the invocation: SQS keeps exactly the same records either way.
     processor.raise_on_entire_batch_failure = False
+    unreadable: set[str] = set()
     answer = process_partial_response(
-        event=event, record_handler=_handler_for(context), processor=processor, context=context
+        event=event, record_handler=_handler_for(context, unreadable), processor=processor, context=context
     )
     if answer["batchItemFailures"]:
         # A failed record comes back in minutes the first time and goes to the DLQ at once the last
         # time, instead of holding the firm's message group (Start Sync's run included) for the
-        # queue's 90-minute visibility timeout.
+        # queue's 90-minute visibility timeout; one that can never run goes there without waiting.
         failed = {str(item["itemIdentifier"]) for item in answer["batchItemFailures"]}
-        sync_queue(load_settings(WorkerSettings).sync_queue_url).pace_failed(event["Records"], failed)
+        queue = sync_queue(load_settings(WorkerSettings).sync_queue_url)
+        queue.pace_failed(event["Records"], failed, never_runs=unreadable)
     return answer
 
 

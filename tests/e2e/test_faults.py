@@ -483,6 +483,33 @@ def test_an_outage_that_persists_keeps_the_queues_pace_and_its_last_failure_free
     assert len(dead.get("Messages", [])) == 1
 
 
+def test_a_message_that_can_never_run_goes_to_the_dead_letter_queue_at_once_and_frees_the_firm(
+    fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe of 2026-12-07 (late): a message in the firm's group with a body the worker can
+    never read was paced like an outage, and held the firm's group (Start Sync's run behind it)
+    for 95 minutes on its way to the dead-letter queue."""
+    # Given such a message in the firm's group, and Start Sync's run behind it
+    world = fw.world
+    SqsClock(monkeypatch)  # no time passes
+    fw.sqs.send_message(
+        QueueUrl=world.names.queue_url,
+        MessageBody=json.dumps({"firm_id": world.firm_id, "trigger": "every-hour"}),
+        MessageGroupId=world.firm_id,
+    )
+    composition.sync_queue(world.names.queue_url).enqueue_manual(world.firm_id)
+
+    # When the queue is drained one message at a time (the template's BatchSize), with no time passing
+    deliveries = drain_queue(fw.sqs, world.names.queue_url, fw.worker, batch_size=1)
+
+    # Then the message failed its three deliveries in a row, went to the dead-letter queue, and
+    # Start Sync's run ran
+    assert [d.failed != [] for d in deliveries] == [True, True, True, False]
+    assert [(run.trigger, run.status) for run in world.runs()][-1] == ("manual", "success")
+    dead = fw.sqs.receive_message(QueueUrl=world.names.dlq_url, MaxNumberOfMessages=10)
+    assert [json.loads(m["Body"])["trigger"] for m in dead.get("Messages", [])] == ["every-hour"]
+
+
 def test_a_brief_xpm_outage_is_retried_inside_the_run(fw: FaultWorld) -> None:
     fw.fault("server_error", times=1, path="client.api/list")
     fw.fault("unavailable", times=1, path="client.api/list")

@@ -136,6 +136,9 @@ def test_a_body_that_can_never_run_is_reported_failed_not_raised_and_logged(worl
         "not json",
         json.dumps({"firm_id": world.firm_id, "trigger": "cron"}),
         json.dumps({"firm_id": ""}),
+        # Nested deeper than json.loads can follow (the probe of 2026-12-07, late: RecursionError
+        # failed the whole event, unpaced and unlogged)
+        '{"firm_id": ' + "[" * 3000 + "]" * 3000 + "}",
     ):
         event = _sqs_event(world, {"firm_id": world.firm_id, "trigger": "manual"})
         event["Records"][0]["body"] = body

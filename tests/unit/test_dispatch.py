@@ -5,6 +5,7 @@ firms with no completed run for 3 hours."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -232,3 +233,117 @@ def test_a_token_secret_that_cannot_be_read_keeps_no_firm_from_its_run(stack: St
     assert [json.loads(m["Body"]) for m in queued_messages(stack)] == [
         {"firm_id": "enabled", "trigger": "schedule"}
     ]
+
+
+# --- one firm's odd data never costs the others their hour ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"sync_enabled": "enabled"},
+        {"sync_enabled": 2},
+        {"tenant_id": 7},
+        {"last_failure_owner": "nobody"},
+        {"connected_at": "yesterday"},
+        {"sync_enabled": False, "tokens_refreshed_at": "last spring"},
+    ],
+    ids=lambda odd: ",".join(f"{k}={v!r}" for k, v in odd.items()),
+)
+def test_a_config_item_that_cannot_be_read_costs_no_other_firm_its_hour(
+    stack: StackNames, odd: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given, beside an enabled firm and an idle one due for its keep-alive, a firm whose item holds
+    # a value written by hand that no config has (the probe of 2026-12-07, late: the dispatch
+    # raised before queueing anything, every hour)
+    put_firm(stack, "enabled", sync_enabled=True)
+    put_firm(stack, "idle-due", sync_enabled=False, connected_at=ago(days=40))
+    put_firm(stack, "odd", **{"sync_enabled": True, **odd})
+
+    dispatch()
+
+    # Then the others get their messages, and the operator is told which firm was passed over
+    bodies = [json.loads(m["Body"]) for m in queued_messages(stack)]
+    assert {"firm_id": "enabled", "trigger": "schedule"} in bodies
+    assert {"firm_id": "idle-due", "keep_alive": True, "trigger": "schedule"} in bodies
+    [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+    named = getattr(record, "firm_id", None) or getattr(record, "firms", None)
+    assert named in ("odd", ["odd"])
+    assert all(str(value) not in record.getMessage() for value in odd.values())
+
+
+@pytest.mark.parametrize(
+    "expires_at",
+    [str(int(NOW.timestamp() * 1000)), '"inf"', "1e400", "-99999999999999"],
+    ids=["milliseconds", "inf", "overflowing", "far-past"],
+)
+def test_an_idle_connections_unreadable_token_expiry_is_kept_alive_and_costs_no_other_firm(
+    stack: StackNames, expires_at: str
+) -> None:
+    # Given two idle connections whose configs record no refresh: one with an expiry that is no
+    # date (the probe of 2026-12-07, late: the dispatch raised, and no firm got its keep-alive),
+    # and one whose tokens are 31 days old
+    put_firm(stack, "idle-odd", sync_enabled=False, connected_at=None)
+    aws_clients.client("secretsmanager").create_secret(
+        Name=f"{stack.token_secret_prefix}idle-odd",
+        SecretString=f'{{"access_token": "at", "refresh_token": "rt", "expires_at": {expires_at}}}',
+    )
+    put_firm(stack, "idle-due", sync_enabled=False, connected_at=None)
+    put_tokens(stack, "idle-due", expires_at=NOW - timedelta(days=31))
+
+    dispatch()
+
+    # Then both are kept alive: an expiry that cannot be read is read as long past, and the
+    # refresh records a date the next hour can read
+    kept_alive = sorted(json.loads(m["Body"])["firm_id"] for m in queued_messages(stack))
+    assert kept_alive == ["idle-due", "idle-odd"]
+
+
+# SQS's rule for a message group id (its documented quotas), which moto does not check.
+_GROUP_ID = re.compile(r"[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}")
+
+
+@pytest.fixture
+def sqs_checking_group_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = BaseClient._make_api_call
+
+    def call(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        if operation == "SendMessageBatch":
+            entries = params["Entries"]
+            good = [entry for entry in entries if _GROUP_ID.fullmatch(entry["MessageGroupId"])]
+            answer = original(client, operation, {**params, "Entries": good}) if good else {"Successful": []}
+            answer["Failed"] = [
+                {"Id": entry["Id"], "SenderFault": True, "Code": "InvalidParameterValue"}
+                for entry in entries
+                if entry not in good
+            ]
+            return answer
+        return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", call)
+
+
+@pytest.mark.usefixtures("sqs_checking_group_ids")
+@pytest.mark.parametrize("odd", ["f" * 129, "firm one"], ids=["too long", "a space"])
+def test_a_firm_whose_message_sqs_refuses_costs_no_other_firm_its_message(
+    stack: StackNames, odd: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given 25 enabled firms, an idle one due for its keep-alive, and an enabled firm whose id SQS
+    # cannot take as a message group (the probe of 2026-12-07, late: the dispatch raised midway,
+    # cancelling the batches not yet sent, and queued no keep-alive)
+    for number in range(25):
+        put_firm(stack, f"firm-{number:02d}", sync_enabled=True)
+    put_firm(stack, "idle-due", sync_enabled=False, connected_at=ago(days=40))
+    put_firm(stack, odd, sync_enabled=True)
+
+    # When the hour is dispatched, it fails (the operators' alarm) once everything else is sent
+    with pytest.raises(Exception, match="SQS refused 1 of the hour's messages"):
+        dispatch()
+
+    bodies = [json.loads(m["Body"]) for m in queued_messages(stack)]
+    assert sorted(body["firm_id"] for body in bodies if not body.get("keep_alive")) == [
+        f"firm-{number:02d}" for number in range(25)
+    ]
+    assert [body["firm_id"] for body in bodies if body.get("keep_alive")] == ["idle-due"]
+    [record] = [r for r in caplog.records if r.getMessage() == "SQS refused these firms' hourly messages"]
+    assert getattr(record, "firms", None) == [odd]

@@ -167,6 +167,35 @@ class TestQueue:
         assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert worker["Timeout"] == 900
 
+    def test_the_event_source_starts_no_more_runs_than_the_worker_may_run(self, template):
+        # Lambda's SQS pollers do not see reserved concurrency: past it they are throttled, and a
+        # throttled message waits out the visibility timeout, holding its firm's group, and counts
+        # a receive towards the dead-letter queue without having run (the probe of 2026-12-07, late).
+        worker = template["Resources"]["SyncWorkerFunction"]["Properties"]
+        (event,) = worker["Events"].values()
+
+        reserved = worker["ReservedConcurrentExecutions"]
+        scaling = event["Properties"]["ScalingConfig"]
+        assert reserved == {
+            "Fn::If": [
+                "HasWorkerReservedConcurrency",
+                {"Ref": "WorkerReservedConcurrency"},
+                {"Ref": "AWS::NoValue"},
+            ]
+        }
+        assert scaling == {
+            "Fn::If": [
+                "HasWorkerReservedConcurrency",
+                {"MaximumConcurrency": {"Ref": "WorkerReservedConcurrency"}},
+                {"Ref": "AWS::NoValue"},
+            ]
+        }
+        # An event source's maximum concurrency is 2 to 1,000: the one value it cannot share is refused.
+        (rule,) = template["Rules"].values()
+        assert rule["Assertions"][0]["Assert"] == {
+            "Fn::Not": [{"Fn::Equals": [{"Ref": "WorkerReservedConcurrency"}, "1"]}]
+        }
+
 
 class TestFunctions:
     def test_the_dispatcher_runs_hourly(self, template):

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from xpm_sync.adapters.dynamodb import Table, is_condition_failure, update_expression
 from xpm_sync.domain.clock import Clock, iso
@@ -19,6 +20,7 @@ from xpm_sync.domain.errors import ConnectionBroken, NotConfigured, NotConnected
 from xpm_sync.domain.firm import FirmConfig
 from xpm_sync.domain.preview import PREVIEW_COOLDOWN, preview_refusal
 from xpm_sync.domain.start_sync import MANUAL_COOLDOWN, PENDING_STALE_AFTER, refusal, run_ids_before
+from xpm_sync.observability import logger
 
 # What a firm's config starts as (SPEC B3, B5: "not_connected before any connect").
 NEW_CONFIG_DEFAULTS: Mapping[str, Any] = {"status": "not_connected", "sync_enabled": False}
@@ -177,7 +179,9 @@ class ConfigRepository:
 
         Only the attributes those rules read are fetched. A scan is right here: the dispatcher reads
         the whole table once an hour, and queueing, keep-alives and the operators' count of firms
-        without a completed run all come from that one read.
+        without a completed run all come from that one read. An item that cannot be read as a
+        config (a value of the wrong type, written by hand) is logged and passed over: one firm's
+        item never costs every other firm its hour.
         """
         for item in self._table.scan_items(
             FilterExpression="#status = :connected OR attribute_not_exists(#status)",
@@ -185,7 +189,18 @@ class ConfigRepository:
             ExpressionAttributeValues={":connected": "connected"},
             ProjectionExpression=", ".join(("firm_id", "#status", *_HOURLY_ATTRIBUTES)),
         ):
-            yield FirmConfig.model_validate(item)
+            try:
+                yield FirmConfig.model_validate(item)
+            except ValidationError as error:
+                firm_id = item.get("firm_id")
+                logger.error(
+                    "config item that cannot be read: its firm is left out of this hour",
+                    extra={
+                        "firm_id": firm_id if isinstance(firm_id, str) else None,
+                        # Where, not what: a value is not for the logs.
+                        "attributes": sorted({".".join(map(str, e["loc"])) for e in error.errors()}),
+                    },
+                )
 
     def record_tokens_refreshed(self, firm_id: str, at: datetime) -> bool:
         """Note when the firm's tokens were last stored or refreshed (``tokens_refreshed_at``): the

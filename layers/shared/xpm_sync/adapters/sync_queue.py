@@ -7,6 +7,7 @@ import json
 import secrets
 from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -34,6 +35,14 @@ def retry_delay(receive_count: int) -> int | None:
     if receive_count >= MAX_RECEIVES:
         return 0
     return FIRST_RETRY_AFTER_SECONDS if receive_count <= 1 else None
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a send of many messages did: how many SQS took, and the firms whose message it refused."""
+
+    count: int
+    refused: list[str]
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -98,14 +107,21 @@ class SyncQueue:
             QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
         )
 
-    def pace_failed(self, records: Iterable[Any], failed_ids: Collection[str]) -> None:
+    def pace_failed(
+        self, records: Iterable[Any], failed_ids: Collection[str], *, never_runs: Collection[str] = ()
+    ) -> None:
         """The records of an SQS event the worker failed (``failed_ids``, their message ids) come
-        back at ``retry_delay``'s pace; a record whose timeout cannot be changed keeps the queue's."""
+        back at ``retry_delay``'s pace; a record whose timeout cannot be changed keeps the queue's.
+        Those of ``never_runs`` (a body the worker cannot read) come back at once, so they reach
+        the dead-letter queue in moments instead of holding their message group for hours."""
         for record in records:
             if not isinstance(record, dict) or record.get("messageId") not in failed_ids:
                 continue
             received = str((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
-            seconds = retry_delay(int(received) if received.isascii() and received.isdigit() else 1)
+            if record.get("messageId") in never_runs:
+                seconds: int | None = 0
+            else:
+                seconds = retry_delay(int(received) if received.isascii() and received.isdigit() else 1)
             if seconds is None:
                 continue
             try:
@@ -116,16 +132,16 @@ class SyncQueue:
                     extra={"message_id": record.get("messageId"), "error": type(error).__name__},
                 )
 
-    def enqueue_many(self, firm_ids: Iterable[str], trigger: Trigger, *, workers: int = 8) -> int:
-        """Queue one message per firm, ten per request, several requests at once. Returns the count."""
+    def enqueue_many(self, firm_ids: Iterable[str], trigger: Trigger, *, workers: int = 8) -> Sent:
+        """Queue one message per firm, ten per request, several requests at once."""
 
         def message(firm_id: str) -> dict[str, str]:
             return {"MessageBody": self._body(firm_id, trigger), "MessageGroupId": firm_id}
 
         return self._send_all(map(message, firm_ids), workers)
 
-    def enqueue_keep_alives(self, firm_ids: Iterable[str], *, workers: int = 8) -> int:
-        """Queue one keep-alive per firm (SPEC A6): refresh its tokens, run nothing. Returns the count.
+    def enqueue_keep_alives(self, firm_ids: Iterable[str], *, workers: int = 8) -> Sent:
+        """Queue one keep-alive per firm (SPEC A6): refresh its tokens, run nothing.
 
         Each names its own deduplication id, ``keep-alive.`` and its body's SHA-256: the same
         keep-alive sent twice within 5 minutes (a dispatch invoked again) is still dropped once, and
@@ -145,19 +161,46 @@ class SyncQueue:
 
         return self._send_all(map(message, firm_ids), workers)
 
-    def _send_all(self, messages: Iterable[dict[str, str]], workers: int) -> int:
-        """Send messages ten per request, several requests at once; one resend of what SQS refused."""
+    def _send_all(self, messages: Iterable[dict[str, str]], workers: int) -> Sent:
+        """Send messages ten per request, several requests at once; one resend of what SQS refused.
+        A request SQS refuses whole is sent again a message at a time, so that one message it can
+        never take (a firm id too long for a message group, say) costs no other firm its message;
+        what is still refused is reported, never raised midway."""
 
-        def send(batch: list[dict[str, str]]) -> int:
+        def send(batch: list[dict[str, str]]) -> Sent:
             entries = [{"Id": str(i), **message} for i, message in enumerate(batch)]
-            answer = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)
-            failed = answer.get("Failed", [])
-            if failed:
-                retry = [entries[int(f["Id"])] for f in failed]
-                answer = self._sqs.send_message_batch(QueueUrl=self._url, Entries=retry)
-                if answer.get("Failed"):
-                    raise RuntimeError(f"SQS refused {len(answer['Failed'])} sync messages")
-            return len(batch)
+            try:
+                refused = self._send_batch(entries)
+            except Exception as error:
+                logger.warning(
+                    "SQS refused a batch of sync messages; sending them one at a time",
+                    extra={"error": type(error).__name__},
+                )
+                refused = [message for entry in entries for message in self._send_alone(entry)]
+            return Sent(len(batch) - len(refused), [message["MessageGroupId"] for message in refused])
 
+        count, refused = 0, []
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return sum(pool.map(send, _batches(messages, _BATCH)))
+            for sent in pool.map(send, _batches(messages, _BATCH)):
+                count += sent.count
+                refused += sent.refused
+        return Sent(count, refused)
+
+    def _send_batch(self, entries: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The entries SQS still refuses after one resend."""
+        failed = self._refused(entries)
+        if not failed:
+            return []
+        retry = [entry for entry in entries if entry["Id"] in failed]
+        still_failed = self._refused(retry)
+        return [entry for entry in retry if entry["Id"] in still_failed]
+
+    def _refused(self, entries: list[dict[str, str]]) -> set[str]:
+        answer = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)
+        return {str(failure["Id"]) for failure in answer.get("Failed", [])}
+
+    def _send_alone(self, entry: dict[str, str]) -> list[dict[str, str]]:
+        try:
+            return self._send_batch([{**entry, "Id": "0"}])
+        except Exception:
+            return [entry]

@@ -25,6 +25,7 @@ hourly schedule can tell a connection left idle and refresh it before Xero drops
 from __future__ import annotations
 
 import json
+import math
 import random
 import threading
 import time
@@ -569,15 +570,20 @@ def _parse_tokens(data: Any) -> StoredTokens | None:
 
 
 def _epoch_seconds(value: Any) -> int:
+    # An expiry that cannot be read is read as long past: the token is refreshed before use.
     if isinstance(value, bool):
         return 0
-    if isinstance(value, int | float):
-        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) else 0
     if isinstance(value, str):
         try:
-            return int(float(value))
+            number = float(value)
         except ValueError:
             pass
+        else:
+            return int(number) if math.isfinite(number) else 0
         try:
             return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
         except ValueError:

@@ -39,6 +39,8 @@ class HourlyPlan:
     # Idle connections whose config records no refresh: judged by their stored tokens' expiry.
     idle_without_recorded_refresh: list[FirmConfig] = field(default_factory=list)
     firms_without_completed_run: int = 0
+    # Configs holding a date that cannot be read: left out of what needed it, never the hour's end.
+    unreadable_firm_ids: list[str] = field(default_factory=list)
 
 
 def due_for_sync(config: FirmConfig) -> bool:
@@ -72,7 +74,11 @@ def last_refresh(config: FirmConfig, *, stored_expires_at: int | None = None) ->
     if recorded is not None:
         return parse_iso(recorded)
     if stored_expires_at is not None:
-        return datetime.fromtimestamp(stored_expires_at, UTC) - ACCESS_TOKEN_LIFETIME
+        try:
+            return datetime.fromtimestamp(stored_expires_at, UTC) - ACCESS_TOKEN_LIFETIME
+        except (OverflowError, OSError, ValueError):
+            # No date (milliseconds, say): read as long ago, so a refresh records one.
+            return datetime.fromtimestamp(0, UTC)
     return None
 
 
@@ -103,14 +109,22 @@ def without_completed_run(config: FirmConfig, now: datetime) -> bool:
 
 
 def plan_hour(configs: Iterable[FirmConfig], now: datetime) -> HourlyPlan:
+    """Every firm's part in the hour. One firm's unreadable config never costs the others theirs."""
     plan = HourlyPlan()
     for config in configs:
-        if due_for_sync(config):
-            plan.sync_firm_ids.append(config.firm_id)
-        elif due_for_keep_alive(config, now):
-            plan.keep_alive_firm_ids.append(config.firm_id)
-        elif refresh_unrecorded(config):
-            plan.idle_without_recorded_refresh.append(config)
-        if without_completed_run(config, now):
-            plan.firms_without_completed_run += 1
+        try:
+            _plan_firm(plan, config, now)
+        except ValueError:
+            plan.unreadable_firm_ids.append(config.firm_id)
     return plan
+
+
+def _plan_firm(plan: HourlyPlan, config: FirmConfig, now: datetime) -> None:
+    if due_for_sync(config):
+        plan.sync_firm_ids.append(config.firm_id)
+    elif due_for_keep_alive(config, now):
+        plan.keep_alive_firm_ids.append(config.firm_id)
+    elif refresh_unrecorded(config):
+        plan.idle_without_recorded_refresh.append(config)
+    if without_completed_run(config, now):
+        plan.firms_without_completed_run += 1

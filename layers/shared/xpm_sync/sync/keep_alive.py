@@ -77,7 +77,7 @@ def keep_alive_due(config: FirmConfig, tokens: TokenStore, now: datetime) -> boo
 def due_by_stored_tokens(configs: Iterable[FirmConfig], tokens: TokenStore, now: datetime) -> list[str]:
     """The dispatcher's judgement of the idle connections whose config records no refresh: one
     secret read each, eight at a time (there are none once every firm has refreshed once). A
-    secret that cannot be read leaves its firm unjudged this hour; the others go on."""
+    secret that cannot be read, or judged, leaves its firm unjudged this hour; the others go on."""
 
     def judged(config: FirmConfig) -> bool:
         try:
@@ -86,6 +86,12 @@ def due_by_stored_tokens(configs: Iterable[FirmConfig], tokens: TokenStore, now:
             logger.warning(
                 "idle connection left unjudged: its tokens could not be read",
                 extra={"firm_id": config.firm_id, "detail": str(exc)},
+            )
+            return False
+        except Exception as exc:  # one firm's odd secret never costs the others their keep-alive
+            logger.error(
+                "idle connection left unjudged: its tokens could not be judged",
+                extra={"firm_id": config.firm_id, "error": type(exc).__name__},
             )
             return False
 
