@@ -20,6 +20,10 @@ help:
 	@echo "make serve  - the local stack plus the REST API on http://127.0.0.1:3000"
 	@echo "make bench  - the performance benchmark (writes bench/results.json)"
 	@echo "make coverage - the pytest suite with branch coverage"
+	@echo "make lint / typecheck / validate / pytest - one part of make test"
+	@echo "make docs   - regenerate docs/openapi.json and docs/entry-codes.md"
+	@echo "make requirements - regenerate the layer's requirements.txt from pyproject.toml"
+	@echo "make clean  - remove the virtualenvs, caches and build output"
 
 $(VENV)/.installed: pyproject.toml requirements/dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -77,7 +81,7 @@ bench: $(VENV)/.installed
 	$(PY) -m bench.run
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .aws-sam build
+	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage .aws-sam build
 
 # Generated documents (tests fail when they are stale): the API's OpenAPI and the entry codes.
 docs: $(VENV)/.installed

@@ -254,7 +254,10 @@ def preview_and_answer(api_url: str, http: httpx.Client, names: StackNames, runs
         + ", ".join(
             f"{clients[o]} {o}" for o in ("created", "linked", "updated", "unchanged", "failed", "skipped")
         )
-        + f"; users {users['created']} created, {users['updated']} updated"
+        + "; users "
+        + ", ".join(
+            f"{users[o]} {o}" for o in ("created", "linked", "updated", "unchanged", "failed", "skipped")
+        )
     )
     codes = Counter(e["code"] for e in entries)
     say("its problems: " + ", ".join(f"{n} x {code}" for code, n in codes.most_common()))
@@ -266,7 +269,7 @@ def preview_and_answer(api_url: str, http: httpx.Client, names: StackNames, runs
     for match in matches:
         say(
             f"GET  /integrations/xpm/matches        -> XPM {match['label']} may be Active "
-            f"{match['client_label']} (same {match['reason']}), answer {match['answer']}"
+            f"{match['client_label']} (same {match['reason']}), answer {match['answer'] or 'not given yet'}"
         )
         answered = http.post(
             f"{base}/matches/{match['xpm_uuid']}", json={"action": "link", "client_id": match["client_id"]}

@@ -288,6 +288,19 @@ class TestFunctions:
         [statement] = policies[2]["Statement"]
         assert statement["Action"] == "secretsmanager:GetSecretValue"
 
+    def test_the_api_updates_in_the_active_table_only_an_offices_default_partner(self, template):
+        # The newcomer's read of 2026-12-07: UpdateItem on the whole Active table let the API
+        # rewrite any attribute of any client or user.
+        policies = template["Resources"]["ApiFunction"]["Properties"]["Policies"]
+        statements = [s for policy in policies for s in policy.get("Statement", [])]
+        [statement] = [s for s in statements if s["Resource"] == {"Fn::GetAtt": ["ActiveTable", "Arn"]}]
+
+        assert statement["Action"] == "dynamodb:UpdateItem"
+        assert statement["Condition"] == {
+            "ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "default_partner_user_id"]},
+            "StringEqualsIfExists": {"dynamodb:ReturnValues": ["NONE", "UPDATED_NEW"]},
+        }
+
     @pytest.mark.parametrize("name", sorted(FUNCTION_RESOURCES))
     def test_no_custom_statement_grants_every_resource_or_action(self, template, name):
         policies = template["Resources"][name]["Properties"]["Policies"]

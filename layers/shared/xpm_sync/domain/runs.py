@@ -27,7 +27,7 @@ def new_run_id(started_at: datetime) -> str:
 
 
 class SyncRun(BaseModel):
-    """A run as stored and as the runs API returns it (B3)."""
+    """A run as stored (B3); the runs API answers with ``api.models.RunOut``, mapped from it."""
 
     model_config = ConfigDict(extra="ignore")
 
