@@ -86,11 +86,17 @@ def save_config(body: ConfigBody) -> ConfigResponse:
     return api_service().save_config(_firm_id(), body)
 
 
+def _no_body() -> bool:
+    body = app.current_event.body
+    return body is None or not body.strip()
+
+
 def invalid_request(error: RequestValidationError) -> Response[str]:
-    """A body with bad values is 422, except on a PUT for a firm that is not connected: the setup
-    needs a connection first, and B5 answers that with 409 NOT_CONNECTED whatever the body holds."""
+    """A body with bad values is 422, and no body (or a blank one) 400, except on a PUT for a firm
+    that is not connected: the setup needs a connection first, and B5 answers that with 409
+    NOT_CONNECTED whatever the body holds. A body that is not JSON is 400 before this is asked."""
     answer = invalid_request_response(error)
-    if answer.status_code == 422 and app.current_event.http_method == "PUT":
+    if app.current_event.http_method == "PUT" and (answer.status_code == 422 or _no_body()):
         try:
             api_service().require_connection(_firm_id())
         except DomainError as refusal:

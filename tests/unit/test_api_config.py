@@ -266,7 +266,7 @@ def test_put_names_a_missing_or_wrongly_typed_field(
     assert field in answer.json["error"]["message"]
 
 
-@pytest.mark.parametrize("body", ["{not json", "", None, "tenant_id=abc"])
+@pytest.mark.parametrize("body", ["{not json", "", None, "  \n", "tenant_id=abc"])
 def test_put_with_a_body_that_is_not_json_is_400(firm: ApiHarness, body: str | None) -> None:
     answer = firm.call_api("put_config", body=body)
 
@@ -404,6 +404,20 @@ def test_put_needs_a_connection_whatever_the_body_holds(api: ApiHarness, body: A
 
     assert answer.status == 409, answer.text
     assert answer.json["error"]["code"] == "NOT_CONNECTED"
+    assert api.config_item() is None
+
+
+@pytest.mark.parametrize("body", [None, "", "  \n"], ids=["no body", "an empty body", "a blank body"])
+def test_put_without_a_body_needs_a_connection(api: ApiHarness, body: str | None) -> None:
+    # The probe of 2026-12-07 (evening): no body was 400 INVALID_JSON before the connection's 409,
+    # which a body of {} or null already got. A connected firm's is still 400 (above).
+    answer = api.call_api("put_config", body=body)
+
+    assert answer.status == 409, answer.text
+    assert answer.json["error"] == {
+        "code": "NOT_CONNECTED",
+        "message": "Connect to Xero Practice Manager first.",
+    }
     assert api.config_item() is None
 
 

@@ -202,6 +202,63 @@ def test_an_event_with_only_the_request_contexts_path_and_method_is_routed(api: 
     assert answer.json["status"] == "not_connected"
 
 
+GET_CASES = [
+    "get_config",
+    "get_tenants",
+    "get_runs",
+    "get_run",
+    "get_run_entries",
+    "get_problems",
+    "get_problems_summary",
+    "get_matches",
+]
+
+
+def _with_nulls(event: dict[str, Any], form: str) -> dict[str, Any]:
+    """The sample event with null query values added beside its own (API Gateway sends none; a
+    hand-built event may)."""
+    single = dict(event["queryStringParameters"] or {})
+    multi = dict(event["multiValueQueryStringParameters"] or {})
+    if form == "a null value":
+        event["queryStringParameters"] = {**single, "cursor": None}
+    elif form == "a null value of a parameter no route takes":
+        event["queryStringParameters"] = {**single, "other": None}
+        event["multiValueQueryStringParameters"] = {**multi, "other": [None]}
+    elif form == "null items in the multi-value lists":
+        event["queryStringParameters"] = {**single, "cursor": None}
+        multi = {name: [None, *values] for name, values in multi.items()}
+        event["multiValueQueryStringParameters"] = {**multi, "cursor": [None], "code": [None, None]}
+    else:  # a multi-value that is not a list
+        event["multiValueQueryStringParameters"] = {
+            **{name: values[-1] for name, values in multi.items()},
+            "cursor": None,
+        }
+    return event
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "a null value",
+        "a null value of a parameter no route takes",
+        "null items in the multi-value lists",
+        "a multi-value that is not a list",
+    ],
+)
+@pytest.mark.parametrize("case", GET_CASES)
+def test_a_null_query_value_is_a_parameter_not_given(api: ApiHarness, case: str, form: str) -> None:
+    """The probe of 2026-12-07 (evening): a null query value was a 500 on every GET route."""
+    # Given the route's sample request, and the same with null query values beside its own
+    plain = api.send_api(load_event("api", case))
+
+    # When the one with nulls is sent
+    answer = api.send_api(_with_nulls(load_event("api", case), form))
+
+    # Then it is answered as if they were not there
+    assert answer.status < 500, answer.text
+    assert (answer.status, answer.json) == (plain.status, plain.json)
+
+
 def test_every_answer_carries_headers_in_both_proxy_forms(api: ApiHarness) -> None:
     answers = [api.call_api("get_config"), api.call_api("get_config", claims=None)]
     answers.append(api.callback({"code": "c", "state": "s"}))

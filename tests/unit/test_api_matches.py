@@ -9,6 +9,7 @@ firm is refused, and a firm sees and answers only its own suggestions.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import boto3
 import pytest
@@ -216,6 +217,34 @@ def test_a_body_that_is_not_json_is_400(suggested: ApiHarness) -> None:
 
     assert answer.status == 400
     assert answer.json["error"]["code"] == "INVALID_JSON"
+
+
+@pytest.mark.parametrize("xpm_uuid", ["with space", "a+b", "ä-uuid", "a#b", "a/b", "100%"])
+@pytest.mark.parametrize("decoded", [True, False], ids=["with path parameters", "path only"])
+def test_a_uuid_percent_encoded_in_the_path_answers_the_suggestion_listed(
+    api: ApiHarness, xpm_uuid: str, decoded: bool
+) -> None:
+    """The probe of 2026-12-07 (evening): the route read the uuid from the path as sent, still
+    percent-encoded, and answered 404 for a suggestion the list names."""
+    # Given a suggestion whose uuid a URL must percent-encode
+    seed_client(api.names, FIRM, "c-1", legal_name="Acme Pty Ltd")
+    suggest(api.names, FIRM, xpm_uuid, "c-1")
+    listed = [m["xpm_uuid"] for m in _matches(api).json["matches"]]
+
+    # When the admin answers it: API Gateway sends the path encoded and the path parameters decoded
+    # (a hand-built event may carry the path alone)
+    answer = api.call_api(
+        "post_match",
+        path=f"/integrations/xpm/matches/{quote(xpm_uuid, safe='')}",
+        path_parameters={"xpm_uuid": xpm_uuid} if decoded else None,
+        body={"action": "create"},
+    )
+
+    # Then the answer is the suggestion listed, and kept for the next run
+    assert listed == [xpm_uuid]
+    assert answer.status == 200, answer.text
+    assert (answer.json["xpm_uuid"], answer.json["answer"]) == (xpm_uuid, "create")
+    assert _stored(api, xpm_uuid).answer == "create"
 
 
 # --- The answer holds for later runs: the worker applies it ---------------------------------------

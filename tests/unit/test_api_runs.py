@@ -8,6 +8,7 @@ their own firm's runs, and a bad cursor or another firm's run id is a 4xx, never
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import pytest
 from xpm_sync.adapters import aws
@@ -166,6 +167,25 @@ def test_another_firms_run_is_404_as_if_it_did_not_exist(api: ApiHarness, runs: 
 
     assert answer.status == 404
     assert answer.json == unknown.json == {"error": {"code": "NOT_FOUND", "message": "No such run."}}
+
+
+@pytest.mark.parametrize("decoded", [True, False], ids=["with path parameters", "path only"])
+def test_a_run_id_percent_encoded_in_the_path_reads_the_runs_log(
+    api: ApiHarness, runs: list[SyncRun], decoded: bool
+) -> None:
+    # The probe of 2026-12-07 (evening): a path parameter was read from the path as sent.
+    run = runs[-1]
+    encoded = quote(run.run_id, safe="").replace("-", "%2D")
+
+    answer = api.call_api(
+        "get_run_entries",
+        path=f"/integrations/xpm/runs/{encoded}/entries",
+        path_parameters={"run_id": run.run_id} if decoded else None,
+        query=None,
+    )
+
+    assert answer.status == 200, answer.text
+    assert [e["run_id"] for e in answer.json["entries"]] == [run.run_id] * 2
 
 
 def test_the_last_run_shows_on_the_config(api: ApiHarness, runs: list[SyncRun]) -> None:

@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
@@ -238,10 +238,24 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
     app.exception_handler(Exception)(_unexpected)
 
 
+class _AdminResolver(APIGatewayRestResolver):
+    """Powertools' REST resolver, with path parameters as API Gateway gives them: decoded.
+
+    Powertools matches the route against ``path``, which API Gateway sends percent-encoded, and
+    hands a route the matched text as it is: ``/matches/with%20space`` would look up
+    ``with%20space``. The matched text is decoded here (``%2F`` included, which the route's match
+    cannot see), which is what API Gateway puts in ``pathParameters``; the path is read rather than
+    that field so that the two can never disagree.
+    """
+
+    def _convert_matches_into_route_keys(self, match: re.Match[str]) -> dict[str, str]:
+        return {name: unquote(matched) for name, matched in match.groupdict().items()}
+
+
 def admin_api() -> APIGatewayRestResolver:
     """The resolver of one API function's routes: requests validated against each route's
-    signature, every exception answered as B5's error body."""
-    app = APIGatewayRestResolver(enable_validation=True)
+    signature, path parameters decoded, every exception answered as B5's error body."""
+    app = _AdminResolver(enable_validation=True)
     install_error_handlers(app)
     return app
 
@@ -276,8 +290,32 @@ def _proxy_answer(response: Response[str]) -> dict[str, Any]:
     }
 
 
+def _given_query(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The query in both of API Gateway's forms, without what was not given.
+
+    API Gateway sends no null in either form; a hand-built event may, and Powertools' validation
+    fails on one (a 500) even for a parameter the route does not take. A null value, or a null item
+    of a multi-value list, is a parameter not given; a multi-value that is not a list is a list of
+    one, and a form that is not a map is no query.
+    """
+    single = event.get("queryStringParameters")
+    multi = event.get("multiValueQueryStringParameters")
+    values = (
+        {name: value for name, value in single.items() if value is not None}
+        if isinstance(single, Mapping)
+        else {}
+    )
+    lists: dict[str, list[Any]] = {}
+    for name, given in multi.items() if isinstance(multi, Mapping) else ():
+        items = [item for item in (given if isinstance(given, list | tuple) else [given]) if item is not None]
+        if items:
+            lists[name] = items
+    return {"queryStringParameters": values or None, "multiValueQueryStringParameters": lists or None}
+
+
 def _routed(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The event with the ``path`` and ``httpMethod`` the routes are written for.
+    """The event with the ``path`` and ``httpMethod`` the routes are written for, and its query
+    without null values (:func:`_given_query`).
 
     Behind a custom domain's base path mapping (or when a caller copies the stage into the path),
     ``path`` carries a prefix before ``/integrations/xpm``; a hand-built event may carry only
@@ -289,7 +327,7 @@ def _routed(event: Mapping[str, Any]) -> dict[str, Any]:
     if not path.startswith(ROUTE_ROOT) and ROUTE_ROOT in path:
         path = path[path.index(ROUTE_ROOT) :]
     method = next((m for m in (event.get("httpMethod"), context.get("httpMethod")) if isinstance(m, str)), "")
-    return {**event, "path": path, "httpMethod": method.upper()}
+    return {**event, "path": path, "httpMethod": method.upper(), **_given_query(event)}
 
 
 # SPEC B5: what the API reads of a body. Powertools parses JSON with the standard library, which
