@@ -107,15 +107,64 @@ def _actions(statement: dict[str, Any]) -> set[str]:
     return set(actions) if isinstance(actions, list) else {actions}
 
 
+# The conditions a DynamoDB statement may carry: the partitions, the attributes, no read-back.
+_CONDITIONS = {
+    "ForAllValues:StringLike": {"dynamodb:LeadingKeys"},
+    "ForAllValues:StringEquals": {"dynamodb:Attributes"},
+    "StringEqualsIfExists": {"dynamodb:ReturnValues"},
+}
+
+
+def _condition(statement: dict[str, Any], kind: str, key: str) -> list[str] | None:
+    condition = statement.get("Condition") or {}
+    for given, keys in condition.items():
+        assert set(keys) <= _CONDITIONS.get(given, set()), condition
+    values = condition.get(kind, {}).get(key)
+    if values is None:
+        return None
+    return list(values) if isinstance(values, list) else [values]
+
+
 def _leading_keys(statement: dict[str, Any]) -> list[str]:
     """The partition keys a statement confines its writes to (none: the whole table)."""
-    condition = statement.get("Condition")
-    if condition is None:
-        return []
-    assert set(condition) == {"ForAllValues:StringLike"}, condition
-    assert set(condition["ForAllValues:StringLike"]) == {"dynamodb:LeadingKeys"}, condition
-    keys = condition["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
-    return list(keys) if isinstance(keys, list) else [keys]
+    return _condition(statement, "ForAllValues:StringLike", "dynamodb:LeadingKeys") or []
+
+
+def _attributes(statement: dict[str, Any]) -> list[str] | None:
+    """The attributes a statement confines its writes to (None: any)."""
+    return _condition(statement, "ForAllValues:StringEquals", "dynamodb:Attributes")
+
+
+_EXPRESSION_WORDS = {
+    "SET",
+    "REMOVE",
+    "ADD",
+    "DELETE",
+    "AND",
+    "OR",
+    "NOT",
+    "attribute_exists",
+    "attribute_not_exists",
+    "if_not_exists",
+    "begins_with",
+    "list_append",
+    "size",
+}
+
+
+def _request_attributes(params: dict[str, Any]) -> set[str]:
+    """The top-level attributes a write names (IAM's dynamodb:Attributes): its keys, the names it
+    aliases and the bare names in its expressions."""
+    bare = {
+        word
+        for expression in (params.get("UpdateExpression", ""), params.get("ConditionExpression", ""))
+        for word in re.findall(r"(?<![#:\w])[A-Za-z_]\w*", expression)
+    }
+    return (
+        set(params.get("Key", {}))
+        | set(params.get("ExpressionAttributeNames", {}).values())
+        | (bare - _EXPRESSION_WORDS)
+    )
 
 
 def _sub(node: Any) -> tuple[str, dict[str, Any]]:
@@ -193,10 +242,13 @@ SAM_TABLE_ACTIONS = {
 }
 
 
-def _dynamodb_grants(properties: dict[str, Any]) -> list[tuple[str, set[str], list[str]]]:
-    """(table, actions, partition key patterns: none for the whole table) for each grant."""
-    grants: list[tuple[str, set[str], list[str]]] = [
-        (policy[kind]["TableName"]["Ref"], actions, [])
+def _dynamodb_grants(
+    properties: dict[str, Any],
+) -> list[tuple[str, set[str], list[str], list[str] | None]]:
+    """(table, actions, partition key patterns: none for the whole table, attributes: None for any)
+    for each grant."""
+    grants: list[tuple[str, set[str], list[str], list[str] | None]] = [
+        (policy[kind]["TableName"]["Ref"], actions, [], None)
         for policy in properties.get("Policies", [])
         for kind, actions in SAM_TABLE_ACTIONS.items()
         if kind in policy
@@ -204,7 +256,8 @@ def _dynamodb_grants(properties: dict[str, Any]) -> list[tuple[str, set[str], li
     for statement in _statements(properties):
         actions = {a.removeprefix("dynamodb:") for a in _actions(statement) if a.startswith("dynamodb:")}
         if actions:
-            grants.append((statement["Resource"]["Fn::GetAtt"][0], actions, _leading_keys(statement)))
+            table = statement["Resource"]["Fn::GetAtt"][0]
+            grants.append((table, actions, _leading_keys(statement), _attributes(statement)))
     return grants
 
 
@@ -269,10 +322,11 @@ def test_the_api_functions_policy_allows_every_dynamodb_call_its_routes_make(
         table, partition = tables[params["TableName"]], _partition_key(params)
         allowed = [
             keys
-            for granted_table, actions, keys in grants
+            for granted_table, actions, keys, attributes in grants
             if granted_table == table
             and operation in actions
             and (not keys or any(fnmatch.fnmatchcase(partition or "", key) for key in keys))
+            and (attributes is None or _request_attributes(params) <= set(attributes))
         ]
         assert allowed, f"{operation} on {table} ({partition}) is not allowed"
         if operation in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"):
