@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from botocore.client import BaseClient
+from botocore.exceptions import ClientError
 from xpm_sync import composition
 from xpm_sync.adapters import aws as aws_clients
 from xpm_sync.adapters.sync_queue import SyncQueue
@@ -303,14 +304,24 @@ def test_an_idle_connections_unreadable_token_expiry_is_kept_alive_and_costs_no_
 _GROUP_ID = re.compile(r"[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}")
 
 
-@pytest.fixture
-def sqs_checking_group_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+def _refusal(code: str) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+        "SendMessageBatch",
+    )
+
+
+@pytest.fixture(params=["each entry", "the whole request"])
+def sqs_checking_group_ids(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQS refusing a message group id it cannot take: as a failed entry, or the whole request."""
     original = BaseClient._make_api_call
 
     def call(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
         if operation == "SendMessageBatch":
             entries = params["Entries"]
             good = [entry for entry in entries if _GROUP_ID.fullmatch(entry["MessageGroupId"])]
+            if request.param == "the whole request" and len(good) < len(entries):
+                raise _refusal("InvalidParameterValue")
             answer = original(client, operation, {**params, "Entries": good}) if good else {"Successful": []}
             answer["Failed"] = [
                 {"Id": entry["Id"], "SenderFault": True, "Code": "InvalidParameterValue"}
@@ -321,6 +332,30 @@ def sqs_checking_group_ids(monkeypatch: pytest.MonkeyPatch) -> None:
         return original(client, operation, params)
 
     monkeypatch.setattr(BaseClient, "_make_api_call", call)
+
+
+def test_sqs_throttling_every_request_is_reported_without_splitting_the_batches(
+    stack: StackNames, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given SQS throttling every send (botocore's retries spent), and 25 enabled firms
+    for number in range(25):
+        put_firm(stack, f"firm-{number:02d}", sync_enabled=True)
+    original = BaseClient._make_api_call
+    sends: list[int] = []
+
+    def call(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        if operation == "SendMessageBatch":
+            sends.append(len(params["Entries"]))
+            raise _refusal("ThrottlingException")
+        return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", call)
+
+    # Then the dispatch fails naming all of them, after one request per batch: sending each
+    # message alone would only multiply the requests SQS is refusing
+    with pytest.raises(Exception, match="SQS refused 25 of the hour's messages"):
+        dispatch()
+    assert sorted(sends) == [5, 10, 10]
 
 
 @pytest.mark.usefixtures("sqs_checking_group_ids")

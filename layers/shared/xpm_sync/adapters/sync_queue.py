@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, TypeVar
 
+from botocore.exceptions import ClientError
+
+from xpm_sync.adapters.dynamodb import error_code
 from xpm_sync.domain.runs import Trigger
 from xpm_sync.observability import logger
 
@@ -43,6 +46,16 @@ class Sent:
 
     count: int
     refused: list[str]
+
+
+def _content_refusal(error: Exception) -> str | None:
+    """The error code when SQS answered 400 for something in the request; None for anything else
+    (a throttle, which SQS also answers 400, SQS down, the network)."""
+    if not isinstance(error, ClientError):
+        return None
+    code = error_code(error)
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code if status == 400 and "Throttl" not in code else None
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -163,20 +176,27 @@ class SyncQueue:
 
     def _send_all(self, messages: Iterable[dict[str, str]], workers: int) -> Sent:
         """Send messages ten per request, several requests at once; one resend of what SQS refused.
-        A request SQS refuses whole is sent again a message at a time, so that one message it can
-        never take (a firm id too long for a message group, say) costs no other firm its message;
-        what is still refused is reported, never raised midway."""
+        A request SQS refuses whole for its content is sent again a message at a time, so that one
+        message it can never take (a firm id too long for a message group, say) costs no other firm
+        its message; what is still refused is reported, never raised midway. A request that fails
+        otherwise (SQS throttling or down, after botocore's retries) is not split: that would only
+        multiply the requests failing."""
 
         def send(batch: list[dict[str, str]]) -> Sent:
             entries = [{"Id": str(i), **message} for i, message in enumerate(batch)]
             try:
                 refused = self._send_batch(entries)
             except Exception as error:
+                content_refused = _content_refusal(error)
                 logger.warning(
-                    "SQS refused a batch of sync messages; sending them one at a time",
-                    extra={"error": type(error).__name__},
+                    "SQS refused a batch of sync messages"
+                    + ("; sending them one at a time" if content_refused else ""),
+                    extra={"error": type(error).__name__, "code": content_refused},
                 )
-                refused = [message for entry in entries for message in self._send_alone(entry)]
+                if content_refused:
+                    refused = [message for entry in entries for message in self._send_alone(entry)]
+                else:
+                    refused = entries
             return Sent(len(batch) - len(refused), [message["MessageGroupId"] for message in refused])
 
         count, refused = 0, []
