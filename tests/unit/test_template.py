@@ -37,11 +37,13 @@ FUNCTION_RESOURCES = {
 SPEC_TABLES: dict[str, dict[str, Any]] = {
     "ActiveTable": {"keys": [("pk", "HASH"), ("sk", "RANGE")], "ttl": None, "pitr": True, "retain": True},
     "ConfigTable": {"keys": [("firm_id", "HASH")], "ttl": "expires_at", "pitr": True, "retain": True},
+    # Runs expire; the state kept per record (retry copies, open problems, the admin's answers to
+    # suggested links) does not, and is kept and backed up (the TTL probe of 2026-12-07).
     "SyncLogTable": {
         "keys": [("pk", "HASH"), ("sk", "RANGE")],
         "ttl": "expires_at",
-        "pitr": False,
-        "retain": False,
+        "pitr": True,
+        "retain": True,
     },
     "NotifyTable": {"keys": [("firm_id", "HASH")], "ttl": "expires_at", "pitr": False, "retain": False},
 }

@@ -816,6 +816,33 @@ def test_runs_stopped_by_the_runtime_count_as_failures_in_a_row_and_are_told_fro
     assert any(p.code == "INTERNAL_ERROR" for p in firm.states.fixed), "and counted as fixed"
 
 
+def test_a_run_stopped_months_ago_is_left_to_expire_not_reported_as_news(firm: Firm) -> None:
+    """The TTL probe of 2026-12-07: a run killed just before the firm went away (disconnected, or
+    needing to reconnect) was ended by the first run 95 days on, past its TTL: kept 90 days more,
+    an INTERNAL_ERROR months old opened and closed, and the next email counted it as fixed."""
+    # Given a run stopped by the runtime, then 95 days in which the firm did not sync
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner) for _ in range(3)]
+    run(firm)
+    firm.xpm.break_after = (1, _WorkerStopped())
+    with pytest.raises(_WorkerStopped):
+        sync(firm)
+    firm.xpm.break_after = None
+    [stopped] = [r for r in firm.runs.runs.values() if r.status == "running"]
+    firm.clock.advance(days=95)
+
+    # When the firm's next run goes
+    done = run(firm)
+
+    # Then that run is left as it was, for DynamoDB to delete, and reported nowhere
+    assert done.status == "success"
+    assert firm.runs.runs[stopped.run_id].status == "running"
+    assert firm.runs.runs[stopped.run_id].finished_at is None
+    assert not any(p.code == "INTERNAL_ERROR" for p in firm.states.fixed)
+    assert firm.states.open_codes().get("run") is None
+    assert firm.config.transient_failures_in_a_row == 0
+
+
 def test_a_killed_run_between_two_outages_keeps_the_count_going(firm: Firm) -> None:
     partner = with_partner(firm)
     firm.xpm.clients += [client(partner=partner) for _ in range(3)]

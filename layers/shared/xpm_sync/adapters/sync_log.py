@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from xpm_sync.adapters.cursors import CursorSigner
@@ -33,9 +33,8 @@ from xpm_sync.domain.entries import Entry, Severity
 from xpm_sync.domain.errors import InvalidCursor
 from xpm_sync.domain.near_match import Suggestion
 from xpm_sync.domain.problems import ClosedProblem, Problem, RecordState
-from xpm_sync.domain.runs import SyncRun
+from xpm_sync.domain.runs import RUN_RETENTION, SyncRun
 
-RETENTION = timedelta(days=90)
 ENTRIES_PAGE = 100
 _SEVERITY_RANK: Mapping[str, str] = {"error": "E", "warning": "W"}
 # A query reads this many items at a time while a filtered page fills (DynamoDB caps it at 1 MB).
@@ -54,7 +53,7 @@ def plain(value: Any) -> Any:
 
 
 def expiry(now: datetime) -> int:
-    return int((now + RETENTION).timestamp())
+    return int((now + RUN_RETENTION).timestamp())
 
 
 @dataclass(frozen=True)
@@ -384,25 +383,6 @@ class RecordStates:
             ProjectionExpression=_PROBLEM_PROJECTION,
         ):
             yield _state_of(item)
-
-    def fixed_since(self, moment: str | None) -> int:
-        """How many problems closed after ``moment`` (ISO 8601 UTC; None: in the last 90 days)."""
-        request: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk AND sk > :after" if moment else "pk = :pk",
-            "ExpressionAttributeValues": {":pk": f"FIXED#{self._firm_id}"},
-            "Select": "COUNT",
-        }
-        if moment:
-            # Strictly after: a problem closed by the run that sent the email, at the very moment
-            # saved as the last email's, was in that email (sort keys are "{closed_at}#...").
-            request["ExpressionAttributeValues"][":after"] = f"{moment}~"
-        count = 0
-        while True:
-            answer = self._table.query(**request)
-            count += int(answer.get("Count", 0))
-            if "LastEvaluatedKey" not in answer:
-                return count
-            request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
     def fixed_after(self, moment: str | None) -> Iterator[ClosedProblem]:
         """Each problem closed strictly after ``moment`` (ISO 8601 UTC; None: in the last 90 days),

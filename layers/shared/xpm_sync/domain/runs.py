@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +14,8 @@ Outcome = Literal["created", "updated", "unchanged", "failed", "skipped"]
 OUTCOMES: tuple[Outcome, ...] = ("created", "updated", "unchanged", "failed", "skipped")
 # A dry run also counts the XPM clients it would link to an Active client already there (SPEC B6).
 DRY_RUN_OUTCOMES: tuple[str, ...] = (*OUTCOMES, "linked")
+# How long a run and its log are kept from their last write (the sync log's TTL, SPEC B3).
+RUN_RETENTION = timedelta(days=90)
 
 
 def new_counts(*, dry_run: bool = False) -> dict[str, dict[str, int]]:

@@ -49,7 +49,7 @@ from xpm_sync.domain.firm import Checkpoint, FirmConfig, full_read_due
 from xpm_sync.domain.hourly import KEEP_ALIVE_AFTER, last_refresh
 from xpm_sync.domain.notification import SELF_CLEARING_FAILURES, should_notify
 from xpm_sync.domain.problems import RUN_KEY, RecordState, reconcile, run_level_sighting
-from xpm_sync.domain.runs import SyncRun, Trigger, new_counts, new_run_id
+from xpm_sync.domain.runs import RUN_RETENTION, SyncRun, Trigger, new_counts, new_run_id
 from xpm_sync.domain.xpm_records import XpmClientRecord
 from xpm_sync.observability import logger
 from xpm_sync.runtime import unlimited
@@ -410,6 +410,10 @@ def _end_unfinished(firm_id: str, run_id: str, services: SyncServices, why: Entr
     if unfinished is None or unfinished.status != "running":
         return None
     now = services.clock.now()
+    if now - parse_iso(unfinished.started_at) >= RUN_RETENTION:
+        # Past its TTL (a firm away for months since): DynamoDB may delete it any moment. Ending
+        # it now would keep it 90 days more and report a failure months old as the firm's news.
+        return None
     unfinished.status = "failed"
     unfinished.finished_at = iso(now)
     _write_entries(services, unfinished, [why], now)
