@@ -1511,3 +1511,65 @@ def test_a_client_waiting_on_its_suggested_link_costs_no_active_read_an_hour(fir
     # Then it still waits, and the run read nothing from Active but the users and the office
     assert later.counts["client"]["skipped"] == 1
     assert firm.active.items_read == len(firm.active.user_items) + len(firm.active.offices_by_code)
+
+
+# --- data an earlier version wrote (the upgrade probe of 2026-12-07) -----------------------------
+
+
+def test_clients_an_earlier_version_kept_for_a_retry_are_found_by_one_full_read(firm: Firm) -> None:
+    """The versions before the per-record retries (issue 19) kept the clients awaiting a retry in
+    the config (``retry_client_uuids``): read by nothing since, they waited for the next daily full
+    read, reported nowhere."""
+    # Given a firm synced an hour ago, and a client XPM has not changed for a month that an earlier
+    # version failed and kept for a retry
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner)]
+    run(firm)
+    waiting = client(partner=partner)
+    firm.xpm.clients.append(waiting)
+    firm.configs.update(FIRM, retry_client_uuids={waiting.uuid})
+    firm.clock.advance(hours=1)
+
+    # When the next hourly run goes
+    done = run(firm)
+
+    # Then it reads every client, syncs that one, and forgets the old list: the next hour is
+    # incremental again
+    assert done.full_read
+    assert waiting.uuid in {stored.xpm_uuid for stored in firm.active.clients()}
+    assert firm.config.retry_client_uuids is None
+    firm.clock.advance(hours=1)
+    assert not run(firm).full_read
+
+
+def test_a_continuation_of_an_earlier_versions_checkpoint_leaves_the_runs_problems_as_they_were(
+    firm: Firm,
+) -> None:
+    """An earlier version's checkpoint carries no run-level entries: taking that as "the first part
+    found none" closed the firm's open run-level problem (counted fixed), and the next run opened it
+    again as new."""
+    # Given a run-level problem open since the last run, and a full read split into parts, whose
+    # checkpoint is written as an earlier version wrote it
+    partner = with_partner(firm)
+    firm.configs.update(FIRM, connected_by_email="gone@harbour.example")
+    firm.xpm.clients += [client(partner=partner) for _ in range(4)]
+    run(firm)
+    assert firm.states.open_codes()["run"] == {"CONNECTION_OWNER_NOT_IN_XPM"}
+    firm.clock.advance(days=1)
+    firm.xpm.break_after = (2, XpmTooSlow("drip"))
+    first = sync(firm)
+    assert first is not None
+    assert first.continued
+    assert firm.config.checkpoint is not None
+    earlier = firm.config.checkpoint.model_dump(exclude={"run_entries"})
+    firm.configs.update(FIRM, checkpoint=earlier)
+
+    # When this version continues it
+    firm.xpm.break_after = None
+    last = sync(firm, resume_run_id=first.run.run_id)
+
+    # Then the problem is still open, and nothing counts it as fixed
+    assert last is not None
+    assert last.run.status == "success"
+    assert firm.states.open_codes()["run"] == {"CONNECTION_OWNER_NOT_IN_XPM"}
+    assert not any(p.code == "CONNECTION_OWNER_NOT_IN_XPM" for p in firm.states.fixed)

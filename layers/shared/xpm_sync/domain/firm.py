@@ -64,6 +64,9 @@ class FirmConfig(BaseModel):
     # Incremental sync state (SPEC A7): ISO 8601 UTC start times.
     last_completed_run_started_at: str | None = None
     last_full_read_started_at: str | None = None
+    # Written by the versions before the sync kept its retries per record (issue 19): the clients
+    # then awaiting a retry. A firm that still has it is read whole once, which finds them again.
+    retry_client_uuids: set[str] | None = None
     # A fresh value at every tenant change: a run that began under another value must not write
     # its incremental state over the reset (SPEC A6).
     sync_state_id: str | None = None
@@ -146,6 +149,8 @@ FULL_READ_SLACK = timedelta(minutes=30)
 def full_read_due(config: FirmConfig, now: datetime, *, every_hours: float = 24) -> bool:
     """SPEC A7: the first run, and one run a day, read every client."""
     if not config.last_completed_run_started_at or not config.last_full_read_started_at:
+        return True
+    if config.retry_client_uuids:
         return True
     since = now - parse_iso(config.last_full_read_started_at)
     return since >= timedelta(hours=every_hours) - FULL_READ_SLACK

@@ -258,7 +258,9 @@ def _start(
         return None
     part = _Run(run=unfinished, config=config, resume=checkpoint)
     part.earlier_run_entries = list(checkpoint.run_entries)
-    part.judged.update(RUN_CONDITIONS)  # the first part looked, and carried what it found
+    if "run_entries" in checkpoint.model_fields_set:
+        part.judged.update(RUN_CONDITIONS)  # the first part looked, and carried what it found
+    # else a checkpoint an earlier version wrote, carrying nothing: those problems stay as they were
     return part
 
 
@@ -1081,6 +1083,7 @@ def _record_end(
         state["last_completed_run_started_at"] = run.started_at
         if part.full_read:
             state["last_full_read_started_at"] = run.started_at
+            state["retry_client_uuids"] = None  # an earlier version's retries: this read found them
     if not services.config.update_if_same_state(config.firm_id, config.sync_state_id, **state):
         logger.info(
             "the firm's tenant changed while this run went on; its state is not kept",
