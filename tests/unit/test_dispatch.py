@@ -23,7 +23,7 @@ from xpm_sync.observability import metrics
 
 from functions.sync_dispatch.app import lambda_handler as dispatch_handler
 from local.lambda_runtime import LocalContext, scheduled_event
-from local.stack import StackNames
+from local.stack import StackNames, load_template
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -334,10 +334,12 @@ def sqs_checking_group_ids(request: pytest.FixtureRequest, monkeypatch: pytest.M
     monkeypatch.setattr(BaseClient, "_make_api_call", call)
 
 
-def test_sqs_throttling_every_request_is_reported_without_splitting_the_batches(
-    stack: StackNames, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("code", ["ThrottlingException", "QueueDoesNotExist", "KmsAccessDenied"])
+def test_sqs_refusing_every_request_is_reported_without_splitting_the_batches(
+    stack: StackNames, monkeypatch: pytest.MonkeyPatch, code: str
 ) -> None:
-    # Given SQS throttling every send (botocore's retries spent), and 25 enabled firms
+    # Given SQS refusing every send for no message's fault (botocore's retries spent: throttled,
+    # the queue gone, its key refused), and 25 enabled firms
     for number in range(25):
         put_firm(stack, f"firm-{number:02d}", sync_enabled=True)
     original = BaseClient._make_api_call
@@ -346,7 +348,7 @@ def test_sqs_throttling_every_request_is_reported_without_splitting_the_batches(
     def call(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
         if operation == "SendMessageBatch":
             sends.append(len(params["Entries"]))
-            raise _refusal("ThrottlingException")
+            raise _refusal(code)
         return original(client, operation, params)
 
     monkeypatch.setattr(BaseClient, "_make_api_call", call)
@@ -382,3 +384,13 @@ def test_a_firm_whose_message_sqs_refuses_costs_no_other_firm_its_message(
     assert [body["firm_id"] for body in bodies if body.get("keep_alive")] == ["idle-due"]
     [record] = [r for r in caplog.records if r.getMessage() == "SQS refused these firms' hourly messages"]
     assert getattr(record, "firms", None) == [odd]
+
+
+def test_a_hung_sqs_connection_gives_up_long_before_the_dispatchers_timeout(stack: StackNames) -> None:
+    # The review of 2026-12-07 (late): botocore's 60-second defaults let one hung connection, tried
+    # twice, outlast the dispatcher's 120 s before it could report what it queued.
+    config = aws_clients.client("sqs").meta.config
+    timeout = load_template()["Resources"]["SyncDispatchFunction"]["Properties"]["Timeout"]
+
+    assert (config.connect_timeout, config.read_timeout) == (5, 10)
+    assert config.retries["total_max_attempts"] * (config.connect_timeout + config.read_timeout) < timeout

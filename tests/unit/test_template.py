@@ -299,7 +299,10 @@ class TestFunctions:
 
         assert statement["Action"] == "dynamodb:UpdateItem"
         assert statement["Condition"] == {
-            "ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "default_partner_user_id"]},
+            # The keys of the table and of its indexes (by_code, by_xpm_uuid), as AWS requires.
+            "ForAllValues:StringEquals": {
+                "dynamodb:Attributes": ["pk", "sk", "code", "xpm_uuid", "default_partner_user_id"]
+            },
             "StringEqualsIfExists": {"dynamodb:ReturnValues": ["NONE", "UPDATED_NEW"]},
         }
 

@@ -207,13 +207,46 @@ def test_expired_token_is_refreshed_once_and_retried(make_client, tokens, sim):
     assert client.calls == 2
 
 
-def test_second_401_is_an_auth_error(make_client, tokens, sim):
+def test_a_token_refused_right_after_its_refresh_is_replaced_once_more(make_client, tokens, sim):
+    # Xero may end a new token early; a second one settles it (the probes of 2026-12-07, late).
     sim.faults.add("token_expired", times=2)
+    client = make_client()
+    assert client.list_staff()
+    assert tokens.forced == 2
+    assert [c.status for c in xpm_calls(sim)] == [401, 401, 200]
+
+
+def test_every_token_refused_is_an_auth_error_after_two_refreshes(make_client, tokens, sim):
+    sim.faults.add("token_expired", times=None)
     client = make_client()
     with pytest.raises(XpmAuthError):
         client.list_staff()
-    assert tokens.forced == 1
-    assert client.calls == 2
+    assert tokens.forced == 2
+    assert client.calls == 3
+
+
+def test_a_token_another_thread_replaced_and_xero_then_refused_is_replaced(make_client, sim):
+    # The review of 2026-12-07 (late): this call's token A was refused, another thread had already
+    # replaced it by B (so asking cost no refresh), and Xero then refused B too: the call gave up
+    # with B never refreshed, and the firm was asked to reconnect.
+    class SharedTokens:
+        def __init__(self) -> None:
+            self.current = "token-A"
+            self.refreshed = 0
+
+        def access_token(self, *, force_refresh: bool = False, refused: str | None = None) -> str:
+            if refused == "token-A":
+                return "token-B"  # another thread's refresh already replaced it
+            if refused is not None:
+                self.refreshed += 1
+                self.current = SimTokens(sim)._current  # a token XPM accepts
+            return self.current
+
+    shared = SharedTokens()
+    client = make_client(tokens=shared)
+
+    assert client.list_staff()
+    assert shared.refreshed == 1
 
 
 def test_unknown_token_is_an_auth_error(make_client):

@@ -32,7 +32,10 @@ def _key(kind: str, service: str) -> tuple[str, str, str | None, str | None]:
 # SES's SendEmail is not idempotent: a request retried after an answer that never came can send a
 # second email (SPEC A5 allows one in 24 hours). The notifier sends once and judges what it gets.
 _ONCE = Config(retries={"mode": "standard", "total_max_attempts": 1})
-_RETRIES_BY_SERVICE = {"ses": _ONCE}
+# SQS answers in milliseconds; botocore's 60-second default would let one hung connection (two
+# attempts) outlast the dispatcher's 120-second timeout before it could report what it queued.
+_QUICK = _RETRIES.merge(Config(connect_timeout=5, read_timeout=10))
+_RETRIES_BY_SERVICE = {"ses": _ONCE, "sqs": _QUICK}
 
 
 def _where(service: str) -> dict[str, Any]:

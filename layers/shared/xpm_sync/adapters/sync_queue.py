@@ -48,14 +48,18 @@ class Sent:
     refused: list[str]
 
 
+# What SQS answers for the content of a request (a message it cannot take), which sending the
+# messages one at a time isolates; any other failure (the queue gone, KMS, a throttle, SQS down)
+# would fail each of them alike.
+_CONTENT_REFUSALS = ("InvalidParameterValue", "InvalidMessageContents", "BatchRequestTooLong")
+
+
 def _content_refusal(error: Exception) -> str | None:
-    """The error code when SQS answered 400 for something in the request; None for anything else
-    (a throttle, which SQS also answers 400, SQS down, the network)."""
+    """The error code when SQS refused a request for a message in it; None for anything else."""
     if not isinstance(error, ClientError):
         return None
     code = error_code(error)
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code if status == 400 and "Throttl" not in code else None
+    return code if code.endswith(_CONTENT_REFUSALS) else None
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -61,6 +61,8 @@ MAX_RATE_LIMIT_WAIT_SECONDS = 90.0
 CONCURRENT_RETRY_FLOOR_SECONDS = 1.0
 # Error bodies are small; reading more than this from a 4xx would only serve a hostile server.
 _ERROR_BODY_LIMIT = 64 * 1024
+# A call refreshes at most this many refused tokens before it takes the connection as lost.
+_TOKENS_REFUSED_AT_MOST = 2
 # These failures happen before the request reaches XPM, so they cost no quota and are not counted.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -226,7 +228,10 @@ class XpmApi:
     def _open(self, path: str, params: dict[str, str]) -> httpx.Response:
         url = self._base + path
         token = self._tokens.access_token()
-        refreshed = False
+        # The tokens XPM refused to this call. Another thread may already have replaced the first
+        # (so asking for another costs no refresh), and Xero may end that one early too: the call
+        # gives up when a token comes back refused again, or the second new one is refused.
+        refused: set[str] = set()
         failures = 0
         waited_for_limits = 0.0
         while True:
@@ -265,12 +270,12 @@ class XpmApi:
             if failure is not None:
                 raise failure
             if status == 401:
-                if refreshed:
+                if token in refused or len(refused) >= _TOKENS_REFUSED_AT_MOST:
                     raise XpmAuthError(
                         "XPM refused the access token again after a refresh: the connection has "
                         "expired or been revoked"
                     )
-                refreshed = True
+                refused.add(token)
                 token = self._tokens.access_token(refused=token)
                 continue
             if status == 429:
