@@ -14,12 +14,14 @@ from xpm_sync.coldstart import loading
 # The GC is paused while the handler's modules load: xpm_sync.coldstart.
 with loading():
     import json
+    from collections.abc import Callable
     from typing import Any
 
     from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
+    from xpm_sync.adapters.metrics import record_run_crashed
     from xpm_sync.composition import sync_queue
     from xpm_sync.composition.worker import keep_alive, sync_services
     from xpm_sync.domain.runs import SyncRequest
@@ -46,9 +48,7 @@ def _handler_for(context: LambdaContext, unreadable: set[str]) -> Any:
             unreadable.add(record.message_id)
             raise
         if request.keep_alive:
-            # An idle connection's tokens are refreshed and nothing runs (SPEC A6); a failure
-            # that may pass is raised, so SQS delivers the record again.
-            return refresh_idle_connection(request.firm_id)
+            return _kept_alive(refresh_idle_connection, request.firm_id)
         try:
             result = run_sync(
                 request.firm_id,
@@ -62,6 +62,7 @@ def _handler_for(context: LambdaContext, unreadable: set[str]) -> Any:
             # the firm's next run closes it): the operator's one trace of why. SQS delivers the
             # record again.
             logger.exception("sync run stopped without recording its end", extra={"firm_id": request.firm_id})
+            record_run_crashed(request.firm_id, request.trigger)
             raise
         if result is None:
             return None
@@ -70,6 +71,16 @@ def _handler_for(context: LambdaContext, unreadable: set[str]) -> Any:
         return result.run.status
 
     return handle
+
+
+def _kept_alive(refresh_idle_connection: Callable[[str], str], firm_id: str) -> str:
+    """An idle connection's tokens refreshed, and nothing run (SPEC A6). A failure that may pass is
+    raised, so SQS delivers the record again; the operator's one trace of it is logged here."""
+    try:
+        return refresh_idle_connection(firm_id)
+    except Exception:
+        logger.exception("keep-alive refresh failed", extra={"firm_id": firm_id})
+        raise
 
 
 def _request_of(record: SQSRecord) -> SyncRequest:

@@ -201,7 +201,10 @@ def test_a_record_that_can_never_run_holds_up_no_other_firms_record_whatever_its
 
 
 def test_a_run_that_cannot_record_its_end_is_logged_retried_and_closed_by_the_next(
-    world: SyncWorld, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    world: SyncWorld,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given the sync log refuses the run's last writes (the probe of 2026-12-07: a key DynamoDB
     # refused escaped as the run ended, with no log line, and the run stayed running)
@@ -219,6 +222,10 @@ def test_a_run_that_cannot_record_its_end_is_logged_retried_and_closed_by_the_ne
     assert getattr(record, "firm_id", None) == world.firm_id
     assert record.exc_info is not None
     assert "the sync log refused the run's end" in str(record.exc_info[1])
+    # and its metrics page as an internal error (the worker answered, so Lambda's Errors did not move)
+    lines = capsys.readouterr().out.splitlines()
+    emitted = [json.loads(line) for line in lines if line.startswith('{"_aws"')]
+    assert [(doc["InternalErrorRuns"], doc["firm_id"]) for doc in emitted] == [([1.0], world.firm_id)]
     stuck = world.last_run()
     assert stuck.status == "running"
 

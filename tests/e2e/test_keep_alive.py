@@ -105,7 +105,9 @@ def test_a_keep_alive_xero_refuses_is_a_failed_run_asking_to_reconnect_and_is_no
     assert world.run_hourly() == []
 
 
-def test_a_keep_alive_xero_cannot_answer_now_fails_its_record_for_sqs_to_retry(world: SyncWorld) -> None:
+def test_a_keep_alive_xero_cannot_answer_now_fails_its_record_for_sqs_to_retry(
+    world: SyncWorld, caplog: pytest.LogCaptureFixture
+) -> None:
     # Given a Later firm due for a keep-alive, and Xero's token endpoint down
     press_later(world, connected_days_ago=31)
     world.sim.faults.add("unavailable", times=None, path="/connect/token")
@@ -121,6 +123,9 @@ def test_a_keep_alive_xero_cannot_answer_now_fails_its_record_for_sqs_to_retry(w
 
     # Then the record fails, for SQS to deliver again, and the firm stays connected, not yet refreshed
     assert [(d.bodies, d.failed) for d in deliveries] == [([KEEP_ALIVE_BODY], [KEEP_ALIVE_BODY])]
+    # and the operator reads why, for which firm (the operators' probe of 2026-12-07, late: no line)
+    [failed] = [r for r in caplog.records if r.getMessage() == "keep-alive refresh failed"]
+    assert (failed.levelname, getattr(failed, "firm_id", None)) == ("ERROR", world.firm_id)
     config = world.config()
     assert (config.status, config.tokens_refreshed_at) == ("connected", None)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from xpm_sync.adapters import aws as aws_clients
-from xpm_sync.adapters.metrics import record_run_metrics
+from xpm_sync.adapters.metrics import record_run_crashed, record_run_metrics
 from xpm_sync.domain.clock import iso
 from xpm_sync.domain.faults import FIRM_PROBLEM_CODES, SYSTEM_FAULT_CODES
 from xpm_sync.domain.runs import SyncRun, new_counts
@@ -82,6 +82,7 @@ class Signals:
     """What the code emitted, as runs of every kind and an hourly dispatch produced it."""
 
     system_fault: dict[str, Emitted]  # a run failed on each system fault code
+    crashed: Emitted  # a run stopped on an error outside the engine's own handling
     firm_problem: dict[str, Emitted]  # a run failed on each firm problem code, and a partial run
     dispatch: Emitted  # an hourly dispatch that found a firm with no completed run for 3 hours
     all: list[Emitted]
@@ -116,6 +117,7 @@ def signals(aws: StackNames, capsys: pytest.CaptureFixture[str]) -> Iterator[Sig
         lambda: record_run_metrics(run_of("partial", client_failed=5, user_failed=1), 1.0, [])
     )
     success = emitted_by(lambda: record_run_metrics(run_of("success", client_created=3), 1.0, []))
+    crashed = emitted_by(lambda: record_run_crashed("firm-a", "schedule"))
 
     aws_clients.table(aws.config_table).put_item(
         Item={
@@ -132,9 +134,10 @@ def signals(aws: StackNames, capsys: pytest.CaptureFixture[str]) -> Iterator[Sig
 
     yield Signals(
         system_fault=system_fault,
+        crashed=crashed,
         firm_problem=firm_problem,
         dispatch=dispatch,
-        all=[*system_fault.values(), *firm_problem.values(), success, dispatch],
+        all=[*system_fault.values(), *firm_problem.values(), success, crashed, dispatch],
     )
     metrics.clear_metrics()
 
@@ -296,6 +299,27 @@ def test_firms_with_no_completed_run_for_3_hours_have_an_alarm(
     moved = {name for name, value in signals.dispatch.values.items() if value}
 
     assert "FirmsWithoutCompletedRun" in moved & watched
+
+
+def test_an_hour_with_no_dispatch_at_all_raises_the_same_alarm(template: dict[str, Any]) -> None:
+    # The operators' probe of 2026-12-07 (late): with the schedule disabled or deleted no firm
+    # synced, no metric came, and every alarm stayed OK.
+    alarm = template["Resources"]["FirmsWithoutCompletedRunAlarm"]["Properties"]
+
+    assert alarm["TreatMissingData"] == "breaching"
+    assert alarm["Period"] == 3600
+
+
+def test_a_run_that_crashed_outside_the_engine_pages_as_an_internal_error(
+    signals: Signals, template: dict[str, Any]
+) -> None:
+    # The operators' probe: the worker reports such a record failed, so Lambda's Errors never
+    # moves; only the run's own metrics can say it.
+    watched = {a.name for a in alarms(template) if a.namespace == "XpmSync"}
+    moved = {name for name, value in signals.crashed.values.items() if value}
+
+    assert "InternalErrorRuns" in moved & watched
+    assert {"Runs", "FailedRuns", "FailedRunsSystemFault"} <= moved
 
 
 def test_the_dead_letter_queue_worker_errors_and_throttles_have_alarms(template: dict[str, Any]) -> None:

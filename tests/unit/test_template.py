@@ -231,6 +231,9 @@ class TestFunctions:
         assert "POWERTOOLS_LOG_LEVEL" in variables
         # The project uses no pydantic plugins; looking for them costs every cold start.
         assert variables["PYDANTIC_DISABLE_PLUGINS"] == "__all__"
+        # Traces keep timings, not answers: an API page of hundreds of KB would lose its whole
+        # subsegment past X-Ray's 64 KB, and it holds client names (the operators' probe).
+        assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
 
     def test_the_layer_is_built_for_the_functions_architecture_and_ships_bytecode(self, template):
         layer = template["Resources"]["SharedLayer"]

@@ -1573,3 +1573,23 @@ def test_a_continuation_of_an_earlier_versions_checkpoint_leaves_the_runs_proble
     assert last.run.status == "success"
     assert firm.states.open_codes()["run"] == {"CONNECTION_OWNER_NOT_IN_XPM"}
     assert not any(p.code == "CONNECTION_OWNER_NOT_IN_XPM" for p in firm.states.fixed)
+
+
+@pytest.mark.parametrize(
+    ("breaks", "level"),
+    [(XpmUnavailable("down"), "ERROR"), (None, "INFO")],
+    ids=["a system fault", "records failing"],
+)
+def test_the_runs_last_line_is_an_error_only_when_the_system_failed_it(
+    firm: Firm, caplog: pytest.LogCaptureFixture, breaks: Exception | None, level: str
+) -> None:
+    # The operators' probe of 2026-12-07 (late): a run XPM failed logged nothing above INFO, so
+    # filtering on ERROR showed nothing; a client failing for its partner is the admin's, not theirs.
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner), client(partner=partner, business_structure=None)]
+    firm.xpm.break_after = (0, breaks) if breaks is not None else None
+
+    run(firm)
+
+    [finished] = [r for r in caplog.records if r.getMessage() == "sync run finished"]
+    assert finished.levelname == level

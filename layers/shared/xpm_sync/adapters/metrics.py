@@ -67,6 +67,19 @@ def record_run_metrics(run: SyncRun, duration_seconds: float, run_codes: Collect
     metrics.flush_metrics()
 
 
+def record_run_crashed(firm_id: str, trigger: str) -> None:
+    """Emit the EMF document of a run that stopped on an error outside the engine's own handling
+    (its end could not be recorded): a failed run and an internal error, as the alarms count them.
+    The worker reports the record failed, so Lambda's own Errors metric never sees it."""
+    metrics.add_metric(name="Runs", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="FailedRuns", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="FailedRunsSystemFault", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=system_fault_metric_name("INTERNAL_ERROR"), unit=MetricUnit.Count, value=1)
+    metrics.add_metadata(key="firm_id", value=firm_id)
+    metrics.add_metadata(key="trigger", value=trigger)
+    metrics.flush_metrics()
+
+
 def record_dispatch_metrics(
     *, firms_queued: int, keep_alives_queued: int, firms_without_completed_run: int
 ) -> None:

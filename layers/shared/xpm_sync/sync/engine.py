@@ -979,11 +979,21 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
         services.config.update(config.firm_id, preview_pending=False)
     else:
         _record_end(services, part, completed, failures_in_a_row, failing_since)
+    run_codes = [entry.code for entry in part.run_entries()]
+    if part.resume is not None:
+        # A run in parts: the whole run since its first part started, not this invocation's share.
+        seconds = max(seconds, (finished - parse_iso(run.started_at)).total_seconds())
     if not part.dry_run:
         # A preview is no sync: its planned records and its failures stay off the operators'
         # dashboard and alarms.
-        record_run_metrics(run, seconds, [entry.code for entry in part.run_entries()])
-    logger.info(
+        record_run_metrics(run, seconds, run_codes)
+    # An operator filtering on ERROR finds the runs the system failed; a firm's own problem is a
+    # warning, and records failing in a completed run are the admin's error log, not the operator's.
+    fault = failed_run_fault(run.status, run_codes)
+    log = logger.info
+    if run.status == "failed":
+        log = logger.error if fault == "system" else logger.warning
+    log(
         "sync run finished",
         extra={
             "firm_id": run.firm_id,
