@@ -47,6 +47,11 @@ class Emitted:
     dimensions: Dimensions
     values: dict[str, float]
 
+    @property
+    def moved(self) -> set[str]:
+        """The metrics this document gave a value other than zero."""
+        return {name for name, value in self.values.items() if value}
+
 
 def emf_documents(output: str) -> list[Emitted]:
     found: list[Emitted] = []
@@ -160,6 +165,11 @@ def template() -> dict[str, Any]:
     return load_template()
 
 
+def watched_by_alarms(template: dict[str, Any]) -> set[str]:
+    """The project's own metrics (namespace XpmSync) some alarm watches."""
+    return {a.name for a in alarms(template) if a.namespace == "XpmSync"}
+
+
 def alarms(template: dict[str, Any]) -> list[Named]:
     named = []
     for logical_id, resource in template["Resources"].items():
@@ -264,11 +274,11 @@ def test_every_dashboard_widget_names_a_metric_the_code_emits_with_its_namespace
 
 def test_no_alarm_moves_for_a_problem_only_a_firm_can_fix(signals: Signals, template: dict[str, Any]) -> None:
     # Given runs that failed on each problem only a firm can fix, and a run with record errors
-    watched = {a.name for a in alarms(template) if a.namespace == "XpmSync"}
+    watched = watched_by_alarms(template)
 
     # Then none of them moves a metric an alarm watches: operators are not paged for them
     for cause, emitted in signals.firm_problem.items():
-        moved = {name for name, value in emitted.values.items() if value}
+        moved = emitted.moved
         assert not moved & watched, f"{cause} would page operators through {moved & watched}"
 
 
@@ -286,8 +296,8 @@ def test_no_alarm_moves_for_a_problem_only_a_firm_can_fix(signals: Signals, temp
 def test_every_system_fault_that_fails_a_run_has_an_alarm(
     signals: Signals, template: dict[str, Any], code: str
 ) -> None:
-    watched = {a.name for a in alarms(template) if a.namespace == "XpmSync"}
-    moved = {name for name, value in signals.system_fault[code].values.items() if value}
+    watched = watched_by_alarms(template)
+    moved = signals.system_fault[code].moved
 
     assert moved & watched, f"a run failed on {code} pages nobody"
 
@@ -295,8 +305,8 @@ def test_every_system_fault_that_fails_a_run_has_an_alarm(
 def test_firms_with_no_completed_run_for_3_hours_have_an_alarm(
     signals: Signals, template: dict[str, Any]
 ) -> None:
-    watched = {a.name for a in alarms(template) if a.namespace == "XpmSync"}
-    moved = {name for name, value in signals.dispatch.values.items() if value}
+    watched = watched_by_alarms(template)
+    moved = signals.dispatch.moved
 
     assert "FirmsWithoutCompletedRun" in moved & watched
 
@@ -315,8 +325,8 @@ def test_a_run_that_crashed_outside_the_engine_pages_as_an_internal_error(
 ) -> None:
     # The operators' probe: the worker reports such a record failed, so Lambda's Errors never
     # moves; only the run's own metrics can say it.
-    watched = {a.name for a in alarms(template) if a.namespace == "XpmSync"}
-    moved = {name for name, value in signals.crashed.values.items() if value}
+    watched = watched_by_alarms(template)
+    moved = signals.crashed.moved
 
     assert "InternalErrorRuns" in moved & watched
     assert {"Runs", "FailedRuns", "FailedRunsSystemFault"} <= moved
@@ -339,11 +349,11 @@ def test_the_dashboard_shows_both_the_systems_faults_and_the_firms_problems(
     signals: Signals, template: dict[str, Any]
 ) -> None:
     shown = {m.name for m in dashboard_metrics(template) if m.namespace == "XpmSync"}
-    watched = {a.name for a in alarms(template) if a.namespace == "XpmSync"}
+    watched = watched_by_alarms(template)
 
     # Every system signal an alarm watches is on the dashboard...
     assert watched <= shown
     # ... and every problem only a firm can fix shows there too, though it pages nobody
     for cause, emitted in signals.firm_problem.items():
-        moved = {name for name, value in emitted.values.items() if value}
+        moved = emitted.moved
         assert moved & (shown - watched), f"{cause} is not visible on the dashboard"

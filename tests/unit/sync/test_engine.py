@@ -723,25 +723,20 @@ def test_a_default_partner_who_is_no_longer_a_user_is_a_run_level_error(firm: Fi
     assert set(codes_of(firm)) == {"DEFAULT_PARTNER_NOT_IN_ACTIVE", "PARTNER_MISSING"}
 
 
-def test_a_transient_outage_emails_only_from_the_third_failure_in_a_row(firm: Firm) -> None:
-    with_partner(firm)
-    firm.xpm.staff.append(staff("Olive Owner", "owner@harbour.example"))
-    run(firm)  # a completed run
-    firm.xpm.break_after = (0, XpmUnavailable("down"))
-    firm.xpm.clients.append(client())
-
-    for attempt in range(1, 4):
-        done = run(firm)
-        assert done.status == "failed"
-        assert len(firm.notifier.sent) == (1 if attempt == 3 else 0), attempt
-
-
-def test_an_answer_xpm_keeps_sending_unreadable_is_told_only_once_it_persists(firm: Firm) -> None:
+@pytest.mark.parametrize(
+    "failure",
+    [XpmUnavailable("down"), XpmBadResponse("XPM answered ERROR: An error has occurred")],
+    ids=["a transient outage", "an answer XPM keeps sending unreadable"],
+)
+def test_a_failure_only_xpm_can_clear_emails_only_from_the_third_in_a_row(
+    firm: Firm, failure: Exception
+) -> None:
     """The probe of 2026-12-07 (evening): failures only XPM or an operator can clear (an answer
     that cannot be read, the app's own credentials) emailed the admin at the first run."""
     with_partner(firm)
-    run(firm)
-    firm.xpm.break_after = (0, XpmBadResponse("XPM answered ERROR: An error has occurred"))
+    firm.xpm.staff.append(staff("Olive Owner", "owner@harbour.example"))
+    run(firm)  # a completed run
+    firm.xpm.break_after = (0, failure)
     firm.xpm.clients.append(client())
 
     for attempt in range(1, 4):

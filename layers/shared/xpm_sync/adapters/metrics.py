@@ -45,19 +45,9 @@ def record_run_metrics(run: SyncRun, duration_seconds: float, run_codes: Collect
             metrics.add_metric(
                 name=record_metric_name(entity, outcome), unit=MetricUnit.Count, value=counts.get(outcome, 0)
             )
-    fault = failed_run_fault(run.status, run_codes)
     metrics.add_metric(name="XpmCalls", unit=MetricUnit.Count, value=run.xpm_calls)
     metrics.add_metric(name="RunDuration", unit=MetricUnit.Milliseconds, value=round(duration_seconds * 1000))
-    metrics.add_metric(name="Runs", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="SuccessfulRuns", unit=MetricUnit.Count, value=int(run.status == "success"))
-    metrics.add_metric(name="PartialRuns", unit=MetricUnit.Count, value=int(run.status == "partial"))
-    metrics.add_metric(name="FailedRuns", unit=MetricUnit.Count, value=int(run.status == "failed"))
-    metrics.add_metric(name="FailedRunsSystemFault", unit=MetricUnit.Count, value=int(fault == "system"))
-    metrics.add_metric(name="FailedRunsFirmProblem", unit=MetricUnit.Count, value=int(fault == "firm"))
-    for code in sorted(SYSTEM_FAULT_CODES):
-        metrics.add_metric(
-            name=system_fault_metric_name(code), unit=MetricUnit.Count, value=int(code in run_codes)
-        )
+    _add_outcome(run.status, run_codes)
     metrics.add_metric(name="RunEntries", unit=MetricUnit.Count, value=run.entry_count)
     metrics.add_metadata(key="firm_id", value=run.firm_id)
     metrics.add_metadata(key="run_id", value=run.run_id)
@@ -71,13 +61,25 @@ def record_run_crashed(firm_id: str, trigger: str) -> None:
     """Emit the EMF document of a run that stopped on an error outside the engine's own handling
     (its end could not be recorded): a failed run and an internal error, as the alarms count them.
     The worker reports the record failed, so Lambda's own Errors metric never sees it."""
-    metrics.add_metric(name="Runs", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="FailedRuns", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="FailedRunsSystemFault", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name=system_fault_metric_name("INTERNAL_ERROR"), unit=MetricUnit.Count, value=1)
+    _add_outcome("failed", ["INTERNAL_ERROR"])
     metrics.add_metadata(key="firm_id", value=firm_id)
     metrics.add_metadata(key="trigger", value=trigger)
     metrics.flush_metrics()
+
+
+def _add_outcome(status: str, run_codes: Collection[str]) -> None:
+    """How a run ended, as the alarms and the dashboard count runs: one of each kind, zeros included."""
+    fault = failed_run_fault(status, run_codes)
+    metrics.add_metric(name="Runs", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="SuccessfulRuns", unit=MetricUnit.Count, value=int(status == "success"))
+    metrics.add_metric(name="PartialRuns", unit=MetricUnit.Count, value=int(status == "partial"))
+    metrics.add_metric(name="FailedRuns", unit=MetricUnit.Count, value=int(status == "failed"))
+    metrics.add_metric(name="FailedRunsSystemFault", unit=MetricUnit.Count, value=int(fault == "system"))
+    metrics.add_metric(name="FailedRunsFirmProblem", unit=MetricUnit.Count, value=int(fault == "firm"))
+    for code in sorted(SYSTEM_FAULT_CODES):
+        metrics.add_metric(
+            name=system_fault_metric_name(code), unit=MetricUnit.Count, value=int(code in run_codes)
+        )
 
 
 def record_dispatch_metrics(
