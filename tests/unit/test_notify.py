@@ -35,9 +35,11 @@ from xpm_sync.domain.notification import EMAIL_GROUPS, monitoring_url, render_em
 from xpm_sync.domain.problem_summary import ProblemSummary, summarise_problems
 from xpm_sync.domain.problems import ClosedProblem, Problem, RecordState, reconcile
 from xpm_sync.domain.runs import SyncRun, new_counts
+from xpm_sync.observability import metrics
 
 from local.stack import StackNames, create_resources
 from tests.fakes import FakeClock
+from tests.fixtures.metrics import emf_documents
 
 REGION = "ap-southeast-2"
 FROM_EMAIL = "sync@active.example"
@@ -358,6 +360,29 @@ def test_a_send_whose_answer_never_came_keeps_the_allowance(stack: StackNames, c
     assert silent.calls == 1
     assert allowance_item(stack) is not None
     assert make_notifier(stack, clock)(make_run(), partner_errors(1), config()).outcome == "suppressed"
+
+
+def test_operators_see_each_email_due_as_sent_or_not_sent(
+    stack: StackNames, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The probe of 2026-12-07 (late) left it: SES refusing the sender was a log line per firm,
+    # and no metric an alarm could watch (template.yaml's NotificationsFailedAlarm).
+    add_user(stack)
+    metrics.clear_metrics()
+    capsys.readouterr()
+
+    def emitted_by(notifier: Notifier) -> list[dict[str, float]]:
+        notifier(make_run("failed"), partner_errors(1), config())
+        return [document.values for document in emf_documents(capsys.readouterr().out)]
+
+    # SES refuses the sender: the email is due and does not go
+    assert emitted_by(make_notifier(stack, clock, from_email="unverified@active.example")) == [
+        {"NotificationsSent": 0, "NotificationsFailed": 1}
+    ]
+    # With SES working, it goes
+    assert emitted_by(make_notifier(stack, clock)) == [{"NotificationsSent": 1, "NotificationsFailed": 0}]
+    # The firm's 24 hours hold the next one back: the product working, nothing for operators
+    assert emitted_by(make_notifier(stack, clock)) == []
 
 
 def test_the_ses_client_sends_once_and_never_retries_by_itself() -> None:

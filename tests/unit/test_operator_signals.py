@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from xpm_sync.adapters import aws as aws_clients
-from xpm_sync.adapters.metrics import record_run_crashed, record_run_metrics
+from xpm_sync.adapters.metrics import record_notification, record_run_crashed, record_run_metrics
 from xpm_sync.domain.clock import iso
 from xpm_sync.domain.faults import FIRM_PROBLEM_CODES, SYSTEM_FAULT_CODES
 from xpm_sync.domain.runs import SyncRun, new_counts
@@ -27,8 +27,7 @@ from xpm_sync.observability import metrics
 from functions.sync_dispatch.app import lambda_handler as dispatch_handler
 from local.lambda_runtime import LocalContext, scheduled_event
 from local.stack import StackNames, load_template
-
-Dimensions = frozenset[tuple[str, str]]
+from tests.fixtures.metrics import Dimensions, Emitted, emf_documents
 
 # The AWS metrics the template may name, and the one dimension each is published under.
 AWS_METRIC_DIMENSION = {
@@ -37,34 +36,8 @@ AWS_METRIC_DIMENSION = {
     ("AWS/SQS", "ApproximateNumberOfMessagesVisible"): ("QueueName", "AWS::SQS::Queue"),
     ("AWS/SQS", "ApproximateAgeOfOldestMessage"): ("QueueName", "AWS::SQS::Queue"),
 }
-
-
-@dataclass(frozen=True)
-class Emitted:
-    """One EMF document: its namespace, each metric's dimensions and the values it carried."""
-
-    namespace: str
-    dimensions: Dimensions
-    values: dict[str, float]
-
-    @property
-    def moved(self) -> set[str]:
-        """The metrics this document gave a value other than zero."""
-        return {name for name, value in self.values.items() if value}
-
-
-def emf_documents(output: str) -> list[Emitted]:
-    found: list[Emitted] = []
-    for line in output.splitlines():
-        if not line.startswith("{"):
-            continue
-        document = json.loads(line)
-        for directive in document.get("_aws", {}).get("CloudWatchMetrics", []):
-            for dimension_set in directive["Dimensions"]:
-                dimensions = frozenset((name, str(document[name])) for name in dimension_set)
-                values = {m["Name"]: float(sum(document[m["Name"]])) for m in directive["Metrics"]}
-                found.append(Emitted(directive["Namespace"], dimensions, values))
-    return found
+# The REST API's metrics the template may name (published by ApiName and Stage).
+API_GATEWAY_METRICS = {"5XXError", "4XXError"}
 
 
 def run_of(status: str, **counts: int) -> SyncRun:
@@ -90,6 +63,7 @@ class Signals:
     crashed: Emitted  # a run stopped on an error outside the engine's own handling
     firm_problem: dict[str, Emitted]  # a run failed on each firm problem code, and a partial run
     dispatch: Emitted  # an hourly dispatch that found a firm with no completed run for 3 hours
+    notification: dict[str, Emitted]  # an email due, by the notifier's outcome
     all: list[Emitted]
 
     def emitted(self, namespace: str, name: str, dimensions: Dimensions) -> bool:
@@ -123,6 +97,10 @@ def signals(aws: StackNames, capsys: pytest.CaptureFixture[str]) -> Iterator[Sig
     )
     success = emitted_by(lambda: record_run_metrics(run_of("success", client_created=3), 1.0, []))
     crashed = emitted_by(lambda: record_run_crashed("firm-a", "schedule"))
+    notification = {
+        outcome: emitted_by(lambda outcome=outcome: record_notification(outcome, "firm-a", "run-1"))
+        for outcome in ("sent", "send_failed", "error")
+    }
 
     aws_clients.table(aws.config_table).put_item(
         Item={
@@ -142,7 +120,15 @@ def signals(aws: StackNames, capsys: pytest.CaptureFixture[str]) -> Iterator[Sig
         crashed=crashed,
         firm_problem=firm_problem,
         dispatch=dispatch,
-        all=[*system_fault.values(), *firm_problem.values(), success, crashed, dispatch],
+        notification=notification,
+        all=[
+            *system_fault.values(),
+            *firm_problem.values(),
+            success,
+            crashed,
+            dispatch,
+            *notification.values(),
+        ],
     )
     metrics.clear_metrics()
 
@@ -242,6 +228,9 @@ def check_names_what_is_emitted(
             f"{named.where}: XpmSync {named.name} {dict(dimensions)} is not a metric the code emits"
         )
         return
+    if named.namespace == "AWS/ApiGateway":
+        check_names_the_rest_api(named, template, reference)
+        return
     expected = AWS_METRIC_DIMENSION.get((named.namespace, named.name))
     assert expected is not None, f"{named.where}: {named.namespace} {named.name} is not a metric we watch"
     dimension, resource_type = expected
@@ -250,6 +239,23 @@ def check_names_what_is_emitted(
     assert template["Resources"][resource]["Type"] == resource_type, named.where
     # A queue's Ref is its URL; CloudWatch names it by QueueName. A function's Ref is its name.
     assert attribute == ("QueueName" if resource_type == "AWS::SQS::Queue" else None), named.where
+
+
+def check_names_the_rest_api(named: Named, template: dict[str, Any], reference: Any) -> None:
+    """API Gateway publishes a REST API's metrics by the API's name (its definition's title, as
+    SAM names it) and its stage: a name spelled otherwise is a metric that never has data."""
+    assert named.name in API_GATEWAY_METRICS, f"{named.where}: {named.name} is not a metric we watch"
+    api = template["Resources"]["XpmApi"]["Properties"]
+    expected = {"ApiName": api["DefinitionBody"]["info"]["title"], "Stage": api["StageName"]}
+    if reference is _dashboard_reference:  # the dashboard's body is one Fn::Sub: compare as text
+        expected = {name: _as_substituted(value) for name, value in expected.items()}
+    assert named.dimensions == expected, f"{named.where}: {named.name} names another API or stage"
+
+
+def _as_substituted(value: dict[str, str]) -> str:
+    if "Ref" in value:
+        return _substituted(f"${{{value['Ref']}}}")
+    return _substituted(value["Fn::Sub"])
 
 
 # --- The rules ----------------------------------------------------------------------------------
@@ -330,6 +336,27 @@ def test_a_run_that_crashed_outside_the_engine_pages_as_an_internal_error(
 
     assert "InternalErrorRuns" in moved & watched
     assert {"Runs", "FailedRuns", "FailedRunsSystemFault"} <= moved
+
+
+def test_an_email_due_and_not_sent_pages_and_one_sent_does_not(
+    signals: Signals, template: dict[str, Any]
+) -> None:
+    # The probe of 2026-12-07 (late) left it: a firm's admin cannot miss an email that never came,
+    # and SES refusing the sender fails every firm's email, hour after hour, in silence.
+    watched = watched_by_alarms(template)
+
+    for outcome in ("send_failed", "error"):
+        assert "NotificationsFailed" in signals.notification[outcome].moved & watched, outcome
+    assert not signals.notification["sent"].moved & watched
+    assert "NotificationsSent" in signals.notification["sent"].moved
+
+
+def test_the_rest_apis_server_errors_have_an_alarm(template: dict[str, Any]) -> None:
+    # The API answers an unexpected error itself (500 INTERNAL_ERROR), so Lambda's Errors never see
+    # it: only API Gateway's count of 5xx answers does.
+    watched = [a for a in alarms(template) if a.namespace == "AWS/ApiGateway"]
+
+    assert [a.name for a in watched] == ["5XXError"]
 
 
 def test_the_dead_letter_queue_worker_errors_and_throttles_have_alarms(template: dict[str, Any]) -> None:

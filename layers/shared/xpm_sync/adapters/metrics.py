@@ -82,6 +82,30 @@ def _add_outcome(status: str, run_codes: Collection[str]) -> None:
         )
 
 
+# The notifier's outcomes that asked SES (or tried to): whether the firm's admin heard of the run.
+NOTIFICATION_SENT = "sent"
+NOTIFICATION_FAILURES = frozenset({"send_failed", "error"})
+
+
+def record_notification(outcome: str, firm_id: str, run_id: str) -> None:
+    """Emit the EMF document of an email the policy said was due: ``NotificationsSent`` and
+    ``NotificationsFailed`` (SES refused or failed it, or its allowance or problems could not be
+    read), zeros included. A suppressed email (the firm's 24 hours) and a notification user the
+    admin must fix (a run entry) are neither: they are the product working."""
+    if outcome != NOTIFICATION_SENT and outcome not in NOTIFICATION_FAILURES:
+        return
+    metrics.add_metric(
+        name="NotificationsSent", unit=MetricUnit.Count, value=int(outcome == NOTIFICATION_SENT)
+    )
+    metrics.add_metric(
+        name="NotificationsFailed", unit=MetricUnit.Count, value=int(outcome in NOTIFICATION_FAILURES)
+    )
+    metrics.add_metadata(key="firm_id", value=firm_id)
+    metrics.add_metadata(key="run_id", value=run_id)
+    metrics.add_metadata(key="notification", value=outcome)
+    metrics.flush_metrics()
+
+
 def record_dispatch_metrics(
     *, firms_queued: int, keep_alives_queued: int, firms_without_completed_run: int
 ) -> None:

@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutE
 
 from xpm_sync.adapters.active_table import ActiveRepository
 from xpm_sync.adapters.dynamodb import Table, is_condition_failure
+from xpm_sync.adapters.metrics import record_notification
 from xpm_sync.adapters.sync_log import RecordStates
 from xpm_sync.domain import entries as codes
 from xpm_sync.domain.clock import Clock
@@ -158,8 +159,12 @@ class Notifier:
             result = self._notify(run, entries, config)
         except Exception:  # a lost email must not fail (and so re-run) the sync
             logger.exception("failure notification not sent", extra=log)
-            return NotifyResult("error")
-        logger.info("failure notification", extra={**log, "outcome": result.outcome})
+            result = NotifyResult("error")
+        else:
+            logger.info("failure notification", extra={**log, "outcome": result.outcome})
+        # An email that did not go is an operator's concern (SES refusing the sender, say): the
+        # firm's admin cannot see what never arrived.
+        record_notification(result.outcome, run.firm_id, run.run_id)
         return result
 
     def _notify(self, run: SyncRun, entries: list[Entry], config: FirmConfig) -> NotifyResult:
