@@ -35,6 +35,8 @@ LONG_MESSAGE = WIDE * MAX_MESSAGE_CHARS
 LONG_WEB_URL = "https://practicemanager.xero.com/Client/" + WIDE * (MAX_WEB_URL_CHARS - 40)
 TOO_LONG_WEB_URL = LONG_WEB_URL + "/x"
 
+pytestmark = pytest.mark.usefixtures("read_the_day_after")
+
 
 # As many open problems as one client can have at once.
 FIVE_CODES = (

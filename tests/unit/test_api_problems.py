@@ -7,13 +7,17 @@ runs that saw it, the summary groups them by code as the email does, and a firm 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from xpm_sync.domain.entries import CATALOGUE
+from xpm_sync.domain.runs import RUN_RETENTION
 
 from tests.fixtures.api import FIRM, OTHER_FIRM, Answer, ApiHarness, admin_claims, every_page
 from tests.fixtures.monitoring import (
     FIRST_SEEN,
     LAST_SEEN,
+    WRITTEN_AT,
     fixed,
     problem,
     record_state,
@@ -21,6 +25,8 @@ from tests.fixtures.monitoring import (
 )
 
 XPM_PAGE = "https://practicemanager.xero.com/Client/1001/Detail"
+
+pytestmark = pytest.mark.usefixtures("read_the_day_after")
 
 
 def _problems(api: ApiHarness, firm_id: str = FIRM, **query: str) -> Answer:
@@ -224,6 +230,20 @@ def test_fixed_since_last_email_counts_what_closed_after_the_last_email(open_pro
 
     assert never_emailed == 3, "never emailed: every fix the log keeps"
     assert since_the_email == 2
+
+
+def test_a_fix_past_its_90_days_no_longer_counts_before_dynamodb_deletes_it(
+    open_problems: ApiHarness,
+) -> None:
+    write_states(
+        open_problems.names, FIRM, [], fixed=[fixed("PARTNER_MISSING", "Fixed (F1)", "2026-03-01T10:00:00Z")]
+    )
+    counted = _summary(open_problems).json["fixed_since_last_email"]
+
+    open_problems.clock.set(WRITTEN_AT + RUN_RETENTION + timedelta(hours=1))
+
+    assert counted == 1
+    assert _summary(open_problems).json["fixed_since_last_email"] == 0
 
 
 def test_the_summary_of_a_firm_with_no_problems_is_empty(api: ApiHarness) -> None:

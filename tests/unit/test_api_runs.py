@@ -7,7 +7,7 @@ their own firm's runs, and a bad cursor or another firm's run id is a 4xx, never
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
@@ -19,11 +19,13 @@ from xpm_sync.domain.entries import (
     PARTNER_NOT_IN_ACTIVE,
     XPM_RATE_LIMITED,
 )
-from xpm_sync.domain.runs import SyncRun, new_counts
+from xpm_sync.domain.runs import RUN_RETENTION, SyncRun, new_counts
 
 from tests.fixtures.api import FIRM, OTHER_FIRM, Answer, ApiHarness, admin_claims, every_page
+from tests.fixtures.monitoring import WRITTEN_AT
 
-START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+START = WRITTEN_AT
+pytestmark = pytest.mark.usefixtures("read_the_day_after")
 
 
 def _run(firm_id: str, hour: int, status: str = "success") -> SyncRun:
@@ -194,6 +196,33 @@ def test_the_last_run_shows_on_the_config(api: ApiHarness, runs: list[SyncRun]) 
     assert answer.json["last_run"]["run_id"] == runs[-1].run_id
     assert answer.json["last_run"]["status"] == "partial"
     assert answer.json["last_run"]["kind"] == "run"
+
+
+def test_a_run_past_its_90_days_is_gone_from_sync_monitoring_before_dynamodb_deletes_it(
+    api: ApiHarness, runs: list[SyncRun]
+) -> None:
+    # DynamoDB deletes an item past its TTL a day or two late: the API compares the stored expiry
+    # with the clock, as the notify table's allowance does (the probe of 2026-12-07 (late) left it).
+    api.clock.set(START + RUN_RETENTION + timedelta(hours=1))
+    newest = runs[-1]
+
+    assert api.call_api("get_runs").json == {"runs": [], "next_cursor": None}
+    assert _get_run(api, newest.run_id).status == 404
+    assert _entries(api, newest.run_id).status == 404
+    assert api.call_api("get_config").json["last_run"] is None
+
+
+def test_a_newer_run_than_the_expired_ones_is_still_listed_and_read(
+    api: ApiHarness, runs: list[SyncRun]
+) -> None:
+    later = START + RUN_RETENTION + timedelta(hours=1)
+    api.clock.set(later)
+    fresh = _run(FIRM, 24 * 91)
+    RunLog(aws.table(api.names.sync_log_table)).save_run(fresh, later)
+
+    assert [r["run_id"] for r in api.call_api("get_runs").json["runs"]] == [fresh.run_id]
+    assert _get_run(api, fresh.run_id).status == 200
+    assert api.call_api("get_config").json["last_run"]["run_id"] == fresh.run_id
 
 
 def _get_run(api: ApiHarness, run_id: str) -> Answer:

@@ -29,6 +29,7 @@ from xpm_sync.adapters.dynamodb import (
     update_expression,
 )
 from xpm_sync.domain.active_records import StoredClient
+from xpm_sync.domain.clock import Clock
 from xpm_sync.domain.entries import Entry, Severity
 from xpm_sync.domain.errors import InvalidCursor
 from xpm_sync.domain.near_match import Suggestion
@@ -54,6 +55,37 @@ def plain(value: Any) -> Any:
 
 def expiry(now: datetime) -> int:
     return int((now + RUN_RETENTION).timestamp())
+
+
+# DynamoDB deletes an item past its TTL late (a day or two after it): a reader that shows what is
+# kept for 90 days compares the stored expiry with the clock rather than count on the item's
+# absence (the notify table's allowance does the same, SPEC A5).
+_UNEXPIRED = "(attribute_not_exists(expires_at) OR expires_at > :now)"
+
+
+class _Expiring:
+    """What the readers of items with a TTL share: the clock they compare ``expires_at`` with. No
+    clock (the worker's own bookkeeping) reads every stored item, expired or not."""
+
+    def __init__(self, clock: Clock | None) -> None:
+        self._clock = clock
+
+    def _unexpired(
+        self, expression: str | None, values: Mapping[str, Any] | None
+    ) -> tuple[str | None, dict[str, Any]]:
+        """``expression`` (and its values) narrowed to items not past their expiry."""
+        if self._clock is None:
+            return expression, dict(values or {})
+        narrowed = f"({expression}) AND {_UNEXPIRED}" if expression else _UNEXPIRED
+        return narrowed, {**(values or {}), ":now": int(self._clock.now().timestamp())}
+
+    def _expired(self, item: Mapping[str, Any]) -> bool:
+        expires_at = item.get("expires_at")
+        return (
+            self._clock is not None
+            and expires_at is not None
+            and int(expires_at) <= int(self._clock.now().timestamp())
+        )
 
 
 @dataclass(frozen=True)
@@ -107,10 +139,12 @@ def query_page(
         request["Limit"] = min(request["Limit"] * 2, _QUERY_BATCH)
 
 
-class RunLog:
-    """Writes and reads runs and their entries."""
+class RunLog(_Expiring):
+    """Writes and reads runs and their entries; with a ``clock``, reads leave out what is past its
+    90 days."""
 
-    def __init__(self, table: Table, cursors: CursorSigner | None = None) -> None:
+    def __init__(self, table: Table, cursors: CursorSigner | None = None, clock: Clock | None = None) -> None:
+        super().__init__(clock)
         self._table = table
         self._cursors = cursors
 
@@ -140,7 +174,7 @@ class RunLog:
 
     def get_run(self, firm_id: str, run_id: str) -> SyncRun | None:
         item = self._table.get_item(Key={"pk": f"FIRM#{firm_id}", "sk": f"RUN#{run_id}"}).get("Item")
-        return SyncRun.model_validate(plain(item)) if item else None
+        return SyncRun.model_validate(plain(item)) if item and not self._expired(item) else None
 
     def entries(self, firm_id: str, run_id: str) -> list[Entry]:
         """Every entry of a run, errors first (for tests and tools; the API pages them)."""
@@ -176,15 +210,18 @@ class RunLog:
             "code": code or "",
         }
         after = self._signer().decode(cursor, scope) if cursor else None
+        filter_expression, filter_values = self._unexpired(
+            "#code = :code" if code else None, {":code": code} if code else None
+        )
         page = query_page(
             self._table,
             pk=f"RUN#{firm_id}#{run_id}",
             prefix=f"ENTRY#{_SEVERITY_RANK[severity]}#" if severity else "ENTRY#",
             after=after,
             limit=limit,
-            filter_expression="#code = :code" if code else None,
+            filter_expression=filter_expression,
             filter_names={"#code": "code"} if code else None,
-            filter_values={":code": code} if code else None,
+            filter_values=filter_values,
         )
         next_cursor = self._signer().encode(scope, page.next_after) if page.next_after else None
         return [Entry.model_validate(item) for item in page.items], next_cursor
@@ -197,8 +234,16 @@ class RunLog:
         after = self._signer().decode(cursor, scope) if cursor else None
         if after is not None and not after.startswith("RUN#"):
             raise InvalidCursor()
+        filter_expression, filter_values = self._unexpired(None, None)
         page = query_page(
-            self._table, pk=f"FIRM#{firm_id}", prefix="RUN#", after=after, limit=limit, newest_first=True
+            self._table,
+            pk=f"FIRM#{firm_id}",
+            prefix="RUN#",
+            after=after,
+            limit=limit,
+            newest_first=True,
+            filter_expression=filter_expression,
+            filter_values=filter_values,
         )
         runs = [SyncRun.model_validate(plain(item)) for item in page.items]
         next_cursor = self._signer().encode(scope, page.next_after) if page.next_after else None
@@ -207,10 +252,14 @@ class RunLog:
     def latest_sync(self, firm_id: str) -> SyncRun | None:
         """The newest run that is not a preview, finished or not: a dry run changes no sync state
         (SPEC B6), so it is never the firm's last run."""
+        not_dry, values = self._unexpired(
+            "attribute_not_exists(dry_run) OR dry_run = :not_dry",
+            {":pk": f"FIRM#{firm_id}", ":runs": "RUN#", ":not_dry": False},
+        )
         newest_first = self._table.query_items(
             KeyConditionExpression="pk = :pk AND begins_with(sk, :runs)",
-            FilterExpression="attribute_not_exists(dry_run) OR dry_run = :not_dry",
-            ExpressionAttributeValues={":pk": f"FIRM#{firm_id}", ":runs": "RUN#", ":not_dry": False},
+            FilterExpression=not_dry,
+            ExpressionAttributeValues=values,
             ScanIndexForward=False,
             # Pages of a few runs, read only until the first that is not a preview.
             Limit=10,
@@ -282,10 +331,14 @@ def _state_of(item: Mapping[str, Any]) -> RecordState:
 _PROBLEM_PROJECTION = "sk, #entity, label, problems, xpm_uuid, web_url, codes"
 
 
-class RecordStates:
-    """One firm's record states (``STATE#``) and fixed problems (``FIXED#``)."""
+class RecordStates(_Expiring):
+    """One firm's record states (``STATE#``) and fixed problems (``FIXED#``); with a ``clock``,
+    fixed problems past their 90 days are left out."""
 
-    def __init__(self, table: Table, firm_id: str, cursors: CursorSigner | None = None) -> None:
+    def __init__(
+        self, table: Table, firm_id: str, cursors: CursorSigner | None = None, clock: Clock | None = None
+    ) -> None:
+        super().__init__(clock)
         self._table = table
         self._firm_id = firm_id
         self._cursors = cursors
@@ -400,6 +453,9 @@ class RecordStates:
         }
         if moment:
             request["ExpressionAttributeValues"][":after"] = f"{moment}$"
+        unexpired, values = self._unexpired(None, request["ExpressionAttributeValues"])
+        if unexpired:
+            request.update(FilterExpression=unexpired, ExpressionAttributeValues=values)
         for item in self._table.query_items(**request):
             sort_key, code = str(item["sk"]), str(item["code"])
             closed_at, _, rest = sort_key.partition("#")

@@ -39,11 +39,11 @@ def _integration_service(
     cursors = CursorSigner(aws.table(settings.config_table))
     return IntegrationService(
         configs=ConfigRepository(aws.table(settings.config_table)),
-        runs=RunLog(sync_log, cursors),
+        runs=RunLog(sync_log, cursors, clock),
         queue=composition.sync_queue(queue_url) if queue_url else None,
         states=StateStore(aws.table(settings.config_table), clock),
         active_for=lambda firm_id: ActiveRepository(aws.table(settings.active_table), firm_id),
-        record_states_for=lambda firm_id: RecordStates(sync_log, firm_id, cursors),
+        record_states_for=lambda firm_id: RecordStates(sync_log, firm_id, cursors, clock),
         matches_for=lambda firm_id: Matches(sync_log, firm_id, cursors),
         identity_factory=identity,
         tokens_factory=lambda made: composition.token_store(settings, composition.clock, identity=made),

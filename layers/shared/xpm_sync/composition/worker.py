@@ -53,7 +53,8 @@ def sync_services(
         remaining_seconds=remaining_seconds,
         notifier=Notifier(
             active_for=lambda firm_id: ActiveRepository(aws.table(settings.active_table), firm_id),
-            states_for=lambda firm_id: RecordStates(sync_log, firm_id),
+            # The email counts what was fixed within the last 90 days, as Sync Monitoring does.
+            states_for=lambda firm_id: RecordStates(sync_log, firm_id, clock=clock),
             notify_table=aws.table(settings.notify_table),
             ses_client=aws.client("ses"),
             from_email=settings.notify_from_email,
