@@ -300,9 +300,13 @@ class FakeConfigs:
         self.update(firm_id, **values)
         return True
 
-    def mark_needs_reconnect(self, firm_id: str, *, grant_id: str | None) -> bool:
+    def mark_needs_reconnect(
+        self, firm_id: str, *, grant_id: str | None, practice_of: FirmConfig | None = None
+    ) -> bool:
         config = self.configs[firm_id]
         if config.connection != "connected" or config.grant_id != grant_id:
+            return False
+        if practice_of is not None and config.sync_state_id != practice_of.sync_state_id:
             return False
         self.update(firm_id, status="needs_reconnect")
         return True

@@ -54,6 +54,7 @@ from xpm_sync.domain.runs import SyncRun
 from xpm_sync.observability import logger
 from xpm_sync.settings import WorkerSettings, load_settings
 from xpm_sync.sync.clients import ClientSync
+from xpm_sync.sync.users import UserSync
 
 from functions.api.app import lambda_handler as api_handler
 from functions.sync_dispatch.app import lambda_handler as dispatch_handler
@@ -1385,6 +1386,39 @@ def test_a_drip_too_slow_for_any_record_fails_with_xpm_too_slow_instead_of_loopi
     recover(fw)
 
 
+def test_a_part_that_cannot_read_back_to_the_runs_place_keeps_it_and_the_run_ends(
+    fw: FaultWorld, scaled: ScaledInvocations
+) -> None:
+    # The probe of 2026-12-07 (night): with XPM's pace varying from one call to the next, a part
+    # that ran out of time while still reading up to its checkpoint saved its own position: the
+    # place went 14, 2, 14, 2, ..., each part redid the last one's records as progress, and the run
+    # never ended (a client list read per part, against the firm's daily quota).
+    _pad_clients(fw, 16 * 1024)
+    for _ in range(6):
+        fw.fault("drip", times=1, path="client.api/list", bytes=64 * 1024, every=1.5)
+        fw.fault("drip", times=1, path="client.api/list", bytes=16 * 1024, every=2.0)
+    fw.responses.append(dispatch_handler(scheduled_event(), LocalContext("SyncDispatchFunction")))
+
+    # When the hourly run goes, a part at a time (invocations of two minutes on a scaled clock)
+    places: list[int] = []
+    for _ in range(8):
+        if not drain_queue(fw.sqs, fw.world.names.queue_url, scaled.wrap(fw.worker), max_batches=1):
+            break
+        checkpoint = fw.world.config().checkpoint
+        if checkpoint is not None:
+            places.append(checkpoint.processed)
+
+    # Then the run's place never goes back, the run ends (XPM_TOO_SLOW: the parts after the
+    # first apply nothing new) and no client is counted twice
+    assert places, "the run never stopped for a checkpoint"
+    assert places == sorted(places), places
+    [run] = fw.world.runs()
+    assert run.status == "failed"
+    assert [e.code for e in fw.world.entries(run)] == ["XPM_TOO_SLOW"]
+    assert sum(run.counts["client"].values()) <= len(fw.world.practice.clients)
+    assert fw.world.config().checkpoint is None
+
+
 def test_a_wrong_tenant_answer_asks_to_reconnect_and_is_not_retried(fw: FaultWorld) -> None:
     # Given the practice no longer lets this connection in (the gateway's 403 on every call)
     fw.fault("wrong_tenant", times=None)
@@ -1466,6 +1500,55 @@ def test_a_tenant_change_during_a_run_leaves_the_new_tenant_a_first_full_read(
     assert "modifiedsince" not in listing.query, "the new tenant's first run must read every client"
     synced = {c["xpm_uuid"] for c in world.items("client") if c.get("xpm_uuid")}
     assert {c.uuid for c in second.clients} <= synced
+
+
+def test_the_old_practice_refusing_a_run_after_another_was_chosen_leaves_the_new_one_connected(
+    fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The probe of 2026-12-07 (night): an admin often chooses another practice because the first
+    # has left the app; the run still going on the old one then met its 403 and set the firm to
+    # needs_reconnect, emailed the admin to reconnect, and Start Sync answered 409 NOT_CONNECTED.
+    world = fw.world
+    fw.run_hourly()
+    second = generate_practice(11, staff=4, clients=20, problem_share=0, tenant_name="Second Practice")
+    for client in second.clients:
+        client.elements["ClientCode"] = f"B{client.elements['ClientCode']}"
+    world.sim.add_practice(second)
+    answers: list[int] = []
+    sync_staff = UserSync.sync
+
+    def put_tenant_then_sync_staff(self: UserSync, staff: Any) -> Any:
+        if not answers:  # the admin saves the other practice; the old one then refuses (403)
+            answers.append(_put_tenant(world, second.tenant_id))
+            fw.fault("wrong_tenant", times=None, path="client.api/list")
+        return sync_staff(self, staff)
+
+    emails_before = len(sent_emails())
+
+    # When the hourly run on the old practice is refused after the PUT
+    with monkeypatch.context() as patch:
+        patch.setattr(UserSync, "sync", put_tenant_then_sync_staff)
+        fw.run_hourly()
+
+    # Then that run failed on the old practice's refusal, and says so
+    assert answers == [200]
+    run = world.runs()[0]
+    assert run.status == "failed"
+    [entry] = [e for e in world.entries(run) if e.code == "XPM_WRONG_TENANT"]
+    assert "Another practice was chosen" in entry.message
+    # ... but the firm stays connected to the practice the admin chose, and nobody is told to reconnect
+    config = world.config()
+    assert (config.status, config.tenant_id, config.sync_enabled) == ("connected", second.tenant_id, True)
+    assert len(sent_emails()) == emails_before
+
+    # And the next hourly run reads the new practice whole
+    fw.sim.faults.clear()
+    fw.sim.reset_calls()
+    fw.run_hourly()
+    assert world.runs()[0].status == "success"
+    [listing] = fw.sim.calls_to("client.api/list")
+    assert listing.tenant_id == second.tenant_id
+    assert "modifiedsince" not in listing.query
 
 
 # --- notification email --------------------------------------------------------------------------

@@ -149,24 +149,36 @@ class ConfigRepository:
             expression.setdefault("ExpressionAttributeValues", {})[":sync_state_id"] = sync_state_id
         return self._update_if(firm_id, ConditionExpression=condition, **expression)
 
-    def mark_needs_reconnect(self, firm_id: str, *, grant_id: str | None) -> bool:
+    def mark_needs_reconnect(
+        self, firm_id: str, *, grant_id: str | None, practice_of: FirmConfig | None = None
+    ) -> bool:
         """Set ``needs_reconnect``, but only while the firm is still connected by the grant that
         was refused: connected (an item written before status existed counts as connected, as in
-        :meth:`FirmConfig.connection`) with ``grant_id``, as the refused caller read it.
+        :meth:`FirmConfig.connection`) with ``grant_id``, as the refused caller read it; and, for
+        a refusal of one practice (``practice_of``: the config the refused run read), while that
+        practice is still the chosen one.
 
         False when it is not: an admin who disconnected while a run was going keeps that status,
-        and one who reconnected meanwhile keeps the new connection (SPEC A6).
+        one who reconnected meanwhile keeps the new connection, and one who chose another practice
+        keeps it connected (SPEC A6): the old practice's refusal says nothing of the new one.
         """
         same_grant = "grant_id = :grant_id" if grant_id is not None else "attribute_not_exists(grant_id)"
         values: dict[str, Any] = {":needs_reconnect": "needs_reconnect", ":connected": "connected"}
         if grant_id is not None:
             values[":grant_id"] = grant_id
+        same_practice = ""
+        if practice_of is not None:
+            if practice_of.sync_state_id is None:
+                same_practice = " AND attribute_not_exists(sync_state_id)"
+            else:
+                same_practice = " AND sync_state_id = :sync_state_id"
+                values[":sync_state_id"] = practice_of.sync_state_id
         return self._update_if(
             firm_id,
             UpdateExpression="SET #status = :needs_reconnect",
             ConditionExpression=(
                 "attribute_exists(firm_id) AND (#status = :connected OR attribute_not_exists(#status))"
-                f" AND {same_grant}"
+                f" AND {same_grant}{same_practice}"
             ),
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues=values,

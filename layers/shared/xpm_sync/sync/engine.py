@@ -125,6 +125,8 @@ class _RunFailure(Exception):
     message: str
     transient: bool = False
     reconnect: bool = False
+    # XPM refused the chosen practice, not the connection: another practice chosen since stands.
+    practice_refused: bool = False
     # The firm was disconnected while the run went on: its status and inbox are left alone.
     disconnected: bool = False
 
@@ -572,7 +574,7 @@ def _sync_with(
     try:
         staff = xpm.list_staff()
     except XpmTooSlow:
-        raise _OutOfTime(_checkpoint(part, phase=part.resume.phase if part.resume else "list")) from None
+        raise _OutOfTime(_place_kept(part)) from None
     directory = users.sync(staff)
     directory.default_partner_user_id = default_partner
     if not resuming:
@@ -702,6 +704,10 @@ def _apply_list(xpm: XpmSource, services: SyncServices, part: _Run, clients: Cli
         # stops with more time left than the records already in hand need (READ_DEADLINE_MARGIN),
         # so only the last moments are kept for the checkpoint.
         apply_batch(margin=FINISHING_MARGIN_SECONDS)
+        if done < skip:
+            # Still reading up to where the run had got: its place stands. Saving this part's
+            # position would send the next part back over records already applied, as progress.
+            raise _OutOfTime(_place_kept(part)) from None
         raise _OutOfTime(_checkpoint(part, phase="list", processed=done, last_uuid=last_uuid)) from None
     return True
 
@@ -747,6 +753,15 @@ def _checkpoint(part: _Run, *, phase: str, processed: int = 0, last_uuid: str | 
         last_uuid=last_uuid,
         parts_without_progress=0 if part.applied else earlier + 1,
     )
+
+
+def _place_kept(part: _Run) -> Checkpoint:
+    """The checkpoint of a part that ran out of time before it got past where the run had got:
+    the run's place unchanged (a part with nothing applied counts towards XPM_TOO_SLOW)."""
+    resume = part.resume
+    if resume is None:
+        return _checkpoint(part, phase="list")
+    return _checkpoint(part, phase=resume.phase, processed=resume.processed, last_uuid=resume.last_uuid)
 
 
 def _suspend(services: SyncServices, part: _Run, checkpoint: Checkpoint) -> RunResult:
@@ -859,7 +874,10 @@ def _xpm_failure(error: XpmError) -> _RunFailure:
     if isinstance(error, XpmWrongTenant):
         # Not something a later run can get past: only a reconnect choosing the practice again can.
         return _RunFailure(
-            codes.XPM_WRONG_TENANT, "XPM refused access to the chosen practice.", reconnect=True
+            codes.XPM_WRONG_TENANT,
+            "XPM refused access to the chosen practice.",
+            reconnect=True,
+            practice_refused=True,
         )
     if isinstance(error, XpmRateLimited):
         limit = f" ({error.problem} limit)" if error.problem else ""
@@ -922,14 +940,29 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
         or (
             failure.reconnect
             and not part.dry_run
-            and not services.config.mark_needs_reconnect(config.firm_id, grant_id=config.grant_id)
+            and not services.config.mark_needs_reconnect(
+                config.firm_id,
+                grant_id=config.grant_id,
+                practice_of=config if failure.practice_refused else None,
+            )
         )
     )
     if failure is not None:
         message = failure.message
         if disconnected and not failure.disconnected:
             now_config = services.config.get(config.firm_id)
-            if now_config is not None and now_config.connection == "connected":
+            if (
+                now_config is not None
+                and now_config.connection == "connected"
+                and failure.practice_refused
+                and now_config.sync_state_id != config.sync_state_id
+            ):
+                logger.info("another practice chosen during the run", extra={"firm_id": config.firm_id})
+                message += (
+                    " Another practice was chosen while this run went on: the refusal was the old"
+                    " practice's, and the next run reads the new one."
+                )
+            elif now_config is not None and now_config.connection == "connected":
                 logger.info("firm connected again during the run", extra={"firm_id": config.firm_id})
                 message += (
                     " The integration was connected to Xero again while this run went on: the new "

@@ -29,7 +29,9 @@ class Configs(Protocol):
 
     def update_if_same_state(self, firm_id: str, sync_state_id: str | None, **values: Any) -> bool: ...
 
-    def mark_needs_reconnect(self, firm_id: str, *, grant_id: str | None) -> bool: ...
+    def mark_needs_reconnect(
+        self, firm_id: str, *, grant_id: str | None, practice_of: FirmConfig | None = None
+    ) -> bool: ...
 
 
 class Runs(Protocol):
