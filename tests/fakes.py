@@ -376,6 +376,7 @@ class FakeNotifier:
     no_recipient: bool = False
     # Fails before it could look anybody up, as the real one does when Active cannot be read.
     broken: bool = False
+    looked_up: int = 0  # times a run with nothing to tell checked the notification user
 
     def __call__(self, run: SyncRun, entries: list[Entry], config: FirmConfig) -> NotifyResult:
         self.asked.append(run)
@@ -388,6 +389,10 @@ class FakeNotifier:
             return NotifyResult("no_recipient", [entry])
         self.sent.append(run)
         return NotifyResult("sent")
+
+    def reaches_recipient(self, config: FirmConfig) -> bool:
+        self.looked_up += 1
+        return not (self.no_recipient or self.broken)
 
 
 FIRM = "firm-1"

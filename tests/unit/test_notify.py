@@ -454,6 +454,28 @@ def test_an_unusable_notification_user_is_an_entry_not_a_crash(
     assert allowance_item(stack) is None
 
 
+def test_whether_the_notification_user_can_be_reached_is_one_read_and_never_raises(
+    stack: StackNames, clock: FakeClock
+) -> None:
+    # What a run with nothing to tell asks while NOTIFICATION_USER_INVALID is open (SPEC B6)
+    add_user(stack)
+    unreadable = Notifier(
+        active_for=lambda firm_id: ActiveRepository(table("no-such-table"), firm_id),
+        states_for=lambda firm_id: RecordStates(table(stack.sync_log_table), firm_id),
+        notify_table=table(stack.notify_table),
+        ses_client=ses_client(),
+        from_email=FROM_EMAIL,
+        frontend_url=FRONTEND_URL,
+        clock=clock,
+    )
+
+    assert make_notifier(stack, clock).reaches_recipient(config())
+    assert not make_notifier(stack, clock).reaches_recipient(config("user-gone"))
+    assert not make_notifier(stack, clock).reaches_recipient(config(None))
+    assert not unreadable.reaches_recipient(config())
+    assert sent_messages() == []
+
+
 def test_a_successful_run_sends_nothing(stack: StackNames, clock: FakeClock) -> None:
     add_user(stack)
 

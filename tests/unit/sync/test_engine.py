@@ -14,6 +14,7 @@ from xpm_sync.adapters.xpm.errors import XpmBadResponse, XpmTooSlow, XpmUnavaila
 from xpm_sync.domain.clock import iso
 from xpm_sync.domain.faults import FIRM_PROBLEM_CODES, SYSTEM_FAULT_CODES
 from xpm_sync.domain.firm import Checkpoint, tenant_change
+from xpm_sync.domain.mapping import client_label
 from xpm_sync.domain.notification import should_notify
 from xpm_sync.domain.xpm_records import XpmClientRecord
 from xpm_sync.sync.engine import RunResult
@@ -264,6 +265,28 @@ def test_a_client_without_a_uuid_is_an_error_of_its_own(firm: Firm) -> None:
     assert done.status == "partial"
     assert done.counts["client"]["created"] == 2
     assert codes_of(firm) == ["CLIENT_UUID_MISSING"]
+
+
+def test_a_client_sent_again_with_its_uuid_closes_the_problem_kept_by_its_label(firm: Firm) -> None:
+    # The probe of 2026-12-07 (night): the problem stayed open after a successful run, until the
+    # next daily full read (SPEC B6: it closes when a run syncs the record cleanly)
+    partner = with_partner(firm)
+    without_uuid = client("NOID", partner=partner, uuid="")
+    firm.xpm.clients.append(without_uuid)
+    run(firm)
+    assert {key: state.codes for key, state in firm.states.states.items()} == {
+        f"client#label#{client_label(without_uuid)}": {"CLIENT_UUID_MISSING"}
+    }
+    firm.clock.advance(hours=1)
+    firm.xpm.clients.remove(without_uuid)
+    firm.xpm.put(without_uuid.model_copy(update={"uuid": "uuid-noid"}), at=firm.clock.now())
+
+    done = run(firm)
+
+    assert done.status == "success"
+    assert not done.full_read
+    assert firm.states.states == {}
+    assert [c.code for c in firm.states.fixed] == ["CLIENT_UUID_MISSING"]
 
 
 def test_prospects_are_skipped_without_an_entry_and_a_linked_one_is_left_as_it_is(firm: Firm) -> None:
@@ -867,12 +890,13 @@ def test_a_notification_user_that_is_gone_is_an_open_problem_until_an_email_find
 
     assert first.status == "partial"
     assert firm.states.open_codes()["run"] == {"NOTIFICATION_USER_INVALID"}
-    # A run with nothing to tell did not look for the user: the problem stays as it was.
+    # A run with nothing to tell looks the user up while the problem is open: still gone, still open.
     firm.xpm.put(
         firm.xpm.clients[1].model_copy(update={"business_structure": "Company"}), at=firm.clock.now()
     )
     assert run(firm).status == "success"
     assert firm.states.open_codes()["run"] == {"NOTIFICATION_USER_INVALID"}
+    assert firm.notifier.looked_up == 1
     # A run whose email failed before looking the user up judged nothing either.
     firm.notifier.broken = True
     firm.xpm.put(firm.xpm.clients[1].model_copy(update={"business_structure": None}), at=firm.clock.now())
@@ -891,6 +915,35 @@ def test_a_notification_user_that_is_gone_is_an_open_problem_until_an_email_find
     [fix] = [p for p in firm.states.fixed if p.code == "NOTIFICATION_USER_INVALID"]
     assert firm.config.last_notified_at is not None
     assert fix.closed_at > firm.config.last_notified_at
+
+
+def test_a_notification_user_chosen_again_closes_its_problem_at_the_next_run_with_nothing_to_tell(
+    firm: Firm,
+) -> None:
+    # The probe of 2026-12-07 (night): it stayed open through any number of successful runs, until
+    # a run had something to email (SPEC B6: a run-level problem closes at the next run that does
+    # not report it)
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner), client(partner=partner, business_structure=None)]
+    firm.notifier.no_recipient = True
+    run(firm)
+    assert firm.states.open_codes()["run"] == {"NOTIFICATION_USER_INVALID"}
+
+    # When the admin fixes the record and chooses a notification user Active has
+    firm.xpm.put(
+        firm.xpm.clients[1].model_copy(update={"business_structure": "Company"}), at=firm.clock.now()
+    )
+    firm.notifier.no_recipient = False
+    done = run(firm)
+
+    # Then the successful run closes it, and emails nobody
+    assert done.status == "success"
+    assert "run" not in firm.states.open_codes()
+    assert [p.code for p in firm.states.fixed] == ["BUSINESS_STRUCTURE_MISSING", "NOTIFICATION_USER_INVALID"]
+    assert firm.notifier.sent == []
+    # ... and later runs, with nothing open, look nobody up
+    run(firm)
+    assert firm.notifier.looked_up == 1
 
 
 def test_a_passing_outage_right_after_a_tenant_change_waits_like_any_other(firm: Firm) -> None:

@@ -167,6 +167,19 @@ class Notifier:
         record_notification(result.outcome, run.firm_id, run.run_id)
         return result
 
+    def reaches_recipient(self, config: FirmConfig) -> bool:
+        """Whether the notification user could be emailed now: a run with nothing to tell checks
+        this to close a NOTIFICATION_USER_INVALID the admin has fixed. False when Active cannot be
+        read (logged): the problem then stays as it was, unjudged."""
+        try:
+            self._recipient(config)
+        except _NoRecipient:
+            return False
+        except Exception:
+            logger.exception("notification user not looked up", extra={"firm_id": config.firm_id})
+            return False
+        return True
+
     def _notify(self, run: SyncRun, entries: list[Entry], config: FirmConfig) -> NotifyResult:
         if run.status not in ("failed", "partial"):
             return NotifyResult("not_needed")

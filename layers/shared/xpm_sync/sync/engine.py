@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 from xpm_sync.adapters.metrics import record_run_metrics
 from xpm_sync.adapters.notifier import NotifyResult
@@ -86,7 +86,19 @@ LOOKUP_BATCH = 100
 PARTS_WITHOUT_PROGRESS_LIMIT = 2
 
 XpmFactory = Callable[[str, AccessTokens], XpmSource]
-Notifier = Callable[[SyncRun, list[Entry], FirmConfig], NotifyResult]
+
+
+class Notifier(Protocol):
+    """The failure email (SPEC A5)."""
+
+    def __call__(self, run: SyncRun, entries: list[Entry], config: FirmConfig) -> NotifyResult:
+        """Email the admin about ``run`` if it is worth one; entries for the run's log (a
+        notification user that cannot be emailed, say)."""
+        ...
+
+    def reaches_recipient(self, config: FirmConfig) -> bool:
+        """Whether the notification user could be emailed now."""
+        ...
 
 
 @dataclass
@@ -1006,6 +1018,10 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
                     # Just after the email: a notification user it found was fixed after it, so the
                     # next email counts that fix (the email's own moment counts as before it).
                     _save_states(services, part, finished + timedelta(microseconds=1), complete=False)
+            elif _notification_user_fixed(services, part, config):
+                part.judged.add(_NOTIFY_CONDITION)
+                findings.sightings[RUN_KEY] = run_level_sighting(part.run_entries())
+                _save_states(services, part, finished, complete=False)
     _write_entries(services, run, findings.entries, finished)
     services.runs.save_run(run, finished)
     if part.dry_run:
@@ -1045,6 +1061,16 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
     # included) for the queue's visibility timeout, only to find the preview ended. The admin asks again.
     transient = failure is not None and failure.transient and not part.dry_run
     return RunResult(run=run, entries=findings.entries, transient=transient)
+
+
+def _notification_user_fixed(services: SyncServices, part: _Run, config: FirmConfig) -> bool:
+    """Whether an open NOTIFICATION_USER_INVALID is fixed: a run-level problem closes at the next
+    run that does not report it (SPEC B6), and a run with nothing to tell the admin still looks
+    the user up (one read, and only while the problem is open) rather than report it unseen."""
+    open_now = part.states.get(RUN_KEY)
+    if services.notifier is None or open_now is None or _NOTIFY_CONDITION not in open_now.codes:
+        return False
+    return services.notifier.reaches_recipient(config)
 
 
 # The notifier's outcomes that looked the notification user up (an error may have come first).

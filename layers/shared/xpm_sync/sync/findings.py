@@ -36,6 +36,8 @@ class RunFindings:
         label = shorten(label, MAX_LABEL_CHARS)
         found = tuple(entries)
         self.entries.extend(found)
+        if xpm_uuid:
+            self._came_with_its_uuid(entity, label)
         key = record_key(entity, xpm_uuid, label)
         if not found and retry_copy is None and key not in self.had_state and key not in self.sightings:
             return
@@ -50,6 +52,14 @@ class RunFindings:
         )
         earlier = self.sightings.get(key)
         self.sightings[key] = earlier.merged(sighting) if earlier is not None else sighting
+
+    def _came_with_its_uuid(self, entity: EntryEntity, label: str) -> None:
+        """A record XPM sent without a UUID is kept by its label (SPEC B6). Sent with its UUID
+        again, it is that record: what was open under its label closes in this run, not at the
+        next full read (the only run that would otherwise find the label no longer listed)."""
+        by_label = record_key(entity, None, label)
+        if by_label in self.had_state and by_label not in self.sightings:
+            self.sightings[by_label] = Sighting(entity=entity, key=by_label, label=label, entries=())
 
     def run_level(self, entry: Entry) -> None:
         self.entries.append(entry)
