@@ -1505,6 +1505,45 @@ def test_an_email_given_up_in_xpm_goes_to_the_staff_member_who_now_has_it(
     assert jones_client["partner_user_id"] == jones_user
 
 
+def test_a_staff_members_new_email_held_by_another_active_user_is_refused_not_shared(firm: Firm) -> None:
+    # The probe of 2026-12-07 (night): Ann's user took Bob's email, and two Active users signed in
+    # with one (the other direction was already refused, USER_LINKED_TO_OTHER_STAFF)
+    ann = staff("Ann Lee", "ann@harbour.example", uuid="staff-ann")
+    firm.xpm.staff.append(ann)
+    run(firm)
+    [anns_user] = list(firm.active.user_items)
+    bobs_user = firm.active.add_user("bob@harbour.example")  # added in Active, not in XPM
+
+    firm.xpm.staff = [ann.model_copy(update={"email": "BOB@harbour.example"})]
+    done = run(firm)
+
+    assert done.status == "partial"
+    assert done.counts["user"]["failed"] == 1
+    [entry] = firm.runs.latest_entries()
+    assert (entry.code, entry.xpm_uuid) == ("STAFF_EMAIL_TAKEN", ann.uuid)
+    assert "bob@harbour.example" in entry.message
+    assert firm.active.user_items[anns_user]["email"] == "ann@harbour.example"
+    assert firm.active.user_items[bobs_user]["email"] == "bob@harbour.example"
+
+
+def test_two_staff_members_swapping_emails_in_xpm_swap_them_in_active(firm: Firm) -> None:
+    ann = staff("Ann Lee", "ann@harbour.example", uuid="staff-ann")
+    bob = staff("Bob Lee", "bob@harbour.example", uuid="staff-bob")
+    firm.xpm.staff += [ann, bob]
+    run(firm)
+    user_of = {item["xpm_uuid"]: uid for uid, item in firm.active.user_items.items()}
+
+    firm.xpm.staff = [
+        ann.model_copy(update={"email": "bob@harbour.example"}),
+        bob.model_copy(update={"email": "ann@harbour.example"}),
+    ]
+    done = run(firm)
+
+    assert done.status == "success", codes_of(firm)
+    assert firm.active.user_items[user_of[ann.uuid]]["email"] == "bob@harbour.example"
+    assert firm.active.user_items[user_of[bob.uuid]]["email"] == "ann@harbour.example"
+
+
 def test_a_shared_code_stays_with_the_first_client_when_both_wait_for_a_retry(firm: Firm) -> None:
     """The probe of 2026-12-07: retries ran in UUID order, so the client that lost the code could
     take it from the first (by XPM's order) while that one waited for its partner."""

@@ -117,6 +117,14 @@ USER_LINKED_TO_OTHER_STAFF = _kind(
     "The Active user with this staff member's email is already linked to another XPM staff member.",
     "Check which XPM staff member should own this email, and correct the other one in XPM.",
 )
+STAFF_EMAIL_TAKEN = _kind(
+    "STAFF_EMAIL_TAKEN",
+    "error",
+    "user",
+    "The email this staff member now has in XPM belongs to another Active user, so the linked user "
+    "keeps its email.",
+    "Give one of the two another email: the staff member in XPM, or the other user in Active.",
+)
 
 USER_RELINKED = _kind(
     "USER_RELINKED",

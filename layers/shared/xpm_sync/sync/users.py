@@ -40,6 +40,8 @@ class UserSync:
         self._findings = findings
         self._dry_run = dry_run
         self._listed: set[str] = set()
+        # Emails of linked users whose staff member has another email in this answer.
+        self._released: set[str] = set()
         stored = store.users()
         self._by_uuid = {user.xpm_uuid: user for user in stored if user.xpm_uuid}
         self._by_email: dict[str, StoredUser] = {}
@@ -86,6 +88,13 @@ class UserSync:
             # XPM's order decides which of two staff with one email keeps it.
             first_with_email.setdefault(email_key, staff)
             mapped.append((staff, label, mapping.fields, mapping.entries, email_key))
+        self._released = {
+            normalise_email(user.email)
+            for staff, _, _, _, email_key in mapped
+            if (user := self._by_uuid.get(staff.uuid)) is not None
+            and user.email
+            and normalise_email(user.email) != email_key
+        }
         linked_first = sorted(mapped, key=lambda one: one[0].uuid not in self._by_uuid)
         for staff, label, fields, found, email_key in linked_first:
             self._sync_one(staff, label, fields, found, email_key, first_with_email[email_key])
@@ -116,6 +125,24 @@ class UserSync:
             )
             return
         existing = self._by_uuid.get(staff.uuid) or self._by_email.get(email_key)
+        holder = self._by_email.get(email_key)
+        if (
+            existing is not None
+            and holder is not None
+            and holder.user_id != existing.user_id
+            and email_key not in self._released
+        ):
+            # Active users sign in by email: two with one would be one person to Active, and a
+            # client's Partner would resolve to whichever a run read first.
+            self._fail(
+                staff,
+                label,
+                codes.STAFF_EMAIL_TAKEN,
+                f"{label} now has the email {fields.email} in XPM, which the Active user "
+                f"{holder.email} already has; the linked user keeps {existing.email}.",
+                *found,
+            )
+            return
         relinked: tuple[Entry, ...] = ()
         if existing is not None and existing.xpm_uuid and existing.xpm_uuid != staff.uuid:
             if uuid_key(existing.xpm_uuid) in self._listed:
