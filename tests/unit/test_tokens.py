@@ -28,6 +28,7 @@ from moto import mock_aws
 from xpm_sync.adapters import tokens as tokens_module
 from xpm_sync.adapters.dynamodb import Table
 from xpm_sync.adapters.tokens import (
+    DELETION_WAITS,
     LOCK_KEY_PREFIX,
     LOCK_LEASE_SECONDS,
     REFRESH_BUDGET_SECONDS,
@@ -36,6 +37,7 @@ from xpm_sync.adapters.tokens import (
     WRITE_RETRY_DELAYS,
     FirmDisconnected,
     FirmTokens,
+    GrantNotSaved,
     NeedsReconnect,
     RefreshLock,
     StoredTokens,
@@ -593,6 +595,84 @@ def test_the_callback_still_creates_the_secret_of_a_new_connection(
 
     assert scripted.creates == 1
     assert secret_json(secrets, "firm-new")["refresh_token"] == tokens.refresh_token
+
+
+class DeletingSecrets:
+    """Secrets Manager deleting a secret in the background, as it does after ``DeleteSecret`` with
+    ``ForceDeleteWithoutRecovery`` (moto deletes at once): the name answers InvalidRequestException
+    ("marked for deletion") to the next ``calls_until_gone`` calls on it."""
+
+    def __init__(self, inner: Any, calls_until_gone: int) -> None:
+        self._inner = inner
+        self._left = 0
+        self._calls_until_gone = calls_until_gone
+        self.refused: list[str] = []
+
+    def delete_secret(self, **kwargs: Any) -> Any:
+        self._left = self._calls_until_gone
+        return self._inner.delete_secret(**kwargs)
+
+    def _deleting(self, operation: str) -> None:
+        if self._left > 0:
+            self._left -= 1
+            self.refused.append(operation)
+            raise client_error("InvalidRequestException")
+
+    def get_secret_value(self, **kwargs: Any) -> Any:
+        self._deleting("GetSecretValue")
+        return self._inner.get_secret_value(**kwargs)
+
+    def put_secret_value(self, **kwargs: Any) -> Any:
+        self._deleting("PutSecretValue")
+        return self._inner.put_secret_value(**kwargs)
+
+    def create_secret(self, **kwargs: Any) -> Any:
+        self._deleting("CreateSecret")
+        return self._inner.create_secret(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_reconnect_right_after_a_disconnect_waits_for_the_old_secret_to_be_gone(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    # The probe of 2026-12-07 (night): the callback read the secret still being deleted, answered
+    # 500 and revoked the grant Xero had just issued: the admin's consent was lost.
+    deleting = DeletingSecrets(secrets, calls_until_gone=4)
+    pauses: list[float] = []
+    store = TokenStore(
+        secrets_client=deleting, prefix=PREFIX, identity=identity, clock=clock, sleep=pauses.append
+    )
+    connected(store, sim, clock)
+    store.delete("firm-1")
+
+    again = issued(sim, clock)
+    replaced = store.save("firm-1", again)
+
+    assert replaced is None, "the secret on its way out is no grant to revoke"
+    assert deleting.refused == ["GetSecretValue", "PutSecretValue", "PutSecretValue", "PutSecretValue"]
+    assert pauses == list(DELETION_WAITS[:3])
+    assert secret_json(secrets, "firm-1")["refresh_token"] == again.refresh_token
+
+
+def test_a_secret_whose_deletion_never_ends_is_a_store_error_after_a_few_seconds(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    deleting = DeletingSecrets(secrets, calls_until_gone=100)
+    pauses: list[float] = []
+    store = TokenStore(
+        secrets_client=deleting, prefix=PREFIX, identity=identity, clock=clock, sleep=pauses.append
+    )
+    connected(store, sim, clock)
+    store.delete("firm-1")
+
+    with pytest.raises(GrantNotSaved) as refused:
+        store.save("firm-1", issued(sim, clock))
+
+    assert "InvalidRequestException" in str(refused.value.__cause__)
+    assert pauses == list(DELETION_WAITS)
+    assert sum(pauses) <= 5
 
 
 # --- a token answer without a usable expires_in (SPEC A8) ---

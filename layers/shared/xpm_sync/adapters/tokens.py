@@ -88,6 +88,10 @@ _TRANSIENT_CODES = frozenset(
 
 # The secret does not exist, or (InvalidRequestException) is marked for deletion.
 _GONE_CODES = frozenset({"ResourceNotFoundException", "InvalidRequestException"})
+# Secrets Manager deletes a secret in the background: until it has, its name answers
+# InvalidRequestException, and AWS advises backing off before creating a secret of the same name
+# again. A reconnect right after a Disconnect meets it; these pauses (5 s in all) outlast it.
+DELETION_WAITS = (0.5, 1.0, 1.5, 2.0)
 
 
 # The refresh lease: long enough for a refresh and the secret's write (with its retries), short
@@ -292,7 +296,7 @@ class TokenStore:
             code = _error_code(exc)
             if gone_is_disconnect and code in _GONE_CODES:
                 raise FirmDisconnected(f"secret {secret_id} was deleted during the run ({code})") from None
-            if code == "ResourceNotFoundException":
+            if code in _GONE_CODES:  # none, or one on its way out: a new grant takes its name
                 return None
             raise TokenStoreError(f"could not read secret {secret_id}: {code}") from None
         try:
@@ -308,25 +312,37 @@ class TokenStore:
         return _Secret(tokens, {k: v for k, v in data.items() if k not in _TOKEN_KEYS})
 
     def _write(self, firm_id: str, tokens: StoredTokens, extra: dict[str, Any]) -> None:
-        """Store a new grant (the callback), creating the secret if the firm has none yet."""
+        """Store a new grant (the callback), creating the secret if the firm has none yet, and
+        waiting out the deletion of one a Disconnect just deleted."""
         secret_id = self.secret_id(firm_id)
         body = _secret_body(tokens, extra)
+        for pause in (*DELETION_WAITS, None):
+            try:
+                self._put_or_create(secret_id, body)
+                return
+            except ClientError as exc:
+                code = _error_code(exc)
+                if code != "InvalidRequestException" or pause is None:
+                    raise TokenStoreError(f"could not write secret {secret_id}: {code}") from None
+            logger.info(
+                "token secret still being deleted; waiting", extra={"secret_id": secret_id, "pause": pause}
+            )
+            self._sleep(pause)
+
+    def _put_or_create(self, secret_id: str, body: str) -> None:
         try:
             self._secrets.put_secret_value(SecretId=secret_id, SecretString=body)
             return
         except ClientError as exc:
             if _error_code(exc) != "ResourceNotFoundException":
-                raise TokenStoreError(f"could not write secret {secret_id}: {_error_code(exc)}") from None
+                raise
         try:
             self._secrets.create_secret(Name=secret_id, SecretString=body)
         except ClientError as exc:
             # Two callbacks for the same firm racing to create it: the other won, so overwrite.
             if _error_code(exc) != "ResourceExistsException":
-                raise TokenStoreError(f"could not create secret {secret_id}: {_error_code(exc)}") from None
-            try:
-                self._secrets.put_secret_value(SecretId=secret_id, SecretString=body)
-            except ClientError as again:
-                raise TokenStoreError(f"could not write secret {secret_id}: {_error_code(again)}") from None
+                raise
+            self._secrets.put_secret_value(SecretId=secret_id, SecretString=body)
 
     def _update(self, firm_id: str, tokens: StoredTokens, extra: dict[str, Any]) -> None:
         """Store rotated tokens (a refresh) in the existing secret; never create it.
