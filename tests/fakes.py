@@ -377,11 +377,15 @@ class FakeNotifier:
     # Fails before it could look anybody up, as the real one does when Active cannot be read.
     broken: bool = False
     looked_up: int = 0  # times a run with nothing to tell checked the notification user
+    # The firm's email of the day already went: what is asked is held back (SPEC A5).
+    suppressed: bool = False
 
     def __call__(self, run: SyncRun, entries: list[Entry], config: FirmConfig) -> NotifyResult:
         self.asked.append(run)
         if self.broken:
             return NotifyResult("error")
+        if self.suppressed:
+            return NotifyResult("suppressed")
         if self.no_recipient:
             entry = NOTIFICATION_USER_INVALID.entry(
                 label="Notification user", message="The notification user no longer exists in Active."

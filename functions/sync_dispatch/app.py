@@ -1,5 +1,6 @@
 """Hourly: one scan of the Config table, then one sync message per firm whose sync is enabled
-(SPEC B1), one keep-alive per idle connection (SPEC A6), and the count of firms with no completed
+(SPEC B1), one keep-alive per idle connection (SPEC A6), one notice per lost connection whose
+email could not go yet (SPEC A8), and the count of firms with no completed
 run for 3 hours (the operators' signal). The rules: ``xpm_sync.domain.hourly``."""
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
         else:
             plan.keep_alive_firm_ids += due_by_stored_tokens(plan.idle_without_recorded_refresh, tokens, now)
     keep_alives = queue.enqueue_keep_alives(plan.keep_alive_firm_ids)
+    notices = queue.enqueue_notices(plan.notice_firm_ids)
     record_dispatch_metrics(
         firms_queued=runs.count,
         keep_alives_queued=keep_alives.count,
@@ -58,10 +60,11 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
         extra={
             "firms": runs.count,
             "keep_alives": keep_alives.count,
+            "reconnect_notices": notices.count,
             "firms_without_completed_run": plan.firms_without_completed_run,
         },
     )
-    _report_left_out(plan.unreadable_firm_ids, refused=runs.refused + keep_alives.refused)
+    _report_left_out(plan.unreadable_firm_ids, refused=runs.refused + keep_alives.refused + notices.refused)
     return {"queued": runs.count}
 
 

@@ -28,7 +28,7 @@ with loading():
     from xpm_sync.observability import logger, tracer
     from xpm_sync.runtime import remaining_seconds, usable_context
     from xpm_sync.settings import WorkerSettings, load_settings
-    from xpm_sync.sync.engine import run_sync
+    from xpm_sync.sync.engine import run_sync, tell_lost_connection
 
 
 class TransientRunFailure(Exception):
@@ -49,6 +49,8 @@ def _handler_for(context: LambdaContext, unreadable: set[str]) -> Any:
             raise
         if request.keep_alive:
             return _kept_alive(refresh_idle_connection, request.firm_id)
+        if request.notice:
+            return tell_lost_connection(request.firm_id, services)
         try:
             result = run_sync(
                 request.firm_id,

@@ -1586,6 +1586,65 @@ def test_ses_failing_leaves_the_run_recorded_and_the_allowance_unspent(
     assert "Item" not in notify.get_item(Key={"firm_id": fw.world.firm_id}), "the allowance was given back"
 
 
+def _an_hour_later(sqs_clock: SqsClock) -> None:
+    sqs_clock.seconds += 3600
+
+
+def _day_of_emails_over(fw: FaultWorld) -> None:
+    """The firm's 24 hours since its last email have passed: the allowance's stored expiry is in the
+    past (DynamoDB may not have deleted the item yet; the check never relies on it, SPEC A5)."""
+    notify = aws_clients.table(fw.world.names.notify_table)
+    notify.update_item(
+        Key={"firm_id": fw.world.firm_id},
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": int(time.time()) - 1},
+    )
+
+
+def test_a_lost_connection_whose_email_could_not_go_is_told_once_the_days_email_allows(
+    fw: FaultWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The probe of 2026-12-07 (night): the firm had been emailed about a record error that day, so
+    # the email saying its connection was lost was held back by the 24 hours; the firm then ran no
+    # more, and nothing ever told its admin (SPEC A8: needs_reconnect comes with a notification).
+    world = fw.world
+    unpartnered = world.clean_clients()[0]
+    world.practice.update_client(unpartnered.uuid, AccountManager=None)
+    fw.run_hourly()
+    assert world.last_run().status == "partial"
+    assert len(sent_emails()) == 1
+
+    fw.sim.expire_access_tokens()
+    fw.fault("invalid_grant", times=None)
+    fw.run_hourly()
+    assert world.config().status == "needs_reconnect"
+    assert len(sent_emails()) == 1, "one email a day: the second waits"
+
+    # Within the day, the hourly schedule asks again and still sends nothing, and runs nothing
+    sqs_clock = SqsClock(monkeypatch)  # an hour between dispatches: SQS drops no repeat
+    runs_before = len(world.runs())
+    _an_hour_later(sqs_clock)
+    assert len(fw.run_hourly()) == 1, "the hour's notice"
+    assert len(sent_emails()) == 1
+    assert len(world.runs()) == runs_before
+
+    # When the day's allowance is over, the next hour tells the admin, once
+    _day_of_emails_over(fw)
+    _an_hour_later(sqs_clock)
+    fw.run_hourly()
+    emails = sent_emails()
+    assert len(emails) == 2
+    assert "XPM sync failed" in emails[-1]
+    assert "What went wrong: Xero no longer accepts this firm" in emails[-1]
+    assert "XPM_NEEDS_RECONNECT" in emails[-1]
+    assert world.config().reconnect_notice_run_id is None
+    _day_of_emails_over(fw)
+    _an_hour_later(sqs_clock)
+    assert fw.run_hourly() == []
+    assert len(sent_emails()) == 2
+    assert len(world.runs()) == runs_before
+
+
 # --- the checks themselves -----------------------------------------------------------------------
 
 

@@ -91,6 +91,7 @@ def test_one_dispatch_queues_runs_and_keep_alives_and_counts_firms_without_a_com
     put_firm(stack, "later-idle", sync_enabled=False, connected_at=ago(days=31))
     put_firm(stack, "later-fresh", sync_enabled=False, tokens_refreshed_at=ago(days=2))
     put_firm(stack, "broken", sync_enabled=True, status="needs_reconnect", connected_at=ago(days=61))
+    put_firm(stack, "broken-untold", status="needs_reconnect", reconnect_notice_run_id="run-lost")
     put_firm(stack, "gone", sync_enabled=False, status="disconnected", connected_at=ago(days=61))
     # ... beside the table's other items: a one-time OAuth state and a token refresh lease
     aws_clients.table(stack.config_table).put_item(
@@ -103,9 +104,11 @@ def test_one_dispatch_queues_runs_and_keep_alives_and_counts_firms_without_a_com
     # When the hourly schedule fires
     answer = dispatch()
 
-    # Then the enabled firms get a run, the idle connection a keep-alive, and nobody else anything
+    # Then the enabled firms get a run, the idle connection a keep-alive, the lost connection whose
+    # email is owed a notice, and nobody else anything
     bodies = sorted((json.loads(m["Body"]) for m in queued_messages(stack)), key=lambda b: b["firm_id"])
     assert bodies == [
+        {"firm_id": "broken-untold", "notice": True, "trigger": "schedule"},
         {"firm_id": "later-idle", "keep_alive": True, "trigger": "schedule"},
         {"firm_id": "stuck", "trigger": "schedule"},
         {"firm_id": "syncing", "trigger": "schedule"},
@@ -134,6 +137,18 @@ def test_the_keep_alive_is_a_sync_message_with_its_flag_in_the_firms_message_gro
     assert (request.firm_id, request.trigger, request.keep_alive) == ("later-idle", "schedule", True)
     assert message["Attributes"]["MessageGroupId"] == "later-idle"
     assert message["Attributes"]["MessageDeduplicationId"].startswith("keep-alive.")
+
+
+def test_a_notice_is_a_sync_message_with_its_flag_and_its_own_deduplication_id(stack: StackNames) -> None:
+    put_firm(stack, "broken-untold", status="needs_reconnect", reconnect_notice_run_id="run-lost")
+
+    dispatch()
+
+    [message] = queued_messages(stack)
+    request = SyncRequest.model_validate_json(message["Body"])
+    assert (request.firm_id, request.notice, request.keep_alive) == ("broken-untold", True, False)
+    assert message["Attributes"]["MessageGroupId"] == "broken-untold"
+    assert message["Attributes"]["MessageDeduplicationId"].startswith("notice.")
 
 
 def test_a_keep_alive_and_a_run_of_one_firm_never_deduplicate_each_other(stack: StackNames) -> None:

@@ -14,6 +14,7 @@ from xpm_sync.domain.hourly import (
     NO_COMPLETED_RUN_AFTER,
     due_for_keep_alive,
     due_for_sync,
+    owed_reconnect_notice,
     plan_hour,
     without_completed_run,
 )
@@ -53,6 +54,22 @@ def test_an_enabled_firm_whose_connection_is_broken_or_gone_is_not_queued(status
 def test_an_enabled_firm_written_before_status_existed_is_queued_even_without_a_tenant() -> None:
     # The worker runs nothing for it (FirmConfig.can_sync), as for any firm that cannot sync.
     assert due_for_sync(firm(sync_enabled=True, status=None, tenant_id=None))
+
+
+def test_a_lost_connection_whose_email_is_owed_gets_a_notice_and_nothing_else() -> None:
+    owed = firm(sync_enabled=True, status="needs_reconnect", reconnect_notice_run_id="run-1")
+
+    plan = plan_hour([owed], NOW)
+
+    assert owed_reconnect_notice(owed)
+    assert (plan.notice_firm_ids, plan.sync_firm_ids, plan.keep_alive_firm_ids) == (["firm-a"], [], [])
+
+
+@pytest.mark.parametrize("status", ["connected", "disconnected", "not_connected"])
+def test_a_notice_is_owed_only_while_the_connection_stays_lost(status: str) -> None:
+    # Reconnected, or disconnected by the admin, since: nobody is told to reconnect
+    assert not owed_reconnect_notice(firm(status=status, reconnect_notice_run_id="run-1"))
+    assert not owed_reconnect_notice(firm(status="needs_reconnect"))
 
 
 def test_a_firm_that_pressed_later_is_not_queued_for_a_sync() -> None:

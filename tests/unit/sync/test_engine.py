@@ -17,7 +17,7 @@ from xpm_sync.domain.firm import Checkpoint, tenant_change
 from xpm_sync.domain.mapping import client_label
 from xpm_sync.domain.notification import should_notify
 from xpm_sync.domain.xpm_records import XpmClientRecord
-from xpm_sync.sync.engine import RunResult
+from xpm_sync.sync.engine import RunResult, tell_lost_connection
 
 from tests.fakes import FIRM, OFFICE, START, FakeXpm, Firm
 from tests.fixtures.logs import powertools_json_log
@@ -997,6 +997,51 @@ def test_a_wrong_tenant_answer_asks_the_admin_to_reconnect(firm: Firm) -> None:
     assert firm.config.status == "needs_reconnect"
     assert "XPM_WRONG_TENANT" in codes_of(firm)
     assert len(firm.notifier.sent) == 1
+
+
+def test_a_lost_connection_whose_email_the_day_held_back_is_told_by_a_later_notice(firm: Firm) -> None:
+    # The probe of 2026-12-07 (night): the firm runs no more, so nothing else would tell its admin
+    firm.xpm.break_after = (0, XpmWrongTenant("403"))
+    firm.xpm.clients.append(client())
+    firm.notifier.suppressed = True
+    done = run(firm)
+    assert firm.config.reconnect_notice_run_id == done.run_id
+    assert tell_lost_connection(FIRM, firm.services()) == "suppressed"
+    assert firm.config.reconnect_notice_run_id == done.run_id, "asked again next hour"
+
+    firm.notifier.suppressed = False
+    assert tell_lost_connection(FIRM, firm.services()) == "sent"
+
+    [told] = firm.notifier.sent
+    assert told.run_id == done.run_id
+    assert firm.config.reconnect_notice_run_id is None
+    assert firm.config.last_notified_at is not None
+    assert tell_lost_connection(FIRM, firm.services()) == "not_owed"
+    assert len(firm.notifier.sent) == 1
+
+
+def test_a_notice_owed_to_a_firm_that_reconnected_since_tells_nobody(firm: Firm) -> None:
+    firm.xpm.break_after = (0, XpmWrongTenant("403"))
+    firm.xpm.clients.append(client())
+    firm.notifier.suppressed = True
+    run(firm)
+    firm.configs.update(FIRM, status="connected", grant_id="grant-2")
+    firm.notifier.suppressed = False
+
+    assert tell_lost_connection(FIRM, firm.services()) == "not_owed"
+
+    assert firm.notifier.sent == []
+    assert firm.config.reconnect_notice_run_id is None
+
+
+def test_a_lost_connection_emailed_at_once_owes_nothing(firm: Firm) -> None:
+    firm.xpm.break_after = (0, XpmWrongTenant("403"))
+    firm.xpm.clients.append(client())
+
+    run(firm)
+
+    assert len(firm.notifier.sent) == 1
+    assert firm.config.reconnect_notice_run_id is None
 
 
 class _ReconnectingXpm(FakeXpm):

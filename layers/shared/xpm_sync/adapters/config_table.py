@@ -34,6 +34,7 @@ _HOURLY_ATTRIBUTES = (
     "last_completed_run_started_at",
     "tokens_refreshed_at",
     "last_failure_owner",
+    "reconnect_notice_run_id",
 )
 
 # Connected; an item written before status existed counts as connected once it has a tenant
@@ -186,8 +187,9 @@ class ConfigRepository:
 
     def hourly_candidates(self) -> Iterator[FirmConfig]:
         """Every firm the hourly schedule may act on (``domain.hourly``), in one scan: the firms
-        that are connected, and the items with no status (firms written before status existed, and
-        the table's OAuth states and refresh leases, which the rules pass over as not connected).
+        that are connected, those that lost their connection with an email still owed, and the
+        items with no status (firms written before status existed, and the table's OAuth states
+        and refresh leases, which the rules pass over as not connected).
 
         Only the attributes those rules read are fetched. A scan is right here: the dispatcher reads
         the whole table once an hour, and queueing, keep-alives and the operators' count of firms
@@ -196,9 +198,12 @@ class ConfigRepository:
         item never costs every other firm its hour.
         """
         for item in self._table.scan_items(
-            FilterExpression="#status = :connected OR attribute_not_exists(#status)",
+            FilterExpression=(
+                "#status = :connected OR attribute_not_exists(#status)"
+                " OR (#status = :lost AND attribute_type(reconnect_notice_run_id, :text))"
+            ),
             ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={":connected": "connected"},
+            ExpressionAttributeValues={":connected": "connected", ":lost": "needs_reconnect", ":text": "S"},
             ProjectionExpression=", ".join(("firm_id", "#status", *_HOURLY_ATTRIBUTES)),
         ):
             try:

@@ -158,22 +158,28 @@ class SyncQueue:
         return self._send_all(map(message, firm_ids), workers)
 
     def enqueue_keep_alives(self, firm_ids: Iterable[str], *, workers: int = 8) -> Sent:
-        """Queue one keep-alive per firm (SPEC A6): refresh its tokens, run nothing.
+        """Queue one keep-alive per firm (SPEC A6): refresh its tokens, run nothing."""
+        return self._enqueue_errands(firm_ids, "keep_alive", workers)
 
-        Each names its own deduplication id, ``keep-alive.`` and its body's SHA-256: the same
-        keep-alive sent twice within 5 minutes (a dispatch invoked again) is still dropped once, and
-        no run's message can ever have that id (content-based ids are the bare SHA-256 of a body;
-        the ids a run names itself start with its run id), so a keep-alive never drops a run's
-        message, nor a run's message a keep-alive.
-        """
+    def enqueue_notices(self, firm_ids: Iterable[str], *, workers: int = 8) -> Sent:
+        """Queue one notice per firm (SPEC A8): email the admin that the connection was lost, if the
+        run that lost it could not, and run nothing."""
+        return self._enqueue_errands(firm_ids, "notice", workers)
+
+    def _enqueue_errands(self, firm_ids: Iterable[str], errand: str, workers: int) -> Sent:
+        """Messages that run nothing, each with its own deduplication id: the errand's name and its
+        body's SHA-256. The same errand sent twice within 5 minutes (a dispatch invoked again) is
+        still dropped once, and no run's message can ever have that id (content-based ids are the
+        bare SHA-256 of a body; the ids a run names itself start with its run id), so an errand
+        never drops a run's message, nor a run's message an errand."""
 
         def message(firm_id: str) -> dict[str, str]:
-            body = json.dumps({"firm_id": firm_id, "trigger": "schedule", "keep_alive": True}, sort_keys=True)
+            body = json.dumps({"firm_id": firm_id, "trigger": "schedule", errand: True}, sort_keys=True)
             digest = hashlib.sha256(body.encode()).hexdigest()
             return {
                 "MessageBody": body,
                 "MessageGroupId": firm_id,
-                "MessageDeduplicationId": f"keep-alive.{digest}",
+                "MessageDeduplicationId": f"{errand.replace('_', '-')}.{digest}",
             }
 
         return self._send_all(map(message, firm_ids), workers)

@@ -87,6 +87,9 @@ class FirmConfig(BaseModel):
     last_failure_owner: Literal["firm", "system"] | None = None
     # When the firm's notification user was last emailed: "new" and "fixed" are counted from here.
     last_notified_at: str | None = None
+    # The run that lost the connection, when its email could not go (the day's email already sent,
+    # or SES failing): the firm runs no more, so the hourly schedule sends it once it can (SPEC A8).
+    reconnect_notice_run_id: str | None = None
     # When the firm's tokens were last refreshed: an idle connection is refreshed before Xero
     # drops it (SPEC A6: 30 days, of Xero's 60).
     tokens_refreshed_at: str | None = None

@@ -9,6 +9,9 @@
   refreshed (or stored at connect); for a config that records neither, the stored access token's
   expiry says it, and nothing is queued on a guess (SPEC B1: the hourly messages are the enabled
   firms' runs, and only a connection known to be idle adds one).
+- A firm whose connection was lost (``needs_reconnect``) and whose email about it could not go
+  (that day's email already sent, or SES failing) gets a notice message until it goes: its runs
+  have stopped, so nothing else would ever tell the admin (SPEC A8).
 - Connected, enabled firms with no completed run for 3 hours are counted: the operators' signal
   that runs are not getting through (SPEC A5 uses the same 3 hours for the firm's email).
 """
@@ -36,6 +39,7 @@ class HourlyPlan:
 
     sync_firm_ids: list[str] = field(default_factory=list)
     keep_alive_firm_ids: list[str] = field(default_factory=list)
+    notice_firm_ids: list[str] = field(default_factory=list)
     # Idle connections whose config records no refresh: judged by their stored tokens' expiry.
     idle_without_recorded_refresh: list[FirmConfig] = field(default_factory=list)
     firms_without_completed_run: int = 0
@@ -49,6 +53,11 @@ def due_for_sync(config: FirmConfig) -> bool:
     # An item written before status existed is queued even without a tenant; the worker then runs
     # nothing for it, as it does for any firm that cannot sync by the time its message arrives.
     return "status" not in config.model_fields_set or config.connection == "connected"
+
+
+def owed_reconnect_notice(config: FirmConfig) -> bool:
+    """A lost connection whose email has not gone yet (the run that lost it could not send it)."""
+    return config.connection == "needs_reconnect" and config.reconnect_notice_run_id is not None
 
 
 def _older_than(moment: str | None, age: timedelta, now: datetime) -> bool:
@@ -126,5 +135,7 @@ def _plan_firm(plan: HourlyPlan, config: FirmConfig, now: datetime) -> None:
         plan.keep_alive_firm_ids.append(config.firm_id)
     elif refresh_unrecorded(config):
         plan.idle_without_recorded_refresh.append(config)
+    elif owed_reconnect_notice(config):
+        plan.notice_firm_ids.append(config.firm_id)
     if without_completed_run(config, now):
         plan.firms_without_completed_run += 1

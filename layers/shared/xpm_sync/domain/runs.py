@@ -62,3 +62,5 @@ class SyncRequest(BaseModel):
     run_id: str | None = None
     # The hourly keep-alive of an idle connection (SPEC A6): refresh the firm's tokens, run nothing.
     keep_alive: bool = False
+    # The hourly retry of a lost connection's email that could not go (SPEC A8): email, run nothing.
+    notice: bool = False

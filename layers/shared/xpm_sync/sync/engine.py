@@ -437,6 +437,44 @@ def _end_unfinished(firm_id: str, run_id: str, services: SyncServices, why: Entr
     return unfinished
 
 
+def tell_lost_connection(firm_id: str, services: SyncServices) -> str:
+    """Email the admin that the firm's connection was lost, when the run that lost it could not
+    (that day's email already sent, or SES failing): the firm runs no more, so the hourly schedule
+    asks again until it goes (SPEC A8), within the 24-hour allowance (SPEC A5). What it says is what
+    is open now, the lost connection first; a firm connected (or disconnected) since owes nothing."""
+    config = services.config.get(firm_id)
+    if config is None or config.reconnect_notice_run_id is None:
+        return "not_owed"
+    run = services.runs.get_run(firm_id, config.reconnect_notice_run_id)
+    if config.connection != "needs_reconnect" or services.notifier is None or run is None:
+        services.config.update(firm_id, reconnect_notice_run_id=None)
+        return "not_owed"
+    open_now = services.states_for(firm_id).get(RUN_KEY)
+    causes = (
+        [
+            Entry(
+                severity=problem.severity,
+                entity="run",
+                label=open_now.label,
+                code=problem.code,
+                message=problem.message,
+                suggestion=problem.suggestion,
+            )
+            for problem in open_now.problems
+        ]
+        if open_now is not None
+        else []
+    )
+    result = services.notifier(run, causes, config)
+    if result.outcome in _NOT_GONE:
+        return result.outcome  # the next hour asks again
+    update: dict[str, Any] = {"reconnect_notice_run_id": None}
+    if result.outcome == "sent":
+        update["last_notified_at"] = iso_precise(services.clock.now())
+    services.config.update(firm_id, **update)
+    return result.outcome
+
+
 def record_connection_lost(
     firm_id: str, trigger: Trigger, services: SyncServices, message: str, *, grant_id: str | None
 ) -> RunResult | None:
@@ -1022,6 +1060,12 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
                 part.judged.add(_NOTIFY_CONDITION)
                 findings.sightings[RUN_KEY] = run_level_sighting(part.run_entries())
                 _save_states(services, part, finished, complete=False)
+            if failure is not None and failure.reconnect:
+                # The firm runs no more: an email that could not go now is sent by the hourly
+                # schedule once it can (SPEC A8), and one that went owes nothing.
+                services.config.update(
+                    config.firm_id, reconnect_notice_run_id=run.run_id if told.owed else None
+                )
     _write_entries(services, run, findings.entries, finished)
     services.runs.save_run(run, finished)
     if part.dry_run:
@@ -1073,6 +1117,8 @@ def _notification_user_fixed(services: SyncServices, part: _Run, config: FirmCon
     return services.notifier.reaches_recipient(config)
 
 
+# The notifier's outcomes for an email that was due and did not go.
+_NOT_GONE = frozenset({"suppressed", "send_failed", "error"})
 # The notifier's outcomes that looked the notification user up (an error may have come first).
 _RECIPIENT_LOOKED_UP = frozenset({"sent", "suppressed", "no_recipient", "send_failed"})
 
@@ -1082,6 +1128,7 @@ class _Told:
     """What telling the admin about a run came to."""
 
     asked: bool = False  # the notifier was asked, and looked the notification user up
+    owed: bool = False  # an email was due and did not go (the day's allowance used, SES failing)
     entries: tuple[Entry, ...] = ()  # its own problems (no notification user, say)
     sent_at: str | None = None  # when the email went, if it did
 
@@ -1109,7 +1156,11 @@ def _notify_if_due(
         return _Told()
     result = services.notifier(run, entries, config)
     if result.outcome != "sent":
-        return _Told(asked=result.outcome in _RECIPIENT_LOOKED_UP, entries=tuple(result.entries))
+        return _Told(
+            asked=result.outcome in _RECIPIENT_LOOKED_UP,
+            entries=tuple(result.entries),
+            owed=result.outcome in _NOT_GONE,
+        )
     # The moment its problems were opened and closed at: they are all in this email.
     sent_at = iso_precise(now)
     services.config.update(config.firm_id, last_notified_at=sent_at)
