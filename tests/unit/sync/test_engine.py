@@ -1589,6 +1589,34 @@ def test_two_staff_members_swapping_emails_in_xpm_swap_them_in_active(firm: Firm
     assert firm.active.user_items[user_of[bob.uuid]]["email"] == "ann@harbour.example"
 
 
+@pytest.mark.parametrize("bobs_move", ["held in Active", "a duplicate in XPM"])
+def test_an_email_whose_holder_cannot_move_off_it_is_taken_by_nobody(firm: Firm, bobs_move: str) -> None:
+    # The review of 2026-12-07 (night): Ann took Bob's email while Bob's own move was refused, and
+    # two Active users had bob@
+    carol = staff("Carol Lee", "carol@harbour.example", uuid="staff-carol")
+    ann = staff("Ann Lee", "ann@harbour.example", uuid="staff-ann")
+    bob = staff("Bob Lee", "bob@harbour.example", uuid="staff-bob")
+    firm.xpm.staff += [ann, bob] if bobs_move == "held in Active" else [carol, ann, bob]
+    run(firm)
+    if bobs_move == "held in Active":
+        firm.active.add_user("carol@harbour.example")  # entered in Active, not in XPM
+
+    # When Ann moves to Bob's email and Bob to Carol's, which he cannot have
+    firm.xpm.staff = [
+        *([carol] if bobs_move == "a duplicate in XPM" else []),
+        ann.model_copy(update={"email": "bob@harbour.example"}),
+        bob.model_copy(update={"email": "carol@harbour.example"}),
+    ]
+    run(firm)
+
+    # Then neither moves: every Active user keeps an email of their own
+    emails = [str(item["email"]).lower() for item in firm.active.user_items.values()]
+    assert sorted(emails) == sorted(set(emails))
+    assert "ann@harbour.example" in emails
+    refused = {(e.code, e.xpm_uuid) for e in firm.runs.latest_entries()}
+    assert ("STAFF_EMAIL_TAKEN", ann.uuid) in refused
+
+
 def test_a_shared_code_stays_with_the_first_client_when_both_wait_for_a_retry(firm: Firm) -> None:
     """The probe of 2026-12-07: retries ran in UUID order, so the client that lost the code could
     take it from the first (by XPM's order) while that one waited for its partner."""

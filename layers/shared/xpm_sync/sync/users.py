@@ -88,17 +88,49 @@ class UserSync:
             # XPM's order decides which of two staff with one email keeps it.
             first_with_email.setdefault(email_key, staff)
             mapped.append((staff, label, mapping.fields, mapping.entries, email_key))
-        self._released = {
-            normalise_email(user.email)
-            for staff, _, _, _, email_key in mapped
-            if (user := self._by_uuid.get(staff.uuid)) is not None
-            and user.email
-            and normalise_email(user.email) != email_key
-        }
+        self._released = self._emails_released(
+            [(staff, email_key) for staff, _, _, _, email_key in mapped], first_with_email
+        )
         linked_first = sorted(mapped, key=lambda one: one[0].uuid not in self._by_uuid)
         for staff, label, fields, found, email_key in linked_first:
             self._sync_one(staff, label, fields, found, email_key, first_with_email[email_key])
         return self.directory
+
+    def _emails_released(
+        self, wanted: list[tuple[XpmStaff, str]], first_with_email: dict[str, XpmStaff]
+    ) -> set[str]:
+        """The emails linked users give up in this run: their staff member has another email in
+        XPM and will take it. One refused (a duplicate in XPM, or a new email another user keeps)
+        keeps its old email, which may keep the next one from taking it: worked out before any
+        write, until nothing changes, so emails swapped between staff move and a chain with a
+        refused link moves nothing onto an email still held."""
+        refused = {staff.uuid for staff, email_key in wanted if first_with_email[email_key] is not staff}
+        while True:
+            released = {
+                old
+                for staff, email_key in wanted
+                if staff.uuid not in refused
+                and (user := self._by_uuid.get(staff.uuid)) is not None
+                and user.email
+                and (old := normalise_email(user.email)) != email_key
+            }
+            now_refused = {
+                staff.uuid
+                for staff, email_key in wanted
+                if staff.uuid not in refused and self._holder_keeps(staff, email_key, released) is not None
+            }
+            if not now_refused:
+                return released
+            refused |= now_refused
+
+    def _holder_keeps(self, staff: XpmStaff, email_key: str, released: set[str]) -> StoredUser | None:
+        """Another Active user who has this email and keeps it, if any: the staff member's user may
+        not take it (Active users sign in by email)."""
+        existing = self._by_uuid.get(staff.uuid) or self._by_email.get(email_key)
+        holder = self._by_email.get(email_key)
+        if existing is None or holder is None or holder.user_id == existing.user_id or email_key in released:
+            return None
+        return holder
 
     def _fail(self, staff: XpmStaff, label: str, kind: EntryKind, message: str, *found: Entry) -> None:
         self._counts["failed"] += 1
@@ -125,13 +157,7 @@ class UserSync:
             )
             return
         existing = self._by_uuid.get(staff.uuid) or self._by_email.get(email_key)
-        holder = self._by_email.get(email_key)
-        if (
-            existing is not None
-            and holder is not None
-            and holder.user_id != existing.user_id
-            and email_key not in self._released
-        ):
+        if existing is not None and (holder := self._holder_keeps(staff, email_key, self._released)):
             # Active users sign in by email: two with one would be one person to Active, and a
             # client's Partner would resolve to whichever a run read first.
             self._fail(
