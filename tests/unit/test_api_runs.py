@@ -7,7 +7,7 @@ their own firm's runs, and a bad cursor or another firm's run id is a 4xx, never
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import quote
 
 import pytest
@@ -203,8 +203,8 @@ def test_a_run_past_its_90_days_is_gone_from_sync_monitoring_before_dynamodb_del
 ) -> None:
     # DynamoDB deletes an item past its TTL a day or two late: the API compares the stored expiry
     # with the clock, as the notify table's allowance does (the probe of 2026-12-07 (late) left it).
-    api.clock.set(START + RUN_RETENTION + timedelta(hours=1))
     newest = runs[-1]
+    api.clock.set(datetime.fromisoformat(newest.started_at) + RUN_RETENTION + timedelta(seconds=1))
 
     assert api.call_api("get_runs").json == {"runs": [], "next_cursor": None}
     assert _get_run(api, newest.run_id).status == 404
@@ -215,7 +215,7 @@ def test_a_run_past_its_90_days_is_gone_from_sync_monitoring_before_dynamodb_del
 def test_a_newer_run_than_the_expired_ones_is_still_listed_and_read(
     api: ApiHarness, runs: list[SyncRun]
 ) -> None:
-    later = START + RUN_RETENTION + timedelta(hours=1)
+    later = datetime.fromisoformat(runs[-1].started_at) + RUN_RETENTION + timedelta(seconds=1)
     api.clock.set(later)
     fresh = _run(FIRM, 24 * 91)
     RunLog(aws.table(api.names.sync_log_table)).save_run(fresh, later)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from xpm_sync.adapters import aws as aws_clients
@@ -18,9 +18,10 @@ from xpm_sync.domain.entries import MAX_LABEL_CHARS, EntryEntity
 from xpm_sync.domain.errors import InvalidCursor
 from xpm_sync.domain.near_match import Suggestion
 from xpm_sync.domain.problems import ClosedProblem, Problem, RecordState
-from xpm_sync.domain.runs import SyncRun
+from xpm_sync.domain.runs import RUN_RETENTION, SyncRun
 
 from local.stack import StackNames
+from tests.fakes import FakeClock
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 FIRM = "firm-a"
@@ -63,6 +64,38 @@ def _state(
     return RecordState(
         entity=entity, key=key, label=f"Label of {key}", problems=problems, xpm_uuid=key, retry_copy=copy
     )
+
+
+def test_a_run_in_parts_and_its_whole_log_expire_at_one_moment_90_days_from_its_start(
+    tables: tuple[Table, Table],
+) -> None:
+    # The review of 2026-12-07 (night): each part's entries expired 90 days after that part, the
+    # run item 90 days after its end; read in between, the run was listed with part of its log gone.
+    sync_log, config = tables
+    run = _run()
+    log = RunLog(sync_log)
+    found = [
+        codes.PARTNER_NOT_IN_ACTIVE.entry(label=f"Acme {n}", message="m", xpm_uuid=f"u{n}") for n in range(3)
+    ]
+    run.entry_count = log.add_entries(run, found[:1], NOW + timedelta(minutes=15))  # the first part
+    run.entry_count = log.add_entries(run, found[1:], NOW + timedelta(hours=2), start=run.entry_count)
+    log.save_run(run, NOW + timedelta(hours=2))  # the run's end
+
+    stored = sync_log.query_items(
+        KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": f"RUN#{FIRM}#{run.run_id}"}
+    )
+    [run_item] = sync_log.query_items(
+        KeyConditionExpression="pk = :pk AND sk = :sk",
+        ExpressionAttributeValues={":pk": f"FIRM#{FIRM}", ":sk": f"RUN#{run.run_id}"},
+    )
+    expected = int((NOW + RUN_RETENTION).timestamp())
+    assert {int(item["expires_at"]) for item in stored} == {expected}
+    assert int(run_item["expires_at"]) == expected
+    for moment in (NOW + RUN_RETENTION - timedelta(seconds=1), NOW + RUN_RETENTION + timedelta(minutes=20)):
+        reader = RunLog(sync_log, CursorSigner(config), FakeClock(moment))
+        shown = reader.get_run(FIRM, run.run_id)
+        entries, _ = reader.entries_page(FIRM, run.run_id)
+        assert (shown.entry_count if shown else 0) == len(entries), moment
 
 
 def test_entries_page_errors_first_with_a_verified_cursor(tables: tuple[Table, Table]) -> None:

@@ -29,7 +29,7 @@ from xpm_sync.adapters.dynamodb import (
     update_expression,
 )
 from xpm_sync.domain.active_records import StoredClient
-from xpm_sync.domain.clock import Clock
+from xpm_sync.domain.clock import Clock, parse_iso
 from xpm_sync.domain.entries import Entry, Severity
 from xpm_sync.domain.errors import InvalidCursor
 from xpm_sync.domain.near_match import Suggestion
@@ -55,6 +55,12 @@ def plain(value: Any) -> Any:
 
 def expiry(now: datetime) -> int:
     return int((now + RUN_RETENTION).timestamp())
+
+
+def run_expiry(run: SyncRun) -> int:
+    """When a run and every entry of its log expire: 90 days from its start, one moment for all of
+    them, so a run in parts is never listed with the entries of its earlier parts already gone."""
+    return expiry(parse_iso(run.started_at))
 
 
 # DynamoDB deletes an item past its TTL late (a day or two after it): a reader that shows what is
@@ -150,13 +156,13 @@ class RunLog(_Expiring):
 
     def save_run(self, run: SyncRun, now: datetime) -> None:
         item = run.model_dump(exclude_none=True)
-        item.update(pk=f"FIRM#{run.firm_id}", sk=f"RUN#{run.run_id}", expires_at=expiry(now))
+        item.update(pk=f"FIRM#{run.firm_id}", sk=f"RUN#{run.run_id}", expires_at=run_expiry(run))
         self._table.put_item(Item=item)
 
     def add_entries(self, run: SyncRun, entries: Iterable[Entry], now: datetime, *, start: int = 0) -> int:
         """Append entries after the ``start`` already written; returns the new total."""
         count = start
-        expires_at = expiry(now)
+        expires_at = run_expiry(run)
         with self._table.batch_writer() as batch:
             for entry in entries:
                 item = entry.model_dump(exclude_none=True)
