@@ -609,6 +609,7 @@ class DeletingSecrets:
         self.refused: list[str] = []
 
     def delete_secret(self, **kwargs: Any) -> Any:
+        self._deleting("DeleteSecret")  # already on its way out: "currently marked deleted"
         self._left = self._calls_until_gone
         return self._inner.delete_secret(**kwargs)
 
@@ -654,6 +655,21 @@ def test_a_reconnect_right_after_a_disconnect_waits_for_the_old_secret_to_be_gon
     assert deleting.refused == ["GetSecretValue", "PutSecretValue", "PutSecretValue", "PutSecretValue"]
     assert pauses == list(DELETION_WAITS[:3])
     assert secret_json(secrets, "firm-1")["refresh_token"] == again.refresh_token
+
+
+def test_a_second_disconnect_while_the_secret_is_being_deleted_is_no_error(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    # The review of 2026-12-07 (night): a double click on Disconnect answered 500
+    deleting = DeletingSecrets(secrets, calls_until_gone=4)
+    store = TokenStore(secrets_client=deleting, prefix=PREFIX, identity=identity, clock=clock)
+    connected(store, sim, clock)
+    store.delete("firm-1")
+
+    assert store.load("firm-1") is None
+    store.delete("firm-1")
+
+    assert deleting.refused == ["GetSecretValue", "DeleteSecret"]
 
 
 def test_a_secret_whose_deletion_never_ends_is_a_store_error_after_a_few_seconds(

@@ -233,7 +233,7 @@ class TokenStore:
         try:
             self._secrets.delete_secret(SecretId=self.secret_id(firm_id), ForceDeleteWithoutRecovery=True)
         except ClientError as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
+            if _error_code(exc) in _GONE_CODES:  # none, or already on its way out (a second Disconnect)
                 return
             raise TokenStoreError(
                 f"could not delete secret {self.secret_id(firm_id)}: {_error_code(exc)}"
