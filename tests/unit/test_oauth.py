@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,6 +32,7 @@ from tests.fixtures.api import (
     ApiHarness,
     admin_claims,
 )
+from tests.fixtures.logs import powertools_json_log
 
 
 def _query(url: str) -> dict[str, str]:
@@ -759,18 +761,23 @@ def test_callback_ignores_organisations_that_are_not_practice_manager(api: ApiHa
 def test_no_token_code_state_or_verifier_ever_reaches_a_response_or_the_logs(
     api: ApiHarness, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    authorize_url = api.start_connect()
-    verifier = (_state_item(api, _query(authorize_url)["state"]) or {})["code_verifier"]
-    sent_back = api.consent(authorize_url)
-    api.callback(sent_back)
-    api.callback(sent_back)
+    # The logger's lines at DEBUG, where they go (its handler keeps the stdout it started with, so
+    # capsys alone never sees them: the probe of 2026-12-07 (night) found this test blind to logs)
+    with powertools_json_log(logging.DEBUG) as log:
+        authorize_url = api.start_connect()
+        verifier = (_state_item(api, _query(authorize_url)["state"]) or {})["code_verifier"]
+        sent_back = api.consent(authorize_url)
+        api.callback(sent_back)
+        api.callback(sent_back)
     secret = api.secret()
     assert secret is not None
 
     captured = capsys.readouterr()
-    seen = captured.out + captured.err + "".join(a.text + str(a.headers) for a in api.answers)
+    logged = log.getvalue() + captured.out + captured.err
+    assert log.getvalue().strip(), "the logger's lines were captured"
+    seen = logged + "".join(a.text + str(a.headers) for a in api.answers)
     for value in (secret["access_token"], secret["refresh_token"], sent_back["code"], verifier):
         assert value not in seen
     # The state is in the authorize URL connect answers (that is its job), and nowhere else.
-    assert sent_back["state"] not in captured.out + captured.err
+    assert sent_back["state"] not in logged
     assert sent_back["state"] not in "".join(a.text for a in api.answers[1:])

@@ -59,21 +59,18 @@ TOKEN_SECRET_ACTIONS: dict[str, set[str] | None] = {
     "SyncWorkerFunction": {
         "secretsmanager:GetSecretValue",
         "secretsmanager:PutSecretValue",
-        "secretsmanager:DescribeSecret",
     },
     # The callback stores a firm's first grant: create, never delete.
     "OAuthFunction": {
         "secretsmanager:GetSecretValue",
         "secretsmanager:PutSecretValue",
         "secretsmanager:CreateSecret",
-        "secretsmanager:DescribeSecret",
     },
     # Disconnect deletes the grant: delete, never create.
     "ApiFunction": {
         "secretsmanager:GetSecretValue",
         "secretsmanager:PutSecretValue",
         "secretsmanager:DeleteSecret",
-        "secretsmanager:DescribeSecret",
     },
 }
 # The functions that call Xero with the app's credentials; the dispatcher never does.
@@ -385,7 +382,7 @@ def test_only_the_worker_sends_email_and_only_as_the_notification_sender(
         assert ses == []
         return
     [statement] = ses
-    assert _actions(statement) <= {"ses:SendEmail", "ses:SendRawEmail"}
+    assert _actions(statement) == {"ses:SendEmail"}  # what the notifier calls, nothing more
     assert statement["Condition"] == {"StringEquals": {"ses:FromAddress": {"Ref": "NotifyFromEmail"}}}
 
 

@@ -325,7 +325,6 @@ class TestFunctions:
 
         tokens = statements["FirmTokens"]
         assert sorted(tokens["Action"]) == [
-            "secretsmanager:DescribeSecret",
             "secretsmanager:GetSecretValue",
             "secretsmanager:PutSecretValue",
         ]
@@ -333,7 +332,7 @@ class TestFunctions:
         app = statements["XeroAppSecret"]
         assert app["Action"] == "secretsmanager:GetSecretValue"
         assert app["Resource"]["Fn::Sub"][0].endswith(":secret:${Name}-??????")
-        assert set(statements["NotifyEmail"]["Action"]) == {"ses:SendEmail", "ses:SendRawEmail"}
+        assert statements["NotifyEmail"]["Action"] == "ses:SendEmail"
 
     def test_every_function_has_a_30_day_log_group(self, template):
         groups = resources_of_type(template, "AWS::Logs::LogGroup").values()

@@ -1009,3 +1009,32 @@ def test_unlimited_time_is_no_reading_deadline(sleeps):
     client = _client_answered_by(handler, sleeps, remaining_seconds=lambda: math.inf)
 
     assert [staff.name for staff in client.list_staff()] == ["Ann Lee"]
+
+
+JWT_SHAPED = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzZWNyZXQifQ.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda request: httpx.Response(
+            400, json={"Title": "Bad Request", "Detail": f"Header was {request.headers['authorization']}"}
+        ),
+        lambda request: httpx.Response(
+            200, content=_xml_error(f"token {request.headers['authorization']} refused")
+        ),
+    ],
+    ids=["gateway-json", "xml-error"],
+)
+def test_an_answer_echoing_the_bearer_token_never_puts_it_in_the_runs_log(
+    sleeps: Sleeps, answer: Callable[[httpx.Request], httpx.Response]
+) -> None:
+    # The probe of 2026-12-07 (night): the error's text became the run entry's message, stored in
+    # the sync log and shown by the API; only the email masked it.
+    api = _client_answered_by(answer, sleeps, tokens=StaticToken(JWT_SHAPED))
+
+    with pytest.raises(XpmError) as caught:
+        api.list_staff()
+
+    assert JWT_SHAPED not in str(caught.value)
+    assert "[redacted]" in str(caught.value)

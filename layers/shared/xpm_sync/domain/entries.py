@@ -7,6 +7,7 @@ catalogue and the code that raises the entries cannot drift apart.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,6 +53,19 @@ class EntryKind:
 CATALOGUE: dict[str, EntryKind] = {}
 MAX_LABEL_CHARS = 200
 MAX_MESSAGE_CHARS = 1000
+
+
+# Entry messages quote text from XPM and Xero. None should ever carry a credential, but a gateway
+# that echoes the request would put the firm's bearer token in its answer: anything shaped like a
+# bearer token or a JWT is masked before it can reach a run's log, an API answer or an email.
+_TOKEN_LIKE = re.compile(
+    r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+|\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+)
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with anything shaped like a bearer token or a JWT masked."""
+    return _TOKEN_LIKE.sub("[redacted]", text)
 
 
 def shorten(text: str, limit: int) -> str:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from urllib.parse import quote
 
 from xpm_sync.domain.clock import latest, parse_iso
-from xpm_sync.domain.entries import Entry, shorten
+from xpm_sync.domain.entries import Entry, shorten, without_credentials
 from xpm_sync.domain.faults import SYSTEM_FAULT_CODES
 from xpm_sync.domain.firm import FirmConfig
 from xpm_sync.domain.problem_summary import FixedGroup, ProblemGroup, ProblemSummary
@@ -31,11 +31,6 @@ EMAIL_LABEL_CHARS = 80
 EMAIL_MESSAGE_CHARS = 300
 DEFAULT_SYNC_NAME = "Xero Practice Manager sync"
 
-# Entry messages and labels quote text from XPM and Xero. None should ever carry a credential, but
-# an email leaves our control for good, so anything shaped like a bearer token or a JWT is masked.
-_TOKEN_LIKE = re.compile(
-    r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+|\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
-)
 # Control characters, Unicode's other line breaks (NEL, line and paragraph separators: a client
 # name must not start a line of its own), and the bidirectional embeddings, overrides and isolates
 # (one left open in a name would reverse how the rest of its line reads).
@@ -55,7 +50,8 @@ def monitoring_url(frontend_url: str, run_id: str) -> str:
 
 
 def _clean(text: str) -> str:
-    return _TOKEN_LIKE.sub("[redacted]", text)
+    # An email leaves our control for good: masked again, whatever the text's way here.
+    return without_credentials(text)
 
 
 def _one_line(text: str) -> str:

@@ -22,6 +22,7 @@ from defusedxml.common import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
 from xpm_sync.adapters.xpm.errors import XpmBadResponse
+from xpm_sync.domain.entries import without_credentials
 from xpm_sync.domain.xpm_records import XpmClientRecord, XpmContact, XpmGroup, XpmStaff
 
 # Where records sit in each answer. ``client.api/get`` wraps its one client directly in Response.
@@ -68,10 +69,11 @@ def _local(tag: str) -> str:
 
 
 def sanitise(text: str | None, limit: int = _DESCRIPTION_LIMIT) -> str | None:
-    """Make server-supplied text safe to put in an exception or a log line: one line, bounded."""
+    """Make server-supplied text safe to put in an exception, a run's log or a log line: one line,
+    bounded, and nothing shaped like a credential (a gateway echoing the request's bearer token)."""
     if text is None:
         return None
-    cleaned = re.sub(r"[\x00-\x1f\x7f]+", " ", text)
+    cleaned = re.sub(r"[\x00-\x1f\x7f]+", " ", without_credentials(text))
     cleaned = " ".join(cleaned.split())
     if len(cleaned) > limit:
         cleaned = cleaned[: limit - 3] + "..."
