@@ -58,7 +58,7 @@ def test_a_record_sent_again_no_longer_waits() -> None:
 def test_a_holder_not_applied_yet_or_itself_waiting_may_still_give_its_code_up() -> None:
     ledger: ClientCodeLedger[str] = ClientCodeLedger()
     assert ledger.must_wait_for("h")
-    ledger.seen("h")
+    ledger.seen("h", "H1")
     assert not ledger.must_wait_for("h")
     ledger.wait("h", "holder", holder_uuid="other")
     assert ledger.must_wait_for("h")
@@ -83,3 +83,15 @@ def test_a_chain_is_no_ring() -> None:
 
     assert ledger.rings() == []
     assert ledger.take_any_waiters() in ([("a", "A")], [("b", "B")])
+
+
+def test_a_client_xpm_sent_with_another_code_or_none_has_left_the_code() -> None:
+    ledger: ClientCodeLedger[str] = ClientCodeLedger()
+    ledger.seen("moved", "NEW01")
+    ledger.seen("stayed", "old01")
+    ledger.seen("emptied", None)
+
+    assert ledger.seen_with_another_code("moved", "OLD01")
+    assert not ledger.seen_with_another_code("stayed", "OLD01")  # the same code, case aside
+    assert ledger.seen_with_another_code("emptied", "OLD01")
+    assert not ledger.seen_with_another_code("not-sent", "OLD01")  # not in this run: unknown

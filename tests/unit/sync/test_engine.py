@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -536,6 +537,32 @@ def test_a_look_alike_of_an_unlinked_active_client_waits_for_the_admins_answer(f
     assert firm.active.client_items[trial_id]["xpm_uuid"] == xpm_client.uuid
     assert firm.active.client_items[trial_id]["code"] == "HS01"
     assert xpm_client.uuid not in firm.matches.suggestions
+
+
+def test_a_preview_plans_two_link_answers_naming_one_client_as_the_run_does(firm: Firm) -> None:
+    # The probe of 2026-12-07 (night): the preview linked both (a dry run writes nothing, so the
+    # client still read as unlinked for the second); the real run links the first only.
+    partner = with_partner(firm)
+    first = client("HS01", partner=partner, name="Harbour & Sons Pty Ltd")
+    second = client("HS02", partner=partner, name="Harbour Partners Pty Ltd")
+    firm.xpm.clients += [first, second]
+    trial_id = firm.active.add_client(legal_name="Harbour & Sons Pty Ltd")
+    firm.active.add_client(legal_name="Harbour Partners Pty Ltd")
+    run(firm)
+    for waiting in (first, second):
+        firm.matches.suggestions[waiting.uuid] = replace(
+            firm.matches.suggestions[waiting.uuid], client_id=trial_id, answer="link"
+        )
+    firm.configs.update(FIRM, last_full_read_started_at=None)
+
+    planned = preview(firm)
+    done = run(firm)
+
+    # (a preview counts a link as linked, where the run counts it updated)
+    assert done.counts["client"]["updated"] == 1
+    assert planned.counts["client"] == {**done.counts["client"], "updated": 0, "linked": 1}
+    assert firm.active.client_items[trial_id]["xpm_uuid"] == first.uuid
+    assert [c.get("xpm_uuid") for c in firm.active.client_items.values()].count(second.uuid) <= 1
 
 
 def test_a_suggested_link_goes_once_the_full_read_no_longer_finds_its_record(firm: Firm) -> None:
@@ -1615,6 +1642,34 @@ def test_an_email_whose_holder_cannot_move_off_it_is_taken_by_nobody(firm: Firm,
     assert "ann@harbour.example" in emails
     refused = {(e.code, e.xpm_uuid) for e in firm.runs.latest_entries()}
     assert ("STAFF_EMAIL_TAKEN", ann.uuid) in refused
+
+
+def test_a_code_given_up_in_xpm_by_a_client_that_cannot_sync_is_taken_not_duplicated(firm: Firm) -> None:
+    # The probe of 2026-12-07 (night): R moved off KOWA in XPM but failed (no partner), S took
+    # KOWA, and S failed CLIENT_CODE_DUPLICATE ("used by both ... in XPM"): XPM had no duplicate.
+    partner = with_partner(firm)
+    r = client("KOWA", partner=partner, name="Kowalski Super Fund")
+    s = client("BAKE", partner=partner, name="Grace Baker")
+    firm.xpm.clients += [r, s]
+    run(firm)
+    firm.clock.advance(hours=1)
+    firm.xpm.put(
+        r.model_copy(update={"client_code": "YYYY", "account_manager_uuid": None}), at=firm.clock.now()
+    )
+    firm.xpm.put(s.model_copy(update={"client_code": "KOWA"}), at=firm.clock.now())
+
+    done = run(firm)
+
+    assert done.status == "partial"
+    found = {e.xpm_uuid: e for e in firm.runs.latest_entries()}
+    assert found[r.uuid].code == "PARTNER_MISSING"
+    assert found[s.uuid].code == "CLIENT_CODE_TAKEN"
+    assert "Kowalski Super Fund" in found[s.uuid].message
+    # And once R's partner is set, both settle in one run
+    firm.xpm.put(r.model_copy(update={"client_code": "YYYY"}), at=firm.clock.now())
+    assert run(firm).status == "success"
+    codes_now = sorted(c["code"] for c in firm.active.client_items.values())
+    assert codes_now == ["KOWA", "YYYY"]
 
 
 def test_a_shared_code_stays_with_the_first_client_when_both_wait_for_a_retry(firm: Firm) -> None:

@@ -39,7 +39,8 @@ class ClientCodeLedger(Generic[Waiter]):
     _waiting: dict[str, list[tuple[str, Waiter]]] = field(default_factory=dict)
     # waiter uuid -> the holder it waits for.
     _holder_of: dict[str, str] = field(default_factory=dict)
-    _seen: set[str] = field(default_factory=set)
+    # uuid -> the code_key XPM sent it with in this run ("" for none).
+    _seen: dict[str, str] = field(default_factory=dict)
     _swaps_refused: set[str] = field(default_factory=set)
 
     # --- first claims ----------------------------------------------------------------------------
@@ -65,8 +66,13 @@ class ClientCodeLedger(Generic[Waiter]):
 
     # --- what this run has applied ---------------------------------------------------------------
 
-    def seen(self, uuid: str) -> None:
-        self._seen.add(uuid)
+    def seen(self, uuid: str, code: str | None) -> None:
+        self._seen[uuid] = code_key(code) if code else ""
+
+    def seen_with_another_code(self, uuid: str, code: str) -> bool:
+        """XPM sent ``uuid`` in this run with a code other than ``code`` (or none): whatever its
+        Active client still holds, XPM itself has no duplicate of ``code`` in it."""
+        return uuid in self._seen and self._seen[uuid] != code_key(code)
 
     def must_wait_for(self, holder_uuid: str) -> bool:
         """A holder yet to be applied in this run (or itself waiting) may still give its code up."""

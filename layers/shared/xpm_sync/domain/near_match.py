@@ -57,15 +57,62 @@ class Suggestion:
         object.__setattr__(self, "client_label", shorten(self.client_label, MAX_LABEL_CHARS))
 
 
-def find_candidate(
-    *, abn: str | None, name: str | None, unlinked: Iterable[StoredClient]
-) -> tuple[StoredClient, MatchReason] | None:
-    """The unlinked Active client with the same ABN (first) or the same name, if any."""
-    wanted_name = name_key(name)
-    by_name: StoredClient | None = None
-    for candidate in sorted(unlinked, key=lambda client: client.client_id):
-        if abn and candidate.abn and abn_digits(candidate.abn) == abn:
-            return candidate, "abn"
-        if by_name is None and wanted_name and name_key(candidate.legal_name) == wanted_name:
-            by_name = candidate
-    return (by_name, "name") if by_name is not None else None
+class UnlinkedClients:
+    """Active clients with no link to XPM, where suggested links are found, by client id, with
+    indexes by ABN and by name: a run looks a look-alike up for every record waiting on one (every
+    hour, from its retry copy), so a lookup must not read every unlinked client (50,000 records
+    against 50,000 unlinked clients would be 2.5 billion comparisons an hour)."""
+
+    def __init__(self, clients: Iterable[StoredClient] = ()) -> None:
+        self._by_id: dict[str, StoredClient] = {}
+        self._by_abn: dict[str, set[str]] = {}
+        self._by_name: dict[str, set[str]] = {}
+        for client in clients:
+            self[client.client_id] = client
+
+    def __setitem__(self, client_id: str, client: StoredClient) -> None:
+        self.pop(client_id)
+        self._by_id[client_id] = client
+        for index, key in self._keys(client):
+            index.setdefault(key, set()).add(client_id)
+
+    def __delitem__(self, client_id: str) -> None:
+        if self.pop(client_id) is None:
+            raise KeyError(client_id)
+
+    def pop(self, client_id: str, default: None = None) -> StoredClient | None:
+        client = self._by_id.pop(client_id, None)
+        if client is not None:
+            for index, key in self._keys(client):
+                ids = index[key]
+                ids.discard(client_id)
+                if not ids:
+                    del index[key]
+        return client
+
+    def __contains__(self, client_id: object) -> bool:
+        return client_id in self._by_id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def values(self) -> Iterable[StoredClient]:
+        return self._by_id.values()
+
+    def find(self, *, abn: str | None, name: str | None) -> tuple[StoredClient, MatchReason] | None:
+        """The unlinked Active client with the same ABN (first) or the same name, if any; of
+        several, the lowest client id, so every run suggests the same one."""
+        if abn and (same_abn := self._by_abn.get(abn)):
+            return self._by_id[min(same_abn)], "abn"
+        wanted_name = name_key(name)
+        if wanted_name and (same_name := self._by_name.get(wanted_name)):
+            return self._by_id[min(same_name)], "name"
+        return None
+
+    def _keys(self, client: StoredClient) -> list[tuple[dict[str, set[str]], str]]:
+        keys: list[tuple[dict[str, set[str]], str]] = []
+        if client.abn and (digits := abn_digits(client.abn)):
+            keys.append((self._by_abn, digits))
+        if named := name_key(client.legal_name):
+            keys.append((self._by_name, named))
+        return keys

@@ -32,7 +32,7 @@ from xpm_sync.domain.mapping import (
     legal_name,
     map_client,
 )
-from xpm_sync.domain.near_match import MatchReason, Suggestion, find_candidate
+from xpm_sync.domain.near_match import MatchReason, Suggestion, UnlinkedClients
 from xpm_sync.domain.partners import PeopleDirectory
 from xpm_sync.domain.xpm_records import XpmClientRecord
 from xpm_sync.sync.findings import RunFindings
@@ -140,7 +140,7 @@ class ClientSync:
     matches: MatchStore
     suggestions: dict[str, Suggestion] = field(default_factory=dict)
     # Active clients with no link to XPM, where suggested links are found (SPEC B6).
-    unlinked: dict[str, StoredClient] = field(default_factory=dict)
+    unlinked: UnlinkedClients = field(default_factory=UnlinkedClients)
     # Of those, the ones this run linked or found linked (or gone): the stored list drops them.
     no_longer_unlinked: set[str] = field(default_factory=set)
     # ... and the ones read again this run and found still unlinked, as listed.
@@ -228,7 +228,7 @@ class ClientSync:
                 )
                 return
             self.applied_from_list.add(record.uuid)
-        self.ledger.seen(record.uuid)
+        self.ledger.seen(record.uuid, record.client_code)
         self.ledger.unwait(record.uuid)  # a record XPM sends again replaces the one waiting
         if record.oversized:
             self._too_large(record, label)
@@ -486,6 +486,16 @@ class ClientSync:
         if existing is None and (not holder.xpm_uuid or holder.archived_in_xpm):
             # Entered by hand in Active: linked (SPEC A2); archived in XPM: relinked (SPEC A4).
             return None
+        if holder.xpm_uuid and self.ledger.seen_with_another_code(holder.xpm_uuid, code):
+            # XPM moved the holder off this code in this run, but its Active client could not
+            # follow (it failed): no duplicate in XPM, the code is simply not free yet in Active.
+            return codes.CLIENT_CODE_TAKEN.entry(
+                label=label,
+                xpm_uuid=record.uuid,
+                message=f"{label} has the code {code} in XPM, which the Active client {holder.label} "
+                "still has: that client has another code in XPM now, but could not sync this run (see "
+                "its own problem). Once it syncs, the code is free and this client syncs too.",
+            )
         if holder.xpm_uuid and not holder.archived_in_xpm:
             # Another XPM client already holds the code: the duplicate-code rule of SPEC A4, seen
             # across runs (the first holder synced in an earlier run).
@@ -629,13 +639,13 @@ class ClientSync:
     def _look_alike(
         self, *, abn: str | None, name: str | None, already: Suggestion | None
     ) -> tuple[StoredClient, MatchReason] | None:
-        """The unlinked Active client this record may be (``find_candidate``). On an incremental run
+        """The unlinked Active client this record may be (``UnlinkedClients.find``). On an incremental run
         the unlinked clients are the last full read's: a candidate is read again before it is first
         suggested (once a run), and passed over when it has been linked, deleted or renamed since.
         One the record already waits on (``already``) is not read again: links the sync makes take
         clients off the list as they happen, and the daily full read rebuilds it."""
         while True:
-            found = find_candidate(abn=abn, name=name, unlinked=self.unlinked.values())
+            found = self.unlinked.find(abn=abn, name=name)
             if found is None or self.index.complete:
                 return found
             listed, _ = found
@@ -663,7 +673,10 @@ class ClientSync:
             return None
         if suggestion is not None and suggestion.answer == "link":
             target = self.store.client(suggestion.client_id)
-            if target is not None and not target.xpm_uuid:
+            # Linked earlier in this run (two answers naming one client): a preview writes nothing,
+            # so only the run's own plan shows it, and the preview must plan what the run will do.
+            planned = self.index.by_id.get(suggestion.client_id)
+            if target is not None and not target.xpm_uuid and not (planned is not None and planned.xpm_uuid):
                 return target
         fields = map_client(record).fields
         candidate = self._look_alike(

@@ -47,6 +47,7 @@ from xpm_sync.domain.entries import Entry, EntryKind
 from xpm_sync.domain.faults import failed_run_fault
 from xpm_sync.domain.firm import Checkpoint, FirmConfig, full_read_due
 from xpm_sync.domain.hourly import KEEP_ALIVE_AFTER, last_refresh
+from xpm_sync.domain.near_match import UnlinkedClients
 from xpm_sync.domain.notification import SELF_CLEARING_FAILURES, should_notify
 from xpm_sync.domain.problems import RUN_KEY, RecordState, reconcile, run_level_sighting
 from xpm_sync.domain.runs import RUN_RETENTION, SyncRun, Trigger, new_counts, new_run_id
@@ -646,7 +647,7 @@ def _sync_with(
         if not part.dry_run:
             matches.replace_unlinked(unlinked_now, unlinked_before)
     else:
-        clients.unlinked = {client.client_id: client for client in matches.unlinked()}
+        clients.unlinked = UnlinkedClients(matches.unlinked())
     try:
         if part.resume is None or part.resume.phase == "list":
             _stream_clients(xpm, services, part, clients)
