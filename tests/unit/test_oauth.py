@@ -626,6 +626,20 @@ def test_a_reconnect_to_the_same_single_tenant_keeps_the_hourly_sync(api: ApiHar
     assert api.config()["sync_enabled"] is True
 
 
+def test_a_reconnect_owes_no_email_for_the_connection_it_replaces(api: ApiHarness) -> None:
+    # The probe of 2026-12-07 (night): the notice a lost connection owed outlived the reconnect,
+    # and a later loss found by the API emailed about the old run
+    _connected_with_the_hourly_sync_on(api)
+    api.update_config(status="needs_reconnect", reconnect_notice_run_id="20260302T090000Z-lost")
+
+    api.connect()
+
+    item = api.config_item()
+    assert item is not None
+    assert item["status"] == "connected"
+    assert "reconnect_notice_run_id" not in item
+
+
 def test_a_reconnect_that_brings_another_single_practice_preselects_it_and_pauses(api: ApiHarness) -> None:
     """The probe of 2026-12-07 (evening): another Xero user reconnected with one other practice,
     and the hourly sync filled Active with its clients with nobody choosing it."""

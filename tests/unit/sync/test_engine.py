@@ -888,6 +888,33 @@ def test_a_run_stopped_months_ago_is_left_to_expire_not_reported_as_news(firm: F
     assert firm.config.transient_failures_in_a_row == 0
 
 
+@pytest.mark.parametrize("since", ["disconnected", "paused"])
+def test_a_killed_run_of_a_firm_that_runs_no_more_is_closed_by_its_last_message(
+    firm: Firm, since: str
+) -> None:
+    # The probe of 2026-12-07 (night): a run killed, then Disconnect (or a reconnect that paused the
+    # sync): the killed message came back, found nothing to run and left running_run_id, and after
+    # a reconnect Start Sync answered 429 "a sync is running" for six hours
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner) for _ in range(3)]
+    run(firm)
+    firm.xpm.break_after = (1, _WorkerStopped())
+    with pytest.raises(_WorkerStopped):
+        sync(firm)
+    firm.xpm.break_after = None
+    [stopped] = [r for r in firm.runs.runs.values() if r.status == "running"]
+    if since == "disconnected":
+        firm.configs.update(FIRM, status="disconnected", sync_enabled=False)
+    else:
+        firm.configs.update(FIRM, sync_enabled=False, tenant_id=None)
+
+    assert sync(firm) is None  # the killed message, delivered again
+
+    assert firm.config.running_run_id is None
+    assert firm.runs.runs[stopped.run_id].status == "failed"
+    assert [e.code for e in firm.runs.entries[stopped.run_id]] == ["INTERNAL_ERROR"]
+
+
 def test_a_killed_run_between_two_outages_keeps_the_count_going(firm: Firm) -> None:
     partner = with_partner(firm)
     firm.xpm.clients += [client(partner=partner) for _ in range(3)]
@@ -1069,6 +1096,61 @@ def test_a_lost_connection_emailed_at_once_owes_nothing(firm: Firm) -> None:
 
     assert len(firm.notifier.sent) == 1
     assert firm.config.reconnect_notice_run_id is None
+
+
+def test_an_owed_notice_whose_loss_is_no_longer_open_tells_nobody(firm: Firm) -> None:
+    # The probe of 2026-12-07 (night): a reconnect left the owed notice set; days later the API
+    # marked the firm needs_reconnect (no run), and the notice emailed about the old run, its
+    # loss long closed, saying nothing of a lost connection
+    firm.xpm.break_after = (0, XpmWrongTenant("403"))
+    firm.xpm.clients.append(client())
+    firm.notifier.suppressed = True
+    lost = run(firm)
+    firm.configs.update(FIRM, status="connected", grant_id="grant-2")  # a reconnect ...
+    firm.xpm.break_after = None
+    firm.notifier.suppressed = False
+    run(firm)  # ... whose run closes the loss
+    assert firm.configs.mark_needs_reconnect(FIRM, grant_id="grant-2")
+
+    emailed = len(firm.notifier.sent)
+
+    assert tell_lost_connection(FIRM, firm.services()) == "not_owed"
+
+    assert len(firm.notifier.sent) == emailed
+    assert lost.run_id not in [told.run_id for told in firm.notifier.sent]
+    assert firm.config.reconnect_notice_run_id is None
+
+
+def test_a_client_brought_back_from_the_archive_keeps_its_active_client_while_it_cannot_sync(
+    firm: Firm,
+) -> None:
+    # The second read of 2026-12-07 (night): H archived, then live again in XPM under a new code but
+    # failing; a new client R given H's old code took H's Active client (CLIENT_RELINKED), though
+    # H is no archived client: SPEC A4's re-creation needs one
+    partner = with_partner(firm)
+    h = client("KOWA", partner=partner, name="Kowalski Super Fund")
+    firm.xpm.clients.append(h)
+    run(firm)
+    archive(firm, h)
+    run(firm)
+    firm.xpm.put(
+        h.model_copy(update={"is_archived": False, "client_code": "KOWA2", "account_manager_uuid": None}),
+        at=firm.clock.now(),
+    )
+    r = client("KOWA", partner=partner, name="Brand New Client Pty Ltd")
+    firm.xpm.put(r, at=firm.clock.now())
+
+    run(firm)
+
+    [hs] = firm.active.clients_with(xpm_uuid=h.uuid)
+    assert hs["legal_name"] == "Kowalski Super Fund"
+    assert firm.active.clients_with(xpm_uuid=r.uuid) == []
+    found = {e.xpm_uuid: e.code for e in firm.runs.latest_entries()}
+    assert found == {h.uuid: "PARTNER_MISSING", r.uuid: "CLIENT_CODE_TAKEN"}
+    # And once H syncs, R syncs too, in one run
+    firm.xpm.put(h.model_copy(update={"is_archived": False, "client_code": "KOWA2"}), at=firm.clock.now())
+    assert run(firm).status == "success"
+    assert firm.active.clients_with(xpm_uuid=r.uuid)[0]["code"] == "KOWA"
 
 
 class _ReconnectingXpm(FakeXpm):

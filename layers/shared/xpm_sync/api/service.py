@@ -273,6 +273,8 @@ class IntegrationService:
                 defaults=NEW_CONFIG_DEFAULTS,
                 **named,
                 status="connected",
+                # A new grant owes nothing for the one it replaces (the email of a lost connection).
+                reconnect_notice_run_id=None,
                 connected_by_name=user.name,
                 connected_by_email=user.email,
                 connected_at=iso(self.clock.now()),

@@ -41,6 +41,8 @@ class ClientCodeLedger(Generic[Waiter]):
     _holder_of: dict[str, str] = field(default_factory=dict)
     # uuid -> the code_key XPM sent it with in this run ("" for none).
     _seen: dict[str, str] = field(default_factory=dict)
+    # ... of those, the ones XPM sent neither archived nor deleted.
+    _seen_live: set[str] = field(default_factory=set)
     _swaps_refused: set[str] = field(default_factory=set)
 
     # --- first claims ----------------------------------------------------------------------------
@@ -66,8 +68,17 @@ class ClientCodeLedger(Generic[Waiter]):
 
     # --- what this run has applied ---------------------------------------------------------------
 
-    def seen(self, uuid: str, code: str | None) -> None:
+    def seen(self, uuid: str, code: str | None, *, live: bool = True) -> None:
         self._seen[uuid] = code_key(code) if code else ""
+        if live:
+            self._seen_live.add(uuid)
+        else:
+            self._seen_live.discard(uuid)
+
+    def seen_live(self, uuid: str) -> bool:
+        """XPM sent ``uuid`` in this run, neither archived nor deleted: whatever its Active client
+        still says, it is no client XPM archived or deleted (SPEC A4's re-creation needs one)."""
+        return uuid in self._seen_live
 
     def seen_with_another_code(self, uuid: str, code: str) -> bool:
         """XPM sent ``uuid`` in this run with a code other than ``code`` (or none): whatever its

@@ -228,7 +228,7 @@ class ClientSync:
                 )
                 return
             self.applied_from_list.add(record.uuid)
-        self.ledger.seen(record.uuid, record.client_code)
+        self.ledger.seen(record.uuid, record.client_code, live=not (record.is_archived or record.is_deleted))
         self.ledger.unwait(record.uuid)  # a record XPM sends again replaces the one waiting
         if record.oversized:
             self._too_large(record, label)
@@ -483,11 +483,10 @@ class ClientSync:
                 f"{holder.legal_name}, which still has it in Active: Active did not take the swapped "
                 "codes at once this run. The sync tries again next run.",
             )
-        if existing is None and (not holder.xpm_uuid or holder.archived_in_xpm):
-            # Entered by hand in Active: linked (SPEC A2); archived in XPM: relinked (SPEC A4).
-            return None
-        if holder.xpm_uuid and self.ledger.seen_with_another_code(holder.xpm_uuid, code):
-            # XPM moved the holder off this code in this run, but its Active client could not
+        # The holder XPM sent live in this run (its Active client may still say archived).
+        revived = holder.xpm_uuid is not None and self.ledger.seen_live(holder.xpm_uuid)
+        if revived and self.ledger.seen_with_another_code(holder.xpm_uuid or "", code):
+            # XPM moved the live holder off this code in this run, but its Active client could not
             # follow (it failed): no duplicate in XPM, the code is simply not free yet in Active.
             return codes.CLIENT_CODE_TAKEN.entry(
                 label=label,
@@ -496,7 +495,11 @@ class ClientSync:
                 "still has: that client has another code in XPM now, but could not sync this run (see "
                 "its own problem). Once it syncs, the code is free and this client syncs too.",
             )
-        if holder.xpm_uuid and not holder.archived_in_xpm:
+        if existing is None and (not holder.xpm_uuid or (holder.archived_in_xpm and not revived)):
+            # Entered by hand in Active: linked (SPEC A2); archived in XPM: relinked (SPEC A4). One
+            # XPM sent live in this run (brought back from the archive) is nobody's to take.
+            return None
+        if holder.xpm_uuid and (revived or not holder.archived_in_xpm):
             # Another XPM client already holds the code: the duplicate-code rule of SPEC A4, seen
             # across runs (the first holder synced in an earlier run).
             return codes.CLIENT_CODE_DUPLICATE.entry(

@@ -200,6 +200,8 @@ def run_sync(
             _abandon_preview(firm_id, dry_run_id, services)
         if config is not None and resume_run_id is not None:
             _end_dropped_part(config, resume_run_id, services, _CONNECTION_GONE)
+        elif config is not None:
+            _close_left_run(config, services)
         return None
     if not config.sync_enabled and resume_run_id is None and dry_run_id is None:
         # Paused since this run was queued: a reconnect left no practice chosen, or another one
@@ -208,6 +210,7 @@ def run_sync(
         logger.info("the firm's sync is paused; the queued run is dropped", extra={"firm_id": firm_id})
         if config.run_pending:
             services.config.update(firm_id, run_pending=False)
+        _close_left_run(config, services)
         return None
     part = _start(config, trigger, services, resume_run_id, dry_run_id)
     if part is None:
@@ -300,10 +303,7 @@ def _close_interrupted(config: FirmConfig, run_id: str, services: SyncServices) 
     Nothing it did is lost: records it wrote are matched by XPM UUID, and since it never
     completed, the next incremental read starts from before it began.
     """
-    why = codes.INTERNAL_ERROR.entry(
-        label="Sync run",
-        message="This run stopped before it finished (its worker was stopped); the next run carried on.",
-    )
+    why = _worker_stopped()
     closed = _end_unfinished(config.firm_id, run_id, services, why)
     if closed is None:
         return config
@@ -331,6 +331,27 @@ def _close_interrupted(config: FirmConfig, run_id: str, services: SyncServices) 
     if told.sent_at is not None:
         config = config.model_copy(update={"last_notified_at": told.sent_at})
     return config
+
+
+def _close_left_run(config: FirmConfig, services: SyncServices) -> None:
+    """A run whose worker was stopped is closed by the firm's next run; a firm that runs no more
+    (disconnected, or paused) closes it here, or Start Sync would answer "a sync is running" for
+    hours after a reconnect (the probe of 2026-12-07 (night)). A run still continuing is left be."""
+    if config.running_run_id is None or _continuing(config, services.clock.now()):
+        return
+    ended = _end_unfinished(config.firm_id, config.running_run_id, services, _worker_stopped())
+    if ended is not None:
+        logger.warning(
+            "closed a run whose worker was stopped", extra={"firm_id": config.firm_id, "run_id": ended.run_id}
+        )
+    services.config.update(config.firm_id, running_run_id=None, checkpoint=None)
+
+
+def _worker_stopped() -> Entry:
+    return codes.INTERNAL_ERROR.entry(
+        label="Sync run",
+        message="This run stopped before it finished (its worker was stopped); the next run carried on.",
+    )
 
 
 def _abandon_preview(firm_id: str, run_id: str, services: SyncServices) -> None:
@@ -447,10 +468,13 @@ def tell_lost_connection(firm_id: str, services: SyncServices) -> str:
     if config is None or config.reconnect_notice_run_id is None:
         return "not_owed"
     run = services.runs.get_run(firm_id, config.reconnect_notice_run_id)
-    if config.connection != "needs_reconnect" or services.notifier is None or run is None:
+    open_now = services.states_for(firm_id).get(RUN_KEY)
+    lost = open_now is not None and bool(open_now.codes & _CONNECTION_LOST_CODES)
+    if config.connection != "needs_reconnect" or services.notifier is None or run is None or not lost:
+        # Connected or disconnected since, or the loss the run recorded no longer open: the email
+        # would tell of a run that is not the firm's news.
         services.config.update(firm_id, reconnect_notice_run_id=None)
         return "not_owed"
-    open_now = services.states_for(firm_id).get(RUN_KEY)
     causes = (
         [
             Entry(
@@ -1118,6 +1142,8 @@ def _notification_user_fixed(services: SyncServices, part: _Run, config: FirmCon
     return services.notifier.reaches_recipient(config)
 
 
+# The run-level problems of a lost connection: what an owed notice is about.
+_CONNECTION_LOST_CODES = frozenset({codes.XPM_NEEDS_RECONNECT.code, codes.XPM_WRONG_TENANT.code})
 # The notifier's outcomes for an email that was due and did not go.
 _NOT_GONE = frozenset({"suppressed", "send_failed", "error"})
 # The notifier's outcomes that looked the notification user up (an error may have come first).
