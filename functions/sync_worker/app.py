@@ -28,7 +28,12 @@ with loading():
     from xpm_sync.observability import logger, tracer
     from xpm_sync.runtime import remaining_seconds, usable_context
     from xpm_sync.settings import WorkerSettings, load_settings
-    from xpm_sync.sync.engine import run_sync, tell_lost_connection
+    from xpm_sync.sync.engine import (
+        SyncServices,
+        record_connection_found_lost,
+        run_sync,
+        tell_lost_connection,
+    )
 
 
 class TransientRunFailure(Exception):
@@ -51,28 +56,36 @@ def _handler_for(context: LambdaContext, unreadable: set[str]) -> Any:
             return _kept_alive(refresh_idle_connection, request.firm_id)
         if request.notice:
             return tell_lost_connection(request.firm_id, services)
-        try:
-            result = run_sync(
-                request.firm_id,
-                request.trigger,
-                services,
-                resume_run_id=request.resume_run_id,
-                dry_run_id=request.run_id if request.dry_run else None,
-            )
-        except Exception:
-            # The run stopped without recording how it ended (a run it started stays running until
-            # the firm's next run closes it): the operator's one trace of why. SQS delivers the
-            # record again.
-            logger.exception("sync run stopped without recording its end", extra={"firm_id": request.firm_id})
-            record_run_crashed(request.firm_id, request.trigger)
-            raise
-        if result is None:
-            return None
-        if result.transient:
-            raise TransientRunFailure(f"run {result.run.run_id} failed; SQS will retry it")
-        return result.run.status
+        if request.lost_connection:
+            recorded = record_connection_found_lost(request.firm_id, services, grant_id=request.grant_id)
+            return recorded.run.status if recorded is not None else None
+        return _ran(request, services)
 
     return handle
+
+
+def _ran(request: SyncRequest, services: SyncServices) -> str | None:
+    """One run (or its next part, or a preview); a run that failed for a reason that may pass is
+    raised, so SQS delivers the record again."""
+    try:
+        result = run_sync(
+            request.firm_id,
+            request.trigger,
+            services,
+            resume_run_id=request.resume_run_id,
+            dry_run_id=request.run_id if request.dry_run else None,
+        )
+    except Exception:
+        # The run stopped without recording how it ended (a run it started stays running until the
+        # firm's next run closes it): the operator's one trace of why. SQS delivers the record again.
+        logger.exception("sync run stopped without recording its end", extra={"firm_id": request.firm_id})
+        record_run_crashed(request.firm_id, request.trigger)
+        raise
+    if result is None:
+        return None
+    if result.transient:
+        raise TransientRunFailure(f"run {result.run.run_id} failed; SQS will retry it")
+    return result.run.status
 
 
 def _kept_alive(refresh_idle_connection: Callable[[str], str], firm_id: str) -> str:

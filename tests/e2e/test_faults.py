@@ -1645,6 +1645,31 @@ def test_a_lost_connection_whose_email_could_not_go_is_told_once_the_days_email_
     assert len(world.runs()) == runs_before
 
 
+def test_a_grant_refused_at_the_setup_page_is_recorded_and_told_as_a_run_would(fw: FaultWorld) -> None:
+    # The probe of 2026-12-07 (night): the setup page's practices met Xero's refusal, the API set
+    # needs_reconnect, and the firm's runs stopped with no run-level entry, no open problem and no
+    # email: the notification user, maybe not the admin at the page, was never told (SPEC A8)
+    world = fw.world
+    fw.run_hourly()
+    emails_before = len(sent_emails())
+    fw.sim.revoke_all()  # the app removed at Xero
+
+    event = load_event("api", "get_tenants", claims={"custom:firm_id": world.firm_id})
+    answer = api_handler(event, LocalContext("ApiFunction"))
+    fw.drain()  # the worker records what the API found
+
+    assert answer["statusCode"] == 409
+    assert world.config().status == "needs_reconnect"
+    lost = world.runs()[0]
+    assert (lost.status, lost.trigger) == ("failed", "manual")
+    assert [e.code for e in world.entries(lost)] == ["XPM_NEEDS_RECONNECT"]
+    assert world.open_problems()["run"] == {"XPM_NEEDS_RECONNECT"}
+    assert len(sent_emails()) == emails_before + 1
+    # ... once: the hour after queues nothing for it
+    assert fw.run_hourly() == []
+    assert len(sent_emails()) == emails_before + 1
+
+
 # --- the checks themselves -----------------------------------------------------------------------
 
 

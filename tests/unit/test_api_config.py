@@ -110,6 +110,15 @@ def test_tenants_after_xero_revoked_the_grant_asks_to_reconnect(firm: ApiHarness
     assert answer.json["error"]["code"] == "NOT_CONNECTED"
     assert "again" in answer.json["error"]["message"]
     assert firm.config()["status"] == "needs_reconnect"
+    # The probe of 2026-12-07 (night): the firm's runs stopped with no run-level entry, no open
+    # problem and no email; the worker is now asked to record the loss as a run would (SPEC A8)
+    [queued] = firm.queued()
+    assert queued == {
+        "firm_id": FIRM,
+        "trigger": "schedule",
+        "lost_connection": True,
+        "grant_id": firm.config()["grant_id"],
+    }
 
 
 @pytest.mark.parametrize("case", ["get_tenants", "put_config", "post_sync"])

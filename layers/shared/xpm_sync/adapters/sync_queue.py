@@ -68,6 +68,17 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
+def _errand_message(firm_id: str, errand: str, value: object, **more: object) -> dict[str, str]:
+    """A message that runs nothing, with its own deduplication id (see ``_enqueue_errands``)."""
+    body = json.dumps({"firm_id": firm_id, "trigger": "schedule", errand: value, **more}, sort_keys=True)
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    return {
+        "MessageBody": body,
+        "MessageGroupId": firm_id,
+        "MessageDeduplicationId": f"{errand.replace('_', '-')}.{digest}",
+    }
+
+
 class SyncQueue:
     def __init__(self, sqs: Any, queue_url: str) -> None:
         self._sqs = sqs
@@ -166,6 +177,12 @@ class SyncQueue:
         run that lost it could not, and run nothing."""
         return self._enqueue_errands(firm_ids, "notice", workers)
 
+    def enqueue_lost_connection(self, firm_id: str, grant_id: str | None) -> None:
+        """Queue the record of a grant the API found refused (SPEC A8): a run's entry and the
+        admin's email, from the worker, and nothing run."""
+        message = _errand_message(firm_id, "lost_connection", True, grant_id=grant_id)
+        self._sqs.send_message(QueueUrl=self._url, **message)
+
     def _enqueue_errands(self, firm_ids: Iterable[str], errand: str, workers: int) -> Sent:
         """Messages that run nothing, each with its own deduplication id: the errand's name and its
         body's SHA-256. The same errand sent twice within 5 minutes (a dispatch invoked again) is
@@ -173,16 +190,7 @@ class SyncQueue:
         bare SHA-256 of a body; the ids a run names itself start with its run id), so an errand
         never drops a run's message, nor a run's message an errand."""
 
-        def message(firm_id: str) -> dict[str, str]:
-            body = json.dumps({"firm_id": firm_id, "trigger": "schedule", errand: True}, sort_keys=True)
-            digest = hashlib.sha256(body.encode()).hexdigest()
-            return {
-                "MessageBody": body,
-                "MessageGroupId": firm_id,
-                "MessageDeduplicationId": f"{errand.replace('_', '-')}.{digest}",
-            }
-
-        return self._send_all(map(message, firm_ids), workers)
+        return self._send_all((_errand_message(firm_id, errand, True) for firm_id in firm_ids), workers)
 
     def _send_all(self, messages: Iterable[dict[str, str]], workers: int) -> Sent:
         """Send messages ten per request, several requests at once; one resend of what SQS refused.

@@ -374,10 +374,22 @@ class IntegrationService:
             # these tokens (it revoked them) keeps its outcome (SPEC A6).
             if not self.configs.mark_needs_reconnect(firm_id, grant_id=config.grant_id):
                 raise NotConnected() from None
+            self._record_lost_connection(firm_id, config.grant_id)
             raise ConnectionBroken() from None
         except XeroIdentityError as exc:
             logger.warning("xpm connections failed", extra={"firm_id": firm_id, "detail": str(exc)})
             raise XeroUnavailable() from None
+
+    def _record_lost_connection(self, firm_id: str, grant_id: str | None) -> None:
+        """The firm's runs stop with its connection: the worker records the loss as a run finding
+        it would (a run-level entry, an open problem) and tells the notification user (SPEC A8),
+        who may not be the admin at the setup page. A queue that fails costs the admin nothing."""
+        if self.queue is None:
+            return
+        try:
+            self.queue.enqueue_lost_connection(firm_id, grant_id)
+        except Exception:
+            logger.exception("the lost connection was not queued for its record", extra={"firm_id": firm_id})
 
     def list_tenants(self, firm_id: str) -> TenantsResponse:
         config = self._connected(firm_id)

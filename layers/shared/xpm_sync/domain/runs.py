@@ -64,3 +64,7 @@ class SyncRequest(BaseModel):
     keep_alive: bool = False
     # The hourly retry of a lost connection's email that could not go (SPEC A8): email, run nothing.
     notice: bool = False
+    # A grant the API found refused (and marked needs_reconnect): record it as a run would, with its
+    # run-level entry and the admin's email (SPEC A8), and run nothing. ``grant_id`` names the grant.
+    lost_connection: bool = False
+    grant_id: str | None = None

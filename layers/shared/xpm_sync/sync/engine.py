@@ -140,6 +140,8 @@ class _RunFailure(Exception):
     reconnect: bool = False
     # XPM refused the chosen practice, not the connection: another practice chosen since stands.
     practice_refused: bool = False
+    # Found refused by the API, which marked the firm needs_reconnect: the run records it as is.
+    already_marked: bool = False
     # The firm was disconnected while the run went on: its status and inbox are left alone.
     disconnected: bool = False
 
@@ -510,14 +512,40 @@ def record_connection_lost(
     config = services.config.get(firm_id)
     if config is None or not config.can_sync() or config.grant_id != grant_id:
         return None
+    return _record_lost(
+        config, trigger, services, _RunFailure(codes.XPM_NEEDS_RECONNECT, message, reconnect=True)
+    )
+
+
+def record_connection_found_lost(
+    firm_id: str, services: SyncServices, *, grant_id: str | None
+) -> RunResult | None:
+    """A grant the API found refused (the setup page's practices, or a save) and marked
+    ``needs_reconnect``: recorded as a run finding it would, with its run-level entry, and the
+    admin told (SPEC A8). A firm connected again, or disconnected, since is nothing to record."""
+    config = services.config.get(firm_id)
+    if config is None or config.connection != "needs_reconnect" or config.grant_id != grant_id:
+        return None
+    failure = _RunFailure(
+        codes.XPM_NEEDS_RECONNECT,
+        "Xero refused this firm's connection when the integration's settings were opened or saved.",
+        reconnect=True,
+        already_marked=True,
+    )
+    return _record_lost(config, "manual", services, failure)
+
+
+def _record_lost(
+    config: FirmConfig, trigger: Trigger, services: SyncServices, failure: _RunFailure
+) -> RunResult:
     now = services.clock.now()
     run = SyncRun(
-        firm_id=firm_id, run_id=new_run_id(now), trigger=trigger, status="running", started_at=iso(now)
+        firm_id=config.firm_id, run_id=new_run_id(now), trigger=trigger, status="running", started_at=iso(now)
     )
     part = _Run(run=run, config=config)
-    part.states = services.states_for(firm_id).load(with_copies=False)
+    part.states = services.states_for(config.firm_id).load(with_copies=False)
     part.findings.had_state = set(part.states)
-    return _finish(services, part, _RunFailure(codes.XPM_NEEDS_RECONNECT, message, reconnect=True), 0.0)
+    return _finish(services, part, failure, 0.0)
 
 
 # --- The run ------------------------------------------------------------------------------------
@@ -1015,6 +1043,7 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
         or (
             failure.reconnect
             and not part.dry_run
+            and not failure.already_marked
             and not services.config.mark_needs_reconnect(
                 config.firm_id,
                 grant_id=config.grant_id,
