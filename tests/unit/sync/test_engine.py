@@ -1754,6 +1754,45 @@ def test_a_code_given_up_in_xpm_by_a_client_that_cannot_sync_is_taken_not_duplic
     assert codes_now == ["KOWA", "YYYY"]
 
 
+def test_a_second_active_user_with_a_partners_email_takes_neither_the_email_nor_the_clients(
+    firm: Firm,
+) -> None:
+    # The probe of 2026-12-07 (night): with a duplicate sign-up listed before the linked user, every
+    # run failed the partner with a false STAFF_EMAIL_TAKEN (and emailed the firm), and the daily
+    # full read moved all the partner's clients to the duplicate
+    partner = staff("Wei Brown", "wei.brown@harbour.example", uuid="staff-wei")
+    firm.xpm.staff.append(partner)
+    firm.xpm.clients += [client(partner=partner) for _ in range(3)]
+    run(firm)
+    [linked] = [uid for uid, item in firm.active.user_items.items() if item.get("xpm_uuid") == partner.uuid]
+    duplicate = firm.active.add_user("WEI.BROWN@harbour.example")
+    firm.active.user_items = {duplicate: firm.active.user_items.pop(duplicate), **firm.active.user_items}
+
+    hourly = run(firm)
+    firm.configs.update(FIRM, last_full_read_started_at=None)
+    full = run(firm)
+
+    assert (hourly.status, full.status) == ("success", "success"), codes_of(firm)
+    assert {item["partner_user_id"] for item in firm.active.client_items.values()} == {linked}
+
+
+def test_two_staff_with_one_email_keep_the_user_they_had_whatever_xpms_order(firm: Firm) -> None:
+    # The probe of 2026-12-07 (night): XPM listing the twin first failed both, the linked one with
+    # a false "only the first is synced"
+    first = staff("Ann Lee", "ann@harbour.example", uuid="staff-ann")
+    twin = staff("Ann Leigh", "ann@harbour.example", uuid="staff-twin")
+    firm.xpm.staff += [first, twin]
+    run(firm)
+    firm.xpm.staff = [twin, first]
+
+    done = run(firm)
+
+    assert done.counts["user"]["failed"] == 1
+    found = {(e.code, e.xpm_uuid) for e in firm.runs.latest_entries()}
+    assert found == {("STAFF_EMAIL_DUPLICATE", twin.uuid)}
+    assert [item["xpm_uuid"] for item in firm.active.user_items.values()].count(first.uuid) == 1
+
+
 def test_a_shared_code_stays_with_the_first_client_when_both_wait_for_a_retry(firm: Firm) -> None:
     """The probe of 2026-12-07: retries ran in UUID order, so the client that lost the code could
     take it from the first (by XPM's order) while that one waited for its partner."""

@@ -45,7 +45,9 @@ class UserSync:
         stored = store.users()
         self._by_uuid = {user.xpm_uuid: user for user in stored if user.xpm_uuid}
         self._by_email: dict[str, StoredUser] = {}
-        for user in stored:
+        # Two Active users with one email (a sign-up twice, say): the one linked to XPM is the
+        # staff member's, whatever order Active lists them in.
+        for user in sorted(stored, key=lambda user: not user.xpm_uuid):
             if user.email:
                 self._by_email.setdefault(normalise_email(user.email), user)
         self.directory = PeopleDirectory(
@@ -57,7 +59,7 @@ class UserSync:
         staff_list = list(staff_list)
         # The whole staff list, every run: a user linked to a UUID not in it follows its email.
         self._listed = {uuid_key(staff.uuid) for staff in staff_list if staff.uuid}
-        first_with_email: dict[str, XpmStaff] = {}
+        with_email: dict[str, list[XpmStaff]] = {}
         seen: set[str] = set()
         mapped: list[tuple[XpmStaff, str, UserFields, tuple[Entry, ...], str]] = []
         for staff in staff_list:
@@ -85,9 +87,11 @@ class UserSync:
                 self._findings.report("user", xpm_uuid=staff.uuid, label=label, entries=mapping.entries)
                 continue
             email_key = normalise_email(mapping.fields.email)
-            # XPM's order decides which of two staff with one email keeps it.
-            first_with_email.setdefault(email_key, staff)
+            with_email.setdefault(email_key, []).append(staff)
             mapped.append((staff, label, mapping.fields, mapping.entries, email_key))
+        first_with_email = {
+            email_key: self._keeper(email_key, staff) for email_key, staff in with_email.items()
+        }
         self._released = self._emails_released(
             [(staff, email_key) for staff, _, _, _, email_key in mapped], first_with_email
         )
@@ -95,6 +99,15 @@ class UserSync:
         for staff, label, fields, found, email_key in linked_first:
             self._sync_one(staff, label, fields, found, email_key, first_with_email[email_key])
         return self.directory
+
+    def _keeper(self, email_key: str, staff: list[XpmStaff]) -> XpmStaff:
+        """Of the staff XPM sends with one email, the one who keeps it: the one whose Active user
+        already has it, else the first in XPM's order (a reorder in XPM moves no email)."""
+        for member in staff:
+            user = self._by_uuid.get(member.uuid)
+            if user is not None and user.email and normalise_email(user.email) == email_key:
+                return member
+        return staff[0]
 
     def _emails_released(
         self, wanted: list[tuple[XpmStaff, str]], first_with_email: dict[str, XpmStaff]
@@ -130,6 +143,8 @@ class UserSync:
         holder = self._by_email.get(email_key)
         if existing is None or holder is None or holder.user_id == existing.user_id or email_key in released:
             return None
+        if existing.email and normalise_email(existing.email) == email_key:
+            return None  # the user has it already: nothing moves
         return holder
 
     def _fail(self, staff: XpmStaff, label: str, kind: EntryKind, message: str, *found: Entry) -> None:
