@@ -763,6 +763,36 @@ def test_a_run_that_stops_before_a_run_level_check_leaves_its_problem_open_as_it
     assert [closed.code for closed in firm.states.fixed] == ["XPM_UNAVAILABLE"]
 
 
+def test_a_changed_default_partner_reaches_the_clients_that_use_it_at_the_next_run(firm: Firm) -> None:
+    # The probe of 2026-12-07 (night): clients with no Partner in XPM are in no incremental answer,
+    # so they kept the old Default Partner until the daily full read, Start Sync or not (SPEC A2)
+    first_partner = firm.active.add_user("first@harbour.example")
+    firm.active.add_office(OFFICE, default_partner_user_id=first_partner)
+    firm.xpm.clients += [client(partner=None) for _ in range(3)]
+    run(firm)
+    assert {c["partner_user_id"] for c in firm.active.client_items.values()} == {first_partner}
+    assert not run(firm).full_read, "nothing changed: the hourly run reads what XPM changed"
+
+    second_partner = firm.active.add_user("second@harbour.example")
+    firm.active.add_office(OFFICE, default_partner_user_id=second_partner)
+    done = run(firm, trigger="manual")
+
+    assert done.full_read
+    assert done.counts["client"]["updated"] == 3
+    assert {c["partner_user_id"] for c in firm.active.client_items.values()} == {second_partner}
+    assert not run(firm).full_read, "once applied, the hourly runs go back to what XPM changed"
+
+
+def test_a_config_that_never_recorded_its_default_partner_reads_no_more_than_before(firm: Firm) -> None:
+    # A config written before the last full read recorded it: no full read forced on deploy
+    firm.active.add_office(OFFICE, default_partner_user_id=firm.active.add_user("dp@harbour.example"))
+    firm.xpm.clients.append(client(partner=None))
+    run(firm)
+    firm.configs.update(FIRM, full_read_inputs=None)
+
+    assert not run(firm).full_read
+
+
 def test_a_default_partner_who_is_no_longer_a_user_is_a_run_level_error(firm: Firm) -> None:
     firm.active.add_office(OFFICE, default_partner_user_id="user-gone")
     firm.xpm.clients.append(client(partner=None))

@@ -64,6 +64,9 @@ class FirmConfig(BaseModel):
     # Incremental sync state (SPEC A7): ISO 8601 UTC start times.
     last_completed_run_started_at: str | None = None
     last_full_read_started_at: str | None = None
+    # What the last completed full read applied from Active that XPM's answer does not say (the
+    # Default Partner of clients with none in XPM, {} for none); absent when no full read recorded it.
+    full_read_inputs: dict[str, str] | None = None
     # Written by the versions before the sync kept its retries per record (issue 19): the clients
     # then awaiting a retry. A firm that still has it is read whole once, which finds them again.
     retry_client_uuids: set[str] | None = None
@@ -137,6 +140,7 @@ def tenant_change(current: FirmConfig, tenant_id: str | None) -> dict[str, Any]:
         return {}
     return {
         "last_full_read_started_at": None,
+        "full_read_inputs": None,
         # A run interrupted mid-practice must not resume on another practice's client list.
         "checkpoint": None,
         "sync_state_id": secrets.token_hex(8),
@@ -147,6 +151,15 @@ def tenant_change(current: FirmConfig, tenant_id: str | None) -> dict[str, Any]:
 # no slack, the run a day later could start a second short of 24 hours, and the full read slip to
 # the next hour, day after day (some days would have none).
 FULL_READ_SLACK = timedelta(minutes=30)
+
+
+def inputs_changed(config: FirmConfig, default_partner_user_id: str | None) -> bool:
+    """Whether the Default Partner changed since the last full read applied it: the clients that
+    use it are in no incremental answer (XPM did not change them), so only a full read reaches them
+    (SPEC A2). Unknown (no full read recorded it yet) is no change: the daily full read records it."""
+    if config.full_read_inputs is None:
+        return False
+    return config.full_read_inputs.get("default_partner_user_id") != default_partner_user_id
 
 
 def full_read_due(config: FirmConfig, now: datetime, *, every_hours: float = 24) -> bool:

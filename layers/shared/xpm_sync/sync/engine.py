@@ -45,7 +45,7 @@ from xpm_sync.domain import entries as codes
 from xpm_sync.domain.clock import Clock, iso, iso_precise, parse_iso
 from xpm_sync.domain.entries import Entry, EntryKind
 from xpm_sync.domain.faults import failed_run_fault
-from xpm_sync.domain.firm import Checkpoint, FirmConfig, full_read_due
+from xpm_sync.domain.firm import Checkpoint, FirmConfig, full_read_due, inputs_changed
 from xpm_sync.domain.hourly import KEEP_ALIVE_AFTER, last_refresh
 from xpm_sync.domain.near_match import UnlinkedClients
 from xpm_sync.domain.notification import SELF_CLEARING_FAILURES, should_notify
@@ -161,6 +161,8 @@ class _Run:
     findings: RunFindings = field(default_factory=RunFindings)
     full_read: bool = False
     since: datetime | None = None
+    # The Default Partner this run applies (None: none, or not an Active user).
+    default_partner: str | None = None
     xpm_calls: int = 0
     applied: int = 0  # records applied by this part
     states: dict[str, RecordState] = field(default_factory=dict)
@@ -616,6 +618,14 @@ def _sync(services: SyncServices, part: _Run) -> None:
                 )
             )
         default_partner = None
+    part.default_partner = default_partner
+    if not part.full_read and part.resume is None and inputs_changed(config, default_partner):
+        # The clients with no Partner in XPM are in no incremental answer: only a full read moves
+        # them to the new Default Partner (SPEC A2), this run, not at the next daily one.
+        logger.info(
+            "the Default Partner changed: this run reads every client", extra={"firm_id": config.firm_id}
+        )
+        part.full_read, part.since = True, None
     xpm = services.xpm_factory(config.tenant_id, services.tokens.for_firm(config.firm_id))
     try:
         _sync_with(xpm, services, part, store, office.code, default_partner)
@@ -1260,6 +1270,8 @@ def _record_end(
         if part.full_read:
             state["last_full_read_started_at"] = run.started_at
             state["retry_client_uuids"] = None  # an earlier version's retries: this read found them
+            partner = part.default_partner
+            state["full_read_inputs"] = {"default_partner_user_id": partner} if partner else {}
     if not services.config.update_if_same_state(config.firm_id, config.sync_state_id, **state):
         logger.info(
             "the firm's tenant changed while this run went on; its state is not kept",
