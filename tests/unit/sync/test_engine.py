@@ -11,14 +11,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from xpm_sync.adapters.xpm.errors import XpmBadResponse, XpmTooSlow, XpmUnavailable, XpmWrongTenant
+from xpm_sync.adapters.xpm.errors import (
+    XpmAuthError,
+    XpmBadResponse,
+    XpmTooSlow,
+    XpmUnavailable,
+    XpmWrongTenant,
+)
 from xpm_sync.domain.clock import iso
 from xpm_sync.domain.faults import FIRM_PROBLEM_CODES, SYSTEM_FAULT_CODES
 from xpm_sync.domain.firm import Checkpoint, tenant_change
 from xpm_sync.domain.mapping import client_label
 from xpm_sync.domain.notification import should_notify
+from xpm_sync.domain.runs import SyncRun
 from xpm_sync.domain.xpm_records import XpmClientRecord
-from xpm_sync.sync.engine import RunResult, tell_lost_connection
+from xpm_sync.sync.engine import RunResult, record_connection_found_lost, tell_lost_connection
 
 from tests.fakes import FIRM, OFFICE, START, FakeXpm, Firm
 from tests.fixtures.logs import powertools_json_log
@@ -1959,3 +1966,117 @@ def test_the_runs_last_line_is_an_error_only_when_the_system_failed_it(
 
     [finished] = [r for r in caplog.records if r.getMessage() == "sync run finished"]
     assert finished.levelname == level
+
+
+# --- the second read of the night's last commits ---------------------------------------------------
+
+
+def _brought_back_and_a_new_client_with_its_old_code(
+    firm: Firm, *, new_first: bool
+) -> tuple[XpmClientRecord, XpmClientRecord]:
+    """H synced, archived, then live again in XPM under a new code and failing (no partner);
+    R, new, given H's old code: listed before H (``new_first``) or after it."""
+    partner = with_partner(firm)
+    h = client("KOWA", partner=partner, name="Kowalski Super Fund")
+    firm.xpm.clients.append(h)
+    run(firm)
+    archive(firm, h)
+    run(firm)
+    back = h.model_copy(update={"is_archived": False, "client_code": "KOWA2", "account_manager_uuid": None})
+    r = client("KOWA", partner=partner, name="Brand New Client Pty Ltd")
+    for record in [r, back] if new_first else [back, r]:
+        firm.xpm.put(record, at=firm.clock.now())
+    return h, r
+
+
+@pytest.mark.parametrize("new_first", [False, True], ids=["H first", "R first"])
+def test_a_client_brought_back_keeps_its_active_client_when_the_run_goes_on_in_parts(
+    firm: Firm, new_first: bool
+) -> None:
+    # The second read of 2026-12-07 (night): each part has its own ledger, so across a part's end R
+    # took H's Active client (CLIENT_RELINKED), whichever of the two XPM listed first
+    h, r = _brought_back_and_a_new_client_with_its_old_code(firm, new_first=new_first)
+    firm.xpm.break_after = (1, XpmTooSlow("drip"))  # the first part stops after one record
+    first = sync(firm)
+    assert first is not None
+    assert first.continued
+    firm.xpm.break_after = None
+
+    sync(firm, resume_run_id=first.run.run_id)
+
+    [hs] = firm.active.clients_with(xpm_uuid=h.uuid)
+    assert hs["legal_name"] == "Kowalski Super Fund"
+    assert firm.active.clients_with(xpm_uuid=r.uuid) == []
+    # R fails for the code (across a part's end the entry may name it a duplicate: the ledger that
+    # knew H's new code is the first part's), and syncs once H does
+    refused = {e.xpm_uuid for e in firm.runs.latest_entries() if e.code.startswith("CLIENT_CODE_")}
+    assert refused == {r.uuid}
+
+
+def test_a_lost_connection_record_closes_a_run_a_killed_worker_left(firm: Firm) -> None:
+    # The second read of 2026-12-07 (night): the record's end cleared running_run_id, and the run a
+    # killed worker left (its message gone to the dead-letter queue) showed running for 90 days
+    now = firm.clock.now()
+    left = SyncRun(
+        firm_id=FIRM,
+        run_id=f"{now:%Y%m%dT%H%M%S%fZ}-left",
+        trigger="schedule",
+        status="running",
+        started_at=iso(now),
+    )
+    firm.runs.save_run(left, now)
+    firm.configs.update(FIRM, running_run_id=left.run_id, grant_id="g1")
+    firm.clock.advance(hours=1)
+    assert firm.configs.mark_needs_reconnect(FIRM, grant_id="g1")  # the API found the grant refused
+
+    recorded = record_connection_found_lost(FIRM, firm.services(), grant_id="g1")
+
+    assert recorded is not None
+    assert recorded.run.status == "failed"
+    assert firm.config.running_run_id is None
+    assert firm.runs.runs[left.run_id].status == "failed"
+
+
+def test_the_apis_lost_connection_record_owes_its_email_when_the_day_already_had_one(firm: Firm) -> None:
+    firm.configs.update(FIRM, grant_id="g1")
+    firm.notifier.suppressed = True
+    assert firm.configs.mark_needs_reconnect(FIRM, grant_id="g1")
+
+    recorded = record_connection_found_lost(FIRM, firm.services(), grant_id="g1")
+
+    assert recorded is not None
+    assert firm.config.reconnect_notice_run_id == recorded.run.run_id
+    assert firm.states.open_codes()["run"] == {"XPM_NEEDS_RECONNECT"}
+    firm.notifier.suppressed = False
+    assert tell_lost_connection(FIRM, firm.services()) == "sent"
+    # Another grant, or connected again, before the worker came to it: nothing to record
+    assert record_connection_found_lost(FIRM, firm.services(), grant_id="g0") is None
+    firm.configs.update(FIRM, status="connected", grant_id="g2")
+    assert record_connection_found_lost(FIRM, firm.services(), grant_id="g1") is None
+
+
+class _MarkedByTheApiMidRun(FakeXpm):
+    """XPM refusing the run's grant after the API met the same refusal and marked the firm."""
+
+    firm: Firm | None = None
+
+    def iter_clients(self, *, modified_since: datetime | None = None) -> Iterator[XpmClientRecord]:
+        assert self.firm is not None
+        assert self.firm.configs.mark_needs_reconnect(FIRM, grant_id="g1")
+        raise XpmAuthError("401")
+
+
+def test_a_run_refused_after_the_api_marked_the_firm_says_nothing_of_a_disconnect(firm: Firm) -> None:
+    # The second read of 2026-12-07 (night): its entry said "disconnected while this run went on"
+    firm.configs.update(FIRM, grant_id="g1")
+    marked = _MarkedByTheApiMidRun(staff=firm.xpm.staff)
+    marked.firm = firm
+    firm.xpm = marked
+
+    done = run(firm)
+
+    assert done.status == "failed"
+    assert firm.config.status == "needs_reconnect"
+    [entry] = [e for e in firm.runs.latest_entries() if e.code == "XPM_NEEDS_RECONNECT"]
+    assert "disconnected" not in entry.message
+    assert firm.notifier.sent == [], "the API's record tells the admin, once"

@@ -75,6 +75,9 @@ class ClientCodeLedger(Generic[Waiter]):
         else:
             self._seen_live.discard(uuid)
 
+    def was_seen(self, uuid: str) -> bool:
+        return uuid in self._seen
+
     def seen_live(self, uuid: str) -> bool:
         """XPM sent ``uuid`` in this run, neither archived nor deleted: whatever its Active client
         still says, it is no client XPM archived or deleted (SPEC A4's re-creation needs one)."""

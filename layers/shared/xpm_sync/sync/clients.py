@@ -152,6 +152,10 @@ class ClientSync:
     applied_from_list: set[str] = field(default_factory=set)
     # Suggestions whose record synced this run: the answer has served.
     settled_suggestions: set[str] = field(default_factory=set)
+    # Clients an earlier part of this run sent live and that failed (their record states say so).
+    failed_earlier_in_run: set[str] = field(default_factory=set)
+    # The part stops before the list's end: a holder not yet read may still be live in XPM.
+    _stopping: bool = False
     # Updates sent and not yet answered, by client id (at most one per client).
     _in_flight: dict[str, _Write] = field(default_factory=dict)
 
@@ -484,7 +488,9 @@ class ClientSync:
                 "codes at once this run. The sync tries again next run.",
             )
         # The holder XPM sent live in this run (its Active client may still say archived).
-        revived = holder.xpm_uuid is not None and self.ledger.seen_live(holder.xpm_uuid)
+        revived = holder.xpm_uuid is not None and (
+            self.ledger.seen_live(holder.xpm_uuid) or holder.xpm_uuid in self.failed_earlier_in_run
+        )
         if revived and self.ledger.seen_with_another_code(holder.xpm_uuid or "", code):
             # XPM moved the live holder off this code in this run, but its Active client could not
             # follow (it failed): no duplicate in XPM, the code is simply not free yet in Active.
@@ -494,6 +500,17 @@ class ClientSync:
                 message=f"{label} has the code {code} in XPM, which the Active client {holder.label} "
                 "still has: that client has another code in XPM now, but could not sync this run (see "
                 "its own problem). Once it syncs, the code is free and this client syncs too.",
+            )
+        unread = holder.xpm_uuid is not None and self._stopping and not self.ledger.was_seen(holder.xpm_uuid)
+        if existing is None and holder.xpm_uuid and holder.archived_in_xpm and not revived and unread:
+            # The part stops before XPM's answer says whether the holder is still archived: it may be
+            # live again, and then its client is nobody's to take.
+            return codes.CLIENT_CODE_TAKEN.entry(
+                label=label,
+                xpm_uuid=record.uuid,
+                message=f"{label} has the code {code} in XPM, which the Active client {holder.label}, "
+                "archived in XPM, still has: this part of the run ended before it could tell whether "
+                "that client is still archived. The sync tries again next run.",
             )
         if existing is None and (not holder.xpm_uuid or (holder.archived_in_xpm and not revived)):
             # Entered by hand in Active: linked (SPEC A2); archived in XPM: relinked (SPEC A4). One
@@ -535,10 +552,12 @@ class ClientSync:
                 if not self.ledger.is_waiting(waiter_uuid):
                     applied.append(waiter_uuid)
 
-    def settle(self) -> None:
-        """The list is done (or the run must stop). Clients that wait for each other's codes in a
-        ring (codes swapped in XPM) take them all at once; a client still waiting for a code whose
-        holder XPM did not send, or did not move, fails on the conflict as it stands."""
+    def settle(self, *, stopping: bool = False) -> None:
+        """The list is done (or the part must stop: ``stopping``). Clients that wait for each
+        other's codes in a ring (codes swapped in XPM) take them all at once; a client still waiting
+        for a code whose holder XPM did not send, or did not move, fails on the conflict as it
+        stands (when stopping, it takes no archived holder's client: that holder may yet come live)."""
+        self._stopping = stopping
         for ring in self.ledger.rings():
             self._swap(ring)
         while waiters := self.ledger.take_any_waiters():

@@ -343,7 +343,10 @@ def _close_left_run(config: FirmConfig, services: SyncServices) -> None:
     hours after a reconnect (the probe of 2026-12-07 (night)). A run still continuing is left be."""
     if config.running_run_id is None or _continuing(config, services.clock.now()):
         return
-    ended = _end_unfinished(config.firm_id, config.running_run_id, services, _worker_stopped())
+    stopped = codes.INTERNAL_ERROR.entry(
+        label="Sync run", message="This run stopped before it finished (its worker was stopped)."
+    )
+    ended = _end_unfinished(config.firm_id, config.running_run_id, services, stopped)
     if ended is not None:
         logger.warning(
             "closed a run whose worker was stopped", extra={"firm_id": config.firm_id, "run_id": ended.run_id}
@@ -540,6 +543,8 @@ def record_connection_found_lost(
 def _record_lost(
     config: FirmConfig, trigger: Trigger, services: SyncServices, failure: _RunFailure
 ) -> RunResult:
+    # This record's end clears the run the config names: one a killed worker left is closed first.
+    _close_left_run(config, services)
     now = services.clock.now()
     run = SyncRun(
         firm_id=config.firm_id, run_id=new_run_id(now), trigger=trigger, status="running", started_at=iso(now)
@@ -702,6 +707,13 @@ def _sync_with(
         matches=matches,
         suggestions=matches.load(),
         dry_run=part.dry_run,
+        # Clients an earlier part of this run sent live and that failed: no archived client for
+        # a new one to take back (the ledger of that part is gone; its record states are not).
+        failed_earlier_in_run={
+            state.xpm_uuid
+            for state in part.states.values()
+            if state.entity == "client" and state.xpm_uuid and state.seen_run == part.run.run_id
+        },
     )
     if part.full_read:
         unlinked_before = matches.unlinked() if not part.dry_run else []
@@ -721,7 +733,7 @@ def _sync_with(
     except _OutOfTime:
         # A client waiting for a code cannot wait across invocations: it fails for now and is
         # retried next run, by when its code's holder has moved.
-        clients.settle()
+        clients.settle(stopping=True)
         _end_of_part(part, clients, matches)
         raise
     _end_of_part(part, clients, matches)
@@ -1076,6 +1088,14 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
                     " Another practice was chosen while this run went on: the refusal was the old"
                     " practice's, and the next run reads the new one."
                 )
+            elif (
+                now_config is not None
+                and now_config.connection == "needs_reconnect"
+                and now_config.grant_id == config.grant_id
+            ):
+                # Marked meanwhile by the API, which met the same refusal and records it (with the
+                # admin's email): the message needs nothing added, and no second email goes.
+                logger.info("connection already found lost during the run", extra={"firm_id": config.firm_id})
             elif now_config is not None and now_config.connection == "connected":
                 logger.info("firm connected again during the run", extra={"firm_id": config.firm_id})
                 message += (
