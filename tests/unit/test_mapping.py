@@ -573,17 +573,22 @@ def test_a_manager_not_in_active_is_a_warning_and_left_empty() -> None:
     assert "temp@firm.example" in entry.message
 
 
-def test_a_manager_not_in_xpm_staff_is_a_warning_and_left_empty() -> None:
+def test_a_manager_not_in_xpm_staff_is_a_warning_that_points_to_xpm_and_left_empty() -> None:
+    # The probe of 2026-12-07 (night): it was MANAGER_NOT_IN_ACTIVE, suggesting a user be added to
+    # Active with an email XPM does not have (SPEC A5: the suggestion says how to fix it)
     result = people(map_client(a_client(job_manager_uuid="staff-gone")))
 
     assert result.manager_user_id is None
-    assert "staff-gone" in the_only(result.entries, "MANAGER_NOT_IN_ACTIVE").message
+    entry = the_only(result.entries, "MANAGER_NOT_IN_XPM_STAFF")
+    assert entry.severity == "warning"
+    assert "staff-gone" in entry.message
+    assert "in XPM" in entry.suggestion
 
 
 def test_partner_and_manager_problems_are_both_reported() -> None:
     result = people(map_client(a_client(account_manager_uuid=None, job_manager_uuid="staff-gone")))
 
-    assert codes(result.entries) == ["PARTNER_MISSING", "MANAGER_NOT_IN_ACTIVE"]
+    assert codes(result.entries) == ["PARTNER_MISSING", "MANAGER_NOT_IN_XPM_STAFF"]
 
 
 # --- Helpers ---------------------------------------------------------------------------------

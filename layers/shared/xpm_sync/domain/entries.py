@@ -305,6 +305,14 @@ MANAGER_NOT_IN_ACTIVE = _kind(
     "The client's Manager in XPM has no Active user with the same email; the manager was left empty.",
     "Add this manager to Active as a user with the same email as in XPM.",
 )
+MANAGER_NOT_IN_XPM_STAFF = _kind(
+    "MANAGER_NOT_IN_XPM_STAFF",
+    "warning",
+    "client",
+    "The client's Manager is not in XPM's staff list (or has no email there), so it cannot be matched "
+    "to an Active user; the manager was left empty.",
+    "Assign a current staff member with an email address as the client's Manager in XPM, or none.",
+)
 ABN_INVALID = _kind(
     "ABN_INVALID",
     "warning",

@@ -80,14 +80,18 @@ class PeopleDirectory:
         manager_user_id: str | None = None
         if mapping.manager_uuid is not None:
             manager_email, manager_user_id = self._user_of(mapping.manager_uuid)
-            if manager_user_id is None:
-                who = (
-                    f"(XPM staff {mapping.manager_uuid}) is not in XPM's staff list or has no email there"
-                    if manager_email is None
-                    else f"{manager_email} has no Active user with that email"
-                )
+            if manager_email is None:
+                # Nothing Active can do: XPM has no email to match a user by (SPEC A5's suggestion).
                 problem(
-                    entries.MANAGER_NOT_IN_ACTIVE, f"The client's Manager {who}; the manager was left empty."
+                    entries.MANAGER_NOT_IN_XPM_STAFF,
+                    f"The client's Manager (XPM staff {mapping.manager_uuid}) is not in XPM's staff list "
+                    "or has no email there; the manager was left empty.",
+                )
+            elif manager_user_id is None:
+                problem(
+                    entries.MANAGER_NOT_IN_ACTIVE,
+                    f"The client's Manager {manager_email} has no Active user with that email; the "
+                    "manager was left empty.",
                 )
         return ResolvedPeople(partner_user_id, manager_user_id, tuple(found))
 
