@@ -24,8 +24,8 @@ from xpm_sync.domain.firm import Checkpoint, tenant_change
 from xpm_sync.domain.mapping import client_label
 from xpm_sync.domain.notification import should_notify
 from xpm_sync.domain.runs import SyncRun
-from xpm_sync.domain.xpm_records import XpmClientRecord
-from xpm_sync.sync.engine import RunResult, record_connection_found_lost, tell_lost_connection
+from xpm_sync.domain.xpm_records import XpmClientRecord, XpmStaff
+from xpm_sync.sync.engine import RunResult, record_connection_found_lost, run_sync, tell_lost_connection
 
 from tests.fakes import FIRM, OFFICE, START, FakeXpm, Firm
 from tests.fixtures.logs import powertools_json_log
@@ -2080,3 +2080,93 @@ def test_a_run_refused_after_the_api_marked_the_firm_says_nothing_of_a_disconnec
     [entry] = [e for e in firm.runs.latest_entries() if e.code == "XPM_NEEDS_RECONNECT"]
     assert "disconnected" not in entry.message
     assert firm.notifier.sent == [], "the API's record tells the admin, once"
+
+
+def _with_an_archived_holder(firm: Firm, code: str) -> tuple[XpmStaff, XpmClientRecord]:
+    partner = with_partner(firm)
+    old = client(code, partner=partner, name="Old Kowalski Pty Ltd")
+    firm.xpm.clients.append(old)
+    run(firm)
+    archive(firm, old)
+    run(firm)
+    return partner, old
+
+
+def test_a_part_stopping_in_its_retries_still_lets_a_re_created_client_take_its_client_back(
+    firm: Firm,
+) -> None:
+    # The third read of 2026-12-07 (night): a part that stopped in the retries (the whole list read)
+    # took every archived holder for one it had not read yet, and failed the re-created client
+    # with a false CLIENT_CODE_TAKEN (and an email)
+    _, old = _with_an_archived_holder(firm, "KOWA")
+    ghost = staff("Gus", "gus@harbour.example")  # a one-word name: never an Active user
+    firm.xpm.staff.append(ghost)
+    recreated = client("KOWA", partner=ghost, name="New Kowalski Pty Ltd", uuid="client-aaa-new")
+    for record in [recreated, *(client(partner=ghost, uuid=f"client-zzz-{n}") for n in range(3))]:
+        firm.xpm.put(record, at=firm.clock.now())
+    run(firm)  # they fail for their partner
+    run(firm)  # an hour on, no longer in XPM's incremental answer
+    firm.active.add_user("gus@harbour.example")  # fixed in Active alone: retried from their copies
+    asked = iter([1e9, 1e9])  # time for the list and the first retry (it sorts first), then none
+
+    first = run_sync(FIRM, "schedule", replace(firm.services(), remaining_seconds=lambda: next(asked, 0.0)))
+
+    assert first is not None
+    assert first.continued
+    assert firm.config.checkpoint is not None
+    assert firm.config.checkpoint.phase == "retries"
+    [taken_back] = firm.active.clients_with(xpm_uuid=recreated.uuid)
+    assert taken_back["legal_name"] == "New Kowalski Pty Ltd"
+    assert firm.active.clients_with(xpm_uuid=old.uuid) == []
+
+
+@pytest.mark.parametrize("duplicate_listed_first", [False, True])
+def test_a_user_moving_off_an_email_leaves_it_to_the_other_user_who_has_it(
+    firm: Firm, duplicate_listed_first: bool
+) -> None:
+    # The third read of 2026-12-07 (night): with the linked user moving off e, the sync forgot e
+    # altogether and created a user with e beside the duplicate sign-up that still had it
+    ann = staff("Ann Able", "e@harbour.example", uuid="staff-a")
+    firm.xpm.staff.append(ann)
+    run(firm)
+    duplicate = firm.active.add_user("e@harbour.example")
+    if duplicate_listed_first:
+        firm.active.user_items = {duplicate: firm.active.user_items.pop(duplicate), **firm.active.user_items}
+    firm.xpm.staff = [
+        ann.model_copy(update={"email": "ann.new@harbour.example"}),
+        staff("Cat Cole", "e@harbour.example", uuid="staff-c"),
+    ]
+
+    run(firm)
+
+    with_e = [
+        uid
+        for uid, item in firm.active.user_items.items()
+        if str(item.get("email")).lower() == "e@harbour.example"
+    ]
+    assert with_e == [duplicate]
+    assert firm.active.user_items[duplicate].get("xpm_uuid") == "staff-c", "the new staff member links to it"
+
+
+def test_a_default_partner_changed_between_the_parts_of_a_full_read_reaches_the_first_parts_clients(
+    firm: Firm,
+) -> None:
+    # The third read of 2026-12-07 (night): the run recorded the last part's Default Partner, so the
+    # first part's clients kept the old one until the next daily full read
+    first_partner = firm.active.add_user("first@harbour.example")
+    firm.active.add_office(OFFICE, default_partner_user_id=first_partner)
+    firm.xpm.clients += [client(partner=None) for _ in range(4)]
+    run(firm)
+    second_partner = firm.active.add_user("second@harbour.example")
+    firm.configs.update(FIRM, last_full_read_started_at=None)  # the daily full read ...
+    firm.xpm.break_after = (2, XpmTooSlow("drip"))
+    part = sync(firm)
+    assert part is not None
+    assert part.continued
+    firm.active.add_office(OFFICE, default_partner_user_id=second_partner)  # ... changed between parts
+    firm.xpm.break_after = None
+    sync(firm, resume_run_id=part.run.run_id)
+
+    assert run(firm).full_read
+
+    assert {c["partner_user_id"] for c in firm.active.client_items.values()} == {second_partner}

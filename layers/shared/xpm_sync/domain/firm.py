@@ -42,6 +42,9 @@ class Checkpoint(BaseModel):
     # instance its own copy of a list default; ``default_factory=list`` would cost every cold
     # start ~10 ms (pydantic reads the builtin's signature from text, compiling tokenize's regexes).
     run_entries: list[Entry] = []
+    # What the run's first part applied from Active (FirmConfig.full_read_inputs): a full read in
+    # parts records that, so a Default Partner changed between its parts is applied at the next run.
+    applied_inputs: dict[str, str] | None = None
 
 
 class FirmConfig(BaseModel):

@@ -730,10 +730,11 @@ def _sync_with(
             # one only a retry applies (codes swapped while one of the two was failing).
             _retry_clients(services, part, clients)
         clients.settle()
-    except _OutOfTime:
+    except _OutOfTime as stopped:
         # A client waiting for a code cannot wait across invocations: it fails for now and is
-        # retried next run, by when its code's holder has moved.
-        clients.settle(stopping=True)
+        # retried next run, by when its code's holder has moved. A part stopping in the retries
+        # has read the whole list: no holder is still to come.
+        clients.settle(stopping=stopped.checkpoint.phase == "list")
         _end_of_part(part, clients, matches)
         raise
     _end_of_part(part, clients, matches)
@@ -867,9 +868,17 @@ def _retry_clients(services: SyncServices, part: _Run, clients: ClientSync) -> N
         clients.drain()
 
 
+def _applied_inputs(part: _Run) -> dict[str, str]:
+    """What the run applied from Active that XPM's answer does not say: as its first part did."""
+    if part.resume is not None and part.resume.applied_inputs is not None:
+        return part.resume.applied_inputs
+    return {"default_partner_user_id": part.default_partner} if part.default_partner else {}
+
+
 def _checkpoint(part: _Run, *, phase: str, processed: int = 0, last_uuid: str | None = None) -> Checkpoint:
     earlier = part.resume.parts_without_progress if part.resume is not None else 0
     return Checkpoint(
+        applied_inputs=_applied_inputs(part),
         run_id=part.run.run_id,
         full_read=part.full_read,
         since=iso(part.since) if part.since else None,
@@ -1290,8 +1299,8 @@ def _record_end(
         if part.full_read:
             state["last_full_read_started_at"] = run.started_at
             state["retry_client_uuids"] = None  # an earlier version's retries: this read found them
-            partner = part.default_partner
-            state["full_read_inputs"] = {"default_partner_user_id": partner} if partner else {}
+            # The first part's: one changed since reaches the clients of the parts before it next run.
+            state["full_read_inputs"] = _applied_inputs(part)
     if not services.config.update_if_same_state(config.firm_id, config.sync_state_id, **state):
         logger.info(
             "the firm's tenant changed while this run went on; its state is not kept",

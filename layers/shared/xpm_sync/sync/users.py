@@ -44,12 +44,13 @@ class UserSync:
         self._released: set[str] = set()
         stored = store.users()
         self._by_uuid = {user.xpm_uuid: user for user in stored if user.xpm_uuid}
-        self._by_email: dict[str, StoredUser] = {}
         # Two Active users with one email (a sign-up twice, say): the one linked to XPM is the
-        # staff member's, whatever order Active lists them in.
+        # staff member's, whatever order Active lists them in; the other still has the email.
+        self._all_by_email: dict[str, list[StoredUser]] = {}
         for user in sorted(stored, key=lambda user: not user.xpm_uuid):
             if user.email:
-                self._by_email.setdefault(normalise_email(user.email), user)
+                self._all_by_email.setdefault(normalise_email(user.email), []).append(user)
+        self._by_email = {email: users[0] for email, users in self._all_by_email.items()}
         self.directory = PeopleDirectory(
             user_id_by_email={email: user.user_id for email, user in self._by_email.items()}
         )
@@ -234,6 +235,13 @@ class UserSync:
         staff member matches it by that email, and no client's Partner resolves to it."""
         old_key = normalise_email(user.email or "")
         if old_key == email_key:
+            return
+        # Another Active user with that email still has it (a sign-up twice): it answers to it now.
+        still = [other for other in self._all_by_email.get(old_key, []) if other.user_id != user.user_id]
+        self._all_by_email[old_key] = still
+        if still:
+            self._by_email[old_key] = still[0]
+            self.directory.user_id_by_email[old_key] = still[0].user_id
             return
         if self._by_email.get(old_key) is user:
             del self._by_email[old_key]
