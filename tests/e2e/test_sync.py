@@ -193,7 +193,9 @@ def test_partner_missing_from_active_fails_the_record_until_the_partner_is_added
     assert run.status == "partial"
     problems = [e for e in world.entries(run) if e.xpm_uuid == client.uuid]
     assert [e.code for e in problems] == ["PARTNER_NOT_IN_ACTIVE"]
-    assert problems[0].suggestion == "Add this partner to Active as a user with the same email as in XPM."
+    assert (
+        problems[0].suggestion == "Add this partner to Active as a user with the same email as in XPM"
+    )  # SPEC A5, word for word
     assert world.awaiting_retry() == {client.uuid}
 
     # Fixing the cause in Active alone, without touching the client in XPM, is enough.
@@ -241,7 +243,9 @@ def test_client_without_partner_and_no_default_is_an_error_with_a_suggestion(wor
 
     [entry] = [e for e in world.entries() if e.xpm_uuid == client.uuid]
     assert entry.code == "PARTNER_MISSING"
-    assert entry.suggestion == "Assign a partner in XPM, or set a Default Partner in Admin Centre -> Office."
+    assert (
+        entry.suggestion == "Assign a partner in XPM, or set a Default Partner in Admin Centre -> Office"
+    )  # SPEC A5
     assert not [c for c in world.items("client") if c.get("xpm_uuid") == client.uuid]
 
 

@@ -509,7 +509,9 @@ def test_a_client_without_a_partner_and_no_default_partner_is_an_error() -> None
     assert result.partner_user_id is None
     entry = the_only(result.entries, "PARTNER_MISSING")
     assert entry.severity == "error"
-    assert entry.suggestion == "Assign a partner in XPM, or set a Default Partner in Admin Centre -> Office."
+    assert (
+        entry.suggestion == "Assign a partner in XPM, or set a Default Partner in Admin Centre -> Office"
+    )  # SPEC A5
     assert (entry.xpm_uuid, entry.label) == ("client-1", "Acme Pty Ltd (ACME01)")
 
 
@@ -519,7 +521,10 @@ def test_a_partner_not_in_xpm_staff_is_an_error_even_with_a_default_partner() ->
     )
 
     assert result.partner_user_id is None
-    assert "staff-gone" in the_only(result.entries, "PARTNER_NOT_IN_XPM_STAFF").message
+    # SPEC A2's one error for a Partner with no Active user; the message says why and what to do
+    entry = the_only(result.entries, "PARTNER_NOT_IN_ACTIVE")
+    assert "staff-gone" in entry.message
+    assert "not in XPM's staff list" in entry.message
 
 
 def test_a_partner_not_in_active_is_an_error_even_with_a_default_partner() -> None:

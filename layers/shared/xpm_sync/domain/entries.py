@@ -101,35 +101,35 @@ STAFF_NAME_MISSING = _kind(
     "error",
     "user",
     "An XPM staff member has no Name.",
-    "Enter the staff member's full name in XPM (Business -> Settings -> Staff).",
+    "Enter the staff member's full name in XPM (Business -> Settings -> Staff)",
 )
 STAFF_SURNAME_MISSING = _kind(
     "STAFF_SURNAME_MISSING",
     "error",
     "user",
     "An XPM staff member's Name is a single word, so Active cannot tell the first name from the surname.",
-    "Enter the staff member's first name and surname in XPM (Business -> Settings -> Staff).",
+    "Enter the staff member's first name and surname in XPM (Business -> Settings -> Staff)",
 )
 STAFF_EMAIL_MISSING = _kind(
     "STAFF_EMAIL_MISSING",
     "error",
     "user",
     "An XPM staff member has no Email; Active users sign in with their email.",
-    "Enter the staff member's email address in XPM (Business -> Settings -> Staff).",
+    "Enter the staff member's email address in XPM (Business -> Settings -> Staff)",
 )
 STAFF_EMAIL_DUPLICATE = _kind(
     "STAFF_EMAIL_DUPLICATE",
     "error",
     "user",
     "Two XPM staff members share one Email; only the first (in XPM's order) is synced.",
-    "Give each staff member their own email address in XPM.",
+    "Give each staff member their own email address in XPM",
 )
 USER_LINKED_TO_OTHER_STAFF = _kind(
     "USER_LINKED_TO_OTHER_STAFF",
     "error",
     "user",
     "The Active user with this staff member's email is already linked to another XPM staff member.",
-    "Check which XPM staff member should own this email, and correct the other one in XPM.",
+    "Check which XPM staff member should own this email, and correct the other one in XPM",
 )
 STAFF_EMAIL_TAKEN = _kind(
     "STAFF_EMAIL_TAKEN",
@@ -137,7 +137,7 @@ STAFF_EMAIL_TAKEN = _kind(
     "user",
     "The email this staff member now has in XPM belongs to another Active user, so the linked user "
     "keeps its email.",
-    "Give one of the two another email: the staff member in XPM, or the other user in Active.",
+    "Give one of the two another email: the staff member in XPM, or the other user in Active",
 )
 
 USER_RELINKED = _kind(
@@ -146,7 +146,7 @@ USER_RELINKED = _kind(
     "user",
     "The Active user with this staff member's email was linked to an XPM staff member that XPM no "
     "longer lists (removed and added again, say): it now follows this one, instead of failing.",
-    "Nothing to do if the staff member was re-created in XPM on purpose.",
+    "Nothing to do if the staff member was re-created in XPM on purpose",
 )
 
 USER_DELETED_DURING_RUN = _kind(
@@ -154,7 +154,7 @@ USER_DELETED_DURING_RUN = _kind(
     "error",
     "user",
     "The Active user linked to this staff member was deleted in Active while the sync was running.",
-    "Nothing to do if that was intended: the next sync creates the user again from XPM.",
+    "Nothing to do if that was intended: the next sync creates the user again from XPM",
 )
 
 STAFF_UUID_MISSING = _kind(
@@ -163,7 +163,7 @@ STAFF_UUID_MISSING = _kind(
     "user",
     "XPM sent a staff record without its UUID, so it cannot be matched to an Active user; the other "
     "staff members were synced.",
-    "Nothing to fix in Active. If it persists, contact support with this run's id.",
+    "Nothing to fix in Active. If it persists, contact support with this run's id",
 )
 
 # --- Either kind of record ---------------------------------------------------------------------
@@ -174,7 +174,7 @@ XPM_UUID_REPEATED = _kind(
     "XPM sent the same record (UUID) more than once in one answer; the first copy was synced and "
     "the later one dropped, so no two Active records share it.",
     "Nothing to fix: the next sync reads the record again. If it persists, contact support with "
-    "this run's id.",
+    "this run's id",
 )
 RECORD_TOO_LARGE = _kind(
     "RECORD_TOO_LARGE",
@@ -182,7 +182,7 @@ RECORD_TOO_LARGE = _kind(
     "client",
     "The record is too large for Active to store (a field holds hundreds of kilobytes); it was not "
     "written, and the records beside it were.",
-    "Shorten the record's long fields (name, address, notes) in XPM; the next sync picks it up.",
+    "Shorten the record's long fields (name, address, notes) in XPM; the next sync picks it up",
 )
 
 # --- Clients -> Active clients ---------------------------------------------------------------
@@ -192,7 +192,7 @@ CLIENT_UUID_MISSING = _kind(
     "client",
     "XPM sent a client record without its UUID, so it cannot be matched to an Active client; the "
     "other clients were synced.",
-    "Nothing to fix in Active. If it persists, contact support with this run's id.",
+    "Nothing to fix in Active. If it persists, contact support with this run's id",
 )
 CLIENT_RELINKED = _kind(
     "CLIENT_RELINKED",
@@ -201,7 +201,7 @@ CLIENT_RELINKED = _kind(
     "A client archived or deleted in XPM was re-created there with the same code: the new XPM "
     "client took over the Active client that held the code, instead of making a second one.",
     "Nothing to do if the XPM client was re-created on purpose; otherwise give one of the two a "
-    "different code in XPM.",
+    "different code in XPM",
 )
 NEAR_MATCH = _kind(
     "NEAR_MATCH",
@@ -209,21 +209,21 @@ NEAR_MATCH = _kind(
     "client",
     "An XPM client matches no Active client by code, but an Active client without a link to XPM has "
     "the same ABN or name: it waits for an admin to say whether they are the same client.",
-    "Open Sync Monitoring -> Suggested links and choose Link (the same client) or Create (a new one).",
+    "Open Sync Monitoring -> Suggested links and choose Link (the same client) or Create (a new one)",
 )
 CLIENT_NAME_MISSING = _kind(
     "CLIENT_NAME_MISSING",
     "error",
     "client",
     "An XPM client has no Name.",
-    "Enter the client's name in XPM.",
+    "Enter the client's name in XPM",
 )
 CLIENT_CODE_MISSING = _kind(
     "CLIENT_CODE_MISSING",
     "error",
     "client",
     "An XPM client has no Client Code; client codes identify clients in both systems.",
-    "Enter a Client Code for this client in XPM.",
+    "Enter a Client Code for this client in XPM",
 )
 CLIENT_CODE_TOO_LONG = _kind(
     "CLIENT_CODE_TOO_LONG",
@@ -231,35 +231,35 @@ CLIENT_CODE_TOO_LONG = _kind(
     "client",
     "An XPM client's Client Code is longer than Active can find clients by (1,024 bytes); the "
     "client was not synced, and the others were.",
-    "Shorten the Client Code in XPM; the next sync picks it up.",
+    "Shorten the Client Code in XPM; the next sync picks it up",
 )
 CLIENT_CODE_DUPLICATE = _kind(
     "CLIENT_CODE_DUPLICATE",
     "error",
     "client",
     "Two XPM clients share one Client Code; the first (in XPM's order) is synced, the other is not.",
-    "Give each client its own Client Code in XPM.",
+    "Give each client its own Client Code in XPM",
 )
 CLIENT_CODE_TAKEN = _kind(
     "CLIENT_CODE_TAKEN",
     "error",
     "client",
     "A linked client's new Client Code in XPM is already the code of another Active client.",
-    "Give the client a code no other client uses, in XPM, or change the other client's code in Active.",
+    "Give the client a code no other client uses, in XPM, or change the other client's code in Active",
 )
 CLIENT_DELETED_DURING_RUN = _kind(
     "CLIENT_DELETED_DURING_RUN",
     "error",
     "client",
     "The Active client linked to this XPM client was deleted in Active while the sync was running.",
-    "Nothing to do if that was intended: the next sync creates the client again from XPM.",
+    "Nothing to do if that was intended: the next sync creates the client again from XPM",
 )
 BUSINESS_STRUCTURE_MISSING = _kind(
     "BUSINESS_STRUCTURE_MISSING",
     "error",
     "client",
     "An XPM client has no Business Structure, which Active needs as the client's entity type.",
-    "Set the client's Business Structure in XPM.",
+    "Set the client's Business Structure in XPM",
 )
 BUSINESS_STRUCTURE_UNKNOWN = _kind(
     "BUSINESS_STRUCTURE_UNKNOWN",
@@ -267,43 +267,35 @@ BUSINESS_STRUCTURE_UNKNOWN = _kind(
     "client",
     "The client's Business Structure is not one Active knows; it was synced with entity type 'other'.",
     "Use one of Individual, Sole Trader, Partnership, Company, Trust or Superannuation Fund in XPM, "
-    "or leave it if 'other' is right.",
+    "or leave it if 'other' is right",
 )
 INDIVIDUAL_NAME_MISSING = _kind(
     "INDIVIDUAL_NAME_MISSING",
     "error",
     "client",
     "An individual (or sole trader) client has no First name or no Last name in XPM.",
-    "Enter the client's first name and last name in XPM.",
+    "Enter the client's first name and last name in XPM",
 )
 PARTNER_MISSING = _kind(
     "PARTNER_MISSING",
     "error",
     "client",
     "The client has no Partner in XPM and the firm has no Default Partner.",
-    "Assign a partner in XPM, or set a Default Partner in Admin Centre -> Office.",
+    "Assign a partner in XPM, or set a Default Partner in Admin Centre -> Office",
 )
 PARTNER_NOT_IN_ACTIVE = _kind(
     "PARTNER_NOT_IN_ACTIVE",
     "error",
     "client",
     "The client's Partner in XPM has no Active user with the same email.",
-    "Add this partner to Active as a user with the same email as in XPM.",
-)
-PARTNER_NOT_IN_XPM_STAFF = _kind(
-    "PARTNER_NOT_IN_XPM_STAFF",
-    "error",
-    "client",
-    "The client's Partner is not in XPM's staff list (or has no email there), so it cannot be "
-    "matched to an Active user.",
-    "Assign a current staff member with an email address as the client's Partner in XPM.",
+    "Add this partner to Active as a user with the same email as in XPM",
 )
 MANAGER_NOT_IN_ACTIVE = _kind(
     "MANAGER_NOT_IN_ACTIVE",
     "warning",
     "client",
     "The client's Manager in XPM has no Active user with the same email; the manager was left empty.",
-    "Add this manager to Active as a user with the same email as in XPM.",
+    "Add this manager to Active as a user with the same email as in XPM",
 )
 MANAGER_NOT_IN_XPM_STAFF = _kind(
     "MANAGER_NOT_IN_XPM_STAFF",
@@ -311,7 +303,7 @@ MANAGER_NOT_IN_XPM_STAFF = _kind(
     "client",
     "The client's Manager is not in XPM's staff list (or has no email there), so it cannot be matched "
     "to an Active user; the manager was left empty.",
-    "Assign a current staff member with an email address as the client's Manager in XPM, or none.",
+    "Assign a current staff member with an email address as the client's Manager in XPM, or none",
 )
 ABN_INVALID = _kind(
     "ABN_INVALID",
@@ -319,7 +311,7 @@ ABN_INVALID = _kind(
     "client",
     "The client's Business Number is not a valid ABN (11 digits with a valid checksum); it was "
     "synced as entered.",
-    "Check the ABN in XPM against the Australian Business Register.",
+    "Check the ABN in XPM against the Australian Business Register",
 )
 
 # --- Run level -------------------------------------------------------------------------------
@@ -329,7 +321,7 @@ CONNECTION_OWNER_NOT_IN_XPM = _kind(
     "run",
     "The person who connected XPM is no longer in XPM's staff list: the connection breaks when "
     "Xero removes their access.",
-    "Reconnect as another XPM admin: Admin Centre -> Integrations -> Xero Practice Manager -> Connect.",
+    "Reconnect as another XPM admin: Admin Centre -> Integrations -> Xero Practice Manager -> Connect",
 )
 DEFAULT_PARTNER_NOT_IN_ACTIVE = _kind(
     "DEFAULT_PARTNER_NOT_IN_ACTIVE",
@@ -337,7 +329,7 @@ DEFAULT_PARTNER_NOT_IN_ACTIVE = _kind(
     "run",
     "The default office's Default Partner is no longer an Active user; clients without a Partner in "
     "XPM cannot use it.",
-    "Choose an existing user as the Default Partner in Admin Centre -> Office.",
+    "Choose an existing user as the Default Partner in Admin Centre -> Office",
 )
 XPM_TOO_SLOW = _kind(
     "XPM_TOO_SLOW",
@@ -345,7 +337,7 @@ XPM_TOO_SLOW = _kind(
     "run",
     "XPM answered so slowly that two parts of the run in a row could apply no record before their "
     "time ran out.",
-    "Nothing to do: the next hourly sync tries again. If it keeps failing, check Xero's status page.",
+    "Nothing to do: the next hourly sync tries again. If it keeps failing, check Xero's status page",
 )
 XPM_NEEDS_RECONNECT = _kind(
     "XPM_NEEDS_RECONNECT",
@@ -353,35 +345,35 @@ XPM_NEEDS_RECONNECT = _kind(
     "run",
     "Xero refused the firm's connection: it was revoked, expired after 60 days unused, or the "
     "person who connected lost access.",
-    "Reconnect in Active: Admin Centre -> Integrations -> Xero Practice Manager -> Connect.",
+    "Reconnect in Active: Admin Centre -> Integrations -> Xero Practice Manager -> Connect",
 )
 XPM_WRONG_TENANT = _kind(
     "XPM_WRONG_TENANT",
     "error",
     "run",
     "XPM refused access to the chosen practice (tenant); the connection no longer covers it.",
-    "Reconnect and choose the practice again in the XPM integration settings.",
+    "Reconnect and choose the practice again in the XPM integration settings",
 )
 XPM_UNAVAILABLE = _kind(
     "XPM_UNAVAILABLE",
     "error",
     "run",
     "XPM did not answer, or answered with a server error, after several tries.",
-    "Nothing to do: the next hourly sync will try again. If it keeps failing, check Xero's status page.",
+    "Nothing to do: the next hourly sync will try again. If it keeps failing, check Xero's status page",
 )
 XPM_RATE_LIMITED = _kind(
     "XPM_RATE_LIMITED",
     "error",
     "run",
     "XPM's rate limit for this practice was reached (per minute or per day).",
-    "Avoid pressing Start Sync repeatedly; the next hourly sync will continue.",
+    "Avoid pressing Start Sync repeatedly; the next hourly sync will continue",
 )
 XPM_BAD_RESPONSE = _kind(
     "XPM_BAD_RESPONSE",
     "error",
     "run",
     "XPM answered with an error or with data that could not be read.",
-    "The next hourly sync will try again. If it keeps failing, contact support with this run's id.",
+    "The next hourly sync will try again. If it keeps failing, contact support with this run's id",
 )
 XERO_APP_CREDENTIALS_INVALID = _kind(
     "XERO_APP_CREDENTIALS_INVALID",
@@ -390,14 +382,14 @@ XERO_APP_CREDENTIALS_INVALID = _kind(
     "Xero refused the integration's own app credentials (client id and secret) while renewing the "
     "firm's access, or they could not be read; nothing is wrong with the firm's connection or data.",
     "Nothing to fix in XPM or Active: contact support with this run's id. Operators: check the Xero "
-    "app credentials secret (APP_SECRET_ID) against the app in Xero's developer portal.",
+    "app credentials secret (APP_SECRET_ID) against the app in Xero's developer portal",
 )
 SYNC_NOT_CONFIGURED = _kind(
     "SYNC_NOT_CONFIGURED",
     "error",
     "run",
     "The integration has no XPM practice or default office chosen yet.",
-    "Finish the setup in Admin Centre -> Integrations -> Xero Practice Manager.",
+    "Finish the setup in Admin Centre -> Integrations -> Xero Practice Manager",
 )
 SYNC_SETUP_CHANGED = _kind(
     "SYNC_SETUP_CHANGED",
@@ -405,14 +397,14 @@ SYNC_SETUP_CHANGED = _kind(
     "run",
     "The integration was reconnected or given another XPM practice between two parts of this run, "
     "so the run stopped there.",
-    "Nothing to do: the next run reads every client of the practice now chosen.",
+    "Nothing to do: the next run reads every client of the practice now chosen",
 )
 DEFAULT_OFFICE_MISSING = _kind(
     "DEFAULT_OFFICE_MISSING",
     "error",
     "run",
     "The default office chosen for the integration no longer exists in Active.",
-    "Choose an existing Default Office Code in the XPM integration settings.",
+    "Choose an existing Default Office Code in the XPM integration settings",
 )
 NOTIFICATION_USER_INVALID = _kind(
     "NOTIFICATION_USER_INVALID",
@@ -421,12 +413,12 @@ NOTIFICATION_USER_INVALID = _kind(
     "The run needed an email to the firm's notification user, but none is chosen, the chosen user "
     "no longer exists in Active, or the user has no valid email address; no email was sent.",
     "Choose an Active user with an email address as the notification user in Admin Centre -> "
-    "Integrations -> Xero Practice Manager.",
+    "Integrations -> Xero Practice Manager",
 )
 INTERNAL_ERROR = _kind(
     "INTERNAL_ERROR",
     "error",
     "run",
     "The sync stopped on an unexpected error; nothing was lost and it will be retried.",
-    "The next hourly sync will try again. If it keeps failing, contact support with this run's id.",
+    "The next hourly sync will try again. If it keeps failing, contact support with this run's id",
 )

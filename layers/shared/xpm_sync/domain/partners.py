@@ -66,10 +66,13 @@ class PeopleDirectory:
         else:
             partner_email, partner_user_id = self._user_of(mapping.partner_uuid)
             if partner_email is None:
+                # SPEC A2 names one error for a Partner with no Active user; the message says why
+                # none can be matched here (no email in XPM to match a user by) and what to do.
                 problem(
-                    entries.PARTNER_NOT_IN_XPM_STAFF,
+                    entries.PARTNER_NOT_IN_ACTIVE,
                     f"The client's Partner (XPM staff {mapping.partner_uuid}) is not in XPM's staff list "
-                    "or has no email there.",
+                    "or has no email there, so no Active user can be matched to it: give the staff "
+                    "member an email in XPM, or assign a current staff member as the client's Partner.",
                 )
             elif partner_user_id is None:
                 problem(
