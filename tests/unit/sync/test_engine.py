@@ -2170,3 +2170,47 @@ def test_a_default_partner_changed_between_the_parts_of_a_full_read_reaches_the_
     assert run(firm).full_read
 
     assert {c["partner_user_id"] for c in firm.active.client_items.values()} == {second_partner}
+
+
+@pytest.mark.parametrize("bob_listed_first", [True, False])
+def test_an_email_one_linked_user_gives_up_is_not_taken_while_a_duplicate_sign_up_has_it(
+    firm: Firm, bob_listed_first: bool
+) -> None:
+    # The fourth read of 2026-12-07 (night): Ann gave e up, Bob took it though a duplicate sign-up
+    # still had it (two users with e), and with Bob listed first his client's Partner became the
+    # duplicate: the fallback to the other user with e overwrote Bob's claim
+    ann = staff("Ann Able", "e@harbour.example", uuid="staff-a")
+    bob = staff("Bob Bell", "f@harbour.example", uuid="staff-b")
+    firm.xpm.staff += [ann, bob]
+    run(firm)
+    user_of = {item["xpm_uuid"]: uid for uid, item in firm.active.user_items.items()}
+    duplicate = firm.active.add_user("e@harbour.example")
+    moved_ann = ann.model_copy(update={"email": "ann.new@harbour.example"})
+    moved_bob = bob.model_copy(update={"email": "e@harbour.example"})
+    firm.xpm.staff = [moved_bob, moved_ann] if bob_listed_first else [moved_ann, moved_bob]
+    firm.xpm.put(client(partner=moved_bob), at=firm.clock.now())
+
+    run(firm)
+
+    assert {(e.code, e.xpm_uuid) for e in firm.runs.latest_entries()} == {("STAFF_EMAIL_TAKEN", bob.uuid)}
+    with_e = [
+        uid
+        for uid, item in firm.active.user_items.items()
+        if str(item["email"]).lower() == "e@harbour.example"
+    ]
+    assert with_e == [duplicate]
+    [bobs_client] = firm.active.client_items.values()
+    assert bobs_client["partner_user_id"] == user_of[bob.uuid], "Bob is still his own user to Active"
+
+
+def test_a_client_whose_partner_xpm_did_not_list_syncs_from_its_copy_once_listed(firm: Firm) -> None:
+    gail = staff("Gail Ghost", "gail@harbour.example", uuid="staff-g")
+    firm.xpm.clients.append(client(partner=gail))  # Gail not in XPM's staff list yet
+    run(firm)
+    assert codes_of(firm) == ["PARTNER_NOT_IN_ACTIVE"]
+    firm.xpm.staff.append(gail)  # listed now, with an email: her user is made, the client retried
+
+    again = run(firm)
+
+    assert not again.full_read
+    assert len(firm.active.client_items) == 1

@@ -40,8 +40,8 @@ class UserSync:
         self._findings = findings
         self._dry_run = dry_run
         self._listed: set[str] = set()
-        # Emails of linked users whose staff member has another email in this answer.
-        self._released: set[str] = set()
+        # Linked users whose staff member has another email in this answer, and will take it.
+        self._releasing: set[str] = set()
         stored = store.users()
         self._by_uuid = {user.xpm_uuid: user for user in stored if user.xpm_uuid}
         # Two Active users with one email (a sign-up twice, say): the one linked to XPM is the
@@ -93,7 +93,7 @@ class UserSync:
         first_with_email = {
             email_key: self._keeper(email_key, staff) for email_key, staff in with_email.items()
         }
-        self._released = self._emails_released(
+        self._releasing = self._users_releasing(
             [(staff, email_key) for staff, _, _, _, email_key in mapped], first_with_email
         )
         linked_first = sorted(mapped, key=lambda one: one[0].uuid not in self._by_uuid)
@@ -110,43 +110,44 @@ class UserSync:
                 return member
         return staff[0]
 
-    def _emails_released(
+    def _users_releasing(
         self, wanted: list[tuple[XpmStaff, str]], first_with_email: dict[str, XpmStaff]
     ) -> set[str]:
-        """The emails linked users give up in this run: their staff member has another email in
-        XPM and will take it. One refused (a duplicate in XPM, or a new email another user keeps)
-        keeps its old email, which may keep the next one from taking it: worked out before any
-        write, until nothing changes, so emails swapped between staff move and a chain with a
+        """The linked users that give their email up in this run: their staff member has another
+        email in XPM and will take it. One refused (a duplicate in XPM, or a new email another user
+        keeps) keeps its old email, which may keep the next one from taking it: worked out before
+        any write, until nothing changes, so emails swapped between staff move and a chain with a
         refused link moves nothing onto an email still held."""
         refused = {staff.uuid for staff, email_key in wanted if first_with_email[email_key] is not staff}
         while True:
-            released = {
-                old
+            releasing = {
+                user.user_id
                 for staff, email_key in wanted
                 if staff.uuid not in refused
                 and (user := self._by_uuid.get(staff.uuid)) is not None
                 and user.email
-                and (old := normalise_email(user.email)) != email_key
+                and normalise_email(user.email) != email_key
             }
             now_refused = {
                 staff.uuid
                 for staff, email_key in wanted
-                if staff.uuid not in refused and self._holder_keeps(staff, email_key, released) is not None
+                if staff.uuid not in refused and self._holder_keeps(staff, email_key, releasing) is not None
             }
             if not now_refused:
-                return released
+                return releasing
             refused |= now_refused
 
-    def _holder_keeps(self, staff: XpmStaff, email_key: str, released: set[str]) -> StoredUser | None:
+    def _holder_keeps(self, staff: XpmStaff, email_key: str, releasing: set[str]) -> StoredUser | None:
         """Another Active user who has this email and keeps it, if any: the staff member's user may
-        not take it (Active users sign in by email)."""
+        not take it (Active users sign in by email). Every user with it counts, a duplicate
+        sign-up too, unless it gives the email up in this run."""
         existing = self._by_uuid.get(staff.uuid) or self._by_email.get(email_key)
-        holder = self._by_email.get(email_key)
-        if existing is None or holder is None or holder.user_id == existing.user_id or email_key in released:
-            return None
-        if existing.email and normalise_email(existing.email) == email_key:
-            return None  # the user has it already: nothing moves
-        return holder
+        if existing is None or (existing.email and normalise_email(existing.email) == email_key):
+            return None  # a new user, or one that has it already: nothing moves onto a held email
+        for holder in self._all_by_email.get(email_key, []):
+            if holder.user_id != existing.user_id and holder.user_id not in releasing:
+                return holder
+        return None
 
     def _fail(self, staff: XpmStaff, label: str, kind: EntryKind, message: str, *found: Entry) -> None:
         self._counts["failed"] += 1
@@ -173,7 +174,7 @@ class UserSync:
             )
             return
         existing = self._by_uuid.get(staff.uuid) or self._by_email.get(email_key)
-        if existing is not None and (holder := self._holder_keeps(staff, email_key, self._released)):
+        if existing is not None and (holder := self._holder_keeps(staff, email_key, self._releasing)):
             # Active users sign in by email: two with one would be one person to Active, and a
             # client's Partner would resolve to whichever a run read first.
             self._fail(
@@ -184,6 +185,11 @@ class UserSync:
                 f"{holder.email} already has; the linked user keeps {existing.email}.",
                 *found,
             )
+            if existing.email and self._by_uuid.get(staff.uuid) is existing:
+                # The staff member is still that user to Active: a client whose Partner (or Manager)
+                # they are resolves to it, not to the other user with the email (SPEC A4: users
+                # match by xpm_uuid first).
+                self.directory.staff_email_by_uuid[uuid_key(staff.uuid)] = existing.email
             return
         relinked: tuple[Entry, ...] = ()
         if existing is not None and existing.xpm_uuid and existing.xpm_uuid != staff.uuid:
@@ -236,17 +242,20 @@ class UserSync:
         old_key = normalise_email(user.email or "")
         if old_key == email_key:
             return
-        # Another Active user with that email still has it (a sign-up twice): it answers to it now.
+        # Another Active user with that email still has it (a sign-up twice): it answers to it now,
+        # unless a user of this run has taken it (the directory then names that one).
         still = [other for other in self._all_by_email.get(old_key, []) if other.user_id != user.user_id]
         self._all_by_email[old_key] = still
-        if still:
-            self._by_email[old_key] = still[0]
-            self.directory.user_id_by_email[old_key] = still[0].user_id
-            return
         if self._by_email.get(old_key) is user:
-            del self._by_email[old_key]
+            if still:
+                self._by_email[old_key] = still[0]
+            else:
+                del self._by_email[old_key]
         if self.directory.user_id_by_email.get(old_key) == user.user_id:
-            del self.directory.user_id_by_email[old_key]
+            if still:
+                self.directory.user_id_by_email[old_key] = still[0].user_id
+            else:
+                del self.directory.user_id_by_email[old_key]
 
     def _write(self, existing: StoredUser | None, desired: dict[str, object]) -> tuple[str, str]:
         if existing is None:
