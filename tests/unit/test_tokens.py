@@ -635,18 +635,27 @@ class DeletingSecrets:
         return getattr(self._inner, name)
 
 
-def test_a_reconnect_right_after_a_disconnect_waits_for_the_old_secret_to_be_gone(
-    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
-) -> None:
-    # The probe of 2026-12-07 (night): the callback read the secret still being deleted, answered
-    # 500 and revoked the grant Xero had just issued: the admin's consent was lost.
-    deleting = DeletingSecrets(secrets, calls_until_gone=4)
+def _disconnected_while_deleting(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock, *, calls_until_gone: int
+) -> tuple[TokenStore, DeletingSecrets, list[float]]:
+    """A firm connected, then disconnected: its secret on its way out for ``calls_until_gone``
+    calls; the store, the Secrets Manager it talks to, and the pauses it would have slept."""
+    deleting = DeletingSecrets(secrets, calls_until_gone=calls_until_gone)
     pauses: list[float] = []
     store = TokenStore(
         secrets_client=deleting, prefix=PREFIX, identity=identity, clock=clock, sleep=pauses.append
     )
     connected(store, sim, clock)
     store.delete("firm-1")
+    return store, deleting, pauses
+
+
+def test_a_reconnect_right_after_a_disconnect_waits_for_the_old_secret_to_be_gone(
+    secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
+) -> None:
+    # The probe of 2026-12-07 (night): the callback read the secret still being deleted, answered
+    # 500 and revoked the grant Xero had just issued: the admin's consent was lost.
+    store, deleting, pauses = _disconnected_while_deleting(secrets, identity, sim, clock, calls_until_gone=4)
 
     again = issued(sim, clock)
     replaced = store.save("firm-1", again)
@@ -661,10 +670,7 @@ def test_a_second_disconnect_while_the_secret_is_being_deleted_is_no_error(
     secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
 ) -> None:
     # The review of 2026-12-07 (night): a double click on Disconnect answered 500
-    deleting = DeletingSecrets(secrets, calls_until_gone=4)
-    store = TokenStore(secrets_client=deleting, prefix=PREFIX, identity=identity, clock=clock)
-    connected(store, sim, clock)
-    store.delete("firm-1")
+    store, deleting, _ = _disconnected_while_deleting(secrets, identity, sim, clock, calls_until_gone=4)
 
     assert store.load("firm-1") is None
     store.delete("firm-1")
@@ -675,13 +681,7 @@ def test_a_second_disconnect_while_the_secret_is_being_deleted_is_no_error(
 def test_a_secret_whose_deletion_never_ends_is_a_store_error_after_a_few_seconds(
     secrets: Any, identity: XeroIdentity, sim: Any, clock: SharedClock
 ) -> None:
-    deleting = DeletingSecrets(secrets, calls_until_gone=100)
-    pauses: list[float] = []
-    store = TokenStore(
-        secrets_client=deleting, prefix=PREFIX, identity=identity, clock=clock, sleep=pauses.append
-    )
-    connected(store, sim, clock)
-    store.delete("firm-1")
+    store, _, pauses = _disconnected_while_deleting(secrets, identity, sim, clock, calls_until_gone=100)
 
     with pytest.raises(GrantNotSaved) as refused:
         store.save("firm-1", issued(sim, clock))

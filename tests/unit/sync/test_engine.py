@@ -856,6 +856,20 @@ class _WorkerStopped(BaseException):
     """What the runtime does to a worker past its timeout: nothing of the run's own code runs."""
 
 
+def _a_run_the_runtime_stopped(firm: Firm) -> SyncRun:
+    """A firm of three clients synced once, then a run killed by the runtime after one client: the
+    run it left ``running``."""
+    partner = with_partner(firm)
+    firm.xpm.clients += [client(partner=partner) for _ in range(3)]
+    run(firm)
+    firm.xpm.break_after = (1, _WorkerStopped())
+    with pytest.raises(_WorkerStopped):
+        sync(firm)
+    firm.xpm.break_after = None
+    [stopped] = [r for r in firm.runs.runs.values() if r.status == "running"]
+    return stopped
+
+
 def test_a_notification_user_still_gone_counts_every_run_that_looked(firm: Firm) -> None:
     """A review of 2026-12-07 (evening): the run's first write kept the problem unjudged and marked
     it seen, so the write after the email counted it for no run: it stayed at 1."""
@@ -903,14 +917,7 @@ def test_a_run_stopped_months_ago_is_left_to_expire_not_reported_as_news(firm: F
     needing to reconnect) was ended by the first run 95 days on, past its TTL: kept 90 days more,
     an INTERNAL_ERROR months old opened and closed, and the next email counted it as fixed."""
     # Given a run stopped by the runtime, then 95 days in which the firm did not sync
-    partner = with_partner(firm)
-    firm.xpm.clients += [client(partner=partner) for _ in range(3)]
-    run(firm)
-    firm.xpm.break_after = (1, _WorkerStopped())
-    with pytest.raises(_WorkerStopped):
-        sync(firm)
-    firm.xpm.break_after = None
-    [stopped] = [r for r in firm.runs.runs.values() if r.status == "running"]
+    stopped = _a_run_the_runtime_stopped(firm)
     firm.clock.advance(days=95)
 
     # When the firm's next run goes
@@ -932,14 +939,7 @@ def test_a_killed_run_of_a_firm_that_runs_no_more_is_closed_by_its_last_message(
     # The probe of 2026-12-07 (night): a run killed, then Disconnect (or a reconnect that paused the
     # sync): the killed message came back, found nothing to run and left running_run_id, and after
     # a reconnect Start Sync answered 429 "a sync is running" for six hours
-    partner = with_partner(firm)
-    firm.xpm.clients += [client(partner=partner) for _ in range(3)]
-    run(firm)
-    firm.xpm.break_after = (1, _WorkerStopped())
-    with pytest.raises(_WorkerStopped):
-        sync(firm)
-    firm.xpm.break_after = None
-    [stopped] = [r for r in firm.runs.runs.values() if r.status == "running"]
+    stopped = _a_run_the_runtime_stopped(firm)
     if since == "disconnected":
         firm.configs.update(FIRM, status="disconnected", sync_enabled=False)
     else:

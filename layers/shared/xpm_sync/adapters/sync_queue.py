@@ -189,7 +189,6 @@ class SyncQueue:
         still dropped once, and no run's message can ever have that id (content-based ids are the
         bare SHA-256 of a body; the ids a run names itself start with its run id), so an errand
         never drops a run's message, nor a run's message an errand."""
-
         return self._send_all((_errand_message(firm_id, errand, True) for firm_id in firm_ids), workers)
 
     def _send_all(self, messages: Iterable[dict[str, str]], workers: int) -> Sent:

@@ -343,10 +343,9 @@ def _close_left_run(config: FirmConfig, services: SyncServices) -> None:
     hours after a reconnect (the probe of 2026-12-07 (night)). A run still continuing is left be."""
     if config.running_run_id is None or _continuing(config, services.clock.now()):
         return
-    stopped = codes.INTERNAL_ERROR.entry(
-        label="Sync run", message="This run stopped before it finished (its worker was stopped)."
+    ended = _end_unfinished(
+        config.firm_id, config.running_run_id, services, _worker_stopped(next_run_carried_on=False)
     )
-    ended = _end_unfinished(config.firm_id, config.running_run_id, services, stopped)
     if ended is not None:
         logger.warning(
             "closed a run whose worker was stopped", extra={"firm_id": config.firm_id, "run_id": ended.run_id}
@@ -354,10 +353,10 @@ def _close_left_run(config: FirmConfig, services: SyncServices) -> None:
     services.config.update(config.firm_id, running_run_id=None, checkpoint=None)
 
 
-def _worker_stopped() -> Entry:
+def _worker_stopped(*, next_run_carried_on: bool = True) -> Entry:
+    carried_on = "; the next run carried on" if next_run_carried_on else ""
     return codes.INTERNAL_ERROR.entry(
-        label="Sync run",
-        message="This run stopped before it finished (its worker was stopped); the next run carried on.",
+        label="Sync run", message=f"This run stopped before it finished (its worker was stopped){carried_on}."
     )
 
 
@@ -477,26 +476,28 @@ def tell_lost_connection(firm_id: str, services: SyncServices) -> str:
     run = services.runs.get_run(firm_id, config.reconnect_notice_run_id)
     open_now = services.states_for(firm_id).get(RUN_KEY)
     lost = open_now is not None and bool(open_now.codes & _CONNECTION_LOST_CODES)
-    if config.connection != "needs_reconnect" or services.notifier is None or run is None or not lost:
+    if (
+        config.connection != "needs_reconnect"
+        or services.notifier is None
+        or run is None
+        or open_now is None
+        or not lost
+    ):
         # Connected or disconnected since, or the loss the run recorded no longer open: the email
         # would tell of a run that is not the firm's news.
         services.config.update(firm_id, reconnect_notice_run_id=None)
         return "not_owed"
-    causes = (
-        [
-            Entry(
-                severity=problem.severity,
-                entity="run",
-                label=open_now.label,
-                code=problem.code,
-                message=problem.message,
-                suggestion=problem.suggestion,
-            )
-            for problem in open_now.problems
-        ]
-        if open_now is not None
-        else []
-    )
+    causes = [
+        Entry(
+            severity=problem.severity,
+            entity="run",
+            label=open_now.label,
+            code=problem.code,
+            message=problem.message,
+            suggestion=problem.suggestion,
+        )
+        for problem in open_now.problems
+    ]
     result = services.notifier(run, causes, config)
     if result.outcome in _NOT_GONE:
         return result.outcome  # the next hour asks again

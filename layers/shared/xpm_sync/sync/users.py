@@ -50,9 +50,8 @@ class UserSync:
         for user in sorted(stored, key=lambda user: not user.xpm_uuid):
             if user.email:
                 self._all_by_email.setdefault(normalise_email(user.email), []).append(user)
-        self._by_email = {email: users[0] for email, users in self._all_by_email.items()}
         self.directory = PeopleDirectory(
-            user_id_by_email={email: user.user_id for email, user in self._by_email.items()}
+            user_id_by_email={email: users[0].user_id for email, users in self._all_by_email.items()}
         )
 
     def sync(self, staff_list: Iterable[XpmStaff]) -> PeopleDirectory:
@@ -141,13 +140,18 @@ class UserSync:
         """Another Active user who has this email and keeps it, if any: the staff member's user may
         not take it (Active users sign in by email). Every user with it counts, a duplicate
         sign-up too, unless it gives the email up in this run."""
-        existing = self._by_uuid.get(staff.uuid) or self._by_email.get(email_key)
+        existing = self._by_uuid.get(staff.uuid) or self._user_with(email_key)
         if existing is None or (existing.email and normalise_email(existing.email) == email_key):
             return None  # a new user, or one that has it already: nothing moves onto a held email
         for holder in self._all_by_email.get(email_key, []):
             if holder.user_id != existing.user_id and holder.user_id not in releasing:
                 return holder
         return None
+
+    def _user_with(self, email_key: str) -> StoredUser | None:
+        """The Active user a staff member with this email matches: of several, the linked one."""
+        users = self._all_by_email.get(email_key)
+        return users[0] if users else None
 
     def _fail(self, staff: XpmStaff, label: str, kind: EntryKind, message: str, *found: Entry) -> None:
         self._counts["failed"] += 1
@@ -173,7 +177,7 @@ class UserSync:
                 *found,
             )
             return
-        existing = self._by_uuid.get(staff.uuid) or self._by_email.get(email_key)
+        existing = self._by_uuid.get(staff.uuid) or self._user_with(email_key)
         if existing is not None and (holder := self._holder_keeps(staff, email_key, self._releasing)):
             # Active users sign in by email: two with one would be one person to Active, and a
             # client's Partner would resolve to whichever a run read first.
@@ -246,11 +250,6 @@ class UserSync:
         # unless a user of this run has taken it (the directory then names that one).
         still = [other for other in self._all_by_email.get(old_key, []) if other.user_id != user.user_id]
         self._all_by_email[old_key] = still
-        if self._by_email.get(old_key) is user:
-            if still:
-                self._by_email[old_key] = still[0]
-            else:
-                del self._by_email[old_key]
         if self.directory.user_id_by_email.get(old_key) == user.user_id:
             if still:
                 self.directory.user_id_by_email[old_key] = still[0].user_id
