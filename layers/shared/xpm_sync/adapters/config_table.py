@@ -143,11 +143,9 @@ class ConfigRepository:
         expression = update_expression(values)
         if not expression:
             return True
-        if sync_state_id is None:
-            condition = "attribute_not_exists(sync_state_id)"
-        else:
-            condition = "sync_state_id = :sync_state_id"
-            expression.setdefault("ExpressionAttributeValues", {})[":sync_state_id"] = sync_state_id
+        condition, values = _same_state(sync_state_id)
+        if values:  # DynamoDB refuses an empty ExpressionAttributeValues
+            expression.setdefault("ExpressionAttributeValues", {}).update(values)
         return self._update_if(firm_id, ConditionExpression=condition, **expression)
 
     def mark_needs_reconnect(
@@ -169,11 +167,9 @@ class ConfigRepository:
             values[":grant_id"] = grant_id
         same_practice = ""
         if practice_of is not None:
-            if practice_of.sync_state_id is None:
-                same_practice = " AND attribute_not_exists(sync_state_id)"
-            else:
-                same_practice = " AND sync_state_id = :sync_state_id"
-                values[":sync_state_id"] = practice_of.sync_state_id
+            condition, state_values = _same_state(practice_of.sync_state_id)
+            same_practice = f" AND {condition}"
+            values.update(state_values)
         return self._update_if(
             firm_id,
             UpdateExpression="SET #status = :needs_reconnect",
@@ -332,3 +328,10 @@ class ConfigRepository:
             raise refused(config) from None
         previous = answer.get("Attributes", {}).get(requested_at)
         return previous if isinstance(previous, str) else None
+
+
+def _same_state(sync_state_id: str | None) -> tuple[str, dict[str, Any]]:
+    """The condition that the firm's tenant is still the one a run read (``sync_state_id``)."""
+    if sync_state_id is None:
+        return "attribute_not_exists(sync_state_id)", {}
+    return "sync_state_id = :sync_state_id", {":sync_state_id": sync_state_id}
