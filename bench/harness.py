@@ -29,6 +29,7 @@ import boto3
 from xpm_sync.domain.clock import iso
 
 from bench.job import RESULT_PREFIX
+from bench.moto_commands import SETTLE_COMMAND, SETTLED_ANSWER
 from local.seed import seed_active_firm, seed_connection
 from local.stack import StackNames, create_resources, function_environment, load_template
 from local.xpm_sim import Practice, Simulator, generate_practice, start_simulator
@@ -70,12 +71,36 @@ class BenchFirm:
 
 
 @dataclass
+class MotoHandle:
+    """The moto server process: its URL, its pid (for its CPU time) and its command pipe."""
+
+    url: str
+    pid: int
+    process: subprocess.Popen[str]
+
+    def settle(self) -> None:
+        """Have moto collect its garbage and freeze what it holds (``bench.moto_process``), and
+        wait until it has: the next job's requests then pay for the objects they make, not for
+        the garbage collector walking every item moto stores."""
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(f"{SETTLE_COMMAND}\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer.startswith(SETTLED_ANSWER):
+            raise JobFailed(f"moto server did not settle: {answer!r}")
+
+
+@dataclass
 class Bench:
-    moto_url: str
-    moto_pid: int
+    moto: MotoHandle
     sim: Simulator
     env: dict[str, str]
     firms: dict[str, BenchFirm] = field(default_factory=dict)
+
+    @property
+    def moto_url(self) -> str:
+        return self.moto.url
 
     def resource(self) -> Any:
         return boto3.session.Session(region_name=REGION).resource("dynamodb", endpoint_url=self.moto_url)
@@ -88,9 +113,10 @@ class Bench:
 
     def job(self, args: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
         """Run a job; adds the CPU seconds moto server and the simulator (this process) spent."""
-        moto_before, here_before = process_cpu_seconds(self.moto_pid), time.process_time()
+        self.moto.settle()
+        moto_before, here_before = process_cpu_seconds(self.moto.pid), time.process_time()
         result = run_job(args, env or self.env)
-        result["moto_cpu_seconds"] = process_cpu_seconds(self.moto_pid) - moto_before
+        result["moto_cpu_seconds"] = process_cpu_seconds(self.moto.pid) - moto_before
         result["simulator_cpu_seconds"] = time.process_time() - here_before
         return result
 
@@ -145,7 +171,7 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def moto_process() -> Iterator[tuple[str, int]]:
+def moto_process() -> Iterator[MotoHandle]:
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.moto_process"],
         cwd=ROOT,
@@ -159,7 +185,7 @@ def moto_process() -> Iterator[tuple[str, int]]:
         line = process.stdout.readline()
         if not line.startswith("MOTO_URL "):
             raise JobFailed(f"moto server did not start: {line!r}")
-        yield line.split()[1], process.pid
+        yield MotoHandle(url=line.split()[1], pid=process.pid, process=process)
     finally:
         assert process.stdin is not None
         process.stdin.close()
@@ -174,16 +200,14 @@ def moto_process() -> Iterator[tuple[str, int]]:
 def bench_stack() -> Iterator[Bench]:
     """moto server (own process), the AWS resources of template.yaml and the simulator."""
     with ExitStack() as stack:
-        moto_url, moto_pid = stack.enter_context(moto_process())
+        moto = stack.enter_context(moto_process())
         sim = start_simulator()
         stack.callback(sim.stop)
         sim.register_app(APP_CLIENT_ID, APP_CLIENT_SECRET)
         saved = {k: os.environ.get(k) for k in [*_AWS_ENV, "AWS_ENDPOINT_URL"]}
         os.environ.update(_AWS_ENV)
         stack.callback(_restore_env, saved)
-        yield Bench(
-            moto_url=moto_url, moto_pid=moto_pid, sim=sim, env=child_env({"AWS_ENDPOINT_URL": moto_url})
-        )
+        yield Bench(moto=moto, sim=sim, env=child_env({"AWS_ENDPOINT_URL": moto.url}))
 
 
 def _restore_env(saved: dict[str, str | None]) -> None:

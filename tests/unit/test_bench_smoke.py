@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import io
 import json
 import os
 import random
@@ -51,6 +53,7 @@ from bench.moto_process import (
     _transact_write_items,
     _update_item,
     _ValueIndex,
+    serve_commands,
 )
 from bench.report import day_table, failing_table, incremental_table
 from bench.run import evaluate, failing_targets, summarize_day
@@ -274,6 +277,22 @@ def test_bench_moto_queue_attributes_answer_as_moto_does(monkeypatch: pytest.Mon
     assert after["ApproximateNumberOfMessages"] == "2"  # "b" and "c"; the second "a" deduplicated
     assert after["ApproximateNumberOfMessagesNotVisible"] == "1"
     assert json.loads(after["RedrivePolicy"])["maxReceiveCount"] == 3
+
+
+def test_bench_moto_settles_by_freezing_what_it_holds_and_says_so() -> None:
+    """Before each measured job the bench has moto freeze its heap (``settle``): a job's requests
+    are then not charged for the collector walking every item stored before it."""
+    held = [{"pk": f"FIRM#{n}", "name": [n]} for n in range(1_000)]  # stands for moto's stored items
+    gc.unfreeze()
+    before = gc.get_freeze_count()
+    answers = io.StringIO()
+    try:
+        serve_commands(io.StringIO("settle\nunknown\nsettle\n"), answers)
+        frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+    assert answers.getvalue() == "SETTLED\nSETTLED\n"  # one answer per settle, none for the rest
+    assert frozen - before >= len(held)  # the held items (and their lists) now out of the walks
 
 
 def test_bench_moto_deduplicates_fifo_messages_by_index_as_sqs_does(monkeypatch: pytest.MonkeyPatch) -> None:
