@@ -149,6 +149,26 @@ def test_contacts_and_groups_keep_document_order():
     assert [(g.uuid, g.name) for g in client.groups] == [("g-9", "Zeta"), ("g-1", "Alpha")]
 
 
+def test_a_repeated_element_takes_the_first_copy_that_holds_something():
+    # Xero documents a detailed client's FirstName and LastName twice: in the general block and in
+    # the Practice Manager block, either copy possibly empty.
+    body = """<Client><UUID>c-1</UUID><Name>Jo Bloggs</Name>
+      <FirstName /> <!-- for individuals only --><LastName></LastName>
+      <Email>  </Email>
+      <Contacts /><AccountManager><UUID>staff-partner</UUID></AccountManager>
+      <!-- The following fields are returned if the Practice Management module is enabled -->
+      <FirstName>Jo</FirstName><LastName> Bloggs </LastName>
+      <Email>jo@example.com</Email><Email>second@example.com</Email>
+      <Contacts><Contact><UUID>k-1</UUID><Name>Kim</Name></Contact></Contacts>
+      <AccountManager><UUID>staff-other</UUID></AccountManager>
+      <BusinessStructure>Individual</BusinessStructure></Client>"""
+    (client,) = xml.iter_clients([clients_doc(body)])
+    assert (client.first_name, client.last_name) == ("Jo", "Bloggs")
+    assert client.email == "jo@example.com"  # of two copies holding something, the first
+    assert [contact.uuid for contact in client.contacts] == ["k-1"]
+    assert client.account_manager_uuid == "staff-partner"
+
+
 def test_empty_contacts_and_groups_are_empty_tuples():
     (client,) = xml.iter_clients([clients_doc(one_client(UUID="c", Contacts="", Groups=""))])
     assert client.contacts == ()

@@ -250,11 +250,21 @@ _FALSE = frozenset({"no", "false", "n", "0"})
 
 
 def _children(elem: Element) -> dict[str, Element]:
-    # First occurrence wins: XPM never repeats a scalar element, and a repeat must not override.
+    # XPM repeats some elements: a detailed client carries FirstName, LastName and DateOfBirth in
+    # its general block and again in the Practice Manager block, often one copy empty (Xero's own
+    # client.api/get example sends DateOfBirth filled, then empty). An empty element is an absent
+    # value (SPEC A3), so the first copy that holds something wins; of two that hold something,
+    # the first.
     found: dict[str, Element] = {}
     for child in elem:
-        found.setdefault(child.tag, child)
+        held = found.get(child.tag)
+        if held is None or (_is_blank(held) and not _is_blank(child)):
+            found[child.tag] = child
     return found
+
+
+def _is_blank(elem: Element) -> bool:
+    return len(elem) == 0 and not is_oversized(elem) and not (elem.text or "").strip()
 
 
 def is_oversized(elem: Element | None) -> bool:
