@@ -22,6 +22,7 @@ with loading():
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
     from xpm_sync.adapters.metrics import record_run_crashed
+    from xpm_sync.adapters.sync_queue import delivered_again_on_failure
     from xpm_sync.composition import sync_queue
     from xpm_sync.composition.worker import keep_alive, sync_services
     from xpm_sync.domain.runs import SyncRequest
@@ -59,14 +60,14 @@ def _handler_for(context: LambdaContext, unreadable: set[str]) -> Any:
         if request.lost_connection:
             recorded = record_connection_found_lost(request.firm_id, services, grant_id=request.grant_id)
             return recorded.run.status if recorded is not None else None
-        return _ran(request, services)
+        return _ran(request, services, delivered_again=delivered_again_on_failure(record.raw_event))
 
     return handle
 
 
-def _ran(request: SyncRequest, services: SyncServices) -> str | None:
+def _ran(request: SyncRequest, services: SyncServices, *, delivered_again: bool) -> str | None:
     """One run (or its next part, or a preview); a run that failed for a reason that may pass is
-    raised, so SQS delivers the record again."""
+    raised, so SQS delivers the record again (``delivered_again``: unless it was its last delivery)."""
     try:
         result = run_sync(
             request.firm_id,
@@ -74,6 +75,7 @@ def _ran(request: SyncRequest, services: SyncServices) -> str | None:
             services,
             resume_run_id=request.resume_run_id,
             dry_run_id=request.run_id if request.dry_run else None,
+            delivered_again_on_failure=delivered_again,
         )
     except Exception:
         # The run stopped without recording how it ended (a run it started stays running until the

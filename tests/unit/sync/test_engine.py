@@ -20,7 +20,7 @@ from xpm_sync.adapters.xpm.errors import (
 )
 from xpm_sync.domain.clock import iso
 from xpm_sync.domain.faults import FIRM_PROBLEM_CODES, SYSTEM_FAULT_CODES
-from xpm_sync.domain.firm import Checkpoint, tenant_change
+from xpm_sync.domain.firm import Checkpoint, FirmConfig, tenant_change
 from xpm_sync.domain.mapping import client_label
 from xpm_sync.domain.notification import should_notify
 from xpm_sync.domain.runs import SyncRun
@@ -1228,6 +1228,128 @@ def test_a_run_queued_before_the_sync_was_paused_does_not_run(firm: Firm) -> Non
     assert firm.runs.runs == {}
     assert firm.config.run_pending is False
     assert firm.notifier.asked == []
+
+
+def configured(firm: Firm, **changes: Any) -> None:
+    """The setup Start Sync needs is complete (the fake firm names no notification user)."""
+    firm.configs.update(FIRM, notification_user_id="user-admin", **changes)
+
+
+def test_the_admins_run_of_a_firm_saved_with_later_runs(firm: Firm) -> None:
+    """SPEC B1: one sync run per record. Later (``sync_enabled`` false) pauses the hourly sync
+    (SPEC A6), not the run the admin asked for: the probe of 2026-12-08 found it dropped."""
+    configured(firm, sync_enabled=False)
+
+    result = sync(firm, trigger="manual")
+
+    assert result is not None
+    assert result.run.status == "success"
+
+
+def test_an_hourly_run_of_a_paused_firm_does_not_run(firm: Firm) -> None:
+    configured(firm, sync_enabled=False, run_pending=True)
+
+    assert sync(firm, trigger="schedule") is None
+    assert firm.runs.runs == {}
+
+
+def test_the_admins_run_pressed_before_the_reconnect_that_paused_the_firm_does_not_run(firm: Firm) -> None:
+    """A reconnect that chose another practice pauses the firm until the admin's Start Sync: a run
+    the admin asked for before it would sync a practice nobody chose (SPEC A6)."""
+    configured(
+        firm,
+        sync_enabled=False,
+        run_pending=True,
+        manual_requested_at="2026-03-01T08:00:00Z",
+        connected_at="2026-03-01T08:30:00Z",
+        tenant_id="tenant-2",
+    )
+
+    assert sync(firm, trigger="manual") is None
+
+    assert firm.runs.runs == {}
+    assert firm.config.run_pending is False
+
+
+def test_a_config_that_never_recorded_sync_enabled_runs_what_it_is_sent(firm: Firm) -> None:
+    """A config written by something other than this API (which always writes ``sync_enabled``)
+    is not taken as paused: SPEC B1's one run per record."""
+    firm.configs.configs[FIRM] = FirmConfig(
+        firm_id=FIRM, status="connected", tenant_id="tenant-1", default_office_code=OFFICE
+    )
+
+    result = sync(firm, trigger="schedule")
+
+    assert result is not None
+    assert result.run.status == "success"
+
+
+def test_an_hourly_run_ending_leaves_the_admins_run_queued_behind_it_pending(firm: Firm) -> None:
+    """SPEC A6: Start Sync answers 429 while the admin's run is queued. The probe of 2026-12-08: the
+    end of the hourly run ahead of it in the firm's queue reopened Start Sync, and a second manual
+    run could be queued behind the first."""
+    configured(firm, run_pending=True)  # Start Sync pressed while the hourly message was queued
+    firm.xpm.clients.append(client(partner=with_partner(firm)))
+    firm.xpm.break_after = (0, XpmUnavailable("down"))
+
+    failed = sync(firm, trigger="schedule", delivered_again_on_failure=True)
+    assert failed is not None
+    assert failed.transient
+    assert firm.config.run_pending is True
+    firm.xpm.break_after = None
+    assert sync(firm, trigger="schedule") is not None
+    assert firm.config.run_pending is True, "the admin's run has not run yet"
+
+    assert sync(firm, trigger="manual") is not None
+    assert firm.config.run_pending is False
+
+
+def test_the_admins_run_failing_for_a_passing_reason_stays_pending_until_its_last_delivery(
+    firm: Firm,
+) -> None:
+    configured(firm, run_pending=True)
+    firm.xpm.clients.append(client(partner=with_partner(firm)))
+    firm.xpm.break_after = (0, XpmUnavailable("down"))
+
+    first = sync(firm, trigger="manual", delivered_again_on_failure=True)
+
+    assert first is not None
+    assert first.transient
+    assert firm.config.run_pending is True, "SQS delivers it again: it is still queued"
+    last = sync(firm, trigger="manual", delivered_again_on_failure=False)
+    assert last is not None
+    assert last.transient
+    assert firm.config.running_run_id is None
+    assert firm.config.run_pending is False, "its last delivery: Start Sync may be pressed again"
+
+
+def test_the_admins_run_failing_for_good_reopens_start_sync_even_on_a_delivery_sqs_would_repeat(
+    firm: Firm,
+) -> None:
+    """A failure no retry mends (here the practice refuses the app) is no longer queued."""
+    configured(firm, run_pending=True)
+    firm.xpm.clients.append(client(partner=with_partner(firm)))
+    firm.xpm.break_after = (0, XpmBadResponse("XPM answered ERROR: An error has occurred"))
+
+    result = sync(firm, trigger="manual", delivered_again_on_failure=True)
+
+    assert result is not None
+    assert not result.transient
+    assert firm.config.run_pending is False
+
+
+def test_the_admins_run_taken_up_by_a_run_continuing_leaves_the_gate_to_that_run(firm: Firm) -> None:
+    firm.xpm.clients += [client(partner=with_partner(firm)) for _ in range(4)]
+    firm.xpm.break_after = (2, XpmTooSlow("drip"))
+    first = sync(firm)
+    assert first is not None
+    assert first.continued
+    configured(firm, run_pending=True)  # Start Sync pressed while the next part was queued
+
+    assert sync(firm, trigger="manual") is None
+
+    assert firm.config.run_pending is False
+    assert firm.config.running_run_id == first.run.run_id, "the run going on holds Start Sync's gate"
 
 
 def test_a_tenant_change_during_a_run_keeps_the_runs_state_off_the_new_tenant(firm: Firm) -> None:

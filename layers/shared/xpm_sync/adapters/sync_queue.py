@@ -40,6 +40,18 @@ def retry_delay(receive_count: int) -> int | None:
     return FIRST_RETRY_AFTER_SECONDS if receive_count <= 1 else None
 
 
+def receive_count(record: Any) -> int:
+    """Which delivery of its message an SQS event's record is (1 when the event does not say)."""
+    attributes = record.get("attributes") if isinstance(record, dict) else None
+    received = str((attributes or {}).get("ApproximateReceiveCount", "1"))
+    return int(received) if received.isascii() and received.isdigit() else 1
+
+
+def delivered_again_on_failure(record: Any) -> bool:
+    """Whether SQS delivers this record again if the worker fails it (not its last delivery)."""
+    return receive_count(record) < MAX_RECEIVES
+
+
 @dataclass(frozen=True)
 class Sent:
     """What a send of many messages did: how many SQS took, and the firms whose message it refused."""
@@ -145,11 +157,10 @@ class SyncQueue:
         for record in records:
             if not isinstance(record, dict) or record.get("messageId") not in failed_ids:
                 continue
-            received = str((record.get("attributes") or {}).get("ApproximateReceiveCount", "1"))
             if record.get("messageId") in never_runs:
                 seconds: int | None = 0
             else:
-                seconds = retry_delay(int(received) if received.isascii() and received.isdigit() else 1)
+                seconds = retry_delay(receive_count(record))
             if seconds is None:
                 continue
             try:

@@ -120,6 +120,20 @@ class FirmConfig(BaseModel):
     def can_sync(self) -> bool:
         return self.connection == "connected"
 
+    def runs_when_asked(self, trigger: str) -> bool:
+        """Whether a run queued with ``trigger`` runs now (SPEC A6). A paused firm (``sync_enabled``
+        false) runs no hourly run; the admin's Start Sync runs, unless it was pressed before the
+        reconnect that paused the firm (it asked for the practice of then, and the one chosen since,
+        if any, waits for the admin's Start Sync), or the setup lacks what Start Sync needs (the run
+        could only fail). An item that never recorded ``sync_enabled`` (written by something other
+        than this API, which always writes it) is not paused."""
+        if self.sync_enabled or "sync_enabled" not in self.model_fields_set:
+            return True
+        if trigger != "manual" or self.missing_setup():
+            return False
+        asked, connected = self.manual_requested_at, self.connected_at
+        return asked is None or connected is None or parse_iso(asked) >= parse_iso(connected)
+
     def missing_setup(self) -> list[str]:
         """The fields Start Sync needs that the setup has not set yet (SPEC A6: NOT_CONFIGURED)."""
         needed = (

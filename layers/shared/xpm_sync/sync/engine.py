@@ -172,6 +172,8 @@ class _Run:
     # The run-level conditions this run looked at (RUN_CONDITIONS): one it stopped before looking at
     # stays open as it was, rather than closing, only to open again as new at the next run.
     judged: set[str] = field(default_factory=set)
+    # SQS delivers this part's message again if it fails for a reason that may pass.
+    delivered_again_on_failure: bool = False
 
     def run_entries(self) -> list[Entry]:
         """Every run-level entry of the whole run so far, earlier parts' included."""
@@ -189,9 +191,12 @@ def run_sync(
     *,
     resume_run_id: str | None = None,
     dry_run_id: str | None = None,
+    delivered_again_on_failure: bool = False,
 ) -> RunResult | None:
     """Run one sync for the firm, go on with one that ran out of time (``resume_run_id``), or run
-    the preview the API queued (``dry_run_id``).
+    the preview the API queued (``dry_run_id``). ``delivered_again_on_failure``: SQS will deliver
+    this request again if the run fails for a reason that may pass (not its last delivery), so a
+    manual run failing so is still queued, and Start Sync's gate stays shut (SPEC A6).
 
     None when there is nothing to do: the firm is not connected, or the continuation is stale.
     """
@@ -203,14 +208,14 @@ def run_sync(
         if dry_run_id is not None:
             _abandon_preview(firm_id, dry_run_id, services)
         if config is not None and resume_run_id is not None:
-            _end_dropped_part(config, resume_run_id, services, _CONNECTION_GONE)
+            _end_dropped_part(config, resume_run_id, services, _CONNECTION_GONE, trigger)
         elif config is not None:
             _close_left_run(config, services)
         return None
-    if not config.sync_enabled and resume_run_id is None and dry_run_id is None:
-        # Paused since this run was queued: a reconnect left no practice chosen, or another one
-        # than the admin's (SPEC A6). The admin's Start Sync runs it; this one would only fail, or
-        # sync a practice nobody chose.
+    if resume_run_id is None and dry_run_id is None and not config.runs_when_asked(trigger):
+        # Paused since this run was queued: a reconnect chose another practice than the admin's
+        # (SPEC A6), which waits for the admin's Start Sync; this one would sync a practice nobody
+        # chose.
         logger.info("the firm's sync is paused; the queued run is dropped", extra={"firm_id": firm_id})
         if config.run_pending:
             services.config.update(firm_id, run_pending=False)
@@ -219,11 +224,29 @@ def run_sync(
     part = _start(config, trigger, services, resume_run_id, dry_run_id)
     if part is None:
         return None
+    part.delivered_again_on_failure = delivered_again_on_failure
     logger.append_keys(firm_id=firm_id, run_id=part.run.run_id)
     try:
         return _run(services, part)
+    except Exception:
+        if _holds_manual_claim(part) and not delivered_again_on_failure:
+            # Its last delivery: the admin's run will not come again, so Start Sync may be pressed.
+            _release_manual_claim_quietly(firm_id, services)
+        raise
     finally:
         logger.remove_keys(["firm_id", "run_id"])
+
+
+def _holds_manual_claim(part: _Run) -> bool:
+    """Whether this run is the admin's Start Sync (whose claim ``run_pending`` is: SPEC A6)."""
+    return part.run.trigger == "manual" and not part.dry_run
+
+
+def _release_manual_claim_quietly(firm_id: str, services: SyncServices) -> None:
+    try:
+        services.config.update(firm_id, run_pending=False)
+    except Exception:  # the claim goes stale by itself (domain.start_sync.PENDING_STALE_AFTER)
+        logger.exception("could not release the manual run's claim", extra={"firm_id": firm_id})
 
 
 def _start(
@@ -248,6 +271,10 @@ def _start(
             "a run of this firm is continuing; the request is left to it",
             extra={"firm_id": config.firm_id, "run_id": config.running_run_id, "trigger": trigger},
         )
+        if trigger == "manual" and config.run_pending:
+            # The admin's request is taken up by the run going on, which holds Start Sync's gate
+            # ("a sync is running") until it ends.
+            services.config.update(config.firm_id, run_pending=False)
         return None
     if resume_run_id is None:
         run = SyncRun(
@@ -276,7 +303,7 @@ def _start(
         if checkpoint is None or checkpoint.run_id == resume_run_id:
             # The checkpoint went with a reconnect or a tenant change (SPEC A6): the run cannot go
             # on against another practice, so it ends here.
-            _end_dropped_part(config, resume_run_id, services, _SETUP_CHANGED)
+            _end_dropped_part(config, resume_run_id, services, _SETUP_CHANGED, trigger)
         return None
     part = _Run(run=unfinished, config=config, resume=checkpoint)
     part.earlier_run_entries = list(checkpoint.run_entries)
@@ -392,10 +419,12 @@ _CONNECTION_GONE = codes.XPM_NEEDS_RECONNECT.entry(
 )
 
 
-def _end_dropped_part(config: FirmConfig, run_id: str, services: SyncServices, why: Entry) -> SyncRun | None:
+def _end_dropped_part(
+    config: FirmConfig, run_id: str, services: SyncServices, why: Entry, trigger: Trigger
+) -> SyncRun | None:
     """A run's next part that cannot go on ends the run: left running, it would hold Start Sync
     ("a sync is running") for hours, and show a run going on that nothing will finish. Returns the
-    run so ended (None when it had ended already)."""
+    run so ended (None when it had ended already). ``trigger`` is the run's."""
     ended = _end_unfinished(config.firm_id, run_id, services, why)
     if ended is not None:
         logger.warning(
@@ -407,9 +436,11 @@ def _end_dropped_part(config: FirmConfig, run_id: str, services: SyncServices, w
     # still names it would hold Start Sync and the hourly runs.
     cleared: dict[str, Any] = {}
     if config.running_run_id == run_id:
-        # As at a run's end (_record_end): the manual run pending, if any, was this one or is
-        # queued behind it and no longer needs the gate.
-        cleared.update(running_run_id=None, run_pending=False)
+        cleared["running_run_id"] = None
+        if trigger == "manual":
+            # As at a run's end (_record_end): the admin's run is over. A manual run queued behind
+            # a scheduled one keeps the gate shut (SPEC A6).
+            cleared["run_pending"] = False
     if config.checkpoint is not None and config.checkpoint.run_id == run_id:
         cleared["checkpoint"] = None
     if cleared:
@@ -926,7 +957,7 @@ def _suspend(services: SyncServices, part: _Run, checkpoint: Checkpoint) -> RunR
         # Another practice was chosen (or the firm reconnected) while this part went on: its
         # checkpoint would carry the old practice's place and read window into the new one.
         current = services.config.get(part.config.firm_id) or part.config
-        ended = _end_dropped_part(current, run.run_id, services, _SETUP_CHANGED)
+        ended = _end_dropped_part(current, run.run_id, services, _SETUP_CHANGED, run.trigger)
         return RunResult(run=ended or run, entries=part.findings.entries)
     services.queue.enqueue_continuation(part.config.firm_id, run.trigger, run.run_id)
     logger.info(
@@ -1165,7 +1196,8 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
     if part.dry_run:
         services.config.update(config.firm_id, preview_pending=False)
     else:
-        _record_end(services, part, completed, failures_in_a_row, failing_since)
+        delivered_again = failure is not None and failure.transient and part.delivered_again_on_failure
+        _record_end(services, part, completed, failures_in_a_row, failing_since, delivered_again)
     run_codes = [entry.code for entry in part.run_entries()]
     if part.resume is not None:
         # A run in parts: the whole run since its first part started, not this invocation's share.
@@ -1281,13 +1313,21 @@ def _write_entries(services: SyncServices, run: SyncRun, entries: list[Entry], n
 
 
 def _record_end(
-    services: SyncServices, part: _Run, completed: bool, failures_in_a_row: int, failing_since: str | None
+    services: SyncServices,
+    part: _Run,
+    completed: bool,
+    failures_in_a_row: int,
+    failing_since: str | None,
+    delivered_again: bool,
 ) -> None:
     """The run's bookkeeping always; its incremental state only if the firm's tenant is still the
-    one the run read (SPEC A6: a tenant change in flight starts the next run afresh)."""
+    one the run read (SPEC A6: a tenant change in flight starts the next run afresh). The end of
+    the admin's manual run reopens Start Sync, unless SQS delivers it again (``delivered_again``);
+    another run's end leaves a manual run queued behind it pending (SPEC A6: 429 while queued)."""
     run, config = part.run, part.config
+    released = {"run_pending": False} if _holds_manual_claim(part) and not delivered_again else {}
     services.config.update(
-        config.firm_id, last_run_id=run.run_id, run_pending=False, checkpoint=None, running_run_id=None
+        config.firm_id, last_run_id=run.run_id, checkpoint=None, running_run_id=None, **released
     )
     run_codes = [entry.code for entry in part.run_entries()]
     state: dict[str, Any] = {
