@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from scripts.openapi import OPENAPI_JSON, render
+from tests.fixtures.api import ApiHarness
+from tests.fixtures.events import load_event
 
 B5_ROUTES = {
     ("post", "/integrations/xpm/connect"),
@@ -77,3 +81,42 @@ def test_the_callback_answers_the_config_and_documents_its_refusals() -> None:
     }
     assert callback["responses"].keys() >= {"400", "401", "403", "422", "502"}
     assert {"code", "state", "error"} <= set(schema["components"]["schemas"]["CallbackRequest"]["properties"])
+
+
+SAMPLE_ROUTES = {
+    ("api", "get_config"): ("get", "/integrations/xpm"),
+    ("api", "put_config"): ("put", "/integrations/xpm"),
+    ("api", "delete_config"): ("delete", "/integrations/xpm"),
+    ("api", "get_tenants"): ("get", "/integrations/xpm/tenants"),
+    ("api", "post_sync"): ("post", "/integrations/xpm/sync"),
+    ("api", "get_runs"): ("get", "/integrations/xpm/runs"),
+    ("api", "get_run"): ("get", "/integrations/xpm/runs/{run_id}"),
+    ("api", "get_run_entries"): ("get", "/integrations/xpm/runs/{run_id}/entries"),
+    ("api", "get_problems"): ("get", "/integrations/xpm/problems"),
+    ("api", "get_problems_summary"): ("get", "/integrations/xpm/problems/summary"),
+    ("api", "post_preview"): ("post", "/integrations/xpm/preview"),
+    ("api", "get_matches"): ("get", "/integrations/xpm/matches"),
+    ("api", "post_match"): ("post", "/integrations/xpm/matches/{xpm_uuid}"),
+    ("oauth", "connect"): ("post", "/integrations/xpm/connect"),
+    ("oauth", "callback"): ("post", "/integrations/xpm/callback"),
+}
+
+
+def test_the_samples_cover_every_route() -> None:
+    assert set(SAMPLE_ROUTES.values()) == B5_ROUTES
+
+
+@pytest.mark.parametrize(("function", "case"), SAMPLE_ROUTES, ids=[case for _, case in SAMPLE_ROUTES])
+def test_every_route_answers_a_body_that_is_not_json_400_as_its_document_says(
+    api: ApiHarness, function: str, case: str
+) -> None:
+    """SPEC B5: a body that is not JSON is 400 INVALID_JSON on every route, those that take no body
+    included; the probe of 2026-12-08 found 7 operations whose document listed no 400."""
+    event = load_event(function, case, body="not json")
+
+    answer = api.send_api(event) if function == "api" else api.send_oauth(event)
+
+    assert answer.status == 400, answer.text
+    assert answer.json["error"]["code"] == "INVALID_JSON"
+    method, path = SAMPLE_ROUTES[(function, case)]
+    assert "400" in json.loads(render())["paths"][path][method]["responses"]

@@ -88,7 +88,8 @@ def documented(status: int, model: type[BaseModel], description: str, *errors: i
     answers: dict[int, Any] = {
         status: {"description": description, "content": {"application/json": {"model": model}}}
     }
-    for error in errors:
+    # Every route reads its body, whether it takes one or not: a body that is not JSON is a 400.
+    for error in sorted({400, *errors}):
         answers[error] = {"description": _ERROR_DESCRIPTIONS[error], "content": ERROR_CONTENT}
     return answers
 
