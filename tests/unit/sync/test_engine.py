@@ -790,6 +790,31 @@ def test_a_changed_default_partner_reaches_the_clients_that_use_it_at_the_next_r
     assert not run(firm).full_read, "once applied, the hourly runs go back to what XPM changed"
 
 
+def test_a_default_partner_undone_after_a_full_read_that_stopped_part_way_is_read_again(firm: Firm) -> None:
+    """The probe of 2026-12-08: the full read for a new Default Partner stopped after its first
+    batch, the admin undid the change, and the next run, seeing the recorded Default Partner again,
+    read only what XPM changed: the clients the stopped read reached kept a partner the firm no
+    longer gives, with no problem open, until the daily full read."""
+    firm.xpm.clients += [client(partner=None) for _ in range(150)]
+    assert run(firm).counts["client"]["failed"] == 150  # PARTNER_MISSING: no Default Partner
+    partner = firm.active.add_user("dp@harbour.example")
+    firm.active.add_office(OFFICE, default_partner_user_id=partner)
+    firm.xpm.break_after = (120, XpmUnavailable("down"))
+    stopped = run(firm, trigger="manual")
+    assert stopped.full_read
+    assert stopped.status == "failed"
+    reached = [item for item in firm.active.client_items.values() if item.get("partner_user_id") == partner]
+    assert reached, "the first batch was applied before XPM went down"
+
+    firm.xpm.break_after = None
+    firm.active.add_office(OFFICE, default_partner_user_id=None)  # undone
+    done = run(firm)
+
+    assert done.full_read
+    assert done.counts["client"]["failed"] == 150, "each says its partner is missing, those reached too"
+    assert not run(firm).full_read, "once read whole, the hourly runs go back to what XPM changed"
+
+
 def test_a_config_that_never_recorded_its_default_partner_reads_no_more_than_before(firm: Firm) -> None:
     # A config written before the last full read recorded it: no full read forced on deploy
     firm.active.add_office(OFFICE, default_partner_user_id=firm.active.add_user("dp@harbour.example"))

@@ -70,6 +70,9 @@ class FirmConfig(BaseModel):
     # What the last completed full read applied from Active that XPM's answer does not say (the
     # Default Partner of clients with none in XPM, {} for none); absent when no full read recorded it.
     full_read_inputs: dict[str, str] | None = None
+    # A full read began applying other inputs than those and has not completed since: the clients
+    # it reached may carry them, whatever the inputs are now, so the next run reads every client.
+    full_read_owed: bool = False
     # Written by the versions before the sync kept its retries per record (issue 19): the clients
     # then awaiting a retry. A firm that still has it is read whole once, which finds them again.
     retry_client_uuids: set[str] | None = None
@@ -174,6 +177,8 @@ def inputs_changed(config: FirmConfig, default_partner_user_id: str | None) -> b
     """Whether the Default Partner changed since the last full read applied it: the clients that
     use it are in no incremental answer (XPM did not change them), so only a full read reaches them
     (SPEC A2). Unknown (no full read recorded it yet) is no change: the daily full read records it."""
+    if config.full_read_owed:
+        return True
     if config.full_read_inputs is None:
         return False
     return config.full_read_inputs.get("default_partner_user_id") != default_partner_user_id

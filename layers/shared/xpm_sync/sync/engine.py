@@ -663,6 +663,12 @@ def _sync(services: SyncServices, part: _Run) -> None:
             "the Default Partner changed: this run reads every client", extra={"firm_id": config.firm_id}
         )
         part.full_read, part.since = True, None
+    if part.full_read and part.resume is None and not config.full_read_owed:
+        applied = _applied_inputs(part)
+        if config.full_read_inputs is not None and applied != config.full_read_inputs:
+            # Until this read completes, some clients may carry these inputs and others not: the
+            # next run reads every client, even if the inputs go back to the recorded ones.
+            services.config.update(config.firm_id, full_read_owed=True)
     xpm = services.xpm_factory(config.tenant_id, services.tokens.for_firm(config.firm_id))
     try:
         _sync_with(xpm, services, part, store, office.code, default_partner)
@@ -1342,6 +1348,7 @@ def _record_end(
             state["retry_client_uuids"] = None  # an earlier version's retries: this read found them
             # The first part's: one changed since reaches the clients of the parts before it next run.
             state["full_read_inputs"] = _applied_inputs(part)
+            state["full_read_owed"] = False
     if not services.config.update_if_same_state(config.firm_id, config.sync_state_id, **state):
         logger.info(
             "the firm's tenant changed while this run went on; its state is not kept",
