@@ -313,6 +313,54 @@ def test_prospects_are_skipped_without_an_entry_and_a_linked_one_is_left_as_it_i
     assert firm.active.clients_with(xpm_uuid=linked.uuid)[0]["legal_name"] == linked.name
 
 
+def test_a_client_recreated_with_the_code_of_one_xpm_no_longer_lists_takes_its_client_back_at_the_full_read(
+    firm: Firm,
+) -> None:
+    """The probe of 2026-12-08: a client deleted in XPM and gone from its list kept its code in
+    Active for good, and the client re-created there with that code failed CLIENT_CODE_DUPLICATE
+    at every run, naming a "duplicate" XPM no longer has. The daily full read reads XPM's whole list:
+    a holder it does not send is gone, and SPEC A4's re-creation takes its Active client back."""
+    partner = with_partner(firm)
+    gone = client("THOM0003", partner=partner)
+    firm.xpm.clients.append(gone)
+    run(firm)
+    (held,) = firm.active.client_items
+    firm.xpm.clients.remove(gone)
+    recreated = client("THOM0003", partner=partner, name="Thomas Super Fund")
+    firm.xpm.put(recreated, at=firm.clock.now())
+
+    hourly = run(firm)  # only the re-created client is in the answer: its holder may still be listed
+    assert hourly.counts["client"]["failed"] == 1
+    firm.configs.update(FIRM, last_full_read_started_at=None)  # the daily full read
+    daily = run(firm)
+
+    assert daily.counts["client"]["failed"] == 0
+    assert [e.code for e in firm.runs.latest_entries() if e.xpm_uuid == recreated.uuid] == ["CLIENT_RELINKED"]
+    assert list(firm.active.client_items) == [held], "no second client with the code"
+    item = firm.active.client_items[held]
+    assert (item["xpm_uuid"], item["code"], item["legal_name"]) == (
+        recreated.uuid,
+        "THOM0003",
+        "Thomas Super Fund",
+    )
+
+
+def test_a_client_moved_onto_the_code_of_one_xpm_no_longer_lists_is_told_so(firm: Firm) -> None:
+    partner = with_partner(firm)
+    gone, mover = client("OLD01", partner=partner), client("MOVE01", partner=partner)
+    firm.xpm.clients += [gone, mover]
+    run(firm)
+    firm.xpm.clients.remove(gone)
+    firm.xpm.put(mover.model_copy(update={"client_code": "OLD01"}), at=firm.clock.now())
+    firm.configs.update(FIRM, last_full_read_started_at=None)
+
+    run(firm)
+
+    (entry,) = [e for e in firm.runs.latest_entries() if e.xpm_uuid == mover.uuid]
+    assert entry.code == "CLIENT_CODE_TAKEN"
+    assert "which XPM no longer lists" in entry.message
+
+
 def test_a_client_recreated_in_xpm_with_an_archived_clients_code_takes_its_active_client_back(
     firm: Firm,
 ) -> None:

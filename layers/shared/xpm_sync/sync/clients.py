@@ -156,6 +156,9 @@ class ClientSync:
     failed_earlier_in_run: set[str] = field(default_factory=set)
     # The part stops before the list's end: a holder not yet read may still be live in XPM.
     _stopping: bool = False
+    # This part read XPM's whole client list (a full read in one part): a linked holder it did not
+    # send is no longer in XPM.
+    _whole_list_read: bool = False
     # Updates sent and not yet answered, by client id (at most one per client).
     _in_flight: dict[str, _Write] = field(default_factory=dict)
 
@@ -512,10 +515,24 @@ class ClientSync:
                 "archived in XPM, still has: this part of the run ended before it could tell whether "
                 "that client is still archived. The sync tries again next run.",
             )
-        if existing is None and (not holder.xpm_uuid or (holder.archived_in_xpm and not revived)):
-            # Entered by hand in Active: linked (SPEC A2); archived in XPM: relinked (SPEC A4). One
-            # XPM sent live in this run (brought back from the archive) is nobody's to take.
+        # Deleted in XPM and gone from its list: as good as archived for SPEC A4's re-creation.
+        unlisted = (
+            holder.xpm_uuid is not None
+            and self._whole_list_read
+            and not self.ledger.was_seen(holder.xpm_uuid)
+        )
+        if existing is None and (not holder.xpm_uuid or (holder.archived_in_xpm and not revived) or unlisted):
+            # Entered by hand in Active: linked (SPEC A2); archived in XPM, or no longer listed
+            # there: relinked (SPEC A4). One XPM sent live in this run (brought back from the
+            # archive) is nobody's to take.
             return None
+        if unlisted:
+            return codes.CLIENT_CODE_TAKEN.entry(
+                label=label,
+                xpm_uuid=record.uuid,
+                message=f"{label} changed its code to {code} in XPM, but the Active client {holder.label}, "
+                "which XPM no longer lists, already has that code.",
+            )
         if holder.xpm_uuid and (revived or not holder.archived_in_xpm):
             # Another XPM client already holds the code: the duplicate-code rule of SPEC A4, seen
             # across runs (the first holder synced in an earlier run).
@@ -552,12 +569,15 @@ class ClientSync:
                 if not self.ledger.is_waiting(waiter_uuid):
                     applied.append(waiter_uuid)
 
-    def settle(self, *, stopping: bool = False) -> None:
+    def settle(self, *, stopping: bool = False, whole_list: bool = False) -> None:
         """The list is done (or the part must stop: ``stopping``). Clients that wait for each
         other's codes in a ring (codes swapped in XPM) take them all at once; a client still waiting
         for a code whose holder XPM did not send, or did not move, fails on the conflict as it
-        stands (when stopping, it takes no archived holder's client: that holder may yet come live)."""
+        stands (when stopping, it takes no archived holder's client: that holder may yet come live),
+        unless this part read XPM's ``whole_list``: a holder it did not send is gone from XPM, and
+        its client is the re-created client's to take back (SPEC A4)."""
         self._stopping = stopping
+        self._whole_list_read = whole_list and not stopping
         for ring in self.ledger.rings():
             self._swap(ring)
         while waiters := self.ledger.take_any_waiters():

@@ -767,7 +767,7 @@ def _sync_with(
             # Before the list's waiters settle: a client of the list may be waiting for the code of
             # one only a retry applies (codes swapped while one of the two was failing).
             _retry_clients(services, part, clients)
-        clients.settle()
+        clients.settle(whole_list=part.full_read and part.resume is None)
     except _OutOfTime as stopped:
         # A client waiting for a code cannot wait across invocations: it fails for now and is
         # retried next run, by when its code's holder has moved. A part stopping in the retries
