@@ -863,6 +863,44 @@ def test_a_default_partner_undone_after_a_full_read_that_stopped_part_way_is_rea
     assert not run(firm).full_read, "once read whole, the hourly runs go back to what XPM changed"
 
 
+def a_client_whose_manager_has_no_active_user(firm: Firm) -> tuple[XpmStaff, XpmClientRecord]:
+    """A Manager with a one-word name in XPM: no Active user can be made for them."""
+    manager = staff("Mononym", "mono@harbour.example", uuid="staff-mono")
+    firm.xpm.staff.append(manager)
+    record = client(partner=with_partner(firm), job_manager_uuid=manager.uuid)
+    firm.xpm.clients.append(record)
+    run(firm)
+    assert [e.code for e in firm.runs.latest_entries() if e.xpm_uuid == record.uuid] == [
+        "MANAGER_NOT_IN_ACTIVE"
+    ]
+    return manager, record
+
+
+def test_a_manager_added_to_active_as_the_warning_suggests_is_set_by_the_next_run(firm: Firm) -> None:
+    """SPEC A7: fixing the cause in Active alone is enough. The probe of 2026-12-08: the Manager was
+    set, and the warning closed, only at the daily full read (warned clients kept no copy)."""
+    manager, record = a_client_whose_manager_has_no_active_user(firm)
+    user_id = firm.active.add_user(manager.email or "", first_name="Mono", last_name="Nym")
+
+    done = run(firm)
+
+    assert not done.full_read
+    assert firm.xpm.calls == 2, "no XPM call for it: the copy XPM last sent"
+    (item,) = [item for item in firm.active.client_items.values() if item.get("xpm_uuid") == record.uuid]
+    assert item["manager_user_id"] == user_id
+    assert f"client#{record.uuid}" not in firm.states.states, "the warning closed"
+
+
+def test_clients_warned_of_their_manager_are_not_applied_again_while_nobody_changes(firm: Firm) -> None:
+    a_client_whose_manager_has_no_active_user(firm)
+
+    done = run(firm)
+
+    assert not done.full_read
+    assert sum(done.counts["client"].values()) == 0, "nothing read or applied for them"
+    assert [e.code for e in firm.runs.latest_entries()] == ["STAFF_SURNAME_MISSING"]
+
+
 def test_a_config_that_never_recorded_its_default_partner_reads_no_more_than_before(firm: Firm) -> None:
     # A config written before the last full read recorded it: no full read forced on deploy
     firm.active.add_office(OFFICE, default_partner_user_id=firm.active.add_user("dp@harbour.example"))

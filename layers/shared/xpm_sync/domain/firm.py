@@ -73,6 +73,9 @@ class FirmConfig(BaseModel):
     # A full read began applying other inputs than those and has not completed since: the clients
     # it reached may carry them, whatever the inputs are now, so the next run reads every client.
     full_read_owed: bool = False
+    # What the firm's XPM staff resolved to at the last completed run (PeopleDirectory.digest): a
+    # change lets the clients synced with their Manager unresolved be applied again (SPEC A7).
+    people_digest: str | None = None
     # Written by the versions before the sync kept its retries per record (issue 19): the clients
     # then awaiting a retry. A firm that still has it is read whole once, which finds them again.
     retry_client_uuids: set[str] | None = None

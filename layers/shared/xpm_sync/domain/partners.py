@@ -9,6 +9,7 @@ even then. An unresolved Manager is a warning and leaves the manager empty.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from xpm_sync.domain import entries
@@ -97,6 +98,15 @@ class PeopleDirectory:
                     "manager was left empty.",
                 )
         return ResolvedPeople(partner_user_id, manager_user_id, tuple(found))
+
+    def digest(self) -> str:
+        """What every XPM staff member resolves to (an email, an Active user), as one short text: a
+        client whose Manager did not resolve may resolve once it changes, and not before."""
+        resolved = sorted(
+            f"{uuid}={bool((email or '').strip())}={self._user_of(uuid)[1] or ''}"
+            for uuid, email in self.staff_email_by_uuid.items()
+        )
+        return hashlib.sha256("\n".join(resolved).encode()).hexdigest()[:32]
 
     def _user_of(self, staff_uuid: str) -> tuple[str | None, str | None]:
         """The XPM staff member's email, and the Active user with it (None for either unknown)."""

@@ -34,9 +34,25 @@ from xpm_sync.domain.mapping import (
 )
 from xpm_sync.domain.near_match import MatchReason, Suggestion, UnlinkedClients
 from xpm_sync.domain.partners import PeopleDirectory
+from xpm_sync.domain.problems import RecordState
 from xpm_sync.domain.xpm_records import XpmClientRecord
 from xpm_sync.sync.findings import RunFindings
 from xpm_sync.sync.ports import ActiveStore, MatchStore
+
+# Warnings a client synced with that a change of people mends, not a change of the record: its
+# Manager not resolved to an Active user.
+RESOLVED_BY_PEOPLE = frozenset({codes.MANAGER_NOT_IN_ACTIVE.code, codes.MANAGER_NOT_IN_XPM_STAFF.code})
+
+
+def waits_on_people(state: RecordState) -> bool:
+    """The record's copy is kept only for a Manager left empty (RESOLVED_BY_PEOPLE): it synced, and
+    no error or suggested link waits on it."""
+    return (
+        bool(state.codes & RESOLVED_BY_PEOPLE)
+        and codes.NEAR_MATCH.code not in state.codes
+        and all(problem.severity != "error" for problem in state.problems)
+    )
+
 
 # DynamoDB's limit on the items of one transaction.
 MAX_CODES_SWAPPED_AT_ONCE = 100
@@ -428,8 +444,17 @@ class ClientSync:
     def _synced(self, record: XpmClientRecord, label: str, found: Iterable[Entry]) -> None:
         if record.uuid in self.suggestions:
             self.settled_suggestions.add(record.uuid)
+        entries = tuple(found)
+        # A Manager left empty is mended outside the record (a user added in Active, a staff member
+        # fixed in XPM): the copy is kept, to apply again once the people change (SPEC A7).
+        mended_elsewhere = record.uuid and any(entry.code in RESOLVED_BY_PEOPLE for entry in entries)
         self.findings.report(
-            "client", xpm_uuid=record.uuid, label=label, entries=tuple(found), web_url=record.web_url
+            "client",
+            xpm_uuid=record.uuid,
+            label=label,
+            entries=entries,
+            retry_copy=record.model_dump_json() if mended_elsewhere else None,
+            web_url=record.web_url,
         )
 
     def _deleted_meanwhile(

@@ -54,7 +54,7 @@ from xpm_sync.domain.runs import RUN_RETENTION, SyncRun, Trigger, new_counts, ne
 from xpm_sync.domain.xpm_records import XpmClientRecord
 from xpm_sync.observability import logger
 from xpm_sync.runtime import unlimited
-from xpm_sync.sync.clients import ClientSync
+from xpm_sync.sync.clients import ClientSync, waits_on_people
 from xpm_sync.sync.findings import RunFindings
 from xpm_sync.sync.ports import (
     AccessTokens,
@@ -174,6 +174,8 @@ class _Run:
     judged: set[str] = field(default_factory=set)
     # SQS delivers this part's message again if it fails for a reason that may pass.
     delivered_again_on_failure: bool = False
+    # What the firm's XPM staff resolve to in this part (PeopleDirectory.digest).
+    people_digest: str | None = None
 
     def run_entries(self) -> list[Entry]:
         """Every run-level entry of the whole run so far, earlier parts' included."""
@@ -733,6 +735,7 @@ def _sync_with(
         raise _OutOfTime(_place_kept(part)) from None
     directory = users.sync(staff)
     directory.default_partner_user_id = default_partner
+    part.people_digest = directory.digest()
     if not resuming:
         _check_connection_owner(part, directory.has_staff_email)
     matches = services.matches_for(part.config.firm_id)
@@ -882,7 +885,13 @@ def _retry_clients(services: SyncServices, part: _Run, clients: ClientSync) -> N
 
     A client that lost its code to another XPM client goes after the rest: the first (by XPM's
     order) keeps a shared code (SPEC A4), and it may be waiting for a retry itself (its partner
-    missing, say), so it must not find the code taken by the one that lost it."""
+    missing, say), so it must not find the code taken by the one that lost it.
+
+    A client that synced with its Manager left empty (RESOLVED_BY_PEOPLE) is applied again only
+    when what the staff resolve to changed since the last completed run: a user added in Active
+    then sets the Manager at the next run, and a firm with thousands of such clients reads none of
+    them in an hour when nobody changed."""
+    people_changed = part.people_digest != part.config.people_digest
     due = [
         state
         for _, key, state in sorted(
@@ -890,6 +899,7 @@ def _retry_clients(services: SyncServices, part: _Run, clients: ClientSync) -> N
             for key, state in part.states.items()
         )
         if state.retry_copy is not None
+        and (people_changed or not waits_on_people(state))
         and state.seen_run != part.run.run_id
         and key not in part.findings.sightings
         # XPM's answer sent it (it may still be waiting for a code): its copy there is newer.
@@ -1349,6 +1359,8 @@ def _record_end(
             # The first part's: one changed since reaches the clients of the parts before it next run.
             state["full_read_inputs"] = _applied_inputs(part)
             state["full_read_owed"] = False
+        if part.people_digest is not None:
+            state["people_digest"] = part.people_digest
     if not services.config.update_if_same_state(config.firm_id, config.sync_state_id, **state):
         logger.info(
             "the firm's tenant changed while this run went on; its state is not kept",
