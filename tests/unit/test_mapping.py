@@ -667,6 +667,18 @@ def test_client_label_is_name_and_code_as_an_admin_knows_them() -> None:
     assert client_label(a_client(uuid="u-1", name=None, client_code=None)) == "XPM client u-1"
 
 
+def test_a_long_name_gives_way_in_an_entrys_label_so_the_code_still_shows() -> None:
+    """SPEC A5: an entry names the record by its name and code; labels are cut at 200 characters,
+    which took a long trust name's code away (the probe of 2026-12-08)."""
+    record = a_client(name="The Trustee for the " + "Very Long Family " * 20 + "Trust", client_code="LONG01")
+
+    entry = entries.ABN_INVALID.entry(label=client_label(record), message="m", xpm_uuid="u-1")
+
+    assert len(entry.label) <= entries.MAX_LABEL_CHARS
+    assert entry.label.startswith("The Trustee for the Very Long Family")
+    assert entry.label.endswith("… (LONG01)")
+
+
 def test_staff_label_is_the_name_else_the_email() -> None:
     assert staff_label(a_staff(name="Mary Smith")) == "Mary Smith"
     assert staff_label(a_staff(name=None, email="m@x.example")) == "m@x.example"

@@ -183,7 +183,9 @@ def client_label(client: XpmClientRecord) -> str:
     """The client as an admin finds it in XPM: "Name (CODE)", or whichever of the two it has."""
     name, code = legal_name(client), _text(client.client_code)
     if name and code:
-        return f"{name} ({code})"
+        # A label is cut at MAX_LABEL_CHARS: a long name gives way, so the code still shows.
+        room = entries.MAX_LABEL_CHARS - len(code) - len(" ()")
+        return f"{entries.shorten(name, max(room, 1))} ({code})"
     return name or code or (f"XPM client {client.uuid}" if client.uuid else "XPM client without a UUID")
 
 
