@@ -11,11 +11,15 @@ from xpm_sync import composition
 from xpm_sync.adapters import aws as aws_clients
 from xpm_sync.adapters.xpm.client import XpmApi
 from xpm_sync.composition import worker as worker_composition
+from xpm_sync.composition.worker import sync_services
+from xpm_sync.settings import WorkerSettings, load_settings
+from xpm_sync.sync.engine import run_sync
 
 from functions.api.app import lambda_handler as api_handler
 from functions.sync_dispatch.app import lambda_handler as dispatch_handler
 from functions.sync_worker.app import lambda_handler as worker_handler
 from local.lambda_runtime import LocalContext, _sqs_record, scheduled_event
+from tests.e2e.test_continuation import TinyBudget
 from tests.fixtures.api import ADMIN_SUB, Answer, FakeLambdaContext, MovableClock, answer_of
 from tests.fixtures.sync import SyncWorld
 
@@ -110,3 +114,78 @@ def test_the_worker_runs_the_admins_record_for_a_firm_saved_with_later(world: Sy
 
     assert answer == {"batchItemFailures": []}
     assert [run.trigger for run in world.runs()] == ["manual"]
+
+
+def _drain(world: SyncWorld) -> list[dict[str, Any]]:
+    sqs = aws_clients.client("sqs")
+    bodies: list[dict[str, Any]] = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=world.names.queue_url, MaxNumberOfMessages=10).get(
+            "Messages", []
+        )
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=world.names.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def test_a_manual_run_whose_continuation_fails_on_an_outage_does_not_hold_start_sync_for_hours(
+    world: SyncWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin's first sync runs in parts (a large practice). Its second part meets an XPM 503:
+    the run ends failed, and SQS delivers the part again in 5 minutes. That delivery finds the run
+    ended (checkpoint gone) and does nothing. Nothing was queued or running any more, yet Start
+    Sync answered 429 "already queued or running" for 6 hours. The second read of 2026-12-08."""
+    clock = MovableClock()
+    monkeypatch.setattr(composition, "clock", clock)
+    monkeypatch.setattr(worker_composition, "XpmApi", lambda **kw: XpmApi(**{**kw, "sleep": lambda s: None}))
+    assert start_sync(world.firm_id).status == 202
+    (manual,) = _drain(world)
+    assert manual["trigger"] == "manual"
+
+    budget = TinyBudget(monkeypatch, per_part=2)
+    services = sync_services(load_settings(WorkerSettings), remaining_seconds=budget.remaining_seconds)
+    first = run_sync(world.firm_id, "manual", services, delivered_again_on_failure=True)
+    assert first is not None
+    assert first.continued
+    (continuation,) = _drain(world)
+    assert continuation.get("resume_run_id") == first.run.run_id
+
+    world.sim.faults.add("unavailable", times=None, path="client.api/list")
+    failed = worker_handler(one_record(continuation, receive_count=1), LocalContext("SyncWorkerFunction"))
+    assert len(failed["batchItemFailures"]) == 1  # SQS delivers it again
+    world.sim.faults.clear()
+    assert world.last_run().status == "failed"
+
+    again = worker_handler(one_record(continuation, receive_count=2), LocalContext("SyncWorkerFunction"))
+    assert again == {"batchItemFailures": []}  # the stale part is dropped
+    assert _drain(world) == []  # nothing queued
+    assert world.config().running_run_id is None  # nothing running
+
+    clock.advance(10 * 60)  # well past the 5-minute cooldown
+    answer = start_sync(world.firm_id)
+    assert answer.status == 202, answer.text
+
+
+def test_a_record_that_does_not_say_its_receive_count_is_not_assumed_to_come_back(
+    world: SyncWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPEC B1 describes records by their body alone. A record without attributes (Lambda's always
+    have them) was taken as a first delivery, so a manual run failing on an outage kept Start Sync
+    shut for 6 hours, even on what was in fact its last delivery. The second read of 2026-12-08."""
+    clock = MovableClock()
+    monkeypatch.setattr(composition, "clock", clock)
+    monkeypatch.setattr(worker_composition, "XpmApi", lambda **kw: XpmApi(**{**kw, "sleep": lambda s: None}))
+    assert start_sync(world.firm_id).status == 202
+    (manual,) = _drain(world)
+    world.sim.faults.add("unavailable", times=None, path="client.api/list")
+    record = one_record(manual)
+    del record["Records"][0]["attributes"]
+    for _ in range(3):  # the queue's three deliveries, then the dead-letter queue
+        assert len(worker_handler(record, LocalContext("SyncWorkerFunction"))["batchItemFailures"]) == 1
+    world.sim.faults.clear()
+
+    clock.advance(10 * 60)
+    answer = start_sync(world.firm_id)
+    assert answer.status == 202, answer.text

@@ -552,9 +552,9 @@ def test_what_a_run_fixes_and_finds_in_the_same_second_as_the_last_email_counts_
         states.every_open(), states.fixed_after(emailed_at), last_emailed_at=emailed_at
     )
     # The user added is also the Manager of other clients: their warnings close at this run too.
-    fixed = {group.code: group.count for group in summary.fixed}
-    fixed_managers = fixed.pop("MANAGER_NOT_IN_ACTIVE", 0)
-    assert fixed == {"PARTNER_NOT_IN_ACTIVE": 1}
+    fixed_by_code = {group.code: group.count for group in summary.fixed}
+    fixed_managers = fixed_by_code.pop("MANAGER_NOT_IN_ACTIVE", 0)
+    assert fixed_by_code == {"PARTNER_NOT_IN_ACTIVE": 1}
     assert summary.fixed_since_last_email == 1 + fixed_managers
     assert len(list(states.fixed_after(emailed_at))) == 1 + fixed_managers
     assert [(group.code, group.count) for group in summary.new] == [("BUSINESS_STRUCTURE_MISSING", 1)]

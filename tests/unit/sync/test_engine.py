@@ -345,6 +345,43 @@ def test_a_client_recreated_with_the_code_of_one_xpm_no_longer_lists_takes_its_c
     )
 
 
+def test_a_uuidless_copy_of_a_live_client_does_not_hand_its_active_client_to_a_duplicate(firm: Firm) -> None:
+    """SPEC A4: of two XPM clients with one code the first syncs; a record sent without a UUID is an
+    error of its own. The second read of 2026-12-08: in a full read where XPM sent the first without
+    its UUID, its Active client counted as no longer listed and went to the duplicate."""
+    partner = with_partner(firm)
+    first = client("DUP01", partner=partner, name="First Holdings Pty Ltd")
+    firm.xpm.clients.append(first)
+    run(firm)
+    second = client("DUP01", partner=partner, name="Second Holdings Pty Ltd")
+    firm.xpm.put(second, at=firm.clock.now())
+    run(firm)
+    assert "CLIENT_CODE_DUPLICATE" in codes_of(firm)
+    firm.xpm.clients = [first.model_copy(update={"uuid": ""}), second]
+    firm.configs.update(FIRM, last_full_read_started_at=None)
+
+    assert run(firm).full_read
+
+    linked = {item["code"]: item["xpm_uuid"] for item in firm.active.client_items.values()}
+    assert linked == {"DUP01": first.uuid}, "the first client keeps its Active record"
+
+
+def test_a_preview_with_another_default_partner_changes_no_sync_state(firm: Firm) -> None:
+    """SPEC B6: a dry run changes no sync state: a preview under another Default Partner made the
+    next hourly run read every client though the admin changed it back (the second read of
+    2026-12-08)."""
+    first_partner = firm.active.add_user("first@harbour.example")
+    firm.active.add_office(OFFICE, default_partner_user_id=first_partner)
+    firm.xpm.clients += [client(partner=None) for _ in range(3)]
+    run(firm)
+    firm.active.add_office(OFFICE, default_partner_user_id=firm.active.add_user("second@harbour.example"))
+    preview(firm)
+    firm.active.add_office(OFFICE, default_partner_user_id=first_partner)
+
+    assert firm.config.full_read_owed is False
+    assert not run(firm).full_read
+
+
 def test_a_client_moved_onto_the_code_of_one_xpm_no_longer_lists_is_told_so(firm: Firm) -> None:
     partner = with_partner(firm)
     gone, mover = client("OLD01", partner=partner), client("MOVE01", partner=partner)

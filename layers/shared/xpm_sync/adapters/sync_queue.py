@@ -48,7 +48,12 @@ def receive_count(record: Any) -> int:
 
 
 def delivered_again_on_failure(record: Any) -> bool:
-    """Whether SQS delivers this record again if the worker fails it (not its last delivery)."""
+    """Whether SQS delivers this record again if the worker fails it (not its last delivery). A
+    record that does not say which delivery it is (Lambda's always do) is taken as its last: what
+    waits on it (Start Sync's gate) is not held for a delivery that may never come."""
+    attributes = record.get("attributes") if isinstance(record, dict) else None
+    if not isinstance(attributes, dict) or "ApproximateReceiveCount" not in attributes:
+        return False
     return receive_count(record) < MAX_RECEIVES
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from xpm_sync.domain import entries
 from xpm_sync.domain.active_records import Address, ClientFields, EntityType, SyncedValues, UserFields
-from xpm_sync.domain.entries import Entry, EntryKind
+from xpm_sync.domain.entries import MAX_LABEL_CHARS, Entry, EntryKind, shorten
 from xpm_sync.domain.xpm_records import XpmClientRecord, XpmContact, XpmStaff
 
 INDIVIDUAL_TYPES: frozenset[EntityType] = frozenset({"individual", "sole_trader"})
@@ -184,8 +184,8 @@ def client_label(client: XpmClientRecord) -> str:
     name, code = legal_name(client), _text(client.client_code)
     if name and code:
         # A label is cut at MAX_LABEL_CHARS: a long name gives way, so the code still shows.
-        room = entries.MAX_LABEL_CHARS - len(code) - len(" ()")
-        return f"{entries.shorten(name, max(room, 1))} ({code})"
+        room = MAX_LABEL_CHARS - len(code) - len(" ()")
+        return f"{shorten(name, max(room, 1))} ({code})"
     return name or code or (f"XPM client {client.uuid}" if client.uuid else "XPM client without a UUID")
 
 

@@ -175,6 +175,8 @@ class ClientSync:
     # This part read XPM's whole client list (a full read in one part): a linked holder it did not
     # send is no longer in XPM.
     _whole_list_read: bool = False
+    # XPM's answer had a record without a usable UUID: any linked client may be that one.
+    _unidentified_in_list: bool = False
     # Updates sent and not yet answered, by client id (at most one per client).
     _in_flight: dict[str, _Write] = field(default_factory=dict)
 
@@ -238,6 +240,7 @@ class ClientSync:
         """Apply one record of XPM's answer (or, ``from_retry``, the copy kept of one that failed)."""
         label = client_label(record)
         if not record.uuid:
+            self._unidentified_in_list = True
             self._reject(record, label, codes.CLIENT_UUID_MISSING, f"{label} came from XPM without a UUID.")
             return
         if not from_retry:
@@ -602,7 +605,8 @@ class ClientSync:
         unless this part read XPM's ``whole_list``: a holder it did not send is gone from XPM, and
         its client is the re-created client's to take back (SPEC A4)."""
         self._stopping = stopping
-        self._whole_list_read = whole_list and not stopping
+        # A record sent without a UUID may be any holder: none can be taken as gone then.
+        self._whole_list_read = whole_list and not stopping and not self._unidentified_in_list
         for ring in self.ledger.rings():
             self._swap(ring)
         while waiters := self.ledger.take_any_waiters():

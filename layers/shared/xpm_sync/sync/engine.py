@@ -439,10 +439,11 @@ def _end_dropped_part(
     cleared: dict[str, Any] = {}
     if config.running_run_id == run_id:
         cleared["running_run_id"] = None
-        if trigger == "manual":
-            # As at a run's end (_record_end): the admin's run is over. A manual run queued behind
-            # a scheduled one keeps the gate shut (SPEC A6).
-            cleared["run_pending"] = False
+    if trigger == "manual" and config.run_pending and config.running_run_id in (None, run_id):
+        # As at a run's end (_record_end): the admin's run is over (a part of it left by a failure
+        # SQS delivered again finds it ended). A manual run queued behind a scheduled one keeps
+        # the gate shut (SPEC A6); none can be queued behind a manual one while its claim holds.
+        cleared["run_pending"] = False
     if config.checkpoint is not None and config.checkpoint.run_id == run_id:
         cleared["checkpoint"] = None
     if cleared:
@@ -665,7 +666,7 @@ def _sync(services: SyncServices, part: _Run) -> None:
             "the Default Partner changed: this run reads every client", extra={"firm_id": config.firm_id}
         )
         part.full_read, part.since = True, None
-    if part.full_read and part.resume is None and not config.full_read_owed:
+    if part.full_read and part.resume is None and not part.dry_run and not config.full_read_owed:
         applied = _applied_inputs(part)
         if config.full_read_inputs is not None and applied != config.full_read_inputs:
             # Until this read completes, some clients may carry these inputs and others not: the
@@ -1212,7 +1213,14 @@ def _finish(services: SyncServices, part: _Run, failure: _RunFailure | None, sec
     if part.dry_run:
         services.config.update(config.firm_id, preview_pending=False)
     else:
-        delivered_again = failure is not None and failure.transient and part.delivered_again_on_failure
+        # Only a first part's delivery starts the admin's run again: a later part's finds its run
+        # ended (the checkpoint cleared) and does nothing.
+        delivered_again = (
+            failure is not None
+            and failure.transient
+            and part.delivered_again_on_failure
+            and part.resume is None
+        )
         _record_end(services, part, completed, failures_in_a_row, failing_since, delivered_again)
     run_codes = [entry.code for entry in part.run_entries()]
     if part.resume is not None:
