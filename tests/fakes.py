@@ -115,8 +115,9 @@ class FakeActive:
         self.items_read += len(found)
         return [StoredClient.from_item(item) for item in found]
 
-    def check_fits(self, entity: str, values: SyncedValues) -> None:
-        if item_size({k: v for k, v in values.items() if v is not None}) > MAX_ITEM_BYTES:
+    def check_fits(self, entity: str, values: SyncedValues, **owned_at_creation: str) -> None:
+        item = {k: v for k, v in values.items() if v is not None} | dict(owned_at_creation)
+        if item_size(item) > MAX_ITEM_BYTES:
             raise RecordTooLarge(entity)
 
     def create(self, entity: str, values: SyncedValues, **owned_at_creation: str) -> str:

@@ -152,6 +152,25 @@ def test_a_firm_reconnected_since_its_last_completed_run_counts_from_the_reconne
     assert not without_completed_run(reconnected, NOW)
 
 
+def test_a_firm_whose_last_run_ended_within_3_hours_is_not_counted_however_long_it_ran() -> None:
+    long_run = firm(
+        sync_enabled=True,
+        last_completed_run_started_at=ago(timedelta(hours=5)),
+        last_completed_run_finished_at=ago(timedelta(minutes=1)),
+    )
+
+    assert not without_completed_run(long_run, NOW)
+
+
+def test_a_firm_whose_admin_pressed_start_sync_within_3_hours_is_not_counted() -> None:
+    # Connected days ago and saved with Later: the sync starts at Start Sync, not at the connection
+    started = firm(
+        sync_enabled=True, connected_at=ago(timedelta(days=3)), manual_requested_at=ago(timedelta(minutes=5))
+    )
+
+    assert not without_completed_run(started, NOW)
+
+
 def test_a_firm_that_never_completed_a_run_counts_from_when_it_connected() -> None:
     assert without_completed_run(firm(sync_enabled=True, connected_at=ago(timedelta(hours=4))), NOW)
     assert not without_completed_run(firm(sync_enabled=True, connected_at=ago(timedelta(hours=2))), NOW)

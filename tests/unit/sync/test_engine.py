@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from xpm_sync.adapters.dynamodb import MAX_ITEM_BYTES, item_size
 from xpm_sync.adapters.xpm.errors import (
     XpmAuthError,
     XpmBadResponse,
@@ -21,7 +22,7 @@ from xpm_sync.adapters.xpm.errors import (
 from xpm_sync.domain.clock import iso
 from xpm_sync.domain.faults import FIRM_PROBLEM_CODES, SYSTEM_FAULT_CODES
 from xpm_sync.domain.firm import Checkpoint, FirmConfig, tenant_change
-from xpm_sync.domain.mapping import client_label
+from xpm_sync.domain.mapping import client_label, client_values, map_client
 from xpm_sync.domain.notification import should_notify
 from xpm_sync.domain.runs import SyncRun
 from xpm_sync.domain.xpm_records import XpmClientRecord, XpmStaff
@@ -793,6 +794,53 @@ def test_a_preview_reports_oversized_records_and_counts_a_link_to_an_archived_cl
     assert planned.counts["user"]["failed"] == done.counts["user"]["failed"] == 1
 
 
+def test_a_suggestion_a_preview_made_goes_when_xpm_stops_listing_its_record(firm: Firm) -> None:
+    """SPEC B6: a problem closes when XPM no longer lists its record, and its suggested link with
+    it. The probe of 2026-12-08: one a preview made (before the first sync) has no record state for
+    the full read to drop it with, and GET matches offered it for good."""
+    partner = with_partner(firm)
+    look_alike = client(partner=partner, name="Look Alike Pty Ltd")
+    firm.xpm.clients += [look_alike, client(partner=partner)]
+    firm.active.add_client(legal_name="Look Alike Pty Ltd")
+    preview(firm)
+    assert look_alike.uuid in firm.matches.suggestions
+    firm.xpm.clients.remove(look_alike)
+
+    assert run(firm).full_read
+
+    assert look_alike.uuid not in firm.matches.suggestions
+
+
+def test_a_client_only_its_office_code_pushes_over_the_item_limit_is_planned_as_the_run_fails_it(
+    firm: Firm,
+) -> None:
+    """The probe of 2026-12-08: the preview's size check left out the ``office_code`` the real
+    creation adds, so a client within a few bytes of DynamoDB's limit was planned as created."""
+    partner = with_partner(firm)
+
+    def fits_alone(name_length: int) -> bool:
+        values = client_values(
+            map_client(client("BIG1", partner=partner, name="N" * name_length)).fields,  # type: ignore[arg-type]
+            xpm_uuid="client-big",
+            partner_user_id="user-1",
+            manager_user_id=None,
+        )
+        return item_size({k: v for k, v in values.items() if v is not None}) <= MAX_ITEM_BYTES
+
+    low, high = 0, MAX_ITEM_BYTES
+    while low < high:  # the longest name whose synced values alone fit
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits_alone(middle) else (low, middle - 1)
+    firm.xpm.clients.append(client("BIG1", partner=partner, name="N" * low, uuid="client-big"))
+
+    preview(firm)
+    planned = {(e.code, e.xpm_uuid) for e in firm.runs.latest_entries()}
+    run(firm)
+
+    assert ("RECORD_TOO_LARGE", "client-big") in {(e.code, e.xpm_uuid) for e in firm.runs.latest_entries()}
+    assert ("RECORD_TOO_LARGE", "client-big") in planned
+
+
 def test_a_preview_that_meets_an_outage_is_not_delivered_again_nor_counted_by_the_operators(
     firm: Firm, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -990,8 +1038,7 @@ def test_a_system_fault_waits_and_a_firm_problem_is_told_at_once(code: str) -> N
             "failed",
             failure,
             failures_in_a_row=in_a_row,
-            last_completed_run_started_at=recent,
-            connected_at=None,
+            expected_to_sync_since=recent,
             now=now,
         )
 
@@ -1183,6 +1230,37 @@ def test_a_notification_user_chosen_again_closes_its_problem_at_the_next_run_wit
     # ... and later runs, with nothing open, look nobody up
     run(firm)
     assert firm.notifier.looked_up == 1
+
+
+def test_a_passing_outage_at_the_first_run_after_a_late_start_sync_waits_like_any_other(firm: Firm) -> None:
+    """The probe of 2026-12-08: a firm connected a day before the admin finished the setup (or
+    saved it with Later for days) emailed at its first run's passing outage, the 3 hours of SPEC
+    A5 counted from the connection. Start Sync starts the sync afresh."""
+    firm.xpm.clients.append(client(partner=with_partner(firm)))
+    firm.configs.update(FIRM, connected_at=iso(START - timedelta(days=1)), manual_requested_at=iso(START))
+    firm.xpm.break_after = (0, XpmUnavailable("down"))
+
+    assert run(firm, trigger="manual").status == "failed"
+
+    assert firm.notifier.sent == []
+
+
+def test_a_passing_outage_right_after_a_long_run_completed_waits_like_any_other(firm: Firm) -> None:
+    """A run in parts that began 4 hours ago and completed a minute ago is a completed run within
+    SPEC A5's 3 hours: they count from its end, not its start (the probe of 2026-12-08)."""
+    firm.xpm.clients.append(client(partner=with_partner(firm)))
+    run(firm)
+    firm.configs.update(
+        FIRM,
+        connected_at=iso(START - timedelta(days=30)),
+        last_completed_run_started_at=iso(START - timedelta(hours=4)),
+    )
+    assert firm.config.last_completed_run_finished_at is not None
+    firm.xpm.break_after = (0, XpmUnavailable("down"))
+
+    assert run(firm).status == "failed"
+
+    assert firm.notifier.sent == []
 
 
 def test_a_passing_outage_right_after_a_tenant_change_waits_like_any_other(firm: Firm) -> None:

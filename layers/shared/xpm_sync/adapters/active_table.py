@@ -320,10 +320,11 @@ class ActiveRepository:
         self._new_records.put(item)
         return record_id
 
-    def check_fits(self, entity: str, values: SyncedValues) -> None:
-        """Raises ``RecordTooLarge`` when a record holding ``values`` could not be stored: a dry run
-        plans writes it never makes, and reports what the real run would (SPEC B6)."""
-        self._fitting_item(entity, str(uuid.UUID(int=0)), values, {})
+    def check_fits(self, entity: str, values: SyncedValues, **owned_at_creation: str) -> None:
+        """Raises ``RecordTooLarge`` when a record holding ``values`` (and, for a new one, what
+        :meth:`create` would set with them) could not be stored: a dry run plans writes it never
+        makes, and reports what the real run would (SPEC B6)."""
+        self._fitting_item(entity, str(uuid.UUID(int=0)), values, owned_at_creation)
 
     def _fitting_item(
         self, entity: str, record_id: str, values: SyncedValues, owned_at_creation: Mapping[str, str]

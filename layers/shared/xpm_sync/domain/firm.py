@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from xpm_sync.domain.clock import parse_iso
+from xpm_sync.domain.clock import latest, parse_iso
 from xpm_sync.domain.entries import Entry
 
 ConnectionStatus = Literal["not_connected", "connected", "needs_reconnect", "disconnected"]
@@ -66,6 +66,9 @@ class FirmConfig(BaseModel):
     connected_at: str | None = None
     # Incremental sync state (SPEC A7): ISO 8601 UTC start times.
     last_completed_run_started_at: str | None = None
+    # When that run ended: a run in parts may end hours after it began (SPEC A5's 3 hours count from
+    # here).
+    last_completed_run_finished_at: str | None = None
     last_full_read_started_at: str | None = None
     # What the last completed full read applied from Active that XPM's answer does not say (the
     # Default Partner of clients with none in XPM, {} for none); absent when no full read recorded it.
@@ -139,6 +142,17 @@ class FirmConfig(BaseModel):
             return False
         asked, connected = self.manual_requested_at, self.connected_at
         return asked is None or connected is None or parse_iso(asked) >= parse_iso(connected)
+
+    def expected_to_sync_since(self) -> str | None:
+        """Where SPEC A5's "no completed run for 3 hours" counts from: the end of the last completed
+        run or, when later, the connection or the admin's last Start Sync (either starts the sync
+        afresh: a setup finished hours after connecting, or a firm saved with Later for days, has
+        not been failing since it connected). None when none of them is known."""
+        return latest(
+            self.last_completed_run_finished_at or self.last_completed_run_started_at,
+            self.connected_at,
+            self.manual_requested_at,
+        )
 
     def missing_setup(self) -> list[str]:
         """The fields Start Sync needs that the setup has not set yet (SPEC A6: NOT_CONFIGURED)."""

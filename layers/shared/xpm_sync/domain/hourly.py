@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from xpm_sync.domain.clock import latest, parse_iso
+from xpm_sync.domain.clock import parse_iso
 from xpm_sync.domain.firm import FirmConfig
 
 # Half of Xero's 60 days: a keep-alive that fails for a while (Xero down, an outage of ours) is
@@ -101,8 +101,9 @@ def due_for_keep_alive(config: FirmConfig, now: datetime, *, stored_expires_at: 
 
 
 def without_completed_run(config: FirmConfig, now: datetime) -> bool:
-    """A connected, enabled firm whose last completed run (success or partial) began 3 hours ago or
-    more; counted from when it connected instead when that is later (a reconnect starts afresh).
+    """A connected, enabled firm whose last completed run (success or partial) ended 3 hours ago or
+    more; counted from when it connected, or the admin last pressed Start Sync, instead when that
+    is later (``FirmConfig.expected_to_sync_since``: either starts the sync afresh).
 
     A firm whose setup names no practice or default office is left out: its runs can only fail with
     SYNC_NOT_CONFIGURED, which its admin fixes, not an operator. So is a firm whose last run failed
@@ -112,9 +113,7 @@ def without_completed_run(config: FirmConfig, now: datetime) -> bool:
         return False
     if not config.tenant_id or not config.default_office_code or config.last_failure_owner == "firm":
         return False
-    return _older_than(
-        latest(config.last_completed_run_started_at, config.connected_at), NO_COMPLETED_RUN_AFTER, now
-    )
+    return _older_than(config.expected_to_sync_since(), NO_COMPLETED_RUN_AFTER, now)
 
 
 def plan_hour(configs: Iterable[FirmConfig], now: datetime) -> HourlyPlan:

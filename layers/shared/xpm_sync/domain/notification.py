@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from xpm_sync.domain.clock import latest, parse_iso
+from xpm_sync.domain.clock import parse_iso
 from xpm_sync.domain.entries import Entry, shorten, without_credentials
 from xpm_sync.domain.faults import SYSTEM_FAULT_CODES
 from xpm_sync.domain.firm import FirmConfig
@@ -290,8 +290,7 @@ def should_notify(
     failure_code: str | None,
     *,
     failures_in_a_row: int,
-    last_completed_run_started_at: str | None,
-    connected_at: str | None,
+    expected_to_sync_since: str | None,
     now: datetime,
     failing_since: str | None = None,
 ) -> bool:
@@ -299,9 +298,9 @@ def should_notify(
 
     Record errors and problems only the admin can fix are told at once. A self-clearing failure
     is told from the third such run in a row (``failures_in_a_row`` counts this one), or once the
-    firm has had no completed run for 3 hours: counted from its last completed run or from when it
-    connected, whichever is later (a reconnect starts afresh), else from the first run of this
-    streak of failures (``failing_since``).
+    firm has had no completed run for 3 hours: counted from ``expected_to_sync_since``
+    (``FirmConfig.expected_to_sync_since``: the last completed run's end, or a later connection or
+    Start Sync), else from the first run of this streak of failures (``failing_since``).
     """
     if status not in ("failed", "partial"):
         return False
@@ -309,5 +308,5 @@ def should_notify(
         return True
     if failures_in_a_row >= PERSISTS_AFTER_RUNS:
         return True
-    since = latest(last_completed_run_started_at, connected_at) or failing_since
+    since = expected_to_sync_since or failing_since
     return since is not None and now - parse_iso(since) >= PERSISTS_AFTER

@@ -361,7 +361,7 @@ class ClientSync:
         if existing is None:
             try:
                 if self.dry_run:
-                    self.store.check_fits("client", desired)
+                    self.store.check_fits("client", desired, office_code=self.default_office_code)
                     client_id = f"planned-{record.uuid}"
                 else:
                     client_id = self.store.create("client", desired, office_code=self.default_office_code)
@@ -614,6 +614,13 @@ class ClientSync:
                 self._apply(waiter, may_wait=False)
                 self._wake(waiter_uuid)
         self.drain()
+
+    def suggestions_not_listed(self) -> list[str]:
+        """The XPM UUIDs of suggested links whose record XPM's whole list, read by this part, does
+        not have (none when this part did not read the whole list): no run can apply an answer."""
+        if not self._whole_list_read:
+            return []
+        return [uuid for uuid in self.suggestions if not self.ledger.was_seen(uuid)]
 
     def _swap(self, ring: list[tuple[str, XpmClientRecord]]) -> None:
         """Give every client of the ring its new code in one transaction, so that Active never

@@ -787,6 +787,9 @@ def _end_of_part(part: _Run, clients: ClientSync, matches: MatchStore) -> None:
     _drop_linked_from_unlinked(part, clients, matches)
     if clients.settled_suggestions and not part.dry_run:
         matches.forget(clients.settled_suggestions)
+    if not part.dry_run and (unlisted := clients.suggestions_not_listed()):
+        # One a preview made has no record state for the full read to drop it with (SPEC B6).
+        matches.forget(unlisted)
 
 
 def _drop_linked_from_unlinked(part: _Run, clients: ClientSync, matches: MatchStore) -> None:
@@ -1300,8 +1303,7 @@ def _notify_if_due(
         run.status,
         failure_code,
         failures_in_a_row=failures_in_a_row,
-        last_completed_run_started_at=config.last_completed_run_started_at,
-        connected_at=config.connected_at,
+        expected_to_sync_since=config.expected_to_sync_since(),
         now=now,
         failing_since=failing_since,
     ):
@@ -1361,6 +1363,7 @@ def _record_end(
     }
     if completed:
         state["last_completed_run_started_at"] = run.started_at
+        state["last_completed_run_finished_at"] = run.finished_at
         if part.full_read:
             state["last_full_read_started_at"] = run.started_at
             state["retry_client_uuids"] = None  # an earlier version's retries: this read found them

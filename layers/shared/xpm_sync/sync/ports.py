@@ -80,8 +80,9 @@ class ActiveStore(Protocol):
 
     def create(self, entity: str, values: SyncedValues, **owned_at_creation: str) -> str: ...
 
-    def check_fits(self, entity: str, values: SyncedValues) -> None:
-        """Raises ``RecordTooLarge`` when a record holding ``values`` could not be stored."""
+    def check_fits(self, entity: str, values: SyncedValues, **owned_at_creation: str) -> None:
+        """Raises ``RecordTooLarge`` when a record holding ``values`` (and, a new one, what ``create``
+        sets with them) could not be stored."""
 
     def update(self, entity: str, record_id: str, changes: SyncedValues) -> None: ...
 
