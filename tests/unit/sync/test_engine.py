@@ -367,6 +367,44 @@ def test_a_uuidless_copy_of_a_live_client_does_not_hand_its_active_client_to_a_d
     assert linked == {"DUP01": first.uuid}, "the first client keeps its Active record"
 
 
+def test_an_unrelated_uuidless_record_does_not_stop_a_recreated_client_taking_its_client_back(
+    firm: Firm,
+) -> None:
+    partner = with_partner(firm)
+    gone = client("THOM0003", partner=partner)
+    firm.xpm.clients.append(gone)
+    run(firm)
+    (held,) = firm.active.client_items
+    firm.xpm.clients.remove(gone)  # deleted in XPM: no longer listed
+    recreated = client("THOM0003", partner=partner, name="Thomas Super Fund")
+    # An unrelated client, with another code, that XPM sends without its UUID
+    broken = client("ZZZ999", partner=partner, name="Unrelated Pty Ltd").model_copy(update={"uuid": ""})
+    firm.xpm.clients += [recreated, broken]
+    firm.configs.update(FIRM, last_full_read_started_at=None)  # the daily full read
+
+    daily = run(firm)
+
+    assert daily.full_read
+    by_uuid = {e.xpm_uuid: e.code for e in firm.runs.latest_entries() if e.xpm_uuid}
+    assert by_uuid.get(recreated.uuid) == "CLIENT_RELINKED", by_uuid
+    assert firm.active.client_items[held]["xpm_uuid"] == recreated.uuid
+
+
+def test_an_unrelated_uuidless_record_does_not_keep_a_dead_suggestion_for_good(firm: Firm) -> None:
+    partner = with_partner(firm)
+    look_alike = client(partner=partner, name="Look Alike Pty Ltd")
+    broken = client("ZZZ999", partner=partner, name="Unrelated Pty Ltd").model_copy(update={"uuid": ""})
+    firm.xpm.clients += [look_alike, broken]
+    firm.active.add_client(legal_name="Look Alike Pty Ltd")
+    preview(firm)
+    assert look_alike.uuid in firm.matches.suggestions
+    firm.xpm.clients.remove(look_alike)
+
+    assert run(firm).full_read
+
+    assert look_alike.uuid not in firm.matches.suggestions
+
+
 def test_a_preview_with_another_default_partner_changes_no_sync_state(firm: Firm) -> None:
     """SPEC B6: a dry run changes no sync state: a preview under another Default Partner made the
     next hourly run read every client though the admin changed it back (the second read of

@@ -31,11 +31,27 @@ class PeopleDirectory:
     ``staff_email_by_uuid``: :func:`uuid_key` of each XPM staff UUID -> that staff member's email.
     ``user_id_by_email``: :func:`normalise_email` of each Active user's email -> the user's id.
     ``default_partner_user_id``: the default office's Default Partner, when it is an Active user.
+
+    A staff member linked to an Active user (its ``xpm_uuid``, :meth:`link`) resolves to that user
+    (SPEC A4: users match by ``xpm_uuid`` first), even when this run could not sync them; one not
+    linked resolves by email, but never to a user linked to another staff member XPM lists: that
+    user is someone else to Active, and a client would silently change hands.
     """
 
     staff_email_by_uuid: dict[str, str] = field(default_factory=dict)
     user_id_by_email: dict[str, str] = field(default_factory=dict)
     default_partner_user_id: str | None = None
+    _user_by_staff: dict[str, str] = field(default_factory=dict)
+    _linked_users: dict[str, str] = field(default_factory=dict)  # user id -> uuid_key of its staff
+
+    def link(self, staff_uuid: str, user_id: str) -> None:
+        """The listed staff member ``staff_uuid`` is the Active user ``user_id``."""
+        key = uuid_key(staff_uuid)
+        previous = self._user_by_staff.get(key)
+        if previous is not None and self._linked_users.get(previous) == key:
+            del self._linked_users[previous]
+        self._user_by_staff[key] = user_id
+        self._linked_users[user_id] = key
 
     def has_staff_email(self, email: str) -> bool:
         wanted = normalise_email(email)
@@ -66,7 +82,17 @@ class PeopleDirectory:
                 )
         else:
             partner_email, partner_user_id = self._user_of(mapping.partner_uuid)
-            if partner_email is None:
+            if (
+                partner_email is not None
+                and partner_user_id is None
+                and self._held_by_other(mapping.partner_uuid)
+            ):
+                problem(
+                    entries.PARTNER_NOT_IN_ACTIVE,
+                    f"The client's Partner has the email {partner_email} in XPM, but the Active user "
+                    "with it is linked to another XPM staff member (see that staff member's problem).",
+                )
+            elif partner_email is None:
                 # SPEC A2 names one error for a Partner with no Active user; the message says why
                 # none can be matched here (no email in XPM to match a user by) and what to do.
                 problem(
@@ -84,7 +110,17 @@ class PeopleDirectory:
         manager_user_id: str | None = None
         if mapping.manager_uuid is not None:
             manager_email, manager_user_id = self._user_of(mapping.manager_uuid)
-            if manager_email is None:
+            if (
+                manager_email is not None
+                and manager_user_id is None
+                and self._held_by_other(mapping.manager_uuid)
+            ):
+                problem(
+                    entries.MANAGER_NOT_IN_ACTIVE,
+                    f"The client's Manager has the email {manager_email} in XPM, but the Active user "
+                    "with it is linked to another XPM staff member; the manager was left empty.",
+                )
+            elif manager_email is None:
                 # Nothing Active can do: XPM has no email to match a user by (SPEC A5's suggestion).
                 problem(
                     entries.MANAGER_NOT_IN_XPM_STAFF,
@@ -109,6 +145,22 @@ class PeopleDirectory:
         return hashlib.sha256("\n".join(resolved).encode()).hexdigest()[:32]
 
     def _user_of(self, staff_uuid: str) -> tuple[str | None, str | None]:
-        """The XPM staff member's email, and the Active user with it (None for either unknown)."""
-        email = (self.staff_email_by_uuid.get(uuid_key(staff_uuid)) or "").strip() or None
-        return email, self.user_id_by_email.get(normalise_email(email)) if email else None
+        """The XPM staff member's email, and their Active user (None for either unknown): the one
+        linked to them, else the one with that email that no other listed staff member has."""
+        key = uuid_key(staff_uuid)
+        email = (self.staff_email_by_uuid.get(key) or "").strip() or None
+        if email is None:
+            return None, None
+        if (linked := self._user_by_staff.get(key)) is not None:
+            return email, linked
+        user_id = self.user_id_by_email.get(normalise_email(email))
+        if user_id is not None and user_id in self._linked_users:
+            return email, None
+        return email, user_id
+
+    def _held_by_other(self, staff_uuid: str) -> bool:
+        """The Active user with the staff member's email is linked to another listed staff member."""
+        key = uuid_key(staff_uuid)
+        email = (self.staff_email_by_uuid.get(key) or "").strip()
+        user_id = self.user_id_by_email.get(normalise_email(email)) if email else None
+        return key not in self._user_by_staff and user_id is not None and user_id in self._linked_users

@@ -175,8 +175,10 @@ class ClientSync:
     # This part read XPM's whole client list (a full read in one part): a linked holder it did not
     # send is no longer in XPM.
     _whole_list_read: bool = False
-    # XPM's answer had a record without a usable UUID: any linked client may be that one.
-    _unidentified_in_list: bool = False
+    # The codes and labels of the records XPM's answer sent without a usable UUID: a client with
+    # that code (or a suggestion for that label) may be one of them, so it is not taken as gone.
+    _unidentified_codes: set[str] = field(default_factory=set)
+    _unidentified_labels: set[str] = field(default_factory=set)
     # Updates sent and not yet answered, by client id (at most one per client).
     _in_flight: dict[str, _Write] = field(default_factory=dict)
 
@@ -240,7 +242,8 @@ class ClientSync:
         """Apply one record of XPM's answer (or, ``from_retry``, the copy kept of one that failed)."""
         label = client_label(record)
         if not record.uuid:
-            self._unidentified_in_list = True
+            self._unidentified_codes.add(code_key(record.client_code or ""))
+            self._unidentified_labels.add(label)
             self._reject(record, label, codes.CLIENT_UUID_MISSING, f"{label} came from XPM without a UUID.")
             return
         if not from_retry:
@@ -548,6 +551,7 @@ class ClientSync:
             holder.xpm_uuid is not None
             and self._whole_list_read
             and not self.ledger.was_seen(holder.xpm_uuid)
+            and not self._unidentified_codes & {"", code_key(holder.code or "")}
         )
         if existing is None and (not holder.xpm_uuid or (holder.archived_in_xpm and not revived) or unlisted):
             # Entered by hand in Active: linked (SPEC A2); archived in XPM, or no longer listed
@@ -605,8 +609,7 @@ class ClientSync:
         unless this part read XPM's ``whole_list``: a holder it did not send is gone from XPM, and
         its client is the re-created client's to take back (SPEC A4)."""
         self._stopping = stopping
-        # A record sent without a UUID may be any holder: none can be taken as gone then.
-        self._whole_list_read = whole_list and not stopping and not self._unidentified_in_list
+        self._whole_list_read = whole_list and not stopping
         for ring in self.ledger.rings():
             self._swap(ring)
         while waiters := self.ledger.take_any_waiters():
@@ -620,7 +623,11 @@ class ClientSync:
         not have (none when this part did not read the whole list): no run can apply an answer."""
         if not self._whole_list_read:
             return []
-        return [uuid for uuid in self.suggestions if not self.ledger.was_seen(uuid)]
+        return [
+            uuid
+            for uuid, suggestion in self.suggestions.items()
+            if not self.ledger.was_seen(uuid) and suggestion.label not in self._unidentified_labels
+        ]
 
     def _swap(self, ring: list[tuple[str, XpmClientRecord]]) -> None:
         """Give every client of the ring its new code in one transaction, so that Active never

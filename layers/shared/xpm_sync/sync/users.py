@@ -59,6 +59,9 @@ class UserSync:
         staff_list = list(staff_list)
         # The whole staff list, every run: a user linked to a UUID not in it follows its email.
         self._listed = {uuid_key(staff.uuid) for staff in staff_list if staff.uuid}
+        for uuid, user in self._by_uuid.items():
+            if uuid_key(uuid) in self._listed:
+                self.directory.link(uuid, user.user_id)
         with_email: dict[str, list[XpmStaff]] = {}
         seen: set[str] = set()
         mapped: list[tuple[XpmStaff, str, UserFields, tuple[Entry, ...], str]] = []
@@ -189,11 +192,8 @@ class UserSync:
                 f"{holder.email} already has; the linked user keeps {existing.email}.",
                 *found,
             )
-            if existing.email and self._by_uuid.get(staff.uuid) is existing:
-                # The staff member is still that user to Active: a client whose Partner (or Manager)
-                # they are resolves to it, not to the other user with the email (SPEC A4: users
-                # match by xpm_uuid first).
-                self.directory.staff_email_by_uuid[uuid_key(staff.uuid)] = existing.email
+            # A staff member linked to that user is still that user to Active: a client whose
+            # Partner (or Manager) they are resolves to it (PeopleDirectory.link).
             return
         relinked: tuple[Entry, ...] = ()
         if existing is not None and existing.xpm_uuid and existing.xpm_uuid != staff.uuid:
@@ -238,6 +238,7 @@ class UserSync:
         if existing is not None and existing.email:
             self._forget_old_email(existing, email_key)
         self.directory.user_id_by_email[email_key] = user_id
+        self.directory.link(staff.uuid, user_id)
         self._findings.report("user", xpm_uuid=staff.uuid, label=label, entries=(*found, *relinked))
 
     def _forget_old_email(self, user: StoredUser, email_key: str) -> None:
