@@ -45,6 +45,9 @@ class Checkpoint(BaseModel):
     # What the run's first part applied from Active (FirmConfig.full_read_inputs): a full read in
     # parts records that, so a Default Partner changed between its parts is applied at the next run.
     applied_inputs: dict[str, str] | None = None
+    # The run's staff were synced by an earlier part (False: it stopped reading the staff list, and
+    # the next part syncs them, counts them and looks at the connection's owner).
+    users_synced: bool = True
 
 
 class FirmConfig(BaseModel):

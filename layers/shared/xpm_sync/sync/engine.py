@@ -176,6 +176,8 @@ class _Run:
     delivered_again_on_failure: bool = False
     # What the firm's XPM staff resolve to in this part (PeopleDirectory.digest).
     people_digest: str | None = None
+    # The run's staff were synced, by this part or an earlier one (Checkpoint.users_synced).
+    users_synced: bool = False
 
     def run_entries(self) -> list[Entry]:
         """Every run-level entry of the whole run so far, earlier parts' included."""
@@ -307,9 +309,9 @@ def _start(
             # on against another practice, so it ends here.
             _end_dropped_part(config, resume_run_id, services, _SETUP_CHANGED, trigger)
         return None
-    part = _Run(run=unfinished, config=config, resume=checkpoint)
+    part = _Run(run=unfinished, config=config, resume=checkpoint, users_synced=checkpoint.users_synced)
     part.earlier_run_entries = list(checkpoint.run_entries)
-    if "run_entries" in checkpoint.model_fields_set:
+    if "run_entries" in checkpoint.model_fields_set and checkpoint.users_synced:
         part.judged.update(RUN_CONDITIONS)  # the first part looked, and carried what it found
     # else a checkpoint an earlier version wrote, carrying nothing: those problems stay as they were
     return part
@@ -414,6 +416,11 @@ _SETUP_CHANGED = codes.SYNC_SETUP_CHANGED.entry(
     message="The XPM connection or practice changed between two parts of this run: it stopped there, "
     "and the next run reads every client of the practice now chosen.",
 )
+_NEXT_PART_NOT_QUEUED = codes.INTERNAL_ERROR.entry(
+    label="Sync run",
+    message="This run ran out of time and its next part could not be queued: it stopped there, and "
+    "the request is run again from the start.",
+)
 _CONNECTION_GONE = codes.XPM_NEEDS_RECONNECT.entry(
     label="Sync run",
     message="The integration was disconnected, or Xero stopped accepting its connection, between two "
@@ -439,11 +446,11 @@ def _end_dropped_part(
     cleared: dict[str, Any] = {}
     if config.running_run_id == run_id:
         cleared["running_run_id"] = None
-    if trigger == "manual" and config.run_pending and config.running_run_id in (None, run_id):
-        # As at a run's end (_record_end): the admin's run is over (a part of it left by a failure
-        # SQS delivered again finds it ended). A manual run queued behind a scheduled one keeps
-        # the gate shut (SPEC A6); none can be queued behind a manual one while its claim holds.
-        cleared["run_pending"] = False
+        if trigger == "manual":
+            # As at a run's end (_record_end): the admin's run is over. A manual run queued behind
+            # a scheduled one keeps the gate shut (SPEC A6), and so does a newer Start Sync's run
+            # queued behind a part delivered again after its run ended (that part ends nothing).
+            cleared["run_pending"] = False
     if config.checkpoint is not None and config.checkpoint.run_id == run_id:
         cleared["checkpoint"] = None
     if cleared:
@@ -649,7 +656,8 @@ def _sync(services: SyncServices, part: _Run) -> None:
     default_partner = office.default_partner_user_id or None
     part.judged.add(codes.DEFAULT_PARTNER_NOT_IN_ACTIVE.code)
     if default_partner is not None and not store.user_exists(default_partner):
-        if part.resume is None:  # reported once per run, by its first part
+        earlier = {entry.code for entry in part.earlier_run_entries}
+        if codes.DEFAULT_PARTNER_NOT_IN_ACTIVE.code not in earlier:  # reported once per run
             part.findings.run_level(
                 codes.DEFAULT_PARTNER_NOT_IN_ACTIVE.entry(
                     label="Default Partner",
@@ -725,7 +733,9 @@ def _sync_with(
 ) -> None:
     counts = part.run.counts
     # A continuation reads staff again to resolve partners, but the first part counted them.
-    resuming = part.resume is not None
+    # A continuation reads staff again to resolve partners, but the part that synced them counted
+    # and reported them (one that stopped reading the staff list did not: this part does).
+    resuming = part.users_synced
     user_counts = counts["user"] if not resuming else dict.fromkeys(counts["user"], 0)
     users = UserSync(
         store, user_counts, part.findings if not resuming else RunFindings(), dry_run=part.dry_run
@@ -739,6 +749,7 @@ def _sync_with(
     part.people_digest = directory.digest()
     if not resuming:
         _check_connection_owner(part, directory.has_staff_email)
+    part.users_synced = True
     matches = services.matches_for(part.config.firm_id)
     clients = ClientSync(
         store=store,
@@ -931,6 +942,7 @@ def _checkpoint(part: _Run, *, phase: str, processed: int = 0, last_uuid: str | 
     earlier = part.resume.parts_without_progress if part.resume is not None else 0
     return Checkpoint(
         applied_inputs=_applied_inputs(part),
+        users_synced=part.users_synced,
         run_id=part.run.run_id,
         full_read=part.full_read,
         since=iso(part.since) if part.since else None,
@@ -979,7 +991,15 @@ def _suspend(services: SyncServices, part: _Run, checkpoint: Checkpoint) -> RunR
         current = services.config.get(part.config.firm_id) or part.config
         ended = _end_dropped_part(current, run.run_id, services, _SETUP_CHANGED, run.trigger)
         return RunResult(run=ended or run, entries=part.findings.entries)
-    services.queue.enqueue_continuation(part.config.firm_id, run.trigger, run.run_id)
+    try:
+        services.queue.enqueue_continuation(part.config.firm_id, run.trigger, run.run_id)
+    except Exception:
+        # Nothing will continue the run: left with its checkpoint, it would hold Start Sync and the
+        # hourly runs for CONTINUATION_LOST_AFTER. It ends here; SQS delivers this request again,
+        # which starts the run afresh.
+        current = services.config.get(part.config.firm_id) or part.config
+        _end_dropped_part(current, run.run_id, services, _NEXT_PART_NOT_QUEUED, run.trigger)
+        raise
     logger.info(
         "sync run continues in a new invocation",
         extra={
