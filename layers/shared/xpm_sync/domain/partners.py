@@ -34,8 +34,10 @@ class PeopleDirectory:
 
     A staff member linked to an Active user (its ``xpm_uuid``, :meth:`link`) resolves to that user
     (SPEC A4: users match by ``xpm_uuid`` first), even when this run could not sync them; one not
-    linked resolves by email, but never to a user linked to another staff member XPM lists: that
-    user is someone else to Active, and a client would silently change hands.
+    linked resolves by email (SPEC A2), but not to a user linked to another staff member XPM lists
+    under another email now: that user is someone else to Active (a newcomer given a colleague's
+    old email), and a client would silently change hands. Two staff XPM lists with one email both
+    resolve to its user.
     """
 
     staff_email_by_uuid: dict[str, str] = field(default_factory=dict)
@@ -153,14 +155,17 @@ class PeopleDirectory:
             return None, None
         if (linked := self._user_by_staff.get(key)) is not None:
             return email, linked
-        user_id = self.user_id_by_email.get(normalise_email(email))
-        if user_id is not None and user_id in self._linked_users:
+        if self._held_by_other(staff_uuid):
             return email, None
-        return email, user_id
+        return email, self.user_id_by_email.get(normalise_email(email))
 
     def _held_by_other(self, staff_uuid: str) -> bool:
-        """The Active user with the staff member's email is linked to another listed staff member."""
+        """The Active user with the staff member's email is linked to another listed staff member,
+        who has another email in XPM now (the user is theirs, not this email's)."""
         key = uuid_key(staff_uuid)
-        email = (self.staff_email_by_uuid.get(key) or "").strip()
-        user_id = self.user_id_by_email.get(normalise_email(email)) if email else None
-        return key not in self._user_by_staff and user_id is not None and user_id in self._linked_users
+        email = normalise_email(self.staff_email_by_uuid.get(key) or "")
+        user_id = self.user_id_by_email.get(email) if email else None
+        other = self._linked_users.get(user_id) if user_id is not None else None
+        if key in self._user_by_staff or other is None or other == key:
+            return False
+        return normalise_email(self.staff_email_by_uuid.get(other) or "") != email

@@ -289,7 +289,7 @@ def _start(
             started_at=iso(now),
         )
         if config.running_run_id:
-            config = _close_interrupted(config, config.running_run_id, services)
+            config = _close_interrupted(config, config.running_run_id, services, closing_trigger=trigger)
         services.runs.save_run(run, now)
         services.config.update(config.firm_id, running_run_id=run.run_id, checkpoint=None)
         return _Run(run=run, config=config)
@@ -329,11 +329,14 @@ def _continuing(config: FirmConfig, now: datetime) -> bool:
     return now - parse_iso(checkpoint.saved_at) < CONTINUATION_LOST_AFTER
 
 
-def _close_interrupted(config: FirmConfig, run_id: str, services: SyncServices) -> FirmConfig:
+def _close_interrupted(
+    config: FirmConfig, run_id: str, services: SyncServices, *, closing_trigger: Trigger
+) -> FirmConfig:
     """Mark failed a run whose worker was stopped (timeout, out of memory) before it could end,
     and end it as any failed run ends (SPEC A5, B6): its run-level problem recorded, counted among
     the self-clearing failures in a row, the admin emailed once they persist. Returns the config
-    as the run starting now must see it.
+    as the run starting now must see it. An admin's run closed by a run of another trigger releases
+    Start Sync's claim: its message is gone (one delivered again would be the run starting now).
 
     Nothing it did is lost: records it wrote are matched by XPM UUID, and since it never
     completed, the next incremental read starts from before it began.
@@ -346,6 +349,9 @@ def _close_interrupted(config: FirmConfig, run_id: str, services: SyncServices) 
         "closed a run whose worker was stopped", extra={"firm_id": config.firm_id, "run_id": run_id}
     )
     _record_run_level_problems(config, closed, services, why)
+    if closed.trigger == "manual" and closing_trigger != "manual" and config.run_pending:
+        services.config.update(config.firm_id, run_pending=False)
+        config = config.model_copy(update={"run_pending": False})
     now = services.clock.now()
     failures_in_a_row = config.transient_failures_in_a_row + 1
     failing_since = _failing_since(config, closed, failures_in_a_row)
@@ -418,8 +424,7 @@ _SETUP_CHANGED = codes.SYNC_SETUP_CHANGED.entry(
 )
 _NEXT_PART_NOT_QUEUED = codes.INTERNAL_ERROR.entry(
     label="Sync run",
-    message="This run ran out of time and its next part could not be queued: it stopped there, and "
-    "the request is run again from the start.",
+    message="This run ran out of time and its next part could not be queued: it stopped there.",
 )
 _CONNECTION_GONE = codes.XPM_NEEDS_RECONNECT.entry(
     label="Sync run",
@@ -429,11 +434,18 @@ _CONNECTION_GONE = codes.XPM_NEEDS_RECONNECT.entry(
 
 
 def _end_dropped_part(
-    config: FirmConfig, run_id: str, services: SyncServices, why: Entry, trigger: Trigger
+    config: FirmConfig,
+    run_id: str,
+    services: SyncServices,
+    why: Entry,
+    trigger: Trigger,
+    *,
+    keeps_claim: bool = False,
 ) -> SyncRun | None:
     """A run's next part that cannot go on ends the run: left running, it would hold Start Sync
     ("a sync is running") for hours, and show a run going on that nothing will finish. Returns the
-    run so ended (None when it had ended already). ``trigger`` is the run's."""
+    run so ended (None when it had ended already). ``trigger`` is the run's; ``keeps_claim``: the
+    admin's request will be delivered again, so Start Sync's gate stays shut."""
     ended = _end_unfinished(config.firm_id, run_id, services, why)
     if ended is not None:
         logger.warning(
@@ -446,7 +458,7 @@ def _end_dropped_part(
     cleared: dict[str, Any] = {}
     if config.running_run_id == run_id:
         cleared["running_run_id"] = None
-        if trigger == "manual":
+        if trigger == "manual" and not keeps_claim:
             # As at a run's end (_record_end): the admin's run is over. A manual run queued behind
             # a scheduled one keeps the gate shut (SPEC A6), and so does a newer Start Sync's run
             # queued behind a part delivered again after its run ended (that part ends nothing).
@@ -994,11 +1006,20 @@ def _suspend(services: SyncServices, part: _Run, checkpoint: Checkpoint) -> RunR
     try:
         services.queue.enqueue_continuation(part.config.firm_id, run.trigger, run.run_id)
     except Exception:
-        # Nothing will continue the run: left with its checkpoint, it would hold Start Sync and the
-        # hourly runs for CONTINUATION_LOST_AFTER. It ends here; SQS delivers this request again,
-        # which starts the run afresh.
-        current = services.config.get(part.config.firm_id) or part.config
-        _end_dropped_part(current, run.run_id, services, _NEXT_PART_NOT_QUEUED, run.trigger)
+        if part.resume is None:
+            # The request SQS delivers again would find the run continuing and leave the work to a
+            # part nobody queued, holding Start Sync and the hourly runs for CONTINUATION_LOST_AFTER:
+            # the run ends here, and that delivery starts it afresh (the admin's claim stays while
+            # one is to come). A later part's delivery finds its checkpoint and carries on.
+            current = services.config.get(part.config.firm_id) or part.config
+            _end_dropped_part(
+                current,
+                run.run_id,
+                services,
+                _NEXT_PART_NOT_QUEUED,
+                run.trigger,
+                keeps_claim=part.delivered_again_on_failure,
+            )
         raise
     logger.info(
         "sync run continues in a new invocation",
