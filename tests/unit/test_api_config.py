@@ -465,3 +465,39 @@ def test_changing_the_tenant_starts_the_next_run_with_a_full_read(firm: ApiHarne
     assert config["last_completed_run_started_at"] == "2026-01-01T00:00:00Z"
     # A run still going on the old practice can no longer write its state (SPEC A6).
     assert config["sync_state_id"] not in (None, "old-practice")
+
+
+# --- A config item written before status existed (the probe of 2026-12-08) -------------------------
+
+
+def _without_status(api: ApiHarness) -> None:
+    """The firm's config item as a version before ``status`` wrote it: connected, by its tenant."""
+    assert api.call_api("put_config", body=_body(api)).status == 200
+    api.dynamodb.Table(api.names.config_table).update_item(
+        Key={"firm_id": FIRM}, UpdateExpression="REMOVE #s", ExpressionAttributeNames={"#s": "status"}
+    )
+    assert api.call_api("get_config").json["status"] == "connected"
+
+
+def test_saving_the_setup_of_a_firm_whose_config_predates_status_keeps_it_connected(firm: ApiHarness) -> None:
+    """PUT ("Later") gave such an item ``status = not_connected``: Start Sync then answered 409 and
+    the hourly dispatch left the firm out."""
+    _without_status(firm)
+
+    saved = firm.call_api("put_config", body=_body(firm))
+
+    assert saved.status == 200, saved.text
+    assert saved.json["status"] == "connected"
+    assert firm.call_api("post_sync").status == 202
+
+
+def test_pressing_connect_on_a_firm_whose_config_predates_status_leaves_it_connected(
+    firm: ApiHarness,
+) -> None:
+    """SPEC A6: a consent refused (or never given) leaves the firm as it was; pressing Connect
+    disconnected such a firm before Xero was even asked."""
+    _without_status(firm)
+
+    firm.start_connect()  # the admin then closes Xero's tab
+
+    assert firm.call_api("get_config").json["status"] == "connected"

@@ -25,6 +25,16 @@ from xpm_sync.observability import logger
 # What a firm's config starts as (SPEC B3, B5: "not_connected before any connect").
 NEW_CONFIG_DEFAULTS: Mapping[str, Any] = {"status": "not_connected", "sync_enabled": False}
 
+
+def config_defaults(current: FirmConfig | None) -> Mapping[str, Any]:
+    """What a write gives a config item where it lacks them: a new one's defaults, except that an
+    item written before ``status`` existed keeps reading as it did (connected once it has a tenant:
+    ``FirmConfig.connection``), rather than being disconnected by a "Later" or a Connect pressed."""
+    if current is None:
+        return NEW_CONFIG_DEFAULTS
+    return {**NEW_CONFIG_DEFAULTS, "status": current.connection}
+
+
 # What the hourly schedule's rules read (domain.hourly), besides the firm id and status.
 _HOURLY_ATTRIBUTES = (
     "sync_enabled",

@@ -15,7 +15,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from xpm_sync.adapters.active_table import ActiveRepository, OfficeGone
-from xpm_sync.adapters.config_table import NEW_CONFIG_DEFAULTS, ConfigRepository
+from xpm_sync.adapters.config_table import NEW_CONFIG_DEFAULTS, ConfigRepository, config_defaults
 from xpm_sync.adapters.oauth_states import InvalidState, OAuthState, StateStore
 from xpm_sync.adapters.sync_log import ENTRIES_PAGE, Matches, RecordStates, RunLog
 from xpm_sync.adapters.sync_queue import SyncQueue
@@ -191,7 +191,7 @@ class IntegrationService:
         # The firm's config item exists from the first connect with its B3 attributes. A name given
         # now waits with the state: only a consent that connects the firm applies it, so a refused
         # one leaves the firm as it was (SPEC A6); an absent one leaves the stored name alone.
-        self.configs.update(caller.firm_id, defaults=NEW_CONFIG_DEFAULTS)
+        self.configs.update(caller.firm_id, defaults=config_defaults(self.configs.get(caller.firm_id)))
         code_verifier = new_code_verifier()
         state = self.states.issue(
             caller.firm_id, user_sub, code_verifier, sync_name=request.sync_name if request else None
@@ -426,7 +426,7 @@ class IntegrationService:
 
         self.configs.update_if_connected(
             firm_id,
-            defaults=NEW_CONFIG_DEFAULTS,
+            defaults=config_defaults(current),
             sync_name=body.sync_name,
             tenant_id=tenant.tenant_id,
             tenant_name=tenant.tenant_name,
