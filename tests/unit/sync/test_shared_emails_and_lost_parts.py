@@ -7,9 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from xpm_sync.adapters.xpm.errors import XpmTooSlow
+from xpm_sync.domain.start_sync import refusal
+from xpm_sync.sync.engine import run_sync
 
 from tests.fakes import FIRM, Firm
-from tests.unit.sync.builders import client, run, staff
+from tests.unit.sync.builders import client, run, staff, with_partner
 
 
 def _client(firm: Firm, xpm_uuid: str) -> dict[str, Any]:
@@ -63,11 +66,6 @@ def test_a_manager_sharing_an_email_with_another_xpm_staff_member_still_resolves
 
 
 # --- a next part that could not be queued (3d6f267) ---------------------------------------------
-
-from xpm_sync.adapters.xpm.errors import XpmTooSlow  # noqa: E402
-from xpm_sync.sync.engine import run_sync  # noqa: E402
-
-from tests.unit.sync.builders import with_partner  # noqa: E402
 
 
 class _SqsDownOnce:
@@ -161,3 +159,39 @@ def test_a_manual_run_closed_as_interrupted_by_the_next_run_reopens_start_sync()
     assert firm.runs.get_run(FIRM, first.run.run_id).status == "failed"  # type: ignore[union-attr]
 
     assert firm.config.run_pending is False, "the admin's run ended; Start Sync stays shut for hours"
+
+
+class _SqsRefusing:
+    def enqueue_continuation(self, *args: Any) -> None:
+        raise RuntimeError("SQS SendMessage failed")
+
+
+def test_a_later_part_on_its_last_delivery_whose_next_part_cannot_be_queued_ends_its_run() -> None:
+    """Nothing will continue the run: left running with its checkpoint, it held Start Sync ("a
+    sync is running") and the hourly runs for two hours. The last read of 2026-12-08."""
+    firm = Firm()
+    firm.xpm.clients += [client(partner=with_partner(firm)) for _ in range(6)]
+    firm.xpm.break_after = (2, XpmTooSlow("drip"))
+    services = firm.services()
+    first = run_sync(FIRM, "schedule", services)
+    assert first is not None
+    assert first.continued
+    run_id = first.run.run_id
+
+    # The second part's message is on its last delivery (receive count 3 of maxReceiveCount 3),
+    # it runs out of time again, and SQS refuses its continuation.
+    firm.xpm.break_after = (4, XpmTooSlow("drip"))
+    real_queue = services.queue
+    services.queue = _SqsRefusing()
+    with pytest.raises(RuntimeError):
+        run_sync(FIRM, "schedule", services, resume_run_id=run_id, delivered_again_on_failure=False)
+    services.queue = real_queue
+
+    # Nothing will ever continue the run: the record is dead-lettered.
+    firm.xpm.break_after = None
+    firm.clock.advance(minutes=60)
+    assert refusal(firm.config, firm.clock.now()).message.startswith("A sync is running") is False, (
+        "Start Sync answers 429 'A sync is running' while nothing is queued or running"
+    )
+    hourly = run_sync(FIRM, "schedule", services)
+    assert hourly is not None, "the next hourly run was dropped, 'left to' a part nobody queued"

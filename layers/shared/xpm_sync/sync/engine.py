@@ -1006,11 +1006,12 @@ def _suspend(services: SyncServices, part: _Run, checkpoint: Checkpoint) -> RunR
     try:
         services.queue.enqueue_continuation(part.config.firm_id, run.trigger, run.run_id)
     except Exception:
-        if part.resume is None:
+        if part.resume is None or not part.delivered_again_on_failure:
             # The request SQS delivers again would find the run continuing and leave the work to a
             # part nobody queued, holding Start Sync and the hourly runs for CONTINUATION_LOST_AFTER:
             # the run ends here, and that delivery starts it afresh (the admin's claim stays while
-            # one is to come). A later part's delivery finds its checkpoint and carries on.
+            # one is to come). A later part's delivery finds its checkpoint and carries on, unless
+            # this was its last delivery: then nothing will, and the run ends here too.
             current = services.config.get(part.config.firm_id) or part.config
             _end_dropped_part(
                 current,
