@@ -341,6 +341,14 @@ def run_worker(queue_url: str, *, every_seconds: float = 2.0) -> Callable[[], No
     return stop
 
 
+def consenting_admin(practice: Practice) -> tuple[str, str]:
+    """Who allows access at Xero's consent screen: a partner of the practice, as in `make demo`, so
+    the connection has an owner in XPM's staff list (SPEC A6: else every run warns
+    CONNECTION_OWNER_NOT_IN_XPM, and a newcomer is told to reconnect at the first run)."""
+    owner = next(staff for staff in practice.partner_staff() if staff.email)
+    return owner.name or "Practice Admin", owner.email or ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The xpm-sync REST API on the local stack")
     parser.add_argument("--host", default="127.0.0.1")
@@ -365,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         sim.register_app(APP_CLIENT_ID, APP_CLIENT_SECRET)
         practice = generate_practice(7, staff=10, clients=40, problem_share=0.1, tenant_name="Harbour & Co")
         sim.add_practice(practice)
-        sim.set_consenting_user("Pat Practice", "pat@harbour.example")
+        sim.set_consenting_user(*consenting_admin(practice))
         seed_demo_firm(boto3.resource("dynamodb", endpoint_url=moto.url).Table(names.active_table), practice)
         # Xero's redirect goes to the Active setup page (FRONTEND_URL), as in AWS.
         env = {**aws_env, **function_environment(names, xero_url=sim.url)}

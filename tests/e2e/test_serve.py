@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from local.admin_flow import run_admin_flow
-from local.serve import DEMO_FIRM_ID, ServedApi, run_worker
+from local.serve import DEMO_FIRM_ID, ServedApi, consenting_admin, run_worker
 from local.stack import StackNames
+from local.xpm_sim import generate_practice
 
 pytestmark = pytest.mark.e2e
 
@@ -128,3 +129,13 @@ def test_make_serve_runs_what_start_sync_queues_and_serves_every_b5_route(
     assert http.get(f"{base}/matches").status_code == 200
     unknown = http.post(f"{base}/matches/not-a-suggestion", json={"action": "create"})
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "NOT_FOUND")
+
+
+def test_make_serve_consents_as_a_member_of_the_served_practices_staff() -> None:
+    """The newcomer's walk-through of 2026-12-08: `make serve` consented as someone outside the
+    practice's staff, so every run it served warned CONNECTION_OWNER_NOT_IN_XPM (SPEC A6)."""
+    practice = generate_practice(7, staff=10, clients=40, problem_share=0.1, tenant_name="Harbour & Co")
+
+    _, email = consenting_admin(practice)
+
+    assert email in {staff.email for staff in practice.staff}

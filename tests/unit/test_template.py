@@ -424,3 +424,12 @@ def test_the_workers_last_delivery_is_the_queues_max_receive_count() -> None:
         *[None] * (MAX_RECEIVES - 2),
         0,
     ]
+
+
+def test_the_dead_letter_queue_outputs_name_its_url_and_arn() -> None:
+    """docs/ARCHITECTURE.md's runbook reads and drains the dead-letter queue by the stack's outputs:
+    `SyncDeadLetterQueueUrl` held the queue's name (the newcomer's walk-through of 2026-12-08)."""
+    outputs = load_template()["Outputs"]
+
+    assert outputs["SyncDeadLetterQueueUrl"]["Value"] == {"Ref": "SyncDeadLetterQueue"}
+    assert outputs["SyncDeadLetterQueueArn"]["Value"] == {"Fn::GetAtt": ["SyncDeadLetterQueue", "Arn"]}
