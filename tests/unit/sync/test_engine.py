@@ -2301,6 +2301,27 @@ def test_clients_an_earlier_version_kept_for_a_retry_are_found_by_one_full_read(
     assert not run(firm).full_read
 
 
+def test_a_continuation_of_an_earlier_versions_checkpoint_reports_the_default_partner_once(
+    firm: Firm,
+) -> None:
+    """An earlier version's checkpoint carries no run-level entries: the first part reported the
+    Default Partner that is not an Active user, and the next part must not report it again."""
+    partner = with_partner(firm)
+    firm.active.add_office(OFFICE, default_partner_user_id="user-gone")
+    firm.xpm.clients += [client(partner=partner) for _ in range(4)]
+    firm.xpm.break_after = (2, XpmTooSlow("drip"))
+    first = sync(firm)
+    assert first is not None
+    assert first.continued
+    assert firm.config.checkpoint is not None
+    firm.configs.update(FIRM, checkpoint=firm.config.checkpoint.model_dump(exclude={"run_entries"}))
+    firm.xpm.break_after = None
+
+    sync(firm, resume_run_id=first.run.run_id)
+
+    assert [e.code for e in firm.runs.latest_entries()].count("DEFAULT_PARTNER_NOT_IN_ACTIVE") == 1
+
+
 def test_a_continuation_of_an_earlier_versions_checkpoint_leaves_the_runs_problems_as_they_were(
     firm: Firm,
 ) -> None:

@@ -138,7 +138,8 @@ class FirmConfig(BaseModel):
         reconnect that paused the firm (it asked for the practice of then, and the one chosen since,
         if any, waits for the admin's Start Sync), or the setup lacks what Start Sync needs (the run
         could only fail). An item that never recorded ``sync_enabled`` (written by something other
-        than this API, which always writes it) is not paused."""
+        than this API, which always writes it) runs what it is sent; the hourly schedule queues
+        nothing for it (``domain.hourly.due_for_sync``) until Start Sync enables it."""
         if self.sync_enabled or "sync_enabled" not in self.model_fields_set:
             return True
         if trigger != "manual" or self.missing_setup():

@@ -669,7 +669,10 @@ def _sync(services: SyncServices, part: _Run) -> None:
     part.judged.add(codes.DEFAULT_PARTNER_NOT_IN_ACTIVE.code)
     if default_partner is not None and not store.user_exists(default_partner):
         earlier = {entry.code for entry in part.earlier_run_entries}
-        if codes.DEFAULT_PARTNER_NOT_IN_ACTIVE.code not in earlier:  # reported once per run
+        # Reported once per run: by the first part, or by a later one when no earlier part did (an
+        # earlier version's checkpoint carries no entries: its first part reported it if it was so).
+        carried = part.resume is None or "run_entries" in part.resume.model_fields_set
+        if carried and codes.DEFAULT_PARTNER_NOT_IN_ACTIVE.code not in earlier:
             part.findings.run_level(
                 codes.DEFAULT_PARTNER_NOT_IN_ACTIVE.entry(
                     label="Default Partner",
@@ -744,7 +747,6 @@ def _sync_with(
     default_partner: str | None,
 ) -> None:
     counts = part.run.counts
-    # A continuation reads staff again to resolve partners, but the first part counted them.
     # A continuation reads staff again to resolve partners, but the part that synced them counted
     # and reported them (one that stopped reading the staff list did not: this part does).
     resuming = part.users_synced
