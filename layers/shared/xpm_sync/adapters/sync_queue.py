@@ -40,21 +40,19 @@ def retry_delay(receive_count: int) -> int | None:
     return FIRST_RETRY_AFTER_SECONDS if receive_count <= 1 else None
 
 
-def receive_count(record: Any) -> int:
-    """Which delivery of its message an SQS event's record is (1 when the event does not say)."""
+def receive_count(record: Any) -> int | None:
+    """Which delivery of its message an SQS event's record is; None when the event does not say."""
     attributes = record.get("attributes") if isinstance(record, dict) else None
-    received = str((attributes or {}).get("ApproximateReceiveCount", "1"))
-    return int(received) if received.isascii() and received.isdigit() else 1
+    received = str((attributes or {}).get("ApproximateReceiveCount", ""))
+    return int(received) if received.isascii() and received.isdigit() else None
 
 
 def delivered_again_on_failure(record: Any) -> bool:
     """Whether SQS delivers this record again if the worker fails it (not its last delivery). A
     record that does not say which delivery it is (Lambda's always do) is taken as its last: what
     waits on it (Start Sync's gate) is not held for a delivery that may never come."""
-    attributes = record.get("attributes") if isinstance(record, dict) else None
-    if not isinstance(attributes, dict) or "ApproximateReceiveCount" not in attributes:
-        return False
-    return receive_count(record) < MAX_RECEIVES
+    received = receive_count(record)
+    return received is not None and received < MAX_RECEIVES
 
 
 @dataclass(frozen=True)
@@ -165,7 +163,7 @@ class SyncQueue:
             if record.get("messageId") in never_runs:
                 seconds: int | None = 0
             else:
-                seconds = retry_delay(receive_count(record))
+                seconds = retry_delay(receive_count(record) or 1)  # unsaid: paced as a first delivery
             if seconds is None:
                 continue
             try:

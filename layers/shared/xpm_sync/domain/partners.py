@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from xpm_sync.domain import entries
 from xpm_sync.domain.entries import Entry, EntryKind
@@ -22,6 +23,15 @@ class ResolvedPeople:
     partner_user_id: str | None  # None: the client cannot be synced (an error entry says why)
     manager_user_id: str | None
     entries: tuple[Entry, ...]
+
+
+class StaffMatch(NamedTuple):
+    """What one XPM staff member resolves to."""
+
+    email: str | None  # None: not in XPM's staff list, or no email there
+    user_id: str | None  # None: no Active user for them
+    # The Active user with their email is another listed staff member's (who has another email now).
+    held_by_other: bool = False
 
 
 @dataclass
@@ -63,7 +73,7 @@ class PeopleDirectory:
         """Whether the client's Partner (or, with none, the default partner) is an Active user."""
         if mapping.partner_uuid is None:
             return self.default_partner_user_id is not None
-        return self._user_of(mapping.partner_uuid)[1] is not None
+        return self._user_of(mapping.partner_uuid).user_id is not None
 
     def resolve(self, mapping: ClientMapping, *, label: str, xpm_uuid: str) -> ResolvedPeople:
         """The Active users for a client's XPM Partner and Manager; only the entries found here
@@ -83,12 +93,8 @@ class PeopleDirectory:
                     "The client has no Partner in XPM and the firm has no Default Partner.",
                 )
         else:
-            partner_email, partner_user_id = self._user_of(mapping.partner_uuid)
-            if (
-                partner_email is not None
-                and partner_user_id is None
-                and self._held_by_other(mapping.partner_uuid)
-            ):
+            partner_email, partner_user_id, partner_held_by_other = self._user_of(mapping.partner_uuid)
+            if partner_held_by_other:
                 problem(
                     entries.PARTNER_NOT_IN_ACTIVE,
                     f"The client's Partner has the email {partner_email} in XPM, but the Active user "
@@ -111,12 +117,8 @@ class PeopleDirectory:
 
         manager_user_id: str | None = None
         if mapping.manager_uuid is not None:
-            manager_email, manager_user_id = self._user_of(mapping.manager_uuid)
-            if (
-                manager_email is not None
-                and manager_user_id is None
-                and self._held_by_other(mapping.manager_uuid)
-            ):
+            manager_email, manager_user_id, manager_held_by_other = self._user_of(mapping.manager_uuid)
+            if manager_held_by_other:
                 problem(
                     entries.MANAGER_NOT_IN_ACTIVE,
                     f"The client's Manager has the email {manager_email} in XPM, but the Active user "
@@ -141,31 +143,25 @@ class PeopleDirectory:
         """What every XPM staff member resolves to (an email, an Active user), as one short text: a
         client whose Manager did not resolve may resolve once it changes, and not before."""
         resolved = sorted(
-            f"{uuid}={bool((email or '').strip())}={self._user_of(uuid)[1] or ''}"
-            for uuid, email in self.staff_email_by_uuid.items()
+            f"{uuid}={match.email is not None}={match.user_id or ''}"
+            for uuid in self.staff_email_by_uuid
+            for match in (self._user_of(uuid),)
         )
         return hashlib.sha256("\n".join(resolved).encode()).hexdigest()[:32]
 
-    def _user_of(self, staff_uuid: str) -> tuple[str | None, str | None]:
-        """The XPM staff member's email, and their Active user (None for either unknown): the one
-        linked to them, else the one with that email that no other listed staff member has."""
+    def _user_of(self, staff_uuid: str) -> StaffMatch:
+        """The XPM staff member's email and their Active user: the one linked to them, else the one
+        with that email, unless it is linked to another listed staff member who has another email
+        in XPM now (the user is theirs, not this email's)."""
         key = uuid_key(staff_uuid)
         email = (self.staff_email_by_uuid.get(key) or "").strip() or None
         if email is None:
-            return None, None
+            return StaffMatch(None, None)
         if (linked := self._user_by_staff.get(key)) is not None:
-            return email, linked
-        if self._held_by_other(staff_uuid):
-            return email, None
-        return email, self.user_id_by_email.get(normalise_email(email))
-
-    def _held_by_other(self, staff_uuid: str) -> bool:
-        """The Active user with the staff member's email is linked to another listed staff member,
-        who has another email in XPM now (the user is theirs, not this email's)."""
-        key = uuid_key(staff_uuid)
-        email = normalise_email(self.staff_email_by_uuid.get(key) or "")
-        user_id = self.user_id_by_email.get(email) if email else None
+            return StaffMatch(email, linked)
+        user_id = self.user_id_by_email.get(normalise_email(email))
         other = self._linked_users.get(user_id) if user_id is not None else None
-        if key in self._user_by_staff or other is None or other == key:
-            return False
-        return normalise_email(self.staff_email_by_uuid.get(other) or "") != email
+        other_email = normalise_email(self.staff_email_by_uuid.get(other) or "") if other else None
+        if other not in (None, key) and other_email != normalise_email(email):
+            return StaffMatch(email, None, held_by_other=True)
+        return StaffMatch(email, user_id)
