@@ -362,8 +362,12 @@ class FakeTokens:
 @dataclass
 class FakeQueue:
     continuations: list[tuple[str, Trigger, str]] = field(default_factory=list)
+    refusals: int = 0  # the next sends SQS refuses
 
     def enqueue_continuation(self, firm_id: str, trigger: Trigger, run_id: str) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise RuntimeError("SQS SendMessage failed")
         self.continuations.append((firm_id, trigger, run_id))
 
 

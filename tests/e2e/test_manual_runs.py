@@ -116,7 +116,7 @@ def test_the_worker_runs_the_admins_record_for_a_firm_saved_with_later(world: Sy
     assert [run.trigger for run in world.runs()] == ["manual"]
 
 
-def _drain(world: SyncWorld) -> list[dict[str, Any]]:
+def drained(world: SyncWorld) -> list[dict[str, Any]]:
     sqs = aws_clients.client("sqs")
     bodies: list[dict[str, Any]] = []
     while True:
@@ -130,18 +130,17 @@ def _drain(world: SyncWorld) -> list[dict[str, Any]]:
             sqs.delete_message(QueueUrl=world.names.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
-def test_a_manual_run_whose_continuation_fails_on_an_outage_does_not_hold_start_sync_for_hours(
+def admins_run_whose_second_part_failed(
     world: SyncWorld, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The admin's first sync runs in parts (a large practice). Its second part meets an XPM 503:
-    the run ends failed, and SQS delivers the part again in 5 minutes. That delivery finds the run
-    ended (checkpoint gone) and does nothing. Nothing was queued or running any more, yet Start
-    Sync answered 429 "already queued or running" for 6 hours. The second read of 2026-12-08."""
+) -> tuple[MovableClock, dict[str, Any]]:
+    """Start Sync, the admin's run in parts (two clients a part), and its second part meeting an
+    XPM outage: the run ends failed, and SQS will deliver that part again. The API's clock, and the
+    part's message body."""
     clock = MovableClock()
     monkeypatch.setattr(composition, "clock", clock)
     monkeypatch.setattr(worker_composition, "XpmApi", lambda **kw: XpmApi(**{**kw, "sleep": lambda s: None}))
     assert start_sync(world.firm_id).status == 202
-    (manual,) = _drain(world)
+    (manual,) = drained(world)
     assert manual["trigger"] == "manual"
 
     budget = TinyBudget(monkeypatch, per_part=2)
@@ -149,7 +148,7 @@ def test_a_manual_run_whose_continuation_fails_on_an_outage_does_not_hold_start_
     first = run_sync(world.firm_id, "manual", services, delivered_again_on_failure=True)
     assert first is not None
     assert first.continued
-    (continuation,) = _drain(world)
+    (continuation,) = drained(world)
     assert continuation.get("resume_run_id") == first.run.run_id
 
     world.sim.faults.add("unavailable", times=None, path="client.api/list")
@@ -157,10 +156,21 @@ def test_a_manual_run_whose_continuation_fails_on_an_outage_does_not_hold_start_
     assert len(failed["batchItemFailures"]) == 1  # SQS delivers it again
     world.sim.faults.clear()
     assert world.last_run().status == "failed"
+    return clock, continuation
+
+
+def test_a_manual_run_whose_continuation_fails_on_an_outage_does_not_hold_start_sync_for_hours(
+    world: SyncWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin's first sync runs in parts (a large practice). Its second part meets an XPM 503:
+    the run ends failed, and SQS delivers the part again in 5 minutes. That delivery finds the run
+    ended (checkpoint gone) and does nothing. Nothing was queued or running any more, yet Start
+    Sync answered 429 "already queued or running" for 6 hours. The second read of 2026-12-08."""
+    clock, continuation = admins_run_whose_second_part_failed(world, monkeypatch)
 
     again = worker_handler(one_record(continuation, receive_count=2), LocalContext("SyncWorkerFunction"))
     assert again == {"batchItemFailures": []}  # the stale part is dropped
-    assert _drain(world) == []  # nothing queued
+    assert drained(world) == []  # nothing queued
     assert world.config().running_run_id is None  # nothing running
 
     clock.advance(10 * 60)  # well past the 5-minute cooldown
@@ -178,7 +188,7 @@ def test_a_record_that_does_not_say_its_receive_count_is_not_assumed_to_come_bac
     monkeypatch.setattr(composition, "clock", clock)
     monkeypatch.setattr(worker_composition, "XpmApi", lambda **kw: XpmApi(**{**kw, "sleep": lambda s: None}))
     assert start_sync(world.firm_id).status == 202
-    (manual,) = _drain(world)
+    (manual,) = drained(world)
     world.sim.faults.add("unavailable", times=None, path="client.api/list")
     record = one_record(manual)
     del record["Records"][0]["attributes"]

@@ -4,18 +4,10 @@ probe of 2026-12-08."""
 from __future__ import annotations
 
 import pytest
-from xpm_sync import composition
-from xpm_sync.adapters.xpm.client import XpmApi
-from xpm_sync.composition import worker as worker_composition
-from xpm_sync.composition.worker import sync_services
-from xpm_sync.settings import WorkerSettings, load_settings
-from xpm_sync.sync.engine import run_sync
 
 from functions.sync_worker.app import lambda_handler as worker_handler
 from local.lambda_runtime import LocalContext
-from tests.e2e.test_continuation import TinyBudget
-from tests.e2e.test_manual_runs import _drain, one_record, start_sync
-from tests.fixtures.api import MovableClock
+from tests.e2e.test_manual_runs import admins_run_whose_second_part_failed, one_record, start_sync
 from tests.fixtures.sync import SyncWorld
 
 pytestmark = pytest.mark.e2e
@@ -24,25 +16,9 @@ pytestmark = pytest.mark.e2e
 def test_the_redelivered_part_of_an_ended_manual_run_does_not_reopen_start_sync_for_a_queued_one(
     world: SyncWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clock = MovableClock()
-    monkeypatch.setattr(composition, "clock", clock)
-    monkeypatch.setattr(worker_composition, "XpmApi", lambda **kw: XpmApi(**{**kw, "sleep": lambda s: None}))
-    # Given the admin's first sync, run in parts
-    assert start_sync(world.firm_id).status == 202
-    (_manual,) = _drain(world)
-    budget = TinyBudget(monkeypatch, per_part=2)
-    services = sync_services(load_settings(WorkerSettings), remaining_seconds=budget.remaining_seconds)
-    first = run_sync(world.firm_id, "manual", services, delivered_again_on_failure=True)
-    assert first is not None
-    assert first.continued
-    (continuation,) = _drain(world)
-
-    # whose second part meets an XPM outage: the run ends failed, SQS delivers the part again in 5 min
-    world.sim.faults.add("unavailable", times=None, path="client.api/list")
-    failed = worker_handler(one_record(continuation, receive_count=1), LocalContext("SyncWorkerFunction"))
-    assert len(failed["batchItemFailures"]) == 1
-    world.sim.faults.clear()
-    assert world.last_run().status == "failed"
+    # Given the admin's first sync, run in parts, whose second part meets an XPM outage: the run
+    # ends failed, SQS delivers the part again in 5 min
+    clock, continuation = admins_run_whose_second_part_failed(world, monkeypatch)
 
     # When the admin presses Start Sync again (the run failed, the cooldown is over): queued
     clock.advance(6 * 60)

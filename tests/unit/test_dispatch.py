@@ -413,35 +413,20 @@ def test_a_hung_sqs_connection_gives_up_long_before_the_dispatchers_timeout(stac
 
 # The second read of 2026-12-08: the dispatcher read only part of each config, without the fields
 # the 3 hours count from (the last completed run's end, the last Start Sync).
-def test_a_long_run_in_parts_that_just_completed_is_not_counted_by_the_dispatcher(
-    stack: StackNames, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "since",
+    [
+        # A daily full read that began 5 hours ago and completed a minute ago
+        {"last_completed_run_started_at": ago(hours=5), "last_completed_run_finished_at": ago(minutes=1)},
+        # Connected three days ago, saved with Later; Start Sync pressed five minutes ago
+        {"connected_at": ago(days=3), "manual_requested_at": ago(minutes=5)},
+    ],
+    ids=["a long run in parts that just completed", "Start Sync just pressed"],
+)
+def test_a_firm_that_completed_or_started_a_run_within_3_hours_is_not_counted_by_the_dispatcher(
+    stack: StackNames, capsys: pytest.CaptureFixture[str], since: dict[str, str]
 ) -> None:
-    # A daily full read that began 5 hours ago and completed a minute ago
-    put_firm(
-        stack,
-        "big",
-        sync_enabled=True,
-        last_completed_run_started_at=ago(hours=5),
-        last_completed_run_finished_at=ago(minutes=1),
-    )
-
-    dispatch()
-
-    [document] = emf_documents(capsys)
-    assert document["FirmsWithoutCompletedRun"] == [0.0]
-
-
-def test_a_firm_whose_admin_just_pressed_start_sync_is_not_counted_by_the_dispatcher(
-    stack: StackNames, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # Connected three days ago, saved with Later; Start Sync pressed five minutes ago
-    put_firm(
-        stack,
-        "late-setup",
-        sync_enabled=True,
-        connected_at=ago(days=3),
-        manual_requested_at=ago(minutes=5),
-    )
+    put_firm(stack, "recent", sync_enabled=True, **since)
 
     dispatch()
 

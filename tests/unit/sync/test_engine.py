@@ -1499,6 +1499,13 @@ def configured(firm: Firm, **changes: Any) -> None:
     firm.configs.update(FIRM, notification_user_id="user-admin", **changes)
 
 
+def admins_run_pending_and_xpm_failing(firm: Firm, error: Exception) -> None:
+    """Start Sync pressed (its claim held) for a firm of one client, and XPM failing with ``error``."""
+    configured(firm, run_pending=True)
+    firm.xpm.clients.append(client(partner=with_partner(firm)))
+    firm.xpm.break_after = (0, error)
+
+
 def test_the_admins_run_of_a_firm_saved_with_later_runs(firm: Firm) -> None:
     """SPEC B1: one sync run per record. Later (``sync_enabled`` false) pauses the hourly sync
     (SPEC A6), not the run the admin asked for: the probe of 2026-12-08 found it dropped."""
@@ -1552,9 +1559,7 @@ def test_an_hourly_run_ending_leaves_the_admins_run_queued_behind_it_pending(fir
     """SPEC A6: Start Sync answers 429 while the admin's run is queued. The probe of 2026-12-08: the
     end of the hourly run ahead of it in the firm's queue reopened Start Sync, and a second manual
     run could be queued behind the first."""
-    configured(firm, run_pending=True)  # Start Sync pressed while the hourly message was queued
-    firm.xpm.clients.append(client(partner=with_partner(firm)))
-    firm.xpm.break_after = (0, XpmUnavailable("down"))
+    admins_run_pending_and_xpm_failing(firm, XpmUnavailable("down"))  # pressed while the hourly was queued
 
     failed = sync(firm, trigger="schedule", delivered_again_on_failure=True)
     assert failed is not None
@@ -1571,9 +1576,7 @@ def test_an_hourly_run_ending_leaves_the_admins_run_queued_behind_it_pending(fir
 def test_the_admins_run_failing_for_a_passing_reason_stays_pending_until_its_last_delivery(
     firm: Firm,
 ) -> None:
-    configured(firm, run_pending=True)
-    firm.xpm.clients.append(client(partner=with_partner(firm)))
-    firm.xpm.break_after = (0, XpmUnavailable("down"))
+    admins_run_pending_and_xpm_failing(firm, XpmUnavailable("down"))
 
     first = sync(firm, trigger="manual", delivered_again_on_failure=True)
 
@@ -1591,9 +1594,7 @@ def test_the_admins_run_failing_for_good_reopens_start_sync_even_on_a_delivery_s
     firm: Firm,
 ) -> None:
     """A failure no retry mends (here the practice refuses the app) is no longer queued."""
-    configured(firm, run_pending=True)
-    firm.xpm.clients.append(client(partner=with_partner(firm)))
-    firm.xpm.break_after = (0, XpmBadResponse("XPM answered ERROR: An error has occurred"))
+    admins_run_pending_and_xpm_failing(firm, XpmBadResponse("XPM answered ERROR: An error has occurred"))
 
     result = sync(firm, trigger="manual", delivered_again_on_failure=True)
 

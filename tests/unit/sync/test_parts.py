@@ -165,17 +165,10 @@ def test_a_first_part_whose_continuation_could_not_be_queued_does_not_leave_the_
     partner = with_partner(firm)
     firm.xpm.clients += [client(partner=partner) for _ in range(5)]
     firm.xpm.break_after = (2, XpmTooSlow("drip"))
-
-    class _SqsDown:
-        def enqueue_continuation(self, *args: object) -> None:
-            raise RuntimeError("SQS SendMessage failed")
-
-    services = firm.services()
-    services.queue = _SqsDown()
-    from xpm_sync.sync.engine import run_sync
+    firm.queue.refusals = 1
 
     with pytest.raises(RuntimeError):
-        run_sync(FIRM, "schedule", services)  # the worker fails the record: SQS delivers it again
+        sync(firm)  # the worker fails the record: SQS delivers it again
 
     # When SQS delivers the hourly message again (5 minutes later), XPM well again
     firm.xpm.break_after = None

@@ -68,55 +68,45 @@ def test_a_manager_sharing_an_email_with_another_xpm_staff_member_still_resolves
 # --- a next part that could not be queued (3d6f267) ---------------------------------------------
 
 
-class _SqsDownOnce:
-    def __init__(self, firm: Firm) -> None:
-        self.firm, self.failed = firm, False
-
-    def enqueue_continuation(self, *args: Any) -> None:
-        if not self.failed:
-            self.failed = True
-            raise RuntimeError("SQS SendMessage failed")
-        self.firm.queue.enqueue_continuation(*args)
+def _a_run_whose_first_part_continued() -> tuple[Firm, str]:
+    """A firm of six clients whose scheduled run stopped after two, its next part queued."""
+    firm = Firm()
+    firm.xpm.clients += [client(partner=with_partner(firm)) for _ in range(6)]
+    firm.xpm.break_after = (2, XpmTooSlow("drip"))
+    first = run_sync(FIRM, "schedule", firm.services())
+    assert first is not None
+    assert first.continued
+    return firm, first.run.run_id
 
 
 def test_the_admins_run_whose_next_part_could_not_be_queued_keeps_start_sync_shut_until_delivered() -> None:
     """SPEC A6: Start Sync "while a run is queued or running ... queues nothing and answers 429".
     The admin's run (first part) ran out of time and SQS refused the continuation: the worker fails
     the record and SQS delivers it again (not its last delivery), so the admin's run is still
-    queued. _suspend's _end_dropped_part clears run_pending (and running_run_id): the gate opens
-    (past the 5-minute cooldown, as a part that ran out of time is), and a second manual run can be
-    queued behind the one SQS is about to deliver again."""
+    queued. 3d6f267 cleared the claim there, and a second manual run could be queued behind it."""
     firm = Firm()
     firm.configs.update(FIRM, run_pending=True, manual_requested_at="2026-03-02T08:45:00Z")
     firm.xpm.clients += [client(partner=with_partner(firm)) for _ in range(5)]
     firm.xpm.break_after = (2, XpmTooSlow("drip"))
-    services = firm.services()
-    services.queue = _SqsDownOnce(firm)
+    firm.queue.refusals = 1
 
     with pytest.raises(RuntimeError):
-        run_sync(FIRM, "manual", services, delivered_again_on_failure=True)
+        run_sync(FIRM, "manual", firm.services(), delivered_again_on_failure=True)
 
     assert firm.config.run_pending is True, "SQS delivers the admin's request again: it is still queued"
 
 
 def test_a_later_part_whose_next_part_could_not_be_queued_is_carried_on_by_its_redelivery() -> None:
     """A run in three parts; SQS refuses the third part's message once, when the second part queues
-    it. The worker fails the second part's record and SQS delivers it again. Before 3d6f267 the
-    redelivered part found its checkpoint and carried the run on to its end. Now _suspend ended the
-    run (INTERNAL_ERROR "... the request is run again from the start"), and the redelivered part
-    finds the run ended and does nothing: nothing runs it again from the start either (a
-    continuation's redelivery is dropped), so a passing SQS error fails a run that could complete."""
-    firm = Firm()
-    firm.xpm.clients += [client(partner=with_partner(firm)) for _ in range(6)]
-    firm.xpm.break_after = (2, XpmTooSlow("drip"))
+    it. The worker fails the second part's record and SQS delivers it again, and the redelivered
+    part finds its checkpoint and carries the run on to its end. 3d6f267 ended the run there
+    instead, and the redelivered part found it ended: a passing SQS error failed a run that could
+    complete."""
+    firm, run_id = _a_run_whose_first_part_continued()
     services = firm.services()
-    first = run_sync(FIRM, "schedule", services)
-    assert first is not None
-    assert first.continued
-    run_id = first.run.run_id
 
     firm.xpm.break_after = (4, XpmTooSlow("drip"))
-    services.queue = _SqsDownOnce(firm)
+    firm.queue.refusals = 1
     with pytest.raises(RuntimeError):
         run_sync(FIRM, "schedule", services, resume_run_id=run_id, delivered_again_on_failure=True)
 
@@ -136,11 +126,10 @@ def test_a_later_part_whose_next_part_could_not_be_queued_is_carried_on_by_its_r
 
 
 def test_a_manual_run_closed_as_interrupted_by_the_next_run_reopens_start_sync() -> None:
-    """(Pre-existing, not from these commits.) SPEC A6: 429 only "while a run is queued or running".
-    The admin's run stopped in parts and its continuation was lost (dead-lettered, say); the next
-    hourly run closes it as interrupted (_close_interrupted) and completes. Nothing of the admin's
-    is queued or running, yet run_pending stays set: Start Sync answers 429 "A sync is already
-    queued or running" until PENDING_STALE_AFTER (6 hours after the press)."""
+    """SPEC A6: 429 only "while a run is queued or running". The admin's run stopped in parts and
+    its continuation was lost (dead-lettered, say); the next hourly run closes it as interrupted
+    (_close_interrupted) and completes. Nothing of the admin's was queued or running, yet Start Sync
+    answered 429 "A sync is already queued or running" until 6 hours after the press."""
     from tests.unit.sync.builders import sync
 
     firm = Firm()
@@ -161,31 +150,18 @@ def test_a_manual_run_closed_as_interrupted_by_the_next_run_reopens_start_sync()
     assert firm.config.run_pending is False, "the admin's run ended; Start Sync stays shut for hours"
 
 
-class _SqsRefusing:
-    def enqueue_continuation(self, *args: Any) -> None:
-        raise RuntimeError("SQS SendMessage failed")
-
-
 def test_a_later_part_on_its_last_delivery_whose_next_part_cannot_be_queued_ends_its_run() -> None:
     """Nothing will continue the run: left running with its checkpoint, it held Start Sync ("a
     sync is running") and the hourly runs for two hours. The last read of 2026-12-08."""
-    firm = Firm()
-    firm.xpm.clients += [client(partner=with_partner(firm)) for _ in range(6)]
-    firm.xpm.break_after = (2, XpmTooSlow("drip"))
+    firm, run_id = _a_run_whose_first_part_continued()
     services = firm.services()
-    first = run_sync(FIRM, "schedule", services)
-    assert first is not None
-    assert first.continued
-    run_id = first.run.run_id
 
     # The second part's message is on its last delivery (receive count 3 of maxReceiveCount 3),
     # it runs out of time again, and SQS refuses its continuation.
     firm.xpm.break_after = (4, XpmTooSlow("drip"))
-    real_queue = services.queue
-    services.queue = _SqsRefusing()
+    firm.queue.refusals = 1
     with pytest.raises(RuntimeError):
         run_sync(FIRM, "schedule", services, resume_run_id=run_id, delivered_again_on_failure=False)
-    services.queue = real_queue
 
     # Nothing will ever continue the run: the record is dead-lettered.
     firm.xpm.break_after = None
