@@ -390,21 +390,6 @@ def test_an_unrelated_uuidless_record_does_not_stop_a_recreated_client_taking_it
     assert firm.active.client_items[held]["xpm_uuid"] == recreated.uuid
 
 
-def test_an_unrelated_uuidless_record_does_not_keep_a_dead_suggestion_for_good(firm: Firm) -> None:
-    partner = with_partner(firm)
-    look_alike = client(partner=partner, name="Look Alike Pty Ltd")
-    broken = client("ZZZ999", partner=partner, name="Unrelated Pty Ltd").model_copy(update={"uuid": ""})
-    firm.xpm.clients += [look_alike, broken]
-    firm.active.add_client(legal_name="Look Alike Pty Ltd")
-    preview(firm)
-    assert look_alike.uuid in firm.matches.suggestions
-    firm.xpm.clients.remove(look_alike)
-
-    assert run(firm).full_read
-
-    assert look_alike.uuid not in firm.matches.suggestions
-
-
 def test_a_preview_with_another_default_partner_changes_no_sync_state(firm: Firm) -> None:
     """SPEC B6: a dry run changes no sync state: a preview under another Default Partner made the
     next hourly run read every client though the admin changed it back (the second read of
@@ -832,13 +817,22 @@ def test_a_preview_reports_oversized_records_and_counts_a_link_to_an_archived_cl
     assert planned.counts["user"]["failed"] == done.counts["user"]["failed"] == 1
 
 
-def test_a_suggestion_a_preview_made_goes_when_xpm_stops_listing_its_record(firm: Firm) -> None:
+@pytest.mark.parametrize(
+    "beside_a_client_without_uuid", [False, True], ids=["alone", "beside a UUID-less client"]
+)
+def test_a_suggestion_a_preview_made_goes_when_xpm_stops_listing_its_record(
+    firm: Firm, beside_a_client_without_uuid: bool
+) -> None:
     """SPEC B6: a problem closes when XPM no longer lists its record, and its suggested link with
     it. The probe of 2026-12-08: one a preview made (before the first sync) has no record state for
-    the full read to drop it with, and GET matches offered it for good."""
+    the full read to drop it with, and GET matches offered it for good; and the second read's fix
+    kept it for good again while XPM sent an unrelated client without its UUID."""
     partner = with_partner(firm)
     look_alike = client(partner=partner, name="Look Alike Pty Ltd")
-    firm.xpm.clients += [look_alike, client(partner=partner)]
+    other = client("ZZZ999", partner=partner, name="Unrelated Pty Ltd")
+    if beside_a_client_without_uuid:
+        other = other.model_copy(update={"uuid": ""})
+    firm.xpm.clients += [look_alike, other]
     firm.active.add_client(legal_name="Look Alike Pty Ltd")
     preview(firm)
     assert look_alike.uuid in firm.matches.suggestions
